@@ -1,0 +1,72 @@
+"""All configuration, in one typed object read from ``M1_*`` environment variables.
+
+>>> from m1.settings import Settings
+>>> Settings(kafka_bootstrap="127.0.0.1:9092").kafka_url
+'kafka://127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Pipeline settings. Every field can be set as ``M1_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="M1_", extra="ignore")
+
+    # Where local state lives: the Kafka jar cache, broker data, chdb data, Faust data.
+    home: Path = Field(default=Path(".m1"), description="Directory for local state.")
+
+    # Kafka. Leave kafka_bootstrap empty to use the project's local broker (m1 kafka start).
+    kafka_bootstrap: str = Field(default="", description="host:port[,host:port] of an existing Kafka cluster.")
+    kafka_version: str = Field(default="3.9.1", description="Apache Kafka version of the local broker.")
+    kafka_port: int = Field(default=0, description="Port of the local broker; 0 picks a free one.")
+    topic_partitions: int = Field(default=4, description="Partitions of the topics the pipeline creates.")
+    topic_metrics: str = "metrics"
+    topic_dead_letter: str = "dead_letter"
+    topic_anomalies: str = "anomalies"
+
+    # ClickHouse. Empty clickhouse_url means embedded chdb under <home>/chdb.
+    clickhouse_url: str = Field(default="", description="http(s)://user:pass@host:port/db of a ClickHouse server.")
+    clickhouse_database: str = "m1"
+
+    # Worker.
+    app_id: str = "m1-analytics"
+    web_port: int = Field(default=6066, description="Faust web server port (health, metrics, /query).")
+    batch_size: int = Field(default=5000, description="Sink flush size: events per batch.")
+    flush_seconds: float = Field(default=1.0, description="Sink flush interval: max seconds an event waits.")
+    max_payload_bytes: int = Field(default=65536, description="Larger records are dead-lettered.")
+    detector: str = Field(default="zscore", description="Detector name from models.registry.")
+    anomaly_threshold: float = Field(default=0.999, description="Scores at or above this become anomaly events.")
+    max_series: int = Field(default=100_000, description="Live models kept in memory; least recently used beyond it are evicted.")
+    snapshot_seconds: float = Field(default=10.0, description="How often changed model state is checkpointed.")
+
+    @property
+    def kafka_url(self) -> str:
+        """Bootstrap servers as Faust's ``kafka://`` URL."""
+        return ";".join(f"kafka://{host}" for host in self.bootstrap.split(","))
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port of Kafka: the configured cluster, or the local broker's recorded address."""
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        from m1.kafka_local import LocalKafka
+
+        return LocalKafka(self).bootstrap()
+
+    @property
+    def chdb_path(self) -> Path:
+        """Data directory of the embedded ClickHouse engine."""
+        return (self.home / "chdb").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Online anomaly detectors and forecasters, one per module, behind ``models.base``."""

@@ -1,0 +1,20 @@
+"""Detector names a user can configure (``M1_DETECTOR``), mapped to constructors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from models.base import Detector
+from models.zscore import ZScore
+
+DETECTORS: dict[str, Callable[[], Detector]] = {
+    "zscore": ZScore,
+}
+
+
+def make_detector(name: str) -> Detector:
+    """A fresh detector of the named kind; ``ValueError`` names the known ones."""
+    try:
+        return DETECTORS[name]()
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
