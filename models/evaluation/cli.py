@@ -1,0 +1,94 @@
+"""``m1 eval``: offline evaluation of the anomaly detectors (NAB)."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Evaluate the anomaly detectors offline (Numenta Anomaly Benchmark).", no_args_is_help=True)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Profile(str, Enum):
+    standard = "standard"
+    reward_low_FP_rate = "reward_low_FP_rate"
+    reward_low_FN_rate = "reward_low_FN_rate"
+    all = "all"
+
+
+def _default_data() -> Path:
+    env = os.environ.get("M1_NAB_DIR")
+    if env:
+        return Path(env)
+    return (REPO / ".." / "shared" / "datasets" / "nab" / "data").resolve()
+
+
+@app.callback()
+def _main() -> None:
+    """Offline evaluation commands."""
+
+
+@app.command()
+def nab(
+    data: Annotated[Optional[Path], typer.Option("--data", help="NAB data dir (<category>/<file>.csv); default $M1_NAB_DIR or ../shared/datasets/nab/data")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="combined_windows.json; default <data>/../labels/combined_windows.json")] = None,
+    profile: Annotated[Profile, typer.Option("--profile", help="NAB scoring profile")] = Profile.all,
+    detector: Annotated[Optional[list[str]], typer.Option("--detector", "-d", help="registry name; repeat for several (default: all)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write per-series scores in NAB's results layout here")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="worker processes")] = 2,
+) -> None:
+    """Score detectors on a NAB-layout corpus: normalised score per profile, window precision/recall, us/point."""
+    from models.evaluation.nab import load_profiles, run_benchmark
+    from models.registry import DETECTORS
+
+    console = Console()
+    data_dir = data or _default_data()
+    labels_file = labels or data_dir.parent / "labels" / "combined_windows.json"
+    if not data_dir.is_dir():
+        raise typer.BadParameter(f"{data_dir} is not a directory", param_hint="--data")
+    if not labels_file.is_file():
+        raise typer.BadParameter(f"{labels_file} not found", param_hint="--labels")
+    names = detector or list(DETECTORS)
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise typer.BadParameter(f"unknown {unknown}; known: {', '.join(sorted(DETECTORS))}", param_hint="--detector")
+    profiles = load_profiles(labels_file.parent.parent / "config" / "profiles.json")
+    if profile is not Profile.all:
+        profiles = {profile.value: profiles[profile.value]}
+
+    runs = run_benchmark(data_dir, labels_file, names, profiles, out_dir=out, workers=workers)
+
+    table = Table(title=f"NAB on {data_dir}")
+    table.add_column("detector", style="bold")
+    for p in profiles:
+        table.add_column(p, justify="right")
+    first = next(iter(profiles))
+    table.add_column(f"precision ({first})", justify="right")
+    table.add_column(f"recall ({first})", justify="right")
+    table.add_column("windows", justify="right")
+    table.add_column("FP points", justify="right")
+    table.add_column("us/point", justify="right")
+    for run in runs:
+        r0 = run.results[first]
+        table.add_row(
+            run.detector,
+            *[f"{run.results[p].normalized:.1f}" for p in profiles],
+            f"{r0.precision:.2f}",
+            f"{r0.recall:.2f}",
+            f"{r0.detected_windows}/{r0.windows}",
+            str(r0.false_positives),
+            f"{run.us_per_point:.1f}",
+        )
+    console.print(table)
+    for run in runs:
+        thr = ", ".join(f"{p}={run.results[p].threshold:.4f}" for p in profiles)
+        console.print(f"[dim]{run.detector} thresholds: {thr}[/]")
+    if out is not None:
+        console.print(f"per-series results written under {out}")
