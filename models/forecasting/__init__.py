@@ -1,0 +1,1 @@
+"""Per-series online forecasters with conformal intervals, cost projection and scaling advice."""

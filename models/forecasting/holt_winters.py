@@ -1,0 +1,56 @@
+"""Holt-Winters (River) behind the :class:`~models.forecasting.base.Forecaster` interface.
+
+River's model needs ``max(2, season)`` values before it can forecast; until then the
+base class serves its flat fallback.
+
+>>> from river import datasets
+>>> from models.forecasting.holt_winters import HoltWintersForecaster
+>>> model = HoltWintersForecaster(season=12, multiplicative=True)
+>>> for _, y in datasets.AirlinePassengers():
+...     model.learn_one(y)
+>>> first = model.forecast(12)[0]
+>>> first.step, first.lower < first.point < first.upper, 380 < first.point < 480
+(1, True, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from river import time_series
+
+from models.forecasting.base import Forecaster
+
+
+class HoltWintersForecaster(Forecaster):
+    """Holt-Winters with level ``alpha``, trend ``beta`` and season ``gamma`` smoothing.
+
+    Other keyword arguments (``season``, ``coverage``, ``horizon``, ``window``, ``warmup``)
+    go to :class:`~models.forecasting.base.Forecaster`.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.1,
+        gamma: float = 0.6,
+        multiplicative: bool = False,
+        **kwargs: Any,
+    ):
+        self.alpha = alpha
+        self.beta = beta
+        self.gamma = gamma
+        self.multiplicative = multiplicative
+        super().__init__(**kwargs)
+
+    def _build(self, season: int) -> time_series.HoltWinters:
+        return time_series.HoltWinters(
+            alpha=self.alpha,
+            beta=self.beta,
+            gamma=self.gamma,
+            seasonality=season,
+            multiplicative=self.multiplicative,
+        )
+
+    def _ready(self) -> bool:
+        return self.n_model >= max(2, self.season or 0)
