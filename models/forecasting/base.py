@@ -35,7 +35,9 @@ class Forecaster(abc.ABC):
     """Base of the per-series online forecasters (see the module docstring).
 
     ``horizon`` is the longest step with its own residual window (longer forecasts reuse
-    the last window); ``window`` is how many recent residuals each window keeps.
+    the last window); ``window`` is how many recent residuals each window keeps and
+``adapt_rate`` the step of the adaptive coverage level (0: plain split conformal); see
+:mod:`models.forecasting.conformal`.
     """
 
     def __init__(
@@ -43,14 +45,15 @@ class Forecaster(abc.ABC):
         season: int | str = "auto",
         coverage: float = 0.9,
         horizon: int = 12,
-        window: int = 100,
+        window: int = 50,
+        adapt_rate: float = 0.02,
         warmup: int = 96,
         fallback_alpha: float = 0.3,
     ):
         if season != "auto" and not (isinstance(season, int) and season >= 0):
             raise ValueError(f"season must be a non-negative int or 'auto', not {season!r}")
         self.warmup = warmup
-        self.intervals = ConformalIntervals(horizon=horizon, window=window, coverage=coverage)
+        self.intervals = ConformalIntervals(horizon=horizon, window=window, coverage=coverage, adapt_rate=adapt_rate)
         self.fallback = stats.EWMean(fading_factor=fallback_alpha)
         self.season: int | None = None if season == "auto" else int(season)
         self.model: Any = None if self.season is None else self._build(self.season)
@@ -78,24 +81,38 @@ class Forecaster(abc.ABC):
     def learn_one(self, y: float, t: float | None = None) -> None:
         """Learn value ``y`` (at epoch-seconds ``t``; values are assumed evenly spaced)."""
         y = float(y)
-        self.intervals.observe(y)
         self.fallback.update(y)
         if self.model is not None:
-            self._learn_model(y)
-        else:
-            self.buffer.append(y)
-            if len(self.buffer) >= self.warmup:
-                self.season = detect_season(self.buffer)
-                self.model = self._build(self.season)
-                for value in self.buffer:
-                    self._learn_model(value)
-                self.buffer = []
-        self.points = self._points(self.intervals.horizon)
-        self.intervals.record(self.points)
+            self._step(y)
+            return
+        self.buffer.append(y)
+        if len(self.buffer) < self.warmup:
+            self.intervals.observe(y)
+            self._record()
+            return
+        self.season = detect_season(self.buffer)
+        self.model = self._build(self.season)
+        buffered, self.buffer = self.buffer, []
+        for value in buffered:
+            self._step(value)
 
-    def _learn_model(self, y: float) -> None:
+    def _step(self, y: float) -> None:
+        """Score pending forecasts, learn ``y``, issue the next forecast.
+
+        Residuals of the fallback are dropped when the model takes over, so the
+        intervals only ever describe the forecasts they are attached to.
+        """
+        was_ready = self.ready
+        self.intervals.observe(y)
         self.model.learn_one(y)
         self.n_model += 1
+        if self.ready and not was_ready:
+            self.intervals.clear()
+        self._record()
+
+    def _record(self) -> None:
+        self.points = self._points(self.intervals.horizon)
+        self.intervals.record(self.points)
 
     def _points(self, horizon: int) -> list[float]:
         if self.ready:
