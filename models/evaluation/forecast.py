@@ -1,15 +1,15 @@
 """Walk-forward forecast evaluation: MAPE, sMAPE and interval coverage by horizon step.
 
-At every point the forecaster learns the value, then (once past ``warmup`` values)
-forecasts ``horizon`` steps; each step-``h`` forecast is scored when the value ``h``
-steps later is known. The first ``warmup`` values are never targets of a scored forecast
-issued before them: scoring starts with forecasts issued after the warm-up.
+At every point the forecaster learns the value, then, once it has learned ``warmup``
+values, forecasts ``horizon`` steps; each step-``h`` forecast is scored against the value
+``h`` steps later. So the warm-up values are learned but never scored, and forecasts
+whose target lies past the end of the series are dropped.
 
 >>> from models.evaluation.forecast import walk_forward
 >>> from models.forecasting.holt_winters import HoltWintersForecaster
 >>> report = walk_forward([10.0] * 50, HoltWintersForecaster(season=0), horizon=3, warmup=10)
 >>> [round(s.mape, 6) for s in report.steps], report.steps[0].n
-([0.0, 0.0, 0.0], 38)
+([0.0, 0.0, 0.0], 40)
 """
 
 from __future__ import annotations
