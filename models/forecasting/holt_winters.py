@@ -25,6 +25,9 @@ from models.forecasting.base import Forecaster
 class HoltWintersForecaster(Forecaster):
     """Holt-Winters with level ``alpha``, trend ``beta`` and season ``gamma`` smoothing.
 
+    ``beta=0`` (no trend) is only allowed with ``season=0``: River's seasonal update reads
+    the trend.
+
     Other keyword arguments (``season``, ``coverage``, ``horizon``, ``window``, ``warmup``)
     go to :class:`~models.forecasting.base.Forecaster`.
     """
@@ -41,6 +44,8 @@ class HoltWintersForecaster(Forecaster):
         self.beta = beta
         self.gamma = gamma
         self.multiplicative = multiplicative
+        if not beta and kwargs.get("season", "auto") != 0:
+            raise ValueError("River's seasonal Holt-Winters needs a trend: set beta > 0 or season=0")
         super().__init__(**kwargs)
 
     def _build(self, season: int) -> time_series.HoltWinters:
