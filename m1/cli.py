@@ -1,0 +1,102 @@
+"""The ``m1`` command line: local Kafka, the worker, queries, the demo and evaluations."""
+
+from __future__ import annotations
+
+import logging
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from m1.settings import get_settings
+
+app = typer.Typer(help="M1 Analytics: streaming anomaly detection from Kafka to ClickHouse.", no_args_is_help=True)
+kafka_app = typer.Typer(help="The local single-node Kafka broker (KRaft) for the demo, tests and CI.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+console = Console()
+
+
+@kafka_app.command("start")
+def kafka_start() -> None:
+    """Fetch the Kafka jars (cached), start the broker on 127.0.0.1 and wait until it answers."""
+    from m1.kafka_local import LocalKafka
+
+    with console.status("starting Kafka (the first start downloads the jars with Maven)..."):
+        state = LocalKafka(get_settings()).start()
+    console.print(f"Kafka is up at [bold]{state.bootstrap}[/] (pid {state.pid})")
+
+
+@kafka_app.command("stop")
+def kafka_stop() -> None:
+    """Stop the local broker."""
+    from m1.kafka_local import LocalKafka
+
+    stopped = LocalKafka(get_settings()).stop()
+    console.print("Kafka stopped" if stopped else "no local Kafka was running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Say whether the local broker runs, and where; exits 1 when it does not."""
+    from m1.kafka_local import LocalKafka
+
+    state = LocalKafka(get_settings()).status()
+    if state is None:
+        console.print("no local Kafka is running")
+        raise typer.Exit(1)
+    console.print(f"Kafka is up at [bold]{state.bootstrap}[/] (pid {state.pid})")
+
+
+@app.command()
+def worker(loglevel: str = typer.Option("warn", help="crit, error, warn, info or debug.")) -> None:
+    """Run the pipeline worker until interrupted (uses the local broker unless M1_KAFKA_BOOTSTRAP is set)."""
+    from faust import Worker
+
+    from streams.app import build_app
+
+    faust_app = build_app(get_settings())
+    Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@app.command()
+def query(sql: str = typer.Argument(..., help="A SELECT (or SHOW/DESCRIBE/EXPLAIN) statement.")) -> None:
+    """Run SQL against the store and print the result as a table."""
+    from m1.query_client import QueryError, run_query
+
+    try:
+        result = run_query(get_settings(), sql)
+    except QueryError as exc:
+        console.print(f"[red]query failed:[/] {exc}")
+        raise typer.Exit(2) from None
+    table = Table(*result.columns)
+    for row in result.rows:
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    duration: float = typer.Option(60.0, help="Seconds of workload to produce."),
+    rate: float = typer.Option(2000.0, help="Metric points per second, all series together."),
+    tenants: int = typer.Option(3, help="Number of tenants."),
+    regions: int = typer.Option(3, help="Number of regions."),
+    series: int = typer.Option(120, help="Number of series across tenants, regions and services."),
+    anomalies: int = typer.Option(12, help="Anomaly episodes to inject (spikes, level shifts, drifts)."),
+    invalid_share: float = typer.Option(0.002, help="Share of records sent malformed, to show dead-lettering."),
+    seed: int = typer.Option(7, help="Random seed of the workload."),
+    keep_running: bool = typer.Option(False, help="Leave the broker and worker running afterwards."),
+) -> None:
+    """Start what is needed, stream a multi-tenant, multi-region workload with injected anomalies, summarise."""
+    from m1.demo import DemoOptions, run_demo
+
+    options = DemoOptions(duration, rate, tenants, regions, series, anomalies, invalid_share, seed, keep_running)
+    run_demo(get_settings(), options, console)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
+    """M1 Analytics command line."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,265 @@
+"""A real single-node Apache Kafka broker (KRaft mode) on 127.0.0.1, for the demo, tests and CI.
+
+The server jars come from Maven Central through ``mvn dependency:copy-dependencies`` into
+a cache directory (``M1_KAFKA_CACHE``), so only the first start downloads anything. The
+broker's config, data, log and pid live under ``<M1_HOME>/kafka``. ``start`` is
+idempotent: a broker that is already running and answering is reused.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from m1.settings import Settings
+
+POM_TEMPLATE = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>m1-analytics</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{version}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>connect-mirror</artifactId><version>{version}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>connect-runtime</artifactId><version>{version}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
+  </dependencies>
+</project>
+"""
+
+SERVER_PROPERTIES = """process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data_dir}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+log.retention.hours=24
+"""
+
+LOG4J_PROPERTIES = """log4j.rootLogger=WARN, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log_file}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaServer=INFO
+log4j.logger.kafka.server.BrokerServer=INFO
+"""
+
+
+class KafkaError(RuntimeError):
+    """The local broker could not be fetched, started or stopped; the message says why."""
+
+
+@dataclass
+class BrokerState:
+    """What ``start`` recorded about the running broker."""
+
+    pid: int
+    port: int
+    controller_port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _accepts_connections(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists": read its state.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+class LocalKafka:
+    """Fetches, starts, checks and stops the local broker described by ``settings``."""
+
+    def __init__(self, settings: Settings):
+        self.version = settings.kafka_version
+        self.wanted_port = settings.kafka_port
+        self.cache_dir = Path(os.environ.get("M1_KAFKA_CACHE", Path.home() / ".cache" / "m1-kafka")) / self.version
+        self.dir = (settings.home / "kafka").resolve()
+
+    # -- paths --------------------------------------------------------------------------
+    @property
+    def libs(self) -> Path:
+        return self.cache_dir / "libs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "broker.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "server.log"
+
+    # -- public API ---------------------------------------------------------------------
+    def fetch(self) -> Path:
+        """Download the broker jars into the cache (no-op when cached); returns the libs dir."""
+        if (self.libs / f"kafka_2.13-{self.version}.jar").exists():
+            return self.libs
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        pom = self.cache_dir / "pom.xml"
+        pom.write_text(POM_TEMPLATE.format(version=self.version))
+        tmp = self.cache_dir / "libs.partial"
+        cmd = ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={tmp}"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        except FileNotFoundError as exc:
+            raise KafkaError("Maven (mvn) is not installed; it fetches the Kafka jars") from exc
+        if proc.returncode != 0:
+            raise KafkaError(f"fetching Kafka {self.version} with Maven failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        tmp.rename(self.libs)
+        return self.libs
+
+    def status(self) -> BrokerState | None:
+        """The running broker's state, or ``None`` when none is running and answering."""
+        try:
+            state = BrokerState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if _pid_alive(state.pid) and _accepts_connections(state.port):
+            return state
+        return None
+
+    def bootstrap(self) -> str:
+        """host:port of the running broker; ``KafkaError`` if none is running."""
+        state = self.status()
+        if state is None:
+            raise KafkaError("no local Kafka broker is running: start one with `m1 kafka start` or set M1_KAFKA_BOOTSTRAP")
+        return state.bootstrap
+
+    def start(self, timeout: float = 120.0) -> BrokerState:
+        """Start the broker (or reuse the running one) and wait until it serves requests."""
+        running = self.status()
+        if running is not None:
+            return running
+        self.fetch()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        port, controller_port = self._ports()
+        data_dir = self.dir / "data"
+        config = self.dir / "server.properties"
+        config.write_text(SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data_dir=data_dir))
+        (self.dir / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log_file=self.log_file))
+        if not (data_dir / "meta.properties").exists():
+            self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config))
+        with open(self.dir / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                self._java_cmd("kafka.Kafka", str(config)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        state = BrokerState(pid=proc.pid, port=port, controller_port=controller_port)
+        self.state_file.write_text(json.dumps(state.__dict__))
+        self._wait_ready(state, proc, timeout)
+        return state
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); ``False`` if none ran."""
+        try:
+            state = BrokerState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return False
+        if not _pid_alive(state.pid):
+            return False
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(state.pid):
+            if time.monotonic() > deadline:
+                os.kill(state.pid, signal.SIGKILL)
+            time.sleep(0.2)
+        return True
+
+    # -- helpers ------------------------------------------------------------------------
+    def _ports(self) -> tuple[int, int]:
+        """Reuse the recorded ports (clients keep their address across restarts), else pick."""
+        try:
+            old = json.loads(self.state_file.read_text())
+            return old["port"], old["controller_port"]
+        except (OSError, ValueError, KeyError):
+            return (self.wanted_port or free_port()), free_port()
+
+    def _java_cmd(self, main: str, *args: str) -> list[str]:
+        heap = os.environ.get("M1_KAFKA_HEAP", "-Xmx768m")
+        log4j = f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}"
+        return ["java", heap, log4j, "-cp", f"{self.libs}/*", main, *args]
+
+    def _java(self, main: str, *args: str) -> None:
+        proc = subprocess.run(self._java_cmd(main, *args), capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise KafkaError(f"{main} failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+
+    def _wait_ready(self, state: BrokerState, proc: subprocess.Popen, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise KafkaError(f"the broker exited with {proc.returncode}; see {self.log_file} and {self.dir / 'stdout.log'}")
+            if _accepts_connections(state.port) and _metadata_ok(state.bootstrap):
+                return
+            time.sleep(0.5)
+        raise KafkaError(f"the broker did not answer within {timeout:.0f}s; see {self.log_file}")
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _metadata_ok(bootstrap: str) -> bool:
+    """True once the broker answers a metadata request (the controller has elected itself)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return True
+        except Exception:
+            return False
+        finally:
+            await admin.close()
+
+    return asyncio.run(probe())

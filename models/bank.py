@@ -1,0 +1,97 @@
+"""Per-series detectors with bounded memory and pickled checkpoints.
+
+The bank holds at most ``max_series`` live detectors, least recently used first out;
+an evicted series is checkpointed before it goes, so it resumes where it left off.
+``checkpoint`` hands back the series changed since the last one as
+``(series, points, state_bytes)`` rows, and ``restore`` loads such rows.
+
+>>> import numpy as np
+>>> bank = ModelBank("zscore", max_series=2)
+>>> scores = bank.score_learn("a", np.array([1.0, 1.1, 0.9]), np.arange(3.0))
+>>> len(scores), bank.points("a")
+(3, 3)
+>>> rows = bank.checkpoint()
+>>> fresh = ModelBank("zscore", max_series=2)
+>>> fresh.restore(rows)
+>>> fresh.points("a")
+3
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import numpy as np
+
+from models.base import Detector
+from models.registry import make_detector
+
+#: A checkpoint row: series key, points learned so far, pickled detector.
+StateRow = tuple[str, int, bytes]
+
+
+class ModelBank:
+    """Detectors of one kind, keyed by series."""
+
+    def __init__(self, detector: str, max_series: int = 100_000):
+        self.detector = detector
+        self.max_series = max_series
+        self._models: OrderedDict[str, tuple[Detector, int]] = OrderedDict()
+        self._dirty: set[str] = set()
+        self._evicted: dict[str, StateRow] = {}
+
+    def __contains__(self, series: str) -> bool:
+        return series in self._models
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def points(self, series: str) -> int:
+        """How many points the series' detector has learned (0 if unknown)."""
+        return self._models[series][1] if series in self._models else 0
+
+    def score_learn(self, series: str, values: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Score then learn a series' new points in time order; creates the detector if new."""
+        if series in self._models:
+            model, seen = self._models.pop(series)
+        elif series in self._evicted:
+            _, seen, state = self._evicted.pop(series)
+            model = pickle.loads(state)
+        else:
+            model, seen = make_detector(self.detector), 0
+        scores = model.score_learn_many(values, times)
+        self._models[series] = (model, seen + len(values))
+        self._dirty.add(series)
+        self._evict_overflow()
+        return scores
+
+    def missing(self, series: Iterable[str]) -> list[str]:
+        """The given series that have no state here (candidates for ``restore``)."""
+        return [s for s in series if s not in self._models and s not in self._evicted]
+
+    def restore(self, rows: Iterable[StateRow]) -> None:
+        """Load checkpoint rows (series not live yet only: live state is newer)."""
+        for series, points, state in rows:
+            if series not in self._models:
+                self._models[series] = (pickle.loads(state), points)
+        self._evict_overflow()
+
+    def checkpoint(self) -> list[StateRow]:
+        """Rows for every series changed or evicted since the last checkpoint."""
+        rows = list(self._evicted.values())
+        self._evicted.clear()
+        for series in self._dirty:
+            if series in self._models:
+                model, seen = self._models[series]
+                rows.append((series, seen, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)))
+        self._dirty.clear()
+        return rows
+
+    def _evict_overflow(self) -> None:
+        while len(self._models) > self.max_series:
+            series, (model, seen) = self._models.popitem(last=False)
+            if series in self._dirty:
+                self._evicted[series] = (series, seen, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+                self._dirty.discard(series)

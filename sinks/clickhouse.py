@@ -1,0 +1,131 @@
+"""The ClickHouse store: one client, versioned DDL applied on start, Arrow batch inserts.
+
+``connect`` returns a clickhouse-connect client: the embedded chdb engine in
+``<M1_HOME>/chdb`` by default, or a ClickHouse server when ``M1_CLICKHOUSE_URL`` is
+set, so everything above this module is the same code for both. chdb lets only one
+process open a data directory: the worker owns it, and other processes reach it
+through the worker's ``/query`` endpoint (see ``m1 query``).
+
+>>> import tempfile
+>>> from m1.settings import Settings
+>>> store = Store(connect(Settings(home=tempfile.mkdtemp())))
+>>> store.migrate()[0]
+'001_metrics.sql'
+>>> store.query("SELECT count() FROM metric_points").rows
+[(0,)]
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import clickhouse_connect
+import pyarrow as pa
+from clickhouse_connect.driver.client import Client
+
+from m1.settings import Settings
+
+
+READ_ONLY_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"}
+
+
+def connect(settings: Settings) -> Client:
+    """A client for the configured store, with ``settings.clickhouse_database`` created and selected."""
+    if settings.clickhouse_url:
+        client = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
+    else:
+        settings.chdb_path.mkdir(parents=True, exist_ok=True)
+        client = clickhouse_connect.get_client(dsn=f"chdb://{settings.chdb_path}")
+    client.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")
+    client.database = settings.clickhouse_database
+    return client
+
+
+def ddl_files() -> list[tuple[str, str]]:
+    """``(name, text)`` of every versioned DDL file in ``schemas/ddl``, in version order."""
+    folder = resources.files("schemas") / "ddl"
+    return sorted((f.name, f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql"))
+
+
+@dataclass
+class QueryResult:
+    """Column names and rows of a query."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+class Store:
+    """Thread-safe wrapper of a client: migrations, Arrow inserts and queries.
+
+    chdb has no async client, so the worker calls these methods from a thread;
+    the lock keeps one statement at a time on the shared in-process engine.
+    """
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.database = client.database
+        self._lock = threading.Lock()
+
+    def migrate(self) -> list[str]:
+        """Apply DDL files not applied yet; returns the names of all applied files."""
+        with self._lock:
+            self.client.command(
+                f"CREATE TABLE IF NOT EXISTS {self.database}.schema_migrations "
+                "(name String, applied_at DateTime DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY name"
+            )
+            done = {r[0] for r in self.client.query("SELECT name FROM schema_migrations").result_rows}
+            for name, text in ddl_files():
+                if name in done:
+                    continue
+                for statement in text.format(database=self.database).split("\n;\n"):
+                    if _has_sql(statement):
+                        self.client.command(statement)
+                self.client.insert("schema_migrations", [[name]], column_names=["name"])
+                done.add(name)
+            return sorted(done)
+
+    def insert(self, table: str, columns: dict[str, pa.Array | list]) -> int:
+        """Insert one batch given as named columns; returns the row count."""
+        batch = pa.table(columns)
+        if batch.num_rows:
+            with self._lock:
+                self.client.insert_arrow(table, batch)
+        return batch.num_rows
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+        """Run a query and return its columns and rows."""
+        with self._lock:
+            result = self.client.query(sql, parameters=parameters)
+        return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
+
+    def read_only_query(self, sql: str) -> QueryResult:
+        """Run a SELECT-like statement for a remote caller; values become JSON-safe."""
+        first = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        if first not in READ_ONLY_STATEMENTS:
+            raise ValueError(f"only {', '.join(sorted(READ_ONLY_STATEMENTS))} statements are allowed here")
+        result = self.query(sql)
+        return QueryResult(result.columns, [tuple(map(_json_safe, row)) for row in result.rows])
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return str(value)
+
+
+def _has_sql(statement: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in statement.splitlines())

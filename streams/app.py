@@ -1,0 +1,78 @@
+"""Wiring: the Faust app, its topics, the store and the agents, all in one place.
+
+``build_app(settings)`` returns a ready Faust app; ``m1 worker`` runs it. The worker
+process owns the store (chdb allows one process per data directory) and serves
+read-only SQL at ``POST /query`` on its web port for every other process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from faust.web import Request, Response, View
+
+from m1.settings import Settings
+from m1.topics import ensure_topics
+from sinks.clickhouse import Store, connect
+from streams.agents import metrics_agent
+from streams.metrics_pipeline import MetricsPipeline
+
+
+@dataclass
+class Topics:
+    """The topics the pipeline reads and writes."""
+
+    metrics: faust.TopicT
+    dead_letter: faust.TopicT
+    anomalies: faust.TopicT
+
+
+def make_faust_app(settings: Settings) -> faust.App:
+    """A Faust app configured from settings (no agents yet)."""
+    return faust.App(
+        settings.app_id,
+        broker=settings.kafka_url,
+        store="memory://",
+        datadir=str((settings.home / "faust").resolve()),
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_commit_interval=1.0,
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+    )
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The pipeline's Faust app: topics, store, metrics agent and the /query endpoint."""
+    ensure_topics(settings)
+    app = make_faust_app(settings)
+    topics = Topics(
+        metrics=app.topic(settings.topic_metrics, key_serializer="raw", value_serializer="raw"),
+        dead_letter=app.topic(settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"),
+        anomalies=app.topic(settings.topic_anomalies, key_serializer="raw", value_serializer="raw"),
+    )
+    store = Store(connect(settings))
+    store.migrate()
+    pipeline = MetricsPipeline(settings, store)
+    app.agent(topics.metrics, name="metrics")(metrics_agent(pipeline, topics, settings))
+
+    @app.page("/query")
+    class QueryView(View):
+        """POST {"sql": "..."} -> {"columns": [...], "rows": [[...], ...]}; read-only."""
+
+        async def post(self, request: Request) -> Response:
+            body = await request.json()
+            try:
+                result = await app.loop.run_in_executor(None, store.read_only_query, body["sql"])
+            except Exception as exc:  # the client gets the engine's message
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"columns": result.columns, "rows": [list(r) for r in result.rows]})
+
+    return app

@@ -1,0 +1,204 @@
+"""The metrics path for one batch of Kafka records, without Faust: decode, score, store.
+
+The Faust agent (``streams.agents``) and the benchmark both call
+:meth:`MetricsPipeline.process`; it returns what must go back to Kafka (dead letters,
+anomalies, records to re-key) so that the caller acknowledges the batch only after
+both the store and Kafka have taken it. That order is what makes delivery
+at-least-once; the store's ReplacingMergeTree tables make the replays invisible.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from m1.settings import Settings
+from models.bank import ModelBank
+from models.severity import severity_of
+from schemas.events import EventDecoder, InvalidEvent, MetricPoint
+from sinks.clickhouse import Store
+
+LABELS_TYPE = pa.map_(pa.string(), pa.string())
+TS_TYPE = pa.timestamp("ms", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A Kafka record as the pipeline needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """Why a record was rejected, where it came from, and its original bytes (base64)."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    payload_b64: str
+    received_at: float
+
+
+class Anomaly(msgspec.Struct, frozen=True):
+    """A scored point over the threshold, as published on the anomalies topic."""
+
+    ts: float
+    tenant: str
+    region: str
+    service: str
+    metric: str
+    series: str
+    value: float
+    score: float
+    severity: str
+    detector: str
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch produced; the caller sends the Kafka parts before acknowledging."""
+
+    stored: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    rekeyed: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class MetricsPipeline:
+    """Decode, validate, score per series and store batches of metric records."""
+
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.store = store
+        self.decoder = EventDecoder(MetricPoint, max_bytes=settings.max_payload_bytes)
+        self.bank = ModelBank(settings.detector, max_series=settings.max_series)
+        self._last_checkpoint = time.monotonic()
+
+    def process(self, records: list[Record]) -> BatchOutcome:
+        """Handle one batch; raises only if the store fails (then nothing may be acked)."""
+        now = time.time()
+        outcome = BatchOutcome()
+        by_series: dict[str, list[MetricPoint]] = defaultdict(list)
+        for record in records:
+            try:
+                point = self.decoder.decode(record.value)
+            except InvalidEvent as exc:
+                outcome.dead_letters.append(_dead_letter(record, exc.reason, now))
+                continue
+            series = point.series_key
+            if record.key is not None and record.key != series.encode():
+                outcome.rekeyed.append((series.encode(), record.value))
+                continue
+            by_series[series].append(point)
+
+        self._restore(list(by_series))
+        columns, outcome.anomalies = self._score(by_series, now)
+        outcome.stored = self.store.insert("metric_points", columns)
+        self._store_anomalies(outcome.anomalies, now)
+        self._store_dead_letters(outcome.dead_letters)
+        if time.monotonic() - self._last_checkpoint >= self.settings.snapshot_seconds:
+            self.checkpoint()
+        return outcome
+
+    def checkpoint(self) -> int:
+        """Write changed model state to the store; returns how many series were saved."""
+        rows = self.bank.checkpoint()
+        self._last_checkpoint = time.monotonic()
+        if rows:
+            series, points, states = zip(*rows)
+            self.store.insert(
+                "model_state",
+                {
+                    "series": list(series),
+                    "detector": [self.bank.detector] * len(rows),
+                    "points": list(points),
+                    "state": pa.array(states, type=pa.binary()),
+                    "updated_at": pa.array([int(time.time() * 1000)] * len(rows), type=TS_TYPE),
+                },
+            )
+        return len(rows)
+
+    def _restore(self, series: list[str]) -> None:
+        missing = self.bank.missing(series)
+        if not missing:
+            return
+        result = self.store.query(
+            "SELECT series, points, state FROM model_state FINAL WHERE detector = {d:String} AND series IN {s:Array(String)}",
+            {"d": self.bank.detector, "s": missing},
+        )
+        self.bank.restore((s, p, state if isinstance(state, bytes) else state.encode("latin-1")) for s, p, state in result.rows)
+
+    def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
+        threshold = self.settings.anomaly_threshold
+        points: list[MetricPoint] = []
+        series_col: list[str] = []
+        scores: list[np.ndarray] = []
+        anomalies: list[Anomaly] = []
+        for series, batch in by_series.items():
+            values = np.fromiter((p.value for p in batch), dtype=np.float64, count=len(batch))
+            times = np.fromiter((p.ts for p in batch), dtype=np.float64, count=len(batch))
+            series_scores = self.bank.score_learn(series, values, times)
+            points.extend(batch)
+            series_col.extend([series] * len(batch))
+            scores.append(series_scores)
+            for i in np.flatnonzero(series_scores >= threshold):
+                p, score = batch[i], float(series_scores[i])
+                anomalies.append(
+                    Anomaly(p.ts, p.tenant, p.region, p.service, p.metric, series, p.value, score,
+                            severity_of(score, threshold), self.bank.detector)
+                )
+        all_scores = np.concatenate(scores) if scores else np.empty(0)
+        columns = {
+            "ts": pa.array([int(p.ts * 1000) for p in points], type=TS_TYPE),
+            "tenant": [p.tenant for p in points],
+            "region": [p.region for p in points],
+            "service": [p.service for p in points],
+            "metric": [p.metric for p in points],
+            "labels": pa.array([list(p.labels.items()) for p in points], type=LABELS_TYPE),
+            "series": series_col,
+            "value": pa.array([p.value for p in points], type=pa.float64()),
+            "score": pa.array(all_scores.astype(np.float32)),
+            "is_anomaly": pa.array((all_scores >= threshold).astype(np.uint8)),
+            "ingested_at": pa.array([int(now * 1000)] * len(points), type=TS_TYPE),
+        }
+        return columns, anomalies
+
+    def _store_anomalies(self, anomalies: list[Anomaly], now: float) -> None:
+        if not anomalies:
+            return
+        names = ["tenant", "region", "service", "metric", "series", "value", "score", "severity", "detector"]
+        columns: dict = {n: [getattr(a, n) for a in anomalies] for n in names}
+        columns["ts"] = pa.array([int(a.ts * 1000) for a in anomalies], type=TS_TYPE)
+        columns["detected_at"] = pa.array([int(now * 1000)] * len(anomalies), type=TS_TYPE)
+        self.store.insert("anomalies", columns)
+
+    def _store_dead_letters(self, letters: list[DeadLetter]) -> None:
+        if not letters:
+            return
+        self.store.insert(
+            "dead_letters",
+            {
+                "received_at": pa.array([int(d.received_at * 1000) for d in letters], type=TS_TYPE),
+                "topic": [d.topic for d in letters],
+                "partition": pa.array([d.partition for d in letters], type=pa.uint32()),
+                "offset": pa.array([d.offset for d in letters], type=pa.uint64()),
+                "reason": [d.reason for d in letters],
+                "payload": pa.array([base64.b64decode(d.payload_b64) for d in letters], type=pa.binary()),
+            },
+        )
+
+
+def _dead_letter(record: Record, reason: str, now: float) -> DeadLetter:
+    payload = base64.b64encode(record.value or b"").decode()
+    return DeadLetter(reason, record.topic, record.partition, record.offset, payload, now)
