@@ -1,0 +1,78 @@
+"""Replay a load series and compare each replica recommendation with its oracle.
+
+The forecaster learns every value. After the first ``warmup`` values, every ``window``
+values is a decision: the policy recommends replicas from the next ``window`` forecasts;
+the oracle is the replica count the same policy gives the actual peak of those
+``window`` values. A decision is *within tolerance* if ``|rec - oracle| <= tolerance *
+oracle``. The capacity per replica is ``capacity_fraction`` times the median of the
+warm-up values, so nothing after the first decision is peeked at.
+
+>>> from models.evaluation.scaling import evaluate_scaling
+>>> from models.forecasting.holt_winters import HoltWintersForecaster
+>>> report = evaluate_scaling([100.0] * 200, HoltWintersForecaster(season=0), window=12, warmup=48)
+>>> report.decisions, report.share_within, report.capacity, report.mean_oracle
+(12, 1.0, 10.0, 12.0)
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from models.forecasting.base import Forecaster
+from models.forecasting.scaling import ScalingPolicy
+
+
+def within_tolerance(recommended: int, oracle: int, tolerance: float = 0.2) -> bool:
+    """Whether ``recommended`` is within ``tolerance`` (a fraction) of ``oracle``."""
+    return abs(recommended - oracle) <= tolerance * oracle + 1e-9
+
+
+@dataclass(frozen=True)
+class ScalingReport:
+    """How the recommendations of one series compared with their oracles."""
+
+    decisions: int
+    share_within: float
+    share_under: float
+    mean_recommended: float
+    mean_oracle: float
+    capacity: float
+
+
+def evaluate_scaling(
+    values: Sequence[float],
+    forecaster: Forecaster,
+    window: int = 12,
+    warmup: int = 288,
+    capacity_fraction: float = 0.1,
+    headroom: float = 0.2,
+    tolerance: float = 0.2,
+    bound: Literal["upper", "point"] = "upper",
+) -> ScalingReport:
+    """Replay ``values`` through ``forecaster`` and score its decisions (see module docstring)."""
+    if warmup < 1 or warmup + window > len(values):
+        raise ValueError("need 1 <= warmup and warmup + window <= len(values)")
+    base = statistics.median(values[:warmup]) or statistics.fmean(abs(v) for v in values[:warmup])
+    if base <= 0:
+        raise ValueError("warm-up values are all zero: no capacity to scale from")
+    policy = ScalingPolicy(capacity_per_replica=capacity_fraction * base, headroom=headroom)
+    recommended: list[int] = []
+    oracle: list[int] = []
+    for i, y in enumerate(values):
+        forecaster.learn_one(y, float(i))
+        seen = i + 1
+        if seen >= warmup and (seen - warmup) % window == 0 and seen + window <= len(values):
+            recommended.append(policy.recommend(forecaster.forecast(window), bound=bound).replicas)
+            oracle.append(policy.replicas_for(max(values[seen : seen + window])))
+    n = len(oracle)
+    return ScalingReport(
+        decisions=n,
+        share_within=sum(within_tolerance(r, o, tolerance) for r, o in zip(recommended, oracle)) / n,
+        share_under=sum(r < o for r, o in zip(recommended, oracle)) / n,
+        mean_recommended=statistics.fmean(recommended),
+        mean_oracle=statistics.fmean(oracle),
+        capacity=policy.capacity_per_replica,
+    )
