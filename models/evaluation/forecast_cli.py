@@ -1,0 +1,138 @@
+"""``m1 eval forecast`` and ``m1 eval scaling``: walk-forward reports as rich tables.
+
+The first quarter of every series (at most 1152 points, four days of 5-minute data) is
+warm-up: learned, used for season detection and capacity, never scored.
+
+>>> from typer.testing import CliRunner
+>>> from models.evaluation.forecast_cli import app
+>>> result = CliRunner().invoke(app, ["forecast", "--dataset", "airline", "--season", "12", "--multiplicative"])
+>>> result.exit_code, "MAPE" in result.output
+(0, True)
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from models.evaluation.forecast import walk_forward
+from models.evaluation.scaling import evaluate_scaling
+from models.forecasting.base import Forecaster
+from models.forecasting.registry import make_forecaster
+
+app = typer.Typer(help="Forecast and scaling-recommendation evaluations.", no_args_is_help=True)
+LOAD_SERIES = re.compile(r"request|elb|cpu", re.IGNORECASE)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Model(str, Enum):
+    holtwinters = "holtwinters"
+    snarimax = "snarimax"
+
+
+class Bound(str, Enum):
+    upper = "upper"
+    point = "point"
+
+
+def read_series(path: Path) -> tuple[list[float], list[float]]:
+    """(epoch-seconds, values) of a ``timestamp,value`` CSV; naive timestamps are UTC."""
+    ts, ys = [], []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            when = datetime.fromisoformat(row["timestamp"])
+            ts.append((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp())
+            ys.append(float(row["value"]))
+    return ts, ys
+
+
+def default_warmup(n: int) -> int:
+    """The warm-up length used for a series of ``n`` points (see module docstring)."""
+    return min(n // 4, 1152)
+
+
+def build(model: Model, season: str, warmup: int, coverage: float, horizon: int, multiplicative: bool) -> Forecaster:
+    kwargs: dict = {"season": season if season == "auto" else int(season), "warmup": warmup}
+    kwargs |= {"coverage": coverage, "horizon": horizon}
+    if model is Model.holtwinters:
+        kwargs["multiplicative"] = multiplicative
+    return make_forecaster(model.value, **kwargs)
+
+
+@app.command()
+def forecast(
+    data: Path = typer.Option(None, help="CSV with timestamp,value columns."),
+    dataset: str = typer.Option(None, help="Bundled dataset instead of --data: 'airline'."),
+    horizon: int = typer.Option(12, min=1, help="Steps ahead to forecast and score."),
+    model: Model = typer.Option(Model.holtwinters, help="Forecaster."),
+    season: str = typer.Option("auto", help="Season length in steps, or 'auto' (detected over the warm-up)."),
+    coverage: float = typer.Option(0.9, min=0.01, max=0.99, help="Interval coverage."),
+    multiplicative: bool = typer.Option(False, help="Multiplicative seasonality (Holt-Winters)."),
+) -> None:
+    """MAPE, sMAPE and interval coverage by horizon step, walk-forward."""
+    if (data is None) == (dataset is None):
+        raise typer.BadParameter("give exactly one of --data or --dataset")
+    if dataset is not None:
+        if dataset != "airline":
+            raise typer.BadParameter(f"unknown dataset {dataset!r}; known: airline")
+        from river import datasets
+
+        values, name = [float(y) for _, y in datasets.AirlinePassengers()], "AirlinePassengers"
+    else:
+        values, name = read_series(data)[1], data.name
+    warmup = default_warmup(len(values))
+    forecaster = build(model, season, warmup, coverage, horizon, multiplicative)
+    report = walk_forward(values, forecaster, horizon=horizon, warmup=warmup)
+    table = Table(title=f"{name}: {model.value}, season {forecaster.season}, {len(values)} points, warm-up {warmup}")
+    for column in ("step", "n", "MAPE %", "sMAPE %", f"coverage ({coverage:.0%})", "mean width"):
+        table.add_column(column, justify="right")
+    for s in report.steps:
+        table.add_row(str(s.step), str(s.n), f"{100 * s.mape:.2f}", f"{100 * s.smape:.2f}", f"{s.coverage:.3f}", f"{s.mean_width:.4g}")
+    console = Console()
+    console.print(table)
+    console.print(f"{report.us_per_point:.1f} µs per learn+forecast")
+
+
+@app.command()
+def scaling(
+    data: Path = typer.Option(None, help="Directory of NAB CSVs; default $M1_NAB_DIR/realAWSCloudwatch."),
+    capacity_fraction: float = typer.Option(0.1, min=0.0, help="Capacity per replica, as a fraction of the warm-up median."),
+    headroom: float = typer.Option(0.2, min=0.0, help="Spare capacity planned on top of the load."),
+    window: int = typer.Option(12, min=1, help="Decision window, in steps."),
+    bound: Bound = typer.Option(Bound.upper, help="Plan for the forecast's upper bound or its point."),
+    model: Model = typer.Option(Model.holtwinters, help="Load forecaster."),
+    tolerance: float = typer.Option(0.2, min=0.0, help="'Within' means |rec - oracle| <= tolerance * oracle."),
+) -> None:
+    """Share of decision windows whose replica recommendation is within tolerance of the oracle."""
+    if data is None:
+        nab = os.environ.get("M1_NAB_DIR")
+        data = Path(nab) / "realAWSCloudwatch" if nab else REPO_ROOT / "../shared/datasets/nab/data/realAWSCloudwatch"
+    files = sorted(p for p in data.glob("*.csv") if LOAD_SERIES.search(p.stem))
+    if not files:
+        raise typer.BadParameter(f"no request/ELB/CPU series in {data}")
+    table = Table(title=f"Scaling: {model.value}, {bound.value} bound, window {window}, headroom {headroom:.0%}")
+    for column in ("series", "decisions", f"within {tolerance:.0%}", "under", "mean rec", "mean oracle", "capacity"):
+        table.add_column(column, justify="right")
+    total = within = 0.0
+    for path in files:
+        values = read_series(path)[1]
+        warmup = default_warmup(len(values))
+        forecaster = build(model, "auto", warmup, 0.9, window, False)
+        r = evaluate_scaling(values, forecaster, window, warmup, capacity_fraction, headroom, tolerance, bound.value)
+        total, within = total + r.decisions, within + r.share_within * r.decisions
+        table.add_row(path.stem, str(r.decisions), f"{r.share_within:.3f}", f"{r.share_under:.3f}",
+                      f"{r.mean_recommended:.1f}", f"{r.mean_oracle:.1f}", f"{r.capacity:.4g}")
+    table.add_row("all", str(int(total)), f"{within / total:.3f}", "", "", "", "")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    app()
