@@ -1,0 +1,39 @@
+"""Reading spans back from ClickHouse's ``otel_traces`` (tables of ``schemas/ddl/020_otel.sql``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traces.model import Span, span_from_row
+
+# Whole traces (every service's spans) that touched the service in the window. The id
+# lookup table bounds the scan of otel_traces to the traces' time range; its times are
+# whole seconds, hence the one-second margin. FINAL drops copies left by Kafka replays.
+# Timestamp is selected as integer nanoseconds, so the filter names the column as t.Timestamp.
+_WINDOW_SPANS = """
+WITH ids AS (
+    SELECT DISTINCT TraceId FROM otel_traces
+    WHERE ServiceName = {service:String}
+      AND Timestamp >= now64(9) - toIntervalSecond({since:UInt32})
+    LIMIT {max_traces:UInt32}
+),
+bounds AS (
+    SELECT min(Start) AS lo, max(End) + 1 AS hi FROM otel_traces_trace_id_ts WHERE TraceId IN ids
+)
+SELECT toUnixTimestamp64Nano(Timestamp) AS Timestamp, TraceId, SpanId, ParentSpanId, ServiceName,
+       SpanName, SpanKind, Duration, StatusCode, SpanAttributes
+FROM otel_traces AS t FINAL
+WHERE TraceId IN ids
+  AND t.Timestamp BETWEEN (SELECT lo FROM bounds) AND (SELECT hi FROM bounds)
+"""
+
+
+def load_spans(client: Any, service: str, since_seconds: int, max_traces: int = 10_000) -> list[Span]:
+    """Spans of up to ``max_traces`` traces in which ``service`` had a span in the last ``since_seconds``.
+
+    ``client`` is a clickhouse-connect client whose current database holds the OTel tables.
+    """
+    result = client.query(_WINDOW_SPANS, parameters={
+        "service": service, "since": since_seconds, "max_traces": max_traces,
+    })
+    return [span_from_row(row) for row in result.named_results()]
