@@ -104,11 +104,14 @@ class Forecaster(abc.ABC):
         """
         was_ready = self.ready
         self.intervals.observe(y)
-        self.model.learn_one(y)
-        self.n_model += 1
+        self._learn_model(y)
         if self.ready and not was_ready:
             self.intervals.clear()
         self._record()
+
+    def _learn_model(self, y: float) -> None:
+        self.model.learn_one(y)
+        self.n_model += 1
 
     def _record(self) -> None:
         self.points = self._points(self.intervals.horizon)
