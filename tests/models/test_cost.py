@@ -1,0 +1,71 @@
+"""Cost projection on synthetic metered cost with known answers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from models.forecasting.cost import CostProjector, day_end, month_end
+from models.forecasting.holt_winters import HoltWintersForecaster
+
+T0 = datetime(2024, 2, 26, tzinfo=timezone.utc).timestamp()  # leap-year February
+
+
+def feed(cost: CostProjector, rate: float, seconds: int, every: int = 60, noise: float = 0.0) -> float:
+    rng = np.random.default_rng(0)
+    for t in range(0, seconds, every):
+        cost.learn_one(rate * every * (1 + noise * rng.normal()), T0 + t)
+    return T0 + seconds - every
+
+
+def test_period_ends_are_utc_midnights():
+    t = datetime(2024, 2, 27, 13, 5, tzinfo=timezone.utc).timestamp()
+    assert day_end(t) == datetime(2024, 2, 28, tzinfo=timezone.utc).timestamp()
+    assert month_end(t) == datetime(2024, 3, 1, tzinfo=timezone.utc).timestamp()
+
+
+def test_constant_rate_projects_rate_times_remaining_time():
+    rate = 0.002  # per second
+    cost = CostProjector(HoltWintersForecaster(season=0, horizon=24))
+    now = feed(cost, rate, 2 * 86400 + 5 * 3600 + 1800)
+    day, month = cost.project()
+    assert day.point == pytest.approx(rate * (day_end(now) - now))
+    assert month.point == pytest.approx(rate * (month_end(now) - now))
+    assert day.spent == pytest.approx(rate * (now + 60 - day_end(now) + 86400))
+    assert month.upper - month.lower == pytest.approx(0.0, abs=1e-6)
+
+
+def test_default_seasonal_forecaster_also_recovers_a_constant_rate():
+    rate = 0.002
+    cost = CostProjector()
+    now = feed(cost, rate, 3 * 86400)
+    day, month = cost.project()
+    assert month.point == pytest.approx(rate * (month_end(now) - now), rel=1e-3)
+    assert month.lower <= month.point <= month.upper
+
+
+def test_noisy_cost_gives_a_wider_interval_that_scales_with_the_remaining_time():
+    cost = CostProjector(HoltWintersForecaster(season=0, horizon=24), step_seconds=3600)
+    feed(cost, 0.002, 2 * 86400, every=600, noise=0.3)
+    day, month = cost.project()
+    assert day.upper - day.lower > 0
+    assert (month.upper - month.lower) > 2 * (day.upper - day.lower)
+    assert day.lower >= 0
+
+
+def test_gaps_are_learned_as_zero_cost_buckets():
+    cost = CostProjector(HoltWintersForecaster(season=0, horizon=4, fallback_alpha=0.5))
+    cost.learn_one(5.0, T0)
+    cost.learn_one(5.0, T0 + 3 * 3600)
+    assert cost.forecaster.n_model == 3  # buckets 5, 0, 0 closed; the fourth is open
+    assert cost.forecaster.fallback.get() == pytest.approx(5.0 * 0.5 * 0.5)
+
+
+def test_spent_resets_at_the_utc_day_boundary():
+    cost = CostProjector()
+    cost.learn_one(3.0, T0 + 86400 - 1)
+    cost.learn_one(2.0, T0 + 86400)
+    day, month = cost.project()
+    assert day.spent == 2.0 and month.spent == 5.0

@@ -1,0 +1,64 @@
+"""Replica arithmetic, oracle comparison and the scaling replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.evaluation.scaling import evaluate_scaling, within_tolerance
+from models.forecasting.base import Forecast
+from models.forecasting.holt_winters import HoltWintersForecaster
+from models.forecasting.scaling import ScalingPolicy
+
+
+def test_replicas_cover_load_plus_headroom_and_respect_bounds():
+    policy = ScalingPolicy(capacity_per_replica=50.0, headroom=0.2, min_replicas=2, max_replicas=10)
+    assert policy.replicas_for(100.0) == 3  # 120 / 50 = 2.4 -> 3
+    assert policy.replicas_for(125.0) == 3  # exactly 150 / 50, no float round-up
+    assert policy.replicas_for(0.0) == 2
+    assert policy.replicas_for(1e6) == 10
+
+
+def test_recommendation_plans_for_the_window_peak_of_the_chosen_bound():
+    policy = ScalingPolicy(capacity_per_replica=10.0, headroom=0.0)
+    window = [Forecast(1, 50.0, 40.0, 61.0), Forecast(2, 70.0, 55.0, 80.0), Forecast(3, 30.0, 20.0, 40.0)]
+    assert policy.recommend(window) == (8, 80.0)
+    assert policy.recommend(window, bound="point") == (7, 70.0)
+
+
+def test_invalid_policies_are_rejected():
+    with pytest.raises(ValueError):
+        ScalingPolicy(capacity_per_replica=0.0)
+    with pytest.raises(ValueError):
+        ScalingPolicy(capacity_per_replica=1.0, min_replicas=5, max_replicas=4)
+
+
+def test_within_tolerance_is_relative_to_the_oracle():
+    assert within_tolerance(12, 10) and within_tolerance(8, 10)
+    assert not within_tolerance(13, 10) and not within_tolerance(7, 10)
+    assert within_tolerance(1, 1) and not within_tolerance(2, 1)
+
+
+def test_oracle_uses_the_actual_peak_that_followed():
+    # 100 everywhere except one spike of 300 per 12-point window: the oracle always plans for 300.
+    values = np.full(240, 100.0)
+    values[5::12] = 300.0
+    report = evaluate_scaling(values.tolist(), HoltWintersForecaster(season=12), window=12, warmup=48,
+                              capacity_fraction=1.0, headroom=0.0)
+    assert report.capacity == 100.0 and report.mean_oracle == 3.0
+    assert report.decisions == (240 - 48) // 12
+
+
+def test_perfectly_predictable_load_is_always_within_tolerance():
+    i = np.arange(600)
+    values = 100 + 50 * np.sin(2 * np.pi * i / 24)
+    report = evaluate_scaling(values.tolist(), HoltWintersForecaster(season=24), window=6, warmup=96,
+                              bound="point")
+    assert report.share_within == 1.0 and report.share_under <= 0.05
+
+
+def test_capacity_only_uses_warmup_values():
+    head = [100.0] * 50
+    a = evaluate_scaling(head + [100.0] * 50, HoltWintersForecaster(season=0), window=10, warmup=50)
+    b = evaluate_scaling(head + [1000.0] * 50, HoltWintersForecaster(season=0), window=10, warmup=50)
+    assert a.capacity == b.capacity == 10.0
