@@ -9,7 +9,9 @@
 --   (ServiceName, SpanName, toDateTime(Timestamp)) is kept as the primary key for the same
 --   query locality, and a span's copies collapse at merge time. Readers that must not see
 --   copies before a merge use FINAL (or dedupe on SpanId). The metric tables are likewise
---   ReplacingMergeTree on the exporter's key (series + time identifies a point).
+--   ReplacingMergeTree on the exporter's key plus a hash of resource and scope: a point is
+--   identified by its full series (resource, e.g. the tenant; scope; name; attributes) and
+--   time, and the exporter's key alone would collapse two tenants' identical series.
 -- * non_replicated_deduplication_window makes ClickHouse drop a re-inserted block that is
 --   byte-identical to a recent one (or carries the same insert_deduplication_token),
 --   before any materialized view sees it. That keeps the per-minute RED counts below
@@ -143,7 +145,7 @@ CREATE TABLE IF NOT EXISTS {database}.otel_metrics_gauge (
     INDEX idx_attr_value mapValues(Attributes) TYPE bloom_filter(0.01) GRANULARITY 1
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toDate(TimeUnix)
-ORDER BY (ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix))
+ORDER BY (ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix), cityHash64(ResourceAttributes, ScopeName))
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000
 ;
 CREATE TABLE IF NOT EXISTS {database}.otel_metrics_sum (
@@ -178,6 +180,6 @@ CREATE TABLE IF NOT EXISTS {database}.otel_metrics_sum (
     INDEX idx_attr_value mapValues(Attributes) TYPE bloom_filter(0.01) GRANULARITY 1
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toDate(TimeUnix)
-ORDER BY (ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix))
+ORDER BY (ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix), cityHash64(ResourceAttributes, ScopeName))
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000
 ;
