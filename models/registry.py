@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from models.base import Detector
+from models.detectors.ensemble import Ensemble
+from models.detectors.robust import RobustZ, SeasonalRobustZ
 from models.zscore import ZScore
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "zscore": ZScore,
+    "robust": RobustZ,
+    "seasonal_robust": SeasonalRobustZ,
+    "ensemble": Ensemble,
 }
 
 

@@ -1,0 +1,1 @@
+"""River-based anomaly detectors with per-series calibration (see ``models.registry``)."""

@@ -1,0 +1,80 @@
+"""A detector built from a raw anomaly measure plus per-series calibration.
+
+Subclasses implement ``raw_one`` (the raw measure of a point, no learning),
+``learn_raw`` (update the model) and optionally ``raw_learn_many`` (a numpy fast
+path that scores then learns a batch). This class turns the raw measure into a
+calibrated, suppressed score in [0, 1) (see :mod:`models.detectors.calibration`)
+and exposes ``z_learn_many`` so an ensemble can combine calibrated components.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from models.base import Detector
+from models.detectors.calibration import ScoreCalibrator, Suppressor, squash, squash_many
+
+
+class CalibratedDetector(Detector):
+    """Raw measure -> z against its own history -> ``z / (z + scale)`` -> suppression."""
+
+    def __init__(
+        self,
+        calib_alpha: float = 0.003,
+        warmup: int = 150,
+        scale: float = 4.0,
+        suppress_level: float = 0.6,
+        suppress_span: int = 100,
+        suppress_keep: float = 0.3,
+    ):
+        self.calibrator = ScoreCalibrator(alpha=calib_alpha, warmup=warmup)
+        self.scale = scale
+        self.suppressor = Suppressor(level=suppress_level, span=suppress_span, keep=suppress_keep)
+        self._cache: tuple[float, float, float] | None = None  # (x, t, raw) of the last score_one
+
+    # -- to implement -------------------------------------------------------
+    @abc.abstractmethod
+    def raw_one(self, x: float, t: float) -> float:
+        """Non-negative raw anomaly measure of ``x`` at ``t``, without learning it; NaN while not ready."""
+
+    @abc.abstractmethod
+    def learn_raw(self, x: float, t: float) -> None:
+        """Update the model with ``x`` at ``t``."""
+
+    def raw_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Raw measure of each point before learning it (override with a numpy fast path)."""
+        out = np.empty(len(xs))
+        for i, (x, t) in enumerate(zip(xs.tolist(), ts.tolist())):
+            out[i] = self.raw_one(x, t)
+            self.learn_raw(x, t)
+        return out
+
+    # -- Detector interface -------------------------------------------------
+    def _raw_cached(self, x: float, t: float) -> float:
+        if self._cache is not None and self._cache[0] == x and self._cache[1] == t:
+            return self._cache[2]
+        raw = self.raw_one(x, t)
+        self._cache = (x, t, raw)
+        return raw
+
+    def score_one(self, x: float, t: float) -> float:
+        z = self.calibrator.z(self._raw_cached(x, t))
+        return self.suppressor.peek(squash(z, self.scale))
+
+    def learn_one(self, x: float, t: float) -> None:
+        raw = self._raw_cached(x, t)
+        self.suppressor.step(squash(self.calibrator.z(raw), self.scale))
+        self.calibrator.learn(raw)
+        self.learn_raw(x, t)
+        self._cache = None
+
+    def z_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Calibrated z of each point (before learning it), unsuppressed; learns the batch."""
+        self._cache = None
+        raws = self.raw_learn_many(np.asarray(xs, dtype=np.float64), np.asarray(ts, dtype=np.float64))
+        return self.calibrator.z_learn_many(raws)
+
+    def score_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        return self.suppressor.step_many(squash_many(self.z_learn_many(xs, ts), self.scale))

@@ -1,0 +1,150 @@
+"""Robust (median / MAD) z-score over a bounded window, optionally of seasonal differences.
+
+The raw measure is ``|y - median(window)| / spread`` where ``y`` is the value (or,
+with ``season`` seconds set, the difference to the value one season earlier) and
+the window holds the previous ``window`` values of ``y``. The spread is
+``1.4826 * MAD`` with a floor (a fraction of the window's range, of the median's
+magnitude, and an absolute floor), so a flat line never produces a huge score
+from a tiny wiggle. Memory is bounded: ``window`` floats plus one season of values.
+
+>>> import numpy as np
+>>> from models.detectors.robust import RobustZ
+>>> rng = np.random.default_rng(1)
+>>> xs = rng.normal(50, 2, 600); xs[500] = 90.0
+>>> scores = RobustZ(window=300).score_learn_many(xs, 300.0 * np.arange(600))
+>>> int(np.argmax(scores)), bool(scores[500] > 0.6 > scores[300:500].max())
+(500, True)
+>>> flat = RobustZ().score_learn_many(np.full(400, 7.0), 60.0 * np.arange(400))
+>>> float(flat.max())
+0.0
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from models.detectors.base import CalibratedDetector
+
+MAD_TO_STD = 1.4826
+
+
+class RobustZ(CalibratedDetector):
+    """Median/MAD z-score of the value, or of its seasonal difference, then calibrated."""
+
+    def __init__(
+        self,
+        window: int = 1000,
+        season: float | None = None,
+        max_season_points: int = 4096,
+        range_floor: float = 0.01,
+        rel_floor: float = 1e-3,
+        abs_floor: float = 1e-9,
+        min_points: int = 20,
+        **calibration: float,
+    ):
+        super().__init__(**calibration)  # type: ignore[arg-type]
+        self.window = window
+        self.season = season
+        self.max_season_points = max_season_points
+        self.range_floor = range_floor
+        self.rel_floor = rel_floor
+        self.abs_floor = abs_floor
+        self.min_points = min_points
+        self.hist: deque[float] = deque(maxlen=window)  # past y
+        self.values: deque[float] = deque(maxlen=window)  # past x (for the range floor)
+        self.lag: int | None = None if season is None else 0  # season in points, set from the first gaps
+        self.past: deque[float] = deque()  # last `lag` values of x
+        self._t0: list[float] = []
+
+    # -- seasonal bookkeeping ----------------------------------------------
+    def _settle_lag(self, t: float) -> None:
+        if self.lag != 0 or self.season is None:
+            return
+        self._t0.append(t)
+        if len(self._t0) >= 11:
+            step = float(np.median(np.diff(self._t0)))
+            lag = int(round(self.season / step)) if step > 0 else 0
+            self.lag = lag if 2 <= lag <= self.max_season_points else -1  # -1: seasonless
+            self.past = deque(self.past, maxlen=max(self.lag, 1))
+            self._t0 = []
+
+    def _y(self, x: float) -> float | None:
+        """The series the z-score is computed on: x, or x minus x one season ago."""
+        if self.season is None or (self.lag is not None and self.lag < 0):
+            return x
+        if not self.lag or len(self.past) < self.lag:
+            return None
+        return x - self.past[0]
+
+    def _spread(self, med: float, mad: float, rng: float) -> float:
+        return max(MAD_TO_STD * mad, self.range_floor * rng, self.rel_floor * abs(med), self.abs_floor)
+
+    # -- raw measure --------------------------------------------------------
+    def raw_one(self, x: float, t: float) -> float:
+        y = self._y(x)
+        if y is None or len(self.hist) < self.min_points:
+            return float("nan")
+        h = np.fromiter(self.hist, dtype=np.float64)
+        med = float(np.median(h))
+        mad = float(np.median(np.abs(h - med)))
+        v = np.fromiter(self.values, dtype=np.float64)
+        return abs(y - med) / self._spread(med, mad, float(v.max() - v.min()))
+
+    def learn_raw(self, x: float, t: float) -> None:
+        self._settle_lag(t)
+        y = self._y(x)
+        if y is not None:
+            self.hist.append(y)
+        self.values.append(x)
+        if self.season is not None and self.lag != -1:
+            self.past.append(x)
+            if self.lag == 0 and len(self.past) > self.max_season_points:
+                self.past.popleft()
+
+    def raw_learn_many(self, xs: np.ndarray, ts: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """Scalar loop until the window is full and the season is known, then numpy over windows."""
+        out = np.empty(len(xs))
+        i = 0
+        n = len(xs)
+        while i < n and (len(self.hist) < self.window or len(self.values) < self.window or self.lag == 0):
+            out[i] = self.raw_one(float(xs[i]), float(ts[i]))
+            self.learn_raw(float(xs[i]), float(ts[i]))
+            i += 1
+        if i >= n:
+            return out
+        rest = np.asarray(xs[i:], dtype=np.float64)
+        seasonal = self.season is not None and self.lag is not None and self.lag > 0
+        if seasonal:
+            lagged = np.concatenate([np.fromiter(self.past, dtype=np.float64), rest])
+            ys = rest - lagged[: len(rest)]
+        else:
+            ys = rest
+        all_y = np.concatenate([np.fromiter(self.hist, dtype=np.float64), ys])
+        all_x = np.concatenate([np.fromiter(self.values, dtype=np.float64), rest])
+        w = self.window
+        for a in range(0, len(rest), chunk):
+            b = min(a + chunk, len(rest))
+            hy = sliding_window_view(all_y[a : b + w - 1], w)  # row j: the w values of y before point a+j
+            hx = sliding_window_view(all_x[a : b + w - 1], w)
+            med = np.median(hy, axis=1)
+            mad = np.median(np.abs(hy - med[:, None]), axis=1)
+            rng = hx.max(axis=1) - hx.min(axis=1)
+            spread = np.maximum.reduce(
+                [MAD_TO_STD * mad, self.range_floor * rng, self.rel_floor * np.abs(med), np.full(b - a, self.abs_floor)]
+            )
+            out[i + a : i + b] = np.abs(ys[a:b] - med) / spread
+        self.hist.extend(ys[-w:].tolist())
+        self.values.extend(rest[-w:].tolist())
+        if seasonal:
+            self.past.extend(rest[-self.lag :].tolist())
+        return out
+
+
+class SeasonalRobustZ(RobustZ):
+    """:class:`RobustZ` of the difference to one day earlier (``season=86400`` seconds)."""
+
+    def __init__(self, season: float = 86400.0, **kwargs: float):
+        super().__init__(season=season, **kwargs)  # type: ignore[arg-type]
