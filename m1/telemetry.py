@@ -150,9 +150,9 @@ def _make_exporter(name: str) -> SpanExporter:
 
 
 def tracer(name: str = "m1") -> trace.Tracer:
-    """A tracer from the provider of the last ``setup_tracing`` (a no-op one before or when disabled)."""
+    """A tracer from the provider of the last ``setup_tracing``; a no-op tracer before it or when disabled."""
     provider = _provider
-    return provider.get_tracer(name) if provider is not None else trace.get_tracer(name)
+    return provider.get_tracer(name) if provider is not None else trace.NoOpTracer()
 
 
 def export_stats() -> ExportStats:
