@@ -9,8 +9,8 @@ from rich.table import Table
 
 from m1.settings import get_settings
 
-app = typer.Typer(help="M1 Analytics: streaming anomaly detection from Kafka to ClickHouse.", no_args_is_help=True)
-kafka_app = typer.Typer(help="The local single-node Kafka broker (KRaft) for the demo, tests and CI.", no_args_is_help=True)
+app = typer.Typer(help="M1 Analytics: streaming anomaly detection from Kafka to ClickHouse.", no_args_is_help=True, pretty_exceptions_show_locals=False)
+kafka_app = typer.Typer(help="The local single-node Kafka broker (KRaft) for the demo, tests and CI.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(kafka_app, name="kafka")
 console = Console()
 

@@ -1,0 +1,74 @@
+"""Run ``m1 worker`` as a child process: for the demo, the benchmark and the tests.
+
+The child gets the caller's settings as ``M1_*`` environment variables, so it uses
+the same broker, topics, store and web port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from m1.query_client import worker_is_up
+from m1.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that reproduces ``settings`` in a child process."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        env[f"M1_{name.upper()}"] = str(value)
+    env["M1_KAFKA_BOOTSTRAP"] = settings.bootstrap
+    return env
+
+
+class WorkerProcess:
+    """A pipeline worker in a child process, with its log in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path):
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        """Start the child and wait until its web server answers."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "m1.cli", "worker", "--loglevel", "info"],
+                env=settings_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while not worker_is_up(self.settings, timeout=0.5):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the worker exited with {self.proc.returncode}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"the worker did not come up within {timeout:.0f}s; see {self.log_path}")
+            time.sleep(0.3)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop gracefully (SIGTERM, SIGKILL after ``timeout``); returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int | None:
+        """SIGKILL: the crash the pipeline must survive."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait()
