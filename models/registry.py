@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from models.base import Detector
 from models.detectors.ensemble import Ensemble
+from models.detectors.holtwinters import HoltWintersResidual
+from models.detectors.hst import HSTDetector
 from models.detectors.robust import RobustZ, SeasonalRobustZ
 from models.zscore import ZScore
 
@@ -13,6 +15,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "zscore": ZScore,
     "robust": RobustZ,
     "seasonal_robust": SeasonalRobustZ,
+    "holtwinters": HoltWintersResidual,
+    "hst": HSTDetector,
     "ensemble": Ensemble,
 }
 
