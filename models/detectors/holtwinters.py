@@ -68,6 +68,14 @@ class HoltWintersResidual(CalibratedDetector):
         except (ValueError, IndexError, ZeroDivisionError, TypeError):
             return self.last  # not a full season seen yet
 
+    def _fix_additive_season(self) -> None:
+        # River 0.26 seeds the *additive* season with ratios x / level (~1); use differences.
+        model = self.model
+        level = model.level[-1]
+        model.season.clear()
+        model.season.extend([y - level for y in model._first_values])
+        model._first_values = []
+
     def raw_one(self, x: float, t: float) -> float:
         pred = self._forecast()
         if pred is None or len(self.residuals) < 20:
@@ -85,8 +93,11 @@ class HoltWintersResidual(CalibratedDetector):
             if len(self._t0) >= 11:
                 self._make_model()
         if self.model is not None:
+            was_ready = self.model._initialized
             try:
                 self.model.learn_one(x)
+                if not was_ready and self.model._initialized and self.model.season is not None:
+                    self._fix_additive_season()
             except ZeroDivisionError:  # River seeds the season with x / level: a zero level breaks it
                 self.model = time_series.HoltWinters(alpha=self.alpha, beta=self.beta)
                 self.model.learn_one(x)
