@@ -134,10 +134,10 @@ class MetricsPipeline:
         if not missing:
             return
         result = self.store.query(
-            "SELECT series, points, state FROM model_state FINAL WHERE detector = {d:String} AND series IN {s:Array(String)}",
+            "SELECT series, points, hex(state) FROM model_state FINAL WHERE detector = {d:String} AND series IN {s:Array(String)}",
             {"d": self.bank.detector, "s": missing},
         )
-        self.bank.restore((s, p, state if isinstance(state, bytes) else state.encode("latin-1")) for s, p, state in result.rows)
+        self.bank.restore((s, p, bytes.fromhex(state)) for s, p, state in result.rows)
 
     def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
         threshold = self.settings.anomaly_threshold

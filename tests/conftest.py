@@ -1,0 +1,31 @@
+"""Shared fixtures: a real Kafka broker for the session, and isolated pipeline settings.
+
+The test process never opens a chdb data directory used by a worker (chdb allows one
+process per directory, and one directory per process): it queries through the
+worker's /query endpoint, as ``m1 query`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from m1.kafka_local import LocalKafka
+from m1.settings import Settings
+from tests.helpers import isolated_settings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """host:port of a real single-node KRaft broker started for this test session."""
+    broker = LocalKafka(Settings(home=tmp_path_factory.mktemp("kafka")))
+    state = broker.start()
+    yield state.bootstrap
+    broker.stop()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, kafka_bootstrap: str) -> Callable[..., Settings]:
+    return lambda **overrides: isolated_settings(tmp_path, kafka_bootstrap, **overrides)

@@ -1,0 +1,67 @@
+"""Helpers for tests that run the pipeline on the real broker: settings, produce, poll."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from m1.kafka_local import free_port
+from m1.producer import make_producer, send_all
+from m1.query_client import run_query
+from m1.settings import Settings
+from m1.worker_process import WorkerProcess
+
+
+def isolated_settings(home: Path, bootstrap: str, **overrides: object) -> Settings:
+    """Settings with their own topics, consumer group, store and web port."""
+    run = uuid.uuid4().hex[:8]
+    values: dict = dict(
+        home=home,
+        kafka_bootstrap=bootstrap,
+        app_id=f"m1-test-{run}",
+        topic_metrics=f"metrics-{run}",
+        topic_dead_letter=f"dead-letter-{run}",
+        topic_anomalies=f"anomalies-{run}",
+        topic_partitions=2,
+        web_port=free_port(),
+        batch_size=500,
+        flush_seconds=0.3,
+        snapshot_seconds=0.5,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+def produce(settings: Settings, records: list[tuple[bytes | None, bytes]], topic: str | None = None) -> int:
+    """Send records to the metrics topic (or ``topic``) and wait for the broker's acks."""
+
+    async def run() -> int:
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            return await send_all(producer, topic or settings.topic_metrics, records)
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
+
+
+def scalar(settings: Settings, sql: str) -> object:
+    return run_query(settings, sql).rows[0][0]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.5) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def start_worker(settings: Settings) -> WorkerProcess:
+    return WorkerProcess(settings, settings.home / f"worker-{settings.web_port}.log").start()
