@@ -48,7 +48,7 @@ def nab(
     from models.evaluation.nab import load_profiles, run_benchmark
     from models.registry import DETECTORS
 
-    console = Console()
+    console = Console(width=max(Console().width, 100))
     data_dir = data or _default_data()
     labels_file = labels or data_dir.parent / "labels" / "combined_windows.json"
     if not data_dir.is_dir():
@@ -65,15 +65,16 @@ def nab(
 
     runs = run_benchmark(data_dir, labels_file, names, profiles, out_dir=out, workers=workers)
 
-    table = Table(title=f"NAB on {data_dir}")
-    table.add_column("detector", style="bold")
+    short = {"standard": "std", "reward_low_FP_rate": "low_FP", "reward_low_FN_rate": "low_FN"}
+    table = Table(title=f"NAB normalised scores on {data_dir}", caption="precision/recall/windows/FP at the best threshold of the first profile")
+    table.add_column("detector", style="bold", no_wrap=True)
     for p in profiles:
-        table.add_column(p, justify="right")
+        table.add_column(short.get(p, p), justify="right")
     first = next(iter(profiles))
-    table.add_column(f"precision ({first})", justify="right")
-    table.add_column(f"recall ({first})", justify="right")
+    table.add_column("prec", justify="right")
+    table.add_column("recall", justify="right")
     table.add_column("windows", justify="right")
-    table.add_column("FP points", justify="right")
+    table.add_column("FP pts", justify="right")
     table.add_column("us/point", justify="right")
     for run in runs:
         r0 = run.results[first]
