@@ -8,10 +8,19 @@ from rich.console import Console
 from rich.table import Table
 
 from m1.settings import get_settings
+from models.evaluation import cli as nab_cli
+from models.evaluation import forecast_cli
+from traces import cli as traces_cli
 
 app = typer.Typer(help="M1 Analytics: streaming anomaly detection from Kafka to ClickHouse.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 kafka_app = typer.Typer(help="The local single-node Kafka broker (KRaft) for the demo, tests and CI.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(kafka_app, name="kafka")
+eval_app = typer.Typer(help="Offline evaluations: NAB anomaly scoring, forecast error, scaling advice.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+eval_app.command("nab")(nab_cli.nab)
+eval_app.command("forecast")(forecast_cli.forecast)
+eval_app.command("scaling")(forecast_cli.scaling)
+app.add_typer(traces_cli.app, name="traces", help="Trace analysis: bottlenecks and optimisation hints.")
 console = Console()
 
 

@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=5000, description="Sink flush size: events per batch.")
     flush_seconds: float = Field(default=1.0, description="Sink flush interval: max seconds an event waits.")
     max_payload_bytes: int = Field(default=65536, description="Larger records are dead-lettered.")
-    detector: str = Field(default="zscore", description="Detector name from models.registry.")
-    anomaly_threshold: float = Field(default=0.999, description="Scores at or above this become anomaly events.")
+    detector: str = Field(default="ensemble", description="Detector name from models.registry.")
+    anomaly_threshold: float = Field(default=0.6, description="Scores at or above this become anomaly events (warning).")
+    critical_threshold: float = Field(default=0.75, description="Scores at or above this are critical anomalies.")
     max_series: int = Field(default=100_000, description="Live models kept in memory; least recently used beyond it are evicted.")
     snapshot_seconds: float = Field(default=10.0, description="How often changed model state is checkpointed.")
 

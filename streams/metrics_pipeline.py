@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from m1.settings import Settings
 from models.bank import ModelBank
-from models.severity import severity_of
+from models.detectors.threshold import Thresholds
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint
 from sinks.clickhouse import Store
 
@@ -83,6 +83,7 @@ class MetricsPipeline:
         self.store = store
         self.decoder = EventDecoder(MetricPoint, max_bytes=settings.max_payload_bytes)
         self.bank = ModelBank(settings.detector, max_series=settings.max_series)
+        self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
         self._last_checkpoint = time.monotonic()
 
     def process(self, records: list[Record]) -> BatchOutcome:
@@ -140,7 +141,7 @@ class MetricsPipeline:
         self.bank.restore((s, p, bytes.fromhex(state)) for s, p, state in result.rows)
 
     def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
-        threshold = self.settings.anomaly_threshold
+        threshold = self.thresholds.warning
         points: list[MetricPoint] = []
         series_col: list[str] = []
         scores: list[np.ndarray] = []
@@ -156,7 +157,7 @@ class MetricsPipeline:
                 p, score = batch[i], float(series_scores[i])
                 anomalies.append(
                     Anomaly(p.ts, p.tenant, p.region, p.service, p.metric, series, p.value, score,
-                            severity_of(score, threshold), self.bank.detector)
+                            self.thresholds.severity(score), self.bank.detector)
                 )
         all_scores = np.concatenate(scores) if scores else np.empty(0)
         columns = {
