@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     topic_metrics: str = "metrics"
     topic_dead_letter: str = "dead_letter"
     topic_anomalies: str = "anomalies"
+    topic_otlp_spans: str = Field(default="otlp_spans", description="OTLP traces as the Collector's Kafka exporter writes them.")
+    topic_otlp_metrics: str = Field(default="otlp_metrics", description="OTLP metrics as the Collector's Kafka exporter writes them.")
+    topic_bottlenecks: str = Field(default="bottlenecks", description="Bottleneck reports of the periodic trace analysis.")
+    otlp_encoding: str = Field(default="otlp_proto", description="Encoding of the OTLP topics: otlp_proto or otlp_json.")
+    bottleneck_seconds: float = Field(default=60.0, description="How often the bottleneck job runs; 0 disables the timer.")
+    bottleneck_window_seconds: int = Field(default=900, description="Window of spans the bottleneck job analyses.")
 
     # ClickHouse. Empty clickhouse_url means embedded chdb under <home>/chdb.
     clickhouse_url: str = Field(default="", description="http(s)://user:pass@host:port/db of a ClickHouse server.")
