@@ -13,6 +13,7 @@ through the worker's ``/query`` endpoint (see ``m1 query``).
 '001_metrics.sql'
 >>> store.query("SELECT count() FROM metric_points").rows
 [(0,)]
+>>> store.close()  # chdb: one data directory per process at a time
 """
 
 from __future__ import annotations

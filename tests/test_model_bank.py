@@ -1,0 +1,55 @@
+"""Per-series models: bounded memory, checkpoints that restore, eviction that loses nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.bank import ModelBank
+from models.registry import DETECTORS, make_detector
+
+
+def noisy(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(100.0, 2.0, n), 1_767_225_600.0 + 300.0 * np.arange(n)  # 5-minute steps
+
+
+def test_checkpoint_restores_identical_scores() -> None:
+    values, times = noisy(600)
+    bank = ModelBank("robust")
+    bank.score_learn("s", values[:400], times[:400])
+    restored = ModelBank("robust")
+    restored.restore(bank.checkpoint())
+    assert restored.points("s") == 400
+    np.testing.assert_array_equal(
+        bank.score_learn("s", values[400:], times[400:]), restored.score_learn("s", values[400:], times[400:])
+    )
+
+
+def test_memory_is_bounded_and_evicted_series_resume() -> None:
+    bank = ModelBank("zscore", max_series=3)
+    values, times = noisy(50)
+    for name in "abcde":
+        bank.score_learn(name, values, times)
+    assert len(bank) == 3 and bank.missing("abcde") == []  # a, b evicted but still held for the checkpoint
+    bank.score_learn("a", values, times)
+    assert bank.points("a") == 100
+    rows = {series: points for series, points, _ in bank.checkpoint()}
+    assert rows["b"] == 50 and rows["a"] == 100
+    assert bank.missing(["b"]) == ["b"]  # after the checkpoint, b lives only in the store
+
+
+def test_every_registered_detector_scores_a_spike_above_the_noise() -> None:
+    values, times = noisy(800, seed=1)
+    values[700] += 40.0  # 20 standard deviations
+    for name in DETECTORS:
+        scores = make_detector(name).score_learn_many(values, times)
+        assert 0.0 <= scores.min() and scores.max() <= 1.0, name
+        assert scores[700] > np.quantile(scores[300:700], 0.99), name
+
+
+def test_flat_line_does_not_pin_scores_at_one() -> None:
+    values, times = np.full(500, 5.0), 1_767_225_600.0 + 300.0 * np.arange(500.0)
+    values[450] = 5.001
+    for name in DETECTORS:
+        scores = make_detector(name).score_learn_many(values, times)
+        assert scores[:450].max() < 1.0 and scores[451:].max() < 1.0, name
