@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import propagate, trace
@@ -194,3 +194,51 @@ def inject_headers(headers: KafkaHeaders | None = None, context: Context | None 
 def extract_context(headers: Sequence[tuple[str, bytes]] | None) -> Context:
     """The trace context carried by Kafka headers; an empty context if there is none."""
     return propagate.extract(list(headers or []), getter=_GETTER)
+
+
+def tracing_configured() -> bool:
+    """True when the environment asks for self-tracing: an exporter or an OTLP endpoint is set.
+
+    A worker started without any of ``OTEL_TRACES_EXPORTER``, ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` does not trace, rather than retrying exports to
+    a default collector that is not there. ``OTEL_SDK_DISABLED=true`` always wins.
+    """
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return any(os.environ.get(name, "").strip() for name in (
+        "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def setup_tracing_if_configured(default_service_name: str = "m1-analytics") -> TracerProvider | None:
+    """``setup_tracing`` when ``tracing_configured()``; otherwise tracers stay no-ops."""
+    return setup_tracing(default_service_name) if tracing_configured() else None
+
+
+def force_flush(timeout_millis: int = 30_000) -> bool:
+    """Export every ended span now (the current provider's processors); True if all finished in time."""
+    provider = _provider
+    return provider.force_flush(timeout_millis) if provider is not None else True
+
+
+def remote_span_contexts(header_lists: Iterable[Sequence[tuple[str, bytes]] | None],
+                         limit: int = 128) -> list[trace.SpanContext]:
+    """Distinct valid remote span contexts carried by many records' Kafka headers (at most ``limit``).
+
+    Records without headers cost one truth test; equal header sets are extracted once, so a
+    batch of thousands of records from a few producers costs a few extractions.
+    """
+    seen: set[tuple] = set()
+    out: list[trace.SpanContext] = []
+    for headers in header_lists:
+        if not headers:
+            continue
+        pairs = tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers)
+        if pairs in seen:
+            continue
+        seen.add(pairs)
+        context = trace.get_current_span(extract_context(pairs)).get_span_context()
+        if context.is_valid and context not in out:
+            out.append(context)
+            if len(out) >= limit:
+                break
+    return out

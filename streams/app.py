@@ -17,6 +17,7 @@ from m1.topics import ensure_topics
 from sinks.clickhouse import Store, connect
 from streams.agents import metrics_agent
 from streams.metrics_pipeline import MetricsPipeline
+from streams.otlp_agents import register_otel
 
 
 @dataclass
@@ -62,6 +63,7 @@ def build_app(settings: Settings) -> faust.App:
     store.migrate()
     pipeline = MetricsPipeline(settings, store)
     app.agent(topics.metrics, name="metrics")(metrics_agent(pipeline, topics, settings))
+    register_otel(app, settings, store, pipeline, topics)  # OTLP agents, bottleneck job, self-tracing
 
     @app.page("/query")
     class QueryView(View):

@@ -10,6 +10,7 @@ at-least-once; the store's ReplacingMergeTree tables make the replays invisible.
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from models.bank import ModelBank
 from models.detectors.threshold import Thresholds
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint
 from sinks.clickhouse import Store
+from streams.tracing import stage
 
 LABELS_TYPE = pa.map_(pa.string(), pa.string())
 TS_TYPE = pa.timestamp("ms", tz="UTC")
@@ -85,37 +87,50 @@ class MetricsPipeline:
         self.bank = ModelBank(settings.detector, max_series=settings.max_series)
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
         self._last_checkpoint = time.monotonic()
+        self._lock = threading.RLock()  # the bank is shared with the OTLP agents' threads
 
     def process(self, records: list[Record]) -> BatchOutcome:
         """Handle one batch; raises only if the store fails (then nothing may be acked)."""
         now = time.time()
         outcome = BatchOutcome()
-        by_series: dict[str, list[MetricPoint]] = defaultdict(list)
-        for record in records:
-            try:
-                point = self.decoder.decode(record.value)
-            except InvalidEvent as exc:
-                outcome.dead_letters.append(_dead_letter(record, exc.reason, now))
-                continue
-            series = point.series_key
-            if record.key is not None and record.key != series.encode():
-                outcome.rekeyed.append((series.encode(), record.value))
-                continue
-            by_series[series].append(point)
-
-        self._restore(list(by_series))
-        columns, outcome.anomalies = self._score(by_series, now)
-        outcome.stored = self.store.insert("metric_points", columns)
-        self._store_anomalies(outcome.anomalies, now)
-        self._store_dead_letters(outcome.dead_letters)
+        with stage("decode"):  # msgspec parses and checks the schema in one pass
+            decoded: list[tuple[Record, MetricPoint]] = []
+            for record in records:
+                try:
+                    decoded.append((record, self.decoder.decode(record.value)))
+                except InvalidEvent as exc:
+                    outcome.dead_letters.append(_dead_letter(record, exc.reason, now))
+        with stage("validate"):  # a record keyed otherwise belongs to another partition
+            by_series: dict[str, list[MetricPoint]] = defaultdict(list)
+            for record, point in decoded:
+                series = point.series_key
+                if record.key is not None and record.key != series.encode():
+                    outcome.rekeyed.append((series.encode(), record.value))
+                    continue
+                by_series[series].append(point)
+        outcome.stored, outcome.anomalies = self.score_and_store(by_series, now, outcome.dead_letters)
         if time.monotonic() - self._last_checkpoint >= self.settings.snapshot_seconds:
             self.checkpoint()
         return outcome
 
+    def score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
+                        dead_letters: list[DeadLetter] | None = None) -> tuple[int, list[Anomaly]]:
+        """Score decoded points (each series' in time order), store them, their anomalies and the
+        dead letters; returns (points stored, anomalies). Also the OTLP paths' way in."""
+        with self._lock, stage("score"):
+            self._restore(list(by_series))
+            columns, anomalies = self._score(by_series, now)
+        with stage("sink"):
+            stored = self.store.insert("metric_points", columns)
+            self._store_anomalies(anomalies, now)
+            self._store_dead_letters(dead_letters or [])
+        return stored, anomalies
+
     def checkpoint(self) -> int:
         """Write changed model state to the store; returns how many series were saved."""
-        rows = self.bank.checkpoint()
-        self._last_checkpoint = time.monotonic()
+        with self._lock, stage("checkpoint"):
+            rows = self.bank.checkpoint()
+            self._last_checkpoint = time.monotonic()
         if rows:
             series, points, states = zip(*rows)
             self.store.insert(

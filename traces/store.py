@@ -37,3 +37,21 @@ def load_spans(client: Any, service: str, since_seconds: int, max_traces: int = 
         "service": service, "since": since_seconds, "max_traces": max_traces,
     })
     return [span_from_row(row) for row in result.named_results()]
+
+
+_ENTRY_SERVICES = """
+SELECT DISTINCT ServiceName FROM otel_traces
+WHERE ParentSpanId = '' AND Timestamp >= now64(9) - toIntervalSecond({since:UInt32})
+ORDER BY ServiceName
+"""
+
+
+def load_spans_from_store(store: Any, service: str, since_seconds: int, max_traces: int = 10_000) -> list[Span]:
+    """``load_spans`` through a ``sinks.clickhouse.Store`` (its lock, its ``QueryResult``)."""
+    result = store.query(_WINDOW_SPANS, {"service": service, "since": since_seconds, "max_traces": max_traces})
+    return [span_from_row(dict(zip(result.columns, row))) for row in result.rows]
+
+
+def entry_services(store: Any, since_seconds: int) -> list[str]:
+    """Services that had a root span (a request entering the system) in the last ``since_seconds``."""
+    return [row[0] for row in store.query(_ENTRY_SERVICES, {"since": since_seconds}).rows]

@@ -1,0 +1,119 @@
+"""Faust wiring of everything OpenTelemetry: the OTLP agents, the bottleneck job, self-tracing.
+
+``register_otel(app, settings, store, metrics, topics)`` (one line in ``streams.app.build_app``):
+
+* sets up self-tracing from the ``OTEL_*`` variables when they ask for it (``m1.telemetry``);
+* agents for ``otlp_spans`` and ``otlp_metrics`` (``streams.otlp_pipeline``), which send dead
+  letters and anomalies like the metrics agent, and acknowledge a batch only after that;
+* a timer closing RED minutes of a topic that went quiet;
+* the bottleneck job (``streams.bottleneck_job``) on a leader-only timer every
+  ``M1_BOTTLENECK_SECONDS``, and on demand at ``POST /bottlenecks``
+  (body ``{"services": [...], "window_seconds": 900}``, both optional), publishing each report
+  on the bottlenecks topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import faust
+import msgspec
+from faust.web import Request, Response, View
+
+from m1.telemetry import setup_tracing_if_configured
+from streams.bottleneck_job import BottleneckJob
+from streams.metrics_pipeline import MetricsPipeline, Record
+from streams.otlp_pipeline import OtlpOutcome, OtlpPipeline
+from streams.tracing import batch_span, in_thread, record_outcome, stage
+
+if TYPE_CHECKING:
+    from m1.settings import Settings
+    from sinks.clickhouse import Store
+    from streams.app import Topics
+
+log = logging.getLogger(__name__)
+
+IDLE_CHECK_SECONDS = 10.0
+
+
+def register_otel(app: faust.App, settings: Settings, store: Store, metrics: MetricsPipeline, topics: Topics) -> None:
+    """Add self-tracing, the OTLP agents, the bottleneck job and ``/bottlenecks`` to ``app``."""
+    setup_tracing_if_configured()
+    pipeline = OtlpPipeline(settings, store, metrics)
+    raw = dict(key_serializer="raw", value_serializer="raw")
+    spans_topic = app.topic(settings.topic_otlp_spans, **raw)
+    metrics_topic = app.topic(settings.topic_otlp_metrics, **raw)
+    bottlenecks_topic = app.topic(settings.topic_bottlenecks, **raw)
+    app.agent(spans_topic, name="otlp_spans")(otlp_agent(pipeline.process_spans, settings.topic_otlp_spans, topics, settings))
+    app.agent(metrics_topic, name="otlp_metrics")(otlp_agent(pipeline.process_metrics, settings.topic_otlp_metrics, topics, settings))
+
+    @app.timer(IDLE_CHECK_SECONDS, name="otlp_red_idle")
+    async def close_idle_red_minutes() -> None:
+        outcome = await in_thread(pipeline.close_idle_minutes)
+        await _send_outcome(outcome, topics)
+
+    job = BottleneckJob(settings, store)
+
+    async def run_job(services: list[str] | None = None, window_seconds: int | None = None) -> list[dict]:
+        reports = await in_thread(job.run, services, window_seconds)
+        await _delivered([bottlenecks_topic.send(key=r["entry_service"].encode(), value=msgspec.json.encode(r))
+                          for r in reports])
+        return reports
+
+    if settings.bottleneck_seconds > 0:
+        @app.timer(settings.bottleneck_seconds, on_leader=True, name="bottlenecks")
+        async def bottlenecks() -> None:
+            try:
+                reports = await run_job()
+            except Exception:  # a failed run must not stop the timer; the next one retries
+                log.exception("bottleneck job failed")
+                return
+            log.info("bottleneck job: %d reports", len(reports))
+
+    @app.page("/bottlenecks")
+    class BottlenecksView(View):
+        """POST {"services": [...], "window_seconds": N} (both optional) -> {"reports": [...]}."""
+
+        async def post(self, request: Request) -> Response:
+            body = await request.json() if request.can_read_body else {}
+            try:
+                reports = await run_job(body.get("services"), body.get("window_seconds"))
+            except Exception as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"reports": reports})
+
+
+def otlp_agent(process: Callable[[list[Record]], OtlpOutcome], topic: str, topics: Topics, settings: Settings) -> Any:
+    """An agent function that hands batches of ``topic`` to ``process`` and sends its outputs."""
+
+    async def agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.flush_seconds):
+            with batch_span(topic, events) as span:
+                with stage("consume"):
+                    records = [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+                               for e in events]
+                outcome = await in_thread(process, records)
+                await _send_outcome(outcome, topics)
+                record_outcome(span, spans=outcome.spans, gauge=outcome.gauge, sum=outcome.sum,
+                               stored=outcome.stored, dead_letters=len(outcome.dead_letters),
+                               anomalies=len(outcome.anomalies), unscored=len(outcome.unscored))
+
+    return agent
+
+
+async def _send_outcome(outcome: OtlpOutcome, topics: Topics) -> None:
+    if not (outcome.dead_letters or outcome.anomalies):
+        return
+    with stage("produce"):
+        sends = [topics.dead_letter.send(value=msgspec.json.encode(d)) for d in outcome.dead_letters]
+        sends += [topics.anomalies.send(key=a.series.encode(), value=msgspec.json.encode(a)) for a in outcome.anomalies]
+        await _delivered(sends)
+
+
+async def _delivered(sends: list) -> None:
+    """Wait until every send is acknowledged by the broker."""
+    futures = [await s for s in sends]
+    await asyncio.gather(*futures)

@@ -1,0 +1,70 @@
+"""Self-tracing of the agents: one span per processed batch, one child span per stage.
+
+Span tree of one batch (``m1.stage`` names the stage; see docs/tracing.md)::
+
+    process <topic>          CONSUMER; records, partitions, dead letters, anomalies, ...
+      consume                Faust events -> records, trace context from Kafka headers
+      decode                 bytes -> typed objects (msgspec / protobuf; schema checks included)
+      validate               routing and semantic checks (keys, ids, points)
+      score                  detectors
+      sink                   ClickHouse inserts
+      produce                dead letters, anomalies, re-keyed records to Kafka, until acked
+
+W3C trace context in the records' headers (``traceparent``): every distinct context becomes
+a link of the batch span; when the whole batch carries one context, it is also the parent,
+so a single producer's trace continues through the pipeline. Tracers are no-ops unless
+``m1.telemetry`` set up a provider, so this costs next to nothing when tracing is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
+
+from m1.telemetry import remote_span_contexts, tracer
+
+T = TypeVar("T")
+STAGES = ("consume", "decode", "validate", "score", "produce", "sink")
+
+
+@contextlib.contextmanager
+def batch_span(topic: str, events: Sequence[Any]) -> Iterator[trace.Span]:
+    """The span of one batch of Faust events from ``topic``, current while the block runs."""
+    remote = remote_span_contexts(e.message.headers for e in events)
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(remote[0])) if len(remote) == 1 else None
+    attributes = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.batch.message_count": len(events),
+        "m1.records": len(events),
+        "messaging.destination.partition.ids": sorted({str(e.message.partition) for e in events}),
+    }
+    with tracer("m1.streams").start_as_current_span(
+        f"process {topic}", context=parent, kind=SpanKind.CONSUMER,
+        links=[Link(c) for c in remote], attributes=attributes,
+    ) as span:
+        yield span
+
+
+def stage(name: str, **attributes: Any) -> contextlib.AbstractContextManager[trace.Span]:
+    """A child span for one pipeline stage (``name`` is one of ``STAGES`` or ``checkpoint``)."""
+    return tracer("m1.streams").start_as_current_span(name, attributes={"m1.stage": name, **attributes})
+
+
+def record_outcome(span: trace.Span, **counts: int) -> None:
+    """Counts of what the batch produced, as ``m1.<name>`` attributes of its span."""
+    if span.is_recording():
+        span.set_attributes({f"m1.{name}": value for name, value in counts.items()})
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the default executor, inside the caller's context (so its spans nest)."""
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(None, context.run, fn, *args)
