@@ -1,17 +1,24 @@
 """Replay a load series and compare each replica recommendation with its oracle.
 
-The forecaster learns every value. After the first ``warmup`` values, every ``window``
-values is a decision: the policy recommends replicas from the next ``window`` forecasts;
-the oracle is the replica count the same policy gives the actual peak of those
-``window`` values. A decision is *within tolerance* if ``|rec - oracle| <= tolerance *
-oracle``. The capacity per replica is ``capacity_fraction`` times the median of the
+The model learns every value. After the first ``warmup`` values, every ``window``
+values is a decision: the policy recommends replicas for the planned peak of the next
+``window`` values -- a :class:`~models.forecasting.peak.PeakForecaster`'s peak forecast,
+or the largest of a per-step :class:`~models.forecasting.base.Forecaster`'s next
+``window`` forecasts (their ``bound``: upper or point). The oracle is the replica count
+the same policy gives the actual peak of those ``window`` values. A decision is *within
+tolerance* if ``|rec - oracle| <= tolerance * oracle``; it is *under* if ``rec <
+oracle`` and *overloaded* if ``rec`` replicas cannot serve the actual peak even without
+headroom. The capacity per replica is ``capacity_fraction`` times the median of the
 warm-up values, so nothing after the first decision is peeked at.
 
 >>> from models.evaluation.scaling import evaluate_scaling
 >>> from models.forecasting.holt_winters import HoltWintersForecaster
+>>> from models.forecasting.peak import PeakForecaster
 >>> report = evaluate_scaling([100.0] * 200, HoltWintersForecaster(season=0), window=12, warmup=48)
 >>> report.decisions, report.share_within, report.capacity, report.mean_oracle
 (12, 1.0, 10.0, 12.0)
+>>> evaluate_scaling([100.0] * 200, PeakForecaster(window=12), window=12, warmup=48).share_within
+1.0
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from models.forecasting.base import Forecaster
+from models.forecasting.peak import PeakForecaster
 from models.forecasting.scaling import ScalingPolicy
 
 
@@ -37,6 +45,7 @@ class ScalingReport:
     decisions: int
     share_within: float
     share_under: float
+    share_overloaded: float
     mean_recommended: float
     mean_oracle: float
     capacity: float
@@ -44,7 +53,7 @@ class ScalingReport:
 
 def evaluate_scaling(
     values: Sequence[float],
-    forecaster: Forecaster,
+    forecaster: Forecaster | PeakForecaster,
     window: int = 12,
     warmup: int = 288,
     capacity_fraction: float = 0.1,
@@ -55,23 +64,33 @@ def evaluate_scaling(
     """Replay ``values`` through ``forecaster`` and score its decisions (see module docstring)."""
     if warmup < 1 or warmup + window > len(values):
         raise ValueError("need 1 <= warmup and warmup + window <= len(values)")
+    if isinstance(forecaster, PeakForecaster) and forecaster.window != window:
+        raise ValueError(f"the peak forecaster's window ({forecaster.window}) is not the decision window ({window})")
     base = statistics.median(values[:warmup]) or statistics.fmean(abs(v) for v in values[:warmup])
     if base <= 0:
         raise ValueError("warm-up values are all zero: no capacity to scale from")
     policy = ScalingPolicy(capacity_per_replica=capacity_fraction * base, headroom=headroom)
     recommended: list[int] = []
     oracle: list[int] = []
+    overloaded = 0
     for i, y in enumerate(values):
         forecaster.learn_one(y, float(i))
         seen = i + 1
         if seen >= warmup and (seen - warmup) % window == 0 and seen + window <= len(values):
-            recommended.append(policy.recommend(forecaster.forecast(window), bound=bound).replicas)
-            oracle.append(policy.replicas_for(max(values[seen : seen + window])))
+            if isinstance(forecaster, PeakForecaster):
+                replicas = policy.replicas_for(forecaster.forecast_peak())
+            else:
+                replicas = policy.recommend(forecaster.forecast(window), bound=bound).replicas
+            peak = max(values[seen : seen + window])
+            recommended.append(replicas)
+            oracle.append(policy.replicas_for(peak))
+            overloaded += replicas * policy.capacity_per_replica < peak
     n = len(oracle)
     return ScalingReport(
         decisions=n,
         share_within=sum(within_tolerance(r, o, tolerance) for r, o in zip(recommended, oracle)) / n,
         share_under=sum(r < o for r, o in zip(recommended, oracle)) / n,
+        share_overloaded=overloaded / n,
         mean_recommended=statistics.fmean(recommended),
         mean_oracle=statistics.fmean(oracle),
         capacity=policy.capacity_per_replica,
