@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,12 +38,17 @@ class Settings(BaseSettings):
     bottleneck_window_seconds: int = Field(default=900, description="Window of spans the bottleneck job analyses.")
 
     # ClickHouse. Empty clickhouse_url means embedded chdb under <home>/chdb.
-    clickhouse_url: str = Field(default="", description="http(s)://user:pass@host:port/db of a ClickHouse server.")
+    clickhouse_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("M1_CLICKHOUSE_URL", "CLICKHOUSE_URL", "clickhouse_url"),
+        description="http(s)://user:pass@host:port of a ClickHouse server (also read from CLICKHOUSE_URL).",
+    )
     clickhouse_database: str = "m1"
 
     # Worker.
     app_id: str = "m1-analytics"
     web_port: int = Field(default=6066, description="Faust web server port (health, metrics, /query).")
+    web_bind: str = Field(default="127.0.0.1", description="Address the web server binds to (0.0.0.0 in a container).")
     batch_size: int = Field(default=5000, description="Sink flush size: events per batch.")
     flush_seconds: float = Field(default=1.0, description="Sink flush interval: max seconds an event waits.")
     max_payload_bytes: int = Field(default=65536, description="Larger records are dead-lettered.")

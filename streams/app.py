@@ -45,7 +45,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         web_enabled=True,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         web_host="127.0.0.1",
     )
 

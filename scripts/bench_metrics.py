@@ -1,0 +1,160 @@
+"""Benchmark the metrics path on this machine; results go to docs/benchmarks.md by hand.
+
+It loads a topic with N points, then measures, in the same run and over the same topic:
+1. the ceiling: a bare aiokafka consume-and-decode loop (msgspec, no scoring, no sink);
+2. the full path: one worker process (Faust consume, decode, validate, score, sink to chdb),
+   timed by the store's own ``ingested_at`` stamps (first to last batch) and end to end;
+3. the pipeline alone, in this process, without Kafka: decode, score and insert per point.
+
+Run:  .venv/bin/python scripts/bench_metrics.py --points 200000 --series 1000
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from m1.kafka_local import LocalKafka, free_port
+from m1.producer import make_producer
+from m1.query_client import run_query
+from m1.settings import Settings
+from m1.topics import ensure_topics
+from m1.worker_process import WorkerProcess
+from m1.workload import Workload
+from schemas.events import decode_metric
+from sinks.clickhouse import Store, connect
+from streams.metrics_pipeline import MetricsPipeline, Record
+
+console = Console()
+
+
+def main(
+    points: int = typer.Option(200_000, help="Metric points to load into the topic."),
+    series: int = typer.Option(1_000, help="Distinct series."),
+    detector: str = typer.Option("ensemble", help="Detector name (models.registry)."),
+    batch_size: int = typer.Option(5_000, help="Worker batch size (M1_BATCH_SIZE)."),
+) -> None:
+    """Measure the bare consume+decode ceiling and the full per-worker metrics path."""
+    home = Path(tempfile.mkdtemp(prefix="m1-bench-"))
+    broker = LocalKafka(Settings(home=home / "broker"))
+    with console.status("starting Kafka..."):
+        bootstrap = broker.start().bootstrap
+    settings = Settings(home=home, kafka_bootstrap=bootstrap, detector=detector, batch_size=batch_size,
+                        flush_seconds=0.5, snapshot_seconds=30.0, topic_partitions=2, web_port=free_port())
+    ensure_topics(settings)
+    try:
+        records = load_topic(settings, points, series)
+        ceiling = asyncio.run(bare_consume(settings, points))
+        full, end_to_end = full_path(settings, points)
+        alone = in_process(records, detector, home / "inproc")
+    finally:
+        broker.stop()
+    table = Table(title=f"metrics path: {points:,} points, {series:,} series, detector {detector}")
+    table.add_column("measurement")
+    table.add_column("points/s", justify="right")
+    table.add_row("ceiling: bare aiokafka consume + msgspec decode", f"{ceiling:,.0f}")
+    table.add_row("full path, one worker (store ingested_at span)", f"{full:,.0f}")
+    table.add_row("full path, one worker (end to end incl. group join)", f"{end_to_end:,.0f}")
+    for stage, rate in alone.items():
+        table.add_row(f"pipeline alone, no Kafka: {stage}", f"{rate:,.0f}")
+    console.print(table)
+
+
+def load_topic(settings: Settings, points: int, series: int) -> list[tuple[bytes, bytes]]:
+    ticks = -(-points // series)
+    workload = Workload(tenants=10, regions=3, series=series, anomalies=series // 20, ticks=ticks, seed=1)
+    t0 = time.time() - ticks * 60.0
+    records = [(k, v) for tick in range(ticks) for k, v, _ in workload.records(tick, t0 + 60.0 * tick, 0.0)][:points]
+
+    async def produce() -> None:
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            with Progress(console=console) as progress:
+                task = progress.add_task("loading the topic", total=len(records))
+                futures = []
+                for i, (key, value) in enumerate(records):
+                    futures.append(await producer.send(settings.topic_metrics, value, key=key))
+                    if i % 10_000 == 0:
+                        progress.update(task, completed=i)
+                await asyncio.gather(*futures)
+                progress.update(task, completed=len(records))
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    return records
+
+
+async def bare_consume(settings: Settings, points: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, max_poll_records=5000,
+                                fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topic_metrics, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen = 0
+        start = time.perf_counter()
+        while seen < points:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for messages in batches.values():
+                for message in messages:
+                    decode_metric(message.value)
+                seen += len(messages)
+        return points / (time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+
+
+def full_path(settings: Settings, points: int) -> tuple[float, float]:
+    worker = WorkerProcess(settings, settings.home / "bench-worker.log")
+    start = time.perf_counter()
+    worker.start()
+    try:
+        stored = 0
+        with Progress(console=console) as progress:
+            task = progress.add_task("worker storing", total=points)
+            while stored < points:
+                stored = run_query(settings, "SELECT count() FROM metric_points").rows[0][0]
+                progress.update(task, completed=stored)
+                time.sleep(0.2)
+        end_to_end = points / (time.perf_counter() - start)
+        first, last = run_query(settings, "SELECT toUnixTimestamp64Milli(min(ingested_at)), "
+                                          "toUnixTimestamp64Milli(max(ingested_at)) FROM metric_points").rows[0]
+        batch_rows = run_query(settings, "SELECT count() FROM metric_points WHERE ingested_at = "
+                                         "(SELECT min(ingested_at) FROM metric_points)").rows[0][0]
+        # The first batch's own work precedes its stamp: count it out of the span.
+        return (points - batch_rows) / max((last - first) / 1000.0, 1e-9), end_to_end
+    finally:
+        worker.stop()
+
+
+def in_process(records: list[tuple[bytes, bytes]], detector: str, home: Path) -> dict[str, float]:
+    """Throughput of decode only, and of decode+score+insert, in this process."""
+    batch = [Record("bench", 0, i, k, v) for i, (k, v) in enumerate(records)]
+    start = time.perf_counter()
+    for r in batch:
+        decode_metric(r.value)
+    decode_rate = len(batch) / (time.perf_counter() - start)
+    store = Store(connect(Settings(home=home)))
+    store.migrate()
+    pipeline = MetricsPipeline(Settings(home=home, detector=detector, snapshot_seconds=1e9), store)
+    start = time.perf_counter()
+    for i in range(0, len(batch), 5000):
+        pipeline.process(batch[i : i + 5000])
+    full_rate = len(batch) / (time.perf_counter() - start)
+    store.close()
+    return {"decode + validate": decode_rate, "decode + score + insert": full_rate}
+
+
+if __name__ == "__main__":
+    typer.run(main)

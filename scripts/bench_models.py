@@ -1,0 +1,89 @@
+"""Cost of each detector and forecaster: microseconds per point and memory per series.
+
+For every registered detector it warms N series up with a long history (so every
+bounded window is full), then reports the batch cost per point, the single-point cost,
+the resident memory per series (tracemalloc) and the checkpoint size, and projects the
+memory of 10,000 active series.
+
+Run:  .venv/bin/python scripts/bench_models.py --series 200 --points 2000
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import tracemalloc
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from models.forecasting.registry import make_forecaster
+from models.registry import DETECTORS, make_detector
+
+console = Console()
+
+
+def series_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = 1_767_225_600.0 + 300.0 * np.arange(n)
+    daily = 5.0 * np.sin(2 * np.pi * np.arange(n) / 288)
+    return 100.0 + daily + rng.normal(0, 2.0, n), t
+
+
+def measure_detector(name: str, series: int, points: int) -> dict[str, float]:
+    data = [series_data(points, seed) for seed in range(series)]
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    models = [make_detector(name) for _ in range(series)]
+    start = time.perf_counter()
+    for model, (x, t) in zip(models, data):
+        model.score_learn_many(x, t)
+    batch_us = (time.perf_counter() - start) / (series * points) * 1e6
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    resident = sum(s.size_diff for s in after.compare_to(before, "filename")) / series
+    x, t = series_data(200, seed=999)
+    start = time.perf_counter()
+    for model in models[:20]:
+        for xi, ti in zip(x.tolist(), t.tolist()):
+            model.score_one(xi, ti)
+            model.learn_one(xi, ti)
+    single_us = (time.perf_counter() - start) / (20 * len(x)) * 1e6
+    checkpoint = np.mean([len(pickle.dumps(m)) for m in models[:20]])
+    return {"batch_us": batch_us, "single_us": single_us, "resident": resident, "checkpoint": checkpoint}
+
+
+def measure_forecaster(name: str, points: int) -> float:
+    x, t = series_data(points, seed=3)
+    model = make_forecaster(name)
+    start = time.perf_counter()
+    for xi, ti in zip(x.tolist(), t.tolist()):
+        model.learn_one(xi, ti)
+        model.forecast(12)
+    return (time.perf_counter() - start) / points * 1e6
+
+
+def main(
+    series: int = typer.Option(200, help="Series per detector."),
+    points: int = typer.Option(2000, help="History per series (fills every bounded window)."),
+) -> None:
+    """Print microseconds per point and memory per series for every model."""
+    table = Table(title=f"model cost ({series} series x {points} points each)")
+    for column in ("model", "µs/point (batch)", "µs/point (one by one)", "KiB/series resident",
+                   "KiB/series checkpoint", "GiB for 10,000 series"):
+        table.add_column(column, justify="right")
+    for name in track(list(DETECTORS), description="detectors", console=console):
+        m = measure_detector(name, series, points)
+        table.add_row(name, f"{m['batch_us']:.1f}", f"{m['single_us']:.1f}", f"{m['resident'] / 1024:.1f}",
+                      f"{m['checkpoint'] / 1024:.1f}", f"{m['resident'] * 10_000 / 2**30:.2f}")
+    for name in ("holtwinters", "snarimax"):
+        table.add_row(f"forecaster {name} (learn + 12-step forecast)", f"{measure_forecaster(name, points):.1f}",
+                      "", "", "", "")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    typer.run(main)

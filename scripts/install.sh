@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install everything the project needs on a fresh machine: a JDK and Maven (for the
+# local Kafka broker) if missing, then a virtualenv with the pinned Python packages.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+  echo "installing a JDK and Maven (needed to fetch and run the Kafka broker)..."
+  apt-get update -qq && apt-get install -y -qq default-jre-headless maven >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q pip==26.3
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+echo "installed: $(.venv/bin/m1 --help >/dev/null && echo 'm1 CLI ok')"
