@@ -181,3 +181,25 @@ def _pb_span(span: Span) -> PbSpan:
 
 def _kv(attributes: Mapping[str, str]) -> list[KeyValue]:
     return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes.items()]
+
+
+_HEX_ID_KEYS = ("traceId", "spanId", "parentSpanId")
+
+
+def to_otlp_json(request: ExportTraceServiceRequest) -> bytes:
+    """A request in OTLP/JSON as the Collector's ``otlp_json`` encoding writes it: lowerCamelCase
+    field names, ids as hex (not protobuf-JSON base64), int64 as strings."""
+    import base64
+    import json
+
+    from google.protobuf import json_format
+
+    def hexify(node: object) -> object:
+        if isinstance(node, list):
+            return [hexify(item) for item in node]
+        if isinstance(node, dict):
+            return {k: base64.b64decode(v).hex() if k in _HEX_ID_KEYS and isinstance(v, str) else hexify(v)
+                    for k, v in node.items()}
+        return node
+
+    return json.dumps(hexify(json_format.MessageToDict(request)), separators=(",", ":")).encode()

@@ -10,11 +10,14 @@ from traces.model import Span, span_from_row
 # lookup table bounds the scan of otel_traces to the traces' time range; its times are
 # whole seconds, hence the one-second margin. FINAL drops copies left by Kafka replays.
 # Timestamp is selected as integer nanoseconds, so the filter names the column as t.Timestamp.
+# Spans stamped more than 5 minutes in the future (clock skew beyond that, or replayed test
+# data) are not part of "the last N minutes".
 _WINDOW_SPANS = """
 WITH ids AS (
     SELECT DISTINCT TraceId FROM otel_traces
     WHERE ServiceName = {service:String}
       AND Timestamp >= now64(9) - toIntervalSecond({since:UInt32})
+      AND Timestamp <= now64(9) + toIntervalSecond(300)
     LIMIT {max_traces:UInt32}
 ),
 bounds AS (
@@ -42,6 +45,7 @@ def load_spans(client: Any, service: str, since_seconds: int, max_traces: int = 
 _ENTRY_SERVICES = """
 SELECT DISTINCT ServiceName FROM otel_traces
 WHERE ParentSpanId = '' AND Timestamp >= now64(9) - toIntervalSecond({since:UInt32})
+  AND Timestamp <= now64(9) + toIntervalSecond(300)
 ORDER BY ServiceName
 """
 
