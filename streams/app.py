@@ -43,6 +43,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
         broker_commit_interval=1.0,
+        stream_buffer_maxsize=4 * settings.batch_size,  # the take() buffer must be able to fill
         web_enabled=True,
         web_port=settings.web_port,
         web_bind=settings.web_bind,
