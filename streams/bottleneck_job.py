@@ -32,6 +32,7 @@ def report_dict(report: Report, service: str, window_seconds: int, analyzed_at: 
         "entry_service": service,
         "window_seconds": window_seconds,
         "traces": report.traces,
+        "total_ns": report.total_ns,
         "mean_ms": report.total_ns / report.traces / 1e6 if report.traces else 0.0,
         "bottlenecks": [
             {**asdict(b), "critical_ms": b.critical_ns / report.traces / 1e6 if report.traces else 0.0}
@@ -67,14 +68,15 @@ class BottleneckJob:
         self.window_seconds = settings.bottleneck_window_seconds
         self.limit = limit
 
-    def run(self, services: list[str] | None = None, window_seconds: int | None = None) -> list[dict[str, Any]]:
+    def run(self, services: list[str] | None = None, window_seconds: int | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:
         """Reports of the services (default: every entry service in the window) with at least one trace."""
         window = window_seconds or self.window_seconds
         analyzed_at = round(time.time(), 3)
         with stage("score", **{"m1.job": "bottlenecks"}):
             reports = []
             for service in services or entry_services(self.store, window):
-                report = analyze(load_spans_from_store(self.store, service, window), self.limit)
+                report = analyze(load_spans_from_store(self.store, service, window), limit or self.limit)
                 if report.traces:
                     reports.append(report_dict(report, service, window, analyzed_at))
         rows = [row for report in reports for row in report_rows(report)]

@@ -8,7 +8,7 @@
 * a timer closing RED minutes of a topic that went quiet;
 * the bottleneck job (``streams.bottleneck_job``) on a leader-only timer every
   ``M1_BOTTLENECK_SECONDS``, and on demand at ``POST /bottlenecks``
-  (body ``{"services": [...], "window_seconds": 900}``, both optional), publishing each report
+  (body ``{"services": [...], "window_seconds": 900, "limit": 10}``, all optional), publishing each report
   on the bottlenecks topic.
 """
 
@@ -57,8 +57,9 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
 
     job = BottleneckJob(settings, store)
 
-    async def run_job(services: list[str] | None = None, window_seconds: int | None = None) -> list[dict]:
-        reports = await in_thread(job.run, services, window_seconds)
+    async def run_job(services: list[str] | None = None, window_seconds: int | None = None,
+                      limit: int | None = None) -> list[dict]:
+        reports = await in_thread(job.run, services, window_seconds, limit)
         await _delivered([bottlenecks_topic.send(key=r["entry_service"].encode(), value=msgspec.json.encode(r))
                           for r in reports])
         return reports
@@ -75,12 +76,12 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
 
     @app.page("/bottlenecks")
     class BottlenecksView(View):
-        """POST {"services": [...], "window_seconds": N} (both optional) -> {"reports": [...]}."""
+        """POST {"services": [...], "window_seconds": N, "limit": N} (all optional) -> {"reports": [...]}."""
 
         async def post(self, request: Request) -> Response:
             body = await request.json() if request.can_read_body else {}
             try:
-                reports = await run_job(body.get("services"), body.get("window_seconds"))
+                reports = await run_job(body.get("services"), body.get("window_seconds"), body.get("limit"))
             except Exception as exc:
                 return self.json({"error": str(exc)}, status=400)
             return self.json({"reports": reports})

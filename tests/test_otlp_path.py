@@ -27,6 +27,7 @@ from schemas.events import MetricPoint, encode
 from schemas.otlp import decode_traces, span_rows
 from tests.helpers import isolated_settings, scalar, start_worker, wait_for
 from tests.otlp_receiver import OtlpReceiver
+from traces.cli import bottlenecks_from_worker
 from traces.generator import COMPONENTS, ShopConfig, generate_request, generate_spans, to_otlp_json, to_request
 
 MINUTE_NS = 60_000_000_000
@@ -184,6 +185,11 @@ def test_bottleneck_job_names_slow_component_and_flags_n_plus_one(proto: Setting
     assert ("inventory", "SELECT stock", "n_plus_one") in {(r[2], r[3], r[4]) for r in rows if r[0] == "suggestion"}
     reports = asyncio.run(consume(proto, proto.topic_bottlenecks, 1))
     assert reports[0]["entry_service"] == "frontend" and reports[0]["bottlenecks"]
+    # On demand, as `m1 traces bottlenecks` asks a running worker: traces that touched inventory.
+    report = bottlenecks_from_worker(proto, "inventory", 900, limit=3)
+    assert report.traces == 30 and len(report.bottlenecks) == 3
+    assert (report.bottlenecks[0].service, report.bottlenecks[0].operation) == COMPONENTS["cart"]
+    assert "n_plus_one" in {s.rule for s in report.suggestions}
 
 
 def gauge_request(tenant: str, values: list[float], start_s: float) -> ExportMetricsServiceRequest:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from m1.query_client import worker_is_up, worker_url
 from m1.settings import get_settings
 from sinks.clickhouse import connect
 from traces.analysis import Report, analyze
-from traces.rules import Thresholds
+from traces.bottlenecks import Bottleneck
+from traces.rules import Suggestion, Thresholds
 from traces.store import load_spans
 
 app = typer.Typer(no_args_is_help=True)
@@ -61,5 +65,26 @@ def bottlenecks(
     limit: int = typer.Option(10, "--limit", "-n", help="Operations to show."),
 ) -> None:
     """Operations that own the end-to-end latency of SERVICE's traces, with optimisation suggestions."""
-    report = find_bottlenecks(connect(get_settings()), service, parse_duration(since), limit)
+    settings = get_settings()
+    if not settings.clickhouse_url and worker_is_up(settings):  # the worker owns the embedded store
+        report = bottlenecks_from_worker(settings, service, parse_duration(since), limit)
+    else:
+        report = find_bottlenecks(connect(settings), service, parse_duration(since), limit)
     render(report, Console())
+
+
+def bottlenecks_from_worker(settings: Any, service: str, since_seconds: int, limit: int = 10) -> Report:
+    """The same analysis run by the worker (``POST /bottlenecks``); it also stores and publishes it."""
+    request = urllib.request.Request(
+        f"{worker_url(settings)}/bottlenecks",
+        data=json.dumps({"services": [service], "window_seconds": since_seconds, "limit": limit}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        reports = json.load(response)["reports"]
+    if not reports:
+        return Report(0, 0, [], [])
+    r = reports[0]
+    fields = ("service", "operation", "critical_ns", "share", "traces")
+    return Report(r["traces"], r["total_ns"], [Bottleneck(**{k: b[k] for k in fields}) for b in r["bottlenecks"]],
+                  [Suggestion(**s) for s in r["suggestions"]])
