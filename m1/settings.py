@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import ast
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -57,6 +60,40 @@ class Settings(BaseSettings):
     critical_threshold: float = Field(default=0.75, description="Scores at or above this are critical anomalies.")
     max_series: int = Field(default=100_000, description="Live models kept in memory; least recently used beyond it are evicted.")
     snapshot_seconds: float = Field(default=10.0, description="How often changed model state is checkpointed.")
+
+    # Forecasting (streams/forecast_pipeline.py, docs/forecasting.md). Lists and dicts are JSON in M1_* variables.
+    forecast_metrics: Annotated[list[str], NoDecode] = Field(default=["requests_per_s", "cpu_pct"], description="Metrics whose series are forecast.")
+    forecast_horizons: Annotated[list[int], NoDecode] = Field(default=[1, 6, 12], description="Forecast steps (in points of the series) to publish.")
+    forecast_model: str = Field(default="holtwinters", description="Forecaster name from models.forecasting.registry.")
+    forecast_coverage: float = Field(default=0.9, description="Coverage of the forecast intervals.")
+    forecast_every: int = Field(default=12, description="Publish forecasts / cost projections every N points of a series.")
+    topic_forecasts: str = Field(default="forecasts", description="Forecasts (kind 'forecast') and cost projections (kind 'cost').")
+    topic_recommendations: str = Field(default="recommendations", description="Replica recommendations.")
+    cost_metrics: Annotated[list[str], NoDecode] = Field(default=["cost_usd"], description="Metrics holding accrued cost, projected per day and month.")
+    cost_step_seconds: int = Field(default=3600, description="Bucket length of the cost forecaster.")
+    replica_capacity: Annotated[dict[str, float], NoDecode] = Field(
+        default={"requests_per_s": 100.0, "cpu_pct": 60.0}, description="Load one replica serves, per metric to scale on.")
+    scaling_headroom: float = Field(default=0.2, description="Extra capacity planned on top of the forecast peak.")
+    scaling_window: int = Field(default=12, description="Points per scaling decision window.")
+    scaling_min_replicas: int = 1
+    scaling_max_replicas: int = 1000
+
+    @field_validator("forecast_metrics", "forecast_horizons", "cost_metrics", "replica_capacity", mode="before")
+    @classmethod
+    def _parse_collection(cls, value: Any) -> Any:
+        """JSON (``["a","b"]``, ``{"a": 1}``), a Python literal, or ``a,b`` / ``a=1,b=2`` from the environment."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                return parse(text)
+            except (ValueError, SyntaxError):
+                pass
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if any("=" in item for item in items):
+            return dict(item.split("=", 1) for item in items)
+        return items
 
     @property
     def kafka_url(self) -> str:

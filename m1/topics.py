@@ -17,7 +17,8 @@ from m1.settings import Settings
 def pipeline_topics(settings: Settings) -> list[str]:
     """Names of the topics the pipeline reads and writes."""
     return [settings.topic_metrics, settings.topic_dead_letter, settings.topic_anomalies,
-            settings.topic_otlp_spans, settings.topic_otlp_metrics, settings.topic_bottlenecks]
+            settings.topic_otlp_spans, settings.topic_otlp_metrics, settings.topic_bottlenecks,
+            settings.topic_forecasts, settings.topic_recommendations]
 
 
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
