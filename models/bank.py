@@ -15,13 +15,22 @@ an evicted series is checkpointed before it goes, so it resumes where it left of
 >>> fresh.restore(rows)
 >>> fresh.points("a")
 3
+
+Any picklable per-series model works given a ``factory``; ``apply`` runs a function on it:
+
+>>> counts = ModelBank("count", factory=list)
+>>> counts.apply("a", 2, lambda model: model.extend([1, 2]))
+>>> counts.points("a")
+2
 """
 
 from __future__ import annotations
 
 import pickle
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,14 +39,20 @@ from models.registry import make_detector
 
 #: A checkpoint row: series key, points learned so far, pickled detector.
 StateRow = tuple[str, int, bytes]
+T = TypeVar("T")
 
 
 class ModelBank:
-    """Detectors of one kind, keyed by series."""
+    """Detectors of one kind, keyed by series.
 
-    def __init__(self, detector: str, max_series: int = 100_000):
+    ``detector`` names the kind (and the checkpoints); ``factory`` makes a fresh model
+    (default: ``make_detector(detector)``).
+    """
+
+    def __init__(self, detector: str, max_series: int = 100_000, factory: Callable[[], Any] | None = None):
         self.detector = detector
         self.max_series = max_series
+        self.factory = factory or partial(make_detector, detector)
         self._models: OrderedDict[str, tuple[Detector, int]] = OrderedDict()
         self._dirty: set[str] = set()
         self._evicted: dict[str, StateRow] = {}
@@ -54,18 +69,22 @@ class ModelBank:
 
     def score_learn(self, series: str, values: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Score then learn a series' new points in time order; creates the detector if new."""
+        return self.apply(series, len(values), lambda model: model.score_learn_many(values, times))
+
+    def apply(self, series: str, points: int, fn: Callable[[Any], T]) -> T:
+        """``fn(model)`` on the series' model (created if new), which learned ``points`` more."""
         if series in self._models:
             model, seen = self._models.pop(series)
         elif series in self._evicted:
             _, seen, state = self._evicted.pop(series)
             model = pickle.loads(state)
         else:
-            model, seen = make_detector(self.detector), 0
-        scores = model.score_learn_many(values, times)
-        self._models[series] = (model, seen + len(values))
+            model, seen = self.factory(), 0
+        result = fn(model)
+        self._models[series] = (model, seen + points)
         self._dirty.add(series)
         self._evict_overflow()
-        return scores
+        return result
 
     def missing(self, series: Iterable[str]) -> list[str]:
         """The given series that have no state here (candidates for ``restore``)."""
