@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 from models.base import Detector
 from models.detectors.ensemble import Ensemble
+from models.detectors.entropy import RelativeEntropy
 from models.detectors.holtwinters import HoltWintersResidual
 from models.detectors.hst import HSTDetector
 from models.detectors.robust import RobustZ, SeasonalRobustZ
+from models.detectors.windowed import WindowedGaussian
 from models.zscore import ZScore
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
@@ -17,6 +19,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "seasonal_robust": SeasonalRobustZ,
     "holtwinters": HoltWintersResidual,
     "hst": HSTDetector,
+    "relative_entropy": RelativeEntropy,
+    "windowed_gaussian": WindowedGaussian,
     "ensemble": Ensemble,
 }
 

@@ -3,9 +3,10 @@
 Each component is a :class:`~models.detectors.base.CalibratedDetector`; its raw
 measure is calibrated against that series' own history, so the z-scores are on
 one scale and the maximum fires when *any* view (level, seasonal change, ...) sees
-something unusual. The default pairs the windowed robust z-score (spikes, level
-shifts) with the seasonal-difference one (breaks of the daily pattern); the
-measurements behind that choice are in docs/benchmarks-nab.md.
+something unusual. The default combines the windowed robust z-score (spikes, level
+shifts), the seasonal-difference one (breaks of the daily pattern) and the
+relative entropy of a recent window (changes of distribution that no single point
+shows); the measurements behind that choice are in docs/benchmarks-nab.md.
 
 >>> import numpy as np
 >>> from models.detectors.ensemble import Ensemble
@@ -26,6 +27,7 @@ import numpy as np
 from models.detectors.base import CalibratedDetector
 from models.detectors.calibration import Suppressor, squash, squash_many
 from models.base import Detector
+from models.detectors.entropy import RelativeEntropy
 from models.detectors.robust import RobustZ, SeasonalRobustZ
 
 
@@ -40,7 +42,7 @@ class Ensemble(Detector):
         suppress_span: int = 100,
         suppress_keep: float = 0.3,
     ):
-        self.components = list(components) if components is not None else [RobustZ(), SeasonalRobustZ()]
+        self.components = list(components) if components is not None else [RobustZ(), SeasonalRobustZ(), RelativeEntropy()]
         self.scale = scale
         self.suppressor = Suppressor(level=suppress_level, span=suppress_span, keep=suppress_keep)
 

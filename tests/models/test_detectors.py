@@ -44,7 +44,11 @@ def test_flat_line_is_not_pinned_at_one(name: str) -> None:
     assert scores[:500].max() < 0.5
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "hst"])
+# distribution-change detectors look at windows, not single points; they have their own test below
+WINDOWED = {"relative_entropy", "windowed_gaussian"}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "hst" and n not in WINDOWED])
 def test_spike_stands_out(name: str) -> None:
     xs, ts = noisy_daily(900, seed=1)
     xs[800] += 15.0
@@ -59,6 +63,35 @@ def test_hst_ranks_a_spike_high() -> None:
     xs[800] += 15.0
     z = make_detector("hst").z_learn_many(xs, ts)
     assert z[800] > np.quantile(z[350:800], 0.95)
+
+
+@pytest.mark.parametrize("name", sorted(WINDOWED | {"ensemble"}))
+def test_level_shift_in_noise_stands_out(name: str) -> None:
+    rng = np.random.default_rng(7)
+    xs = rng.normal(10.0, 1.0, 1600)
+    xs[1300:] += 2.0  # two sigma: no single point is extreme, the window is
+    scores = make_detector(name).score_learn_many(xs, 60.0 * np.arange(1600))
+    assert scores[1300:1400].max() > 0.6
+    assert scores[1300:1400].max() > scores[300:1300].max()
+
+
+def test_relative_entropy_sees_a_change_of_spread() -> None:
+    rng = np.random.default_rng(8)
+    xs = rng.normal(0.0, 1.0, 1600)
+    xs[1300:] = rng.normal(0.0, 3.0, 300)  # same mean, three times the spread
+    scores = make_detector("relative_entropy").score_learn_many(xs, 60.0 * np.arange(1600))
+    assert scores[1300:1400].max() > 0.6 > scores[300:1300].max()
+
+
+def test_seasonal_neighbourhood_median_does_not_echo_a_spike() -> None:
+    from models.detectors.robust import SeasonalRobustZ
+
+    xs, ts = noisy_daily(2400, seed=4)
+    xs[1700] += 15.0  # a spike; one day (288 points) later the value is ordinary
+    bare = SeasonalRobustZ(season_halfwidth=0).z_learn_many(xs.copy(), ts)
+    median = SeasonalRobustZ().z_learn_many(xs.copy(), ts)
+    assert bare[1700 + 288] > 6.0  # the bare seasonal difference sees the spike again a day later
+    assert median[1700] > 6.0 and median[1700 + 288] < 3.0
 
 
 @pytest.mark.parametrize("name", NAMES)
