@@ -1,0 +1,341 @@
+"""The forecasting path for one batch of metric records, without Faust: learn, forecast, store.
+
+A second agent on the metrics topic (``streams.forecast_agent``) hands every batch to
+:meth:`ForecastPipeline.process`. Per series (bounded :class:`~models.bank.ModelBank`,
+checkpointed to ``model_state`` as ``forecast:<model>``), by metric name:
+
+* ``forecast_metrics``: a forecaster (``models.forecasting.registry``); every
+  ``forecast_every`` points it publishes one :class:`ForecastEvent` per horizon in
+  ``forecast_horizons`` (table ``forecasts``);
+* ``cost_metrics``: a :class:`~models.forecasting.cost.CostProjector`; every
+  ``forecast_every`` points a :class:`CostEvent` for the rest of the UTC day and one for the
+  month (table ``cost_projections``);
+* metrics in ``replica_capacity``: a :class:`~models.forecasting.peak.PeakForecaster`; every
+  ``scaling_window`` points a :class:`RecommendationEvent` for the next window (table
+  ``recommendations``).
+
+Forecast and cost events go to the forecasts topic (``kind`` says which), recommendations to
+the recommendations topic. Points not newer than the last one a series learned are skipped,
+so a batch replayed after a crash does not train a model twice; outputs are identified by
+series, origin time and horizon/period, so replayed outputs collapse in the ReplacingMergeTree
+tables. Invalid records are dead-lettered by the metrics agent; here they are only counted.
+
+>>> from types import SimpleNamespace
+>>> from m1.settings import Settings
+>>> from schemas.events import MetricPoint, encode
+>>> class NoStore:  # the pipeline only needs insert() and query()
+...     def insert(self, table, columns): return 0
+...     def query(self, sql, parameters=None): return SimpleNamespace(rows=[])
+>>> pipeline = ForecastPipeline(Settings(forecast_every=4, scaling_window=4), NoStore())
+>>> points = [MetricPoint(1_767_225_600.0 + 60 * i, "acme", "eu", "api", "requests_per_s", 250.0) for i in range(8)]
+>>> out = pipeline.process([Record("metrics", 0, i, p.series_key.encode(), encode(p)) for i, p in enumerate(points)])
+>>> len(out.forecasts), [f.horizon for f in out.forecasts[:3]], out.forecasts[0].target_ts - out.forecasts[0].ts
+(6, [1, 6, 12], 60.0)
+>>> [(r.replicas, r.planned_load) for r in out.recommendations]  # 250 * 1.2 / 100 -> 3
+[(3, 250.0), (3, 250.0)]
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+import pyarrow as pa
+
+from m1.settings import Settings
+from models.bank import ModelBank
+from models.forecasting.base import Forecaster
+from models.forecasting.cost import DAY, CostProjector
+from models.forecasting.holt_winters import HoltWintersForecaster
+from models.forecasting.peak import PeakForecaster
+from models.forecasting.registry import make_forecaster
+from models.forecasting.scaling import ScalingPolicy
+from schemas.events import EventDecoder, InvalidEvent, MetricPoint
+from streams.metrics_pipeline import TS_TYPE, Record
+from streams.tracing import stage
+
+
+class StoreLike(Protocol):
+    def insert(self, table: str, columns: dict) -> int: ...
+
+    def query(self, sql: str, parameters: dict | None = None) -> Any: ...
+
+
+class ForecastEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="forecast"):
+    """The forecast of one series ``horizon`` points after the point at ``ts``."""
+
+    ts: float  # origin: time of the last point learned
+    target_ts: float  # ts + horizon * the series' mean spacing
+    tenant: str
+    region: str
+    service: str
+    metric: str
+    series: str
+    horizon: int
+    point: float
+    lower: float
+    upper: float
+    coverage: float
+    model: str
+    points: int  # points the model had learned
+
+
+class CostEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="cost"):
+    """Cost ``spent`` so far in the UTC day or month, and the projection of the rest until ``until``."""
+
+    ts: float
+    tenant: str
+    region: str
+    service: str
+    metric: str
+    series: str
+    period: str  # "day" or "month"
+    until: float
+    spent: float
+    point: float  # projected cost from ts until `until`
+    lower: float
+    upper: float
+    total: float  # spent + point: the projected cost of the whole period
+    coverage: float
+    model: str
+
+
+class RecommendationEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="recommendation"):
+    """Replicas to run for the ``window_points`` points after ``ts``."""
+
+    ts: float
+    window_end: float
+    tenant: str
+    region: str
+    service: str
+    metric: str
+    series: str
+    replicas: int
+    planned_load: float  # forecast peak of the next window
+    current_load: float  # the value at ts
+    capacity_per_replica: float
+    headroom: float
+    window_points: int
+
+
+@dataclass
+class ForecastOutcome:
+    """What a batch produced; the caller sends it to Kafka before acknowledging the batch."""
+
+    learned: int = 0
+    skipped_invalid: int = 0
+    forecasts: list[ForecastEvent] = field(default_factory=list)
+    costs: list[CostEvent] = field(default_factory=list)
+    recommendations: list[RecommendationEvent] = field(default_factory=list)
+
+
+class SeriesModels:
+    """The models of one series (built on its first point, by metric) and its time bookkeeping."""
+
+    def __init__(self) -> None:
+        self.forecaster: Forecaster | None = None
+        self.cost: CostProjector | None = None
+        self.peak: PeakForecaster | None = None
+        self.n = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+
+    @property
+    def spacing(self) -> float:
+        """Mean seconds between points (0 before the second point)."""
+        if self.n < 2 or self.first_ts is None or self.last_ts is None:
+            return 0.0
+        return (self.last_ts - self.first_ts) / (self.n - 1)
+
+
+class ForecastPipeline:
+    """Decode metric records and run the per-series forecasters, cost projectors and scaling."""
+
+    def __init__(self, settings: Settings, store: StoreLike):
+        if settings.forecast_every < 1 or settings.scaling_window < 1:
+            raise ValueError("forecast_every and scaling_window must be >= 1")
+        if not settings.forecast_horizons or min(settings.forecast_horizons) < 1:
+            raise ValueError("forecast_horizons must be positive steps")
+        self.settings = settings
+        self.store = store
+        self.decoder = EventDecoder(MetricPoint, max_bytes=settings.max_payload_bytes)
+        self.horizons = sorted(set(settings.forecast_horizons))
+        self.forecast_metrics = set(settings.forecast_metrics)
+        self.cost_metrics = set(settings.cost_metrics)
+        self.wanted = self.forecast_metrics | self.cost_metrics | set(settings.replica_capacity)
+        self.policies = {
+            metric: ScalingPolicy(capacity, settings.scaling_headroom, settings.scaling_min_replicas, settings.scaling_max_replicas)
+            for metric, capacity in settings.replica_capacity.items()
+        }
+        make_forecaster(settings.forecast_model, season=0)  # fail at start on an unknown name
+        self.model = settings.forecast_model
+        self.cost_model = f"cost:{settings.forecast_model}"
+        self.bank = ModelBank(f"forecast:{settings.forecast_model}", max_series=settings.max_series, factory=SeriesModels)
+        self._last_checkpoint = time.monotonic()
+        self._lock = threading.RLock()
+
+    def process(self, records: list[Record]) -> ForecastOutcome:
+        """Handle one batch; raises only if the store fails (then nothing may be acked)."""
+        now = time.time()
+        outcome = ForecastOutcome()
+        by_series: dict[str, list[MetricPoint]] = defaultdict(list)
+        with stage("decode"):
+            for record in records:
+                try:
+                    point = self.decoder.decode(record.value)
+                except InvalidEvent:
+                    outcome.skipped_invalid += 1
+                    continue
+                if point.metric not in self.wanted:
+                    continue
+                series = point.series_key
+                if record.key is not None and record.key != series.encode():
+                    continue  # the metrics agent re-keys it; we learn it when it comes back
+                by_series[series].append(point)
+        with self._lock, stage("score"):
+            self._restore(list(by_series))
+            for series, batch in by_series.items():
+                last = self.bank.apply(series, 0, lambda models: models.last_ts)
+                fresh = _newer(batch, last)  # a replay or out-of-order points are not learned again
+                if fresh:
+                    self.bank.apply(series, len(fresh), lambda models: self._learn(models, series, fresh, outcome))
+        with stage("sink"):
+            self._store(outcome, now)
+        if time.monotonic() - self._last_checkpoint >= self.settings.snapshot_seconds:
+            self.checkpoint()
+        return outcome
+
+    def _learn(self, models: SeriesModels, series: str, batch: list[MetricPoint], outcome: ForecastOutcome) -> None:
+        first = batch[0]
+        if models.n == 0:
+            self._build(models, first.metric)
+        s = self.settings
+        for p in batch:
+            models.n += 1
+            models.first_ts = p.ts if models.first_ts is None else models.first_ts
+            models.last_ts = p.ts
+            outcome.learned += 1
+            if models.forecaster is not None:
+                models.forecaster.learn_one(p.value, p.ts)
+                if models.n % s.forecast_every == 0:
+                    outcome.forecasts.extend(self._forecasts(models, series, p))
+            if models.cost is not None:
+                models.cost.learn_one(p.value, p.ts)
+                if models.n % s.forecast_every == 0:
+                    outcome.costs.extend(self._costs(models, series, p))
+            if models.peak is not None:
+                models.peak.learn_one(p.value, p.ts)
+                if models.n % s.scaling_window == 0:
+                    outcome.recommendations.append(self._recommend(models, series, p))
+
+    def _build(self, models: SeriesModels, metric: str) -> None:
+        s = self.settings
+        if metric in self.forecast_metrics:
+            models.forecaster = make_forecaster(s.forecast_model, coverage=s.forecast_coverage, horizon=self.horizons[-1])
+        if metric in self.cost_metrics:
+            models.cost = CostProjector(cost_forecaster(s.cost_step_seconds, s.forecast_coverage), step_seconds=s.cost_step_seconds)
+        if metric in self.policies:
+            models.peak = PeakForecaster(window=s.scaling_window)
+
+    def _forecasts(self, models: SeriesModels, series: str, p: MetricPoint) -> list[ForecastEvent]:
+        assert models.forecaster is not None
+        steps = models.forecaster.forecast(self.horizons[-1])
+        spacing = models.spacing
+        return [
+            ForecastEvent(p.ts, p.ts + h * spacing, p.tenant, p.region, p.service, p.metric, series, h,
+                          steps[h - 1].point, steps[h - 1].lower, steps[h - 1].upper,
+                          models.forecaster.coverage, self.model, models.n)
+            for h in self.horizons
+        ]
+
+    def _costs(self, models: SeriesModels, series: str, p: MetricPoint) -> list[CostEvent]:
+        assert models.cost is not None
+        day, month = models.cost.project(p.ts)
+        coverage = models.cost.forecaster.coverage
+        return [
+            CostEvent(p.ts, p.tenant, p.region, p.service, p.metric, series, period, proj.until, proj.spent,
+                      proj.point, proj.lower, proj.upper, proj.spent + proj.point, coverage, self.cost_model)
+            for period, proj in (("day", day), ("month", month))
+        ]
+
+    def _recommend(self, models: SeriesModels, series: str, p: MetricPoint) -> RecommendationEvent:
+        assert models.peak is not None
+        policy = self.policies[p.metric]
+        peak = models.peak.forecast_peak()
+        window = self.settings.scaling_window
+        return RecommendationEvent(p.ts, p.ts + window * models.spacing, p.tenant, p.region, p.service, p.metric,
+                                   series, policy.replicas_for(peak), peak, p.value, policy.capacity_per_replica,
+                                   policy.headroom, window)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        """Write changed series state to ``model_state``; returns how many series were saved."""
+        with self._lock, stage("checkpoint"):
+            rows = self.bank.checkpoint()
+            self._last_checkpoint = time.monotonic()
+        if rows:
+            series, points, states = zip(*rows)
+            self.store.insert(
+                "model_state",
+                {
+                    "series": list(series),
+                    "detector": [self.bank.detector] * len(rows),
+                    "points": list(points),
+                    "state": pa.array(states, type=pa.binary()),
+                    "updated_at": pa.array([int(time.time() * 1000)] * len(rows), type=TS_TYPE),
+                },
+            )
+        return len(rows)
+
+    def _restore(self, series: list[str]) -> None:
+        missing = self.bank.missing(series)
+        if not missing:
+            return
+        result = self.store.query(
+            "SELECT series, points, hex(state) FROM model_state FINAL WHERE detector = {d:String} AND series IN {s:Array(String)}",
+            {"d": self.bank.detector, "s": missing},
+        )
+        self.bank.restore((s, p, bytes.fromhex(state)) for s, p, state in result.rows)
+
+    # --- sink ----------------------------------------------------------------------------
+
+    def _store(self, outcome: ForecastOutcome, now: float) -> None:
+        created = int(now * 1000)
+        if outcome.forecasts:
+            self.store.insert("forecasts", _columns(outcome.forecasts, ("ts", "target_ts"), created))
+        if outcome.costs:
+            self.store.insert("cost_projections", _columns(outcome.costs, ("ts", "until"), created))
+        if outcome.recommendations:
+            self.store.insert("recommendations", _columns(outcome.recommendations, ("ts", "window_end"), created))
+
+
+def _newer(batch: list[MetricPoint], last: float | None) -> list[MetricPoint]:
+    """The points of ``batch`` (in order) each later than every point before it and than ``last``."""
+    out = []
+    for p in batch:
+        if last is None or p.ts > last:
+            out.append(p)
+            last = p.ts
+    return out
+
+
+def cost_forecaster(step_seconds: int, coverage: float) -> HoltWintersForecaster:
+    """The cost projector's default forecaster (daily season of buckets), at ``coverage``."""
+    per_day = DAY // step_seconds if DAY % step_seconds == 0 else 0
+    return HoltWintersForecaster(alpha=0.2, beta=0.01, gamma=0.2, season=per_day if per_day > 1 else 0,
+                                 horizon=max(per_day, 1), coverage=coverage)
+
+
+def _columns(events: list[Any], times: tuple[str, ...], created_ms: int) -> dict[str, Any]:
+    """Arrow-ready columns of a list of events (fields in ``times`` as UTC milliseconds)."""
+    columns: dict[str, Any] = {}
+    for name in events[0].__struct_fields__:
+        values = [getattr(e, name) for e in events]
+        columns[name] = pa.array([int(round(v * 1000)) for v in values], type=TS_TYPE) if name in times else values
+    columns["created_at"] = pa.array([created_ms] * len(events), type=TS_TYPE)
+    return columns

@@ -1,0 +1,316 @@
+"""The forecasting path: the pure pipeline (no Kafka), the DDL on chdb, and end to end on the
+real broker with a worker subprocess (both agents of the metrics topic see every record)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import statistics
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from m1.settings import Settings
+from m1.worker_process import settings_env
+from models.forecasting.cost import day_end, month_end
+from schemas.events import MetricPoint, encode
+from sinks.clickhouse import Store, connect
+from streams.forecast_pipeline import ForecastPipeline
+from streams.metrics_pipeline import Record
+from tests.helpers import isolated_settings, produce, scalar, start_worker, wait_for
+from m1.query_client import run_query
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+STEP = 60.0
+N = 240  # points per series: 4 hours of minutes, 10 daily-like seasons of 24
+
+
+def value(metric: str, i: int, rng: np.random.Generator) -> float:
+    """A seasonal series (season 24) per metric, with a little noise."""
+    phase = math.sin(2 * math.pi * i / 24)
+    base = {"requests_per_s": (500.0, 200.0), "cpu_pct": (40.0, 15.0), "cost_usd": (0.05, 0.02)}[metric]
+    return max(base[0] + base[1] * phase + rng.normal(0, base[1] * 0.05), 0.0)
+
+
+def series_points(tenant: str, metrics: tuple[str, ...] = ("requests_per_s", "cpu_pct", "cost_usd"),
+                  n: int = N, seed: int = 1) -> dict[str, list[MetricPoint]]:
+    rng = np.random.default_rng(seed)
+    return {m: [MetricPoint(T0 + STEP * i, tenant, "eu-west-1", "api", m, value(m, i, rng)) for i in range(n)]
+            for m in metrics}
+
+
+def interleaved(points: dict[str, list[MetricPoint]]) -> list[MetricPoint]:
+    return [p for group in zip(*points.values()) for p in group]
+
+
+def records(points: list[MetricPoint], first_offset: int = 0) -> list[Record]:
+    return [Record("metrics", 0, first_offset + i, p.series_key.encode(), encode(p)) for i, p in enumerate(points)]
+
+
+class MemoryStore:
+    """The two store calls the pipeline makes, in memory; model_state reads return the newest rows."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, list[dict[str, Any]]] = {}
+
+    def insert(self, table: str, columns: dict) -> int:
+        names = list(columns)
+        cols = [c.to_pylist() if hasattr(c, "to_pylist") else list(c) for c in columns.values()]
+        rows = [dict(zip(names, values)) for values in zip(*cols)]
+        self.tables.setdefault(table, []).extend(rows)
+        return len(rows)
+
+    def query(self, sql: str, parameters: dict | None = None) -> SimpleNamespace:
+        assert "FROM model_state" in sql and parameters is not None
+        newest = {r["series"]: r for r in self.tables.get("model_state", []) if r["detector"] == parameters["d"]}
+        return SimpleNamespace(rows=[(s, r["points"], r["state"].hex()) for s, r in newest.items() if s in parameters["s"]])
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        return self.tables.get(table, [])
+
+
+def pipeline_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(home=tmp_path, **overrides)
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_collection_settings_survive_the_worker_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    wanted = Settings(kafka_bootstrap="h:1", forecast_metrics=["a", "b"], forecast_horizons=[2, 4],
+                      replica_capacity={"a": 10.0}, cost_metrics=["c"])
+    for name, text in settings_env(wanted).items():  # str(value): Python reprs, not JSON
+        if name.startswith("M1_"):
+            monkeypatch.setenv(name, text)
+    child = Settings()
+    assert (child.forecast_metrics, child.forecast_horizons, child.replica_capacity, child.cost_metrics) == (
+        ["a", "b"], [2, 4], {"a": 10.0}, ["c"])
+    monkeypatch.setenv("M1_REPLICA_CAPACITY", '{"rps": 50}')
+    monkeypatch.setenv("M1_FORECAST_METRICS", "x,y")
+    assert Settings().replica_capacity == {"rps": 50.0} and Settings().forecast_metrics == ["x", "y"]
+
+
+# --- the pure pipeline ----------------------------------------------------------------------
+
+
+def test_forecasts_every_n_points_for_each_horizon(tmp_path: Path) -> None:
+    store = MemoryStore()
+    pipeline = ForecastPipeline(pipeline_settings(tmp_path), store)
+    data = series_points("acme")
+    out = pipeline.process(records(interleaved(data)))
+    assert out.learned == 3 * N and out.skipped_invalid == 0
+    per_series = N // 12
+    assert len(out.forecasts) == 2 * per_series * 3  # requests_per_s and cpu_pct, horizons 1, 6, 12
+    assert {(f.metric, f.horizon) for f in out.forecasts} == {(m, h) for m in ("requests_per_s", "cpu_pct") for h in (1, 6, 12)}
+    for f in out.forecasts:
+        assert f.lower <= f.point <= f.upper
+        assert f.target_ts == pytest.approx(f.ts + f.horizon * STEP)
+        assert f.coverage == 0.9 and f.model == "holtwinters"
+        assert (f.points * STEP + T0 - STEP) == f.ts and f.points % 12 == 0
+    assert len(store.rows("forecasts")) == len(out.forecasts)
+    # After the warm-up (96 points) the seasonal model should be close on a smooth season.
+    late = [f for f in out.forecasts if f.metric == "requests_per_s" and f.horizon == 1 and f.points >= 192]
+    truth = {p.ts: p.value for p in data["requests_per_s"]}
+    errors = [abs(f.point - truth[f.target_ts]) for f in late if f.target_ts in truth]
+    assert errors and statistics.fmean(errors) < 40.0, errors  # amplitude is 200
+    assert all(f.upper - f.lower < 400.0 for f in late)
+
+
+def test_recommendations_follow_capacity_and_headroom(tmp_path: Path) -> None:
+    pipeline = ForecastPipeline(pipeline_settings(tmp_path, replica_capacity={"requests_per_s": 100.0}), MemoryStore())
+    data = series_points("acme", ("requests_per_s",))
+    out = pipeline.process(records(data["requests_per_s"]))
+    assert len(out.recommendations) == N // 12
+    values = [p.value for p in data["requests_per_s"]]
+    for k, r in enumerate(out.recommendations, start=1):
+        seen = values[: 12 * k]
+        peaks = [max(seen[max(end - 12, 0) : end]) for end in range(len(seen), 0, -12)][:3]
+        assert r.planned_load == pytest.approx(statistics.median(peaks))
+        assert r.replicas == max(1, math.ceil(r.planned_load * 1.2 / 100.0 - 1e-9))
+        assert r.window_end == pytest.approx(r.ts + 12 * STEP) and r.current_load == values[12 * k - 1]
+    # Windows of 12 are half a season: the median of 3 block peaks is the crest (~700 -> 9
+    # replicas) or, after two trough blocks, a trough peak (~600 -> 8 or fewer).
+    assert max(r.replicas for r in out.recommendations) == 9 and min(r.replicas for r in out.recommendations) >= 5
+
+
+def test_cost_projections_for_day_and_month(tmp_path: Path) -> None:
+    pipeline = ForecastPipeline(pipeline_settings(tmp_path), MemoryStore())
+    data = series_points("acme", ("cost_usd",))
+    out = pipeline.process(records(data["cost_usd"]))
+    assert len(out.costs) == 2 * (N // 12) and not out.forecasts and not out.recommendations
+    values = [p.value for p in data["cost_usd"]]
+    last_day, last_month = out.costs[-2:]
+    assert (last_day.period, last_month.period) == ("day", "month")
+    assert last_day.until == day_end(last_day.ts) and last_month.until == month_end(last_month.ts)
+    assert last_day.spent == pytest.approx(sum(values)) and last_month.spent == pytest.approx(sum(values))
+    rate = statistics.fmean(values) * 60  # per hour
+    hours_left = (last_day.until - last_day.ts) / 3600
+    assert 0.5 * rate * hours_left < last_day.point < 1.5 * rate * hours_left
+    for c in out.costs:
+        assert 0 <= c.lower <= c.point <= c.upper and c.total == pytest.approx(c.spent + c.point)
+    assert last_month.point > last_day.point
+
+
+def test_replays_rekeyed_and_invalid_records_are_not_learned(tmp_path: Path) -> None:
+    pipeline = ForecastPipeline(pipeline_settings(tmp_path), MemoryStore())
+    batch = records(interleaved(series_points("acme", n=24)))
+    first = pipeline.process(batch)
+    assert first.learned == 72 and len(first.forecasts) == 2 * 2 * 3
+    again = pipeline.process(batch)  # a replay after a crash: nothing is learned or emitted twice
+    assert again.learned == 0 and not again.forecasts and not again.costs and not again.recommendations
+    p = MetricPoint(T0 + 24 * STEP, "acme", "eu-west-1", "api", "cpu_pct", 40.0)
+    mixed = [Record("metrics", 0, 1, b"{bad", b"{bad"), Record("metrics", 0, 2, None, b'{"schema":"metric/9"}'),
+             Record("metrics", 0, 3, b"other|key", encode(p)),  # the metrics agent re-keys it
+             Record("metrics", 0, 4, None, encode(MetricPoint(T0, "acme", "eu-west-1", "api", "latency_ms", 1.0)))]
+    out = pipeline.process(mixed)
+    assert out.skipped_invalid == 2 and out.learned == 0
+    assert pipeline.bank.points(p.series_key) == 24
+
+
+def test_checkpoint_restore_and_eviction_continue_where_they_left_off(tmp_path: Path) -> None:
+    data = interleaved(series_points("acme"))
+    whole = ForecastPipeline(pipeline_settings(tmp_path), MemoryStore()).process(records(data))
+
+    store = MemoryStore()
+    first = ForecastPipeline(pipeline_settings(tmp_path), store)
+    head = first.process(records(data[:300]))
+    assert first.checkpoint() == 3
+    assert {r["detector"] for r in store.rows("model_state")} == {"forecast:holtwinters"}
+    assert sorted(r["points"] for r in store.rows("model_state")) == [100, 100, 100]
+    second = ForecastPipeline(pipeline_settings(tmp_path), store)  # a restarted worker
+    tail = second.process(records(data[300:], first_offset=300))
+    assert ordered(head.forecasts + tail.forecasts) == ordered(whole.forecasts)
+    assert ordered(head.costs + tail.costs) == ordered(whole.costs)
+    assert ordered(head.recommendations + tail.recommendations) == ordered(whole.recommendations)
+
+    bounded = ForecastPipeline(pipeline_settings(tmp_path, max_series=1), MemoryStore())
+    outs = [bounded.process(records(data[i : i + 30], first_offset=i)) for i in range(0, len(data), 30)]
+    assert len(bounded.bank) == 1
+    assert ordered([f for o in outs for f in o.forecasts]) == ordered(whole.forecasts)
+    assert ordered([c for o in outs for c in o.costs]) == ordered(whole.costs)
+
+
+def ordered(events: list[Any]) -> list[Any]:
+    """Events in (series, ts, horizon or period) order: batches group them by series."""
+    return sorted(events, key=lambda e: (e.series, e.ts, getattr(e, "horizon", 0), getattr(e, "period", "")))
+
+
+# --- the DDL on chdb ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chdb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    store = Store(connect(Settings(home=tmp_path_factory.mktemp("forecast-store"))))
+    store.migrate()
+    yield store
+    store.close()  # chdb: one data directory per process at a time
+
+
+def test_tables_take_the_rows_and_replays_collapse(chdb_store: Store, tmp_path: Path) -> None:
+    batch = records(interleaved(series_points("ddl", n=48)))
+    out = ForecastPipeline(pipeline_settings(tmp_path), chdb_store).process(batch)
+    ForecastPipeline(pipeline_settings(tmp_path), chdb_store).process(batch)  # fresh models: same rows again
+    for table, n in (("forecasts", len(out.forecasts)), ("cost_projections", len(out.costs)),
+                     ("recommendations", len(out.recommendations))):
+        assert n > 0
+        assert chdb_store.query(f"SELECT count() FROM {table} WHERE tenant = 'ddl'").rows == [(2 * n,)]
+        assert chdb_store.query(f"SELECT count() FROM {table} FINAL WHERE tenant = 'ddl'").rows == [(n,)]
+    last = out.forecasts[-1]
+    row = chdb_store.query("SELECT horizon, point, lower, upper, toUnixTimestamp64Milli(target_ts) FROM forecasts FINAL "
+                           f"WHERE tenant = 'ddl' AND metric = '{last.metric}' ORDER BY ts DESC, horizon DESC LIMIT 1").rows[0]
+    assert row == (last.horizon, last.point, last.lower, last.upper, int(last.target_ts * 1000))
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+async def consume_json(settings: Settings, topic: str, until: Any, timeout: float = 30.0) -> list[dict]:
+    """JSON records of ``topic`` from the beginning until ``until(records)`` is true (or timeout)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[dict] = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for message in consumer:
+                out.append(json.loads(message.value))
+                if until(out):
+                    break
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return out
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Settings]:
+    run = uuid.uuid4().hex[:8]
+    settings = isolated_settings(tmp_path_factory.mktemp("forecast-worker"), kafka_bootstrap,
+                                 topic_forecasts=f"forecasts-{run}", topic_recommendations=f"recommendations-{run}")
+    worker = start_worker(settings)
+    yield settings
+    worker.stop()
+
+
+def count(settings: Settings, table: str, tenant: str) -> int:
+    return int(scalar(settings, f"SELECT count() FROM {table} FINAL WHERE tenant = '{tenant}'"))
+
+
+def test_stream_publishes_forecasts_costs_and_recommendations(running: Settings) -> None:
+    tenant = f"f-{uuid.uuid4().hex[:6]}"
+    data = series_points(tenant)
+    points = interleaved(data)
+    bad = [(None, b"{not json"), (None, b'{"schema":"metric/1"}')]
+    produce(running, [(p.series_key.encode(), encode(p)) for p in points[:360]] + bad
+            + [(p.series_key.encode(), encode(p)) for p in points[360:]])
+    per_series = N // 12
+    expected = {"forecasts": 2 * per_series * 3, "cost_projections": 2 * per_series, "recommendations": 2 * per_series}
+    assert wait_for(lambda: all(count(running, t, tenant) >= n for t, n in expected.items()), timeout=45), \
+        {t: count(running, t, tenant) for t in expected}
+    assert {t: count(running, t, tenant) for t in expected} == expected
+    # The metrics agent on the same topic got every point too, and dead-lettered the bad ones.
+    assert count(running, "metric_points", tenant) == 3 * N
+    assert int(scalar(running, "SELECT count() FROM dead_letters FINAL")) == 2
+
+    rows = run_query(running, f"SELECT horizon, count(), countIf(lower <= point AND point <= upper), "
+                              f"countIf(target_ts > ts) FROM forecasts FINAL WHERE tenant = '{tenant}' "
+                              f"GROUP BY horizon ORDER BY horizon").rows
+    assert [tuple(r) for r in rows] == [(h, 2 * per_series, 2 * per_series, 2 * per_series) for h in (1, 6, 12)]
+
+    recs = run_query(running, f"SELECT metric, replicas, planned_load, capacity_per_replica, headroom "
+                              f"FROM recommendations FINAL WHERE tenant = '{tenant}'").rows
+    capacity = running.replica_capacity
+    for metric, replicas, load, cap, headroom in recs:
+        assert cap == capacity[metric] and headroom == 0.2
+        assert replicas >= 1 and replicas == max(1, math.ceil(load * 1.2 / cap - 1e-9))
+        peak = max(p.value for p in data[metric])
+        assert 0 < load <= peak
+    last = run_query(running, f"SELECT replicas FROM recommendations FINAL WHERE tenant = '{tenant}' "
+                              f"AND metric = 'requests_per_s' ORDER BY ts DESC LIMIT 1").rows[0][0]
+    values = [p.value for p in data["requests_per_s"]]
+    planned = statistics.median(max(values[end - 12 : end]) for end in (N, N - 12, N - 24))
+    assert last == math.ceil(planned * 1.2 / 100.0 - 1e-9)
+
+    costs = run_query(running, f"SELECT period, count(), min(lower <= point AND point <= upper), max(spent) "
+                               f"FROM cost_projections FINAL WHERE tenant = '{tenant}' GROUP BY period ORDER BY period").rows
+    total = sum(p.value for p in data["cost_usd"])
+    assert [(r[0], r[1], r[2]) for r in costs] == [("day", per_series, 1), ("month", per_series, 1)]
+    assert all(r[3] == pytest.approx(total) for r in costs)
+
+    messages = asyncio.run(consume_json(running, running.topic_forecasts, lambda out: len(out) >= 160))
+    kinds = [(m["kind"], m["tenant"]) for m in messages]
+    assert kinds.count(("forecast", tenant)) == expected["forecasts"]
+    assert kinds.count(("cost", tenant)) == expected["cost_projections"]
+    recs_topic = asyncio.run(consume_json(running, running.topic_recommendations, lambda out: len(out) >= 40))
+    assert len(recs_topic) == expected["recommendations"] and all(m["replicas"] >= 1 for m in recs_topic)
+    # The forecasting models are checkpointed next to the detectors, under their own name.
+    assert wait_for(lambda: int(scalar(running, "SELECT count() FROM model_state FINAL "
+                                                "WHERE detector = 'forecast:holtwinters'")) == 3)
