@@ -92,7 +92,7 @@ class RobustZ(CalibratedDetector):
         if k == 0:
             return x - self.past[0]
         # past holds x[t-lag-k] .. x[t-1]: its first 2k+1 values surround x[t-lag]
-        return x - float(np.median(np.fromiter(islice(self.past, 2 * k + 1), dtype=np.float64)))
+        return x - sorted(islice(self.past, 2 * k + 1))[k]  # the median of an odd count
 
     def _spread(self, med: float, mad: float, rng: float) -> float:
         return max(MAD_TO_STD * mad, self.range_floor * rng, self.rel_floor * abs(med), self.abs_floor)
