@@ -16,6 +16,7 @@ from m1.settings import Settings
 from m1.topics import ensure_topics
 from sinks.clickhouse import Store, connect
 from streams.agents import metrics_agent
+from streams.forecast_agent import register_forecasting
 from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
 
@@ -65,6 +66,7 @@ def build_app(settings: Settings) -> faust.App:
     pipeline = MetricsPipeline(settings, store)
     app.agent(topics.metrics, name="metrics")(metrics_agent(pipeline, topics, settings))
     register_otel(app, settings, store, pipeline, topics)  # OTLP agents, bottleneck job, self-tracing
+    register_forecasting(app, settings, store, topics)  # forecasts, cost projections, replica recommendations
 
     @app.page("/query")
     class QueryView(View):
