@@ -65,6 +65,12 @@ def build_app(settings: Settings) -> faust.App:
     store.migrate()
     pipeline = MetricsPipeline(settings, store)
     app.agent(topics.metrics, name="metrics")(metrics_agent(pipeline, topics, settings))
+
+    @app.timer(settings.snapshot_seconds)
+    async def checkpoint_models() -> None:
+        """Checkpoint changed detectors on a clock, so idle series are saved too."""
+        await app.loop.run_in_executor(None, pipeline.checkpoint)
+
     register_otel(app, settings, store, pipeline, topics)  # OTLP agents, bottleneck job, self-tracing
     register_forecasting(app, settings, store, topics)  # forecasts, cost projections, replica recommendations
 

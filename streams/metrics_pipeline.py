@@ -86,7 +86,6 @@ class MetricsPipeline:
         self.decoder = EventDecoder(MetricPoint, max_bytes=settings.max_payload_bytes)
         self.bank = ModelBank(settings.detector, max_series=settings.max_series)
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
-        self._last_checkpoint = time.monotonic()
         self._lock = threading.RLock()  # the bank is shared with the OTLP agents' threads
 
     def process(self, records: list[Record]) -> BatchOutcome:
@@ -109,8 +108,6 @@ class MetricsPipeline:
                     continue
                 by_series[series].append(point)
         outcome.stored, outcome.anomalies = self.score_and_store(by_series, now, outcome.dead_letters)
-        if time.monotonic() - self._last_checkpoint >= self.settings.snapshot_seconds:
-            self.checkpoint()
         return outcome
 
     def score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
@@ -130,7 +127,6 @@ class MetricsPipeline:
         """Write changed model state to the store; returns how many series were saved."""
         with self._lock, stage("checkpoint"):
             rows = self.bank.checkpoint()
-            self._last_checkpoint = time.monotonic()
         if rows:
             series, points, states = zip(*rows)
             self.store.insert(

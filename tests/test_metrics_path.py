@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from m1.settings import Settings
 from m1.worker_process import WorkerProcess
 from schemas.events import MetricPoint, encode
+from m1.query_client import run_query
 from tests.helpers import isolated_settings, produce, scalar, start_worker, wait_for
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -130,6 +131,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_restores_models(make_setting
         assert stored(settings, tenant) == 6000
         assert models_before
         # A restored model keeps counting from its checkpoint: each series saw 1500 points.
-        assert wait_for(lambda: int(scalar(settings, "SELECT min(points) FROM model_state FINAL")) >= 1500)
+        restored = "SELECT min(points) FROM model_state FINAL WHERE series LIKE 'crash|%'"
+        assert wait_for(lambda: int(scalar(settings, restored)) >= 1500), run_query(settings, "SELECT series, detector, points FROM model_state FINAL").rows
     finally:
         worker.stop()
