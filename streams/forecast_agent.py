@@ -7,10 +7,16 @@ so this agent sees all points the metrics agent sees, at least once. Like the me
 processes a batch in a thread (``ForecastPipeline.process``: learn, store), sends what the
 batch produced (forecasts and cost projections to the forecasts topic, recommendations to the
 recommendations topic) and only then lets the batch be acknowledged.
+
+The models are checkpointed on a timer every ``snapshot_seconds`` (so idle series are saved
+too) and when the agent stops, but never while a batch is between learning and delivery: a
+series does not learn a point twice, so state saved before its outputs reached Kafka would
+drop them from a replay. The ``guard`` lock keeps the timer out of that window.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -36,34 +42,50 @@ def register_forecasting(app: faust.App, settings: Settings, store: Store, topic
     raw = dict(key_serializer="raw", value_serializer="raw")
     forecasts = app.topic(settings.topic_forecasts, **raw)
     recommendations = app.topic(settings.topic_recommendations, **raw)
-    app.agent(topics.metrics, name="forecasts")(forecast_agent(pipeline, forecasts, recommendations, settings))
+    guard = asyncio.Lock()
+    app.agent(topics.metrics, name="forecasts")(forecast_agent(pipeline, forecasts, recommendations, settings, guard))
+
+    @app.timer(settings.snapshot_seconds, name="forecast_checkpoint")
+    async def checkpoint_forecasters() -> None:
+        """Checkpoint changed series on a clock, between batches."""
+        async with guard:
+            await in_thread(pipeline.checkpoint)
+
     return pipeline
 
 
 def forecast_agent(pipeline: ForecastPipeline, forecasts: faust.TopicT, recommendations: faust.TopicT,
-                   settings: Settings) -> Any:
+                   settings: Settings, guard: asyncio.Lock) -> Any:
     """The agent function: batches of metric records -> pipeline -> output topics -> ack."""
 
     async def agent(stream: Any) -> None:
+        in_flight = False
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.flush_seconds):
-                with batch_span(settings.topic_metrics, events) as span:
-                    with stage("consume"):
-                        records = [
-                            Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in events
-                        ]
-                    outcome = await in_thread(pipeline.process, records)
-                    with stage("produce"):
-                        sends = [forecasts.send(key=f.series.encode(), value=msgspec.json.encode(f)) for f in outcome.forecasts]
-                        sends += [forecasts.send(key=c.series.encode(), value=msgspec.json.encode(c)) for c in outcome.costs]
-                        sends += [recommendations.send(key=r.series.encode(), value=msgspec.json.encode(r))
-                                  for r in outcome.recommendations]
-                        await _delivered(sends)
-                    record_outcome(span, learned=outcome.learned, skipped_invalid=outcome.skipped_invalid,
-                                   forecasts=len(outcome.forecasts), cost_projections=len(outcome.costs),
-                                   recommendations=len(outcome.recommendations))
+                async with guard:
+                    in_flight = True
+                    await _handle(events)
+                    in_flight = False
         finally:
-            saved = pipeline.checkpoint()
-            log.info("forecast agent stopping: checkpointed %d series", saved)
+            if not in_flight:  # else the last checkpoint stands and the replay redoes the batch
+                saved = pipeline.checkpoint()
+                log.info("forecast agent stopping: checkpointed %d series", saved)
+
+    async def _handle(events: list[Any]) -> None:
+        with batch_span(settings.topic_metrics, events) as span:
+            with stage("consume"):
+                records = [
+                    Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in events
+                ]
+            outcome = await in_thread(pipeline.process, records)
+            with stage("produce"):
+                sends = [forecasts.send(key=f.series.encode(), value=msgspec.json.encode(f)) for f in outcome.forecasts]
+                sends += [forecasts.send(key=c.series.encode(), value=msgspec.json.encode(c)) for c in outcome.costs]
+                sends += [recommendations.send(key=r.series.encode(), value=msgspec.json.encode(r))
+                          for r in outcome.recommendations]
+                await _delivered(sends)
+            record_outcome(span, learned=outcome.learned, skipped_invalid=outcome.skipped_invalid,
+                           forecasts=len(outcome.forecasts), cost_projections=len(outcome.costs),
+                           recommendations=len(outcome.recommendations))
 
     return agent

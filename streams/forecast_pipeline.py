@@ -175,7 +175,6 @@ class ForecastPipeline:
         self.model = settings.forecast_model
         self.cost_model = f"cost:{settings.forecast_model}"
         self.bank = ModelBank(f"forecast:{settings.forecast_model}", max_series=settings.max_series, factory=SeriesModels)
-        self._last_checkpoint = time.monotonic()
         self._lock = threading.RLock()
 
     def process(self, records: list[Record]) -> ForecastOutcome:
@@ -205,8 +204,6 @@ class ForecastPipeline:
                     self.bank.apply(series, len(fresh), lambda models: self._learn(models, series, fresh, outcome))
         with stage("sink"):
             self._store(outcome, now)
-        if time.monotonic() - self._last_checkpoint >= self.settings.snapshot_seconds:
-            self.checkpoint()
         return outcome
 
     def _learn(self, models: SeriesModels, series: str, batch: list[MetricPoint], outcome: ForecastOutcome) -> None:
@@ -229,7 +226,7 @@ class ForecastPipeline:
                     outcome.costs.extend(self._costs(models, series, p))
             if models.peak is not None:
                 models.peak.learn_one(p.value, p.ts)
-                if models.n % s.scaling_window == 0:
+                if models.n % s.scaling_window == 0 and p.metric in self.policies:
                     outcome.recommendations.append(self._recommend(models, series, p))
 
     def _build(self, models: SeriesModels, metric: str) -> None:
@@ -274,10 +271,14 @@ class ForecastPipeline:
     # --- state ---------------------------------------------------------------------------
 
     def checkpoint(self) -> int:
-        """Write changed series state to ``model_state``; returns how many series were saved."""
+        """Write changed series state to ``model_state``; returns how many series were saved.
+
+        Call it only between batches whose outputs were delivered (the agent does): a series
+        never learns a point twice, so a checkpoint taken after learning a point but before its
+        outputs reached Kafka would lose those outputs in a replay.
+        """
         with self._lock, stage("checkpoint"):
             rows = self.bank.checkpoint()
-            self._last_checkpoint = time.monotonic()
         if rows:
             series, points, states = zip(*rows)
             self.store.insert(
