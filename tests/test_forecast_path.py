@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import statistics
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from m1.query_client import run_query
 from m1.settings import Settings
 from m1.worker_process import settings_env
 from models.forecasting.cost import day_end, month_end
@@ -26,7 +26,6 @@ from sinks.clickhouse import Store, connect
 from streams.forecast_pipeline import ForecastPipeline
 from streams.metrics_pipeline import Record
 from tests.helpers import isolated_settings, produce, scalar, start_worker, wait_for
-from m1.query_client import run_query
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STEP = 60.0
