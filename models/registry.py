@@ -1,4 +1,9 @@
-"""Detector names a user can configure (``M1_DETECTOR``), mapped to constructors."""
+"""Detector names a user can configure (``M1_DETECTOR``), mapped to constructors.
+
+:class:`~models.detectors.entropy.RelativeEntropy` is deliberately not here: it
+sees changes of distribution, not lone spikes, so it is only offered as a
+component of ``ensemble`` (see docs/benchmarks-nab.md).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ from collections.abc import Callable
 
 from models.base import Detector
 from models.detectors.ensemble import Ensemble
-from models.detectors.entropy import RelativeEntropy
 from models.detectors.holtwinters import HoltWintersResidual
 from models.detectors.hst import HSTDetector
 from models.detectors.robust import RobustZ, SeasonalRobustZ
@@ -19,7 +23,6 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "seasonal_robust": SeasonalRobustZ,
     "holtwinters": HoltWintersResidual,
     "hst": HSTDetector,
-    "relative_entropy": RelativeEntropy,
     "windowed_gaussian": WindowedGaussian,
     "ensemble": Ensemble,
 }

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from models.detectors.entropy import RelativeEntropy
 from models.detectors.threshold import Thresholds, severity
 from models.registry import DETECTORS, make_detector
 
@@ -45,7 +46,8 @@ def test_flat_line_is_not_pinned_at_one(name: str) -> None:
 
 
 # distribution-change detectors look at windows, not single points; they have their own test below
-WINDOWED = {"relative_entropy", "windowed_gaussian"}
+# (relative entropy is only an ensemble component, not a registered detector)
+WINDOWED = {"windowed_gaussian"}
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "hst" and n not in WINDOWED])
@@ -65,12 +67,13 @@ def test_hst_ranks_a_spike_high() -> None:
     assert z[800] > np.quantile(z[350:800], 0.95)
 
 
-@pytest.mark.parametrize("name", sorted(WINDOWED | {"ensemble"}))
+@pytest.mark.parametrize("name", sorted(WINDOWED | {"ensemble", "relative_entropy"}))
 def test_level_shift_in_noise_stands_out(name: str) -> None:
     rng = np.random.default_rng(7)
     xs = rng.normal(10.0, 1.0, 1600)
     xs[1300:] += 2.0  # two sigma: no single point is extreme, the window is
-    scores = make_detector(name).score_learn_many(xs, 60.0 * np.arange(1600))
+    det = RelativeEntropy() if name == "relative_entropy" else make_detector(name)
+    scores = det.score_learn_many(xs, 60.0 * np.arange(1600))
     assert scores[1300:1400].max() > 0.6
     assert scores[1300:1400].max() > scores[300:1300].max()
 
@@ -79,7 +82,7 @@ def test_relative_entropy_sees_a_change_of_spread() -> None:
     rng = np.random.default_rng(8)
     xs = rng.normal(0.0, 1.0, 1600)
     xs[1300:] = rng.normal(0.0, 3.0, 300)  # same mean, three times the spread
-    scores = make_detector("relative_entropy").score_learn_many(xs, 60.0 * np.arange(1600))
+    scores = RelativeEntropy().score_learn_many(xs, 60.0 * np.arange(1600))
     assert scores[1300:1400].max() > 0.6 > scores[300:1300].max()
 
 
@@ -92,6 +95,25 @@ def test_seasonal_neighbourhood_median_does_not_echo_a_spike() -> None:
     median = SeasonalRobustZ().z_learn_many(xs.copy(), ts)
     assert bare[1700 + 288] > 6.0  # the bare seasonal difference sees the spike again a day later
     assert median[1700] > 6.0 and median[1700 + 288] < 3.0
+
+
+def test_relative_entropy_batch_and_single_point_paths_agree_and_pickle() -> None:
+    xs, ts = noisy_daily(900, seed=5)
+    xs[600:] += 3.0
+    batch = RelativeEntropy().score_learn_many(xs, ts)
+    det = RelativeEntropy()
+    single = []
+    for x, t in zip(xs.tolist(), ts.tolist()):
+        single.append(det.score_one(x, t))
+        det.learn_one(x, t)
+    np.testing.assert_allclose(batch, single, atol=1e-9)
+    assert np.all((batch >= 0) & (batch < 1))
+    det = RelativeEntropy()
+    det.score_learn_many(xs[:500], ts[:500])
+    clone = pickle.loads(pickle.dumps(det))
+    np.testing.assert_allclose(det.score_learn_many(xs[500:], ts[500:]), clone.score_learn_many(xs[500:], ts[500:]))
+    det.score_learn_many(np.tile(xs, 4), ts[0] + STEP * np.arange(3600))
+    assert len(det.values) == det.reference + det.window - 1  # bounded memory
 
 
 @pytest.mark.parametrize("name", NAMES)
