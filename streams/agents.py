@@ -28,7 +28,7 @@ def metrics_agent(pipeline: MetricsPipeline, topics: Topics, settings: Settings)
     async def agent(stream: Any) -> None:
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.flush_seconds):
-                with batch_span(settings.topic_metrics, events) as span:
+                with batch_span(settings.topic_metrics, events, agent="metrics") as span:
                     with stage("consume"):
                         records = [
                             Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in events

@@ -47,8 +47,10 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
     spans_topic = app.topic(settings.topic_otlp_spans, **raw)
     metrics_topic = app.topic(settings.topic_otlp_metrics, **raw)
     bottlenecks_topic = app.topic(settings.topic_bottlenecks, **raw)
-    app.agent(spans_topic, name="otlp_spans")(otlp_agent(pipeline.process_spans, settings.topic_otlp_spans, topics, settings))
-    app.agent(metrics_topic, name="otlp_metrics")(otlp_agent(pipeline.process_metrics, settings.topic_otlp_metrics, topics, settings))
+    app.agent(spans_topic, name="otlp_spans")(
+        otlp_agent(pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans", topics, settings))
+    app.agent(metrics_topic, name="otlp_metrics")(
+        otlp_agent(pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics", topics, settings))
 
     @app.timer(IDLE_CHECK_SECONDS, name="otlp_red_idle")
     async def close_idle_red_minutes() -> None:
@@ -87,12 +89,13 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
             return self.json({"reports": reports})
 
 
-def otlp_agent(process: Callable[[list[Record]], OtlpOutcome], topic: str, topics: Topics, settings: Settings) -> Any:
+def otlp_agent(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, topics: Topics,
+               settings: Settings) -> Any:
     """An agent function that hands batches of ``topic`` to ``process`` and sends its outputs."""
 
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.flush_seconds):
-            with batch_span(topic, events) as span:
+            with batch_span(topic, events, agent=name) as span:
                 with stage("consume"):
                     records = [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
                                for e in events]

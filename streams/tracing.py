@@ -34,8 +34,10 @@ STAGES = ("consume", "decode", "validate", "score", "produce", "sink")
 
 
 @contextlib.contextmanager
-def batch_span(topic: str, events: Sequence[Any]) -> Iterator[trace.Span]:
-    """The span of one batch of Faust events from ``topic``, current while the block runs."""
+def batch_span(topic: str, events: Sequence[Any], agent: str = "") -> Iterator[trace.Span]:
+    """The span of one batch of Faust events from ``topic``, current while the block runs.
+
+    ``agent`` (attribute ``m1.agent``) tells apart agents that consume the same topic."""
     remote = remote_span_contexts(e.message.headers for e in events)
     parent = trace.set_span_in_context(trace.NonRecordingSpan(remote[0])) if len(remote) == 1 else None
     attributes = {
@@ -46,6 +48,8 @@ def batch_span(topic: str, events: Sequence[Any]) -> Iterator[trace.Span]:
         "m1.records": len(events),
         "messaging.destination.partition.ids": sorted({str(e.message.partition) for e in events}),
     }
+    if agent:
+        attributes["m1.agent"] = agent
     with tracer("m1.streams").start_as_current_span(
         f"process {topic}", context=parent, kind=SpanKind.CONSUMER,
         links=[Link(c) for c in remote], attributes=attributes,
