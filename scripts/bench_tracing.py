@@ -15,7 +15,8 @@ In one run, against an OTLP/HTTP receiver this script starts on 127.0.0.1 in a c
     reach the exporter, so only that second number would show them).
 (c) coverage: a real worker process on a real local broker, tracing to the receiver; metric
     records (a few invalid) are produced with a ``traceparent`` header; coverage = share of the
-    stages consume, decode, validate, score, produce, sink that produced at least one span.
+    stages consume, decode, validate, score, produce, sink that produced at least one span as a
+    child of the metrics agent's batch spans (``m1.agent=metrics``).
 
 Run:  .venv/bin/python scripts/bench_tracing.py   (defaults: --rounds 16 --batches 10 --load-seconds 40 --outage-seconds 10)
 """
@@ -76,7 +77,11 @@ class ReceiverProcess:
         "    cmd = line.strip()\n"
         "    if cmd == 'stop': r.stop()\n"
         "    elif cmd == 'start': r.start()\n"
-        "    elif cmd == 'names': print(','.join(sorted(set(r.span_names))), flush=True); continue\n"
+        "    elif cmd.startswith('stages '):\n"
+        "        spans = [s for q in r.requests for rs in q.resource_spans for ss in rs.scope_spans for s in ss.spans]\n"
+        "        batches = {s.span_id for s in spans if any(a.key == 'm1.agent' and a.value.string_value == cmd[7:]"
+        " for a in s.attributes)}\n"
+        "        print(','.join(sorted({s.name for s in spans if s.parent_span_id in batches})), flush=True); continue\n"
         "    elif cmd == 'traces': print(','.join(sorted({s.trace_id.hex() for q in r.requests for rs in q.resource_spans"
         " for ss in rs.scope_spans for s in ss.spans})), flush=True); continue\n"
         "    print(r.span_count, flush=True)\n"
@@ -111,9 +116,9 @@ class ReceiverProcess:
     def span_count(self) -> int:
         return int(self._ask("count"))
 
-    @property
-    def span_names(self) -> set[str]:
-        return set(filter(None, self._ask("names").split(",")))
+    def stage_names(self, agent: str) -> set[str]:
+        """Names of the child spans of ``agent``'s batch spans (attribute ``m1.agent``)."""
+        return set(filter(None, self._ask(f"stages {agent}").split(",")))
 
     @property
     def trace_ids(self) -> set[str]:
@@ -318,7 +323,7 @@ def coverage(home: Path, receiver: ReceiverProcess, progress: Progress) -> dict:
             time.sleep(0.5)
         progress.advance(task)
         time.sleep(2.0)  # two schedule delays: the last batch's spans are exported
-        names = receiver.span_names
+        names = receiver.stage_names("metrics")  # the metrics agent's stages only
         progress.advance(task)
     finally:
         worker.stop()
