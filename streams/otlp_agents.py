@@ -54,8 +54,11 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
 
     @app.timer(IDLE_CHECK_SECONDS, name="otlp_red_idle")
     async def close_idle_red_minutes() -> None:
-        outcome = await in_thread(pipeline.close_idle_minutes)
-        await _send_outcome(outcome, topics)
+        try:
+            outcome = await in_thread(pipeline.close_idle_minutes)
+            await _send_outcome(outcome, topics)
+        except Exception:  # those minutes are not scored (otel_red_1m still has them); next tick goes on
+            log.exception("closing idle RED minutes failed")
 
     job = BottleneckJob(settings, store)
 
