@@ -15,7 +15,7 @@ from models.detectors.holtwinters import HoltWintersResidual
 from models.detectors.hst import HSTDetector
 from models.detectors.robust import RobustZ, SeasonalRobustZ
 from models.detectors.windowed import WindowedGaussian
-from models.zscore import ZScore
+from models.detectors.zscore import ZScore
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "zscore": ZScore,

@@ -2,7 +2,7 @@
 
 Scores of the calibrated detectors are comparable across series, so one pair of
 thresholds serves every series. The defaults sit at the standard-profile NAB
-optimum of the ensemble (~0.57, see docs/benchmarks-nab.md) for ``warning`` and
+optimum of the ensemble (0.584, see docs/benchmarks-nab.md) for ``warning`` and
 higher for ``critical``.
 
 >>> th = Thresholds(warning=0.6, critical=0.8)

@@ -1,7 +1,7 @@
 """Exponentially weighted z-score detector.
 
 >>> import numpy as np
->>> from models.zscore import ZScore
+>>> from models.detectors.zscore import ZScore
 >>> det = ZScore(alpha=0.05)
 >>> rng = np.random.default_rng(0)
 >>> noise = det.score_learn_many(rng.normal(10, 1, 500), np.arange(500.0))
