@@ -66,10 +66,14 @@ def bottlenecks(
 ) -> None:
     """Operations that own the end-to-end latency of SERVICE's traces, with optimisation suggestions."""
     settings = get_settings()
-    if not settings.clickhouse_url and worker_is_up(settings):  # the worker owns the embedded store
+    try:
+        client = connect(settings)
+    except Exception:  # chdb: a running worker holds the embedded store; ask it instead
+        if settings.clickhouse_url or not worker_is_up(settings):
+            raise
         report = bottlenecks_from_worker(settings, service, parse_duration(since), limit)
     else:
-        report = find_bottlenecks(connect(settings), service, parse_duration(since), limit)
+        report = find_bottlenecks(client, service, parse_duration(since), limit)
     render(report, Console())
 
 
