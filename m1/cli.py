@@ -85,10 +85,10 @@ def query(sql: str = typer.Argument(..., help="A SELECT (or SHOW/DESCRIBE/EXPLAI
 @app.command()
 def demo(
     duration: float = typer.Option(60.0, help="Seconds of workload to produce."),
-    rate: float = typer.Option(2000.0, help="Metric points per second, all series together."),
+    rate: float = typer.Option(1000.0, help="Metric points per second, all series together."),
     tenants: int = typer.Option(3, help="Number of tenants."),
     regions: int = typer.Option(3, help="Number of regions."),
-    series: int = typer.Option(120, help="Number of series across tenants, regions and services."),
+    series: int = typer.Option(40, help="Number of series across tenants, regions and services."),
     anomalies: int = typer.Option(12, help="Anomaly episodes to inject (spikes, level shifts, drifts)."),
     invalid_share: float = typer.Option(0.002, help="Share of records sent malformed, to show dead-lettering."),
     seed: int = typer.Option(7, help="Random seed of the workload."),

@@ -22,7 +22,7 @@ REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1", "us-west-2", "eu-central-
 SERVICES = ["api", "checkout", "search", "auth", "payments", "catalog"]
 METRICS = {"latency_ms": (120.0, 8.0), "cpu_pct": (45.0, 3.0), "requests_per_s": (800.0, 40.0), "error_rate": (0.5, 0.05)}
 EPISODE_KINDS = ["spike", "level_shift", "drift"]
-WARMUP_TICKS = 60
+WARMUP_TICKS = 200  # the calibrated detectors stay quiet for their first 150 points
 
 #: Malformed variants mixed into the stream to exercise dead-lettering.
 INVALID_RECORDS = [
