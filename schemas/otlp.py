@@ -20,7 +20,6 @@ Anything that is not a well-formed request raises ``DecodeError`` with a precise
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any, Literal

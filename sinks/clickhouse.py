@@ -30,6 +30,9 @@ from clickhouse_connect.driver.client import Client
 from m1.settings import Settings
 
 
+#: Arrow type of the DateTime64(3, 'UTC') columns.
+TS_TYPE = pa.timestamp("ms", tz="UTC")
+
 READ_ONLY_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"}
 
 

@@ -17,12 +17,11 @@ from typing import Any
 import pyarrow as pa
 
 from m1.settings import Settings
-from sinks.clickhouse import Store
+from sinks.clickhouse import TS_TYPE, Store
 from traces.analysis import Report, analyze
 from traces.store import entry_services, load_spans_from_store
 from streams.tracing import stage
 
-TS_TYPE = pa.timestamp("ms", tz="UTC")
 
 
 def report_dict(report: Report, service: str, window_seconds: int, analyzed_at: float) -> dict[str, Any]:

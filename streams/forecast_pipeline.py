@@ -41,7 +41,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -55,14 +55,10 @@ from models.forecasting.peak import PeakForecaster
 from models.forecasting.registry import make_forecaster
 from models.forecasting.scaling import ScalingPolicy
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint
-from streams.metrics_pipeline import TS_TYPE, Record
+from sinks.model_state import StoreLike, restore_missing, save_checkpoint
+from sinks.clickhouse import TS_TYPE
+from streams.metrics_pipeline import Record
 from streams.tracing import stage
-
-
-class StoreLike(Protocol):
-    def insert(self, table: str, columns: dict) -> int: ...
-
-    def query(self, sql: str, parameters: dict | None = None) -> Any: ...
 
 
 class ForecastEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="forecast"):
@@ -278,30 +274,10 @@ class ForecastPipeline:
         outputs reached Kafka would lose those outputs in a replay.
         """
         with self._lock, stage("checkpoint"):
-            rows = self.bank.checkpoint()
-        if rows:
-            series, points, states = zip(*rows)
-            self.store.insert(
-                "model_state",
-                {
-                    "series": list(series),
-                    "detector": [self.bank.detector] * len(rows),
-                    "points": list(points),
-                    "state": pa.array(states, type=pa.binary()),
-                    "updated_at": pa.array([int(time.time() * 1000)] * len(rows), type=TS_TYPE),
-                },
-            )
-        return len(rows)
+            return save_checkpoint(self.store, self.bank)
 
     def _restore(self, series: list[str]) -> None:
-        missing = self.bank.missing(series)
-        if not missing:
-            return
-        result = self.store.query(
-            "SELECT series, points, hex(state) FROM model_state FINAL WHERE detector = {d:String} AND series IN {s:Array(String)}",
-            {"d": self.bank.detector, "s": missing},
-        )
-        self.bank.restore((s, p, bytes.fromhex(state)) for s, p, state in result.rows)
+        restore_missing(self.store, self.bank, series)
 
     # --- sink ----------------------------------------------------------------------------
 

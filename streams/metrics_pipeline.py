@@ -23,11 +23,11 @@ from m1.settings import Settings
 from models.bank import ModelBank
 from models.detectors.threshold import Thresholds
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint
-from sinks.clickhouse import Store
+from sinks.clickhouse import TS_TYPE, Store
+from sinks.model_state import restore_missing, save_checkpoint
 from streams.tracing import stage
 
 LABELS_TYPE = pa.map_(pa.string(), pa.string())
-TS_TYPE = pa.timestamp("ms", tz="UTC")
 
 
 @dataclass(frozen=True)
@@ -126,30 +126,10 @@ class MetricsPipeline:
     def checkpoint(self) -> int:
         """Write changed model state to the store; returns how many series were saved."""
         with self._lock, stage("checkpoint"):
-            rows = self.bank.checkpoint()
-        if rows:
-            series, points, states = zip(*rows)
-            self.store.insert(
-                "model_state",
-                {
-                    "series": list(series),
-                    "detector": [self.bank.detector] * len(rows),
-                    "points": list(points),
-                    "state": pa.array(states, type=pa.binary()),
-                    "updated_at": pa.array([int(time.time() * 1000)] * len(rows), type=TS_TYPE),
-                },
-            )
-        return len(rows)
+            return save_checkpoint(self.store, self.bank)
 
     def _restore(self, series: list[str]) -> None:
-        missing = self.bank.missing(series)
-        if not missing:
-            return
-        result = self.store.query(
-            "SELECT series, points, hex(state) FROM model_state FINAL WHERE detector = {d:String} AND series IN {s:Array(String)}",
-            {"d": self.bank.detector, "s": missing},
-        )
-        self.bank.restore((s, p, bytes.fromhex(state)) for s, p, state in result.rows)
+        restore_missing(self.store, self.bank, series)
 
     def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
         threshold = self.thresholds.warning
