@@ -34,11 +34,8 @@ MINUTE_NS = 60_000_000_000
 
 
 def otlp_settings(home: Path, bootstrap: str, **overrides: object) -> Settings:
-    """isolated_settings plus isolated OTLP and bottleneck topics."""
-    run = uuid.uuid4().hex[:8]
-    return isolated_settings(home, bootstrap, topic_otlp_spans=f"otlp-spans-{run}",
-                             topic_otlp_metrics=f"otlp-metrics-{run}", topic_bottlenecks=f"bottlenecks-{run}",
-                             detector="zscore", bottleneck_seconds=1.0, **overrides)
+    """isolated_settings with the cheap detector and a bottleneck job every second."""
+    return isolated_settings(home, bootstrap, detector="zscore", bottleneck_seconds=1.0, **overrides)
 
 
 def send(settings: Settings, topic: str, values: list[bytes], headers: list[tuple[str, bytes]] | None = None,
