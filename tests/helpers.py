@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
 
 from m1.kafka_local import free_port
 from m1.producer import make_producer, send_all
@@ -70,3 +73,25 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: flo
 
 def start_worker(settings: Settings) -> WorkerProcess:
     return WorkerProcess(settings, settings.home / f"worker-{settings.web_port}.log").start()
+
+
+def read_json(settings: Settings, topic: str, until: Callable[[list[dict]], bool], timeout: float = 30.0) -> list[dict]:
+    """JSON records of ``topic`` from the beginning, until ``until(records)`` holds or ``timeout`` passes."""
+
+    async def run() -> list[dict]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest")
+        await consumer.start()
+        out: list[dict] = []
+        try:
+            async with asyncio.timeout(timeout):
+                async for message in consumer:
+                    out.append(json.loads(message.value))
+                    if until(out):
+                        break
+        except TimeoutError:
+            pass
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(run())

@@ -3,8 +3,6 @@ real broker with a worker subprocess (both agents of the metrics topic see every
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 import statistics
 import uuid
@@ -15,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from m1.query_client import run_query
 from m1.settings import Settings
@@ -25,7 +22,7 @@ from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store, connect
 from streams.forecast_pipeline import ForecastPipeline
 from streams.metrics_pipeline import Record
-from tests.helpers import isolated_settings, produce, scalar, start_worker, wait_for
+from tests.helpers import isolated_settings, produce, read_json, scalar, start_worker, wait_for
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STEP = 60.0
@@ -231,24 +228,6 @@ def test_tables_take_the_rows_and_replays_collapse(chdb_store: Store, tmp_path: 
 # --- end to end ------------------------------------------------------------------------------
 
 
-async def consume_json(settings: Settings, topic: str, until: Any, timeout: float = 30.0) -> list[dict]:
-    """JSON records of ``topic`` from the beginning until ``until(records)`` is true (or timeout)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    out: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout):
-            async for message in consumer:
-                out.append(json.loads(message.value))
-                if until(out):
-                    break
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
-    return out
-
-
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Settings]:
     run = uuid.uuid4().hex[:8]
@@ -304,11 +283,11 @@ def test_stream_publishes_forecasts_costs_and_recommendations(running: Settings)
     assert [(r[0], r[1], r[2]) for r in costs] == [("day", per_series, 1), ("month", per_series, 1)]
     assert all(r[3] == pytest.approx(total) for r in costs)
 
-    messages = asyncio.run(consume_json(running, running.topic_forecasts, lambda out: len(out) >= 160))
+    messages = read_json(running, running.topic_forecasts, lambda out: len(out) >= 160)
     kinds = [(m["kind"], m["tenant"]) for m in messages]
     assert kinds.count(("forecast", tenant)) == expected["forecasts"]
     assert kinds.count(("cost", tenant)) == expected["cost_projections"]
-    recs_topic = asyncio.run(consume_json(running, running.topic_recommendations, lambda out: len(out) >= 40))
+    recs_topic = read_json(running, running.topic_recommendations, lambda out: len(out) >= 40)
     assert len(recs_topic) == expected["recommendations"] and all(m["replicas"] >= 1 for m in recs_topic)
     # The forecasting models are checkpointed next to the detectors, under their own name.
     assert wait_for(lambda: int(scalar(running, "SELECT count() FROM model_state FINAL "

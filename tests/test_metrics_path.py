@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from m1.settings import Settings
 from m1.worker_process import WorkerProcess
 from schemas.events import MetricPoint, encode
 from m1.query_client import run_query
-from tests.helpers import isolated_settings, produce, scalar, start_worker, wait_for
+from tests.helpers import isolated_settings, produce, read_json, scalar, start_worker, wait_for
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -77,7 +74,7 @@ def test_invalid_records_are_dead_lettered_and_neighbours_stored(running: Settin
         mixed += good[i * 10 : (i + 1) * 10] + [(good[0][0], bad)]
     produce(running, mixed)
 
-    letters = asyncio.run(consume_json(running, running.topic_dead_letter, len(BAD)))
+    letters = read_json(running, running.topic_dead_letter, lambda got: len(got) >= len(BAD))
     reasons = sorted(letter["reason"] for letter in letters)
     for expected in BAD.values():
         assert any(expected in r for r in reasons), (expected, reasons)
@@ -87,28 +84,12 @@ def test_invalid_records_are_dead_lettered_and_neighbours_stored(running: Settin
     assert stored(running, tenant) == 60
 
 
-async def consume_json(settings: Settings, topic: str, n: int, timeout: float = 30.0) -> list[dict]:
-    """The first ``n`` JSON records of ``topic`` (from the beginning)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    out: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout):
-            async for message in consumer:
-                out.append(json.loads(message.value))
-                if len(out) >= n:
-                    break
-    finally:
-        await consumer.stop()
-    return out
-
-
 def test_spike_becomes_an_anomaly_event(running: Settings) -> None:
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     series = points(tenant, 300, series=1)
     spike = MetricPoint(T0 + 300, tenant, "eu-west-1", "api", "latency_ms", 500.0, {"host": "h0"})
     produce(running, series + [(spike.series_key.encode(), encode(spike))])
-    anomalies = asyncio.run(consume_json(running, running.topic_anomalies, 1))
+    anomalies = read_json(running, running.topic_anomalies, lambda got: len(got) >= 1)
     assert anomalies[0]["series"] == spike.series_key and anomalies[0]["value"] == 500.0
     assert wait_for(lambda: stored(running, tenant) >= 301)
     flagged = scalar(running, f"SELECT groupArray(value) FROM metric_points FINAL WHERE tenant = '{tenant}' AND is_anomaly = 1")

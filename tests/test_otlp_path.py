@@ -7,16 +7,14 @@ Two workers: ``proto`` reads its OTLP topics as ``otlp_proto`` (the default); ``
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -25,7 +23,7 @@ from m1.settings import Settings
 from m1.worker_process import WorkerProcess
 from schemas.events import MetricPoint, encode
 from schemas.otlp import decode_traces, span_rows
-from tests.helpers import isolated_settings, scalar, start_worker, wait_for
+from tests.helpers import isolated_settings, read_json, scalar, start_worker, wait_for
 from tests.otlp_receiver import OtlpReceiver
 from traces.cli import bottlenecks_from_worker
 from traces.generator import COMPONENTS, ShopConfig, generate_request, generate_spans, to_otlp_json, to_request
@@ -52,23 +50,6 @@ def send(settings: Settings, topic: str, values: list[bytes], headers: list[tupl
             await producer.stop()
 
     asyncio.run(run())
-
-
-async def consume(settings: Settings, topic: str, n: int, timeout: float = 30.0,
-                  stop: Callable[[dict], bool] = lambda _: False) -> list[dict]:
-    """The first ``n`` JSON records of ``topic`` from the beginning, or up to the first ``stop`` accepts."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    out: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout):
-            async for message in consumer:
-                out.append(json.loads(message.value))
-                if len(out) >= n or stop(out[-1]):
-                    break
-    finally:
-        await consumer.stop()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +133,7 @@ def test_truncated_protobuf_is_dead_lettered_with_reason(proto: Settings) -> Non
     good = generate_request(3, ShopConfig(tenant="trunc"), seed=13, start_ns=start).SerializeToString()
     bad = generate_request(3, ShopConfig(tenant="trunc"), seed=14, start_ns=start).SerializeToString()[:-9]
     send(proto, proto.topic_otlp_spans, [good, bad, good[:1]])  # a one-byte record: a lone field tag
-    letters = asyncio.run(consume(proto, proto.topic_dead_letter, 2))
+    letters = read_json(proto, proto.topic_dead_letter, lambda got: len(got) >= 2)
     reasons = sorted(letter["reason"] for letter in letters)
     assert all(letter["topic"] == proto.topic_otlp_spans for letter in letters)
     assert any("truncated at byte" in r and "declares" in r for r in reasons), reasons
@@ -180,7 +161,7 @@ def test_bottleneck_job_names_slow_component_and_flags_n_plus_one(proto: Setting
     top = next(r for r in rows if r[0] == "bottleneck" and r[1] == 1)
     assert (top[2], top[3]) == COMPONENTS["cart"]
     assert ("inventory", "SELECT stock", "n_plus_one") in {(r[2], r[3], r[4]) for r in rows if r[0] == "suggestion"}
-    reports = asyncio.run(consume(proto, proto.topic_bottlenecks, 1))
+    reports = read_json(proto, proto.topic_bottlenecks, lambda got: len(got) >= 1)
     assert reports[0]["entry_service"] == "frontend" and reports[0]["bottlenecks"]
     # On demand, as `m1 traces bottlenecks` asks a running worker: traces that touched inventory.
     report = bottlenecks_from_worker(proto, "inventory", 900, limit=3)
@@ -241,7 +222,7 @@ def test_slow_minute_of_an_operation_becomes_a_duration_anomaly(proto: Settings)
     def is_spike(a: dict) -> bool:
         return a["series"] == series and a["ts"] == spike_start / 1e9
 
-    published = asyncio.run(consume(proto, proto.topic_anomalies, 1000, timeout=15.0, stop=is_spike))
+    published = read_json(proto, proto.topic_anomalies, lambda got: len(got) >= 1000 or is_spike(got[-1]), timeout=15.0)
     assert is_spike(published[-1])
 
 
