@@ -163,7 +163,7 @@ class Batches:
 
 
 async def run_batch(pipeline: MetricsPipeline, events: list[SimpleNamespace]) -> int:
-    """The metrics agent's loop body (streams/agents.py), minus the Kafka sends."""
+    """The metrics batch handler (streams/metrics_handler.py), minus the Kafka sends."""
     with batch_span("metrics", events) as span:
         with stage("consume"):
             records = [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in events]

@@ -15,8 +15,9 @@ from faust.web import Request, Response, View
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from sinks.clickhouse import Store, connect
-from streams.agents import metrics_agent
-from streams.forecast_agent import register_forecasting
+from streams.batch_consumer import BatchConsumer
+from streams.forecast_handler import register_forecasting
+from streams.metrics_handler import metrics_handler
 from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
 
@@ -53,7 +54,8 @@ def make_faust_app(settings: Settings) -> faust.App:
 
 
 def build_app(settings: Settings) -> faust.App:
-    """The pipeline's Faust app: topics, store, metrics agent and the /query endpoint."""
+    """The pipeline's Faust app: topics, store, the metrics batch consumer with its metrics and
+    forecasting handlers, the OTLP agents, timers and the /query endpoint."""
     ensure_topics(settings)
     app = make_faust_app(settings)
     topics = Topics(
@@ -64,15 +66,14 @@ def build_app(settings: Settings) -> faust.App:
     store = Store(connect(settings))
     store.migrate()
     pipeline = MetricsPipeline(settings, store)
-    app.agent(topics.metrics, name="metrics")(metrics_agent(pipeline, topics, settings))
-
-    @app.timer(settings.snapshot_seconds)
-    async def checkpoint_models() -> None:
-        """Checkpoint changed detectors on a clock, so idle series are saved too."""
-        await app.loop.run_in_executor(None, pipeline.checkpoint)
+    forecast, forecasting = register_forecasting(app, settings, store)  # forecasts, costs, replica advice
+    app.service(BatchConsumer(
+        settings, settings.topic_metrics, group_id=f"{settings.app_id}-metrics",
+        handlers=[metrics_handler(pipeline, topics, settings), forecast],
+        checkpoints=[pipeline.checkpoint, forecasting.checkpoint],
+    ))
 
     register_otel(app, settings, store, pipeline, topics)  # OTLP agents, bottleneck job, self-tracing
-    register_forecasting(app, settings, store, topics)  # forecasts, cost projections, replica recommendations
 
     @app.page("/query")
     class QueryView(View):

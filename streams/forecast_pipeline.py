@@ -1,6 +1,6 @@
 """The forecasting path for one batch of metric records, without Faust: learn, forecast, store.
 
-A second agent on the metrics topic (``streams.forecast_agent``) hands every batch to
+The metrics topic's batch consumer (``streams.forecast_handler``) hands every batch to
 :meth:`ForecastPipeline.process`. Per series (bounded :class:`~models.bank.ModelBank`,
 checkpointed to ``model_state`` as ``forecast:<model>``), by metric name:
 

@@ -1,6 +1,6 @@
 """The metrics path for one batch of Kafka records, without Faust: decode, score, store.
 
-The Faust agent (``streams.agents``) and the benchmark both call
+The metrics batch handler (``streams.metrics_handler``) and the benchmarks call
 :meth:`MetricsPipeline.process`; it returns what must go back to Kafka (dead letters,
 anomalies, records to re-key) so that the caller acknowledges the batch only after
 both the store and Kafka have taken it. That order is what makes delivery

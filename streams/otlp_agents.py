@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from faust.web import Request, Response, View
 
 from m1.telemetry import setup_tracing_if_configured
 from streams.bottleneck_job import BottleneckJob
+from streams.metrics_handler import delivered, records_of
 from streams.metrics_pipeline import MetricsPipeline, Record
 from streams.otlp_pipeline import OtlpOutcome, OtlpPipeline
 from streams.tracing import batch_span, in_thread, record_outcome, stage
@@ -65,7 +65,7 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
     async def run_job(services: list[str] | None = None, window_seconds: int | None = None,
                       limit: int | None = None) -> list[dict]:
         reports = await in_thread(job.run, services, window_seconds, limit)
-        await _delivered([bottlenecks_topic.send(key=r["entry_service"].encode(), value=msgspec.json.encode(r))
+        await delivered([bottlenecks_topic.send(key=r["entry_service"].encode(), value=msgspec.json.encode(r))
                           for r in reports])
         return reports
 
@@ -100,8 +100,7 @@ def otlp_agent(process: Callable[[list[Record]], OtlpOutcome], topic: str, name:
         async for events in stream.take_events(settings.batch_size, within=settings.flush_seconds):
             with batch_span(topic, events, agent=name) as span:
                 with stage("consume"):
-                    records = [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
-                               for e in events]
+                    records = records_of(events)
                 outcome = await in_thread(process, records)
                 await _send_outcome(outcome, topics)
                 record_outcome(span, spans=outcome.spans, gauge=outcome.gauge, sum=outcome.sum,
@@ -117,10 +116,4 @@ async def _send_outcome(outcome: OtlpOutcome, topics: Topics) -> None:
     with stage("produce"):
         sends = [topics.dead_letter.send(value=msgspec.json.encode(d)) for d in outcome.dead_letters]
         sends += [topics.anomalies.send(key=a.series.encode(), value=msgspec.json.encode(a)) for a in outcome.anomalies]
-        await _delivered(sends)
-
-
-async def _delivered(sends: list) -> None:
-    """Wait until every send is acknowledged by the broker."""
-    futures = [await s for s in sends]
-    await asyncio.gather(*futures)
+        await delivered(sends)

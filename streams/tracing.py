@@ -35,9 +35,9 @@ STAGES = ("consume", "decode", "validate", "score", "produce", "sink")
 
 @contextlib.contextmanager
 def batch_span(topic: str, events: Sequence[Any], agent: str = "") -> Iterator[trace.Span]:
-    """The span of one batch of Faust events from ``topic``, current while the block runs.
+    """The span of one batch of Kafka events (Faust's or the batch consumer's) from ``topic``.
 
-    ``agent`` (attribute ``m1.agent``) tells apart agents that consume the same topic."""
+    ``agent`` (attribute ``m1.agent``) tells apart handlers that consume the same topic."""
     remote = remote_span_contexts(e.message.headers for e in events)
     parent = trace.set_span_in_context(trace.NonRecordingSpan(remote[0])) if len(remote) == 1 else None
     attributes = {
