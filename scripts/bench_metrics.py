@@ -41,6 +41,7 @@ def main(
     series: int = typer.Option(1_000, help="Distinct series."),
     detector: str = typer.Option("ensemble", help="Detector name (models.registry)."),
     batch_size: int = typer.Option(5_000, help="Worker batch size (M1_BATCH_SIZE)."),
+    forecasting: bool = typer.Option(True, help="Keep the forecasting handler on (it learns the load metrics)."),
 ) -> None:
     """Measure the bare consume+decode ceiling and the full per-worker metrics path."""
     home = Path(tempfile.mkdtemp(prefix="m1-bench-"))
@@ -48,7 +49,8 @@ def main(
     with console.status("starting Kafka..."):
         bootstrap = broker.start().bootstrap
     settings = Settings(home=home, kafka_bootstrap=bootstrap, detector=detector, batch_size=batch_size,
-                        flush_seconds=0.5, snapshot_seconds=30.0, topic_partitions=2, web_port=free_port())
+                        flush_seconds=0.5, snapshot_seconds=30.0, topic_partitions=2, web_port=free_port(),
+                        **({} if forecasting else {"forecast_metrics": [], "cost_metrics": [], "replica_capacity": {}}))
     ensure_topics(settings)
     try:
         records = load_topic(settings, points, series)
@@ -57,7 +59,8 @@ def main(
         alone = in_process(records, detector, home / "inproc")
     finally:
         broker.stop()
-    table = Table(title=f"metrics path: {points:,} points, {series:,} series, detector {detector}")
+    table = Table(title=f"metrics path: {points:,} points, {series:,} series, detector {detector}, "
+                        f"forecasting {'on' if forecasting else 'off'}")
     table.add_column("measurement")
     table.add_column("points/s", justify="right")
     table.add_row("ceiling: bare aiokafka consume + msgspec decode", f"{ceiling:,.0f}")
