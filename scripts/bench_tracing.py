@@ -24,6 +24,7 @@ Run:  .venv/bin/python scripts/bench_tracing.py   (defaults: --rounds 16 --batch
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import statistics
 import subprocess
@@ -197,6 +198,7 @@ def overhead(pipeline: MetricsPipeline, batches: Batches, rounds: int, receiver:
         for on in ((False, True) if i % 2 == 0 else (True, False)):  # ABBA: linear drift cancels
             tracing(on, receiver.endpoint)
             work = [next(fresh) for _ in range(per_round)]
+            gc.collect()  # both sides start from the same collector state (setting tracing up allocates)
             start, start_cpu = time.perf_counter(), time.process_time()
             points = asyncio.run(_loop(pipeline, work))
             telemetry.force_flush()  # the export work is part of the cost
