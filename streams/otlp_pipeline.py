@@ -110,8 +110,8 @@ class RedMinutes:
 
     Event time drives it: a minute closes when a span ending ``grace`` seconds after the
     minute has been seen, or when no span arrived for ``grace`` seconds (``close_idle``).
-    Spans of a minute that already closed (late or replayed) are counted in ``late`` and
-    dropped: the exact RED numbers are in ``otel_red_1m``; these feed the detectors.
+    Spans of a minute that already closed (late or replayed) are dropped here: the exact
+    RED numbers are in ``otel_red_1m``; these feed the detectors.
     """
 
     def __init__(self, grace_seconds: float = RED_GRACE_SECONDS) -> None:
@@ -119,7 +119,6 @@ class RedMinutes:
         self.open: dict[tuple[str, str, str, str, int], _Minute] = defaultdict(_Minute)
         self.watermark_ns = 0  # latest span end seen
         self.closed_ns = 0  # minutes starting before this are closed
-        self.late = 0
         self._last_add = time.monotonic()
         self._lock = threading.Lock()
 
@@ -132,7 +131,6 @@ class RedMinutes:
                 minute = start // 60_000_000_000 * 60_000_000_000
                 self.watermark_ns = max(self.watermark_ns, start + row["Duration"])
                 if minute < self.closed_ns:
-                    self.late += 1
                     continue
                 key = (_tenant(resource), _region(resource), row["ServiceName"], row["SpanName"][:256], minute)
                 bucket = self.open[key]
