@@ -5,6 +5,9 @@ Subclasses implement ``raw_one`` (the raw measure of a point, no learning),
 path that scores then learns a batch). This class turns the raw measure into a
 calibrated, suppressed score in [0, 1) (see :mod:`models.detectors.calibration`)
 and exposes ``z_learn_many`` so an ensemble can combine calibrated components.
+With ``rarity_k > 0`` a :class:`~models.detectors.rarity.RarityGate` zeroes the z
+of every raw measure that is not larger than the ``rarity_k``-th largest of the
+last ``rarity_horizon`` ones (a deviation that keeps recurring is a pattern).
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import numpy as np
 
 from models.base import Detector
 from models.detectors.calibration import ScoreCalibrator, Suppressor, squash, squash_many
+from models.detectors.rarity import RarityGate
 
 
 class CalibratedDetector(Detector):
     """Raw measure -> z against its own history -> ``z / (z + scale)`` -> suppression."""
+
+    gate: RarityGate | None = None  # also what checkpoints from before the option restore to
 
     def __init__(
         self,
@@ -28,8 +34,11 @@ class CalibratedDetector(Detector):
         suppress_level: float = 0.6,
         suppress_span: int = 100,
         suppress_keep: float = 0.3,
+        rarity_k: int = 0,
+        rarity_horizon: int = 4000,
     ):
         self.calibrator = ScoreCalibrator(alpha=calib_alpha, warmup=warmup)
+        self.gate = RarityGate(k=rarity_k, horizon=rarity_horizon) if rarity_k > 0 else None
         self.scale = scale
         self.suppressor = Suppressor(level=suppress_level, span=suppress_span, keep=suppress_keep)
         self._cache: tuple[float, float, float] | None = None  # (x, t, raw) of the last score_one
@@ -59,22 +68,37 @@ class CalibratedDetector(Detector):
         self._cache = (x, t, raw)
         return raw
 
-    def score_one(self, x: float, t: float) -> float:
-        z = self.calibrator.z(self._raw_cached(x, t))
-        return self.suppressor.peek(squash(z, self.scale))
-
-    def learn_one(self, x: float, t: float) -> None:
+    def z_one(self, x: float, t: float) -> float:
+        """Calibrated (and gated) z of ``x`` at ``t``, without learning it."""
         raw = self._raw_cached(x, t)
-        self.suppressor.step(squash(self.calibrator.z(raw), self.scale))
+        if self.gate is not None and not self.gate.passes(raw):
+            return 0.0
+        return self.calibrator.z(raw)
+
+    def learn_z(self, x: float, t: float) -> None:
+        """Learn ``x`` at ``t`` everywhere except the suppressor (see :meth:`learn_one`)."""
+        raw = self._raw_cached(x, t)
         self.calibrator.learn(raw)
+        if self.gate is not None:
+            self.gate.learn(raw)
         self.learn_raw(x, t)
         self._cache = None
 
+    def score_one(self, x: float, t: float) -> float:
+        return self.suppressor.peek(squash(self.z_one(x, t), self.scale))
+
+    def learn_one(self, x: float, t: float) -> None:
+        self.suppressor.step(squash(self.z_one(x, t), self.scale))
+        self.learn_z(x, t)
+
     def z_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Calibrated z of each point (before learning it), unsuppressed; learns the batch."""
+        """Calibrated (and gated) z of each point before learning it, unsuppressed; learns the batch."""
         self._cache = None
         raws = self.raw_learn_many(np.asarray(xs, dtype=np.float64), np.asarray(ts, dtype=np.float64))
-        return self.calibrator.z_learn_many(raws)
+        z = self.calibrator.z_learn_many(raws)
+        if self.gate is not None:
+            z[[not self.gate.learn(r) for r in raws.tolist()]] = 0.0
+        return z
 
     def score_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         return self.suppressor.step_many(squash_many(self.z_learn_many(xs, ts), self.scale))

@@ -6,7 +6,10 @@ one scale and the maximum fires when *any* view (level, seasonal change, ...) se
 something unusual. The default combines the windowed robust z-score (spikes, level
 shifts), the seasonal-difference one (breaks of the daily pattern) and the
 relative entropy of a recent window (changes of distribution that no single point
-shows); the measurements behind that choice are in docs/benchmarks-nab.md.
+shows). The two point-wise views are gated by rarity (``rarity_k``, see
+:mod:`models.detectors.rarity`): a deviation no larger than the 5th largest of the
+last 4,000 is a recurring pattern, not an incident. The measurements behind these
+choices are in docs/benchmarks-nab.md.
 
 >>> import numpy as np
 >>> from models.detectors.ensemble import Ensemble
@@ -41,13 +44,16 @@ class Ensemble(Detector):
         suppress_level: float = 0.6,
         suppress_span: int = 100,
         suppress_keep: float = 0.3,
+        rarity_k: int = 5,
     ):
-        self.components = list(components) if components is not None else [RobustZ(), SeasonalRobustZ(), RelativeEntropy()]
+        if components is None:
+            components = [RobustZ(rarity_k=rarity_k), SeasonalRobustZ(rarity_k=rarity_k), RelativeEntropy()]
+        self.components = list(components)
         self.scale = scale
         self.suppressor = Suppressor(level=suppress_level, span=suppress_span, keep=suppress_keep)
 
     def _z(self, x: float, t: float) -> float:
-        return max(c.calibrator.z(c._raw_cached(x, t)) for c in self.components)
+        return max(c.z_one(x, t) for c in self.components)
 
     def score_one(self, x: float, t: float) -> float:
         return self.suppressor.peek(squash(self._z(x, t), self.scale))
@@ -55,10 +61,7 @@ class Ensemble(Detector):
     def learn_one(self, x: float, t: float) -> None:
         self.suppressor.step(squash(self._z(x, t), self.scale))
         for c in self.components:
-            raw = c._raw_cached(x, t)
-            c.calibrator.learn(raw)
-            c.learn_raw(x, t)
-            c._cache = None
+            c.learn_z(x, t)
 
     def score_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         z = np.max([c.z_learn_many(xs, ts) for c in self.components], axis=0)
