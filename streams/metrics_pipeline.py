@@ -21,6 +21,8 @@ import pyarrow as pa
 
 from m1.settings import Settings
 from models.bank import ModelBank
+from models.ordered import InOrder
+from models.registry import make_detector
 from models.detectors.threshold import Thresholds
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint
 from sinks.clickhouse import TS_TYPE, Store
@@ -84,7 +86,9 @@ class MetricsPipeline:
         self.settings = settings
         self.store = store
         self.decoder = EventDecoder(MetricPoint, max_bytes=settings.max_payload_bytes)
-        self.bank = ModelBank(settings.detector, max_series=settings.max_series)
+        # InOrder: a replayed or twice-forwarded point is scored and stored again, never learned again
+        self.bank = ModelBank(settings.detector, max_series=settings.max_series,
+                              factory=lambda: InOrder(make_detector(settings.detector)))
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
         self._lock = threading.RLock()  # the bank is shared with the OTLP agents' threads
 
