@@ -13,8 +13,8 @@ bounded: ``reference + window`` floats.
 
 Between two refits the edges are fixed, so a batch is binned once per refit and the
 recent histogram slides by one count per point; each bin's term ``p log(p / q)`` is
-looked up in a table built at the refit. The sum keeps ``np.sum``'s order
-(:func:`numpy_sum`), so the scores are bit-identical to summing with numpy per point.
+looked up in a table built at the refit. The terms are summed with ``math.fsum``
+(exactly rounded), so the score does not depend on the order of the bins.
 
 >>> import numpy as np
 >>> from models.detectors.entropy import RelativeEntropy
@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections import deque
 from typing import Any
@@ -34,31 +35,6 @@ from typing import Any
 import numpy as np
 
 from models.detectors.base import CalibratedDetector
-
-
-def numpy_sum(terms: list[float]) -> float:
-    """``float(np.sum(np.array(terms)))`` bit for bit, without the array (numpy's pairwise order).
-
-    >>> numpy_sum([0.1] * 10) == float(np.sum(np.full(10, 0.1))) != sum([0.1] * 10)
-    True
-    """
-    n = len(terms)
-    if n > 128:  # numpy recurses on halves above its block size: not worth re-implementing
-        return float(np.sum(np.array(terms)))
-    if n < 8:
-        total = 0.0
-        for v in terms:
-            total += v
-        return total
-    r = terms[:8]
-    end = n - n % 8
-    for i in range(8, end, 8):
-        for a in range(8):
-            r[a] += terms[i + a]
-    total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-    for v in terms[end:]:
-        total += v
-    return total
 
 
 class RelativeEntropy(CalibratedDetector):
@@ -149,7 +125,7 @@ class RelativeEntropy(CalibratedDetector):
         """``sum p log(p / q)`` over the non-empty bins of the recent histogram ``counts``."""
         assert self._terms is not None
         row = self.window + 1
-        return numpy_sum([self._terms[b * row + c] for b, c in enumerate(counts) if c])
+        return math.fsum(self._terms[b * row + c] for b, c in enumerate(counts) if c)
 
     def _refit_due(self, n: int) -> bool:
         return n >= self.window + self.min_reference and (self.edges is None or n % self.refresh == 0)

@@ -18,7 +18,7 @@ import pytest
 
 from models.base import Detector
 from models.detectors.ensemble import Ensemble
-from models.detectors.entropy import RelativeEntropy, numpy_sum
+from models.detectors.entropy import RelativeEntropy
 from models.detectors.robust import RobustZ, SeasonalRobustZ, SortedWindow
 
 STEP = 300.0
@@ -120,10 +120,3 @@ def test_nan_in_the_window_gives_nan_not_a_corrupted_window() -> None:
     assert np.isnan(w.median()) and np.isnan(w.range())
     w.extend([5.0, 3.0])  # the NaN slid out
     assert (w.median(), w.range()) == (3.0, 3.0)
-
-
-def test_numpy_sum_is_bit_identical_to_np_sum() -> None:
-    rng = np.random.default_rng(7)
-    for n in list(range(0, 40)) + [127, 128, 129, 300]:
-        a = rng.normal(0, 1, n) * 10.0 ** rng.integers(-6, 6, n)
-        assert numpy_sum(a.tolist()) == float(np.sum(a))
