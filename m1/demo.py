@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -45,10 +45,11 @@ class Produced:
     started: float = 0.0
     ended: float = 0.0
     tick_seconds: float = 1.0
+    invalid_at: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset) of each invalid record
 
 
-def run_demo(settings: Settings, options: DemoOptions, console: Console) -> None:
-    """Run the demo end to end and print its summary."""
+def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoSummary:
+    """Run the demo end to end, print its summary and return it."""
     broker = LocalKafka(settings)
     started_broker = False
     if not settings.kafka_bootstrap and broker.status() is None:
@@ -66,7 +67,9 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> None
         workload = Workload(options.tenants, options.regions, options.series, options.anomalies, ticks, options.seed)
         produced = asyncio.run(_produce(settings, workload, ticks, options, console))
         stored, drain_s = _wait_stored(settings, workload, produced, console)
-        _summarise(settings, workload, produced, stored, drain_s, console)
+        summary = _summarise(settings, workload, produced, stored, drain_s)
+        _print(summary, settings, console)
+        return summary
     finally:
         if not options.keep_running:
             if worker is not None:
@@ -84,16 +87,17 @@ async def _produce(settings: Settings, workload: Workload, ticks: int, options: 
     try:
         with Progress(*columns, console=console) as progress:
             bar = progress.add_task("produce", total=ticks * options.series)
-            futures = []
+            futures, invalid = [], []
             for tick in range(ticks):
                 due = produced.started + tick * interval
                 await asyncio.sleep(max(0.0, due - time.time()))
                 for key, value, is_valid in workload.records(tick, due, options.invalid_share):
-                    futures.append(await producer.send(settings.topic_metrics, value, key=key))
-                    produced.valid += is_valid
-                    produced.invalid += not is_valid
+                    sent = await producer.send(settings.topic_metrics, value, key=key)
+                    (futures if is_valid else invalid).append(sent)
                 progress.update(bar, completed=(tick + 1) * options.series)
             await asyncio.gather(*futures)
+            produced.valid, produced.invalid = len(futures), len(invalid)
+            produced.invalid_at = {(m.partition, m.offset) for m in await asyncio.gather(*invalid)}
     finally:
         await producer.stop()
     produced.ended = time.time()
@@ -120,26 +124,49 @@ def _wait_stored(settings: Settings, workload: Workload, produced: Produced, con
     return stored, time.time() - start
 
 
-def _summarise(settings: Settings, workload: Workload, produced: Produced, stored: int, drain_s: float, console: Console) -> None:
+@dataclass(frozen=True)
+class DemoSummary:
+    """What the demo put in and what the pipeline made of it."""
+
+    valid: int
+    invalid: int
+    stored: int
+    dead_lettered: int  # of the invalid records this demo sent
+    older_dead_letters: int  # records left on the topic before the demo, dead-lettered during it
+    injected: int
+    detected: int
+    false_alerts: int
+    points_per_second: float
+
+
+def _summarise(settings: Settings, workload: Workload, produced: Produced, stored: int, drain_s: float) -> DemoSummary:
     where = _series_filter(workload, produced)
-    dead = run_query(settings, f"SELECT count() FROM dead_letters FINAL WHERE received_at >= toDateTime64({produced.started - 1:.3f}, 3, 'UTC')").rows[0][0]
+    letters = run_query(settings, f"SELECT partition, offset FROM dead_letters FINAL WHERE topic = '{settings.topic_metrics}' "
+                                  f"AND received_at >= toDateTime64({produced.started - 1:.3f}, 3, 'UTC')").rows
+    dead = sum((int(p), int(o)) in produced.invalid_at for p, o in letters)
     alerts = run_query(settings, f"SELECT series, toUnixTimestamp64Milli(ts) / 1000 FROM anomalies FINAL WHERE {where}").rows
     detected, false_alerts = _match(workload, alerts, produced.started, produced.tick_seconds)
-
     elapsed = produced.ended - produced.started + drain_s
+    return DemoSummary(produced.valid, produced.invalid, stored, dead, len(letters) - dead, len(workload.episodes),
+                       detected, false_alerts, stored / max(elapsed, 1e-9))
+
+
+def _print(summary: DemoSummary, settings: Settings, console: Console) -> None:
+    s = summary
     table = Table(title="M1 demo summary", show_header=False)
-    table.add_row("events in (valid + invalid)", f"{produced.valid + produced.invalid:,} ({produced.valid:,} + {produced.invalid:,})")
-    table.add_row("points stored (FINAL)", f"{stored:,}")
-    table.add_row("dead-lettered", f"{dead:,}")
-    table.add_row("anomalies injected", f"{len(workload.episodes)}")
-    table.add_row("  detected", f"{detected} ({detected / max(1, len(workload.episodes)):.0%})")
-    table.add_row("  alerts outside injected episodes", f"{false_alerts}")
-    table.add_row("throughput (stored / wall time)", f"{stored / max(elapsed, 1e-9):,.0f} points/s")
+    table.add_row("events in (valid + invalid)", f"{s.valid + s.invalid:,} ({s.valid:,} + {s.invalid:,})")
+    table.add_row("points stored (FINAL)", f"{s.stored:,}")
+    older = f" (and {s.older_dead_letters:,} older records left on the topic)" if s.older_dead_letters else ""
+    table.add_row("dead-lettered", f"{s.dead_lettered:,}{older}")
+    table.add_row("anomalies injected", f"{s.injected}")
+    table.add_row("  detected", f"{s.detected} ({s.detected / max(1, s.injected):.0%})")
+    table.add_row("  alerts outside injected episodes", f"{s.false_alerts}")
+    table.add_row("throughput (stored / wall time)", f"{s.points_per_second:,.0f} points/s")
     table.add_row("data", str(settings.chdb_path) if not settings.clickhouse_url else settings.clickhouse_url)
     table.add_row("try", "m1 query \"SELECT severity, count() FROM anomalies FINAL GROUP BY severity\"")
     console.print(table)
-    if stored < produced.valid:
-        console.print(f"[red]only {stored:,} of {produced.valid:,} valid points were stored in time[/]")
+    if s.stored < s.valid:
+        console.print(f"[red]only {s.stored:,} of {s.valid:,} valid points were stored in time[/]")
 
 
 def _match(workload: Workload, alerts: list[tuple], t0: float, tick_s: float) -> tuple[int, int]:
