@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     flush_seconds: float = Field(default=1.0, description="Sink flush interval: max seconds an event waits.")
     max_payload_bytes: int = Field(default=65536, description="Larger records are dead-lettered.")
     detector: str = Field(default="ensemble", description="Detector name from models.registry.")
+    hst_features: Annotated[list[str], NoDecode] = Field(
+        default=["value", "delta", "roll_mean", "roll_std"],
+        description="Features of the hst detector: value, delta, roll_mean, roll_std, time_of_day.")
+    ensemble_rarity_k: int = Field(
+        default=5, description="Ensemble: a deviation alerts only if fewer than k as large were seen in the last 4,000 points; 0 = off.")
     anomaly_threshold: float = Field(default=0.6, description="Scores at or above this become anomaly events (warning).")
     critical_threshold: float = Field(default=0.75, description="Scores at or above this are critical anomalies.")
     max_series: int = Field(default=100_000, description="Live models kept in memory; least recently used beyond it are evicted.")
@@ -78,7 +83,7 @@ class Settings(BaseSettings):
     scaling_min_replicas: int = 1
     scaling_max_replicas: int = 1000
 
-    @field_validator("forecast_metrics", "forecast_horizons", "cost_metrics", "replica_capacity", mode="before")
+    @field_validator("forecast_metrics", "forecast_horizons", "cost_metrics", "replica_capacity", "hst_features", mode="before")
     @classmethod
     def _parse_collection(cls, value: Any) -> Any:
         """JSON (``["a","b"]``, ``{"a": 1}``), a Python literal, or ``a,b`` / ``a=1,b=2`` from the environment."""
@@ -94,6 +99,11 @@ class Settings(BaseSettings):
         if any("=" in item for item in items):
             return dict(item.split("=", 1) for item in items)
         return items
+
+    @property
+    def detector_options(self) -> dict[str, Any]:
+        """Constructor options of the configured detector (``models.registry.make_detector``)."""
+        return {"hst": {"features": self.hst_features}, "ensemble": {"rarity_k": self.ensemble_rarity_k}}.get(self.detector, {})
 
     @property
     def kafka_url(self) -> str:

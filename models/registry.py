@@ -8,6 +8,7 @@ component of ``ensemble`` (see docs/benchmarks-nab.md).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from models.base import Detector
 from models.detectors.ensemble import Ensemble
@@ -17,7 +18,7 @@ from models.detectors.robust import RobustZ, SeasonalRobustZ
 from models.detectors.windowed import WindowedGaussian
 from models.detectors.zscore import ZScore
 
-DETECTORS: dict[str, Callable[[], Detector]] = {
+DETECTORS: dict[str, Callable[..., Detector]] = {
     "zscore": ZScore,
     "robust": RobustZ,
     "seasonal_robust": SeasonalRobustZ,
@@ -28,9 +29,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
 }
 
 
-def make_detector(name: str) -> Detector:
-    """A fresh detector of the named kind; ``ValueError`` names the known ones."""
-    try:
-        return DETECTORS[name]()
-    except KeyError:
-        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
+def make_detector(name: str, **options: Any) -> Detector:
+    """A fresh detector of the named kind, built with ``options``; ``ValueError`` names the known ones."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}")
+    return DETECTORS[name](**options)

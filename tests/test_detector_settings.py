@@ -1,0 +1,47 @@
+"""The detector a worker builds follows M1_DETECTOR and its options; a bad option fails at start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from m1.settings import Settings
+from models.detectors.hst import HSTDetector
+from sinks.clickhouse import Store, connect
+from streams.metrics_pipeline import MetricsPipeline
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    store = Store(connect(Settings(home=tmp_path_factory.mktemp("detector-settings"))))
+    yield store
+    store.close()
+
+
+def pipeline_from_env(monkeypatch: pytest.MonkeyPatch, store: Store, tmp_path: Path, **env: str) -> MetricsPipeline:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return MetricsPipeline(Settings(home=tmp_path), store)
+
+
+def test_hst_features_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, store: Store, tmp_path: Path) -> None:
+    pipeline = pipeline_from_env(monkeypatch, store, tmp_path, M1_DETECTOR="hst", M1_HST_FEATURES="value, time_of_day")
+    model = pipeline.bank.factory().detector
+    assert isinstance(model, HSTDetector) and model.features == ("value", "time_of_day")
+    assert set(model._features(3.0, 0.0)) == {"value", "tod_sin", "tod_cos"}
+
+
+def test_unknown_hst_feature_fails_at_start_and_names_the_known_ones(
+    monkeypatch: pytest.MonkeyPatch, store: Store, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="unknown features \\['hour'\\].*time_of_day"):
+        pipeline_from_env(monkeypatch, store, tmp_path, M1_DETECTOR="hst", M1_HST_FEATURES="value,hour")
+
+
+def test_ensemble_rarity_gate_can_be_switched_off(monkeypatch: pytest.MonkeyPatch, store: Store, tmp_path: Path) -> None:
+    default = pipeline_from_env(monkeypatch, store, tmp_path).bank.factory().detector
+    assert [c.gate is not None for c in default.components] == [True, True, False]
+    off = pipeline_from_env(monkeypatch, store, tmp_path, M1_ENSEMBLE_RARITY_K="0").bank.factory().detector
+    assert all(c.gate is None for c in off.components)
