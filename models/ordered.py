@@ -20,10 +20,22 @@ but not learned again, so a replay cannot bias the model.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from models.base import Detector
+
+
+def fresh_mask(ts: Sequence[float] | np.ndarray, last_ts: float | None = None) -> np.ndarray:
+    """Which of ``ts`` (in order) are later than every time before them and than ``last_ts``.
+
+    >>> fresh_mask([5.0, 6.0, 6.0, 4.0, 7.0], last_ts=5.0).tolist()
+    [False, True, False, False, True]
+    """
+    ts = np.asarray(ts, dtype=np.float64)
+    start = -math.inf if last_ts is None else last_ts
+    return ts > np.maximum.accumulate(np.concatenate(([start], ts[:-1]))) if len(ts) else np.zeros(0, dtype=bool)
 
 
 class InOrder(Detector):
@@ -33,12 +45,6 @@ class InOrder(Detector):
         self.detector = detector
         self.last_ts = -math.inf
         self.learned = 0
-
-    def fresh(self, ts: np.ndarray) -> np.ndarray:
-        """Mask of the points (in the given order) later than every point before them and than ``last_ts``."""
-        ts = np.asarray(ts, dtype=np.float64)
-        before = np.maximum.accumulate(np.concatenate(([self.last_ts], ts[:-1]))) if len(ts) else ts
-        return ts > before
 
     def score_one(self, x: float, t: float) -> float:
         return self.detector.score_one(x, t)
@@ -52,7 +58,7 @@ class InOrder(Detector):
     def score_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Score every point; learn the fresh ones (their scores come first, stale ones are peeked after)."""
         xs, ts = np.asarray(xs, dtype=np.float64), np.asarray(ts, dtype=np.float64)
-        mask = self.fresh(ts)
+        mask = fresh_mask(ts, self.last_ts)
         scores = np.empty(len(xs))
         if mask.any():
             scores[mask] = self.detector.score_learn_many(xs[mask], ts[mask])

@@ -41,6 +41,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import msgspec
@@ -54,6 +55,7 @@ from models.forecasting.holt_winters import HoltWintersForecaster
 from models.forecasting.peak import PeakForecaster
 from models.forecasting.registry import make_forecaster
 from models.forecasting.scaling import ScalingPolicy
+from models.ordered import fresh_mask
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint
 from sinks.model_state import StoreLike, restore_missing, save_checkpoint
 from sinks.clickhouse import TS_TYPE
@@ -195,7 +197,8 @@ class ForecastPipeline:
             self._restore(list(by_series))
             for series, batch in by_series.items():
                 last = self.bank.apply(series, 0, lambda models: models.last_ts)
-                fresh = _newer(batch, last)  # a replay or out-of-order points are not learned again
+                # a replay or out-of-order points are not learned again
+                fresh = list(compress(batch, fresh_mask([p.ts for p in batch], last)))
                 if fresh:
                     self.bank.apply(series, len(fresh), lambda models: self._learn(models, series, fresh, outcome))
         with stage("sink"):
@@ -289,16 +292,6 @@ class ForecastPipeline:
             self.store.insert("cost_projections", _columns(outcome.costs, ("ts", "until"), created))
         if outcome.recommendations:
             self.store.insert("recommendations", _columns(outcome.recommendations, ("ts", "window_end"), created))
-
-
-def _newer(batch: list[MetricPoint], last: float | None) -> list[MetricPoint]:
-    """The points of ``batch`` (in order) each later than every point before it and than ``last``."""
-    out = []
-    for p in batch:
-        if last is None or p.ts > last:
-            out.append(p)
-            last = p.ts
-    return out
 
 
 def cost_forecaster(step_seconds: int, coverage: float) -> HoltWintersForecaster:
