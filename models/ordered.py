@@ -58,12 +58,19 @@ class InOrder(Detector):
     def score_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Score every point; learn the fresh ones (their scores come first, stale ones are peeked after)."""
         xs, ts = np.asarray(xs, dtype=np.float64), np.asarray(ts, dtype=np.float64)
+        times = ts.tolist()
+        if times and times[0] > self.last_ts and all(a < b for a, b in zip(times, times[1:])):
+            return self._learn(xs, ts)  # the usual case, all fresh: no masking on the hot path
         mask = fresh_mask(ts, self.last_ts)
         scores = np.empty(len(xs))
         if mask.any():
-            scores[mask] = self.detector.score_learn_many(xs[mask], ts[mask])
-            self.last_ts = float(ts[mask][-1])
-            self.learned += int(mask.sum())
+            scores[mask] = self._learn(xs[mask], ts[mask])
         for i in np.flatnonzero(~mask).tolist():
             scores[i] = self.detector.score_one(float(xs[i]), float(ts[i]))
+        return scores
+
+    def _learn(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        scores = self.detector.score_learn_many(xs, ts)
+        self.last_ts = float(ts[-1])
+        self.learned += len(ts)
         return scores
