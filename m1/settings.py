@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     hst_features: Annotated[list[str], NoDecode] = Field(
         default=["value", "delta", "roll_mean", "roll_std"],
         description="Features of the hst detector: value, delta, roll_mean, roll_std, time_of_day.")
+    ensemble_components: Annotated[list[str], NoDecode] = Field(
+        default=["robust", "seasonal_robust", "relative_entropy"],
+        description="Ensemble views: robust, seasonal_robust, relative_entropy, holtwinters, hst, windowed_gaussian.")
     ensemble_rarity_k: int = Field(
         default=5, description="Ensemble: a deviation alerts only if fewer than k as large were seen in the last 4,000 points; 0 = off.")
     anomaly_threshold: float = Field(default=0.6, description="Scores at or above this become anomaly events (warning).")
@@ -83,7 +86,8 @@ class Settings(BaseSettings):
     scaling_min_replicas: int = 1
     scaling_max_replicas: int = 1000
 
-    @field_validator("forecast_metrics", "forecast_horizons", "cost_metrics", "replica_capacity", "hst_features", mode="before")
+    @field_validator("forecast_metrics", "forecast_horizons", "cost_metrics", "replica_capacity", "hst_features",
+                     "ensemble_components", mode="before")
     @classmethod
     def _parse_collection(cls, value: Any) -> Any:
         """JSON (``["a","b"]``, ``{"a": 1}``), a Python literal, or ``a,b`` / ``a=1,b=2`` from the environment."""
@@ -100,10 +104,12 @@ class Settings(BaseSettings):
             return dict(item.split("=", 1) for item in items)
         return items
 
-    @property
-    def detector_options(self) -> dict[str, Any]:
-        """Constructor options of the configured detector (``models.registry.make_detector``)."""
-        return {"hst": {"features": self.hst_features}, "ensemble": {"rarity_k": self.ensemble_rarity_k}}.get(self.detector, {})
+    def detector_options(self, detector: str | None = None) -> dict[str, Any]:
+        """Options for ``models.registry.make_detector`` of ``detector`` (default: the configured one)."""
+        return {
+            "hst": {"features": self.hst_features},
+            "ensemble": {"components": self.ensemble_components, "rarity_k": self.ensemble_rarity_k},
+        }.get(detector or self.detector, {})
 
     @property
     def kafka_url(self) -> str:

@@ -45,3 +45,14 @@ def test_ensemble_rarity_gate_can_be_switched_off(monkeypatch: pytest.MonkeyPatc
     assert [c.gate is not None for c in default.components] == [True, True, False]
     off = pipeline_from_env(monkeypatch, store, tmp_path, M1_ENSEMBLE_RARITY_K="0").bank.factory().detector
     assert all(c.gate is None for c in off.components)
+
+
+def test_ensemble_components_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, store: Store, tmp_path: Path) -> None:
+    pipeline = pipeline_from_env(monkeypatch, store, tmp_path, M1_ENSEMBLE_COMPONENTS="robust,holtwinters,hst,windowed_gaussian",
+                                 M1_ENSEMBLE_RARITY_K="3")
+    model = pipeline.bank.factory().detector
+    names = [type(c).__name__ for c in model.components]
+    assert names == ["RobustZ", "HoltWintersResidual", "HSTDetector", "WindowedGaussian"]
+    assert [c.gate.k if c.gate else None for c in model.components] == [3, 3, 3, None]  # window views are not gated
+    with pytest.raises(ValueError, match="unknown ensemble components \\['iforest'\\]"):
+        pipeline_from_env(monkeypatch, store, tmp_path, M1_ENSEMBLE_COMPONENTS="robust,iforest")

@@ -25,6 +25,7 @@ class CalibratedDetector(Detector):
     """Raw measure -> z against its own history -> ``z / (z + scale)`` -> suppression."""
 
     gate: RarityGate | None = None  # also what checkpoints from before the option restore to
+    pointwise = True  # judges single points (False: a window view), see Ensemble's rarity gate
 
     def __init__(
         self,

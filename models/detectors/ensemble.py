@@ -6,10 +6,10 @@ one scale and the maximum fires when *any* view (level, seasonal change, ...) se
 something unusual. The default combines the windowed robust z-score (spikes, level
 shifts), the seasonal-difference one (breaks of the daily pattern) and the
 relative entropy of a recent window (changes of distribution that no single point
-shows). The two point-wise views are gated by rarity (``rarity_k``, see
-:mod:`models.detectors.rarity`): a deviation no larger than the 5th largest of the
-last 4,000 is a recurring pattern, not an incident. The measurements behind these
-choices are in docs/benchmarks-nab.md.
+shows); any of :data:`COMPONENTS` can be configured instead. Point-wise views are
+gated by rarity (``rarity_k``, see :mod:`models.detectors.rarity`): a deviation no
+larger than the 5th largest of the last 4,000 is a recurring pattern, not an
+incident. The measurements behind these choices are in docs/benchmarks-nab.md.
 
 >>> import numpy as np
 >>> from models.detectors.ensemble import Ensemble
@@ -27,11 +27,25 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from models.base import Detector
 from models.detectors.base import CalibratedDetector
 from models.detectors.calibration import Suppressor, squash, squash_many
-from models.base import Detector
 from models.detectors.entropy import RelativeEntropy
+from models.detectors.holtwinters import HoltWintersResidual
+from models.detectors.hst import HSTDetector
 from models.detectors.robust import RobustZ, SeasonalRobustZ
+from models.detectors.windowed import WindowedGaussian
+
+#: Component names an ensemble can be configured with (``M1_ENSEMBLE_COMPONENTS``).
+COMPONENTS: dict[str, type[CalibratedDetector]] = {
+    "robust": RobustZ,
+    "seasonal_robust": SeasonalRobustZ,
+    "relative_entropy": RelativeEntropy,
+    "holtwinters": HoltWintersResidual,
+    "hst": HSTDetector,
+    "windowed_gaussian": WindowedGaussian,
+}
+DEFAULT_COMPONENTS = ("robust", "seasonal_robust", "relative_entropy")
 
 
 class Ensemble(Detector):
@@ -39,16 +53,19 @@ class Ensemble(Detector):
 
     def __init__(
         self,
-        components: Sequence[CalibratedDetector] | None = None,
+        components: Sequence[str | CalibratedDetector] = DEFAULT_COMPONENTS,
         scale: float = 4.0,
         suppress_level: float = 0.6,
         suppress_span: int = 100,
         suppress_keep: float = 0.3,
         rarity_k: int = 5,
     ):
-        if components is None:
-            components = [RobustZ(rarity_k=rarity_k), SeasonalRobustZ(rarity_k=rarity_k), RelativeEntropy()]
-        self.components = list(components)
+        """``components``: detectors, or names from :data:`COMPONENTS` (built with the rarity
+        gate ``rarity_k`` if they judge single points)."""
+        unknown = [c for c in components if isinstance(c, str) and c not in COMPONENTS]
+        if unknown or not components:
+            raise ValueError(f"unknown ensemble components {unknown}; known: {', '.join(COMPONENTS)}")
+        self.components = [_component(c, rarity_k) if isinstance(c, str) else c for c in components]
         self.scale = scale
         self.suppressor = Suppressor(level=suppress_level, span=suppress_span, keep=suppress_keep)
 
@@ -66,3 +83,8 @@ class Ensemble(Detector):
     def score_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         z = np.max([c.z_learn_many(xs, ts) for c in self.components], axis=0)
         return self.suppressor.step_many(squash_many(z, self.scale))
+
+
+def _component(name: str, rarity_k: int) -> CalibratedDetector:
+    cls = COMPONENTS[name]
+    return cls(rarity_k=rarity_k) if cls.pointwise else cls()  # type: ignore[call-arg]

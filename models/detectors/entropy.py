@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -39,6 +38,8 @@ from models.detectors.base import CalibratedDetector
 
 class RelativeEntropy(CalibratedDetector):
     """KL divergence of the recent-window histogram from the reference histogram, then calibrated."""
+
+    pointwise = False  # a window view: the ensemble's rarity gate does not apply
 
     def __init__(
         self,

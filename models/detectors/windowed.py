@@ -30,6 +30,8 @@ from models.detectors.base import CalibratedDetector
 class WindowedGaussian(CalibratedDetector):
     """Shift of the recent-window mean in reference standard deviations, then calibrated."""
 
+    pointwise = False  # a window view: the ensemble's rarity gate does not apply
+
     def __init__(
         self,
         window: int = 10,

@@ -44,7 +44,11 @@ def nab(
     out: Annotated[Optional[Path], typer.Option("--out", help="write per-series scores in NAB's results layout here")] = None,
     workers: Annotated[int, typer.Option("--workers", help="worker processes")] = 2,
 ) -> None:
-    """Score detectors on a NAB-layout corpus: normalised score per profile, window precision/recall, us/point."""
+    """Score detectors on a NAB-layout corpus: normalised score per profile, window precision/recall, us/point.
+
+    Detectors are built with the options the worker would use (M1_HST_FEATURES, M1_ENSEMBLE_COMPONENTS,
+    M1_ENSEMBLE_RARITY_K), so a configuration can be evaluated before it is deployed."""
+    from m1.settings import Settings
     from models.evaluation.nab import load_profiles, run_benchmark
     from models.registry import DETECTORS
 
@@ -63,7 +67,9 @@ def nab(
     if profile is not Profile.all:
         profiles = {profile.value: profiles[profile.value]}
 
-    runs = run_benchmark(data_dir, labels_file, names, profiles, out_dir=out, workers=workers)
+    settings = Settings()  # detector options (M1_HST_FEATURES, M1_ENSEMBLE_*) as the worker reads them
+    options = {name: settings.detector_options(name) for name in names}
+    runs = run_benchmark(data_dir, labels_file, names, profiles, out_dir=out, workers=workers, options=options)
 
     short = {"standard": "std", "reward_low_FP_rate": "low_FP", "reward_low_FN_rate": "low_FN"}
     table = Table(title=f"NAB normalised scores on {data_dir}", caption="precision/recall/windows/FP at the best threshold of the first profile")

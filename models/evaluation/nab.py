@@ -32,7 +32,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,11 +298,11 @@ class DetectorRun:
         return 1e6 * self.seconds / self.points if self.points else 0.0
 
 
-def run_series(detector: str, series: Series, factory: Callable[[str], object] | None = None) -> tuple[str, str, np.ndarray, float]:
-    """Score one series with a fresh detector; returns ``(detector, name, scores, seconds)``."""
-    if factory is None:
-        from models.registry import make_detector as factory  # noqa: N813
-    det = factory(detector)
+def run_series(detector: str, series: Series, options: dict | None = None) -> tuple[str, str, np.ndarray, float]:
+    """Score one series with a fresh detector (built with ``options``); returns ``(detector, name, scores, seconds)``."""
+    from models.registry import make_detector
+
+    det = make_detector(detector, **(options or {}))
     start = time.perf_counter()
     scores = det.score_learn_many(series.values.copy(), series.epoch_seconds)  # type: ignore[attr-defined]
     elapsed = time.perf_counter() - start
@@ -331,8 +331,10 @@ def run_benchmark(
     out_dir: str | os.PathLike[str] | None = None,
     workers: int = 2,
     progress: bool = True,
+    options: dict[str, dict] | None = None,
 ) -> list[DetectorRun]:
-    """Run every detector over every series (``workers`` processes) and score each profile."""
+    """Run every detector (built with ``options[name]``) over every series (``workers`` processes)
+    and score each profile."""
     corpus = load_corpus(data_dir)
     if not corpus:
         raise FileNotFoundError(f"no <category>/<file>.csv under {data_dir}")
@@ -354,7 +356,7 @@ def run_benchmark(
     else:
         prog = None
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_series, d, s) for d, s in tasks]
+        futures = [pool.submit(run_series, d, s, (options or {}).get(d)) for d, s in tasks]
         if prog is not None:
             with prog:
                 tid = prog.add_task("", total=len(futures))

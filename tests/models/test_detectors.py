@@ -166,3 +166,19 @@ def test_cli_rejects_unknown_detector(tmp_path) -> None:
     labels.write_text("{}")
     result = CliRunner().invoke(app, ["nab", "--data", str(tmp_path / "data"), "--labels", str(labels), "-d", "nope"])
     assert result.exit_code != 0
+
+
+def test_cli_builds_detectors_with_the_workers_settings(tmp_path, monkeypatch) -> None:
+    """``M1_ENSEMBLE_*`` reach the evaluation as they reach the worker: a bad component is named."""
+    from models.evaluation.cli import app
+
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    rows = "\n".join(f"2020-01-01 00:{i // 60:02d}:{i % 60:02d},{i % 7}" for i in range(300))
+    (tmp_path / "data" / "cat" / "s.csv").write_text("timestamp,value\n" + rows + "\n")
+    labels = tmp_path / "w.json"
+    labels.write_text('{"cat/s.csv": [["2020-01-01 00:04:00.000000", "2020-01-01 00:04:20.000000"]]}')
+    args = ["nab", "--data", str(tmp_path / "data"), "--labels", str(labels), "-d", "ensemble", "--workers", "1"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    monkeypatch.setenv("M1_ENSEMBLE_COMPONENTS", "robust,nope")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and "unknown ensemble components ['nope']" in str(result.exception)
