@@ -3,53 +3,51 @@
 A series whose spikes recur (a nightly batch job, a load balancer's periodic
 bursts) keeps producing large point-wise deviations; each one looks new to a
 z-score, yet an operator sees a pattern, not an incident. :class:`RarityGate`
-remembers enough of the last ``horizon`` raw measures to know their ``k``-th
-largest value exactly and passes a new measure only if it is strictly larger.
+passes a raw measure only if it is strictly larger than the ``k``-th largest of
+the recent ones.
 
-It keeps only *candidates*: a measure with ``k`` later measures at least as large
-can never again be among the ``k`` largest of a window that still holds it, so it
-is dropped. For noisy measures that leaves a few dozen values; the list is capped
-at ``max_candidates`` by dropping the oldest, which can only lower the ``k``-th
-largest and so only lets more through (the gate fails open, never silences).
+"Recent" is counted in blocks of ``block`` measures: the gate keeps the ``k``
+largest of each of the last ``horizon // block`` complete blocks and of the block
+being filled, so it remembers at most ``k * (horizon // block + 1)`` floats and
+its window holds between ``horizon`` and ``horizon + block - 1`` measures (all of
+them until that many were seen). Each measure costs a few comparisons.
 
->>> gate = RarityGate(k=2, horizon=5)
+>>> gate = RarityGate(k=2, horizon=4, block=2)
 >>> [gate.learn(r) for r in [3.0, 1.0, 3.0]]  # fewer than 2 earlier measures: all pass
 [True, True, True]
 >>> gate.passes(3.0), gate.passes(3.5)  # 3.0 ties the 2nd largest (3.0); 3.5 beats it
 (False, True)
->>> gate.passes(2.0)
-False
 >>> [gate.learn(r) for r in [0.5, 0.5, 0.5]]
 [False, False, False]
->>> gate.passes(2.0)  # the first 3.0 left the last 5: the 2nd largest is now 1.0
+>>> gate.passes(2.0)  # the block [3.0, 1.0] has left the window: the 2nd largest is 0.5
 True
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
+from collections import deque
 
 
 class RarityGate:
-    """Passes a measure iff it exceeds the ``k``-th largest of the previous ``horizon`` measures."""
+    """Passes a measure iff it exceeds the ``k``-th largest of the recent measures."""
 
-    def __init__(self, k: int = 5, horizon: int = 4000, max_candidates: int = 256):
-        if k < 1 or horizon < k or max_candidates < k:
-            raise ValueError("need 1 <= k <= horizon and k <= max_candidates")
+    def __init__(self, k: int = 5, horizon: int = 4000, block: int = 250):
+        if k < 1 or block < 1 or horizon < block:
+            raise ValueError("need k >= 1, block >= 1 and horizon >= block")
         self.k = k
-        self.horizon = horizon
-        self.max_candidates = max_candidates
-        self.seen = 0  # measures learned so far
-        # [position, value, later measures >= value], oldest first
-        self.candidates: list[list[float]] = []
+        self.block = block
+        self.closed: deque[list[float]] = deque(maxlen=horizon // block)  # k largest of each full block
+        self.open: list[float] = []  # k largest of the block being filled, ascending
+        self.filled = 0  # measures in the block being filled
+        self.closed_top: list[float] = []  # k largest over the closed blocks
 
     def kth_largest(self) -> float:
-        """The ``k``-th largest of the last ``horizon`` measures; ``-inf`` until ``k`` were seen."""
-        live = [c[1] for c in self.candidates if c[0] > self.seen - self.horizon]
-        if len(live) < self.k:
-            return -math.inf
-        live.sort(reverse=True)
-        return live[self.k - 1]
+        """The ``k``-th largest recent measure; ``-inf`` until ``k`` were seen."""
+        top = heapq.nlargest(self.k, self.closed_top + self.open)
+        return top[-1] if len(top) == self.k else -math.inf
 
     def passes(self, raw: float) -> bool:
         """Whether ``raw`` is rarer than the ``k``-th largest recent measure (NaN never passes)."""
@@ -60,16 +58,12 @@ class RarityGate:
         if raw != raw:
             return False
         verdict = self.passes(raw)
-        self.seen += 1
-        kept = []
-        for c in self.candidates:
-            if c[0] <= self.seen - self.horizon:
-                continue  # out of the window
-            if c[1] <= raw:
-                c[2] += 1
-                if c[2] >= self.k:
-                    continue  # k later measures at least as large: never needed again
-            kept.append(c)
-        kept.append([self.seen, raw, 0])
-        self.candidates = kept[-self.max_candidates :]
+        if len(self.open) < self.k or raw > self.open[0]:
+            bisect.insort(self.open, raw)
+            del self.open[: -self.k]
+        self.filled += 1
+        if self.filled == self.block:
+            self.closed.append(self.open)
+            self.closed_top = heapq.nlargest(self.k, (v for top in self.closed for v in top))
+            self.open, self.filled = [], 0
         return verdict

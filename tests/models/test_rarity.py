@@ -11,8 +11,11 @@ from models.detectors.ensemble import Ensemble
 from models.detectors.rarity import RarityGate
 
 
-def brute_kth(history: list[float], k: int, horizon: int) -> float:
-    recent = sorted(history[-horizon:], reverse=True)
+def brute_kth(history: list[float], k: int, horizon: int, block: int) -> float:
+    """The k-th largest of the gate's window: the last horizon // block full blocks and the open one."""
+    full = min(len(history) // block, horizon // block)
+    window = history[len(history) - (full * block + len(history) % block):]
+    recent = sorted(window, reverse=True)
     return recent[k - 1] if len(recent) >= k else -np.inf
 
 
@@ -21,50 +24,41 @@ def brute_kth(history: list[float], k: int, horizon: int) -> float:
     [
         np.random.default_rng(0).exponential(1.0, 3000),  # noisy measures
         np.round(np.random.default_rng(1).normal(5, 2, 3000)),  # many ties
-        np.linspace(100.0, 0.0, 600),  # decreasing: every measure stays a candidate
+        np.linspace(100.0, 0.0, 900),  # decreasing
+        np.sin(np.arange(3000) / 40.0),  # smooth waves, the robust z of a daily cycle
     ],
-    ids=["noise", "ties", "decreasing"],
+    ids=["noise", "ties", "decreasing", "waves"],
 )
 def test_kth_largest_matches_brute_force(values: np.ndarray) -> None:
-    k, horizon = 5, 400
-    gate = RarityGate(k=k, horizon=horizon, max_candidates=horizon)
+    k, horizon, block = 5, 400, 50
+    gate = RarityGate(k=k, horizon=horizon, block=block)
     history: list[float] = []
     for v in values.tolist():
-        expected = brute_kth(history, k, horizon)
+        expected = brute_kth(history, k, horizon, block)
         assert gate.kth_largest() == expected
         assert gate.learn(v) == (v > expected)
         history.append(v)
 
 
-def test_candidates_stay_few_on_noise() -> None:
-    gate = RarityGate(k=5, horizon=4000)
+def test_memory_is_k_values_per_block() -> None:
+    gate = RarityGate(k=5, horizon=4000, block=250)
     for v in np.random.default_rng(2).exponential(1.0, 20000).tolist():
         gate.learn(v)
-    assert len(gate.candidates) < 100
-
-
-def test_cap_fails_open() -> None:
-    """With the oldest candidates dropped the threshold can only fall: more passes, never fewer."""
-    values = np.linspace(100.0, 0.0, 500).tolist()
-    capped, exact = RarityGate(k=3, horizon=400, max_candidates=10), RarityGate(k=3, horizon=400, max_candidates=400)
-    for v in values:
-        assert capped.kth_largest() <= exact.kth_largest()
-        assert capped.learn(v) >= exact.learn(v)
-    assert len(capped.candidates) == 10
+    assert len(gate.closed) == 16 and all(len(top) == 5 for top in gate.closed) and len(gate.open) <= 5
 
 
 def test_nan_is_neither_judged_nor_remembered() -> None:
-    gate = RarityGate(k=1, horizon=10)
+    gate = RarityGate(k=1, horizon=10, block=5)
     gate.learn(1.0)
     assert gate.learn(float("nan")) is False
-    assert gate.seen == 1 and gate.kth_largest() == 1.0
+    assert gate.filled == 1 and gate.kth_largest() == 1.0
 
 
 def test_rejects_bad_parameters() -> None:
     with pytest.raises(ValueError):
         RarityGate(k=0)
     with pytest.raises(ValueError):
-        RarityGate(k=10, horizon=5)
+        RarityGate(horizon=100, block=250)
 
 
 def recurring_spikes(n: int = 6000, every: int = 150, height: float = 12.0) -> tuple[np.ndarray, np.ndarray]:
