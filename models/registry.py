@@ -11,20 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from models.base import Detector
-from models.detectors.ensemble import Ensemble
-from models.detectors.holtwinters import HoltWintersResidual
-from models.detectors.hst import HSTDetector
-from models.detectors.robust import RobustZ, SeasonalRobustZ
-from models.detectors.windowed import WindowedGaussian
+from models.detectors.ensemble import COMPONENTS, Ensemble
 from models.detectors.zscore import ZScore
 
 DETECTORS: dict[str, Callable[..., Detector]] = {
     "zscore": ZScore,
-    "robust": RobustZ,
-    "seasonal_robust": SeasonalRobustZ,
-    "holtwinters": HoltWintersResidual,
-    "hst": HSTDetector,
-    "windowed_gaussian": WindowedGaussian,
+    **{name: cls for name, cls in COMPONENTS.items() if name != "relative_entropy"},
     "ensemble": Ensemble,
 }
 

@@ -86,10 +86,11 @@ class MetricsPipeline:
         self.settings = settings
         self.store = store
         self.decoder = EventDecoder(MetricPoint, max_bytes=settings.max_payload_bytes)
-        make_detector(settings.detector, **settings.detector_options())  # a bad configuration fails here, at start
+        options = settings.detector_options()
+        make_detector(settings.detector, **options)  # a bad configuration fails here, at start
         # InOrder: a replayed or twice-forwarded point is scored and stored again, never learned again
         self.bank = ModelBank(settings.detector, max_series=settings.max_series,
-                              factory=lambda: InOrder(make_detector(settings.detector, **settings.detector_options())))
+                              factory=lambda: InOrder(make_detector(settings.detector, **options)))
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
         self._lock = threading.RLock()  # the bank is shared with the OTLP agents' threads
 
