@@ -180,7 +180,7 @@ class LocalKafka:
         config.write_text(SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data_dir=data_dir))
         (self.dir / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log_file=self.log_file))
         if not (data_dir / "meta.properties").exists():
-            self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config))
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config))
         with open(self.dir / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
                 self._java_cmd("kafka.Kafka", str(config)),
@@ -240,9 +240,16 @@ class LocalKafka:
         raise KafkaError(f"the broker did not answer within {timeout:.0f}s; see {self.log_file}")
 
 
-def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Never starting with ``-`` (as Kafka's own ``Uuid.randomUuid`` ensures): the storage tool
+    would read such an id as an option and refuse to format (1 start in 64 failed before).
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _metadata_ok(bootstrap: str) -> bool:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
-from m1.kafka_local import LocalKafka
+from m1.kafka_local import LocalKafka, cluster_id
 from m1.settings import Settings
 from tests.helpers import isolated_settings, produce, scalar, start_worker, wait_for
 from tests.test_metrics_path import points
@@ -55,3 +56,11 @@ def test_worker_survives_a_broker_restart(tmp_path: Path) -> None:
     finally:
         worker.stop()
         broker.stop()
+
+
+def test_cluster_ids_are_valid_for_the_storage_tool() -> None:
+    """22 URL-safe base64 characters (16 bytes), never starting with '-' (read as an option)."""
+    ids = {cluster_id() for _ in range(5000)}  # ~78 would start with '-' without the guard
+    assert len(ids) == 5000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
