@@ -231,7 +231,8 @@ class ForecastPipeline:
     def _build(self, models: SeriesModels, metric: str) -> None:
         s = self.settings
         if metric in self.forecast_metrics:
-            models.forecaster = make_forecaster(s.forecast_model, coverage=s.forecast_coverage, horizon=self.horizons[-1])
+            models.forecaster = make_forecaster(s.forecast_model, coverage=s.forecast_coverage, horizon=self.horizons[-1],
+                                                steps=self.horizons)  # intervals only for the published steps
         if metric in self.cost_metrics:
             models.cost = CostProjector(cost_forecaster(s.cost_step_seconds, s.forecast_coverage), step_seconds=s.cost_step_seconds)
         if metric in self.policies:

@@ -10,7 +10,7 @@ a daily spike that drifts by a few points is not a break of the pattern. The spr
 magnitude, and an absolute floor), so a flat line never produces a huge score
 from a tiny wiggle. Memory is bounded: ``window`` floats plus one season of values.
 
-The windows are kept sorted as they slide (:class:`SortedWindow`), so a point costs
+The windows are kept sorted as they slide (:class:`~models.sorted_window.SortedWindow`), so a point costs
 O(log window) comparisons plus one memmove, not a median over the whole window; the
 median and MAD are bit-identical to ``np.median``'s.
 
@@ -28,119 +28,16 @@ median and MAD are bit-identical to ``np.median``'s.
 
 from __future__ import annotations
 
-import math
-from array import array
-from bisect import bisect_left, insort
 from collections import deque
-from collections.abc import Iterable
 from itertools import islice
 from typing import Any
 
 import numpy as np
 
 from models.detectors.base import CalibratedDetector
+from models.sorted_window import SortedWindow
 
 MAD_TO_STD = 1.4826
-INF = math.inf
-
-
-class SortedWindow:
-    """The last ``size`` values, in arrival order and in sorted order.
-
-    ``median``, ``mad`` and ``range`` equal ``np.median(w)``, ``np.median(np.abs(w - median))``
-    and ``w.max() - w.min()`` bit for bit, in O(log size). Non-finite values are
-    counted but kept out of the sorted order; while one is in the window the
-    statistics are NaN. Pickles as the values in arrival order (the sorted copy is rebuilt).
-
-    >>> w = SortedWindow(4)
-    >>> w.extend([5.0, 1.0, 3.0, 9.0, 2.0])  # 5.0 has slid out
-    >>> w.median(), w.mad(w.median()), w.range(), len(w)
-    (2.5, 1.0, 8.0, 4)
-    """
-
-    def __init__(self, size: int, values: Iterable[float] = ()):
-        self.size = size
-        self.ring = array("d")  # arrival order; once full, ring[head] is the oldest
-        self.head = 0
-        self.sorted = array("d")  # the finite values, ascending
-        self.nonfinite = 0
-        self.extend(values)
-
-    def __len__(self) -> int:
-        return len(self.ring)
-
-    def __iter__(self):
-        """The values, oldest first."""
-        return iter(self.ring[self.head :] + self.ring[: self.head])
-
-    def extend(self, values: Iterable[float]) -> None:
-        for v in values:
-            self.push(v)
-
-    def push(self, v: float) -> None:
-        """Append ``v``, dropping the oldest value once the window holds ``size``."""
-        if len(self.ring) < self.size:
-            self.ring.append(v)
-        else:
-            old = self.ring[self.head]
-            self.ring[self.head] = v
-            self.head = self.head + 1 if self.head + 1 < self.size else 0
-            if math.isfinite(old):
-                del self.sorted[bisect_left(self.sorted, old)]
-            else:
-                self.nonfinite -= 1
-        if math.isfinite(v):
-            insort(self.sorted, v)
-        else:
-            self.nonfinite += 1
-
-    def median(self) -> float:
-        if self.nonfinite or not self.sorted:
-            return math.nan
-        s, n = self.sorted, len(self.sorted)
-        return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-    def mad(self, med: float) -> float:
-        """Median of ``|v - med|``; ``med`` must be :meth:`median`."""
-        if med != med:
-            return math.nan
-        n = len(self.sorted)
-        lo = self._kth_deviation((n - 1) // 2, med)
-        return lo if n % 2 else (lo[0] + lo[1]) / 2  # type: ignore[index]
-
-    def _kth_deviation(self, k: int, med: float) -> Any:
-        """The k-th smallest ``|v - med|`` (0-based), and for even counts also the next one.
-
-        The deviations are two ascending runs -- ``med - s[c-1], med - s[c-2], ...`` below
-        the median and ``s[c] - med, s[c+1] - med, ...`` above it -- merged by binary search.
-        """
-        s, n = self.sorted, len(self.sorted)
-        c = n // 2
-        n_lo, n_hi = c, n - c
-        lo, hi = max(0, k + 1 - n_hi), min(k + 1, n_lo)
-        while lo < hi:  # smallest i (taken from below) with below[i] >= above[k - i]
-            i = (lo + hi) // 2
-            if med - s[c - 1 - i] < s[c + k - i] - med:
-                lo = i + 1
-            else:
-                hi = i
-        i, j = lo, k + 1 - lo
-        kth = max(med - s[c - i] if i > 0 else -INF, s[c + j - 1] - med if j > 0 else -INF)
-        if n % 2:
-            return kth
-        following = min(med - s[c - 1 - i] if i < n_lo else INF, s[c + j] - med if j < n_hi else INF)
-        return kth, following
-
-    def range(self) -> float:
-        if self.nonfinite or not self.sorted:
-            return math.nan
-        return self.sorted[-1] - self.sorted[0]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"size": self.size, "values": array("d", self)}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["size"], state["values"])  # type: ignore[misc]
 
 
 class RobustZ(CalibratedDetector):

@@ -14,6 +14,7 @@ buffer replayed into it (then dropped). Forecasters are plain picklable objects.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from river import stats
@@ -35,7 +36,9 @@ class Forecaster(abc.ABC):
     """Base of the per-series online forecasters (see the module docstring).
 
     ``horizon`` is the longest step with its own residual window (longer forecasts reuse
-    the last window); ``window`` is how many recent residuals each window keeps and
+    the last window), ``steps`` the steps that get one (default: all of 1..``horizon``;
+    a caller that publishes a few horizons tracks only those); ``window`` is how many
+    recent residuals each window keeps and
 ``adapt_rate`` the step of the adaptive coverage level (0: plain split conformal); see
 :mod:`models.forecasting.conformal`.
     """
@@ -49,11 +52,13 @@ class Forecaster(abc.ABC):
         adapt_rate: float = 0.02,
         warmup: int = 96,
         fallback_alpha: float = 0.3,
+        steps: Sequence[int] | None = None,
     ):
         if season != "auto" and not (isinstance(season, int) and season >= 0):
             raise ValueError(f"season must be a non-negative int or 'auto', not {season!r}")
         self.warmup = warmup
-        self.intervals = ConformalIntervals(horizon=horizon, window=window, coverage=coverage, adapt_rate=adapt_rate)
+        self.intervals = ConformalIntervals(horizon=horizon, window=window, coverage=coverage, adapt_rate=adapt_rate,
+                                            steps=steps)
         self.fallback = stats.EWMean(fading_factor=fallback_alpha)
         self.season: int | None = None if season == "auto" else int(season)
         self.model: Any = None if self.season is None else self._build(self.season)

@@ -8,8 +8,11 @@ largest error is used. ``level_h`` starts at ``coverage`` and, with ``adapt_rate
 adapted online (adaptive conformal inference, Gibbs & Candes 2021): each miss raises it
 by ``adapt_rate * coverage``, each hit lowers it by ``adapt_rate * (1 - coverage)``, so the
 long-run miss rate tracks ``1 - coverage`` even when the errors drift (e.g. grow with
-the level). Memory is bounded: ``horizon`` windows plus ``horizon`` pending forecasts
-of ``horizon`` values.
+the level). Only the ``steps`` a caller publishes need their own window (default: every
+step 1..``horizon``); another step borrows the window of the nearest shorter tracked step.
+Memory is bounded: one window per tracked step plus ``horizon`` pending forecasts of
+``horizon`` values. Each window is kept sorted as it slides
+(:class:`~models.sorted_window.SortedWindow`), so a rank or quantile is a binary search.
 
 >>> from models.forecasting.conformal import ConformalIntervals
 >>> ci = ConformalIntervals(horizon=2, window=50, coverage=0.9)
@@ -23,37 +26,46 @@ of ``horizon`` values.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from models.sorted_window import SortedWindow
 
 
 class ConformalIntervals:
     """Per-step absolute-residual windows and their conformal quantiles."""
 
-    def __init__(self, horizon: int, window: int = 100, coverage: float = 0.9, adapt_rate: float = 0.0):
-        if horizon < 1 or window < 1 or not 0.0 < coverage < 1.0:
-            raise ValueError("need horizon >= 1, window >= 1 and 0 < coverage < 1")
+    def __init__(self, horizon: int, window: int = 100, coverage: float = 0.9, adapt_rate: float = 0.0,
+                 steps: Sequence[int] | None = None):
+        self.steps = sorted(set(steps)) if steps else list(range(1, horizon + 1))
+        if horizon < 1 or window < 1 or not 0.0 < coverage < 1.0 or not 1 <= self.steps[0] <= self.steps[-1] <= horizon:
+            raise ValueError("need horizon >= 1, window >= 1, 0 < coverage < 1 and steps within 1..horizon")
         self.horizon = horizon
         self.window = window
         self.coverage = coverage
         self.adapt_rate = adapt_rate
-        self.levels = [coverage] * horizon
-        self.residuals: list[deque[float]] = [deque(maxlen=window) for _ in range(horizon)]
+        self.levels = [coverage] * len(self.steps)  # per tracked step, like residuals
+        self.residuals = [SortedWindow(window) for _ in self.steps]
         self.pending: deque[list[float]] = deque(maxlen=horizon)
 
     def observe(self, y: float) -> None:
-        """Score the pending forecasts whose target is this value ``y``."""
-        for lag, points in enumerate(self.pending):
-            if lag < len(points):
-                error = abs(y - points[lag])
-                errors = self.residuals[lag]
-                if self.adapt_rate and errors:
-                    miss = sum(e < error for e in errors) >= self._rank(lag)
-                    level = self.levels[lag] + self.adapt_rate * (miss - (1.0 - self.coverage))
-                    self.levels[lag] = min(max(level, 0.0), 1.0)
-                errors.append(error)
+        """Score the pending forecasts whose target is this value ``y`` (tracked steps only)."""
+        for index, step in enumerate(self.steps):
+            lag = step - 1  # the forecast issued `step` values ago predicted y as its step
+            if lag >= len(self.pending) or lag >= len(self.pending[lag]):
+                break
+            error = abs(y - self.pending[lag][lag])
+            errors = self.residuals[index]
+            if self.adapt_rate and len(errors):
+                miss = errors.count_below(error) >= self._rank(index)
+                level = self.levels[index] + self.adapt_rate * (miss - (1.0 - self.coverage))
+                self.levels[index] = min(max(level, 0.0), 1.0)
+            errors.push(error)
 
     def _rank(self, index: int) -> int:
-        """1-based rank of the conformal quantile among the step's ``n`` errors, in 1..n."""
+        """1-based rank of the conformal quantile among the ``index``-th tracked step's ``n`` errors."""
         n = len(self.residuals[index])
         return min(max(math.ceil((n + 1) * self.levels[index]), 1), n)
 
@@ -63,19 +75,25 @@ class ConformalIntervals:
 
     def clear(self) -> None:
         """Forget all residuals, adapted levels and pending forecasts."""
-        for errors in self.residuals:
-            errors.clear()
-        self.levels = [self.coverage] * self.horizon
+        self.residuals = [SortedWindow(self.window) for _ in self.steps]
+        self.levels = [self.coverage] * len(self.steps)
         self.pending.clear()
 
     def half_width(self, step: int) -> float:
         """Conformal half-width at ``step`` (1-based); beyond ``horizon`` the last step's.
 
-        A step with no residuals yet borrows the nearest shorter step's; with none at all
-        the width is 0.
+        An untracked step, or one with no residuals yet, borrows the nearest shorter tracked
+        step's; with none at all the width is 0.
         """
-        for index in range(min(step, self.horizon) - 1, -1, -1):
+        for index in range(bisect_right(self.steps, step) - 1, -1, -1):
             errors = self.residuals[index]
-            if errors:
-                return sorted(errors)[self._rank(index) - 1]
+            if len(errors):
+                return errors.kth_smallest(self._rank(index))
         return 0.0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also loads checkpoints from before the sorted windows (residuals in deques, every step)."""
+        state.setdefault("steps", list(range(1, state["horizon"] + 1)))
+        state["residuals"] = [r if isinstance(r, SortedWindow) else SortedWindow(state["window"], r)
+                              for r in state["residuals"]]
+        self.__dict__.update(state)

@@ -19,7 +19,8 @@ import pytest
 from models.base import Detector
 from models.detectors.ensemble import Ensemble
 from models.detectors.entropy import RelativeEntropy
-from models.detectors.robust import RobustZ, SeasonalRobustZ, SortedWindow
+from models.detectors.robust import RobustZ, SeasonalRobustZ
+from models.sorted_window import SortedWindow
 
 STEP = 300.0
 DETECTORS: dict[str, Callable[[], Detector]] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections import deque
 
 import numpy as np
 import pytest
@@ -84,6 +85,28 @@ def test_adaptive_level_rises_after_misses():
         ci.record([0.0])
         ci.observe(error)
     assert ci.levels[0] > 0.9
+
+
+def test_tracking_only_published_steps_gives_them_the_same_widths():
+    rng = np.random.default_rng(4)
+    every, some = (ConformalIntervals(horizon=6, window=30, coverage=0.9, adapt_rate=0.02, steps=s) for s in (None, [1, 6]))
+    for y in rng.normal(0, 1, 200).tolist():
+        for ci in (every, some):
+            ci.observe(y)
+            ci.record([0.1 * step for step in range(1, 7)])
+    assert len(some.residuals) == 2 and len(every.residuals) == 6
+    assert some.half_width(1) == every.half_width(1) and some.half_width(6) == every.half_width(6)
+    assert some.half_width(3) == some.half_width(1)  # an untracked step borrows the shorter tracked one
+    with pytest.raises(ValueError):
+        ConformalIntervals(horizon=6, steps=[7])
+
+
+def test_intervals_load_checkpoints_from_before_the_sorted_windows():
+    ci = ConformalIntervals.__new__(ConformalIntervals)
+    ci.__setstate__({"horizon": 2, "window": 5, "coverage": 0.9, "adapt_rate": 0.0, "levels": [0.9, 0.9],
+                     "residuals": [deque([3.0, 1.0, 2.0], maxlen=5), deque([4.0], maxlen=5)], "pending": deque(maxlen=2)})
+    assert ci.steps == [1, 2] and ci.half_width(1) == 3.0 and ci.half_width(2) == 4.0
+    ci.observe(1.0)  # and it keeps working
 
 
 def test_interval_width_grows_with_residuals():
