@@ -21,6 +21,9 @@ from models.detectors.calibration import ScoreCalibrator, Suppressor, squash, sq
 from models.detectors.rarity import RarityGate
 
 
+SHORT_CALL = 2  # batches up to this many points take the scalar path (same scores, less overhead)
+
+
 class CalibratedDetector(Detector):
     """Raw measure -> z against its own history -> ``z / (z + scale)`` -> suppression."""
 
@@ -92,9 +95,21 @@ class CalibratedDetector(Detector):
         self.suppressor.step(squash(self.z_one(x, t), self.scale))
         self.learn_z(x, t)
 
+    def z_learn(self, x: float, t: float) -> float:
+        """Calibrated (and gated) z of ``x`` before learning it, unsuppressed; learns it."""
+        raw = self.raw_one(x, t)
+        z = self.calibrator.z(raw)
+        if self.gate is not None and not self.gate.learn(raw):
+            z = 0.0
+        self.calibrator.learn(raw)
+        self.learn_raw(x, t)
+        return z
+
     def z_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Calibrated (and gated) z of each point before learning it, unsuppressed; learns the batch."""
         self._cache = None
+        if len(xs) <= SHORT_CALL:  # the stream's usual call: a scalar loop skips the numpy set-up
+            return np.array([self.z_learn(x, t) for x, t in zip(np.asarray(xs).tolist(), np.asarray(ts).tolist())])
         raws = self.raw_learn_many(np.asarray(xs, dtype=np.float64), np.asarray(ts, dtype=np.float64))
         z = self.calibrator.z_learn_many(raws)
         if self.gate is not None:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.base import Detector
-from models.detectors.base import CalibratedDetector
+from models.detectors.base import SHORT_CALL, CalibratedDetector
 from models.detectors.calibration import Suppressor, squash, squash_many
 from models.detectors.entropy import RelativeEntropy
 from models.detectors.holtwinters import HoltWintersResidual
@@ -81,6 +81,10 @@ class Ensemble(Detector):
             c.learn_z(x, t)
 
     def score_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        if len(xs) <= SHORT_CALL:  # the stream's usual call: a scalar loop skips the numpy set-up
+            step, scale, comps = self.suppressor.step, self.scale, self.components
+            return np.array([step(squash(max(c.z_learn(x, t) for c in comps), scale))
+                             for x, t in zip(np.asarray(xs).tolist(), np.asarray(ts).tolist())])
         z = np.max([c.z_learn_many(xs, ts) for c in self.components], axis=0)
         return self.suppressor.step_many(squash_many(z, self.scale))
 

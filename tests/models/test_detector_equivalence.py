@@ -49,11 +49,11 @@ def one_by_one(det: Detector, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def random_batches(det: Detector, xs: np.ndarray, ts: np.ndarray, seed: int) -> np.ndarray:
+def random_batches(det: Detector, xs: np.ndarray, ts: np.ndarray, seed: int, largest: int = 300) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out, i = [], 0
     while i < len(xs):
-        b = int(rng.integers(1, 301))
+        b = int(rng.integers(1, largest + 1))
         out.append(det.score_learn_many(xs[i : i + b], ts[i : i + b]))
         i += b
     return np.concatenate(out)
@@ -67,6 +67,8 @@ def test_batch_single_point_and_random_splits_agree(name: str) -> None:
     np.testing.assert_allclose(one_by_one(DETECTORS[name](), xs, ts), batch, rtol=0, atol=1e-12)
     for seed in (0, 1):
         np.testing.assert_allclose(random_batches(DETECTORS[name](), xs, ts, seed), batch, rtol=0, atol=1e-12)
+    # the stream's short calls (1-4 points) take the scalar path: the same scores
+    np.testing.assert_allclose(random_batches(DETECTORS[name](), xs, ts, 2, largest=4), batch, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", DETECTORS)
