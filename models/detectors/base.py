@@ -20,7 +20,6 @@ from models.base import Detector
 from models.detectors.calibration import ScoreCalibrator, Suppressor, squash, squash_many
 from models.detectors.rarity import RarityGate
 
-
 SHORT_CALL = 2  # batches up to this many points take the scalar path (same scores, less overhead)
 
 
@@ -72,14 +71,14 @@ class CalibratedDetector(Detector):
         self._cache = (x, t, raw)
         return raw
 
-    def z_one(self, x: float, t: float) -> float:
+    def peek_z(self, x: float, t: float) -> float:
         """Calibrated (and gated) z of ``x`` at ``t``, without learning it."""
         raw = self._raw_cached(x, t)
         if self.gate is not None and not self.gate.passes(raw):
             return 0.0
         return self.calibrator.z(raw)
 
-    def learn_z(self, x: float, t: float) -> None:
+    def learn_point(self, x: float, t: float) -> None:
         """Learn ``x`` at ``t`` everywhere except the suppressor (see :meth:`learn_one`)."""
         raw = self._raw_cached(x, t)
         self.calibrator.learn(raw)
@@ -89,13 +88,13 @@ class CalibratedDetector(Detector):
         self._cache = None
 
     def score_one(self, x: float, t: float) -> float:
-        return self.suppressor.peek(squash(self.z_one(x, t), self.scale))
+        return self.suppressor.peek(squash(self.peek_z(x, t), self.scale))
 
     def learn_one(self, x: float, t: float) -> None:
-        self.suppressor.step(squash(self.z_one(x, t), self.scale))
-        self.learn_z(x, t)
+        self.suppressor.step(squash(self.peek_z(x, t), self.scale))
+        self.learn_point(x, t)
 
-    def z_learn(self, x: float, t: float) -> float:
+    def z_learn_one(self, x: float, t: float) -> float:
         """Calibrated (and gated) z of ``x`` before learning it, unsuppressed; learns it."""
         raw = self.raw_one(x, t)
         z = self.calibrator.z(raw)
@@ -109,7 +108,7 @@ class CalibratedDetector(Detector):
         """Calibrated (and gated) z of each point before learning it, unsuppressed; learns the batch."""
         self._cache = None
         if len(xs) <= SHORT_CALL:  # the stream's usual call: a scalar loop skips the numpy set-up
-            return np.array([self.z_learn(x, t) for x, t in zip(np.asarray(xs).tolist(), np.asarray(ts).tolist())])
+            return np.array([self.z_learn_one(x, t) for x, t in zip(np.asarray(xs).tolist(), np.asarray(ts).tolist())])
         raws = self.raw_learn_many(np.asarray(xs, dtype=np.float64), np.asarray(ts, dtype=np.float64))
         z = self.calibrator.z_learn_many(raws)
         if self.gate is not None:

@@ -70,7 +70,7 @@ class Ensemble(Detector):
         self.suppressor = Suppressor(level=suppress_level, span=suppress_span, keep=suppress_keep)
 
     def _z(self, x: float, t: float) -> float:
-        return max(c.z_one(x, t) for c in self.components)
+        return max(c.peek_z(x, t) for c in self.components)
 
     def score_one(self, x: float, t: float) -> float:
         return self.suppressor.peek(squash(self._z(x, t), self.scale))
@@ -78,12 +78,12 @@ class Ensemble(Detector):
     def learn_one(self, x: float, t: float) -> None:
         self.suppressor.step(squash(self._z(x, t), self.scale))
         for c in self.components:
-            c.learn_z(x, t)
+            c.learn_point(x, t)
 
     def score_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         if len(xs) <= SHORT_CALL:  # the stream's usual call: a scalar loop skips the numpy set-up
             step, scale, comps = self.suppressor.step, self.scale, self.components
-            return np.array([step(squash(max(c.z_learn(x, t) for c in comps), scale))
+            return np.array([step(squash(max(c.z_learn_one(x, t) for c in comps), scale))
                              for x, t in zip(np.asarray(xs).tolist(), np.asarray(ts).tolist())])
         z = np.max([c.z_learn_many(xs, ts) for c in self.components], axis=0)
         return self.suppressor.step_many(squash_many(z, self.scale))
