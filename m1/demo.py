@@ -135,6 +135,7 @@ class DemoSummary:
     older_dead_letters: int  # records left on the topic before the demo, dead-lettered during it
     injected: int
     detected: int
+    detected_by_kind: dict[str, tuple[int, int]]  # kind -> (detected, injected)
     false_alerts: int
     points_per_second: float
 
@@ -145,10 +146,16 @@ def _summarise(settings: Settings, workload: Workload, produced: Produced, store
                                   f"AND received_at >= toDateTime64({produced.started - 1:.3f}, 3, 'UTC')").rows
     dead = sum((int(p), int(o)) in produced.invalid_at for p, o in letters)
     alerts = run_query(settings, f"SELECT series, toUnixTimestamp64Milli(ts) / 1000 FROM anomalies FINAL WHERE {where}").rows
-    detected, false_alerts = _match(workload, alerts, produced.started, produced.tick_seconds)
+    hit, false_alerts = _match(workload, alerts, produced.started, produced.tick_seconds)
+    by_kind: dict[str, list[int]] = {}
+    for episode, found in zip(workload.episodes, hit):
+        counts = by_kind.setdefault(episode.kind, [0, 0])
+        counts[0] += found
+        counts[1] += 1
     elapsed = produced.ended - produced.started + drain_s
     return DemoSummary(produced.valid, produced.invalid, stored, dead, len(letters) - dead, len(workload.episodes),
-                       detected, false_alerts, stored / max(elapsed, 1e-9))
+                       sum(hit), {k: (n, total) for k, (n, total) in sorted(by_kind.items())}, false_alerts,
+                       stored / max(elapsed, 1e-9))
 
 
 def _print(summary: DemoSummary, settings: Settings, console: Console) -> None:
@@ -159,7 +166,8 @@ def _print(summary: DemoSummary, settings: Settings, console: Console) -> None:
     older = f" (and {s.older_dead_letters:,} older records left on the topic)" if s.older_dead_letters else ""
     table.add_row("dead-lettered", f"{s.dead_lettered:,}{older}")
     table.add_row("anomalies injected", f"{s.injected}")
-    table.add_row("  detected", f"{s.detected} ({s.detected / max(1, s.injected):.0%})")
+    kinds = ", ".join(f"{kind.replace('_', ' ')} {n}/{total}" for kind, (n, total) in s.detected_by_kind.items())
+    table.add_row("  detected", f"{s.detected} ({s.detected / max(1, s.injected):.0%}): {kinds}")
     table.add_row("  alerts outside injected episodes", f"{s.false_alerts}")
     table.add_row("throughput (stored / wall time)", f"{s.points_per_second:,.0f} points/s")
     table.add_row("data", str(settings.chdb_path) if not settings.clickhouse_url else settings.clickhouse_url)
@@ -169,8 +177,8 @@ def _print(summary: DemoSummary, settings: Settings, console: Console) -> None:
         console.print(f"[red]only {s.stored:,} of {s.valid:,} valid points were stored in time[/]")
 
 
-def _match(workload: Workload, alerts: list[tuple], t0: float, tick_s: float) -> tuple[int, int]:
-    """(episodes with an alert during them or 5 ticks after, alerts outside every episode)."""
+def _match(workload: Workload, alerts: list[tuple], t0: float, tick_s: float) -> tuple[list[bool], int]:
+    """(for each episode whether an alert fell during it or 5 ticks after, alerts outside every episode)."""
     keys = [s.key for s in workload.series]
     windows = [(keys[e.series], t0 + e.start * tick_s, t0 + (e.start + e.length + 5) * tick_s) for e in workload.episodes]
     hit = [False] * len(windows)
@@ -180,4 +188,4 @@ def _match(workload: Workload, alerts: list[tuple], t0: float, tick_s: float) ->
         for i in inside:
             hit[i] = True
         outside += not inside
-    return sum(hit), outside
+    return hit, outside
