@@ -7,6 +7,7 @@ read-only SQL at ``POST /query`` on its web port for every other process.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import faust
@@ -15,9 +16,9 @@ from faust.web import Request, Response, View
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from sinks.clickhouse import Store, connect
-from streams.batch_consumer import BatchConsumer
-from streams.forecast_handler import register_forecasting
-from streams.metrics_handler import metrics_handler
+from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
+from streams.forecast_handler import ForecastHandler, register_forecasting
+from streams.metrics_handler import MetricsHandler, metrics_handler
 from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
 
@@ -53,6 +54,16 @@ def make_faust_app(settings: Settings) -> faust.App:
     )
 
 
+def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler) -> BatchHandler:
+    """The metrics topic's batch handler: the metrics path, then forecasting on the points it
+    decoded. It returns once both have stored their rows and Kafka acknowledged their sends."""
+
+    async def handle(events: Sequence[KafkaEvent]) -> None:
+        await forecast(events, await metrics(events))
+
+    return handle
+
+
 def build_app(settings: Settings) -> faust.App:
     """The pipeline's Faust app: topics, store, the metrics batch consumer with its metrics and
     forecasting handlers, the OTLP agents, timers and the /query endpoint."""
@@ -69,7 +80,7 @@ def build_app(settings: Settings) -> faust.App:
     forecast, forecasting = register_forecasting(app, settings, store)  # forecasts, costs, replica advice
     app.service(BatchConsumer(
         settings, settings.topic_metrics, group_id=f"{settings.app_id}-metrics",
-        handlers=[metrics_handler(pipeline, topics, settings), forecast],
+        handler=metrics_then_forecasting(metrics_handler(pipeline, topics, settings), forecast),
         checkpoints=[pipeline.checkpoint, forecasting.checkpoint],
     ))
 

@@ -4,8 +4,9 @@ Faust's per-event stream machinery delivers about 3,000 events/s per process on 
 development machines, while a plain aiokafka ``getmany`` loop reads the same topic 30 times
 faster (docs/benchmarks.md). So the high-volume metrics topic is read here, in batches
 flushed by size (``M1_BATCH_SIZE``) or time (``M1_FLUSH_SECONDS``), and each batch goes to
-the handlers in order (the metrics path, then the forecasting path); a failing batch is
-retried from its first offsets. The low-volume topics keep their Faust agents.
+one handler (``streams.app`` wires the metrics path, then the forecasting path on the points
+the metrics path decoded); a failing batch is retried from its first offsets. The
+low-volume topics keep their Faust agents.
 
 Offsets are committed together with the models' checkpoints, every ``M1_SNAPSHOT_SECONDS``
 and on a clean stop: first the checkpoints are written, then the offsets of every batch
@@ -50,19 +51,19 @@ BatchHandler = Callable[[Sequence[KafkaEvent]], Awaitable[None]]
 
 
 class BatchConsumer(Service):
-    """Consumes ``topic`` in batches for ``handlers``; started and stopped with the Faust app.
+    """Consumes ``topic`` in batches for ``handler``; started and stopped with the Faust app.
 
-    ``checkpoints`` (blocking callables, run in a thread between batches) save the handlers'
+    ``checkpoints`` (blocking callables, run in a thread between batches) save the handler's
     models; the offsets handled before a checkpoint are committed right after it.
     """
 
-    def __init__(self, settings: Settings, topic: str, group_id: str, handlers: list[BatchHandler],
+    def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
                  checkpoints: list[Callable[[], object]], **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
         self.group_id = group_id
-        self.handlers = handlers
+        self.handler = handler
         self.checkpoints = checkpoints
         self._consumer: AIOKafkaConsumer | None = None
         self._between_batches = asyncio.Lock()
@@ -110,8 +111,7 @@ class BatchConsumer(Service):
                 continue
             async with self._between_batches:
                 try:
-                    for handle in self.handlers:
-                        await handle(events)
+                    await self.handler(events)
                 except Exception:
                     log.exception("batch of %d records failed; retrying it from its first offsets", len(events))
                     self._rewind(events)

@@ -1,23 +1,25 @@
 """The forecasting path's batch handler: learn, publish forecasts and advice, then return.
 
 ``register_forecasting`` builds the :class:`ForecastPipeline` and its output topics, and
-returns the handler that the metrics topic's batch consumer calls after the metrics handler,
-with the same records. The consumer checkpoints the pipeline only between batches, so models
-are never saved between learning a batch and delivering what it produced (a series does not
-learn a point twice, so such a checkpoint would drop those outputs from a replay).
+returns the handler that ``streams.app`` calls after the metrics handler, with the same
+batch and the metrics handler's outcome: it learns the points decoded there (no second
+decode). The consumer checkpoints the pipeline only between batches, so models are never
+saved between learning a batch and delivering what it produced (a series does not learn a
+point twice, so such a checkpoint would drop those outputs from a replay).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import faust
 import msgspec
 
-from streams.batch_consumer import BatchHandler, KafkaEvent
+from streams.batch_consumer import KafkaEvent
 from streams.forecast_pipeline import ForecastPipeline
-from streams.metrics_handler import delivered, records_of
+from streams.metrics_handler import delivered
+from streams.metrics_pipeline import BatchOutcome
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
@@ -25,18 +27,19 @@ if TYPE_CHECKING:
     from sinks.clickhouse import Store
 
 
-def register_forecasting(app: faust.App, settings: Settings, store: Store) -> tuple[BatchHandler, ForecastPipeline]:
+ForecastHandler = Callable[[Sequence[KafkaEvent], BatchOutcome], Awaitable[None]]
+
+
+def register_forecasting(app: faust.App, settings: Settings, store: Store) -> tuple[ForecastHandler, ForecastPipeline]:
     """Output topics on ``app``; returns the batch handler and its pipeline."""
     pipeline = ForecastPipeline(settings, store)
     raw = dict(key_serializer="raw", value_serializer="raw")
     forecasts = app.topic(settings.topic_forecasts, **raw)
     recommendations = app.topic(settings.topic_recommendations, **raw)
 
-    async def handle(events: Sequence[KafkaEvent]) -> None:
+    async def handle(events: Sequence[KafkaEvent], decoded: BatchOutcome) -> None:
         with batch_span(settings.topic_metrics, events, agent="forecast") as span:
-            with stage("consume"):
-                records = records_of(events)
-            outcome = await in_thread(pipeline.process, records)
+            outcome = await in_thread(pipeline.process_points, decoded.points, len(decoded.dead_letters))
             with stage("produce"):
                 sends = [forecasts.send(key=f.series.encode(), value=msgspec.json.encode(f)) for f in outcome.forecasts]
                 sends += [forecasts.send(key=c.series.encode(), value=msgspec.json.encode(c)) for c in outcome.costs]

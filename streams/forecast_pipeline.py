@@ -1,8 +1,11 @@
 """The forecasting path for one batch of metric records, without Faust: learn, forecast, store.
 
-The metrics topic's batch consumer (``streams.forecast_handler``) hands every batch to
-:meth:`ForecastPipeline.process`. Per series (bounded :class:`~models.bank.ModelBank`,
-checkpointed to ``model_state`` as ``forecast:<model>``), by metric name:
+For every batch of the metrics topic, the forecast handler (``streams.forecast_handler``)
+hands :meth:`ForecastPipeline.process_points` the points that the metrics path decoded from it
+(``BatchOutcome.points`` in ``streams.metrics_pipeline``), so no record is decoded twice;
+:meth:`ForecastPipeline.process` decodes records itself, the same way (tests, benchmarks).
+Per series (bounded :class:`~models.bank.ModelBank`, checkpointed to ``model_state`` as
+``forecast:<model>``), by metric name:
 
 * ``forecast_metrics``: a forecaster (``models.forecasting.registry``); every
   ``forecast_every`` points it publishes one :class:`ForecastEvent` per horizon in
@@ -18,7 +21,9 @@ Forecast and cost events go to the forecasts topic (``kind`` says which), recomm
 the recommendations topic. Points not newer than the last one a series learned are skipped,
 so a batch replayed after a crash does not train a model twice; outputs are identified by
 series, origin time and horizon/period, so replayed outputs collapse in the ReplacingMergeTree
-tables. Invalid records are dead-lettered by the metrics agent; here they are only counted.
+tables. Invalid and re-keyed records are not among the decoded points: the metrics path
+dead-letters the invalid ones (here they are only counted) and sends the others again with
+their series key (they are learned when they come back).
 
 >>> from types import SimpleNamespace
 >>> from m1.settings import Settings
@@ -39,7 +44,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any
@@ -56,10 +60,10 @@ from models.forecasting.peak import PeakForecaster
 from models.forecasting.registry import make_forecaster
 from models.forecasting.scaling import ScalingPolicy
 from models.ordered import fresh_mask
-from schemas.events import EventDecoder, InvalidEvent, MetricPoint
+from schemas.events import EventDecoder, MetricPoint
 from sinks.model_state import StoreLike, restore_missing, save_checkpoint
 from sinks.clickhouse import TS_TYPE
-from streams.metrics_pipeline import Record
+from streams.metrics_pipeline import Record, decode_batch
 from streams.tracing import stage
 
 
@@ -151,7 +155,7 @@ class SeriesModels:
 
 
 class ForecastPipeline:
-    """Decode metric records and run the per-series forecasters, cost projectors and scaling."""
+    """Run the per-series forecasters, cost projectors and scaling on decoded metric points."""
 
     def __init__(self, settings: Settings, store: StoreLike):
         if settings.forecast_every < 1 or settings.scaling_window < 1:
@@ -176,26 +180,21 @@ class ForecastPipeline:
         self._lock = threading.RLock()
 
     def process(self, records: list[Record]) -> ForecastOutcome:
-        """Handle one batch; raises only if the store fails (then nothing may be acked)."""
+        """Decode one batch of records as the metrics path does, then :meth:`process_points`."""
+        decoded = decode_batch(self.decoder, records, time.time())
+        return self.process_points(decoded.points, skipped_invalid=len(decoded.dead_letters))
+
+    def process_points(self, points: dict[str, list[MetricPoint]], skipped_invalid: int = 0) -> ForecastOutcome:
+        """Learn one batch's valid, rightly keyed points (by series, in record order; the batch
+        had ``skipped_invalid`` invalid records); raises only if the store fails (then nothing
+        may be acked)."""
         now = time.time()
-        outcome = ForecastOutcome()
-        by_series: dict[str, list[MetricPoint]] = defaultdict(list)
-        with stage("decode"):
-            for record in records:
-                try:
-                    point = self.decoder.decode(record.value)
-                except InvalidEvent:
-                    outcome.skipped_invalid += 1
-                    continue
-                if point.metric not in self.wanted:
-                    continue
-                series = point.series_key
-                if record.key is not None and record.key != series.encode():
-                    continue  # the metrics agent re-keys it; we learn it when it comes back
-                by_series[series].append(point)
+        outcome = ForecastOutcome(skipped_invalid=skipped_invalid)
         with self._lock, stage("score"):
-            self._restore(list(by_series))
-            for series, batch in by_series.items():
+            wanted = [series for series, batch in points.items() if batch[0].metric in self.wanted]
+            self._restore(wanted)
+            for series in wanted:
+                batch = points[series]
                 last = self.bank.apply(series, 0, lambda models: models.last_ts)
                 # a replay or out-of-order points are not learned again
                 fresh = list(compress(batch, fresh_mask([p.ts for p in batch], last)))

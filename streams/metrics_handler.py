@@ -1,19 +1,21 @@
 """The metrics path's batch handler: pipeline in a thread, outputs to Kafka, then return.
 
-The batch consumer (``streams.batch_consumer``) commits a batch's offsets only after this
-returns, that is after the store insert and the Kafka sends have both completed.
+It returns the batch's :class:`~streams.metrics_pipeline.BatchOutcome`, whose decoded points
+the forecast handler learns next (``streams.app`` wires the two). The batch consumer
+(``streams.batch_consumer``) commits a batch's offsets only after both returned, that is
+after the store inserts and the Kafka sends have all completed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from streams.batch_consumer import BatchHandler, KafkaEvent
-from streams.metrics_pipeline import MetricsPipeline, Record
+from streams.batch_consumer import KafkaEvent
+from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
@@ -26,10 +28,13 @@ def records_of(events: Sequence[KafkaEvent]) -> list[Record]:
     return [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in events]
 
 
-def metrics_handler(pipeline: MetricsPipeline, topics: Topics, settings: Settings) -> BatchHandler:
+MetricsHandler = Callable[[Sequence[KafkaEvent]], Awaitable[BatchOutcome]]
+
+
+def metrics_handler(pipeline: MetricsPipeline, topics: Topics, settings: Settings) -> MetricsHandler:
     """The handler of metrics batches, bound to its pipeline and topics."""
 
-    async def handle(events: Sequence[KafkaEvent]) -> None:
+    async def handle(events: Sequence[KafkaEvent]) -> BatchOutcome:
         with batch_span(settings.topic_metrics, events, agent="metrics") as span:
             with stage("consume"):
                 records = records_of(events)
@@ -42,6 +47,7 @@ def metrics_handler(pipeline: MetricsPipeline, topics: Topics, settings: Setting
                 await delivered(sends)
             record_outcome(span, stored=outcome.stored, dead_letters=len(outcome.dead_letters),
                            anomalies=len(outcome.anomalies), rekeyed=len(outcome.rekeyed))
+        return outcome
 
     return handle
 

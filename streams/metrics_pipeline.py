@@ -5,6 +5,9 @@ The metrics batch handler (``streams.metrics_handler``) and the benchmarks call
 anomalies, records to re-key) so that the caller acknowledges the batch only after
 both the store and Kafka have taken it. That order is what makes delivery
 at-least-once; the store's ReplacingMergeTree tables make the replays invisible.
+The outcome also carries the batch's decoded points, by series: the forecasting path
+(``streams.forecast_pipeline``) learns those, so each record is decoded once
+(:func:`decode_batch`).
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     rekeyed: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # the valid points keyed by their series, per series in record order (metrics topic only)
+    points: dict[str, list[MetricPoint]] = field(default_factory=dict)
 
 
 class MetricsPipeline:
@@ -97,23 +102,8 @@ class MetricsPipeline:
     def process(self, records: list[Record]) -> BatchOutcome:
         """Handle one batch; raises only if the store fails (then nothing may be acked)."""
         now = time.time()
-        outcome = BatchOutcome()
-        with stage("decode"):  # msgspec parses and checks the schema in one pass
-            decoded: list[tuple[Record, MetricPoint]] = []
-            for record in records:
-                try:
-                    decoded.append((record, self.decoder.decode(record.value)))
-                except InvalidEvent as exc:
-                    outcome.dead_letters.append(_dead_letter(record, exc.reason, now))
-        with stage("validate"):  # a record keyed otherwise belongs to another partition
-            by_series: dict[str, list[MetricPoint]] = defaultdict(list)
-            for record, point in decoded:
-                series = point.series_key
-                if record.key is not None and record.key != series.encode():
-                    outcome.rekeyed.append((series.encode(), record.value))
-                    continue
-                by_series[series].append(point)
-        outcome.stored, outcome.anomalies = self.score_and_store(by_series, now, outcome.dead_letters)
+        outcome = decode_batch(self.decoder, records, now)
+        outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters)
         return outcome
 
     def score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
@@ -195,6 +185,29 @@ class MetricsPipeline:
                 "payload": pa.array([base64.b64decode(d.payload_b64) for d in letters], type=pa.binary()),
             },
         )
+
+
+def decode_batch(decoder: EventDecoder, records: list[Record], now: float) -> BatchOutcome:
+    """The outcome of a batch before scoring: its dead letters (received at ``now``), the
+    records to re-key and the points of the rest, by series."""
+    outcome = BatchOutcome()
+    with stage("decode"):  # msgspec parses and checks the schema in one pass
+        decoded: list[tuple[Record, MetricPoint]] = []
+        for record in records:
+            try:
+                decoded.append((record, decoder.decode(record.value)))
+            except InvalidEvent as exc:
+                outcome.dead_letters.append(_dead_letter(record, exc.reason, now))
+    with stage("validate"):  # a record keyed otherwise belongs to another partition
+        by_series: dict[str, list[MetricPoint]] = defaultdict(list)
+        for record, point in decoded:
+            series = point.series_key
+            if record.key is not None and record.key != series.encode():
+                outcome.rekeyed.append((series.encode(), record.value))
+                continue
+            by_series[series].append(point)
+    outcome.points = by_series
+    return outcome
 
 
 def _dead_letter(record: Record, reason: str, now: float) -> DeadLetter:
