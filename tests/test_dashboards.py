@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +17,12 @@ import pytest
 
 from m1.settings import Settings
 from sinks.clickhouse import Store, connect
+from streams.bottleneck_job import BottleneckJob
 from streams.forecast_pipeline import ForecastPipeline
-from streams.metrics_pipeline import MetricsPipeline
-from tests.test_forecast_path import N, STEP, T0, interleaved, records, series_points
+from streams.metrics_pipeline import MetricsPipeline, Record
+from streams.otlp_pipeline import OtlpPipeline
+from tests.test_forecast_path import N, T0, interleaved, records, series_points
+from traces.generator import generate_request
 
 DASHBOARDS = sorted((Path(__file__).resolve().parents[1] / "dashboards").glob("*.json"))
 
@@ -28,16 +32,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     home = tmp_path_factory.mktemp("dashboards")
     store = Store(connect(Settings(home=home)))
     store.migrate()
+    settings = Settings(home=home)
     batch = records(interleaved(series_points("acme", n=N)))
-    MetricsPipeline(Settings(home=home), store).process(batch)
-    ForecastPipeline(Settings(home=home), store).process(batch)
+    metrics = MetricsPipeline(settings, store)
+    metrics.process(batch)
+    ForecastPipeline(settings, store).process(batch)
+    spans = [Record("otlp_spans", 0, i, None, generate_request(20, seed=i).SerializeToString()) for i in range(3)]
+    OtlpPipeline(settings, store, metrics, red_grace_seconds=0.0).process_spans(spans)
+    BottleneckJob(settings, store).run()
     yield store
     store.close()
 
 
 def expand(sql: str, variables: dict[str, str]) -> str:
-    """Grafana's ClickHouse macros over the data's time range, then the dashboard variables."""
-    start, end = T0, T0 + (N + 48) * STEP  # forecasts reach past the last point
+    """Grafana's ClickHouse macros over a range that holds all test data, then the dashboard variables."""
+    start, end = T0 - 86400, time.time() + 86400  # the metrics series start at T0, spans now
     sql = re.sub(r"\$__timeFilter\((\w+)\)",
                  lambda m: f"{m[1]} >= toDateTime64({start}, 3, 'UTC') AND {m[1]} <= toDateTime64({end}, 3, 'UTC')", sql)
     sql = re.sub(r"\$__timeInterval\((\w+)\)", lambda m: f"toStartOfInterval({m[1]}, INTERVAL 60 second)", sql)
@@ -70,14 +79,29 @@ def test_every_panel_query_runs_on_the_pipelines_tables(path: Path, store: Store
             store.query(expand(target["rawSql"], variables))  # raises on a wrong table, column or syntax
 
 
-def test_forecast_dashboard_shows_forecasts_costs_and_recommendations(store: Store) -> None:
-    dashboard = json.loads((DASHBOARDS[0].parent / "m1-forecasts.json").read_text())
+def panel_rows(name: str, store: Store) -> tuple[dict[str, str], dict[str, list[tuple]]]:
+    """The dashboard's variables and each panel target's rows (keyed ``<panel id><refId>``); none may be empty."""
+    dashboard = json.loads((DASHBOARDS[0].parent / name).read_text())
     variables = variables_of(dashboard, store)
-    assert variables["horizon"] == "12" and variables["series"].startswith("acme|")
+    rows = {}
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
-            rows = store.query(expand(target["rawSql"], variables)).rows
-            assert rows, f"panel {panel['title']!r} ({target['refId']}) shows nothing"
-    costs = store.query(expand(dashboard["panels"][1]["targets"][0]["rawSql"], variables)).rows
-    assert {period for _, period, *_ in costs} == {"day", "month"}
-    assert all(low <= total <= high for *_, total, low, high, _end in costs)
+            rows[f"{panel['id']}{target['refId']}"] = store.query(expand(target["rawSql"], variables)).rows
+            assert rows[f"{panel['id']}{target['refId']}"], f"panel {panel['title']!r} ({target['refId']}) shows nothing"
+    return variables, rows
+
+
+def test_forecast_dashboard_shows_forecasts_costs_and_recommendations(store: Store) -> None:
+    variables, rows = panel_rows("m1-forecasts.json", store)
+    assert variables["horizon"] == "12" and variables["series"].startswith("acme|")
+    assert {period for _, period, *_ in rows["2A"]} == {"day", "month"}
+    assert all(low <= total <= high for *_, total, low, high, _end in rows["2A"])
+
+
+def test_traces_dashboard_shows_red_bottlenecks_and_slow_traces(store: Store) -> None:
+    _, rows = panel_rows("m1-traces.json", store)
+    assert sum(calls for _, _, calls in rows["1A"]) > 0
+    assert [rank for _, rank, *_ in rows["4A"]] == sorted(rank for _, rank, *_ in rows["4A"])  # ranked per run
+    assert {rule for _, _, rule, *_ in rows["5A"]} >= {"n_plus_one"}  # the generator's N+1 pattern is named
+    durations = [d for _, _, _, d, *_ in rows["6A"]]
+    assert durations == sorted(durations, reverse=True) and len(durations) == 20
