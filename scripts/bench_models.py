@@ -84,14 +84,27 @@ def measure_small_batches(name: str, series: int, points: int, batch: int, repea
     return statistics.median(rounds)
 
 
-def measure_forecaster(name: str, points: int) -> float:
+def measure_forecaster(name: str, series: int, points: int) -> dict[str, float]:
+    """µs per learn + 12-step forecast on one series; memory of ``series`` forecasters as the
+    stream builds them (published horizons 1, 6, 12) after ``points`` values each."""
     x, t = series_data(points, seed=3)
     model = make_forecaster(name)
     start = time.perf_counter()
     for xi, ti in zip(x.tolist(), t.tolist()):
         model.learn_one(xi, ti)
         model.forecast(12)
-    return (time.perf_counter() - start) / points * 1e6
+    us = (time.perf_counter() - start) / points * 1e6
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    models = [make_forecaster(name, horizon=12, steps=[1, 6, 12]) for _ in range(series)]
+    for model, seed in zip(models, range(series)):
+        for xi in series_data(points, seed)[0].tolist():
+            model.learn_one(xi)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    resident = sum(s.size_diff for s in after.compare_to(before, "filename")) / series
+    checkpoint = float(np.mean([len(pickle.dumps(m)) for m in models[:20]]))
+    return {"us": us, "resident": resident, "checkpoint": checkpoint}
 
 
 def main(
@@ -120,8 +133,9 @@ def main(
         table.add_row(name, f"{m['batch_us']:.1f}", f"{m['single_us']:.1f}", f"{m['resident'] / 1024:.1f}",
                       f"{m['checkpoint'] / 1024:.1f}", f"{m['resident'] * 10_000 / 2**30:.2f}")
     for name in () if only else ("holtwinters", "snarimax"):
-        table.add_row(f"forecaster {name} (learn + 12-step forecast)", f"{measure_forecaster(name, points):.1f}",
-                      "", "", "", "")
+        f = measure_forecaster(name, series, points)
+        table.add_row(f"forecaster {name} (learn + 12-step forecast)", f"{f['us']:.1f}", "", f"{f['resident'] / 1024:.1f}",
+                      f"{f['checkpoint'] / 1024:.1f}", f"{f['resident'] * 10_000 / 2**30:.2f}")
     console.print(table)
 
 
