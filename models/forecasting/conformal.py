@@ -57,6 +57,8 @@ class ConformalIntervals:
             if lag >= len(self.pending) or lag >= len(self.pending[lag]):
                 break
             error = abs(y - self.pending[lag][lag])
+            if not math.isfinite(error):
+                continue  # a diverged forecast says nothing about the spread of good ones
             errors = self.residuals[index]
             if self.adapt_rate and len(errors):
                 miss = errors.count_below(error) >= self._rank(index)

@@ -101,6 +101,14 @@ def test_tracking_only_published_steps_gives_them_the_same_widths():
         ConformalIntervals(horizon=6, steps=[7])
 
 
+def test_a_non_finite_forecast_is_not_a_residual():
+    ci = ConformalIntervals(horizon=1, window=10, coverage=0.9, adapt_rate=0.02)
+    for point in (1.0, float("nan"), float("inf"), 2.0):
+        ci.record([point])
+        ci.observe(0.0)
+    assert len(ci.residuals[0]) == 2 and ci.half_width(1) == 2.0
+
+
 def test_intervals_load_checkpoints_from_before_the_sorted_windows():
     ci = ConformalIntervals.__new__(ConformalIntervals)
     ci.__setstate__({"horizon": 2, "window": 5, "coverage": 0.9, "adapt_rate": 0.0, "levels": [0.9, 0.9],
