@@ -23,7 +23,8 @@ class Profile(str, Enum):
     all = "all"
 
 
-def _default_data() -> Path:
+def default_nab_data() -> Path:
+    """$M1_NAB_DIR, else the shared corpus beside the repository."""
     env = os.environ.get("M1_NAB_DIR")
     if env:
         return Path(env)
@@ -53,7 +54,7 @@ def nab(
     from models.registry import DETECTORS
 
     console = Console(width=max(Console().width, 100))
-    data_dir = data or _default_data()
+    data_dir = data or default_nab_data()
     labels_file = labels or data_dir.parent / "labels" / "combined_windows.json"
     if not data_dir.is_dir():
         raise typer.BadParameter(f"{data_dir} is not a directory", param_hint="--data")
