@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         description="Ensemble views: robust, seasonal_robust, relative_entropy, holtwinters, hst, windowed_gaussian.")
     ensemble_rarity_k: int = Field(
         default=5, description="Ensemble: a deviation alerts only if fewer than k as large were seen in the last 4,000 points; 0 = off.")
-    anomaly_threshold: float = Field(default=0.6, description="Scores at or above this become anomaly events (warning).")
+    anomaly_threshold: float = Field(
+        default=0.58, description="Scores at or above this become anomaly events (warning); 0.58 is the ensemble's "
+                                  "NAB-optimal threshold, see docs/benchmarks-nab.md.")
     critical_threshold: float = Field(default=0.75, description="Scores at or above this are critical anomalies.")
     max_series: int = Field(default=100_000, description="Live models kept in memory; least recently used beyond it are evicted.")
     snapshot_seconds: float = Field(default=10.0, description="How often changed model state is checkpointed.")

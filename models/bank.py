@@ -39,6 +39,12 @@ from models.registry import make_detector
 
 #: A checkpoint row: series key, points learned so far, pickled detector.
 StateRow = tuple[str, int, bytes]
+
+#: Format of the pickled model state. Checkpoints are stored under ``<detector>@<STATE_VERSION>``
+#: (:attr:`ModelBank.state_key`), so a worker never restores state an older version pickled
+#: with other attributes: bump this when a model's state changes incompatibly; its series then
+#: start learning afresh instead of failing every batch.
+STATE_VERSION = 2
 T = TypeVar("T")
 
 
@@ -56,6 +62,11 @@ class ModelBank:
         self._models: OrderedDict[str, tuple[Detector, int]] = OrderedDict()
         self._dirty: set[str] = set()
         self._evicted: dict[str, StateRow] = {}
+
+    @property
+    def state_key(self) -> str:
+        """Key of this bank's checkpoints: the detector name and :data:`STATE_VERSION`."""
+        return f"{self.detector}@{STATE_VERSION}"
 
     def __contains__(self, series: str) -> bool:
         return series in self._models

@@ -1,5 +1,8 @@
 """Per-series model checkpoints in the ``model_state`` table (newest row per series wins).
 
+Rows are keyed by the bank's :attr:`~models.bank.ModelBank.state_key` (detector name and state
+format version), so state pickled by an incompatible older version is never loaded.
+
 Both stream pipelines keep their models in a :class:`models.bank.ModelBank` and use these
 two functions to save what changed and to load what a restart or an eviction lost.
 """
@@ -30,7 +33,7 @@ def save_checkpoint(store: StoreLike, bank: ModelBank) -> int:
             "model_state",
             {
                 "series": list(series),
-                "detector": [bank.detector] * len(rows),
+                "detector": [bank.state_key] * len(rows),
                 "points": list(points),
                 "state": pa.array(states, type=pa.binary()),
                 "updated_at": pa.array([int(time.time() * 1000)] * len(rows), type=TS_TYPE),
@@ -47,6 +50,6 @@ def restore_missing(store: StoreLike, bank: ModelBank, series: list[str]) -> Non
     result = store.query(
         "SELECT series, points, hex(state) FROM model_state FINAL "
         "WHERE detector = {d:String} AND series IN {s:Array(String)}",
-        {"d": bank.detector, "s": missing},
+        {"d": bank.state_key, "s": missing},
     )
     bank.restore((s, p, bytes.fromhex(state)) for s, p, state in result.rows)

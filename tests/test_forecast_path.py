@@ -17,6 +17,7 @@ import pytest
 from m1.query_client import run_query
 from m1.settings import Settings
 from m1.worker_process import settings_env
+from models.bank import STATE_VERSION
 from models.forecasting.cost import day_end, month_end
 from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store, connect
@@ -179,7 +180,7 @@ def test_checkpoint_restore_and_eviction_continue_where_they_left_off(tmp_path: 
     first = ForecastPipeline(pipeline_settings(tmp_path), store)
     head = first.process(records(data[:300]))
     assert first.checkpoint() == 3
-    assert {r["detector"] for r in store.rows("model_state")} == {"forecast:holtwinters"}
+    assert {r["detector"] for r in store.rows("model_state")} == {f"forecast:holtwinters@{STATE_VERSION}"}
     assert sorted(r["points"] for r in store.rows("model_state")) == [100, 100, 100]
     second = ForecastPipeline(pipeline_settings(tmp_path), store)  # a restarted worker
     tail = second.process(records(data[300:], first_offset=300))
@@ -291,4 +292,4 @@ def test_stream_publishes_forecasts_costs_and_recommendations(running: Settings)
     assert len(recs_topic) == expected["recommendations"] and all(m["replicas"] >= 1 for m in recs_topic)
     # The forecasting models are checkpointed next to the detectors, under their own name.
     assert wait_for(lambda: int(scalar(running, "SELECT count() FROM model_state FINAL "
-                                                "WHERE detector = 'forecast:holtwinters'")) == 3)
+                                                f"WHERE detector = 'forecast:holtwinters@{STATE_VERSION}'")) == 3)

@@ -6,10 +6,11 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from m1.settings import Settings
-from sinks.clickhouse import Store, connect
+from sinks.clickhouse import TS_TYPE, Store, connect
 from streams.metrics_pipeline import MetricsPipeline, Record
 from schemas.events import MetricPoint, encode
 
@@ -70,6 +71,28 @@ def test_replayed_or_twice_forwarded_points_are_stored_again_but_learned_once(st
     sql = "SELECT score FROM metric_points FINAL WHERE tenant = {t:String} AND ts >= toDateTime64(1767225900, 3) ORDER BY ts"
     scores = {t: [r[0] for r in store.query(sql, {"t": t}).rows] for t in ("clean", "replayed")}
     assert len(scores["clean"]) == 100 and max(scores["clean"]) > 0.6 and scores["clean"] == scores["replayed"]
+
+
+def test_state_of_another_format_version_is_not_restored(store: Store, tmp_path: Path) -> None:
+    """A checkpoint an older version pickled (other attributes) must not break the new worker."""
+    first = MetricsPipeline(Settings(home=tmp_path / "a"), store)
+    first.process(records("upgrade", 300))
+    assert first.checkpoint() == 1
+    series = MetricPoint(0.0, "upgrade", "eu", "api", "rps", 0.0, {"host": "a"}).series_key
+    # what an older version left: the same series under the bare detector name, unusable state
+    store.insert("model_state", {"series": [series], "detector": ["ensemble"], "points": [300],
+                                 "state": pa.array([b"not a pickle of today's classes"], type=pa.binary()),
+                                 "updated_at": pa.array([4_102_444_800_000], type=TS_TYPE)})
+    restarted = MetricsPipeline(Settings(home=tmp_path / "b"), store)
+    outcome = restarted.process(records("upgrade", 100, first_offset=300))
+    assert outcome.stored == 100
+    assert restarted.bank.points(series) == 400  # this version's checkpoint, not the old row
+    old_only = MetricsPipeline(Settings(home=tmp_path / "c"), store)
+    store.insert("model_state", {"series": ["never|saved|now"], "detector": ["ensemble"], "points": [5],
+                                 "state": pa.array([b"junk"], type=pa.binary()),
+                                 "updated_at": pa.array([4_102_444_800_000], type=TS_TYPE)})
+    old_only._restore(["never|saved|now"])
+    assert old_only.bank.points("never|saved|now") == 0  # not loaded: starts afresh
 
 
 def test_remote_queries_are_read_only(store: Store) -> None:
