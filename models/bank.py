@@ -26,6 +26,7 @@ Any picklable per-series model works given a ``factory``; ``apply`` runs a funct
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -46,6 +47,7 @@ StateRow = tuple[str, int, bytes]
 #: start learning afresh instead of failing every batch.
 STATE_VERSION = 2
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ModelBank:
@@ -79,8 +81,17 @@ class ModelBank:
         return self._models[series][1] if series in self._models else 0
 
     def score_learn(self, series: str, values: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """Score then learn a series' new points in time order; creates the detector if new."""
-        return self.apply(series, len(values), lambda model: model.score_learn_many(values, times))
+        """Score then learn a series' new points in time order; creates the detector if new.
+
+        A detector that raises is dropped and the points go to a fresh one (logged), so one
+        series' broken state cannot stall every batch; a fresh detector that raises too fails.
+        """
+        try:
+            return self.apply(series, len(values), lambda model: model.score_learn_many(values, times))
+        except Exception:
+            log.exception("the %s detector of %s failed; it starts afresh", self.detector, series)
+            self.discard(series)
+            return self.apply(series, len(values), lambda model: model.score_learn_many(values, times))
 
     def apply(self, series: str, points: int, fn: Callable[[Any], T]) -> T:
         """``fn(model)`` on the series' model (created if new), which learned ``points`` more."""
@@ -97,15 +108,25 @@ class ModelBank:
         self._evict_overflow()
         return result
 
+    def discard(self, series: str) -> None:
+        """Forget the series' model (live or evicted); the next use starts a fresh one."""
+        self._models.pop(series, None)
+        self._evicted.pop(series, None)
+
     def missing(self, series: Iterable[str]) -> list[str]:
         """The given series that have no state here (candidates for ``restore``)."""
         return [s for s in series if s not in self._models and s not in self._evicted]
 
     def restore(self, rows: Iterable[StateRow]) -> None:
-        """Load checkpoint rows (series not live yet only: live state is newer)."""
+        """Load checkpoint rows (series not live yet only: live state is newer); a row that
+        does not unpickle is skipped (logged) and its series starts afresh."""
         for series, points, state in rows:
-            if series not in self._models:
+            if series in self._models:
+                continue
+            try:
                 self._models[series] = (pickle.loads(state), points)
+            except Exception:
+                log.exception("the saved %s state of %s does not load; it starts afresh", self.detector, series)
         self._evict_overflow()
 
     def checkpoint(self) -> list[StateRow]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
+import pytest
 
 from models.bank import ModelBank
 from models.registry import DETECTORS, make_detector
@@ -53,3 +56,18 @@ def test_flat_line_does_not_pin_scores_at_one() -> None:
     for name in DETECTORS:
         scores = make_detector(name).score_learn_many(values, times)
         assert scores[:450].max() < 1.0 and scores[451:].max() < 1.0, name
+
+
+def test_broken_state_is_replaced_by_a_fresh_model_instead_of_failing() -> None:
+    """A saved row that does not unpickle, or a live model that raises, costs that series its
+    history, not the batch: the points go to a fresh model."""
+    bank = ModelBank("zscore")
+    bank.restore([("a", 50, b"not a pickle"), ("b", 10, pickle.dumps(make_detector("zscore")))])
+    assert "a" not in bank and bank.points("b") == 10
+    bank.apply("b", 0, lambda model: setattr(model, "mean", None))  # state an old version might leave
+    scores = bank.score_learn("b", np.array([1.0, 2.0]), np.array([0.0, 1.0]))
+    assert len(scores) == 2 and bank.points("b") == 2  # a fresh detector learned the two points
+    bank.factory = lambda: None  # a fresh model that fails too: the error reaches the caller
+    bank.discard("b")
+    with pytest.raises(AttributeError):
+        bank.score_learn("b", np.array([1.0]), np.array([2.0]))
