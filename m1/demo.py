@@ -133,11 +133,17 @@ class DemoSummary:
     stored: int
     dead_lettered: int  # of the invalid records this demo sent
     older_dead_letters: int  # records left on the topic before the demo, dead-lettered during it
-    injected: int
-    detected: int
-    detected_by_kind: dict[str, tuple[int, int]]  # kind -> (detected, injected)
+    detected_by_kind: dict[str, tuple[int, int]]  # episode kind -> (detected, injected)
     false_alerts: int
     points_per_second: float
+
+    @property
+    def detected(self) -> int:
+        return sum(n for n, _ in self.detected_by_kind.values())
+
+    @property
+    def injected(self) -> int:
+        return sum(total for _, total in self.detected_by_kind.values())
 
 
 def _summarise(settings: Settings, workload: Workload, produced: Produced, stored: int, drain_s: float) -> DemoSummary:
@@ -147,14 +153,11 @@ def _summarise(settings: Settings, workload: Workload, produced: Produced, store
     dead = sum((int(p), int(o)) in produced.invalid_at for p, o in letters)
     alerts = run_query(settings, f"SELECT series, toUnixTimestamp64Milli(ts) / 1000 FROM anomalies FINAL WHERE {where}").rows
     hit, false_alerts = _match(workload, alerts, produced.started, produced.tick_seconds)
-    by_kind: dict[str, list[int]] = {}
-    for episode, found in zip(workload.episodes, hit):
-        counts = by_kind.setdefault(episode.kind, [0, 0])
-        counts[0] += found
-        counts[1] += 1
+    kinds = sorted({e.kind for e in workload.episodes})
+    by_kind = {k: (sum(f for e, f in zip(workload.episodes, hit) if e.kind == k),
+                   sum(e.kind == k for e in workload.episodes)) for k in kinds}
     elapsed = produced.ended - produced.started + drain_s
-    return DemoSummary(produced.valid, produced.invalid, stored, dead, len(letters) - dead, len(workload.episodes),
-                       sum(hit), {k: (n, total) for k, (n, total) in sorted(by_kind.items())}, false_alerts,
+    return DemoSummary(produced.valid, produced.invalid, stored, dead, len(letters) - dead, by_kind, false_alerts,
                        stored / max(elapsed, 1e-9))
 
 
