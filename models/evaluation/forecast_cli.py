@@ -13,7 +13,6 @@ warm-up: learned, used for season detection and capacity, never scored.
 from __future__ import annotations
 
 import csv
-import os
 import re
 from datetime import datetime, timezone
 from enum import Enum
@@ -23,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from models.evaluation.cli import default_nab_data
 from models.evaluation.forecast import walk_forward
 from models.evaluation.scaling import evaluate_scaling
 from models.forecasting.base import Forecaster
@@ -31,7 +31,6 @@ from models.forecasting.registry import make_forecaster
 
 app = typer.Typer(help="Forecast and scaling-recommendation evaluations.", no_args_is_help=True)
 LOAD_SERIES = re.compile(r"request|elb|cpu", re.IGNORECASE)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Model(str, Enum):
@@ -58,6 +57,11 @@ def read_series(path: Path) -> tuple[list[float], list[float]]:
             ts.append((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp())
             ys.append(float(row["value"]))
     return ts, ys
+
+
+def default_scaling_data() -> Path:
+    """The ``realAWSCloudwatch`` category of the default NAB data directory."""
+    return default_nab_data() / "realAWSCloudwatch"
 
 
 def default_warmup(n: int) -> int:
@@ -124,9 +128,7 @@ def scaling(
     Also: the share *under* the oracle, and *overloaded* (recommended capacity below the
     actual peak, headroom aside).
     """
-    if data is None:
-        nab = os.environ.get("M1_NAB_DIR")
-        data = Path(nab) / "realAWSCloudwatch" if nab else REPO_ROOT / "../shared/datasets/nab/data/realAWSCloudwatch"
+    data = data or default_scaling_data()
     files = sorted(p for p in data.glob("*.csv") if LOAD_SERIES.search(p.stem))
     if not files:
         raise typer.BadParameter(f"no request/ELB/CPU series in {data}")

@@ -24,6 +24,7 @@ warm-up values, so nothing after the first decision is peeked at.
 from __future__ import annotations
 
 import statistics
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -36,6 +37,21 @@ from models.forecasting.scaling import ScalingPolicy
 def within_tolerance(recommended: int, oracle: int, tolerance: float = 0.2) -> bool:
     """Whether ``recommended`` is within ``tolerance`` (a fraction) of ``oracle``."""
     return abs(recommended - oracle) <= tolerance * oracle + 1e-9
+
+
+def warmup_policy(warmup_values: Sequence[float], capacity_fraction: float = 0.1, headroom: float = 0.2) -> ScalingPolicy:
+    """The policy whose capacity per replica is ``capacity_fraction`` x the warm-up median
+    (the mean absolute value if the median is 0)."""
+    base = statistics.median(warmup_values) or statistics.fmean(abs(v) for v in warmup_values)
+    if base <= 0:
+        raise ValueError("warm-up values are all zero: no capacity to scale from")
+    return ScalingPolicy(capacity_per_replica=capacity_fraction * base, headroom=headroom)
+
+
+def decision_points(n: int, warmup: int, window: int) -> range:
+    """How many values have been seen at each decision: every ``window`` values from
+    ``warmup`` on, while a whole window of ``n`` values is left to compare with."""
+    return range(warmup, n - window + 1, window)
 
 
 @dataclass(frozen=True)
@@ -66,17 +82,15 @@ def evaluate_scaling(
         raise ValueError("need 1 <= warmup and warmup + window <= len(values)")
     if isinstance(forecaster, PeakForecaster) and forecaster.window != window:
         raise ValueError(f"the peak forecaster's window ({forecaster.window}) is not the decision window ({window})")
-    base = statistics.median(values[:warmup]) or statistics.fmean(abs(v) for v in values[:warmup])
-    if base <= 0:
-        raise ValueError("warm-up values are all zero: no capacity to scale from")
-    policy = ScalingPolicy(capacity_per_replica=capacity_fraction * base, headroom=headroom)
+    policy = warmup_policy(values[:warmup], capacity_fraction, headroom)
+    decisions = decision_points(len(values), warmup, window)
     recommended: list[int] = []
     oracle: list[int] = []
     overloaded = 0
     for i, y in enumerate(values):
         forecaster.learn_one(y, float(i))
         seen = i + 1
-        if seen >= warmup and (seen - warmup) % window == 0 and seen + window <= len(values):
+        if seen in decisions:
             if isinstance(forecaster, PeakForecaster):
                 replicas = policy.replicas_for(forecaster.forecast_peak())
             else:
@@ -95,3 +109,30 @@ def evaluate_scaling(
         mean_oracle=statistics.fmean(oracle),
         capacity=policy.capacity_per_replica,
     )
+
+
+def hindsight_ceiling(
+    values: Sequence[float], warmup: int, memory: int, window: int = 12, tolerance: float = 0.2
+) -> tuple[int, int, int]:
+    """An upper bound for planners that decide from the last ``memory`` window peaks.
+
+    Each decision's *state* is the oracle replica counts of the ``memory`` windows before it;
+    every decision of a state gets, in hindsight, the one recommendation within tolerance of
+    the most of that state's oracles. Returns (decisions within tolerance, decisions, states).
+    Policy, warm-up and decision points are those of :func:`evaluate_scaling` (default
+    capacity and headroom); decisions with fewer than ``memory`` earlier windows are skipped.
+
+    >>> hindsight_ceiling([1.0, 5.0] * 60, warmup=24, memory=1, window=1)  # alternation is predictable
+    (96, 96, 2)
+    """
+    policy = warmup_policy(values[:warmup])
+    decisions = [seen for seen in decision_points(len(values), warmup, window) if seen >= memory * window]
+    by_state: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for seen in decisions:
+        state = tuple(policy.replicas_for(max(values[seen - j * window : seen - (j - 1) * window])) for j in range(1, memory + 1))
+        by_state[state].append(policy.replicas_for(max(values[seen : seen + window])))
+    best = sum(
+        max(sum(within_tolerance(r, o, tolerance) for o in oracles) for r in range(min(oracles), max(oracles) + 1))
+        for oracles in by_state.values()
+    )
+    return best, len(decisions), len(by_state)

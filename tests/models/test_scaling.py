@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.evaluation.scaling import evaluate_scaling, within_tolerance
+from models.evaluation.scaling import evaluate_scaling, hindsight_ceiling, within_tolerance
 from models.forecasting.base import Forecast
 from models.forecasting.holt_winters import HoltWintersForecaster
+from models.forecasting.peak import PeakForecaster
 from models.forecasting.scaling import ScalingPolicy
 
 
@@ -62,3 +63,31 @@ def test_capacity_only_uses_warmup_values():
     a = evaluate_scaling(head + [100.0] * 50, HoltWintersForecaster(season=0), window=10, warmup=50)
     b = evaluate_scaling(head + [1000.0] * 50, HoltWintersForecaster(season=0), window=10, warmup=50)
     assert a.capacity == b.capacity == 10.0
+
+
+def _two_level_windows(levels: np.ndarray, window: int = 12) -> list[float]:
+    """Each window at its level (1 or 5) with noise-free steps: the oracle follows the level."""
+    return np.repeat(levels.astype(float), window).tolist()
+
+
+def test_hindsight_ceiling_is_perfect_when_the_last_peak_decides_the_next():
+    values = _two_level_windows(np.tile([1, 5, 5], 40))  # after a 1 come two 5s: memory 2 decides
+    good, n, states = hindsight_ceiling(values, warmup=48, memory=2)
+    assert (good, states) == (n, 3)
+    good1, _, _ = hindsight_ceiling(values, warmup=48, memory=1)
+    assert good1 < n  # after a 5 comes a 5 or a 1: one peak of memory cannot tell
+
+
+def test_hindsight_ceiling_of_unpredictable_levels_is_the_majority_share():
+    levels = np.random.default_rng(4).integers(0, 2, 400) * 4 + 1  # independent coin flips
+    good, n, _ = hindsight_ceiling(_two_level_windows(levels), warmup=48, memory=1)
+    assert 0.5 <= good / n <= 0.6
+
+
+def test_no_planner_of_the_last_peak_beats_the_ceiling():
+    levels = np.random.default_rng(5).choice([1, 2, 5], 300, p=[0.5, 0.3, 0.2])
+    values = _two_level_windows(levels)
+    good, n, _ = hindsight_ceiling(values, warmup=48, memory=1)
+    persistence = evaluate_scaling(values, PeakForecaster(window=12, windows=1), window=12, warmup=48)
+    assert persistence.decisions == n
+    assert persistence.share_within * n <= good
