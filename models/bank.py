@@ -86,12 +86,7 @@ class ModelBank:
         A detector that raises is dropped and the points go to a fresh one (logged), so one
         series' broken state cannot stall every batch; a fresh detector that raises too fails.
         """
-        try:
-            return self.apply(series, len(values), lambda model: model.score_learn_many(values, times))
-        except Exception:
-            log.exception("the %s detector of %s failed; it starts afresh", self.detector, series)
-            self.discard(series)
-            return self.apply(series, len(values), lambda model: model.score_learn_many(values, times))
+        return self.apply_or_restart(series, len(values), lambda model: model.score_learn_many(values, times))
 
     def apply(self, series: str, points: int, fn: Callable[[Any], T]) -> T:
         """``fn(model)`` on the series' model (created if new), which learned ``points`` more."""
@@ -107,6 +102,17 @@ class ModelBank:
         self._dirty.add(series)
         self._evict_overflow()
         return result
+
+    def apply_or_restart(self, series: str, points: int, fn: Callable[[Any], T]) -> T:
+        """:meth:`apply`, except that if ``fn`` raises, the series' model is dropped (logged)
+        and ``fn`` runs once more on a fresh one; if that raises too, the error propagates.
+        ``fn`` must therefore leave no trace outside the model until it returns."""
+        try:
+            return self.apply(series, points, fn)
+        except Exception:
+            log.exception("the %s model of %s failed; it starts afresh", self.detector, series)
+            self.discard(series)
+            return self.apply(series, points, fn)
 
     def discard(self, series: str) -> None:
         """Forget the series' model (live or evicted); the next use starts a fresh one."""

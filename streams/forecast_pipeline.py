@@ -134,6 +134,14 @@ class ForecastOutcome:
     costs: list[CostEvent] = field(default_factory=list)
     recommendations: list[RecommendationEvent] = field(default_factory=list)
 
+    def add(self, other: ForecastOutcome) -> None:
+        """Add ``other``'s counts and events to these."""
+        self.learned += other.learned
+        self.skipped_invalid += other.skipped_invalid
+        self.forecasts.extend(other.forecasts)
+        self.costs.extend(other.costs)
+        self.recommendations.extend(other.recommendations)
+
 
 class SeriesModels:
     """The models of one series (built on its first point, by metric) and its time bookkeeping."""
@@ -198,13 +206,15 @@ class ForecastPipeline:
                 last = self.bank.apply(series, 0, lambda models: models.last_ts)
                 # a replay or out-of-order points are not learned again
                 fresh = list(compress(batch, fresh_mask([p.ts for p in batch], last)))
-                if fresh:
-                    self.bank.apply(series, len(fresh), lambda models: self._learn(models, series, fresh, outcome))
+                if fresh:  # a model that raises gives way to a fresh one, not a stalled batch
+                    outcome.add(self.bank.apply_or_restart(series, len(fresh), lambda models: self._learn(models, series, fresh)))
         with stage("sink"):
             self._store(outcome, now)
         return outcome
 
-    def _learn(self, models: SeriesModels, series: str, batch: list[MetricPoint], outcome: ForecastOutcome) -> None:
+    def _learn(self, models: SeriesModels, series: str, batch: list[MetricPoint]) -> ForecastOutcome:
+        """Learn the series' points; returns what they produced (added to the batch's outcome by the caller)."""
+        outcome = ForecastOutcome()
         first = batch[0]
         if models.n == 0:
             self._build(models, first.metric)
@@ -226,6 +236,7 @@ class ForecastPipeline:
                 models.peak.learn_one(p.value, p.ts)
                 if models.n % s.scaling_window == 0 and p.metric in self.policies:
                     outcome.recommendations.append(self._recommend(models, series, p))
+        return outcome
 
     def _build(self, models: SeriesModels, metric: str) -> None:
         s = self.settings

@@ -172,6 +172,19 @@ def test_replays_rekeyed_and_invalid_records_are_not_learned(tmp_path: Path) -> 
     assert pipeline.bank.points(p.series_key) == 24
 
 
+def test_a_model_that_raises_restarts_that_series_and_the_batch_goes_on(tmp_path: Path) -> None:
+    data = series_points("acme")
+    pipeline = ForecastPipeline(pipeline_settings(tmp_path), MemoryStore())
+    pipeline.process(records(interleaved({m: ps[:120] for m, ps in data.items()})))
+    broken = data["cpu_pct"][0].series_key
+    pipeline.bank.apply(broken, 0, lambda models: vars(models.forecaster).clear())  # like state of another layout
+    out = pipeline.process(records(interleaved({m: ps[120:] for m, ps in data.items()}), first_offset=360))
+    assert out.learned == 3 * 120  # every point once: the failed attempt left nothing behind
+    assert pipeline.bank.points(broken) == 120  # a fresh model learned the whole batch
+    assert pipeline.bank.points(data["requests_per_s"][0].series_key) == 240
+    assert {f.series for f in out.forecasts} == {data["requests_per_s"][0].series_key, broken}
+
+
 def test_checkpoint_restore_and_eviction_continue_where_they_left_off(tmp_path: Path) -> None:
     data = interleaved(series_points("acme"))
     whole = ForecastPipeline(pipeline_settings(tmp_path), MemoryStore()).process(records(data))
