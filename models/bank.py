@@ -45,6 +45,7 @@ StateRow = tuple[str, int, bytes]
 #: (:attr:`ModelBank.state_key`), so a worker never restores state an older version pickled
 #: with other attributes: bump this when a model's state changes incompatibly; its series then
 #: start learning afresh instead of failing every batch.
+#: ``tests/test_state_layout.py`` fails when what a model pickles changes under the same version.
 STATE_VERSION = 2
 T = TypeVar("T")
 log = logging.getLogger(__name__)
