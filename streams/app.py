@@ -1,4 +1,4 @@
-"""Wiring: the Faust app, its topics, the store and the agents, all in one place.
+"""Wiring: the Faust app, its publisher, the store and the agents, all in one place.
 
 ``build_app(settings)`` returns a ready Faust app; ``m1 worker`` runs it. The worker
 process owns the store (chdb allows one process per data directory) and serves
@@ -8,7 +8,6 @@ read-only SQL at ``POST /query`` on its web port for every other process.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import faust
 from faust.web import Request, Response, View
@@ -17,19 +16,11 @@ from m1.settings import Settings
 from m1.topics import ensure_topics
 from sinks.clickhouse import Store, connect
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
-from streams.forecast_handler import ForecastHandler, register_forecasting
+from streams.forecast_handler import ForecastHandler, forecast_handler
 from streams.metrics_handler import MetricsHandler, metrics_handler
 from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
-
-
-@dataclass
-class Topics:
-    """The topics the pipeline reads and writes."""
-
-    metrics: faust.TopicT
-    dead_letter: faust.TopicT
-    anomalies: faust.TopicT
+from streams.publisher import Publisher
 
 
 def make_faust_app(settings: Settings) -> faust.App:
@@ -69,22 +60,18 @@ def build_app(settings: Settings) -> faust.App:
     forecasting handlers, the OTLP agents, timers and the /query endpoint."""
     ensure_topics(settings)
     app = make_faust_app(settings)
-    topics = Topics(
-        metrics=app.topic(settings.topic_metrics, key_serializer="raw", value_serializer="raw"),
-        dead_letter=app.topic(settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"),
-        anomalies=app.topic(settings.topic_anomalies, key_serializer="raw", value_serializer="raw"),
-    )
+    publisher = app.service(Publisher(settings))  # every output record goes out through it
     store = Store(connect(settings))
     store.migrate()
     pipeline = MetricsPipeline(settings, store)
-    forecast, forecasting = register_forecasting(app, settings, store)  # forecasts, costs, replica advice
+    forecast, forecasting = forecast_handler(settings, store, publisher)  # forecasts, costs, replica advice
     app.service(BatchConsumer(
         settings, settings.topic_metrics, group_id=f"{settings.app_id}-metrics",
-        handler=metrics_then_forecasting(metrics_handler(pipeline, topics, settings), forecast),
+        handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings), forecast),
         checkpoints=[pipeline.checkpoint, forecasting.checkpoint],
     ))
 
-    register_otel(app, settings, store, pipeline, topics)  # OTLP agents, bottleneck job, self-tracing
+    register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing
 
     @app.page("/query")
     class QueryView(View):

@@ -8,19 +8,18 @@ after the store inserts and the Kafka sends have all completed.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from streams.batch_consumer import KafkaEvent
-from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record
+from streams.metrics_pipeline import Anomaly, BatchOutcome, DeadLetter, MetricsPipeline, Record
+from streams.publisher import OutputRecord, Publisher
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
     from m1.settings import Settings
-    from streams.app import Topics
 
 
 def records_of(events: Sequence[KafkaEvent]) -> list[Record]:
@@ -31,8 +30,8 @@ def records_of(events: Sequence[KafkaEvent]) -> list[Record]:
 MetricsHandler = Callable[[Sequence[KafkaEvent]], Awaitable[BatchOutcome]]
 
 
-def metrics_handler(pipeline: MetricsPipeline, topics: Topics, settings: Settings) -> MetricsHandler:
-    """The handler of metrics batches, bound to its pipeline and topics."""
+def metrics_handler(pipeline: MetricsPipeline, publisher: Publisher, settings: Settings) -> MetricsHandler:
+    """The handler of metrics batches, bound to its pipeline and publisher."""
 
     async def handle(events: Sequence[KafkaEvent]) -> BatchOutcome:
         with batch_span(settings.topic_metrics, events, agent="metrics") as span:
@@ -40,11 +39,8 @@ def metrics_handler(pipeline: MetricsPipeline, topics: Topics, settings: Setting
                 records = records_of(events)
             outcome = await in_thread(pipeline.process, records)
             with stage("produce"):
-                sends = [topics.dead_letter.send(value=msgspec.json.encode(d)) for d in outcome.dead_letters]
-                sends += [topics.anomalies.send(key=a.series.encode(), value=msgspec.json.encode(a))
-                          for a in outcome.anomalies]
-                sends += [topics.metrics.send(key=k, value=v) for k, v in outcome.rekeyed]
-                await delivered(sends)
+                rekeyed = [(settings.topic_metrics, key, value) for key, value in outcome.rekeyed]
+                await publisher.publish(alert_records(settings, outcome.dead_letters, outcome.anomalies) + rekeyed)
             record_outcome(span, stored=outcome.stored, dead_letters=len(outcome.dead_letters),
                            anomalies=len(outcome.anomalies), rekeyed=len(outcome.rekeyed))
         return outcome
@@ -52,7 +48,8 @@ def metrics_handler(pipeline: MetricsPipeline, topics: Topics, settings: Setting
     return handle
 
 
-async def delivered(sends: list) -> None:
-    """Wait until every Faust ``topic.send`` is acknowledged by the broker."""
-    futures = [await s for s in sends]
-    await asyncio.gather(*futures)
+def alert_records(settings: Settings, dead_letters: Iterable[DeadLetter], anomalies: Iterable[Anomaly]) -> list[OutputRecord]:
+    """Dead letters (unkeyed) and anomalies (keyed by series) as records for their topics."""
+    records: list[OutputRecord] = [(settings.topic_dead_letter, None, msgspec.json.encode(d)) for d in dead_letters]
+    records += [(settings.topic_anomalies, a.series.encode(), msgspec.json.encode(a)) for a in anomalies]
+    return records

@@ -1,6 +1,6 @@
 """Faust wiring of everything OpenTelemetry: the OTLP agents, the bottleneck job, self-tracing.
 
-``register_otel(app, settings, store, metrics, topics)`` (one line in ``streams.app.build_app``):
+``register_otel(app, settings, store, metrics, publisher)`` (one line in ``streams.app.build_app``):
 
 * sets up self-tracing from the ``OTEL_*`` variables when they ask for it (``m1.telemetry``);
 * agents for ``otlp_spans`` and ``otlp_metrics`` (``streams.otlp_pipeline``), which send dead
@@ -24,39 +24,38 @@ from faust.web import Request, Response, View
 
 from m1.telemetry import setup_tracing_if_configured
 from streams.bottleneck_job import BottleneckJob
-from streams.metrics_handler import delivered, records_of
+from streams.metrics_handler import alert_records, records_of
 from streams.metrics_pipeline import MetricsPipeline, Record
 from streams.otlp_pipeline import OtlpOutcome, OtlpPipeline
+from streams.publisher import Publisher
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
     from m1.settings import Settings
     from sinks.clickhouse import Store
-    from streams.app import Topics
 
 log = logging.getLogger(__name__)
 
 IDLE_CHECK_SECONDS = 10.0
 
 
-def register_otel(app: faust.App, settings: Settings, store: Store, metrics: MetricsPipeline, topics: Topics) -> None:
+def register_otel(app: faust.App, settings: Settings, store: Store, metrics: MetricsPipeline, publisher: Publisher) -> None:
     """Add self-tracing, the OTLP agents, the bottleneck job and ``/bottlenecks`` to ``app``."""
     setup_tracing_if_configured()
     pipeline = OtlpPipeline(settings, store, metrics)
     raw = dict(key_serializer="raw", value_serializer="raw")
     spans_topic = app.topic(settings.topic_otlp_spans, **raw)
     metrics_topic = app.topic(settings.topic_otlp_metrics, **raw)
-    bottlenecks_topic = app.topic(settings.topic_bottlenecks, **raw)
     app.agent(spans_topic, name="otlp_spans")(
-        otlp_agent(pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans", topics, settings))
+        otlp_agent(pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans", publisher, settings))
     app.agent(metrics_topic, name="otlp_metrics")(
-        otlp_agent(pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics", topics, settings))
+        otlp_agent(pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics", publisher, settings))
 
     @app.timer(IDLE_CHECK_SECONDS, name="otlp_red_idle")
     async def close_idle_red_minutes() -> None:
         try:
             outcome = await in_thread(pipeline.close_idle_minutes)
-            await _send_outcome(outcome, topics)
+            await _send_outcome(outcome, publisher, settings)
         except Exception:  # those minutes are not scored (otel_red_1m still has them); next tick goes on
             log.exception("closing idle RED minutes failed")
 
@@ -65,8 +64,8 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
     async def run_job(services: list[str] | None = None, window_seconds: int | None = None,
                       limit: int | None = None) -> list[dict]:
         reports = await in_thread(job.run, services, window_seconds, limit)
-        await delivered([bottlenecks_topic.send(key=r["entry_service"].encode(), value=msgspec.json.encode(r))
-                          for r in reports])
+        await publisher.publish([(settings.topic_bottlenecks, r["entry_service"].encode(), msgspec.json.encode(r))
+                                 for r in reports])
         return reports
 
     if settings.bottleneck_seconds > 0:
@@ -92,7 +91,7 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
             return self.json({"reports": reports})
 
 
-def otlp_agent(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, topics: Topics,
+def otlp_agent(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, publisher: Publisher,
                settings: Settings) -> Any:
     """An agent function that hands batches of ``topic`` to ``process`` and sends its outputs."""
 
@@ -102,7 +101,7 @@ def otlp_agent(process: Callable[[list[Record]], OtlpOutcome], topic: str, name:
                 with stage("consume"):
                     records = records_of(events)
                 outcome = await in_thread(process, records)
-                await _send_outcome(outcome, topics)
+                await _send_outcome(outcome, publisher, settings)
                 record_outcome(span, spans=outcome.spans, gauge=outcome.gauge, sum=outcome.sum,
                                stored=outcome.stored, dead_letters=len(outcome.dead_letters),
                                anomalies=len(outcome.anomalies), unscored=len(outcome.unscored))
@@ -110,10 +109,8 @@ def otlp_agent(process: Callable[[list[Record]], OtlpOutcome], topic: str, name:
     return agent
 
 
-async def _send_outcome(outcome: OtlpOutcome, topics: Topics) -> None:
+async def _send_outcome(outcome: OtlpOutcome, publisher: Publisher, settings: Settings) -> None:
     if not (outcome.dead_letters or outcome.anomalies):
         return
     with stage("produce"):
-        sends = [topics.dead_letter.send(value=msgspec.json.encode(d)) for d in outcome.dead_letters]
-        sends += [topics.anomalies.send(key=a.series.encode(), value=msgspec.json.encode(a)) for a in outcome.anomalies]
-        await delivered(sends)
+        await publisher.publish(alert_records(settings, outcome.dead_letters, outcome.anomalies))

@@ -1,6 +1,6 @@
 """Each record of the metrics topic is decoded once: forecasting learns the metrics path's points.
 
-On real components: the broker of the session, Faust topics, a chdb store, both pipelines and
+On real components: the broker of the session, the publisher, a chdb store, both pipelines and
 both handlers wired as ``streams.app`` wires them. The decoder is only counted, not replaced.
 """
 
@@ -18,12 +18,13 @@ from m1.settings import Settings
 from m1.topics import ensure_topics
 from schemas.events import EventDecoder, MetricPoint, encode
 from sinks.clickhouse import Store, connect
-from streams.app import Topics, make_faust_app, metrics_then_forecasting
+from streams.app import metrics_then_forecasting
 from streams.batch_consumer import KafkaEvent
-from streams.forecast_handler import register_forecasting
+from streams.forecast_handler import forecast_handler
 from streams.forecast_pipeline import ForecastOutcome, ForecastPipeline
 from streams.metrics_handler import metrics_handler
 from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record
+from streams.publisher import Publisher
 from tests.helpers import isolated_settings, produce, read_json
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -100,13 +101,10 @@ async def handle_once(settings: Settings, store: Store,
                       n: int) -> tuple[BatchOutcome, dict[str, list[MetricPoint]], ForecastOutcome]:
     """One batch of the metrics topic through the handlers wired as in ``streams.app``; returns
     the metrics outcome, the points forecasting got, and the forecast outcome."""
-    app = make_faust_app(settings)
-    raw = dict(key_serializer="raw", value_serializer="raw")
-    topics = Topics(metrics=app.topic(settings.topic_metrics, **raw),
-                    dead_letter=app.topic(settings.topic_dead_letter, **raw),
-                    anomalies=app.topic(settings.topic_anomalies, **raw))
-    forecast, forecasting = register_forecasting(app, settings, store)
-    scored = metrics_handler(MetricsPipeline(settings, store), topics, settings)
+    publisher = Publisher(settings)
+    await publisher.start()
+    forecast, forecasting = forecast_handler(settings, store, publisher)
+    scored = metrics_handler(MetricsPipeline(settings, store), publisher, settings)
     outcomes: list[BatchOutcome] = []
     learned: list[tuple[dict[str, list[MetricPoint]], ForecastOutcome]] = []
 
@@ -124,7 +122,7 @@ async def handle_once(settings: Settings, store: Store,
     try:
         await metrics_then_forecasting(metrics, forecast)([KafkaEvent(r) for r in await consume(settings, n)])
     finally:
-        await app.producer.stop()
+        await publisher.stop()
     [outcome] = outcomes
     [(points, forecast_outcome)] = learned
     return outcome, points, forecast_outcome
