@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from m1.kafka_local import free_port
 from m1.producer import make_producer, send_all
@@ -95,3 +95,19 @@ def read_json(settings: Settings, topic: str, until: Callable[[list[dict]], bool
         return out
 
     return asyncio.run(run())
+
+
+async def consume_records(settings: Settings, topic: str, n: int, timeout: float = 30.0) -> list[ConsumerRecord]:
+    """The first ``n`` records of ``topic`` (all partitions), read in batches as the batch consumer does."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    out: list[ConsumerRecord] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(out) < n:
+                for part in (await consumer.getmany(timeout_ms=500)).values():
+                    out.extend(part)
+    finally:
+        await consumer.stop()
+    return out

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from m1.settings import Settings
 from m1.topics import ensure_topics
@@ -25,7 +24,7 @@ from streams.forecast_pipeline import ForecastOutcome, ForecastPipeline
 from streams.metrics_handler import metrics_handler
 from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record
 from streams.publisher import Publisher
-from tests.helpers import isolated_settings, produce, read_json
+from tests.helpers import consume_records, isolated_settings, produce, read_json
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -120,25 +119,9 @@ async def handle_once(settings: Settings, store: Store,
 
     forecasting.process_points = forecasting_points  # type: ignore[method-assign]
     try:
-        await metrics_then_forecasting(metrics, forecast)([KafkaEvent(r) for r in await consume(settings, n)])
+        await metrics_then_forecasting(metrics, forecast)([KafkaEvent(r) for r in await consume_records(settings, settings.topic_metrics, n)])
     finally:
         await publisher.stop()
     [outcome] = outcomes
     [(points, forecast_outcome)] = learned
     return outcome, points, forecast_outcome
-
-
-async def consume(settings: Settings, n: int) -> list[ConsumerRecord]:
-    """The first ``n`` records of the metrics topic, as the batch consumer reads them."""
-    consumer = AIOKafkaConsumer(settings.topic_metrics, bootstrap_servers=settings.bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    out: list[ConsumerRecord] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(out) < n:
-                for part in (await consumer.getmany(timeout_ms=1000)).values():
-                    out.extend(part)
-    finally:
-        await consumer.stop()
-    return out

@@ -7,26 +7,11 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer
-
 from m1.producer import make_producer
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from streams.publisher import Publisher
-
-
-async def consume_all(settings: Settings, topic: str, n: int) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    out: list = []
-    try:
-        async with asyncio.timeout(30):
-            while len(out) < n:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    out.extend(records)
-    finally:
-        await consumer.stop()
-    return out
+from tests.helpers import consume_records
 
 
 async def partitions_chosen_by_aiokafka(settings: Settings, topic: str, keys: list[bytes]) -> dict[bytes, int]:
@@ -54,8 +39,8 @@ def test_records_arrive_once_in_their_key_partition_and_order(make_settings: Cal
             sent = await publisher.publish(keyed + keyless)
         finally:
             await publisher.stop()
-        return (sent, await consume_all(settings, settings.topic_forecasts, len(keyed)),
-                await consume_all(settings, settings.topic_dead_letter, len(keyless)),
+        return (sent, await consume_records(settings, settings.topic_forecasts, len(keyed)),
+                await consume_records(settings, settings.topic_dead_letter, len(keyless)),
                 await partitions_chosen_by_aiokafka(settings, settings.topic_anomalies, keys))
 
     sent, forecasts, letters, expected = asyncio.run(run())
@@ -81,7 +66,7 @@ def test_a_publisher_used_before_the_app_starts_it_starts_its_producer(make_sett
             sent = await publisher.publish([(settings.topic_anomalies, b"k", b"early")])
         finally:
             await publisher.stop()
-        return sent, await consume_all(settings, settings.topic_anomalies, 1)
+        return sent, await consume_records(settings, settings.topic_anomalies, 1)
 
     sent, records = asyncio.run(run())
     assert sent == 1 and [r.value for r in records] == [b"early"]
