@@ -41,13 +41,13 @@ def type_name(value: Any) -> str:
 
 
 def _attributes(obj: Any) -> dict[str, Any] | None:
-    """The instance attributes pickled with ``obj`` (``__dict__`` and ``__slots__``), or None."""
-    found: dict[str, Any] = dict(getattr(obj, "__dict__", {}))
-    for cls in type(obj).__mro__:
-        for name in getattr(cls, "__slots__", ()):
-            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
-                found[name] = getattr(obj, name)
-    return found if found or hasattr(obj, "__dict__") else None
+    """The attributes pickle stores for ``obj`` (its ``__getstate__``), or None if it stores none by name."""
+    state = obj.__getstate__()
+    if isinstance(state, tuple) and len(state) == 2:  # (__dict__ or None, slots)
+        return {**(state[0] or {}), **(state[1] or {})}
+    if isinstance(state, dict):
+        return state
+    return {} if state is None and hasattr(obj, "__dict__") else None
 
 
 def layout(model: Any) -> dict[str, dict[str, list[str]]]:

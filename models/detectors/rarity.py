@@ -29,10 +29,13 @@ import bisect
 import heapq
 import math
 from collections import deque
+from typing import Any
 
 
 class RarityGate:
     """Passes a measure iff it exceeds the ``k``-th largest of the recent measures."""
+
+    _kth: float | None = None  # kth_largest(), cached until open or closed_top change; not pickled
 
     def __init__(self, k: int = 5, horizon: int = 4000, block: int = 250):
         if k < 1 or block < 1 or horizon < block:
@@ -46,8 +49,13 @@ class RarityGate:
 
     def kth_largest(self) -> float:
         """The ``k``-th largest recent measure; ``-inf`` until ``k`` were seen."""
-        top = heapq.nlargest(self.k, self.closed_top + self.open)
-        return top[-1] if len(top) == self.k else -math.inf
+        if self._kth is None:
+            top = heapq.nlargest(self.k, self.closed_top + self.open)
+            self._kth = top[-1] if len(top) == self.k else -math.inf
+        return self._kth
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: value for name, value in vars(self).items() if name != "_kth"}
 
     def passes(self, raw: float) -> bool:
         """Whether ``raw`` is rarer than the ``k``-th largest recent measure (NaN never passes)."""
@@ -61,9 +69,11 @@ class RarityGate:
         if len(self.open) < self.k or raw > self.open[0]:
             bisect.insort(self.open, raw)
             del self.open[: -self.k]
+            self._kth = None
         self.filled += 1
         if self.filled == self.block:
             self.closed.append(self.open)
             self.closed_top = heapq.nlargest(self.k, (v for top in self.closed for v in top))
             self.open, self.filled = [], 0
+            self._kth = None
         return verdict

@@ -40,6 +40,17 @@ def test_kth_largest_matches_brute_force(values: np.ndarray) -> None:
         history.append(v)
 
 
+def test_a_restored_gate_recomputes_its_cached_threshold() -> None:
+    values = np.random.default_rng(3).exponential(1.0, 2000).tolist()
+    gate = RarityGate(k=5, horizon=400, block=50)
+    for v in values[:1000]:
+        gate.learn(v)
+    state = pickle.dumps(gate)
+    assert b"_kth" not in state  # a cache, not state: checkpoints keep their layout
+    restored = pickle.loads(state)
+    assert [restored.learn(v) for v in values[1000:]] == [gate.learn(v) for v in values[1000:]]
+
+
 def test_memory_is_k_values_per_block() -> None:
     gate = RarityGate(k=5, horizon=4000, block=250)
     for v in np.random.default_rng(2).exponential(1.0, 20000).tolist():
