@@ -6,12 +6,13 @@ It loads a topic with N points, then measures, in the same run and over the same
    timed by the store's own ``ingested_at`` stamps (first to last batch) and end to end;
 3. the pipeline alone, in this process, without Kafka: decode, score and insert per point.
 
-Run:  .venv/bin/python scripts/bench_metrics.py --points 200000 --series 1000
+Run:  .venv/bin/python scripts/bench_metrics.py --points 200000 --series 1000 [--stage-times]
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ def main(
     detector: str = typer.Option("ensemble", help="Detector name (models.registry)."),
     batch_size: int = typer.Option(5_000, help="Worker batch size (M1_BATCH_SIZE)."),
     forecasting: bool = typer.Option(True, help="Keep the forecasting handler on (it learns the load metrics)."),
+    stage_times: bool = typer.Option(False, help="Trace the worker to a local OTLP receiver and show where its batch time goes."),
 ) -> None:
     """Measure the bare consume+decode ceiling and the full per-worker metrics path."""
     home = Path(tempfile.mkdtemp(prefix="m1-bench-"))
@@ -55,7 +57,10 @@ def main(
     try:
         records = load_topic(settings, points, series)
         ceiling = asyncio.run(bare_consume(settings, points))
-        full, end_to_end = full_path(settings, points)
+        if stage_times:
+            full, end_to_end, stages = traced_full_path(settings, points)
+        else:
+            (full, end_to_end), stages = full_path(settings, points), {}
         alone = in_process(records, detector, home / "inproc")
     finally:
         broker.stop()
@@ -68,6 +73,39 @@ def main(
     table.add_row("full path, one worker (end to end incl. group join)", f"{end_to_end:,.0f}")
     for stage, rate in alone.items():
         table.add_row(f"pipeline alone, no Kafka: {stage}", f"{rate:,.0f}")
+    console.print(table)
+    if stages:
+        print_stages(stages, points)
+
+
+def traced_full_path(settings: Settings, points: int) -> tuple[float, float, dict[str, dict[str, float]]]:
+    """:func:`full_path` with the worker's self-tracing exported to a receiver in a child process;
+    also returns, per handler (``metrics``, ``forecast``), the seconds spent in each stage span."""
+    from bench_tracing import ReceiverProcess  # scripts/: the receiver runs outside this process
+
+    receiver = ReceiverProcess()
+    saved = dict(os.environ)
+    os.environ.update({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
+                       "OTEL_SERVICE_NAME": "m1-worker-bench", "OTEL_SDK_DISABLED": "false"})
+    try:
+        full, end_to_end = full_path(settings, points)  # the worker exports its last spans when it stops
+        return full, end_to_end, {agent: receiver.stage_seconds(agent) for agent in ("metrics", "forecast")}
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        receiver.close()
+
+
+def print_stages(stages: dict[str, dict[str, float]], points: int) -> None:
+    """Seconds, microseconds per point and share of all batch time, per handler and stage."""
+    total = sum(seconds["batch"] for seconds in stages.values())
+    table = Table(title="where the worker's batch time goes (its own trace spans)")
+    for column in ("handler", "stage", "seconds", "us / point", "share"):
+        table.add_column(column, justify="left" if column in ("handler", "stage") else "right")
+    for agent, seconds in stages.items():
+        for name, value in sorted(seconds.items(), key=lambda item: (item[0] == "batch", -item[1])):
+            table.add_row(agent, "(whole batch)" if name == "batch" else name, f"{value:.2f}",
+                          f"{value / points * 1e6:.1f}", f"{value / total:.0%}")
     console.print(table)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import statistics
 import subprocess
@@ -72,17 +73,13 @@ class ReceiverProcess:
     count against the pipeline's CPU time or hold this process's GIL. Driven over stdin/stdout."""
 
     SCRIPT = (
-        "import sys; from tests.otlp_receiver import OtlpReceiver\n"
+        "import json, sys; from tests.otlp_receiver import OtlpReceiver\n"
         "r = OtlpReceiver().start(); print(r.port, flush=True)\n"
         "for line in sys.stdin:\n"
         "    cmd = line.strip()\n"
         "    if cmd == 'stop': r.stop()\n"
         "    elif cmd == 'start': r.start()\n"
-        "    elif cmd.startswith('stages '):\n"
-        "        spans = [s for q in r.requests for rs in q.resource_spans for ss in rs.scope_spans for s in ss.spans]\n"
-        "        batches = {s.span_id for s in spans if any(a.key == 'm1.agent' and a.value.string_value == cmd[7:]"
-        " for a in s.attributes)}\n"
-        "        print(','.join(sorted({s.name for s in spans if s.parent_span_id in batches})), flush=True); continue\n"
+        "    elif cmd.startswith('seconds '): print(json.dumps(r.stage_seconds(cmd[8:])), flush=True); continue\n"
         "    elif cmd == 'traces': print(','.join(sorted({s.trace_id.hex() for q in r.requests for rs in q.resource_spans"
         " for ss in rs.scope_spans for s in ss.spans})), flush=True); continue\n"
         "    print(r.span_count, flush=True)\n"
@@ -117,9 +114,13 @@ class ReceiverProcess:
     def span_count(self) -> int:
         return int(self._ask("count"))
 
+    def stage_seconds(self, agent: str) -> dict[str, float]:
+        """Seconds per child span (stage) of ``agent``'s batch spans, and ``"batch"`` (see OtlpReceiver)."""
+        return json.loads(self._ask(f"seconds {agent}"))
+
     def stage_names(self, agent: str) -> set[str]:
         """Names of the child spans of ``agent``'s batch spans (attribute ``m1.agent``)."""
-        return set(filter(None, self._ask(f"stages {agent}").split(",")))
+        return set(self.stage_seconds(agent)) - {"batch"}
 
     @property
     def trace_ids(self) -> set[str]:

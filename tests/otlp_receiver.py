@@ -32,10 +32,27 @@ class OtlpReceiver:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def spans(self) -> list:
+        """All received spans (``opentelemetry.proto`` ``Span`` messages), in arrival order."""
+        with self._lock:
+            return [s for r in self.requests for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+    @property
     def span_names(self) -> list[str]:
         """Names of all received spans, in arrival order."""
-        with self._lock:
-            return [s.name for r in self.requests for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        return [s.name for s in self.spans]
+
+    def stage_seconds(self, agent: str) -> dict[str, float]:
+        """Seconds spent in each child span (stage) of ``agent``'s batch spans (attribute
+        ``m1.agent``), summed over batches; ``"batch"`` is the batch spans' own total."""
+        spans = self.spans
+        batches = {s.span_id: s for s in spans
+                   if any(a.key == "m1.agent" and a.value.string_value == agent for a in s.attributes)}
+        totals = {"batch": sum(s.end_time_unix_nano - s.start_time_unix_nano for s in batches.values()) / 1e9}
+        for s in spans:
+            if s.parent_span_id in batches:
+                totals[s.name] = totals.get(s.name, 0.0) + (s.end_time_unix_nano - s.start_time_unix_nano) / 1e9
+        return totals
 
     @property
     def span_count(self) -> int:
