@@ -207,7 +207,8 @@ class ForecastPipeline:
                 # a replay or out-of-order points are not learned again
                 fresh = list(compress(batch, fresh_mask([p.ts for p in batch], last)))
                 if fresh:  # a model that raises gives way to a fresh one, not a stalled batch
-                    outcome.add(self.bank.apply_or_restart(series, len(fresh), lambda models: self._learn(models, series, fresh)))
+                    learned = self.bank.apply_or_restart(series, len(fresh), lambda m: self._learn(m, series, fresh))
+                    outcome.add(learned)
         with stage("sink"):
             self._store(outcome, now)
         return outcome

@@ -128,9 +128,11 @@ def hindsight_ceiling(
     policy = warmup_policy(values[:warmup])
     decisions = [seen for seen in decision_points(len(values), warmup, window) if seen >= memory * window]
     by_state: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    def oracle(start: int) -> int:  # replicas for the peak of the window starting at ``start``
+        return policy.replicas_for(max(values[start : start + window]))
+
     for seen in decisions:
-        state = tuple(policy.replicas_for(max(values[seen - j * window : seen - (j - 1) * window])) for j in range(1, memory + 1))
-        by_state[state].append(policy.replicas_for(max(values[seen : seen + window])))
+        by_state[tuple(oracle(seen - j * window) for j in range(1, memory + 1))].append(oracle(seen))
     best = sum(
         max(sum(within_tolerance(r, o, tolerance) for o in oracles) for r in range(min(oracles), max(oracles) + 1))
         for oracles in by_state.values()
