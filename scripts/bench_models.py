@@ -55,12 +55,13 @@ def measure_detector(name: str, series: int, points: int) -> dict[str, float]:
         model.score_learn_many(x[points:], t[points:])
     batch_us = (time.perf_counter() - start) / (series * points) * 1e6
     x, t = series_data(200, seed=999)
+    timed = models[:20]
     start = time.perf_counter()
-    for model in models[:20]:
+    for model in timed:
         for xi, ti in zip(x.tolist(), t.tolist()):
             model.score_one(xi, ti)
             model.learn_one(xi, ti)
-    single_us = (time.perf_counter() - start) / (20 * len(x)) * 1e6
+    single_us = (time.perf_counter() - start) / (len(timed) * len(x)) * 1e6
     checkpoint = np.mean([len(pickle.dumps(m)) for m in models[:20]])
     return {"batch_us": batch_us, "single_us": single_us, "resident": resident, "checkpoint": checkpoint}
 
