@@ -136,6 +136,8 @@ class DemoSummary:
     detected_by_kind: dict[str, tuple[int, int]]  # episode kind -> (detected, injected)
     false_alerts: int
     points_per_second: float
+    forecasts: int  # forecast rows for the demo's series (every horizon)
+    recommendations: int  # replica recommendations for them
 
     @property
     def detected(self) -> int:
@@ -157,8 +159,10 @@ def _summarise(settings: Settings, workload: Workload, produced: Produced, store
     by_kind = {k: (sum(f for e, f in zip(workload.episodes, hit) if e.kind == k),
                    sum(e.kind == k for e in workload.episodes)) for k in kinds}
     elapsed = produced.ended - produced.started + drain_s
+    forecasts, recommendations = (run_query(settings, f"SELECT count() FROM {table} FINAL WHERE {where}").rows[0][0]
+                                  for table in ("forecasts", "recommendations"))
     return DemoSummary(produced.valid, produced.invalid, stored, dead, len(letters) - dead, by_kind, false_alerts,
-                       stored / max(elapsed, 1e-9))
+                       stored / max(elapsed, 1e-9), forecasts, recommendations)
 
 
 def _print(summary: DemoSummary, settings: Settings, console: Console) -> None:
@@ -172,9 +176,12 @@ def _print(summary: DemoSummary, settings: Settings, console: Console) -> None:
     kinds = ", ".join(f"{kind.replace('_', ' ')} {n}/{total}" for kind, (n, total) in s.detected_by_kind.items())
     table.add_row("  detected", f"{s.detected} ({s.detected / max(1, s.injected):.0%}): {kinds}")
     table.add_row("  alerts outside injected episodes", f"{s.false_alerts}")
+    table.add_row("forecasts / replica recommendations", f"{s.forecasts:,} / {s.recommendations:,}")
     table.add_row("throughput (stored / wall time)", f"{s.points_per_second:,.0f} points/s")
     table.add_row("data", str(settings.chdb_path) if not settings.clickhouse_url else settings.clickhouse_url)
     table.add_row("try", "m1 query \"SELECT severity, count() FROM anomalies FINAL GROUP BY severity\"")
+    table.add_row("", "m1 query \"SELECT series, argMax(replicas, ts) AS replicas FROM recommendations "
+                      "FINAL GROUP BY series ORDER BY series LIMIT 5\"")
     console.print(table)
     if s.stored < s.valid:
         console.print(f"[red]only {s.stored:,} of {s.valid:,} valid points were stored in time[/]")

@@ -23,4 +23,5 @@ def test_demo_stores_every_valid_point_dead_letters_the_rest_and_finds_injected_
     assert summary.injected == 6 and summary.detected >= 3  # measured: 4 (drifts are slow to stand out)
     assert set(summary.detected_by_kind) <= {"spike", "level_shift", "drift"}
     assert summary.false_alerts <= 1
+    assert summary.forecasts > 0 and summary.recommendations > 0  # cpu_pct and requests_per_s series
     assert "M1 demo summary" in console.export_text()
