@@ -47,7 +47,9 @@ class Record:
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
-    """Why a record was rejected, where it came from, and its original bytes (base64)."""
+    """Why a record was rejected, where it came from, and its bytes (base64): all of them, or
+    the first ``max_payload_bytes`` of a larger record (``payload_bytes`` is its full size), so
+    a dead letter always fits where its record came from."""
 
     reason: str
     topic: str
@@ -55,6 +57,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
     offset: int
     payload_b64: str
     received_at: float
+    payload_bytes: int
 
 
 class Anomaly(msgspec.Struct, frozen=True):
@@ -183,6 +186,7 @@ class MetricsPipeline:
                 "offset": pa.array([d.offset for d in letters], type=pa.uint64()),
                 "reason": [d.reason for d in letters],
                 "payload": pa.array([base64.b64decode(d.payload_b64) for d in letters], type=pa.binary()),
+                "payload_bytes": pa.array([d.payload_bytes for d in letters], type=pa.uint64()),
             },
         )
 
@@ -197,7 +201,7 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float) -> Ba
             try:
                 decoded.append((record, decoder.decode(record.value)))
             except InvalidEvent as exc:
-                outcome.dead_letters.append(_dead_letter(record, exc.reason, now))
+                outcome.dead_letters.append(dead_letter(record, exc.reason, now, decoder.max_bytes))
     with stage("validate"):  # a record keyed otherwise belongs to another partition
         by_series: dict[str, list[MetricPoint]] = defaultdict(list)
         for record, point in decoded:
@@ -210,6 +214,9 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float) -> Ba
     return outcome
 
 
-def _dead_letter(record: Record, reason: str, now: float) -> DeadLetter:
-    payload = base64.b64encode(record.value or b"").decode()
-    return DeadLetter(reason, record.topic, record.partition, record.offset, payload, now)
+def dead_letter(record: Record, reason: str, now: float, keep_bytes: int) -> DeadLetter:
+    """The dead letter of ``record``, rejected for ``reason`` at ``now``, keeping at most
+    ``keep_bytes`` of its value."""
+    value = record.value or b""
+    payload = base64.b64encode(value[:keep_bytes]).decode()
+    return DeadLetter(reason, record.topic, record.partition, record.offset, payload, now, len(value))

@@ -36,7 +36,7 @@ from m1.settings import Settings
 from schemas.events import MetricPoint
 from schemas.otlp import ENCODINGS, DecodeError, decode_metrics, decode_traces, metric_points, metric_rows, span_rows
 from sinks.clickhouse import Store
-from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record, _dead_letter
+from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record, dead_letter
 from streams.tracing import stage
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ class OtlpPipeline:
         if settings.otlp_encoding not in ENCODINGS:
             raise ValueError(f"M1_OTLP_ENCODING={settings.otlp_encoding!r}: expected one of {', '.join(ENCODINGS)}")
         self.encoding = settings.otlp_encoding
+        self.keep_bytes = settings.max_payload_bytes  # of a record in its dead letter
         self.store = store
         self.metrics = metrics
         self.red = RedMinutes(red_grace_seconds)
@@ -202,7 +203,7 @@ class OtlpPipeline:
                 try:
                     rows += span_rows(request)
                 except DecodeError as exc:
-                    outcome.dead_letters.append(_dead_letter(record, exc.reason, now))
+                    outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.keep_bytes))
         with stage("sink", **{"db.collection.name": "otel_traces"}):
             outcome.spans = self.store.insert("otel_traces", arrow_columns(rows, TRACE_COLUMNS)) if rows else 0
         red_points = self.red.add(rows)
@@ -248,10 +249,10 @@ class OtlpPipeline:
         decoded = []
         for record in records:
             if not record.value:
-                outcome.dead_letters.append(_dead_letter(record, "empty record (no value)", now))
+                outcome.dead_letters.append(dead_letter(record, "empty record (no value)", now, self.keep_bytes))
                 continue
             try:
                 decoded.append((record, decode(record.value, self.encoding)))
             except DecodeError as exc:
-                outcome.dead_letters.append(_dead_letter(record, exc.reason, now))
+                outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.keep_bytes))
         return decoded

@@ -79,9 +79,29 @@ def test_invalid_records_are_dead_lettered_and_neighbours_stored(running: Settin
     for expected in BAD.values():
         assert any(expected in r for r in reasons), (expected, reasons)
     assert all(letter["topic"] == running.topic_metrics and letter["offset"] >= 0 for letter in letters)
-    assert {letter["payload_b64"] for letter in letters} == {base64.b64encode(b).decode() for b in BAD}
+    keep = running.max_payload_bytes  # the oversize record's letter keeps its head and its size
+    assert {letter["payload_b64"] for letter in letters} == {base64.b64encode(b[:keep]).decode() for b in BAD}
+    assert sorted(letter["payload_bytes"] for letter in letters) == sorted(len(b) for b in BAD)
     assert wait_for(lambda: stored(running, tenant) >= 60)
     assert stored(running, tenant) == 60
+
+
+def test_a_record_near_the_broker_limit_is_dead_lettered_without_stalling_the_stream(running: Settings) -> None:
+    """Its dead letter keeps the first ``max_payload_bytes`` and the full size: the whole record
+    in base64 (4/3 larger) would exceed what the broker accepts and stop every later batch."""
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    huge = b"{" + b" " * 900_000 + b"}"
+    after = points(tenant, 20, series=1)
+    produce(running, [(after[0][0], huge)] + after)
+    letters = read_json(running, running.topic_dead_letter,
+                        lambda got: any(g["payload_bytes"] == len(huge) for g in got))
+    [letter] = [g for g in letters if g["payload_bytes"] == len(huge)]
+    assert "payload of 900002 bytes exceeds the 65536-byte limit" in letter["reason"]
+    assert base64.b64decode(letter["payload_b64"]) == huge[: running.max_payload_bytes]
+    assert wait_for(lambda: stored(running, tenant) >= 20)
+    assert run_query(running, f"SELECT payload_bytes, length(payload) FROM dead_letters FINAL WHERE offset = "
+                              f"{letter['offset']} AND topic = '{running.topic_metrics}'").rows == [
+        (len(huge), running.max_payload_bytes)]
 
 
 def test_spike_becomes_an_anomaly_event(running: Settings) -> None:

@@ -7,6 +7,7 @@ Two workers: ``proto`` reads its OTLP topics as ``otlp_proto`` (the default); ``
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import time
 import uuid
@@ -132,10 +133,13 @@ def test_truncated_protobuf_is_dead_lettered_with_reason(proto: Settings) -> Non
     start = time.time_ns() - 5 * 3600 * 10**9
     good = generate_request(3, ShopConfig(tenant="trunc"), seed=13, start_ns=start).SerializeToString()
     bad = generate_request(3, ShopConfig(tenant="trunc"), seed=14, start_ns=start).SerializeToString()[:-9]
-    send(proto, proto.topic_otlp_spans, [good, bad, good[:1]])  # a one-byte record: a lone field tag
-    letters = read_json(proto, proto.topic_dead_letter, lambda got: len(got) >= 2)
+    big = generate_request(300, ShopConfig(tenant="trunc"), seed=16, start_ns=start).SerializeToString()[:-9]
+    send(proto, proto.topic_otlp_spans, [good, bad, good[:1], big])  # a one-byte record: a lone field tag
+    letters = read_json(proto, proto.topic_dead_letter, lambda got: len(got) >= 3)
     reasons = sorted(letter["reason"] for letter in letters)
     assert all(letter["topic"] == proto.topic_otlp_spans for letter in letters)
+    [large] = [letter for letter in letters if letter["payload_bytes"] == len(big)]  # ~680 kB
+    assert base64.b64decode(large["payload_b64"]) == big[: proto.max_payload_bytes]  # its head only
     assert any("truncated at byte" in r and "declares" in r for r in reasons), reasons
     assert any("truncated" in r for r in reasons if "declares" not in r), reasons
     trace_ids = {r["TraceId"] for r in span_rows(decode_traces(good))}
