@@ -46,9 +46,14 @@ class ScalingPolicy:
             raise ValueError("need capacity_per_replica > 0, headroom >= 0, 0 <= min_replicas <= max_replicas")
 
     def replicas_for(self, load: float) -> int:
-        """``ceil(load * (1 + headroom) / capacity)``, clamped to the bounds."""
-        needed = math.ceil(load * (1.0 + self.headroom) / self.capacity_per_replica - 1e-9)
-        return min(max(needed, self.min_replicas), self.max_replicas)
+        """``ceil(load * (1 + headroom) / capacity)``, clamped to the bounds (an infinite load,
+        e.g. a diverged forecast, gets the bound it points to); a NaN load is a ``ValueError``."""
+        if load != load:
+            raise ValueError("the load to plan for is NaN")
+        needed = load * (1.0 + self.headroom) / self.capacity_per_replica - 1e-9
+        if math.isinf(needed):
+            return self.max_replicas if needed > 0 else self.min_replicas
+        return min(max(math.ceil(needed), self.min_replicas), self.max_replicas)
 
     def recommend(self, forecasts: Sequence[Forecast], bound: Literal["upper", "point"] = "upper") -> Recommendation:
         """Replicas for the peak ``bound`` of ``forecasts`` (the next decision window)."""

@@ -18,6 +18,10 @@ def test_replicas_cover_load_plus_headroom_and_respect_bounds():
     assert policy.replicas_for(125.0) == 3  # exactly 150 / 50, no float round-up
     assert policy.replicas_for(0.0) == 2
     assert policy.replicas_for(1e6) == 10
+    assert policy.replicas_for(float("inf")) == 10 and policy.replicas_for(1.7e308) == 10  # x 1.2 overflows
+    assert policy.replicas_for(float("-inf")) == 2
+    with pytest.raises(ValueError, match="NaN"):
+        policy.replicas_for(float("nan"))
 
 
 def test_recommendation_plans_for_the_window_peak_of_the_chosen_bound():
