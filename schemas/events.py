@@ -64,9 +64,16 @@ class MetricPoint(Event, tag="metric/1"):
 
     @property
     def series_key(self) -> str:
-        """Identity of the series: tenant|region|service|metric|k=v,... (labels sorted)."""
-        labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        """Identity of the series: tenant|region|service|metric|k=v,... (labels sorted).
+
+        Names cannot hold ``|``, ``,`` or ``=``; in label values ``\\`` and ``,`` are escaped
+        with a backslash, so two different label sets never share a key."""
+        labels = ",".join(f"{k}={_escape(v)}" for k, v in sorted(self.labels.items()))
         return f"{self.tenant}|{self.region}|{self.service}|{self.metric}|{labels}"
+
+
+def _escape(label_value: str) -> str:
+    return label_value.replace("\\", "\\\\").replace(",", "\\,")
 
 
 class Span(Event, tag="span/1"):

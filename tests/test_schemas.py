@@ -32,6 +32,15 @@ def test_valid_point_round_trips_and_keys_by_sorted_labels() -> None:
     assert decode_metric(encode(point)) == point
 
 
+def test_label_values_with_separators_never_share_a_series_key() -> None:
+    def key(labels: dict[str, str]) -> str:
+        return MetricPoint(1767225600.0, "acme", "eu", "api", "hits", 1.0, labels).series_key
+
+    assert key({"a": "1,b=2"}) != key({"a": "1", "b": "2"})
+    assert key({"a": "x\\", "b": "y"}) != key({"a": "x,b=y"})  # why backslashes are escaped too
+    assert key({"path": "/v1/items?id=3"}) == "acme|eu|api|hits|path=/v1/items?id=3"  # '=' needs no escape
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
