@@ -62,6 +62,10 @@ class QueryResult:
     rows: list[tuple[Any, ...]]
 
 
+#: Settings of every insert (see :meth:`Store.insert`).
+INSERT_SETTINGS = {"max_partitions_per_insert_block": 0}
+
+
 class Store:
     """Thread-safe wrapper of a client: migrations, Arrow inserts and queries.
 
@@ -93,11 +97,15 @@ class Store:
             return sorted(done)
 
     def insert(self, table: str, columns: dict[str, pa.Array | list]) -> int:
-        """Insert one batch given as named columns; returns the row count."""
+        """Insert one batch given as named columns; returns the row count.
+
+        A batch may span any number of partitions (a backfill mixes many days): ClickHouse's
+        default limit of 100 per insert would fail the batch, and it would fail again on
+        every retry."""
         batch = pa.table(columns)
         if batch.num_rows:
             with self._lock:
-                self.client.insert_arrow(table, batch)
+                self.client.insert_arrow(table, batch, settings=INSERT_SETTINGS)
         return batch.num_rows
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:

@@ -53,6 +53,16 @@ def test_replayed_batch_is_counted_once(store: Store, tmp_path: Path) -> None:
     assert store.query("SELECT count() FROM dead_letters FINAL WHERE offset = 400").rows == [(1,)]
 
 
+def test_a_batch_spanning_hundreds_of_days_is_stored(store: Store, tmp_path: Path) -> None:
+    """A backfill mixes many days in one batch: more partitions than ClickHouse's default limit
+    of 100 per insert, which would fail the batch on every retry."""
+    pipeline = MetricsPipeline(Settings(home=tmp_path, detector="zscore"), store)
+    points = [MetricPoint(1_700_000_000.0 + 86_400 * i, "backfill", "eu", "api", "rps", float(i % 5), {"host": str(i % 4)})
+              for i in range(300)]
+    assert pipeline.process([Record("metrics", 0, i, p.series_key.encode(), encode(p)) for i, p in enumerate(points)]).stored == 300
+    assert store.query("SELECT count(), uniqExact(toDate(ts)) FROM metric_points FINAL WHERE tenant = 'backfill'").rows == [(300, 300)]
+
+
 def test_replayed_or_twice_forwarded_points_are_stored_again_but_learned_once(store: Store, tmp_path: Path) -> None:
     """A crash replay, or a re-keyed record forwarded twice, must not make a model learn a point twice."""
     clean = MetricsPipeline(Settings(home=tmp_path / "a"), store)
