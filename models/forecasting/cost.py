@@ -3,7 +3,10 @@
 Metered cost points ``(value, t)`` (the cost accrued at epoch-seconds ``t``) are summed
 into UTC-aligned buckets of ``step_seconds``; each closed bucket is learned by a
 per-series :class:`~models.forecasting.base.Forecaster` (buckets without points are
-learned as 0; a point older than the open bucket is added to it). A forecast bucket is a
+learned as 0; a point older than the open bucket is added to it). A silence longer than
+:data:`MAX_GAP_SECONDS` is learned as that long a stretch of zeros: whole days beyond it are
+skipped (keeping the daily phase), so a meter that comes back after months, or a wrong
+timestamp years ahead, costs at most a week of buckets instead of one per hour of the gap. A forecast bucket is a
 rate: the remaining cost is the sum of the step forecasts, each weighted by the share
 of its bucket that lies between ``now`` and the end of the day or month.
 
@@ -36,6 +39,7 @@ from models.forecasting.base import Forecaster
 from models.forecasting.holt_winters import HoltWintersForecaster
 
 DAY = 86400
+MAX_GAP_SECONDS = 7 * DAY
 
 
 class Projection(NamedTuple):
@@ -85,10 +89,14 @@ class CostProjector:
         start = math.floor(t / self.step) * self.step
         if self.bucket is None:
             self.bucket = start
+        if start > self.bucket:
+            self._close_bucket()
+            gap = start - self.bucket
+            if gap > MAX_GAP_SECONDS:  # skip whole days (or steps, without a daily season) beyond it
+                unit = DAY if DAY % self.step == 0 else self.step
+                self.bucket += (gap - MAX_GAP_SECONDS) // unit * unit
         while start > self.bucket:
-            self.forecaster.learn_one(self.bucket_sum, self.bucket)
-            self.bucket += self.step
-            self.bucket_sum = 0.0
+            self._close_bucket()
         if self.last_t is None or t >= day_end(self.last_t):
             self.day_spent = 0.0
         if self.last_t is None or t >= month_end(self.last_t):
@@ -97,6 +105,12 @@ class CostProjector:
         self.day_spent += value
         self.month_spent += value
         self.last_t = t if self.last_t is None else max(t, self.last_t)
+
+    def _close_bucket(self) -> None:
+        """Learn the open bucket's sum and open the next one."""
+        self.forecaster.learn_one(self.bucket_sum, self.bucket)
+        self.bucket += self.step
+        self.bucket_sum = 0.0
 
     def project(self, now: float | None = None) -> tuple[Projection, Projection]:
         """(rest of the UTC day, rest of the UTC month) from ``now`` (default: the last point)."""

@@ -63,6 +63,17 @@ def test_gaps_are_learned_as_zero_cost_buckets():
     assert cost.forecaster.fallback.get() == pytest.approx(5.0 * 0.5 * 0.5)
 
 
+def test_a_long_silence_learns_at_most_a_week_of_zeros_and_keeps_the_daily_phase():
+    for gap_days in (10, 90 * 365):  # a meter back after ten days; a timestamp 90 years ahead
+        cost = CostProjector(step_seconds=3600)
+        cost.learn_one(5.0, T0 + 1800)
+        cost.learn_one(2.0, T0 + gap_days * 86400 + 7200)
+        learned = cost.forecaster.n_model  # the first bucket, then at most 8 days of zeros
+        assert 7 * 24 < learned - 1 <= 8 * 24  # not one per hour of the gap
+        skipped = cost.bucket - T0 - learned * 3600
+        assert cost.bucket == T0 + gap_days * 86400 + 7200 and skipped % 86400 == 0  # whole days
+
+
 def test_spent_resets_at_the_utc_day_boundary():
     cost = CostProjector()
     cost.learn_one(3.0, T0 + 86400 - 1)
