@@ -245,7 +245,7 @@ def span_rows(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
 def _span_row(span: Span, resource: dict[str, str], service: str,
               scope: InstrumentationScope, where: str) -> dict[str, Any]:
     return {
-        "Timestamp": span.start_time_unix_nano,
+        "Timestamp": _time_ns(span.start_time_unix_nano, f"{where}.start_time_unix_nano"),
         "TraceId": _hex_id(span.trace_id, 16, f"{where}.trace_id", required=True),
         "SpanId": _hex_id(span.span_id, 8, f"{where}.span_id", required=True),
         "ParentSpanId": _hex_id(span.parent_span_id, 8, f"{where}.parent_span_id"),
@@ -257,10 +257,11 @@ def _span_row(span: Span, resource: dict[str, str], service: str,
         "ScopeName": scope.name,
         "ScopeVersion": scope.version,
         "SpanAttributes": attributes(span.attributes),
-        "Duration": max(0, span.end_time_unix_nano - span.start_time_unix_nano),
+        "Duration": max(0, _time_ns(span.end_time_unix_nano, f"{where}.end_time_unix_nano") - span.start_time_unix_nano),
         "StatusCode": _STATUS_CODES.get(span.status.code, "Unset"),
         "StatusMessage": span.status.message,
-        "Events.Timestamp": [e.time_unix_nano for e in span.events],
+        "Events.Timestamp": [_time_ns(e.time_unix_nano, f"{where}.events.time_unix_nano")
+                             for e in span.events],
         "Events.Name": [e.name for e in span.events],
         "Events.Attributes": [attributes(e.attributes) for e in span.events],
         "Links.TraceId": [_hex_id(k.trace_id, 16, f"{where}.links.trace_id") for k in span.links],
@@ -268,6 +269,17 @@ def _span_row(span: Span, resource: dict[str, str], service: str,
         "Links.TraceState": [k.trace_state for k in span.links],
         "Links.Attributes": [attributes(k.attributes) for k in span.links],
     }
+
+
+#: The latest time the tables can hold (int64 nanoseconds, DateTime64(9): 2262-04-11).
+MAX_TIME_NS = 2**63 - 1
+
+
+def _time_ns(value: int, where: str) -> int:
+    """``value`` (fixed64 nanoseconds) if the tables can hold it, else ``DecodeError``."""
+    if value > MAX_TIME_NS:
+        raise DecodeError(f"{where}: {value} ns is after 2262, the latest time the tables hold")
+    return value
 
 
 def _hex_id(raw: bytes, size: int, where: str, required: bool = False) -> str:
@@ -315,19 +327,22 @@ def metric_rows(request: ExportMetricsServiceRequest) -> MetricRows:
                 data = getattr(metric, kind)
                 extra = ({"AggregationTemporality": data.aggregation_temporality,
                           "IsMonotonic": data.is_monotonic} if kind == "sum" else {})
-                getattr(out, kind).extend({**described, **_point_columns(p), **extra} for p in data.data_points)
+                where = f"metrics[{metric.name!r}].{kind}.data_points"
+                getattr(out, kind).extend({**described, **_point_columns(p, f"{where}[{i}]"), **extra}
+                                          for i, p in enumerate(data.data_points))
     return out
 
 
-def _point_columns(point: NumberDataPoint) -> dict[str, Any]:
+def _point_columns(point: NumberDataPoint, where: str) -> dict[str, Any]:
     return {
         "Attributes": attributes(point.attributes),
-        "StartTimeUnix": point.start_time_unix_nano,
-        "TimeUnix": point.time_unix_nano,
+        "StartTimeUnix": _time_ns(point.start_time_unix_nano, f"{where}.start_time_unix_nano"),
+        "TimeUnix": _time_ns(point.time_unix_nano, f"{where}.time_unix_nano"),
         "Value": _number(point),
         "Flags": point.flags,
         "Exemplars.FilteredAttributes": [attributes(e.filtered_attributes) for e in point.exemplars],
-        "Exemplars.TimeUnix": [e.time_unix_nano for e in point.exemplars],
+        "Exemplars.TimeUnix": [_time_ns(e.time_unix_nano, f"{where}.exemplars.time_unix_nano")
+                               for e in point.exemplars],
         "Exemplars.Value": [_number(e) for e in point.exemplars],
         "Exemplars.SpanId": [e.span_id.hex() for e in point.exemplars],
         "Exemplars.TraceId": [e.trace_id.hex() for e in point.exemplars],

@@ -220,8 +220,12 @@ class OtlpPipeline:
             gauge: list[dict[str, Any]] = []
             sums: list[dict[str, Any]] = []
             points: list[MetricPoint] = []
-            for _record, request in requests:
-                rows = metric_rows(request)
+            for record, request in requests:
+                try:
+                    rows = metric_rows(request)
+                except DecodeError as exc:
+                    outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.keep_bytes))
+                    continue
                 gauge += rows.gauge
                 sums += rows.sum
                 for i, point in enumerate(metric_points(rows)):

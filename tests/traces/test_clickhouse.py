@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from m1.settings import Settings, get_settings
 from schemas.otlp import decode_metrics, decode_traces, metric_rows, span_rows
 from sinks.clickhouse import Store, connect
+from streams.metrics_pipeline import MetricsPipeline, Record
+from streams.otlp_pipeline import OtlpPipeline
 from traces.cli import app, find_bottlenecks
 from traces.generator import COMPONENTS, ShopConfig, generate_request
 from traces.model import span_from_row
@@ -108,3 +110,20 @@ def test_cli_prints_table_and_suggestions(loaded, home, monkeypatch: pytest.Monk
     assert result.exit_code == 0, result.output
     assert f"{TRACES} traces" in result.output and "POST /authorize" in result.output
     assert "n_plus_one" in result.output
+
+
+def test_otlp_records_with_times_past_2262_are_dead_lettered_not_raised(loaded, home) -> None:
+    """Such a time overflows int64 nanoseconds: the batch would fail on every retry."""
+    client, _ = loaded
+    store, settings = Store(client), Settings(home=home)
+    pipeline = OtlpPipeline(settings, store, MetricsPipeline(settings, store))
+    spans = generate_request(2, ShopConfig(), seed=5)
+    spans.resource_spans[0].scope_spans[0].spans[0].end_time_unix_nano = 2**64 - 1
+    metrics = _metrics_request()
+    metrics.resource_metrics[0].scope_metrics[0].metrics[1].sum.data_points[0].start_time_unix_nano = 2**63
+    span_out = pipeline.process_spans([Record("otlp_spans", 0, 7, None, spans.SerializeToString())])
+    metric_out = pipeline.process_metrics([Record("otlp_metrics", 0, 8, None, metrics.SerializeToString())])
+    assert span_out.spans == 0 and [d.offset for d in span_out.dead_letters] == [7]
+    assert "end_time_unix_nano" in span_out.dead_letters[0].reason
+    assert metric_out.gauge == metric_out.sum == 0 and [d.offset for d in metric_out.dead_letters] == [8]
+    assert "metrics['requests'].sum.data_points[0].start_time_unix_nano" in metric_out.dead_letters[0].reason

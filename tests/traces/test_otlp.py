@@ -95,6 +95,18 @@ def test_proto_span_with_short_trace_id_is_rejected() -> None:
         span_rows(decode_traces(request.SerializeToString()))
 
 
+def test_times_the_tables_cannot_hold_are_rejected_with_the_field() -> None:
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_time_unix_nano=2**64 - 1, end_time_unix_nano=2**64 - 1)
+    with pytest.raises(DecodeError, match=r"spans\[0\]\.start_time_unix_nano: 18446744073709551615 ns is after 2262"):
+        span_rows(decode_traces(request.SerializeToString()))
+    metrics = _metrics_request()
+    metrics.resource_metrics[1].scope_metrics[0].metrics[0].gauge.data_points[0].time_unix_nano = 2**63
+    with pytest.raises(DecodeError, match=r"metrics\['cpu'\]\.gauge\.data_points\[0\]\.time_unix_nano"):
+        metric_rows(decode_metrics(metrics.SerializeToString()))
+
+
 def _metrics_request() -> ExportMetricsServiceRequest:
     request = ExportMetricsServiceRequest()
     for tenant_key, region in (("tenant", "eu-west-1"), ("m1.tenant", None), (None, None)):
