@@ -108,17 +108,18 @@ class _Minute:
 class RedMinutes:
     """Per operation and minute: span durations and errors, until the minute is complete.
 
-    Event time drives it: a minute closes when a span ending ``grace`` seconds after the
-    minute has been seen, or when no span arrived for ``grace`` seconds (``close_idle``).
-    Spans of a minute that already closed (late or replayed) are dropped here: the exact
-    RED numbers are in ``otel_red_1m``; these feed the detectors.
+    Event time drives it, per tenant: a tenant's minute closes when a span of that tenant
+    ending ``grace`` seconds after the minute has been seen, or when no span arrived for
+    ``grace`` seconds (``close_idle``). Spans of a minute that already closed (late or
+    replayed) are dropped here: the exact RED numbers are in ``otel_red_1m``; these feed the
+    detectors. One tenant's clock (or a span stamped years ahead) closes only its own minutes.
     """
 
     def __init__(self, grace_seconds: float = RED_GRACE_SECONDS) -> None:
         self.grace_ns = int(grace_seconds * 1e9)
         self.open: dict[tuple[str, str, str, str, int], _Minute] = defaultdict(_Minute)
-        self.watermark_ns = 0  # latest span end seen
-        self.closed_ns = 0  # minutes starting before this are closed
+        self.watermark_ns: dict[str, int] = defaultdict(int)  # per tenant: latest span end seen
+        self.closed_ns: dict[str, int] = defaultdict(int)  # per tenant: minutes starting before are closed
         self._last_add = time.monotonic()
         self._lock = threading.Lock()
 
@@ -126,31 +127,35 @@ class RedMinutes:
         """Account spans (``otel_traces`` rows); returns the points of minutes that closed."""
         with self._lock:
             self._last_add = time.monotonic()
+            tenants = set()
             for row in rows:
                 start, resource = row["Timestamp"], row["ResourceAttributes"]
+                tenant = _tenant(resource)
+                tenants.add(tenant)
                 minute = start // 60_000_000_000 * 60_000_000_000
-                self.watermark_ns = max(self.watermark_ns, start + row["Duration"])
-                if minute < self.closed_ns:
+                self.watermark_ns[tenant] = max(self.watermark_ns[tenant], start + row["Duration"])
+                if minute < self.closed_ns[tenant]:
                     continue
-                key = (_tenant(resource), _region(resource), row["ServiceName"], row["SpanName"][:256], minute)
+                key = (tenant, _region(resource), row["ServiceName"], row["SpanName"][:256], minute)
                 bucket = self.open[key]
                 bucket.durations_ms.append(row["Duration"] / 1e6)
                 bucket.errors += row["StatusCode"] == "Error"
-            return self._close(self.watermark_ns - self.grace_ns)
+            return [p for tenant in sorted(tenants) for p in self._close(tenant, self.watermark_ns[tenant] - self.grace_ns)]
 
     def close_idle(self) -> list[MetricPoint]:
         """Close every open minute if no span arrived for the grace period."""
         with self._lock:
             if time.monotonic() - self._last_add < self.grace_ns / 1e9 or not self.open:
                 return []
-            return self._close(max(self.watermark_ns, time.time_ns()))
+            tenants = sorted({key[0] for key in self.open})
+            return [p for t in tenants for p in self._close(t, max(self.watermark_ns[t], time.time_ns()))]
 
-    def _close(self, upto_ns: int) -> list[MetricPoint]:
+    def _close(self, tenant: str, upto_ns: int) -> list[MetricPoint]:
         limit = upto_ns // 60_000_000_000 * 60_000_000_000 - 60_000_000_000  # last minute wholly before upto_ns
-        self.closed_ns = max(self.closed_ns, limit + 60_000_000_000)
+        closed = self.closed_ns[tenant] = max(self.closed_ns[tenant], limit + 60_000_000_000)
         points = []
-        for key in [k for k in self.open if k[4] < self.closed_ns]:
-            tenant, region, service, operation, minute = key
+        for key in [k for k in self.open if k[0] == tenant and k[4] < closed]:
+            _, region, service, operation, minute = key
             bucket = self.open.pop(key)
             ts, labels = minute / 1e9, {"operation": operation}
             p90 = float(np.percentile(bucket.durations_ms, 90))
