@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=5000, description="Sink flush size: events per batch.")
     flush_seconds: float = Field(default=1.0, description="Sink flush interval: max seconds an event waits.")
     max_payload_bytes: int = Field(default=65536, description="Larger records are dead-lettered.")
+    max_future_seconds: float = Field(
+        default=3600.0, description="Points stamped further ahead of the worker's clock are dead-lettered "
+                                    "(a series learns only points later than its last, so one would stop it).")
     detector: str = Field(default="ensemble", description="Detector name from models.registry.")
     hst_features: Annotated[list[str], NoDecode] = Field(
         default=["value", "delta", "roll_mean", "roll_std"],

@@ -189,7 +189,7 @@ class ForecastPipeline:
 
     def process(self, records: list[Record]) -> ForecastOutcome:
         """Decode one batch of records as the metrics path does, then :meth:`process_points`."""
-        decoded = decode_batch(self.decoder, records, time.time())
+        decoded = decode_batch(self.decoder, records, time.time(), self.settings.max_future_seconds)
         return self.process_points(decoded.points, skipped_invalid=len(decoded.dead_letters))
 
     def process_points(self, points: dict[str, list[MetricPoint]], skipped_invalid: int = 0) -> ForecastOutcome:

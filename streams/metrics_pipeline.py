@@ -105,7 +105,7 @@ class MetricsPipeline:
     def process(self, records: list[Record]) -> BatchOutcome:
         """Handle one batch; raises only if the store fails (then nothing may be acked)."""
         now = time.time()
-        outcome = decode_batch(self.decoder, records, now)
+        outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds)
         outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters)
         return outcome
 
@@ -191,15 +191,21 @@ class MetricsPipeline:
         )
 
 
-def decode_batch(decoder: EventDecoder, records: list[Record], now: float) -> BatchOutcome:
-    """The outcome of a batch before scoring: its dead letters (received at ``now``), the
-    records to re-key and the points of the rest, by series."""
+def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_future_seconds: float) -> BatchOutcome:
+    """The outcome of a batch before scoring: its dead letters (received at ``now``; points
+    stamped more than ``max_future_seconds`` after it are among them), the records to re-key
+    and the points of the rest, by series."""
     outcome = BatchOutcome()
+    latest = now + max_future_seconds
     with stage("decode"):  # msgspec parses and checks the schema in one pass
         decoded: list[tuple[Record, MetricPoint]] = []
         for record in records:
             try:
-                decoded.append((record, decoder.decode(record.value)))
+                point = decoder.decode(record.value)
+                if point.ts > latest:
+                    raise InvalidEvent(f"ts {point.ts:.3f} is {point.ts - now:,.0f} s ahead of the worker's clock "
+                                       f"(limit M1_MAX_FUTURE_SECONDS={max_future_seconds:g})")
+                decoded.append((record, point))
             except InvalidEvent as exc:
                 outcome.dead_letters.append(dead_letter(record, exc.reason, now, decoder.max_bytes))
     with stage("validate"):  # a record keyed otherwise belongs to another partition

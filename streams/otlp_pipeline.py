@@ -192,6 +192,7 @@ class OtlpPipeline:
             raise ValueError(f"M1_OTLP_ENCODING={settings.otlp_encoding!r}: expected one of {', '.join(ENCODINGS)}")
         self.encoding = settings.otlp_encoding
         self.keep_bytes = settings.max_payload_bytes  # of a record in its dead letter
+        self.max_future_seconds = settings.max_future_seconds
         self.store = store
         self.metrics = metrics
         self.red = RedMinutes(red_grace_seconds)
@@ -235,6 +236,8 @@ class OtlpPipeline:
                 sums += rows.sum
                 for i, point in enumerate(metric_points(rows)):
                     try:
+                        if point["ts"] > now + self.max_future_seconds:  # as the metrics path dead-letters
+                            raise ValueError(f"ts is {point['ts'] - now:,.0f} s ahead of the worker's clock")
                         points.append(msgspec.convert({"schema": "metric/1", **point}, MetricPoint))
                     except (msgspec.ValidationError, ValueError) as exc:
                         outcome.unscored.append(f"{point['service']} {point['metric']} point {i}: {exc}")

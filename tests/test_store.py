@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +62,21 @@ def test_a_batch_spanning_hundreds_of_days_is_stored(store: Store, tmp_path: Pat
               for i in range(300)]
     assert pipeline.process([Record("metrics", 0, i, p.series_key.encode(), encode(p)) for i, p in enumerate(points)]).stored == 300
     assert store.query("SELECT count(), uniqExact(toDate(ts)) FROM metric_points FINAL WHERE tenant = 'backfill'").rows == [(300, 300)]
+
+
+def test_a_point_stamped_far_ahead_is_dead_lettered_and_the_series_keeps_learning(store: Store, tmp_path: Path) -> None:
+    pipeline = MetricsPipeline(Settings(home=tmp_path, max_future_seconds=600), store)
+    now = time.time()
+
+    def record(offset: int, ts: float) -> Record:
+        point = MetricPoint(ts, "ahead", "eu", "api", "rps", 5.0, {"host": "a"})
+        return Record("metrics", 0, offset, point.series_key.encode(), encode(point))
+
+    first = pipeline.process([record(0, now - 60), record(1, now + 30 * 86400), record(2, now - 30)])
+    assert first.stored == 2 and [d.offset for d in first.dead_letters] == [1]
+    assert "s ahead of the worker's clock (limit M1_MAX_FUTURE_SECONDS=600)" in first.dead_letters[0].reason
+    pipeline.process([record(3, now - 20)])
+    assert pipeline.bank.points("ahead|eu|api|rps|host=a") == 3  # every real point was learned
 
 
 def test_replayed_or_twice_forwarded_points_are_stored_again_but_learned_once(store: Store, tmp_path: Path) -> None:

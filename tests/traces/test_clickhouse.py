@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -127,3 +128,17 @@ def test_otlp_records_with_times_past_2262_are_dead_lettered_not_raised(loaded, 
     assert "end_time_unix_nano" in span_out.dead_letters[0].reason
     assert metric_out.gauge == metric_out.sum == 0 and [d.offset for d in metric_out.dead_letters] == [8]
     assert "metrics['requests'].sum.data_points[0].start_time_unix_nano" in metric_out.dead_letters[0].reason
+
+
+def test_otlp_points_stamped_far_ahead_are_stored_but_not_scored(loaded, home) -> None:
+    client, _ = loaded
+    store, settings = Store(client), Settings(home=home, max_future_seconds=600)
+    pipeline = OtlpPipeline(settings, store, MetricsPipeline(settings, store))
+    metrics = _metrics_request()
+    now_ns = time.time_ns()
+    for rm, ahead_s in zip(metrics.resource_metrics, (0, 30 * 86400, 0)):
+        rm.scope_metrics[0].metrics[0].gauge.data_points[0].time_unix_nano = now_ns + ahead_s * 10**9
+    out = pipeline.process_metrics([Record("otlp_metrics", 0, 9, None, metrics.SerializeToString())])
+    assert out.gauge == 3 and not out.dead_letters
+    [ahead] = [u for u in out.unscored if "ahead of the worker's clock" in u]
+    assert ahead.startswith("api cpu point 1: ts is 2,59")  # 30 days: 2,592,000 s
