@@ -71,7 +71,8 @@ class Settings(BaseSettings):
         default=0.58, description="Scores at or above this become anomaly events (warning); 0.58 is the ensemble's "
                                   "NAB-optimal threshold, see docs/benchmarks-nab.md.")
     critical_threshold: float = Field(default=0.75, description="Scores at or above this are critical anomalies.")
-    max_series: int = Field(default=100_000, description="Live models kept in memory; least recently used beyond it are evicted.")
+    max_series: int = Field(default=10_000, description="Live models kept in memory (~110 KiB a series with the default "
+                                                        "ensemble); least recently used beyond it are evicted.")
     snapshot_seconds: float = Field(default=10.0, description="How often changed model state is checkpointed.")
 
     # Forecasting (streams/forecast_pipeline.py, docs/forecasting.md). Lists and dicts are JSON in M1_* variables.

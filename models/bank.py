@@ -136,6 +136,11 @@ class ModelBank:
                 log.exception("the saved %s state of %s does not load; it starts afresh", self.detector, series)
         self._evict_overflow()
 
+    def checkpoint_due(self) -> bool:
+        """Whether evicted state waiting for the next checkpoint reached a tenth of ``max_series``:
+        a burst of new series must not pile evicted state up in memory until the timed checkpoint."""
+        return len(self._evicted) >= max(1, self.max_series // 10)
+
     def checkpoint(self) -> list[StateRow]:
         """Rows for every series changed or evicted since the last checkpoint."""
         rows = list(self._evicted.values())

@@ -69,6 +69,7 @@ def build_app(settings: Settings) -> faust.App:
         settings, settings.topic_metrics, group_id=f"{settings.app_id}-metrics",
         handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings), forecast),
         checkpoints=[pipeline.checkpoint, forecasting.checkpoint],
+        checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
     ))
 
     register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing

@@ -54,17 +54,20 @@ class BatchConsumer(Service):
     """Consumes ``topic`` in batches for ``handler``; started and stopped with the Faust app.
 
     ``checkpoints`` (blocking callables, run in a thread between batches) save the handler's
-    models; the offsets handled before a checkpoint are committed right after it.
+    models; the offsets handled before a checkpoint are committed right after it. They run
+    every ``M1_SNAPSHOT_SECONDS``, and also after a batch when ``checkpoint_due()`` says so.
     """
 
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
-                 checkpoints: list[Callable[[], object]], **kwargs: object):
+                 checkpoints: list[Callable[[], object]], checkpoint_due: Callable[[], bool] = lambda: False,
+                 **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
         self.group_id = group_id
         self.handler = handler
         self.checkpoints = checkpoints
+        self.checkpoint_due = checkpoint_due
         self._consumer: AIOKafkaConsumer | None = None
         self._between_batches = asyncio.Lock()
         self._handled: dict[TopicPartition, int] = {}  # next offset per partition, not yet committed
@@ -120,6 +123,8 @@ class BatchConsumer(Service):
                 for event in events:
                     tp = TopicPartition(event.message.topic, event.message.partition)
                     self._handled[tp] = max(self._handled.get(tp, 0), event.message.offset + 1)
+            if self.checkpoint_due():
+                await self.checkpoint()
 
     async def _next_batch(self) -> list[KafkaEvent]:
         """Records until the batch is full or ``flush_seconds`` have passed since the first."""

@@ -136,3 +136,17 @@ def test_worker_killed_mid_stream_loses_nothing_and_restores_models(make_setting
         assert wait_for(lambda: int(scalar(settings, restored)) >= 1500), run_query(settings, "SELECT series, detector, points FROM model_state FINAL").rows
     finally:
         worker.stop()
+
+
+def test_a_burst_of_new_series_checkpoints_early_instead_of_holding_their_state(make_settings) -> None:
+    """With the timed checkpoint an hour away, series evicted from a small bank are saved (and
+    their offsets committed) after the batch that evicted a tenth of ``max_series``."""
+    settings = make_settings(max_series=20, snapshot_seconds=3600.0)
+    worker = start_worker(settings)
+    try:
+        produce(settings, points("burst", 400, series=100))
+        assert wait_for(lambda: stored(settings, "burst") >= 400)
+        saved = "SELECT count() FROM model_state FINAL WHERE series LIKE 'burst|%'"
+        assert wait_for(lambda: int(scalar(settings, saved)) >= 80, timeout=30)
+    finally:
+        worker.stop()

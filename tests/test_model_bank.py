@@ -41,6 +41,17 @@ def test_memory_is_bounded_and_evicted_series_resume() -> None:
     assert bank.missing(["b"]) == ["b"]  # after the checkpoint, b lives only in the store
 
 
+def test_a_checkpoint_is_due_once_a_tenth_of_max_series_waits_evicted() -> None:
+    bank = ModelBank("zscore", max_series=20)
+    values, times = noisy(10)
+    for i in range(21):
+        bank.score_learn(f"s{i}", values, times)
+    assert not bank.checkpoint_due()  # one evicted series waits: below 20 // 10
+    bank.score_learn("s21", values, times)
+    assert bank.checkpoint_due()
+    assert len(bank.checkpoint()) == 22 and not bank.checkpoint_due()
+
+
 def test_every_registered_detector_scores_a_spike_above_the_noise() -> None:
     values, times = noisy(800, seed=1)
     values[700] += 40.0  # 20 standard deviations
