@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 from m1.settings import Settings
-from sinks.clickhouse import QueryResult, Store, connect
+from sinks.clickhouse import QueryResult, Store, StoreUnavailable, connect
 
 
 class QueryError(RuntimeError):
@@ -46,7 +46,10 @@ def run_query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResul
         except urllib.error.HTTPError as exc:
             raise QueryError(json.load(exc).get("error", str(exc))) from None
         return QueryResult(body["columns"], [tuple(r) for r in body["rows"]])
-    store = Store(connect(settings))
+    try:
+        store = Store(connect(settings))
+    except StoreUnavailable as exc:
+        raise QueryError(str(exc)) from None
     try:
         return store.read_only_query(sql)
     except Exception as exc:

@@ -36,13 +36,27 @@ TS_TYPE = pa.timestamp("ms", tz="UTC")
 READ_ONLY_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"}
 
 
+class StoreUnavailable(RuntimeError):
+    """The embedded store could not be opened; the message says why and what to do."""
+
+
 def connect(settings: Settings) -> Client:
-    """A client for the configured store, with ``settings.clickhouse_database`` created and selected."""
+    """A client for the configured store, with ``settings.clickhouse_database`` created and selected.
+
+    Raises :class:`StoreUnavailable` if the embedded data directory cannot be opened (most
+    often because another process has it: chdb allows one process per directory)."""
     if settings.clickhouse_url:
         client = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
     else:
         settings.chdb_path.mkdir(parents=True, exist_ok=True)
-        client = clickhouse_connect.get_client(dsn=f"chdb://{settings.chdb_path}")
+        try:
+            client = clickhouse_connect.get_client(dsn=f"chdb://{settings.chdb_path}")
+        except Exception as exc:
+            raise StoreUnavailable(
+                f"cannot open the embedded ClickHouse data directory {settings.chdb_path} ({exc}). Only one "
+                "process may open it at a time: stop the process that has it (a worker not answering on "
+                "M1_WEB_PORT, another m1 command, a script), or set M1_HOME to another directory."
+            ) from None
     client.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")
     client.database = settings.clickhouse_database
     return client

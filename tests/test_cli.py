@@ -43,3 +43,20 @@ def test_query_goes_through_the_running_worker(tmp_path, kafka_bootstrap: str) -
         assert refused.returncode == 2 and "only" in refused.stdout
     finally:
         worker.stop()
+
+
+def test_query_explains_a_store_another_process_holds(tmp_path) -> None:
+    env = {**settings_env(isolated_settings(tmp_path, "127.0.0.1:1")), "M1_HOME": str(tmp_path)}
+    holder = subprocess.Popen(  # a process other than a worker holds the data directory
+        [sys.executable, "-c", "import sys\nfrom m1.settings import Settings\nfrom sinks.clickhouse import "
+                               "Store, connect\nstore = Store(connect(Settings()))\nprint('open', flush=True)\n"
+                               "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        out = subprocess.run([sys.executable, "-m", "m1.cli", "query", "SELECT 1"], capture_output=True, text=True,
+                             env=env)
+        assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
+        assert "Only one process may open it at a time" in " ".join(out.stdout.split())
+    finally:
+        holder.communicate("", timeout=30)
