@@ -117,6 +117,11 @@ class Settings(BaseSettings):
             "ensemble": {"components": self.ensemble_components, "rarity_k": self.ensemble_rarity_k},
         }.get(detector or self.detector, {})
 
+    def changed_detector_options(self) -> dict[str, Any]:
+        """The configured detector's options if any differs from its default, else ``{}``."""
+        options = self.detector_options()
+        return options if options != Settings.model_construct().detector_options(self.detector) else {}
+
     @property
     def kafka_url(self) -> str:
         """Bootstrap servers as Faust's ``kafka://`` URL."""

@@ -26,10 +26,12 @@ Any picklable per-series model works given a ``factory``; ``apply`` runs a funct
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import pickle
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
@@ -58,18 +60,25 @@ class ModelBank:
     (default: ``make_detector(detector)``).
     """
 
-    def __init__(self, detector: str, max_series: int = 100_000, factory: Callable[[], Any] | None = None):
+    def __init__(self, detector: str, max_series: int = 100_000, factory: Callable[[], Any] | None = None,
+                 config: Mapping[str, Any] | None = None):
         self.detector = detector
         self.max_series = max_series
         self.factory = factory or partial(make_detector, detector)
+        self.config = dict(config or {})
         self._models: OrderedDict[str, tuple[Detector, int]] = OrderedDict()
         self._dirty: set[str] = set()
         self._evicted: dict[str, StateRow] = {}
 
     @property
     def state_key(self) -> str:
-        """Key of this bank's checkpoints: the detector name and :data:`STATE_VERSION`."""
-        return f"{self.detector}@{STATE_VERSION}"
+        """Key of this bank's checkpoints: the detector name, :data:`STATE_VERSION` and, for a
+        non-empty ``config`` (the options the models were built with), a digest of it, so
+        models built otherwise are not restored."""
+        if not self.config:
+            return f"{self.detector}@{STATE_VERSION}"
+        digest = hashlib.sha256(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.detector}@{STATE_VERSION}+{digest[:12]}"
 
     def __contains__(self, series: str) -> bool:
         return series in self._models

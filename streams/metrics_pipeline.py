@@ -96,9 +96,11 @@ class MetricsPipeline:
         self.decoder = EventDecoder(MetricPoint, max_bytes=settings.max_payload_bytes)
         options = settings.detector_options()
         make_detector(settings.detector, **options)  # a bad configuration fails here, at start
-        # InOrder: a replayed or twice-forwarded point is scored and stored again, never learned again
+        # InOrder: a replayed or twice-forwarded point is scored and stored again, never learned again.
+        # Checkpoints of models built with other (non-default) options are not restored.
         self.bank = ModelBank(settings.detector, max_series=settings.max_series,
-                              factory=lambda: InOrder(make_detector(settings.detector, **options)))
+                              factory=lambda: InOrder(make_detector(settings.detector, **options)),
+                              config=settings.changed_detector_options())
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
         self._lock = threading.RLock()  # the bank is shared with the OTLP agents' threads
 

@@ -121,6 +121,25 @@ def test_state_of_another_format_version_is_not_restored(store: Store, tmp_path:
     assert old_only.bank.points("never|saved|now") == 0  # not loaded: starts afresh
 
 
+def test_models_built_with_other_detector_options_are_not_restored(store: Store, tmp_path: Path) -> None:
+    """A changed M1_ENSEMBLE_* setting applies to every series, not only to new ones."""
+    series = MetricPoint(0.0, "reconfigured", "eu", "api", "rps", 0.0, {"host": "a"}).series_key
+    first = MetricsPipeline(Settings(home=tmp_path / "a"), store)  # default options: the plain key
+    first.process(records("reconfigured", 300))
+    assert first.checkpoint() == 1 and first.bank.state_key == "ensemble@2"
+    changed = Settings(home=tmp_path / "b", ensemble_components=["robust", "relative_entropy"])
+    restarted = MetricsPipeline(changed, store)
+    restarted.process(records("reconfigured", 100, first_offset=300))
+    assert restarted.bank.points(series) == 100  # started afresh with the new components
+    assert restarted.checkpoint() == 1
+    again = MetricsPipeline(changed.model_copy(update={"home": tmp_path / "c"}), store)
+    again._restore([series])
+    assert again.bank.points(series) == 100  # the same options find their own checkpoint
+    default = MetricsPipeline(Settings(home=tmp_path / "d"), store)
+    default._restore([series])
+    assert default.bank.points(series) == 300
+
+
 def test_remote_queries_are_read_only(store: Store) -> None:
     assert store.read_only_query("SELECT 1 AS one").rows == [(1,)]
     for statement in ("DROP TABLE metric_points", "INSERT INTO anomalies VALUES ()", "  ", "ALTER TABLE x"):
