@@ -90,12 +90,16 @@ def _decode_json(payload: bytes, message: Message) -> Message:
         raise DecodeError(f"OTLP/JSON is not UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise DecodeError("OTLP/JSON is nested too deeply to parse") from None
     if not isinstance(doc, dict):
         raise DecodeError(f"OTLP/JSON must be an object, got {type(doc).__name__}")
     try:
         json_format.ParseDict(_hex_ids_to_base64(doc, "$"), message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise DecodeError(f"OTLP/JSON does not fit {message.DESCRIPTOR.name}: {exc}") from None
+    except RecursionError:  # nested within JSON's limit, but not within the converters'
+        raise DecodeError("OTLP/JSON is nested too deeply to parse") from None
     return message
 
 

@@ -81,6 +81,9 @@ def test_truncated_protobuf_names_the_field() -> None:
      "$.resourceSpans[0].scopeSpans[0].spans[0].traceId: 'zz' is not hex"),
     (b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"abcd"}]}]}]}', "otlp_json", "expected 8 bytes"),
     (b"{}", "avro", "unknown encoding"),
+    (b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "otlp_json", "nested too deeply"),
+    (b'{"resourceSpans":[{"resource":{"attributes":[{"key":"a","value":' + b'{"arrayValue":{"values":[' * 500
+     + b'{"stringValue":"x"}' + b"]}}" * 500 + b"}]}}]}", "otlp_json", "nested too deeply"),
 ])
 def test_bad_payloads_raise_decode_error_with_reason(payload: bytes, encoding: str, expected: str) -> None:
     with pytest.raises(DecodeError) as err:
