@@ -18,6 +18,7 @@ through the worker's ``/query`` endpoint (see ``m1 query``).
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +35,15 @@ from m1.settings import Settings
 TS_TYPE = pa.timestamp("ms", tz="UTC")
 
 READ_ONLY_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"}
+#: What a remote caller's query may not use: table functions that read files, URLs or other
+#: servers (even a read-only query may), and writing the result to a file.
+OUTSIDE_THE_STORE = re.compile(
+    r"\b(file|url|s3|s3cluster|gcs|azureblobstorage|hdfs|remote|remotesecure|cluster|mysql|postgresql|mongodb|"
+    r"redis|sqlite|odbc|jdbc|executable|input|urlcluster|filecluster)\s*\(|\binto\s+outfile\b",
+    re.IGNORECASE,
+)
+#: Settings of a remote caller's query: read-only in the engine too, and a bounded result.
+READ_ONLY_SETTINGS = {"readonly": 2, "max_result_rows": 100_000, "result_overflow_mode": "throw"}
 
 
 class StoreUnavailable(RuntimeError):
@@ -122,18 +132,21 @@ class Store:
                 self.client.insert_arrow(table, batch, settings=INSERT_SETTINGS)
         return batch.num_rows
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+    def query(self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> QueryResult:
         """Run a query and return its columns and rows."""
         with self._lock:
-            result = self.client.query(sql, parameters=parameters)
+            result = self.client.query(sql, parameters=parameters, settings=settings)
         return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
 
     def read_only_query(self, sql: str) -> QueryResult:
-        """Run a SELECT-like statement for a remote caller; values become JSON-safe."""
+        """Run a SELECT-like statement for a remote caller on the store's own tables, at most
+        ``max_result_rows`` rows of result; values become JSON-safe."""
         first = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
         if first not in READ_ONLY_STATEMENTS:
             raise ValueError(f"only {', '.join(sorted(READ_ONLY_STATEMENTS))} statements are allowed here")
-        result = self.query(sql)
+        if outside := OUTSIDE_THE_STORE.search(sql):
+            raise ValueError(f"{outside.group(0).strip()!r}: only the store's own tables can be queried here")
+        result = self.query(sql, settings=READ_ONLY_SETTINGS)
         return QueryResult(result.columns, [tuple(map(_json_safe, row)) for row in result.rows])
 
     def close(self) -> None:

@@ -145,3 +145,23 @@ def test_remote_queries_are_read_only(store: Store) -> None:
     for statement in ("DROP TABLE metric_points", "INSERT INTO anomalies VALUES ()", "  ", "ALTER TABLE x"):
         with pytest.raises(ValueError, match="only .* statements are allowed"):
             store.read_only_query(statement)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+    "select * from URL ('http://127.0.0.1:9/x', 'CSV', 'a String')",
+    "SELECT count() FROM remote('127.0.0.1', system.one)",
+    "SELECT 1 INTO OUTFILE '/tmp/m1-outfile.csv'",
+])
+def test_remote_queries_stay_inside_the_store(store: Store, sql: str) -> None:
+    """Even a read-only query could read the worker's files, call URLs or write a file."""
+    with pytest.raises(ValueError, match="only the store's own tables can be queried here"):
+        store.read_only_query(sql)
+
+
+def test_remote_query_results_are_bounded_and_the_engine_is_read_only(store: Store) -> None:
+    assert len(store.read_only_query("SELECT number FROM numbers(100000)").rows) == 100_000
+    with pytest.raises(Exception, match="Limit for result exceeded"):
+        store.read_only_query("SELECT number FROM numbers(100001)")
+    with pytest.raises(Exception, match="readonly"):  # past the keyword check, the engine refuses too
+        store.read_only_query("WITH 1 AS x SELECT * FROM numbers(1) SETTINGS readonly = 0")
