@@ -198,15 +198,13 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
     stamped more than ``max_future_seconds`` after it are among them), the records to re-key
     and the points of the rest, by series."""
     outcome = BatchOutcome()
-    latest = now + max_future_seconds
     with stage("decode"):  # msgspec parses and checks the schema in one pass
         decoded: list[tuple[Record, MetricPoint]] = []
         for record in records:
             try:
                 point = decoder.decode(record.value)
-                if point.ts > latest:
-                    raise InvalidEvent(f"ts {point.ts:.3f} is {point.ts - now:,.0f} s ahead of the worker's clock "
-                                       f"(limit M1_MAX_FUTURE_SECONDS={max_future_seconds:g})")
+                if reason := too_far_ahead(point.ts, now, max_future_seconds):
+                    raise InvalidEvent(reason)
                 decoded.append((record, point))
             except InvalidEvent as exc:
                 outcome.dead_letters.append(dead_letter(record, exc.reason, now, decoder.max_bytes))
@@ -220,6 +218,14 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
             by_series[series].append(point)
     outcome.points = by_series
     return outcome
+
+
+def too_far_ahead(ts: float, now: float, max_future_seconds: float) -> str | None:
+    """Why a point stamped ``ts`` is refused at ``now`` (more than ``max_future_seconds`` ahead:
+    its series, which learns only later points, would stop learning until then), or None."""
+    if ts <= now + max_future_seconds:
+        return None
+    return f"ts is {ts - now:,.0f} s ahead of the worker's clock (limit M1_MAX_FUTURE_SECONDS={max_future_seconds:g})"
 
 
 def dead_letter(record: Record, reason: str, now: float, keep_bytes: int) -> DeadLetter:

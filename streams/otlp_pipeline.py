@@ -36,7 +36,7 @@ from m1.settings import Settings
 from schemas.events import MetricPoint
 from schemas.otlp import ENCODINGS, DecodeError, decode_metrics, decode_traces, metric_points, metric_rows, span_rows
 from sinks.clickhouse import Store
-from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record, dead_letter
+from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record, dead_letter, too_far_ahead
 from streams.tracing import stage
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,7 @@ class OtlpPipeline:
         if settings.otlp_encoding not in ENCODINGS:
             raise ValueError(f"M1_OTLP_ENCODING={settings.otlp_encoding!r}: expected one of {', '.join(ENCODINGS)}")
         self.encoding = settings.otlp_encoding
-        self.keep_bytes = settings.max_payload_bytes  # of a record in its dead letter
-        self.max_future_seconds = settings.max_future_seconds
+        self.settings = settings
         self.store = store
         self.metrics = metrics
         self.red = RedMinutes(red_grace_seconds)
@@ -209,7 +208,7 @@ class OtlpPipeline:
                 try:
                     rows += span_rows(request)
                 except DecodeError as exc:
-                    outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.keep_bytes))
+                    outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.settings.max_payload_bytes))
         with stage("sink", **{"db.collection.name": "otel_traces"}):
             outcome.spans = self.store.insert("otel_traces", arrow_columns(rows, TRACE_COLUMNS)) if rows else 0
         red_points = self.red.add(rows)
@@ -230,14 +229,14 @@ class OtlpPipeline:
                 try:
                     rows = metric_rows(request)
                 except DecodeError as exc:
-                    outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.keep_bytes))
+                    outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.settings.max_payload_bytes))
                     continue
                 gauge += rows.gauge
                 sums += rows.sum
                 for i, point in enumerate(metric_points(rows)):
                     try:
-                        if point["ts"] > now + self.max_future_seconds:  # as the metrics path dead-letters
-                            raise ValueError(f"ts is {point['ts'] - now:,.0f} s ahead of the worker's clock")
+                        if reason := too_far_ahead(point["ts"], now, self.settings.max_future_seconds):
+                            raise ValueError(reason)
                         points.append(msgspec.convert({"schema": "metric/1", **point}, MetricPoint))
                     except (msgspec.ValidationError, ValueError) as exc:
                         outcome.unscored.append(f"{point['service']} {point['metric']} point {i}: {exc}")
@@ -261,10 +260,10 @@ class OtlpPipeline:
         decoded = []
         for record in records:
             if not record.value:
-                outcome.dead_letters.append(dead_letter(record, "empty record (no value)", now, self.keep_bytes))
+                outcome.dead_letters.append(dead_letter(record, "empty record (no value)", now, self.settings.max_payload_bytes))
                 continue
             try:
                 decoded.append((record, decode(record.value, self.encoding)))
             except DecodeError as exc:
-                outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.keep_bytes))
+                outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.settings.max_payload_bytes))
         return decoded
