@@ -1,0 +1,1 @@
+"""The authenticated HTTP API under /v1 (aiohttp), served next to the store owner."""

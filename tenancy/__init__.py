@@ -1,0 +1,1 @@
+"""Tenants, API keys, roles, quotas: who may do what, on whose data."""
