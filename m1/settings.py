@@ -92,6 +92,20 @@ class Settings(BaseSettings):
     scaling_min_replicas: int = 1
     scaling_max_replicas: int = 1000
 
+    # Quotas and model state (tenancy/quotas.py, models/bank.py, sinks/model_state.py). Registry overrides per tenant.
+    quota_points_per_second: float = Field(
+        default=50_000.0, description="Metric points a tenant may ingest per second (burst: one second's worth); "
+                                      "the excess is dead-lettered with reason 'quota: ...'.")
+    quota_max_series: int = Field(
+        default=5_000, description="Distinct series a tenant may hold in the model bank; points of further new "
+                                   "series are dead-lettered with reason 'quota: ...'.")
+    quota_requests_per_second: float = Field(
+        default=50.0, description="API requests a tenant may make per second (burst: one second's worth); "
+                                  "beyond it the API answers 429 with Retry-After.")
+    state_key_path: Path | None = Field(
+        default=None, description="Key file authenticating saved model state (HMAC-SHA256); empty means "
+                                  "<home>/state.key, created with 32 random bytes (mode 0600) on first use.")
+
     @field_validator("forecast_metrics", "forecast_horizons", "cost_metrics", "replica_capacity", "hst_features",
                      "ensemble_components", mode="before")
     @classmethod
@@ -140,6 +154,11 @@ class Settings(BaseSettings):
     def chdb_path(self) -> Path:
         """Data directory of the embedded ClickHouse engine."""
         return (self.home / "chdb").resolve()
+
+    @property
+    def state_key_file(self) -> Path:
+        """The key authenticating saved model state: ``state_key_path`` or ``<home>/state.key``."""
+        return (self.state_key_path or self.home / "state.key").resolve()
 
 
 @lru_cache(maxsize=1)
