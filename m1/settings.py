@@ -106,6 +106,26 @@ class Settings(BaseSettings):
         default=None, description="Key file authenticating saved model state (HMAC-SHA256); empty means "
                                   "<home>/state.key, created with 32 random bytes (mode 0600) on first use.")
 
+    # Tenancy and authentication (tenancy/registry.py, tenancy/authn.py, tenancy/oidc.py).
+    registry_path: Path | None = Field(
+        default=None, description="SQLite file of tenants and API keys; empty means <home>/registry.db.")
+    api_key_cache_seconds: float = Field(
+        default=60.0, description="How long a verified API key is trusted without a new scrypt check "
+                                  "(revoking a key or disabling its tenant ends it at once).")
+    oidc_issuer: str = Field(default="", description="Expected 'iss' of OIDC bearer tokens; empty turns OIDC off.")
+    oidc_audience: str = Field(default="", description="Expected 'aud' of OIDC bearer tokens.")
+    oidc_jwks_url: str = Field(default="", description="URL of the issuer's JWKS (fetched and cached).")
+    oidc_jwks_path: Path | None = Field(default=None, description="Local JWKS file, used instead of oidc_jwks_url.")
+    oidc_tenant_claim: str = Field(default="m1_tenant", description="Token claim naming the caller's tenant.")
+    oidc_roles_claim: str = Field(default="m1_roles", description="Token claim listing the caller's roles.")
+    oidc_leeway_seconds: float = Field(default=30.0, description="Clock skew allowed on exp/nbf/iat of tokens.")
+
+    @field_validator("registry_path", "oidc_jwks_path", "state_key_path", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: Any) -> Any:
+        """An empty variable (``M1_REGISTRY_PATH=``) means the default, not the current directory."""
+        return None if value == "" else value
+
     @field_validator("forecast_metrics", "forecast_horizons", "cost_metrics", "replica_capacity", "hst_features",
                      "ensemble_components", mode="before")
     @classmethod
@@ -154,6 +174,11 @@ class Settings(BaseSettings):
     def chdb_path(self) -> Path:
         """Data directory of the embedded ClickHouse engine."""
         return (self.home / "chdb").resolve()
+
+    @property
+    def registry_file(self) -> Path:
+        """The tenant and API key registry: ``registry_path`` or ``<home>/registry.db``."""
+        return (self.registry_path or self.home / "registry.db").resolve()
 
     @property
     def state_key_file(self) -> Path:
