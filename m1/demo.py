@@ -4,6 +4,9 @@ It starts the local broker and a worker if none is running, streams the workload
 the requested rate with a progress bar, waits until the store has every valid point,
 then prints what went in, what was stored and dead-lettered, and which injected
 anomalies the detectors caught.
+
+Its tenants are created in the registry, and its queries go through the worker's API
+with a platform-admin key of its own (``<home>/demo.key``, see ``m1.local_key``).
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from m1.kafka_local import LocalKafka
+from m1.local_key import key_file, local_admin_key, shown
 from m1.producer import make_producer
 from m1.query_client import run_query, worker_is_up
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from m1.worker_process import WorkerProcess
 from m1.workload import Workload
+from tenancy.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,8 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
         with console.status("starting the local Kafka broker (first run downloads the jars)..."):
             broker.start()
         started_broker = True
-    settings = settings.model_copy(update={"kafka_bootstrap": settings.bootstrap})
+    settings = settings.model_copy(update={"kafka_bootstrap": settings.bootstrap,
+                                           "api_key": SecretStr(local_admin_key(settings, "demo"))})
     ensure_topics(settings)
     worker = None
     if not worker_is_up(settings):
@@ -65,6 +72,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
     try:
         ticks = max(1, round(options.duration * options.rate / options.series))
         workload = Workload(options.tenants, options.regions, options.series, options.anomalies, ticks, options.seed)
+        _register_tenants(settings, workload)
         produced = asyncio.run(_produce(settings, workload, ticks, options, console))
         stored, drain_s = _wait_stored(settings, workload, produced, console)
         summary = _summarise(settings, workload, produced, stored, drain_s)
@@ -76,6 +84,17 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
                 worker.stop()
             if started_broker:
                 broker.stop()
+
+
+def _register_tenants(settings: Settings, workload: Workload) -> None:
+    """Create the workload's tenants in the registry (those it already has stay as they are)."""
+    registry = Registry.from_settings(settings)
+    try:
+        known = {t.name for t in registry.tenants()}
+        for tenant in sorted({s.tenant for s in workload.series} - known):
+            registry.create_tenant(tenant)
+    finally:
+        registry.close()
 
 
 async def _produce(settings: Settings, workload: Workload, ticks: int, options: DemoOptions, console: Console) -> Produced:
@@ -179,6 +198,9 @@ def _print(summary: DemoSummary, settings: Settings, console: Console) -> None:
     table.add_row("forecasts / replica recommendations", f"{s.forecasts:,} / {s.recommendations:,}")
     table.add_row("throughput (stored / wall time)", f"{s.points_per_second:,.0f} points/s")
     table.add_row("data", str(settings.chdb_path) if not settings.clickhouse_url else settings.clickhouse_url)
+    table.add_row("API key (platform-admin)", f"{shown(settings.api_key.get_secret_value())} in "
+                                                f"{key_file(settings, 'demo')}")
+    table.add_row("", f"m1 query needs it while a worker runs: export M1_API_KEY=$(cat {key_file(settings, 'demo')})")
     table.add_row("try", "m1 query \"SELECT severity, count() FROM anomalies FINAL GROUP BY severity\"")
     table.add_row("", "m1 query \"SELECT series, argMax(replicas, ts) AS replicas FROM recommendations "
                       "FINAL GROUP BY series ORDER BY series LIMIT 5\"")

@@ -11,9 +11,9 @@ import ast
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     bottleneck_seconds: float = Field(default=60.0, description="How often the bottleneck job runs; 0 disables the timer.")
     bottleneck_window_seconds: int = Field(default=900, description="Window of spans the bottleneck job analyses.")
 
+    # Kafka security (m1/kafka_security.py): every Kafka client of the project connects with these.
+    # Left at PLAINTEXT with no username, a secured local broker (m1 kafka start --secure) lends its admin login.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        default="PLAINTEXT", description="How clients talk to Kafka: PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL.")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism (with a SASL_* protocol).")
+    kafka_sasl_username: str = Field(default="", description="SASL user (the Kafka principal User:<name>).")
+    kafka_sasl_password: SecretStr = Field(default=SecretStr(""), description="SASL password.")
+    kafka_ssl_cafile: str = Field(default="", description="PEM file of the CA that signed the brokers' certificates "
+                                                          "(SSL, SASL_SSL); empty trusts the system's CAs.")
+    tenant_topics: bool = Field(
+        default=False, description="Each tenant writes to its own topics '<tenant>.<topic>' and the worker takes the "
+                                   "tenant from the topic; off, the payload's tenant is trusted (one shared topic).")
+
     # ClickHouse. Empty clickhouse_url means embedded chdb under <home>/chdb.
     clickhouse_url: str = Field(
         default="",
@@ -50,8 +64,8 @@ class Settings(BaseSettings):
 
     # Worker.
     app_id: str = "m1-analytics"
-    web_port: int = Field(default=6066, description="Faust web server port (health, metrics, /query).")
-    web_bind: str = Field(default="127.0.0.1", description="Address the web server binds to (0.0.0.0 in a container).")
+    web_port: int = Field(default=6066, description="Port of the HTTP API (/v1) served by the worker or `m1 api`.")
+    web_bind: str = Field(default="127.0.0.1", description="Address the HTTP API binds to (0.0.0.0 in a container).")
     batch_size: int = Field(default=5000, description="Sink flush size: events per batch.")
     flush_seconds: float = Field(default=1.0, description="Sink flush interval: max seconds an event waits.")
     max_payload_bytes: int = Field(default=65536, description="Larger records are dead-lettered.")
@@ -119,6 +133,11 @@ class Settings(BaseSettings):
     oidc_tenant_claim: str = Field(default="m1_tenant", description="Token claim naming the caller's tenant.")
     oidc_roles_claim: str = Field(default="m1_roles", description="Token claim listing the caller's roles.")
     oidc_leeway_seconds: float = Field(default=30.0, description="Clock skew allowed on exp/nbf/iat of tokens.")
+
+    # API client: what `m1 query`, `m1 traces bottlenecks`, the demo and the benchmarks send to the API.
+    api_key: SecretStr = Field(
+        default=SecretStr(""), description="API key (m1_<id>_<secret>) sent as 'Authorization: Bearer' to the "
+                                           "worker's API; `m1 keys create` prints one.")
 
     @field_validator("registry_path", "oidc_jwks_path", "state_key_path", mode="before")
     @classmethod

@@ -13,14 +13,22 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from m1.query_client import worker_is_up
 from m1.settings import Settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that reproduces ``settings`` in a child process."""
+    """The environment that reproduces ``settings`` in a child process (secrets included: the
+    environment of one's own child is as private as one's memory)."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if value is None:  # the field's default; an inherited variable must not override it
+            env.pop(f"M1_{name.upper()}", None)
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[f"M1_{name.upper()}"] = str(value)
     env["M1_KAFKA_BOOTSTRAP"] = settings.bootstrap
     return env
@@ -35,7 +43,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
-        """Start the child and wait until its web server answers."""
+        """Start the child and wait until its API answers ``GET /v1/health``."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from m1.kafka_local import LocalKafka, free_port
+from m1.local_key import local_admin_key
 from m1.producer import make_producer
 from m1.query_client import run_query
 from m1.settings import Settings
@@ -53,6 +55,7 @@ def main(
     settings = Settings(home=home, kafka_bootstrap=bootstrap, detector=detector, batch_size=batch_size,
                         flush_seconds=0.5, snapshot_seconds=30.0, topic_partitions=2, web_port=free_port(),
                         **({} if forecasting else {"forecast_metrics": [], "cost_metrics": [], "replica_capacity": {}}))
+    settings = settings.model_copy(update={"api_key": SecretStr(local_admin_key(settings, "bench"))})  # for /v1/query
     ensure_topics(settings)
     try:
         records = load_topic(settings, points, series)

@@ -39,6 +39,7 @@ from types import SimpleNamespace
 
 import typer
 from opentelemetry.sdk.trace import SpanProcessor
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from m1 import telemetry  # noqa: E402
 from m1.kafka_local import LocalKafka, free_port  # noqa: E402
+from m1.local_key import local_admin_key  # noqa: E402
 from m1.producer import make_producer  # noqa: E402
 from m1.query_client import run_query  # noqa: E402
 from m1.settings import Settings  # noqa: E402
@@ -292,6 +294,7 @@ def coverage(home: Path, receiver: ReceiverProcess, progress: Progress) -> dict:
                         topic_anomalies=f"anomalies-{run}", topic_otlp_spans=f"otlp-spans-{run}",
                         topic_otlp_metrics=f"otlp-metrics-{run}", topic_bottlenecks=f"bottlenecks-{run}",
                         web_port=free_port(), batch_size=500, flush_seconds=0.3, bottleneck_seconds=0)
+    settings = settings.model_copy(update={"api_key": SecretStr(local_admin_key(settings, "bench"))})  # for /v1/query
     saved = dict(os.environ)
     os.environ.update({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
                        "OTEL_SERVICE_NAME": "m1-worker-bench", "OTEL_SDK_DISABLED": "false"})

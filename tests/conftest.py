@@ -2,7 +2,7 @@
 
 The test process never opens a chdb data directory used by a worker (chdb allows one
 process per directory, and one directory per process): it queries through the
-worker's /query endpoint, as ``m1 query`` does.
+worker's API (``POST /v1/query`` with the settings' platform-admin key), as ``m1 query`` does.
 """
 
 from __future__ import annotations

@@ -10,16 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from pydantic import SecretStr
 
 from m1.kafka_local import free_port
 from m1.producer import make_producer, send_all
 from m1.query_client import run_query
 from m1.settings import Settings
 from m1.worker_process import WorkerProcess
+from tenancy.names import PLATFORM
+from tenancy.registry import Registry
 
 
 def isolated_settings(home: Path, bootstrap: str, **overrides: object) -> Settings:
-    """Settings with their own topics, consumer group, store and web port."""
+    """Settings with their own topics, consumer group, store and web port, and a platform-admin
+    API key of their own registry (``api_key``, unless given) for every request to the API."""
     run = uuid.uuid4().hex[:8]
     values: dict = dict(
         home=home,
@@ -40,7 +44,21 @@ def isolated_settings(home: Path, bootstrap: str, **overrides: object) -> Settin
         snapshot_seconds=0.5,
     )
     values.update(overrides)
-    return Settings(**values)
+    settings = Settings(**values)
+    if "api_key" in overrides:
+        return settings
+    return settings.model_copy(update={"api_key": SecretStr(new_key(settings, PLATFORM, ["platform-admin"]))})
+
+
+def new_key(settings: Settings, tenant: str, roles: list[str]) -> str:
+    """A raw API key of ``tenant`` (created in the registry if missing) with ``roles``."""
+    registry = Registry.from_settings(settings)
+    try:
+        if tenant not in {t.name for t in registry.tenants()}:
+            registry.create_tenant(tenant)
+        return registry.create_key(tenant, roles, name="test", created_by="tests")[1]
+    finally:
+        registry.close()
 
 
 def produce(settings: Settings, records: list[tuple[bytes | None, bytes]], topic: str | None = None) -> int:
