@@ -10,6 +10,7 @@ from rich.table import Table
 from m1.settings import get_settings
 from models.evaluation import cli as nab_cli
 from models.evaluation import forecast_cli
+from tenancy import cli as tenancy_cli
 from traces import cli as traces_cli
 
 app = typer.Typer(help="M1 Analytics: streaming anomaly detection from Kafka to ClickHouse.", no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -21,6 +22,9 @@ eval_app.command("nab")(nab_cli.nab)
 eval_app.command("forecast")(forecast_cli.forecast)
 eval_app.command("scaling")(forecast_cli.scaling)
 app.add_typer(traces_cli.app, name="traces", help="Trace analysis: bottlenecks and optimisation hints.")
+app.add_typer(tenancy_cli.tenants_app, name="tenants")
+app.add_typer(tenancy_cli.keys_app, name="keys")
+app.add_typer(tenancy_cli.roles_app, name="roles")
 console = Console()
 
 
