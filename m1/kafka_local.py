@@ -4,6 +4,14 @@ The server jars come from Maven Central through ``mvn dependency:copy-dependenci
 a cache directory (``M1_KAFKA_CACHE``), so only the first start downloads anything. The
 broker's config, data, log and pid live under ``<M1_HOME>/kafka``. ``start`` is
 idempotent: a broker that is already running and answering is reused.
+
+``start(secure=True)`` (``m1 kafka start --secure``) gives the broker one SASL_PLAINTEXT listener
+(SCRAM-SHA-512), the StandardAuthorizer with ``allow.everyone.if.no.acl.found=false`` and one
+super user, ``User:admin``, whose random password is written to ``<M1_HOME>/kafka/admin.password``
+(mode 0600) and added as a SCRAM credential when the storage is formatted. The controller
+listener (loopback, not advertised) authenticates the broker with SASL/PLAIN as the same user.
+:meth:`LocalKafka.admin_login` reads that login back; ``m1.kafka_security`` lends it to every
+client whose settings name no cluster and no login. A broker formatted secured stays secured.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,6 +28,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from m1.kafka_security import KafkaLogin, login_kwargs
 
 if TYPE_CHECKING:
     from m1.settings import Settings
@@ -36,15 +47,37 @@ POM_TEMPLATE = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 </project>
 """
 
+PLAINTEXT_LISTENERS = """listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+"""
+
+SECURE_LISTENERS = """listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+inter.broker.listener.name=SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule \
+  required username="{admin}" password="{password}";
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+  required username="{admin}" password="{password}" user_{admin}="{password}";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:{admin}
+"""
+
+#: The secured broker's super user (its password: ``LocalKafka.admin_password_file``).
+ADMIN_USER = "admin"
+
 SERVER_PROPERTIES = """process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
-log.dirs={data_dir}
+{listeners}log.dirs={data_dir}
 num.partitions=1
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4
@@ -76,6 +109,7 @@ class BrokerState:
     pid: int
     port: int
     controller_port: int
+    secure: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -131,6 +165,10 @@ class LocalKafka:
     def log_file(self) -> Path:
         return self.dir / "server.log"
 
+    @property
+    def admin_password_file(self) -> Path:
+        return self.dir / "admin.password"
+
     # -- public API ---------------------------------------------------------------------
     def fetch(self) -> Path:
         """Download the broker jars into the cache (no-op when cached); returns the libs dir."""
@@ -152,13 +190,17 @@ class LocalKafka:
 
     def status(self) -> BrokerState | None:
         """The running broker's state, or ``None`` when none is running and answering."""
-        try:
-            state = BrokerState(**json.loads(self.state_file.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-        if _pid_alive(state.pid) and _accepts_connections(state.port):
+        state = self._recorded()
+        if state is not None and _pid_alive(state.pid) and _accepts_connections(state.port):
             return state
         return None
+
+    def admin_login(self) -> KafkaLogin | None:
+        """The super user's login of this broker if it was started secured, else ``None``."""
+        state = self._recorded()
+        if state is None or not state.secure:
+            return None
+        return KafkaLogin("SASL_PLAINTEXT", "SCRAM-SHA-512", ADMIN_USER, self.admin_password_file.read_text().strip())
 
     def bootstrap(self) -> str:
         """host:port of the running broker; ``KafkaError`` if none is running."""
@@ -167,20 +209,30 @@ class LocalKafka:
             raise KafkaError("no local Kafka broker is running: start one with `m1 kafka start` or set M1_KAFKA_BOOTSTRAP")
         return state.bootstrap
 
-    def start(self, timeout: float = 120.0) -> BrokerState:
-        """Start the broker (or reuse the running one) and wait until it serves requests."""
+    def start(self, timeout: float = 120.0, secure: bool = False) -> BrokerState:
+        """Start the broker (or reuse the running one) and wait until it serves requests.
+
+        ``secure`` asks for SASL/SCRAM and ACLs (see the module's docstring); a broker that was
+        formatted secured restarts secured whatever ``secure`` says."""
         running = self.status()
         if running is not None:
+            if secure and not running.secure:
+                raise KafkaError(f"a broker without security runs at {running.bootstrap}: stop it first (m1 kafka stop)")
             return running
         self.fetch()
         self.dir.mkdir(parents=True, exist_ok=True)
         port, controller_port = self._ports()
         data_dir = self.dir / "data"
+        formatted = (data_dir / "meta.properties").exists()
+        secure = secure or (formatted and self.admin_password_file.exists())
+        if secure and formatted and not self.admin_password_file.exists():
+            raise KafkaError(f"the broker's data in {data_dir} was formatted without security; remove {self.dir} to start secured")
         config = self.dir / "server.properties"
-        config.write_text(SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data_dir=data_dir))
+        _write_private(config, self._server_properties(port, controller_port, data_dir, secure))
         (self.dir / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log_file=self.log_file))
-        if not (data_dir / "meta.properties").exists():
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config))
+        if not formatted:
+            scram = ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN_USER},password={self._admin_password()}]"] if secure else []
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config), *scram)
         with open(self.dir / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
                 self._java_cmd("kafka.Kafka", str(config)),
@@ -189,18 +241,15 @@ class LocalKafka:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        state = BrokerState(pid=proc.pid, port=port, controller_port=controller_port)
+        state = BrokerState(pid=proc.pid, port=port, controller_port=controller_port, secure=secure)
         self.state_file.write_text(json.dumps(state.__dict__))
         self._wait_ready(state, proc, timeout)
         return state
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); ``False`` if none ran."""
-        try:
-            state = BrokerState(**json.loads(self.state_file.read_text()))
-        except (OSError, ValueError, TypeError):
-            return False
-        if not _pid_alive(state.pid):
+        state = self._recorded()
+        if state is None or not _pid_alive(state.pid):
             return False
         os.kill(state.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -211,6 +260,26 @@ class LocalKafka:
         return True
 
     # -- helpers ------------------------------------------------------------------------
+    def _recorded(self) -> BrokerState | None:
+        try:
+            return BrokerState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _admin_password(self) -> str:
+        """The super user's password: created once (0600), then read back."""
+        if not self.admin_password_file.exists():
+            _write_private(self.admin_password_file, secrets.token_urlsafe(24))
+        return self.admin_password_file.read_text().strip()
+
+    def _server_properties(self, port: int, controller_port: int, data_dir: Path, secure: bool) -> str:
+        if secure:
+            listeners = SECURE_LISTENERS.format(port=port, controller_port=controller_port, admin=ADMIN_USER,
+                                                password=self._admin_password())
+        else:
+            listeners = PLAINTEXT_LISTENERS.format(port=port, controller_port=controller_port)
+        return SERVER_PROPERTIES.format(controller_port=controller_port, listeners=listeners, data_dir=data_dir)
+
     def _ports(self) -> tuple[int, int]:
         """Reuse the recorded ports (clients keep their address across restarts), else pick."""
         try:
@@ -234,7 +303,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise KafkaError(f"the broker exited with {proc.returncode}; see {self.log_file} and {self.dir / 'stdout.log'}")
-            if _accepts_connections(state.port) and _metadata_ok(state.bootstrap):
+            if _accepts_connections(state.port) and _metadata_ok(state.bootstrap, self.admin_login()):
                 return
             time.sleep(0.5)
         raise KafkaError(f"the broker did not answer within {timeout:.0f}s; see {self.log_file}")
@@ -252,14 +321,23 @@ def cluster_id() -> str:
             return text
 
 
-def _metadata_ok(bootstrap: str) -> bool:
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (it may hold a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _metadata_ok(bootstrap: str, login: KafkaLogin | None) -> bool:
     """True once the broker answers a metadata request (the controller has elected itself)."""
     import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def probe() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
+                                    **login_kwargs(login or KafkaLogin()))
         try:
             await admin.start()
             await admin.list_topics()

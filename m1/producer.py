@@ -7,16 +7,18 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
+from m1.kafka_security import client_kwargs
 from m1.settings import Settings
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """An idempotent-acks producer that batches (start it with ``await p.start()``)."""
+    """An all-acks producer that batches, logged in as the settings say (start it with ``await p.start()``)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap,
         acks="all",
         linger_ms=10,
         max_batch_size=512 * 1024,
+        **client_kwargs(settings),
     )
 
 

@@ -1,24 +1,75 @@
-"""Create the pipeline's topics before the worker subscribes to them.
+"""The pipeline's topics: their names, the tenant a topic belongs to, and creating them.
 
 Faust only declares its internal topics; a consumer subscribed to a topic that does
 not exist yet would wait for a metadata refresh (minutes) after it appears.
+
+With ``M1_TENANT_TOPICS`` each tenant writes to its own input topics ``<tenant>.<base>`` (base:
+``topic_metrics``, ``topic_otlp_spans``, ``topic_otlp_metrics``), which Kafka ACLs reserve to its
+principal (``m1.kafka_security.provision_tenant``); the worker subscribes to every tenant's by
+pattern and takes a record's tenant from its topic (:func:`tenant_of_topic`).
+
+>>> from m1.settings import Settings
+>>> s = Settings(kafka_bootstrap="127.0.0.1:9092", tenant_topics=True)
+>>> tenant_of_topic(s, "acme.metrics"), tenant_of_topic(s, "acme.anomalies"), tenant_of_topic(s, "Acme.metrics")
+('acme', None, None)
+>>> bool(re.fullmatch(tenant_topic_pattern("otlp_spans"), "acme.otlp_spans"))
+True
+>>> tenant_of_topic(Settings(kafka_bootstrap="127.0.0.1:9092"), "acme.metrics") is None  # tenant topics off
+True
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from m1.kafka_security import admin_client
 from m1.settings import Settings
+from tenancy.names import check_tenant
+
+
+def input_topics(settings: Settings) -> list[str]:
+    """The base names of the topics producers write to."""
+    return [settings.topic_metrics, settings.topic_otlp_spans, settings.topic_otlp_metrics]
+
+
+def tenant_topic(tenant: str, base: str) -> str:
+    """The topic where ``tenant`` writes what goes to ``base``."""
+    return f"{tenant}.{base}"
+
+
+def tenant_topic_pattern(base: str) -> str:
+    """A regular expression matching every tenant's topic for ``base`` (and any other
+    ``<name>.<base>``: records of a topic whose name is no tenant's are dead-lettered)."""
+    return rf"[^.]+\.{re.escape(base)}$"
+
+
+def tenant_of_topic(settings: Settings, topic: str) -> str | None:
+    """The tenant ``topic`` belongs to, with tenant topics on; ``None`` for any other topic."""
+    if not settings.tenant_topics:
+        return None
+    tenant, dot, base = topic.partition(".")
+    if not dot or base not in input_topics(settings):
+        return None
+    try:
+        return check_tenant(tenant)
+    except ValueError:
+        return None
 
 
 def pipeline_topics(settings: Settings) -> list[str]:
-    """Names of the topics the pipeline reads and writes."""
-    return [settings.topic_metrics, settings.topic_dead_letter, settings.topic_anomalies,
-            settings.topic_otlp_spans, settings.topic_otlp_metrics, settings.topic_bottlenecks,
-            settings.topic_forecasts, settings.topic_recommendations]
+    """Names of the topics the pipeline reads and writes (with tenant topics: all but the inputs)."""
+    inputs = [] if settings.tenant_topics else input_topics(settings)
+    return inputs + [settings.topic_dead_letter, settings.topic_anomalies, settings.topic_bottlenecks,
+                     settings.topic_forecasts, settings.topic_recommendations]
+
+
+def ensure_tenant_topics(settings: Settings, tenant: str) -> list[str]:
+    """Create ``tenant``'s input topics if missing; returns the ones created."""
+    return ensure_topics(settings, [tenant_topic(tenant, base) for base in input_topics(settings)])
 
 
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
@@ -26,7 +77,7 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
     wanted = names or pipeline_topics(settings)
 
     async def create() -> list[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        admin = admin_client(settings)
         await admin.start()
         try:
             missing = [n for n in wanted if n not in set(await admin.list_topics())]

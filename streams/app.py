@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import faust
 from faust.web import Request, Response, View
 
+from m1.kafka_security import faust_credentials
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from sinks.clickhouse import Store, connect
@@ -24,10 +25,11 @@ from streams.publisher import Publisher
 
 
 def make_faust_app(settings: Settings) -> faust.App:
-    """A Faust app configured from settings (no agents yet)."""
+    """A Faust app configured from settings (no agents yet), logged in to Kafka as they say."""
     return faust.App(
         settings.app_id,
         broker=settings.kafka_url,
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=str((settings.home / "faust").resolve()),
         topic_partitions=settings.topic_partitions,

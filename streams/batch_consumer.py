@@ -13,6 +13,10 @@ and on a clean stop: first the checkpoints are written, then the offsets of ever
 handled before them are committed. After a crash the consumer resumes from the last
 checkpoint, so each detector re-learns exactly the points it had not saved, and the store's
 ReplacingMergeTree tables hide the rows written twice.
+
+With ``M1_TENANT_TOPICS`` the consumer reads every tenant's ``<tenant>.<topic>`` instead of
+``topic``: it subscribes by pattern and refreshes its metadata every
+``TENANT_TOPICS_REFRESH_MS``, so a new tenant's topic is read within that time.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
+from m1.kafka_security import client_kwargs
 from m1.settings import Settings
+from m1.topics import tenant_topic_pattern
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +55,12 @@ class KafkaEvent:
 
 BatchHandler = Callable[[Sequence[KafkaEvent]], Awaitable[None]]
 
+TENANT_TOPICS_REFRESH_MS = 30_000
+
 
 class BatchConsumer(Service):
-    """Consumes ``topic`` in batches for ``handler``; started and stopped with the Faust app.
+    """Consumes ``topic`` (or every tenant's, see above) in batches for ``handler``; started and
+    stopped with the Faust app.
 
     ``checkpoints`` (blocking callables, run in a thread between batches) save the handler's
     models; the offsets handled before a checkpoint are committed right after it. They run
@@ -73,8 +82,8 @@ class BatchConsumer(Service):
         self._handled: dict[TopicPartition, int] = {}  # next offset per partition, not yet committed
 
     async def on_start(self) -> None:
+        tenant_topics = self.settings.tenant_topics
         self._consumer = AIOKafkaConsumer(
-            self.topic,
             bootstrap_servers=self.settings.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -83,7 +92,13 @@ class BatchConsumer(Service):
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            **({"metadata_max_age_ms": TENANT_TOPICS_REFRESH_MS} if tenant_topics else {}),
+            **client_kwargs(self.settings),
         )
+        if tenant_topics:
+            self._consumer.subscribe(pattern=tenant_topic_pattern(self.topic))
+        else:
+            self._consumer.subscribe([self.topic])
         await self._consumer.start()
 
     async def on_stop(self) -> None:

@@ -63,7 +63,7 @@ from models.ordered import fresh_mask
 from schemas.events import EventDecoder, MetricPoint
 from sinks.model_state import StoreLike, restore_missing, save_checkpoint
 from sinks.clickhouse import TS_TYPE
-from streams.metrics_pipeline import Record, decode_batch
+from streams.metrics_pipeline import Record, decode_batch, topic_tenants
 from streams.tracing import stage
 
 
@@ -189,7 +189,8 @@ class ForecastPipeline:
 
     def process(self, records: list[Record]) -> ForecastOutcome:
         """Decode one batch of records as the metrics path does, then :meth:`process_points`."""
-        decoded = decode_batch(self.decoder, records, time.time(), self.settings.max_future_seconds)
+        decoded = decode_batch(self.decoder, records, time.time(), self.settings.max_future_seconds,
+                               topic_tenants(self.settings))
         return self.process_points(decoded.points, skipped_invalid=len(decoded.dead_letters))
 
     def process_points(self, points: dict[str, list[MetricPoint]], skipped_invalid: int = 0) -> ForecastOutcome:

@@ -39,8 +39,7 @@ def metrics_handler(pipeline: MetricsPipeline, publisher: Publisher, settings: S
                 records = records_of(events)
             outcome = await in_thread(pipeline.process, records)
             with stage("produce"):
-                rekeyed = [(settings.topic_metrics, key, value) for key, value in outcome.rekeyed]
-                await publisher.publish(alert_records(settings, outcome.dead_letters, outcome.anomalies) + rekeyed)
+                await publisher.publish(alert_records(settings, outcome.dead_letters, outcome.anomalies) + outcome.rekeyed)
             record_outcome(span, stored=outcome.stored, dead_letters=len(outcome.dead_letters),
                            anomalies=len(outcome.anomalies), rekeyed=len(outcome.rekeyed))
         return outcome

@@ -16,13 +16,16 @@ import base64
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import msgspec
 import numpy as np
 import pyarrow as pa
 
 from m1.settings import Settings
+from m1.topics import tenant_of_topic
 from models.bank import ModelBank
 from models.ordered import InOrder
 from models.registry import make_detector
@@ -82,7 +85,7 @@ class BatchOutcome:
     stored: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
-    rekeyed: list[tuple[bytes, bytes]] = field(default_factory=list)
+    rekeyed: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value), back where it came from
     # the valid points keyed by their series, per series in record order (metrics topic only)
     points: dict[str, list[MetricPoint]] = field(default_factory=dict)
 
@@ -103,11 +106,12 @@ class MetricsPipeline:
                               config=settings.changed_detector_options())
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
         self._lock = threading.RLock()  # the bank is shared with the OTLP agents' threads
+        self.tenant_of = topic_tenants(settings)
 
     def process(self, records: list[Record]) -> BatchOutcome:
         """Handle one batch; raises only if the store fails (then nothing may be acked)."""
         now = time.time()
-        outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds)
+        outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds, self.tenant_of)
         outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters)
         return outcome
 
@@ -193,10 +197,12 @@ class MetricsPipeline:
         )
 
 
-def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_future_seconds: float) -> BatchOutcome:
+def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_future_seconds: float,
+                 tenant_of: TopicTenants | None = None) -> BatchOutcome:
     """The outcome of a batch before scoring: its dead letters (received at ``now``; points
-    stamped more than ``max_future_seconds`` after it are among them), the records to re-key
-    and the points of the rest, by series."""
+    stamped more than ``max_future_seconds`` after it are among them, and with ``tenant_of``,
+    points whose tenant is not their topic's), the records to re-key (to the topic they came
+    from) and the points of the rest, by series."""
     outcome = BatchOutcome()
     with stage("decode"):  # msgspec parses and checks the schema in one pass
         decoded: list[tuple[Record, MetricPoint]] = []
@@ -204,6 +210,8 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
             try:
                 point = decoder.decode(record.value)
                 if reason := too_far_ahead(point.ts, now, max_future_seconds):
+                    raise InvalidEvent(reason)
+                if tenant_of is not None and (reason := tenant_mismatch(point.tenant, record.topic, tenant_of)):
                     raise InvalidEvent(reason)
                 decoded.append((record, point))
             except InvalidEvent as exc:
@@ -213,11 +221,36 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
         for record, point in decoded:
             series = point.series_key
             if record.key is not None and record.key != series.encode():
-                outcome.rekeyed.append((series.encode(), record.value))
+                outcome.rekeyed.append((record.topic, series.encode(), record.value))
                 continue
             by_series[series].append(point)
     outcome.points = by_series
     return outcome
+
+
+#: The tenant a topic belongs to (``m1.topics.tenant_of_topic`` bound to the settings).
+TopicTenants = Callable[[str], str | None]
+
+
+def topic_tenants(settings: Settings) -> TopicTenants | None:
+    """How records get their tenant: from their topic with tenant topics on, else ``None`` (the
+    payload's tenant is trusted)."""
+    return partial(tenant_of_topic, settings) if settings.tenant_topics else None
+
+
+def tenant_mismatch(payload_tenant: str, topic: str, tenant_of: TopicTenants) -> str | None:
+    """Why a record of ``topic`` naming ``payload_tenant`` is refused, or None if the topic is that
+    tenant's.
+
+    >>> tenant_mismatch("beta", "acme.metrics", lambda topic: topic.split(".")[0])
+    "tenant mismatch: payload says 'beta', topic belongs to 'acme'"
+    """
+    owner = tenant_of(topic)
+    if owner is None:
+        return f"tenant mismatch: topic {topic!r} belongs to no tenant"
+    if payload_tenant != owner:
+        return f"tenant mismatch: payload says {payload_tenant!r}, topic belongs to {owner!r}"
+    return None
 
 
 def too_far_ahead(ts: float, now: float, max_future_seconds: float) -> str | None:
