@@ -29,6 +29,7 @@ PERMISSIONS: dict[str, str] = {
     "recommendations:read": "read a tenant's replica recommendations",
     "costs:read": "read a tenant's cost projections",
     "bottlenecks:read": "read a tenant's trace bottlenecks",
+    "bottlenecks:run": "run the bottleneck analysis of a tenant's traces now",
     "traces:read": "read a tenant's traces and spans",
     "regions:read": "read region status",
     "sql:tenant": "run read-only SQL that sees only the tenant's own rows",
@@ -46,7 +47,7 @@ _VIEWER = frozenset({
     "bottlenecks:read", "traces:read", "regions:read",
 })
 _ANALYST = _VIEWER | {"sql:tenant"}
-_OPERATOR = _ANALYST | {"tenant:read"}
+_OPERATOR = _ANALYST | {"tenant:read", "bottlenecks:run"}
 _AUDITOR = frozenset({"audit:read", "tenant:read", "keys:read"})
 _TENANT_ADMIN = _OPERATOR | _AUDITOR | {"keys:write"}
 
