@@ -29,13 +29,18 @@ console = Console()
 
 
 @kafka_app.command("start")
-def kafka_start() -> None:
+def kafka_start(secure: bool = typer.Option(False, help="SASL/SCRAM-SHA-512 and ACLs, super user 'admin' "
+                                                        "(its password in <home>/kafka/admin.password).")) -> None:
     """Fetch the Kafka jars (cached), start the broker on 127.0.0.1 and wait until it answers."""
     from m1.kafka_local import LocalKafka
 
+    broker = LocalKafka(get_settings())
     with console.status("starting Kafka (the first start downloads the jars with Maven)..."):
-        state = LocalKafka(get_settings()).start()
+        state = broker.start(secure=secure)
     console.print(f"Kafka is up at [bold]{state.bootstrap}[/] (pid {state.pid})")
+    if state.secure:
+        console.print(f"secured: SASL_PLAINTEXT, SCRAM-SHA-512, ACLs; super user 'admin', password in "
+                      f"{broker.admin_password_file} (clients of this home use it unless M1_KAFKA_* say otherwise)")
 
 
 @kafka_app.command("stop")

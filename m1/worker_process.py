@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from m1.kafka_security import login_of
 from m1.query_client import worker_is_up
 from m1.settings import Settings
 
@@ -31,6 +32,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         env[f"M1_{name.upper()}"] = str(value)
     env["M1_KAFKA_BOOTSTRAP"] = settings.bootstrap
+    env.update(login_of(settings).env())  # the login the settings resolve to (the local broker's, too)
     return env
 
 

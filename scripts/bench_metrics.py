@@ -25,6 +25,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from m1.kafka_local import LocalKafka, free_port
+from m1.kafka_security import client_kwargs
 from m1.local_key import local_admin_key
 from m1.producer import make_producer
 from m1.query_client import run_query
@@ -140,7 +141,8 @@ def load_topic(settings: Settings, points: int, series: int) -> list[tuple[bytes
 
 async def bare_consume(settings: Settings, points: int) -> float:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, max_poll_records=5000,
-                                fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
+                                fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
+                                **client_kwargs(settings))
     await consumer.start()
     try:
         partitions = [TopicPartition(settings.topic_metrics, p) for p in range(settings.topic_partitions)]

@@ -30,10 +30,11 @@ from models.bank import ModelBank
 from models.ordered import InOrder
 from models.registry import make_detector
 from models.detectors.threshold import Thresholds
-from schemas.events import EventDecoder, InvalidEvent, MetricPoint
+from schemas.events import EventDecoder, InvalidEvent, MetricPoint, encode
 from sinks.clickhouse import TS_TYPE, Store
-from sinks.model_state import restore_missing, save_checkpoint
+from sinks.model_state import load_state_key, restore_missing, save_checkpoint
 from streams.tracing import stage
+from tenancy.quotas import IngestQuotas
 
 LABELS_TYPE = pa.map_(pa.string(), pa.string())
 
@@ -88,6 +89,8 @@ class BatchOutcome:
     rekeyed: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value), back where it came from
     # the valid points keyed by their series, per series in record order (metrics topic only)
     points: dict[str, list[MetricPoint]] = field(default_factory=dict)
+    # the record of each of ``points`` (same keys and order): a point over quota is dead-lettered with it
+    sources: dict[str, list[Record]] = field(default_factory=lambda: defaultdict(list))
 
 
 class MetricsPipeline:
@@ -103,7 +106,8 @@ class MetricsPipeline:
         # Checkpoints of models built with other (non-default) options are not restored.
         self.bank = ModelBank(settings.detector, max_series=settings.max_series,
                               factory=lambda: InOrder(make_detector(settings.detector, **options)),
-                              config=settings.changed_detector_options())
+                              config=settings.changed_detector_options(), key=load_state_key(settings.state_key_file))
+        self.quotas = IngestQuotas(settings)
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
         self._lock = threading.RLock()  # the bank is shared with the OTLP agents' threads
         self.tenant_of = topic_tenants(settings)
@@ -112,21 +116,41 @@ class MetricsPipeline:
         """Handle one batch; raises only if the store fails (then nothing may be acked)."""
         now = time.time()
         outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds, self.tenant_of)
-        outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters)
+        outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters, outcome.sources)
         return outcome
 
     def score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
-                        dead_letters: list[DeadLetter] | None = None) -> tuple[int, list[Anomaly]]:
+                        dead_letters: list[DeadLetter] | None = None,
+                        sources: dict[str, list[Record]] | None = None) -> tuple[int, list[Anomaly]]:
         """Score decoded points (each series' in time order), store them, their anomalies and the
-        dead letters; returns (points stored, anomalies). Also the OTLP paths' way in."""
+        dead letters; returns (points stored, anomalies). Also the OTLP paths' way in.
+
+        Points over their tenant's ingest quota (:class:`tenancy.quotas.IngestQuotas`) are taken
+        out of ``by_series`` and added to ``dead_letters`` (reason ``quota: ...``), each with its
+        record from ``sources`` (same keys and order as ``by_series``) or, for points derived from
+        OTLP, as a metric/1 record of its own (empty topic)."""
+        dead_letters = [] if dead_letters is None else dead_letters
         with self._lock, stage("score"):
+            self._enforce_quotas(by_series, now, dead_letters, sources)
             self._restore(list(by_series))
             columns, anomalies = self._score(by_series, now)
         with stage("sink"):
             stored = self.store.insert("metric_points", columns)
             self._store_anomalies(anomalies, now)
-            self._store_dead_letters(dead_letters or [])
+            self._store_dead_letters(dead_letters)
         return stored, anomalies
+
+    def _enforce_quotas(self, by_series: dict[str, list[MetricPoint]], now: float, dead_letters: list[DeadLetter],
+                        sources: dict[str, list[Record]] | None) -> None:
+        refused = self.quotas.admit({s: len(batch) for s, batch in by_series.items()}, self.bank.__contains__, self.bank.held)
+        for series, (admitted, reason) in refused.items():
+            batch = by_series[series]
+            if admitted:
+                by_series[series] = batch[:admitted]
+            else:
+                del by_series[series]
+            over = sources[series][admitted:] if sources else [Record("", 0, 0, None, encode(p)) for p in batch[admitted:]]
+            dead_letters.extend(dead_letter(record, reason, now, self.settings.max_payload_bytes) for record in over)
 
     def checkpoint(self) -> int:
         """Write changed model state to the store; returns how many series were saved."""
@@ -211,7 +235,7 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
                 point = decoder.decode(record.value)
                 if reason := too_far_ahead(point.ts, now, max_future_seconds):
                     raise InvalidEvent(reason)
-                if tenant_of is not None and (reason := tenant_mismatch(point.tenant, record.topic, tenant_of)):
+                if tenant_of is not None and (reason := tenant_mismatch(point.tenant, record.topic, tenant_of(record.topic))):
                     raise InvalidEvent(reason)
                 decoded.append((record, point))
             except InvalidEvent as exc:
@@ -224,6 +248,7 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
                 outcome.rekeyed.append((record.topic, series.encode(), record.value))
                 continue
             by_series[series].append(point)
+            outcome.sources[series].append(record)
     outcome.points = by_series
     return outcome
 
@@ -238,17 +263,18 @@ def topic_tenants(settings: Settings) -> TopicTenants | None:
     return partial(tenant_of_topic, settings) if settings.tenant_topics else None
 
 
-def tenant_mismatch(payload_tenant: str, topic: str, tenant_of: TopicTenants) -> str | None:
-    """Why a record of ``topic`` naming ``payload_tenant`` is refused, or None if the topic is that
-    tenant's.
+def tenant_mismatch(payload_tenant: str | None, topic: str, owner: str | None) -> str | None:
+    """Why a record of ``topic`` (the tenant ``owner``'s, or no tenant's) whose payload names
+    ``payload_tenant`` (or none) is refused; None if it may go on as ``owner``'s.
 
-    >>> tenant_mismatch("beta", "acme.metrics", lambda topic: topic.split(".")[0])
+    >>> tenant_mismatch("beta", "acme.metrics", "acme")
     "tenant mismatch: payload says 'beta', topic belongs to 'acme'"
+    >>> tenant_mismatch(None, "acme.metrics", "acme") is None
+    True
     """
-    owner = tenant_of(topic)
     if owner is None:
         return f"tenant mismatch: topic {topic!r} belongs to no tenant"
-    if payload_tenant != owner:
+    if payload_tenant is not None and payload_tenant != owner:
         return f"tenant mismatch: payload says {payload_tenant!r}, topic belongs to {owner!r}"
     return None
 

@@ -4,7 +4,9 @@
 
 * sets up self-tracing from the ``OTEL_*`` variables when they ask for it (``m1.telemetry``);
 * agents for ``otlp_spans`` and ``otlp_metrics`` (``streams.otlp_pipeline``), which send dead
-  letters and anomalies like the metrics agent, and acknowledge a batch only after that;
+  letters and anomalies like the metrics agent, and acknowledge a batch only after that; with
+  ``M1_TENANT_TOPICS``, batch consumers subscribed to every tenant's topics by pattern instead
+  (Faust's consumer subscribes by name only);
 * a timer closing RED minutes of a topic that went quiet;
 * the bottleneck job (``streams.bottleneck_job``) on a leader-only timer every
   ``M1_BOTTLENECK_SECONDS``, and on demand at ``POST /bottlenecks``
@@ -15,7 +17,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -23,6 +25,7 @@ import msgspec
 from faust.web import Request, Response, View
 
 from m1.telemetry import setup_tracing_if_configured
+from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
 from streams.bottleneck_job import BottleneckJob
 from streams.metrics_handler import alert_records, records_of
 from streams.metrics_pipeline import MetricsPipeline, Record
@@ -43,13 +46,14 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
     """Add self-tracing, the OTLP agents, the bottleneck job and ``/bottlenecks`` to ``app``."""
     setup_tracing_if_configured()
     pipeline = OtlpPipeline(settings, store, metrics)
-    raw = dict(key_serializer="raw", value_serializer="raw")
-    spans_topic = app.topic(settings.topic_otlp_spans, **raw)
-    metrics_topic = app.topic(settings.topic_otlp_metrics, **raw)
-    app.agent(spans_topic, name="otlp_spans")(
-        otlp_agent(pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans", publisher, settings))
-    app.agent(metrics_topic, name="otlp_metrics")(
-        otlp_agent(pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics", publisher, settings))
+    for process, topic, name in ((pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans"),
+                                 (pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics")):
+        handler = otlp_handler(process, topic, name, publisher, settings)
+        if settings.tenant_topics:
+            app.service(BatchConsumer(settings, topic, group_id=f"{settings.app_id}-{name}", handler=handler, checkpoints=[]))
+        else:
+            raw_topic = app.topic(topic, key_serializer="raw", value_serializer="raw")
+            app.agent(raw_topic, name=name)(otlp_agent(handler, settings))
 
     @app.timer(IDLE_CHECK_SECONDS, name="otlp_red_idle")
     async def close_idle_red_minutes() -> None:
@@ -91,20 +95,29 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
             return self.json({"reports": reports})
 
 
-def otlp_agent(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, publisher: Publisher,
-               settings: Settings) -> Any:
-    """An agent function that hands batches of ``topic`` to ``process`` and sends its outputs."""
+def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, publisher: Publisher,
+                 settings: Settings) -> BatchHandler:
+    """A batch handler that hands a batch of ``topic`` to ``process`` and sends its outputs."""
+
+    async def handle(events: Sequence[KafkaEvent]) -> None:
+        with batch_span(topic, events, agent=name) as span:
+            with stage("consume"):
+                records = records_of(events)
+            outcome = await in_thread(process, records)
+            await _send_outcome(outcome, publisher, settings)
+            record_outcome(span, spans=outcome.spans, gauge=outcome.gauge, sum=outcome.sum,
+                           stored=outcome.stored, dead_letters=len(outcome.dead_letters),
+                           anomalies=len(outcome.anomalies), unscored=len(outcome.unscored))
+
+    return handle
+
+
+def otlp_agent(handler: BatchHandler, settings: Settings) -> Any:
+    """An agent function that hands the batches of its stream to ``handler``."""
 
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.flush_seconds):
-            with batch_span(topic, events, agent=name) as span:
-                with stage("consume"):
-                    records = records_of(events)
-                outcome = await in_thread(process, records)
-                await _send_outcome(outcome, publisher, settings)
-                record_outcome(span, spans=outcome.spans, gauge=outcome.gauge, sum=outcome.sum,
-                               stored=outcome.stored, dead_letters=len(outcome.dead_letters),
-                               anomalies=len(outcome.anomalies), unscored=len(outcome.unscored))
+            await handler(events)
 
     return agent
 

@@ -13,6 +13,9 @@ Records are what the OpenTelemetry Collector's Kafka exporter writes: one
   metric points, through the same scoring into ``metric_points``.
 * A record that is not a valid request (truncated protobuf, bad JSON, wrong id length) is
   dead-lettered with the decoder's reason, in the metrics path's ``DeadLetter`` format.
+* With ``M1_TENANT_TOPICS`` a record belongs to its topic's tenant (:func:`claim_for_topic`): one
+  whose resource attribute ``tenant`` or ``m1.tenant`` names another is dead-lettered (reason
+  ``tenant mismatch: ...``), and resources naming none take the topic's tenant.
 
 As in the metrics path, :meth:`process_spans` / :meth:`process_metrics` return what must go
 back to Kafka, and the caller acknowledges the batch only after sending it.
@@ -36,7 +39,8 @@ from m1.settings import Settings
 from schemas.events import MetricPoint
 from schemas.otlp import ENCODINGS, DecodeError, decode_metrics, decode_traces, metric_points, metric_rows, span_rows
 from sinks.clickhouse import Store
-from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record, dead_letter, too_far_ahead
+from streams.metrics_pipeline import (BatchOutcome, MetricsPipeline, Record, TopicTenants, dead_letter, tenant_mismatch,
+                                     too_far_ahead, topic_tenants)
 from streams.tracing import stage
 
 log = logging.getLogger(__name__)
@@ -173,6 +177,22 @@ def _region(resource: Mapping[str, str]) -> str:
     return resource.get("cloud.region") or "unknown"
 
 
+def claim_for_topic(rows: list[dict[str, Any]], topic: str, tenant_of: TopicTenants) -> str | None:
+    """Why the rows of one record of ``topic`` are refused (a resource naming another tenant than
+    the topic's, or a topic of no tenant), or None after giving every resource the topic's tenant."""
+    owner = tenant_of(topic)
+    for row in rows:
+        resource = row["ResourceAttributes"]
+        for named in (resource.get("tenant"), resource.get("m1.tenant")):
+            if reason := tenant_mismatch(named or None, topic, owner):
+                return reason
+    if reason := tenant_mismatch(None, topic, owner):
+        return reason
+    for row in rows:
+        row["ResourceAttributes"]["tenant"] = owner
+    return None
+
+
 def by_series(points: Iterable[MetricPoint]) -> dict[str, list[MetricPoint]]:
     """Points grouped by series, each series in time order (what the detectors expect)."""
     grouped: dict[str, list[MetricPoint]] = defaultdict(list)
@@ -195,6 +215,7 @@ class OtlpPipeline:
         self.store = store
         self.metrics = metrics
         self.red = RedMinutes(red_grace_seconds)
+        self.tenant_of = topic_tenants(settings)
 
     def process_spans(self, records: list[Record]) -> OtlpOutcome:
         """One batch of ``ExportTraceServiceRequest`` records; raises only if the store fails."""
@@ -206,9 +227,12 @@ class OtlpPipeline:
             rows: list[dict[str, Any]] = []
             for record, request in requests:
                 try:
-                    rows += span_rows(request)
+                    record_rows = span_rows(request)
+                    self._claim(record_rows, record)
                 except DecodeError as exc:
                     outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.settings.max_payload_bytes))
+                    continue
+                rows += record_rows
         with stage("sink", **{"db.collection.name": "otel_traces"}):
             outcome.spans = self.store.insert("otel_traces", arrow_columns(rows, TRACE_COLUMNS)) if rows else 0
         red_points = self.red.add(rows)
@@ -228,6 +252,7 @@ class OtlpPipeline:
             for record, request in requests:
                 try:
                     rows = metric_rows(request)
+                    self._claim([*rows.gauge, *rows.sum], record)
                 except DecodeError as exc:
                     outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.settings.max_payload_bytes))
                     continue
@@ -253,8 +278,13 @@ class OtlpPipeline:
         outcome = OtlpOutcome()
         points = self.red.close_idle()
         if points:
-            outcome.stored, outcome.anomalies = self.metrics.score_and_store(by_series(points), time.time())
+            outcome.stored, outcome.anomalies = self.metrics.score_and_store(by_series(points), time.time(), outcome.dead_letters)
         return outcome
+
+    def _claim(self, rows: list[dict[str, Any]], record: Record) -> None:
+        """With tenant topics: ``DecodeError`` if the rows of ``record`` are not its topic's tenant's."""
+        if self.tenant_of is not None and (reason := claim_for_topic(rows, record.topic, self.tenant_of)):
+            raise DecodeError(reason)
 
     def _decode(self, records: list[Record], decode: Any, outcome: OtlpOutcome, now: float) -> list[tuple[Record, Any]]:
         decoded = []

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import SecretStr
 
 from m1.kafka_local import free_port
+from m1.kafka_security import client_kwargs
 from m1.producer import make_producer, send_all
 from m1.query_client import run_query
 from m1.settings import Settings
@@ -97,7 +98,8 @@ def read_json(settings: Settings, topic: str, until: Callable[[list[dict]], bool
     """JSON records of ``topic`` from the beginning, until ``until(records)`` holds or ``timeout`` passes."""
 
     async def run() -> list[dict]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
+                                    **client_kwargs(settings))
         await consumer.start()
         out: list[dict] = []
         try:
@@ -118,7 +120,7 @@ def read_json(settings: Settings, topic: str, until: Callable[[list[dict]], bool
 async def consume_records(settings: Settings, topic: str, n: int, timeout: float = 30.0) -> list[ConsumerRecord]:
     """The first ``n`` records of ``topic`` (all partitions), read in batches as the batch consumer does."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, **client_kwargs(settings))
     await consumer.start()
     out: list[ConsumerRecord] = []
     try:
