@@ -1,0 +1,78 @@
+"""The aiohttp application of the API: routes from ``api.routes``, every request through ``api.gate``.
+
+Entry point for whoever serves the API (the worker, ``m1 api``, tests, benchmarks)::
+
+    web_app = make_api(settings, store, registry)            # an aiohttp.web.Application
+    server = ApiServer(settings, web_app); await server.start()   # api.server: settings.web_bind:web_port
+    ...
+    await server.stop()
+
+The application writes the access log while it runs (its cleanup context flushes the last
+decisions) and never closes ``store`` or ``registry``: their owner does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from api.access import AccessLog
+from api.gate import API, TenantRates, gate
+from api.handlers import RunBottlenecks
+from api.openapi import document
+from api.route import Route
+from api.routes import ROUTES
+from m1.settings import Settings
+from sinks.clickhouse import QueryResult, Store
+from tenancy.authn import Authenticator
+from tenancy.registry import Registry
+
+
+@dataclass
+class Api:
+    """What handlers and the gate use: settings, store, registry, authenticator, the bottleneck
+    run (or None), the access log, the per-tenant rates and the OpenAPI document; ``routes``
+    maps each aiohttp route to its declaration."""
+
+    settings: Settings
+    store: Store
+    registry: Registry
+    authenticator: Authenticator
+    run_bottlenecks: RunBottlenecks | None
+    access: AccessLog
+    rates: TenantRates
+    openapi: dict[str, Any]
+    routes: dict[Any, Route] = field(default_factory=dict)
+
+    async def read(self, sql: str, parameters: dict[str, Any]) -> QueryResult:
+        """A parameterised query of the API's own, in a thread, under the SQL time and memory limits."""
+        limits = {"max_execution_time": self.settings.query_max_seconds,
+                  "max_memory_usage": self.settings.query_max_memory_bytes}
+        return await asyncio.to_thread(self.store.query, sql, parameters, limits)
+
+
+def make_api(settings: Settings, store: Store, registry: Registry, authenticator: Authenticator | None = None,
+             run_bottlenecks: RunBottlenecks | None = None) -> web.Application:
+    """The API over ``store`` (migrated, with ``access_log``) and ``registry``.
+
+    ``authenticator`` defaults to ``Authenticator(settings, registry)``. ``run_bottlenecks``,
+    if given, serves ``POST /v1/tenants/{tenant}/bottlenecks``: ``await run(tenant, services,
+    window_seconds, limit)`` must analyse that tenant's traces only and return the reports;
+    without it the route answers 503. Request bodies are capped at ``settings.api_max_body_bytes``.
+    """
+    app = web.Application(middlewares=[gate], client_max_size=settings.api_max_body_bytes)
+    api = Api(settings, store, registry, authenticator or Authenticator(settings, registry), run_bottlenecks,
+              AccessLog(store, settings.api_access_flush_seconds), TenantRates(settings, registry), document(ROUTES))
+    for route in ROUTES:
+        api.routes[app.router.add_route(route.method, route.path, _unreachable)] = route
+    app[API] = api
+    app.cleanup_ctx.append(api.access.running)
+    return app
+
+
+async def _unreachable(request: web.Request) -> web.StreamResponse:
+    """Every route is answered by the gate, which calls the route's own handler."""
+    raise AssertionError("the gate middleware answers every route")

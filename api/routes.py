@@ -1,0 +1,83 @@
+"""The route table: every operation of the API, the permission it needs, and its handler.
+
+This table is the only place a route is declared. The router (``api.app``), the authorisation
+check (``api.gate``), the OpenAPI document (``api.openapi``) and the authorisation matrix test
+(``tests/security/authz_matrix.yaml``) are all made from it, so a route cannot exist without a
+permission (``api.route.Route`` refuses one) nor without rows in the matrix.
+
+Region status (issue #10) is not here yet: it will be ``GET /v1/regions`` with ``regions:read``.
+
+>>> len({(r.method, r.path) for r in ROUTES}) == len(ROUTES)
+True
+>>> sorted({r.permission for r in ROUTES if not r.tenant_scoped})
+['authenticated', 'public', 'sql:admin', 'tenants:admin']
+"""
+
+from __future__ import annotations
+
+from api import handlers as h
+from api import resources as res
+from api.params import Text
+from api.resources import Listing
+from api.route import AUTHENTICATED, PUBLIC, Route
+
+T = "/v1/tenants/{tenant}"
+
+_OBJECT = {"type": "object"}
+_ITEMS = {"type": "object", "properties": {"items": {"type": "array", "items": _OBJECT}}, "required": ["items"]}
+_ROWS = {"type": "object", "properties": {"columns": {"type": "array", "items": {"type": "string"}},
+                                          "rows": {"type": "array", "items": {"type": "array"}}},
+         "required": ["columns", "rows"]}
+_KEY_ID = Text("key_id", "API key id: 12 hex digits (the part after m1_).", where="path", max_length=12,
+               pattern="[0-9a-f]{12}")
+
+
+def listing(method: str, path: str, permission: str, summary: str, spec: Listing) -> Route:
+    """A route answering the rows of ``spec`` for the path's tenant."""
+    return Route(method, path, permission, h.listing(spec), summary, spec.params, response=spec.response_schema())
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/health", PUBLIC, h.health, "Liveness: the API answers.",
+          response={"type": "object", "properties": {"status": {"const": "ok"}}}),
+    Route("GET", "/v1/openapi.json", PUBLIC, h.openapi, "This API's OpenAPI 3.1 document."),
+    Route("GET", "/v1/whoami", AUTHENTICATED, h.whoami, "The caller: subject, tenant, roles, permissions."),
+    Route("GET", "/v1/roles", AUTHENTICATED, h.roles, "Roles, their permissions, and which a tenant-admin may grant."),
+    # Platform administration.
+    Route("GET", "/v1/tenants", "tenants:admin", h.list_tenants, "Every tenant.", response=_ITEMS),
+    Route("POST", "/v1/tenants", "tenants:admin", h.create_tenant, "Create a tenant (optional quota overrides).",
+          body=h.NewTenant, status=201),
+    Route("POST", f"{T}/disable", "tenants:admin", h.disable_tenant,
+          "Disable a tenant: its keys and tokens are refused from the next request on; its data stays."),
+    Route("POST", "/v1/query", "sql:admin", h.admin_query, "Read-only SQL over every tenant's rows (guarded, limited).",
+          body=h.QueryBody, response=_ROWS),
+    # A tenant: settings, keys, audit.
+    Route("GET", T, "tenant:read", h.tenant_info, "The tenant, its quotas and its usage."),
+    Route("GET", f"{T}/keys", "keys:read", h.list_keys, "The tenant's API keys (never their secrets).", response=_ITEMS),
+    Route("POST", f"{T}/keys", "keys:write", h.create_key,
+          "Create an API key of the tenant; the key is in this answer only. A tenant-admin may grant any role "
+          "but platform-admin.", body=h.NewKey, status=201),
+    Route("DELETE", f"{T}/keys/{{key_id}}", "keys:write", h.revoke_key, "Revoke one of the tenant's API keys.",
+          (_KEY_ID,)),
+    listing("GET", f"{T}/audit", "audit:read", "The tenant's access log: every allowed and denied request, newest first.",
+            res.AUDIT),
+    Route("POST", f"{T}/query", "sql:tenant", h.tenant_query,
+          "Read-only SQL that sees only the tenant's rows (guarded, limited).", body=h.QueryBody, response=_ROWS),
+    # A tenant's data.
+    listing("GET", f"{T}/series", "series:read", "The tenant's series, by key.", res.SERIES_LIST),
+    listing("GET", f"{T}/points", "series:read", "Points of one series, newest first.", res.POINTS),
+    listing("GET", f"{T}/anomalies", "anomalies:read", "Anomalies, newest first.", res.ANOMALIES),
+    listing("GET", f"{T}/forecasts", "forecasts:read", "Forecasts with intervals, newest origin first.", res.FORECASTS),
+    listing("GET", f"{T}/recommendations", "recommendations:read", "Replica recommendations, newest first.",
+            res.RECOMMENDATIONS),
+    listing("GET", f"{T}/costs", "costs:read", "Cost projections to the end of the day and month, newest first.",
+            res.COSTS),
+    listing("GET", f"{T}/bottlenecks", "bottlenecks:read", "Bottleneck reports of the tenant's traces, newest first.",
+            res.BOTTLENECKS),
+    Route("POST", f"{T}/bottlenecks", "bottlenecks:run", h.run_bottlenecks,
+          "Analyse the tenant's recent traces now; the reports are stored and returned.", body=h.BottleneckRun,
+          response={"type": "object", "properties": {"reports": {"type": "array", "items": _OBJECT}}}),
+    listing("GET", f"{T}/traces", "traces:read", "The slowest recent traces (root spans), slowest first.", res.TRACES),
+    listing("GET", f"{T}/traces/{{trace_id}}", "traces:read", "The tenant's spans of one trace, in time order.",
+            res.SPANS),
+)
