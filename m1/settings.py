@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="API key (m1_<id>_<secret>) sent as 'Authorization: Bearer' to the "
                                            "worker's API; `m1 keys create` prints one.")
 
+    # API server (api/): limits of the HTTP API and its access log.
+    api_max_body_bytes: int = Field(default=256 * 1024, description="Largest request body the API reads; more is 413.")
+    api_access_flush_seconds: float = Field(
+        default=1.0, description="How often the API writes its queued access decisions to the access_log table.")
+
     @field_validator("registry_path", "oidc_jwks_path", "state_key_path", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
