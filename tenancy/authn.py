@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from m1.settings import Settings
 from tenancy import keys
@@ -50,6 +51,8 @@ class Authenticator:
         self._verified: dict[bytes, tuple[int, float, Principal]] = {}
         # Bounds the CPU and memory (16 MiB each) of concurrent scrypt checks.
         self._executor = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="m1-authn")
+        self._pending: dict[bytes, Future] = {}  # checks running in the pool, by credential digest
+        self._pending_lock = threading.Lock()
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an ``Authorization`` header value, or :class:`AuthenticationError`."""
@@ -63,11 +66,23 @@ class Authenticator:
 
     async def authenticate_async(self, authorization: str | None) -> Principal:
         """:meth:`authenticate` for the event loop: a remembered key is answered inline, anything
-        slow (scrypt, fetching the issuer's keys) runs in a small thread pool."""
+        slow (scrypt, fetching the issuer's keys) runs in a small thread pool, once for all the
+        requests that bring the same credential meanwhile."""
         credential = _bearer(authorization)
         if credential.startswith(keys.PREFIX) and (principal := self.cached(credential)):
             return principal
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.authenticate, authorization)
+        digest = _digest(credential)
+        with self._pending_lock:
+            future = self._pending.get(digest)
+            if future is None:
+                future = self._pending[digest] = self._executor.submit(self.authenticate, authorization)
+                future.add_done_callback(lambda done: self._forget(digest, done))
+        return await asyncio.wrap_future(future)
+
+    def _forget(self, digest: bytes, done: Future) -> None:
+        with self._pending_lock:
+            if self._pending.get(digest) is done:
+                del self._pending[digest]
 
     def cached(self, raw_key: str) -> Principal | None:
         """The principal of a key verified within ``api_key_cache_seconds`` at the current

@@ -132,3 +132,17 @@ async def test_async_authentication_keeps_the_event_loop_free(settings, registry
     with pytest.raises(AuthenticationError, match="missing"):
         await authenticator.authenticate_async(None)
     authenticator.close()
+
+
+async def test_concurrent_requests_with_one_new_key_share_one_scrypt_check(settings, registry, acme_key):
+    counting = CountingRegistry(registry)
+    authenticator = Authenticator(settings, counting)
+    wrong = acme_key[:-1] + ("B" if acme_key.endswith("A") else "A")
+    results = await asyncio.gather(*(authenticator.authenticate_async(f"Bearer {key}")
+                                     for key in [acme_key] * 20 + [wrong] * 20), return_exceptions=True)
+    assert {p.tenant for p in results[:20]} == {"acme"}
+    assert all(isinstance(e, AuthenticationError) and e.reason == "invalid API key" for e in results[20:])
+    assert counting.verified == 2
+    with pytest.raises(AuthenticationError):  # a settled refusal is not kept: the next try checks again
+        await authenticator.authenticate_async(f"Bearer {wrong}")
+    assert counting.verified == 3
