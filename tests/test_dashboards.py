@@ -3,6 +3,14 @@
 Grafana's macros and the dashboards' variables are expanded the way the ClickHouse data source
 does it; the tables are filled by the real metrics and forecasting pipelines, so a panel that
 names a wrong column or table, or that shows nothing of what the pipeline writes, fails here.
+
+A variable's value is data (a series or service name a producer chose) or a URL parameter
+(``?var-series=...``), so it must never become SQL. Every interpolation is
+``decodeURLComponent('${name:percentencode}')``: Grafana's percentencode leaves only
+``[A-Za-z0-9._~-]`` and ``%XX``, which cannot end a quoted literal (neither a quote nor a
+backslash), and ClickHouse decodes it back to exactly the value. The tests check that no other
+interpolation exists, and run every panel with hostile values stored in the tables and chosen
+in the variables, against the same query with the value bound as a server-side parameter.
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
+import pyarrow as pa
 import pytest
 
 from m1.settings import Settings
@@ -26,6 +36,28 @@ from traces.generator import generate_request
 
 DASHBOARDS = sorted((Path(__file__).resolve().parents[1] / "dashboards").glob("*.json"))
 
+# Grafana's template-variable syntax: $name, [[name:format]], ${name.field:format}
+# (public/app/features/variables/utils.ts, variableRegex).
+VARIABLE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?:\.([^:^\}]+))?(?::([^\}]+))?\}")
+# The data source's macros: it expands them from the request's time range, never from a value.
+MACROS = {"__timeFilter", "__timeInterval", "__interval_s"}
+SAFE = "decodeURLComponent('${{{name}:percentencode}}')"
+
+# Values a producer can give a series or service, or anyone can put in a dashboard URL. Each
+# starts with "~" so it sorts after the pipeline's own names (the variables' first values).
+HOSTILE = [
+    "~x' OR '1'='1",
+    "~') OR 1=1 --",
+    "~\\' OR 1=1 --",          # singlequote gives \\' : an escaped backslash, then a closing quote
+    "~ends in a backslash\\",   # sqlstring gives ...\' : the closing quote escaped, the literal open
+    "~\\\\''",
+    "~%27 OR 1=1 --%",           # already percent-encoded text, and a bare %
+    "~$series ${series} [[series]]",
+    "~{a,b}",
+    "~tab\tnew\nline\rnul\x00",
+    "~naïve ü € 😀 \u202e",
+]
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
@@ -33,6 +65,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     store = Store(connect(Settings(home=home)))
     store.migrate()
     settings = Settings(home=home)
+    store_hostile_names(store)
     batch = records(interleaved(series_points("acme", n=N)))
     metrics = MetricsPipeline(settings, store)
     metrics.process(batch)
@@ -44,17 +77,83 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     store.close()
 
 
-def expand(sql: str, variables: dict[str, str]) -> str:
-    """Grafana's ClickHouse macros over a range that holds all test data, then the dashboard variables."""
+def store_hostile_names(store: Store) -> None:
+    """Points, forecasts (horizon 12) and spans of series and services named by ``HOSTILE``."""
+    n, now = len(HOSTILE), time.time()
+    store.insert("metric_points", {
+        "ts": pa.array([int((T0 + 30) * 1000)] * n, pa.timestamp("ms", "UTC")), "tenant": ["acme"] * n,
+        "series": HOSTILE, "value": [float(i) for i in range(n)]})
+    store.insert("forecasts", {
+        "ts": pa.array([int(T0 * 1000)] * n, pa.timestamp("ms", "UTC")),
+        "target_ts": pa.array([int((T0 + 60) * 1000)] * n, pa.timestamp("ms", "UTC")), "tenant": ["acme"] * n,
+        "series": HOSTILE, "horizon": pa.array([12] * n, pa.uint16()), "point": [float(i) for i in range(n)],
+        "lower": [0.0] * n, "upper": [100.0] * n})
+    store.insert("otel_traces", {
+        "Timestamp": pa.array([int(now * 1e9)] * n, pa.timestamp("ns", "UTC")), "TraceId": [f"hostile{i}" for i in range(n)],
+        "SpanId": [f"span{i}" for i in range(n)], "ParentSpanId": ["parent"] * n, "SpanName": ["op"] * n,
+        "SpanKind": ["Server"] * n, "ServiceName": HOSTILE, "Duration": pa.array([1000] * n, pa.uint64()),
+        "StatusCode": ["Ok"] * n})
+
+
+def grafana_format(value: str, fmt: str | None) -> str:
+    """One single value formatted the way Grafana's template service does (``None``: the
+    ClickHouse data source's default, the value as it is).
+
+    >>> grafana_format("{foo()bar BAZ,test2}", "percentencode")  # Grafana's own test vector
+    '%7Bfoo%28%29bar%20BAZ%2Ctest2%7D'
+    >>> grafana_format("it's", "singlequote"), grafana_format("it's", "sqlstring")
+    ("'it\\\\'s'", "'it''s'")
+    """
+    if fmt == "percentencode":  # encodeURIComponent, and !'()* too (Grafana's encodeURIComponentStrict)
+        return quote(value, safe="-_.~")
+    if fmt == "singlequote":
+        return "'" + value.replace("'", "\\'") + "'"
+    if fmt == "sqlstring":
+        return "'" + value.replace("'", "''") + "'"
+    if fmt in (None, "raw"):
+        return value
+    raise AssertionError(f"the tests do not model Grafana's {fmt!r} format")
+
+
+def expand_macros(sql: str) -> str:
+    """The data source's macros over a range that holds all test data."""
     start, end = T0 - 86400, time.time() + 86400  # the metrics series start at T0, spans now
     sql = re.sub(r"\$__timeFilter\((\w+)\)",
                  lambda m: f"{m[1]} >= toDateTime64({start}, 3, 'UTC') AND {m[1]} <= toDateTime64({end}, 3, 'UTC')", sql)
     sql = re.sub(r"\$__timeInterval\((\w+)\)", lambda m: f"toStartOfInterval({m[1]}, INTERVAL 60 second)", sql)
-    sql = sql.replace("$__interval_s", "60")
-    for name, value in variables.items():
-        sql = sql.replace("${" + name + "}", value)
+    return sql.replace("$__interval_s", "60")
+
+
+def expand(sql: str, variables: dict[str, str]) -> str:
+    """The macros, then the dashboard variables in whichever syntax and format the SQL uses."""
+    def value(m: re.Match) -> str:
+        name, fmt = (m[1], None) if m[1] else (m[2], m[3]) if m[2] else (m[4], m[6])
+        return grafana_format(variables[name], fmt)
+
+    sql = VARIABLE.sub(value, expand_macros(sql))
     assert "$" not in sql, f"unexpanded macro or variable in {sql}"
     return sql
+
+
+# An interpolation meant as one string literal: the safe form, and the unsafe ones it replaces.
+LITERAL = re.compile(r"decodeURLComponent\('\$\{(\w+):percentencode\}'\)|'(?:\$(\w+)|\$\{(\w+)\})'"
+                     r"|\$\{(\w+):(?:singlequote|sqlstring)\}")
+
+
+def bound(sql: str) -> str:
+    """The reference: each variable meant as a string literal bound as a server-side parameter instead."""
+    return expand_macros(LITERAL.sub(lambda m: "{%s:String}" % next(g for g in m.groups() if g), sql))
+
+
+def sql_texts(dashboard: dict) -> Iterator[tuple[str, str]]:
+    """(where, SQL) of every panel target and every query variable."""
+    for var in dashboard.get("templating", {}).get("list", []):
+        for key in ("query", "definition"):
+            if isinstance(var.get(key), str) and var["type"] == "query":
+                yield f"variable {var['name']} {key}", var[key]
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            yield f"panel {panel['title']!r} {target['refId']}", target["rawSql"]
 
 
 def variables_of(dashboard: dict, store: Store) -> dict[str, str]:
@@ -68,6 +167,38 @@ def variables_of(dashboard: dict, store: Store) -> dict[str, str]:
         else:
             values[var["name"]] = var["current"]["value"]
     return values
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_variables_reach_the_sql_only_percent_encoded(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    variables = dashboard.get("templating", {}).get("list", [])
+    for var in variables:  # one value each (a multi-value or "All" selection is formatted otherwise)
+        assert var["type"] in ("query", "custom"), f"variable {var['name']}: type {var['type']} is not allowed"
+        assert var.get("multi") is False and var.get("includeAll") is False, f"variable {var['name']} must be single-value"
+    names = {var["name"] for var in variables}
+    for where, sql in sql_texts(dashboard):
+        for name in names:
+            sql = sql.replace(SAFE.format(name=name), "")
+        unsafe = [m[0] for m in VARIABLE.finditer(sql) if m[1] not in MACROS]
+        assert not unsafe, f"{path.name}, {where}: {unsafe} must be written {SAFE.format(name='<name>')}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_hostile_variable_values_select_only_their_own_rows(path: Path, store: Store) -> None:
+    dashboard = json.loads(path.read_text())
+    variables = variables_of(dashboard, store)
+    from_data = {var["name"] for var in dashboard.get("templating", {}).get("list", []) if var["type"] == "query"}
+    for name in from_data:  # the hostile names are real choices in the dropdown
+        var = next(v for v in dashboard["templating"]["list"] if v["name"] == name)
+        assert set(HOSTILE) <= {row[0] for row in store.query(var["query"]).rows}
+    for where, sql in sql_texts(dashboard):
+        for name in (n for n in variables if re.search(rf"\b{n}\b", sql)):
+            for hostile in HOSTILE:
+                chosen = {**variables, name: hostile}
+                rows = store.query(expand(sql, chosen)).rows
+                assert rows == store.query(bound(sql), parameters=chosen).rows, f"{where}: {name}={hostile!r}"
+                assert rows or name not in from_data, f"{where}: {name}={hostile!r} found none of its own rows"
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
