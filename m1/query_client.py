@@ -51,7 +51,7 @@ def run_query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResul
     except StoreUnavailable as exc:
         raise QueryError(str(exc)) from None
     try:
-        return store.read_only_query(sql)
+        return store.admin_query(sql)
     except Exception as exc:
         raise QueryError(str(exc)) from None
     finally:

@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     )
     clickhouse_database: str = "m1"
 
+    # Query limits (sinks/clickhouse.py, sinks/sql_guard.py, sinks/server_access.py): every admin and tenant SQL query
+    # runs read-only under them, and its own SETTINGS clause cannot lift them.
+    query_max_seconds: float = Field(default=30.0, description="Time limit of an admin or tenant SQL query.")
+    query_max_memory_bytes: int = Field(default=1 << 30, description="Memory limit of an admin or tenant SQL query.")
+    query_max_rows: int = Field(default=100_000, description="Most result rows of an admin or tenant SQL query; more is an error.")
+    clickhouse_tenant_secret: SecretStr | None = Field(
+        default=None, description="Server mode: secret each tenant's read-only ClickHouse user password is derived "
+                                  "from (HMAC-SHA256); tenant SQL on a server is refused without it.")
+
     # Worker.
     app_id: str = "m1-analytics"
     web_port: int = Field(default=6066, description="Port of the HTTP API (/v1) served by the worker or `m1 api`.")

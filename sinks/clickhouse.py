@@ -1,10 +1,25 @@
-"""The ClickHouse store: one client, versioned DDL applied on start, Arrow batch inserts.
+"""The ClickHouse store: a write client, a read client, versioned DDL applied on start, Arrow
+batch inserts, and guarded SQL for admins and tenants.
 
 ``connect`` returns a clickhouse-connect client: the embedded chdb engine in
 ``<M1_HOME>/chdb`` by default, or a ClickHouse server when ``M1_CLICKHOUSE_URL`` is
 set, so everything above this module is the same code for both. chdb lets only one
 process open a data directory: the worker owns it, and other processes reach it
-through the worker's ``/query`` endpoint (see ``m1 query``).
+through the worker's API (see ``m1 query``).
+
+A :class:`Store` writes (inserts, migrations) through the client it is given, one statement
+at a time, and reads through clients of its own on the same store (chdb: more handles on the
+same engine, which run concurrently), so no read waits for an insert and a slow SQL query
+holds up neither ingestion nor the pipeline's own reads.
+
+SQL from callers goes through :meth:`Store.admin_query` (every tenant's rows) or
+:meth:`Store.tenant_query` (one tenant's rows). Both are decided from the engine's own parse
+(:mod:`sinks.sql_guard`: one SELECT over the store's own tables, no table functions, no other
+databases, no functions that reach outside) and run with ``readonly=1`` and the limits of
+:class:`QueryLimits`, which the query's own SETTINGS clause cannot change (the guard refuses
+the clause, and ``readonly=1`` would refuse the change). A tenant query reads each table
+through ``additional_table_filters`` = that tenant's rows; on a ClickHouse server it also runs
+as the tenant's own read-only user, under its row policies (:mod:`sinks.server_access`).
 
 >>> import tempfile
 >>> from m1.settings import Settings
@@ -13,13 +28,20 @@ through the worker's ``/query`` endpoint (see ``m1 query``).
 '001_metrics.sql'
 >>> store.query("SELECT count() FROM metric_points").rows
 [(0,)]
+>>> store.tenant_query("SELECT count() FROM metric_points", "acme").rows
+[(0,)]
+>>> store.tenant_query("SELECT * FROM file('/etc/passwd')", "acme")
+Traceback (most recent call last):
+...
+sinks.sql_guard.QueryRefused: table function file() is not allowed: only the store's own tables can be queried
 >>> store.close()  # chdb: one data directory per process at a time
 """
 
 from __future__ import annotations
 
-import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -29,21 +51,15 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from m1.settings import Settings
+from sinks.sql_guard import Catalog, QueryRefused, first_line, guard, load_catalog, quote
+from tenancy.names import check_tenant
 
 
 #: Arrow type of the DateTime64(3, 'UTC') columns.
 TS_TYPE = pa.timestamp("ms", tz="UTC")
-
-READ_ONLY_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"}
-#: What a remote caller's query may not use: table functions that read files, URLs or other
-#: servers (even a read-only query may), and writing the result to a file.
-OUTSIDE_THE_STORE = re.compile(
-    r"\b(file|url|s3|s3cluster|gcs|azureblobstorage|hdfs|remote|remotesecure|cluster|mysql|postgresql|mongodb|"
-    r"redis|sqlite|odbc|jdbc|executable|input|urlcluster|filecluster)\s*\(|\binto\s+outfile\b",
-    re.IGNORECASE,
-)
-#: Settings of a remote caller's query: read-only in the engine too, and a bounded result.
-READ_ONLY_SETTINGS = {"readonly": 2, "max_result_rows": 100_000, "result_overflow_mode": "throw"}
+#: Tables never open to tenant SQL even though they have a tenant column: the audit trail is
+#: served to auditors by its own endpoint.
+NOT_FOR_TENANT_SQL = frozenset({"access_log"})
 
 
 class StoreUnavailable(RuntimeError):
@@ -55,8 +71,8 @@ def connect(settings: Settings) -> Client:
 
     Raises :class:`StoreUnavailable` if the embedded data directory cannot be opened (most
     often because another process has it: chdb allows one process per directory)."""
-    if settings.clickhouse_url:
-        client = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
+    if settings.clickhouse_url:  # no session: one client may then run statements from several threads
+        client = clickhouse_connect.get_client(dsn=settings.clickhouse_url, autogenerate_session_id=False)
     else:
         settings.chdb_path.mkdir(parents=True, exist_ok=True)
         try:
@@ -86,21 +102,52 @@ class QueryResult:
     rows: list[tuple[Any, ...]]
 
 
+class QueryFailed(ValueError):
+    """The engine stopped an admin or tenant query (a limit, an unknown column, ...); the
+    message is the engine's first line."""
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Limits of every admin and tenant SQL query (``M1_QUERY_MAX_*``)."""
+
+    seconds: float
+    memory_bytes: int
+    rows: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueryLimits:
+        return cls(settings.query_max_seconds, settings.query_max_memory_bytes, settings.query_max_rows)
+
+    def settings(self) -> dict[str, Any]:
+        """The engine settings: bounded, and read-only (so the query cannot change any setting;
+        last, so settings put before it stay settable however they are applied)."""
+        return {"max_execution_time": self.seconds, "max_memory_usage": self.memory_bytes,
+                "max_result_rows": self.rows, "result_overflow_mode": "throw", "readonly": 1}
+
+
 #: Settings of every insert (see :meth:`Store.insert`).
 INSERT_SETTINGS = {"max_partitions_per_insert_block": 0}
 
 
 class Store:
-    """Thread-safe wrapper of a client: migrations, Arrow inserts and queries.
+    """Thread-safe store: migrations and Arrow inserts through the write client (one statement
+    at a time), reads through clients of their own (see the module docstring).
 
-    chdb has no async client, so the worker calls these methods from a thread;
-    the lock keeps one statement at a time on the shared in-process engine.
+    ``settings`` gives the query limits and, on a server, the URL and tenant secret the read
+    clients need; by default they are read from the environment.
     """
 
-    def __init__(self, client: Client):
+    def __init__(self, client: Client, settings: Settings | None = None):
         self.client = client
         self.database = client.database
+        self.settings = settings or Settings()
+        self.limits = QueryLimits.of(self.settings)
+        self.embedded = client.uri.startswith("chdb:")
         self._lock = threading.Lock()
+        self._idle: list[Client] = []  # read clients nobody is using
+        self._tenant_clients: dict[str, Client] = {}  # server mode: one per tenant's ClickHouse user
+        self._clients_lock = threading.Lock()
 
     def migrate(self) -> list[str]:
         """Apply DDL files not applied yet; returns the names of all applied files."""
@@ -133,25 +180,93 @@ class Store:
         return batch.num_rows
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> QueryResult:
-        """Run a query and return its columns and rows."""
-        with self._lock:
-            result = self.client.query(sql, parameters=parameters, settings=settings)
+        """Run the pipeline's own query (trusted SQL, no guard) and return its columns and rows."""
+        with self._reader() as client:
+            result = client.query(sql, parameters=parameters, settings=settings)
         return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
 
-    def read_only_query(self, sql: str) -> QueryResult:
-        """Run a SELECT-like statement for a remote caller on the store's own tables, at most
-        ``max_result_rows`` rows of result; values become JSON-safe."""
-        first = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
-        if first not in READ_ONLY_STATEMENTS:
-            raise ValueError(f"only {', '.join(sorted(READ_ONLY_STATEMENTS))} statements are allowed here")
-        if outside := OUTSIDE_THE_STORE.search(sql):
-            raise ValueError(f"{outside.group(0).strip()!r}: only the store's own tables can be queried here")
-        result = self.query(sql, settings=READ_ONLY_SETTINGS)
-        return QueryResult(result.columns, [tuple(map(_json_safe, row)) for row in result.rows])
+    def admin_query(self, sql: str) -> QueryResult:
+        """A platform-admin's SQL over every tenant's rows: guarded (:mod:`sinks.sql_guard`), read-only,
+        limited; values JSON-safe. :class:`~sinks.sql_guard.QueryRefused` if the guard refuses it,
+        :class:`QueryFailed` if the engine does."""
+        with self._reader() as client:
+            sql, _ = guard(client, sql, load_catalog(client, self.database))
+            return _run(client, sql, self.limits.settings())
+
+    def tenant_query(self, sql: str, tenant: str) -> QueryResult:
+        """``sql`` over ``tenant``'s rows only: guarded like :meth:`admin_query`, then every table it
+        reads is filtered to the tenant's rows (``additional_table_filters``, and on a server the
+        row policies of the tenant's own ClickHouse user). Tables without a tenant column, and
+        :data:`NOT_FOR_TENANT_SQL`, are refused."""
+        tenant = check_tenant(tenant)
+        with self._reader() as client:
+            catalog = load_catalog(client, self.database)
+            sql, tables = guard(client, sql, catalog)
+            filters = tenant_filters(catalog, tables, tenant)
+            if self.embedded:
+                return _run(client, sql, {"additional_table_filters": filters, **self.limits.settings()})
+        return _run(self._tenant_client(tenant), sql, {})  # its settings profile holds the limits and filters
+
+    @contextmanager
+    def _reader(self) -> Iterator[Client]:
+        """A read client for this thread's statement: an idle one, or a new one on the same store."""
+        with self._clients_lock:
+            client = self._idle.pop() if self._idle else None
+        if client is None:
+            client = self._open()
+        try:
+            yield client
+        finally:
+            with self._clients_lock:
+                self._idle.append(client)
+
+    def _open(self) -> Client:
+        if self.embedded:  # another handle on the same chdb engine
+            client = clickhouse_connect.get_client(dsn=self.client.uri)
+        else:
+            client = clickhouse_connect.get_client(dsn=self.settings.clickhouse_url, autogenerate_session_id=False)
+        client.database = self.database
+        return client
+
+    def _tenant_client(self, tenant: str) -> Client:
+        from sinks.server_access import tenant_client  # server mode only; it builds on this module
+
+        with self._clients_lock:
+            if tenant not in self._tenant_clients:
+                self._tenant_clients[tenant] = tenant_client(self.settings, tenant)
+            return self._tenant_clients[tenant]
 
     def close(self) -> None:
+        with self._clients_lock:
+            for client in [*self._idle, *self._tenant_clients.values()]:
+                client.close()
+            self._idle.clear()
+            self._tenant_clients.clear()
         with self._lock:
             self.client.close()
+
+
+def tenant_filters(catalog: Catalog, tables: frozenset[str], tenant: str) -> dict[str, str]:
+    """``additional_table_filters`` keeping ``tenant``'s rows of ``tables``; :class:`QueryRefused`
+    for a table without a tenant column or in :data:`NOT_FOR_TENANT_SQL`.
+
+    >>> tenant_filters(Catalog("m1", frozenset(), frozenset(), frozenset(), {"t": "tenant"}), frozenset({"t"}), "acme")
+    {'m1.t': "tenant = 'acme'"}
+    """
+    filters = {}
+    for table in sorted(tables):
+        if table not in catalog.tenant_columns or table in NOT_FOR_TENANT_SQL:
+            raise QueryRefused(f"table {table!r} holds no tenant's own rows: it cannot be queried with tenant SQL")
+        filters[f"{catalog.database}.{table}"] = f"{catalog.tenant_columns[table]} = {quote(tenant)}"
+    return filters
+
+
+def _run(client: Client, sql: str, settings: dict[str, Any]) -> QueryResult:
+    try:
+        result = client.query(sql, settings=settings)
+    except Exception as exc:
+        raise QueryFailed(first_line(exc)) from None
+    return QueryResult(list(result.column_names), [tuple(map(_json_safe, row)) for row in result.result_rows])
 
 
 def _json_safe(value: Any) -> Any:
