@@ -1,20 +1,33 @@
-"""Per-series detectors with bounded memory and pickled checkpoints.
+"""Per-series detectors with bounded memory, fair shares between tenants, and signed checkpoints.
 
-The bank holds at most ``max_series`` live detectors, least recently used first out;
-an evicted series is checkpointed before it goes, so it resumes where it left off.
-``checkpoint`` hands back the series changed since the last one as
-``(series, points, state_bytes)`` rows, and ``restore`` loads such rows.
+The bank holds at most ``max_series`` live detectors. The tenant of a series is its key's prefix
+before the first ``|`` (``tenant|region|service|metric|labels``). When the bank is full, the least
+recently used series of the tenant holding the most live models goes (ties: the tenant whose least
+recently used series is oldest), so one tenant's burst of new series evicts its own models, never
+those of a tenant within its fair share (``max_series`` / tenants live). With one tenant this is
+plain LRU. An evicted series is checkpointed before it goes, so it resumes where it left off.
+
+``checkpoint`` hands back the series changed since the last one as ``(series, points, state)``
+rows and ``restore`` loads such rows. ``state`` is sealed: a format byte, an HMAC-SHA256 (with
+the bank's ``key``) of the detector kind, series, points and pickle, then the pickle. ``restore``
+checks the MAC in constant time *before* unpickling: a row without a valid MAC (unsigned, altered,
+or sealed with another key) is never unpickled, and its series starts afresh.
 
 >>> import numpy as np
->>> bank = ModelBank("zscore", max_series=2)
+>>> key = bytes(32)  # a deployment loads its key with sinks.model_state.load_state_key
+>>> bank = ModelBank("zscore", max_series=2, key=key)
 >>> scores = bank.score_learn("a", np.array([1.0, 1.1, 0.9]), np.arange(3.0))
 >>> len(scores), bank.points("a")
 (3, 3)
 >>> rows = bank.checkpoint()
->>> fresh = ModelBank("zscore", max_series=2)
+>>> fresh = ModelBank("zscore", max_series=2, key=key)
 >>> fresh.restore(rows)
 >>> fresh.points("a")
 3
+>>> other = ModelBank("zscore", max_series=2, key=b"another deployment's key........")
+>>> other.restore(rows)  # not unpickled: the MAC does not match
+>>> other.points("a")
+0
 
 Any picklable per-series model works given a ``factory``; ``apply`` runs a function on it:
 
@@ -27,8 +40,11 @@ Any picklable per-series model works given a ``factory``; ``apply`` runs a funct
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import logging
+import os
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -36,11 +52,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, hmac
 
-from models.base import Detector
 from models.registry import make_detector
+from tenancy.quotas import series_tenant
 
-#: A checkpoint row: series key, points learned so far, pickled detector.
+#: A checkpoint row: series key, points learned so far, sealed state (see :meth:`ModelBank.seal`).
 StateRow = tuple[str, int, bytes]
 
 #: Format of the pickled model state. Checkpoints are stored under ``<detector>@<STATE_VERSION>``
@@ -49,26 +67,39 @@ StateRow = tuple[str, int, bytes]
 #: start learning afresh instead of failing every batch.
 #: ``tests/test_state_layout.py`` fails when what a model pickles changes under the same version.
 STATE_VERSION = 2
+#: First byte of sealed state: the sealing format (HMAC-SHA256 over kind, series, points, pickle).
+SEAL_FORMAT = 1
+MAC_BYTES = 32
+#: The key of a bank given none: state it seals restores only in this process.
+_PROCESS_KEY = os.urandom(32)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
 class ModelBank:
-    """Detectors of one kind, keyed by series.
+    """Models of one kind, keyed by series, shared fairly between tenants.
 
     ``detector`` names the kind (and the checkpoints); ``factory`` makes a fresh model
-    (default: ``make_detector(detector)``).
+    (default: ``make_detector(detector)``); ``key`` seals and opens checkpoints (default: a key
+    of this process only, so a deployment passes its own, see ``sinks.model_state``).
     """
 
     def __init__(self, detector: str, max_series: int = 100_000, factory: Callable[[], Any] | None = None,
-                 config: Mapping[str, Any] | None = None):
+                 config: Mapping[str, Any] | None = None, key: bytes | None = None):
         self.detector = detector
         self.max_series = max_series
         self.factory = factory or partial(make_detector, detector)
         self.config = dict(config or {})
-        self._models: OrderedDict[str, tuple[Detector, int]] = OrderedDict()
+        self.key = key or _PROCESS_KEY
+        # Live models by tenant, least recently used first: series -> (model, points, use stamp).
+        self._tenants: dict[str, OrderedDict[str, tuple[Any, int, int]]] = {}
+        self._where: dict[str, OrderedDict[str, tuple[Any, int, int]]] = {}  # series -> its tenant's dict
+        self._clock = itertools.count()
+        # (-live models, stamp of the least recently used, tenant), pushed whenever one of them changes;
+        # the top entry that still matches its tenant names the tenant to evict from.
+        self._heap: list[tuple[int, int, str]] = []
         self._dirty: set[str] = set()
-        self._evicted: dict[str, StateRow] = {}
+        self._evicted: dict[str, tuple[str, int, bytes]] = {}  # series -> (series, points, pickle)
 
     @property
     def state_key(self) -> str:
@@ -81,14 +112,19 @@ class ModelBank:
         return f"{self.detector}@{STATE_VERSION}+{digest[:12]}"
 
     def __contains__(self, series: str) -> bool:
-        return series in self._models
+        return series in self._where
 
     def __len__(self) -> int:
-        return len(self._models)
+        return len(self._where)
+
+    def held(self, tenant: str) -> int:
+        """How many live models the tenant holds."""
+        return len(self._tenants.get(tenant, ()))
 
     def points(self, series: str) -> int:
         """How many points the series' detector has learned (0 if unknown)."""
-        return self._models[series][1] if series in self._models else 0
+        live = self._where.get(series)
+        return live[series][1] if live is not None else 0
 
     def score_learn(self, series: str, values: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Score then learn a series' new points in time order; creates the detector if new.
@@ -99,16 +135,22 @@ class ModelBank:
         return self.apply_or_restart(series, len(values), lambda model: model.score_learn_many(values, times))
 
     def apply(self, series: str, points: int, fn: Callable[[Any], T]) -> T:
-        """``fn(model)`` on the series' model (created if new), which learned ``points`` more."""
-        if series in self._models:
-            model, seen = self._models.pop(series)
+        """``fn(model)`` on the series' model (created if new), which learned ``points`` more.
+        If ``fn`` raises, the model is dropped and the error propagates."""
+        live = self._where.get(series)
+        if live is not None:
+            model, seen, _ = live[series]
         elif series in self._evicted:
             _, seen, state = self._evicted.pop(series)
-            model = pickle.loads(state)
+            model = pickle.loads(state)  # pickled by this bank, never left memory
         else:
             model, seen = self.factory(), 0
-        result = fn(model)
-        self._models[series] = (model, seen + points)
+        try:
+            result = fn(model)
+        except BaseException:
+            self.discard(series)
+            raise
+        self._put(series, model, seen + points)
         self._dirty.add(series)
         self._evict_overflow()
         return result
@@ -121,29 +163,62 @@ class ModelBank:
             return self.apply(series, points, fn)
         except Exception:
             log.exception("the %s model of %s failed; it starts afresh", self.detector, series)
-            self.discard(series)
             return self.apply(series, points, fn)
 
     def discard(self, series: str) -> None:
         """Forget the series' model (live or evicted); the next use starts a fresh one."""
-        self._models.pop(series, None)
         self._evicted.pop(series, None)
+        live = self._where.pop(series, None)
+        if live is not None:
+            del live[series]
+            self._changed(series_tenant(series), live)
 
     def missing(self, series: Iterable[str]) -> list[str]:
         """The given series that have no state here (candidates for ``restore``)."""
-        return [s for s in series if s not in self._models and s not in self._evicted]
+        return [s for s in series if s not in self._where and s not in self._evicted]
 
     def restore(self, rows: Iterable[StateRow]) -> None:
-        """Load checkpoint rows (series not live yet only: live state is newer); a row that
-        does not unpickle is skipped (logged) and its series starts afresh."""
-        for series, points, state in rows:
-            if series in self._models:
+        """Load checkpoint rows (series not live yet only: live state is newer). A row whose
+        MAC does not verify is not unpickled; one that does not unpickle is skipped (logged).
+        Either way its series starts afresh; refused rows are counted in one warning."""
+        refused = 0
+        for series, points, sealed in rows:
+            if series in self._where:
+                continue
+            state = self.open(series, points, sealed)
+            if state is None:
+                refused += 1
                 continue
             try:
-                self._models[series] = (pickle.loads(state), points)
+                self._put(series, pickle.loads(state), points)
             except Exception:
                 log.exception("the saved %s state of %s does not load; it starts afresh", self.detector, series)
+        if refused:
+            log.warning("%d saved %s states not loaded: unsigned, altered or sealed with another key "
+                        "(M1_STATE_KEY_PATH); those series start afresh", refused, self.detector)
         self._evict_overflow()
+
+    def seal(self, series: str, points: int, state: bytes) -> bytes:
+        """``state`` (a pickle) as stored: format byte, MAC, pickle."""
+        return bytes([SEAL_FORMAT]) + self._mac(series, points, state).finalize() + state
+
+    def open(self, series: str, points: int, sealed: bytes) -> bytes | None:
+        """The pickle inside ``sealed`` if its MAC verifies for this bank, series and points, else None."""
+        if len(sealed) < 1 + MAC_BYTES or sealed[0] != SEAL_FORMAT:
+            return None
+        state = sealed[1 + MAC_BYTES:]
+        try:
+            self._mac(series, points, state).verify(sealed[1 : 1 + MAC_BYTES])  # constant-time compare
+        except InvalidSignature:
+            return None
+        return state
+
+    def _mac(self, series: str, points: int, state: bytes) -> hmac.HMAC:
+        mac = hmac.HMAC(self.key, hashes.SHA256())
+        for part in (self.state_key.encode(), series.encode()):
+            mac.update(len(part).to_bytes(8, "big") + part)
+        mac.update(points.to_bytes(8, "big", signed=True) + state)
+        return mac
 
     def checkpoint_due(self) -> bool:
         """Whether evicted state waiting for the next checkpoint reached a tenth of ``max_series``:
@@ -151,19 +226,58 @@ class ModelBank:
         return len(self._evicted) >= max(1, self.max_series // 10)
 
     def checkpoint(self) -> list[StateRow]:
-        """Rows for every series changed or evicted since the last checkpoint."""
+        """Sealed rows for every series changed or evicted since the last checkpoint."""
         rows = list(self._evicted.values())
         self._evicted.clear()
         for series in self._dirty:
-            if series in self._models:
-                model, seen = self._models[series]
+            live = self._where.get(series)
+            if live is not None:
+                model, seen, _ = live[series]
                 rows.append((series, seen, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)))
         self._dirty.clear()
-        return rows
+        return [(series, seen, self.seal(series, seen, state)) for series, seen, state in rows]
+
+    def _put(self, series: str, model: Any, points: int) -> None:
+        """Make ``series`` the most recently used model of its tenant."""
+        tenant = series_tenant(series)
+        live = self._where.get(series)
+        if live is None:
+            live = self._where[series] = self._tenants.setdefault(tenant, OrderedDict())
+            live[series] = (model, points, next(self._clock))
+            self._changed(tenant, live)
+            return
+        was_oldest = next(iter(live)) == series
+        live[series] = (model, points, next(self._clock))
+        live.move_to_end(series)
+        if was_oldest:
+            self._changed(tenant, live)
+
+    def _changed(self, tenant: str, live: OrderedDict[str, tuple[Any, int, int]]) -> None:
+        """Record the tenant's new count or least recently used series (O(log tenants))."""
+        if not live:
+            del self._tenants[tenant]
+            return
+        heapq.heappush(self._heap, (-len(live), live[next(iter(live))][2], tenant))
+        if len(self._heap) > 2 * len(self._tenants) + 64:  # drop stale entries: amortised O(1) a push
+            self._heap = [(-len(od), od[next(iter(od))][2], t) for t, od in self._tenants.items()]
+            heapq.heapify(self._heap)
+
+    def _victim(self) -> str:
+        """The tenant holding the most live models (ties: the oldest least recently used)."""
+        while True:
+            negative_count, stamp, tenant = self._heap[0]
+            live = self._tenants.get(tenant)
+            if live is not None and len(live) == -negative_count and live[next(iter(live))][2] == stamp:
+                return tenant
+            heapq.heappop(self._heap)
 
     def _evict_overflow(self) -> None:
-        while len(self._models) > self.max_series:
-            series, (model, seen) = self._models.popitem(last=False)
+        while len(self._where) > self.max_series:
+            tenant = self._victim()
+            live = self._tenants[tenant]
+            series, (model, seen, _) = live.popitem(last=False)
+            del self._where[series]
+            self._changed(tenant, live)
             if series in self._dirty:
                 self._evicted[series] = (series, seen, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
                 self._dirty.discard(series)

@@ -1,7 +1,10 @@
 """Per-series model checkpoints in the ``model_state`` table (newest row per series wins).
 
 Rows are keyed by the bank's :attr:`~models.bank.ModelBank.state_key` (detector name and state
-format version), so state pickled by an incompatible older version is never loaded.
+format version), so state pickled by an incompatible older version is never loaded. Their state
+is sealed with an HMAC under the deployment's key (:func:`load_state_key`), checked before
+anything is unpickled: whoever can write ``model_state`` but not read the key file cannot make
+the worker run code, nor move one series' state to another.
 
 Both stream pipelines keep their models in a :class:`models.bank.ModelBank` and use these
 two functions to save what changed and to load what a restart or an eviction lost.
@@ -9,13 +12,60 @@ two functions to save what changed and to load what a restart or an eviction los
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 
 from models.bank import ModelBank
 from sinks.clickhouse import TS_TYPE
+
+#: Bytes of a new state key (HMAC-SHA256 keys should be at least the hash's size).
+KEY_BYTES = 32
+log = logging.getLogger(__name__)
+
+
+def load_state_key(path: Path) -> bytes:
+    """The model-state key in ``path``, created with :data:`KEY_BYTES` random bytes and mode 0600
+    if absent (atomically: concurrent first uses agree on one key).
+
+    A key writable by group or others is refused (they could forge state), one readable by them
+    is used with a warning, one shorter than :data:`KEY_BYTES` is refused.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "state.key"
+    >>> key = load_state_key(path)
+    >>> len(key), oct(path.stat().st_mode & 0o777), load_state_key(path) == key
+    (32, '0o600', True)
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, os.urandom(KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temporary, path)  # fails if another process created it first: theirs wins
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    mode = path.stat().st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(f"{path} (M1_STATE_KEY_PATH) is writable by group or others: chmod 600 it")
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("%s (M1_STATE_KEY_PATH) is readable by group or others; chmod 600 it", path)
+    key = path.read_bytes()
+    if len(key) < KEY_BYTES:
+        raise ValueError(f"{path} (M1_STATE_KEY_PATH) holds {len(key)} bytes; a state key needs at least {KEY_BYTES}")
+    return key
 
 
 class StoreLike(Protocol):
@@ -43,7 +93,8 @@ def save_checkpoint(store: StoreLike, bank: ModelBank) -> int:
 
 
 def restore_missing(store: StoreLike, bank: ModelBank, series: list[str]) -> None:
-    """Load the saved state of those ``series`` the bank does not hold."""
+    """Load the saved state of those ``series`` the bank does not hold (rows whose MAC does not
+    verify are not unpickled: those series start afresh, see :meth:`ModelBank.restore`)."""
     missing = bank.missing(series)
     if not missing:
         return

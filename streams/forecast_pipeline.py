@@ -61,7 +61,7 @@ from models.forecasting.registry import make_forecaster
 from models.forecasting.scaling import ScalingPolicy
 from models.ordered import fresh_mask
 from schemas.events import EventDecoder, MetricPoint
-from sinks.model_state import StoreLike, restore_missing, save_checkpoint
+from sinks.model_state import StoreLike, load_state_key, restore_missing, save_checkpoint
 from sinks.clickhouse import TS_TYPE
 from streams.metrics_pipeline import Record, decode_batch, topic_tenants
 from streams.tracing import stage
@@ -184,7 +184,8 @@ class ForecastPipeline:
         make_forecaster(settings.forecast_model, season=0)  # fail at start on an unknown name
         self.model = settings.forecast_model
         self.cost_model = f"cost:{settings.forecast_model}"
-        self.bank = ModelBank(f"forecast:{settings.forecast_model}", max_series=settings.max_series, factory=SeriesModels)
+        self.bank = ModelBank(f"forecast:{settings.forecast_model}", max_series=settings.max_series, factory=SeriesModels,
+                              key=load_state_key(settings.state_key_file))
         self._lock = threading.RLock()
 
     def process(self, records: list[Record]) -> ForecastOutcome:

@@ -21,6 +21,15 @@ overrides in the registry (:func:`tenant_quotas`).
 >>> from m1.settings import Settings
 >>> tenant_quotas(Settings(quota_points_per_second=1000), None, "acme")
 Quotas(points_per_second=1000.0, max_series=5000, requests_per_second=50.0)
+
+:class:`IngestQuotas` applies a worker's ingest quotas to a batch of points, by series:
+
+>>> import tempfile, pathlib
+>>> settings = Settings(home=pathlib.Path(tempfile.mkdtemp()), quota_points_per_second=3, quota_max_series=2)
+>>> live = {"acme|r|s|m|a"}  # acme holds one series; b is new and may come, c is new and may not
+>>> IngestQuotas(settings).admit({"acme|r|s|m|a": 2, "acme|r|s|m|b": 2, "acme|r|s|m|c": 1},
+...                              live.__contains__, held=lambda tenant: 1, now=0.0)
+{'acme|r|s|m|c': (0, "quota: tenant 'acme' over 2 series"), 'acme|r|s|m|b': (1, "quota: tenant 'acme' over 3 points/s")}
 """
 
 from __future__ import annotations
@@ -29,9 +38,20 @@ import math
 import threading
 import time
 from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from m1.settings import Settings
+
+def series_tenant(series: str) -> str:
+    """The tenant of a series key: its prefix before the first ``|`` ("" if it has none).
+
+    >>> series_tenant("acme|eu-west-1|api|latency_ms|host=h1"), series_tenant("plain")
+    ('acme', '')
+    """
+    tenant, bar, _ = series.partition("|")
+    return tenant if bar else ""
+
 
 #: How long :func:`tenant_quotas` reuses a tenant's quotas before reading the registry again.
 QUOTA_CACHE_SECONDS = 5.0
@@ -69,7 +89,7 @@ class RateLimiter:
         """Take up to ``wanted`` whole tokens from ``key``'s bucket; returns how many were taken."""
         with self._lock:
             now, tokens = self._refill(key, now)
-            granted = min(wanted, int(tokens))
+            granted = min(wanted, int(tokens + 1e-9))  # 0.1 s at 100/s is 10 tokens, not 9.999...
             self._buckets[key] = (tokens - granted, now)
             return granted
 
@@ -134,7 +154,7 @@ def tenant_quotas(settings: Settings, registry: Any, tenant: str) -> Quotas:
             return cached[2]
     try:
         entry = registry.tenant(tenant)
-    except LookupError:
+    except (LookupError, ValueError):  # unknown tenant (tenancy.registry.NotFound is a ValueError)
         entry = None
     quotas = defaults.merged(getattr(entry, "quotas", None))
     with _cache_lock:
@@ -143,3 +163,80 @@ def tenant_quotas(settings: Settings, registry: Any, tenant: str) -> Quotas:
                 del _cache[stale]
         _cache[key] = (now + QUOTA_CACHE_SECONDS, registry, quotas)
     return quotas
+
+
+class IngestQuotas:
+    """A worker's ingest quotas: per tenant, points per second (a token bucket charged as points
+    reach the worker) and distinct series live in the model bank.
+
+    Quotas come from the settings and, once the file exists, from the registry at
+    ``settings.registry_file`` (looked for again every :data:`QUOTA_CACHE_SECONDS` until then);
+    pass ``registry`` to use another one.
+    """
+
+    def __init__(self, settings: Settings, registry: Any = None):
+        self.settings = settings
+        self._registry = registry
+        self._looked_at = -math.inf if registry is None else math.inf  # when the registry file was looked for
+        self._limiters: dict[float, RateLimiter] = {}  # by rate: a tenant's bucket is in its rate's limiter
+        self._lock = threading.Lock()
+
+    def quotas(self, tenant: str) -> Quotas:
+        """The tenant's quotas now."""
+        return tenant_quotas(self.settings, self._open_registry(), tenant)
+
+    def admit(self, points: Mapping[str, int], live: Callable[[str], bool], held: Callable[[str], int],
+              now: float | None = None) -> dict[str, tuple[int, str]]:
+        """Charge a batch to its tenants and say what goes over quota.
+
+        ``points`` counts the batch's points by series (tenant: the key's prefix before ``|``), in
+        batch order; ``live(series)`` tells whether the bank holds the series, ``held(tenant)``
+        how many series it holds for the tenant. A series the bank does not hold is new: it is
+        refused whole if its tenant already holds ``max_series``. Points go in batch order until
+        the tenant's bucket is empty. Returns, for each series not wholly admitted, how many of its
+        first points are admitted and why the rest are not (``quota: ...``). Costs a few dict
+        operations per series and one bucket operation per tenant.
+        """
+        by_tenant: dict[str, list[tuple[str, int]]] = {}
+        for series, count in points.items():
+            by_tenant.setdefault(series_tenant(series), []).append((series, count))
+        refused: dict[str, tuple[int, str]] = {}
+        for tenant, batch in by_tenant.items():
+            quotas = self.quotas(tenant)
+            room = quotas.max_series - held(tenant)
+            admitted = []
+            for series, count in batch:
+                if live(series):
+                    admitted.append((series, count))
+                elif room > 0:
+                    room -= 1
+                    admitted.append((series, count))
+                else:
+                    refused[series] = (0, f"quota: tenant {tenant!r} over {quotas.max_series} series")
+            wanted = sum(count for _, count in admitted)
+            granted = self._limiter(quotas.points_per_second).take(tenant, wanted, now)
+            if granted == wanted:
+                continue
+            reason = f"quota: tenant {tenant!r} over {quotas.points_per_second:g} points/s"
+            for series, count in admitted:
+                if granted < count:
+                    refused[series] = (granted, reason)
+                granted = max(0, granted - count)
+        return refused
+
+    def _limiter(self, rate: float) -> RateLimiter:
+        with self._lock:
+            limiter = self._limiters.get(rate)
+            if limiter is None:
+                limiter = self._limiters[rate] = RateLimiter(rate, burst=rate)
+            return limiter
+
+    def _open_registry(self) -> Any:
+        if self._registry is None and time.monotonic() - self._looked_at >= QUOTA_CACHE_SECONDS:
+            with self._lock:
+                self._looked_at = time.monotonic()
+                if self._registry is None and self.settings.registry_file.exists():
+                    from tenancy.registry import Registry  # the worker opens it only once an operator made it
+
+                    self._registry = Registry(self.settings.registry_file)
+        return self._registry

@@ -1,4 +1,5 @@
-"""Per-series models: bounded memory, checkpoints that restore, eviction that loses nothing."""
+"""Per-series models: bounded memory, checkpoints that restore, eviction that loses nothing and
+leaves every tenant its fair share, state that loads only with the deployment's key."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def test_broken_state_is_replaced_by_a_fresh_model_instead_of_failing() -> None:
     """A saved row that does not unpickle, or a live model that raises, costs that series its
     history, not the batch: the points go to a fresh model."""
     bank = ModelBank("zscore")
-    bank.restore([("a", 50, b"not a pickle"), ("b", 10, pickle.dumps(make_detector("zscore")))])
+    bank.restore([("a", 50, bank.seal("a", 50, b"not a pickle")),
+                  ("b", 10, bank.seal("b", 10, pickle.dumps(make_detector("zscore"))))])
     assert "a" not in bank and bank.points("b") == 10
     bank.apply("b", 0, lambda model: setattr(model, "mean", None))  # state an old version might leave
     scores = bank.score_learn("b", np.array([1.0, 2.0]), np.array([0.0, 1.0]))
@@ -82,3 +84,62 @@ def test_broken_state_is_replaced_by_a_fresh_model_instead_of_failing() -> None:
     bank.discard("b")
     with pytest.raises(AttributeError):
         bank.score_learn("b", np.array([1.0]), np.array([2.0]))
+
+
+def touch(bank: ModelBank, series: str) -> None:
+    bank.apply(series, 1, lambda model: model.append(1))
+
+
+def test_a_burst_of_new_series_evicts_only_the_bursting_tenants_models() -> None:
+    """Bank of 200: tenant a holds 100 live series, b bursts 10,000 new ones. The rule: a full bank
+    evicts the least recently used series of the tenant holding the most live models, so a keeps
+    all 100 (its fair share is 200 / 2) and b cycles through the other 100 slots."""
+    bank = ModelBank("count", max_series=200, factory=list)
+    for i in range(100):
+        touch(bank, f"a|r|svc|m|i={i}")
+    for i in range(10_000):
+        touch(bank, f"b|r|svc|m|i={i}")
+    assert all(f"a|r|svc|m|i={i}" in bank for i in range(100))
+    assert bank.held("a") == 100 and bank.held("b") == 100 and len(bank) == 200
+    assert all(f"b|r|svc|m|i={i}" in bank for i in range(9_900, 10_000))  # b keeps its most recent
+
+
+def test_a_tenant_over_its_fair_share_gives_back_down_to_it_and_keeps_its_most_recent() -> None:
+    bank = ModelBank("count", max_series=200, factory=list)
+    for i in range(180):
+        touch(bank, f"a|r|svc|m|i={i}")
+    for i in range(1_000):
+        touch(bank, f"b|r|svc|m|i={i}")
+    assert bank.held("a") == 100 and bank.held("b") == 100
+    assert all(f"a|r|svc|m|i={i}" in bank for i in range(80, 180))
+
+
+def test_ties_evict_from_the_tenant_whose_least_recently_used_series_is_oldest() -> None:
+    bank = ModelBank("count", max_series=4, factory=list)
+    for series in ("a|1", "b|1", "a|2", "b|2"):
+        touch(bank, series)
+    touch(bank, "a|1")  # now b|1 is the oldest of all
+    touch(bank, "c|1")
+    assert [s for s in ("a|1", "a|2", "b|1", "b|2", "c|1") if s in bank] == ["a|1", "a|2", "b|2", "c|1"]
+
+
+def test_one_tenant_is_plain_lru() -> None:
+    bank = ModelBank("count", max_series=3, factory=list)
+    for series in ("t|1", "t|2", "t|3", "t|1", "t|4", "t|5"):
+        touch(bank, series)
+    assert [s for s in ("t|1", "t|2", "t|3", "t|4", "t|5") if s in bank] == ["t|1", "t|4", "t|5"]
+
+
+def test_state_sealed_with_another_key_altered_or_unsigned_is_never_unpickled() -> None:
+    """Rows are bound to the bank's key, kind, series and points (a MAC checked before unpickling)."""
+    bank = ModelBank("count", factory=list, key=b"k" * 32)
+    touch(bank, "t|a")
+    [(series, points, sealed)] = bank.checkpoint()
+    altered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    rows = {"same key": (series, points, sealed), "another key": (series, points, sealed),
+            "altered": (series, points, altered), "unsigned": (series, points, sealed[33:]),
+            "moved to another series": ("t|b", points, sealed), "other points": (series, points + 1, sealed)}
+    for case, row in rows.items():
+        fresh = ModelBank("count", factory=list, key=b"x" * 32 if case == "another key" else b"k" * 32)
+        fresh.restore([row])
+        assert (row[0] in fresh) == (case == "same key"), case

@@ -101,7 +101,7 @@ def test_replayed_or_twice_forwarded_points_are_stored_again_but_learned_once(st
 
 def test_state_of_another_format_version_is_not_restored(store: Store, tmp_path: Path) -> None:
     """A checkpoint an older version pickled (other attributes) must not break the new worker."""
-    first = MetricsPipeline(Settings(home=tmp_path / "a"), store)
+    first = MetricsPipeline(Settings(home=tmp_path), store)  # one home: one deployment's state key
     first.process(records("upgrade", 300))
     assert first.checkpoint() == 1
     series = MetricPoint(0.0, "upgrade", "eu", "api", "rps", 0.0, {"host": "a"}).series_key
@@ -109,7 +109,7 @@ def test_state_of_another_format_version_is_not_restored(store: Store, tmp_path:
     store.insert("model_state", {"series": [series], "detector": ["ensemble"], "points": [300],
                                  "state": pa.array([b"not a pickle of today's classes"], type=pa.binary()),
                                  "updated_at": pa.array([4_102_444_800_000], type=TS_TYPE)})
-    restarted = MetricsPipeline(Settings(home=tmp_path / "b"), store)
+    restarted = MetricsPipeline(Settings(home=tmp_path), store)
     outcome = restarted.process(records("upgrade", 100, first_offset=300))
     assert outcome.stored == 100
     assert restarted.bank.points(series) == 400  # this version's checkpoint, not the old row
@@ -124,18 +124,18 @@ def test_state_of_another_format_version_is_not_restored(store: Store, tmp_path:
 def test_models_built_with_other_detector_options_are_not_restored(store: Store, tmp_path: Path) -> None:
     """A changed M1_ENSEMBLE_* setting applies to every series, not only to new ones."""
     series = MetricPoint(0.0, "reconfigured", "eu", "api", "rps", 0.0, {"host": "a"}).series_key
-    first = MetricsPipeline(Settings(home=tmp_path / "a"), store)  # default options: the plain key
+    first = MetricsPipeline(Settings(home=tmp_path), store)  # default options: the plain key
     first.process(records("reconfigured", 300))
     assert first.checkpoint() == 1 and first.bank.state_key == "ensemble@2"
-    changed = Settings(home=tmp_path / "b", ensemble_components=["robust", "relative_entropy"])
+    changed = Settings(home=tmp_path, ensemble_components=["robust", "relative_entropy"])
     restarted = MetricsPipeline(changed, store)
     restarted.process(records("reconfigured", 100, first_offset=300))
     assert restarted.bank.points(series) == 100  # started afresh with the new components
     assert restarted.checkpoint() == 1
-    again = MetricsPipeline(changed.model_copy(update={"home": tmp_path / "c"}), store)
+    again = MetricsPipeline(changed.model_copy(), store)
     again._restore([series])
     assert again.bank.points(series) == 100  # the same options find their own checkpoint
-    default = MetricsPipeline(Settings(home=tmp_path / "d"), store)
+    default = MetricsPipeline(Settings(home=tmp_path), store)
     default._restore([series])
     assert default.bank.points(series) == 300
 
