@@ -142,6 +142,11 @@ REFUSALS = {
                        lambda data: b64(hmac.new(public_pem(), data, hashlib.sha256).digest())),
         "'HS256' is not accepted"),
     "RS384": (lambda: token(alg="RS384"), "'RS384' is not accepted"),
+    "the attacker's key embedded in the header (jwk, jku)": (
+        lambda: jwt.encode(claims(), OTHER_RSA_KEY, algorithm="RS256", headers={
+            "kid": "rsa-1", "jku": "http://127.0.0.1:9/jwks.json",
+            "jwk": json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(OTHER_RSA_KEY.public_key()))}),
+        "Signature verification failed"),
     "ES256 header on the RSA key": (lambda: token(EC_KEY, "ES256", "rsa-1"), "does not match its key"),
     "tampered payload": (
         lambda: ".".join([(t := token().split("."))[0], b64(json.dumps(claims(m1_tenant="globex")).encode()), t[2]]),
