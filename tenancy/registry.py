@@ -27,6 +27,7 @@ tenancy.registry.NotFound: no tenant 'nope'
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from m1.settings import Settings
 from tenancy import keys
 from tenancy.names import PLATFORM, check_tenant
 from tenancy.roles import check_roles
@@ -124,8 +126,8 @@ def check_quotas(quotas: Mapping[str, float] | None) -> dict[str, float]:
     for name, value in quotas.items():
         if name not in QUOTA_NAMES:
             raise RegistryError(f"unknown quota {name!r}; quotas: {', '.join(QUOTA_NAMES)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise RegistryError(f"quota {name} must be a positive number, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise RegistryError(f"quota {name} must be a positive finite number, not {value!r}")
     return quotas
 
 
@@ -149,7 +151,7 @@ class Registry:
             db.execute("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?, ?)", (PLATFORM, time.time()))
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Registry:
+    def from_settings(cls, settings: Settings) -> Registry:
         """The registry at ``settings.registry_file``."""
         return cls(settings.registry_file)
 

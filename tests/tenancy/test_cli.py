@@ -47,7 +47,7 @@ def test_tenants_create_list_disable_enable(m1, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("tenants", "create", "Acme"), "invalid tenant name 'Acme'"),
     (("tenants", "create", "platform"), "tenant 'platform' exists"),
-    (("tenants", "create", "acme", "--max-series", "0"), "quota max_series must be a positive number"),
+    (("tenants", "create", "acme", "--max-series", "0"), "quota max_series must be a positive finite number"),
     (("tenants", "disable", "globex"), "no tenant 'globex'"),
     (("tenants", "disable", "platform"), "cannot be disabled"),
     (("keys", "create", "--tenant", "globex", "--role", "viewer"), "no tenant 'globex'"),

@@ -125,8 +125,9 @@ def test_tenants_names_quotas_and_the_reserved_platform(registry):
         registry.create_tenant("platform")
     with pytest.raises(RegistryError, match="unknown quota"):
         registry.create_tenant("acme", {"cpu": 1})
-    with pytest.raises(RegistryError, match="positive"):
-        registry.create_tenant("acme", {"max_series": 0})
+    for bad in (0, -1, float("nan"), float("inf"), True, "10"):
+        with pytest.raises(RegistryError, match="positive finite number"):
+            registry.create_tenant("acme", {"max_series": bad})
     acme = registry.create_tenant("acme", {"max_series": 100, "requests_per_second": 2.5})
     assert registry.tenant("acme") == acme and acme.quotas == {"max_series": 100, "requests_per_second": 2.5}
     with pytest.raises(NotFound):
