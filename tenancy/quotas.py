@@ -37,8 +37,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, fields, replace
+from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from m1.settings import Settings
@@ -197,31 +198,27 @@ class IngestQuotas:
         first points are admitted and why the rest are not (``quota: ...``). Costs a few dict
         operations per series and one bucket operation per tenant.
         """
-        by_tenant: dict[str, list[tuple[str, int]]] = {}
-        for series, count in points.items():
-            by_tenant.setdefault(series_tenant(series), []).append((series, count))
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for series in points:
+            by_tenant[series_tenant(series)].append(series)
         refused: dict[str, tuple[int, str]] = {}
-        for tenant, batch in by_tenant.items():
+        for tenant, names in by_tenant.items():
             quotas = self.quotas(tenant)
-            room = quotas.max_series - held(tenant)
-            admitted = []
-            for series, count in batch:
-                if live(series):
-                    admitted.append((series, count))
-                elif room > 0:
-                    room -= 1
-                    admitted.append((series, count))
-                else:
-                    refused[series] = (0, f"quota: tenant {tenant!r} over {quotas.max_series} series")
-            wanted = sum(count for _, count in admitted)
+            new = [series for series in names if not live(series)]
+            room = max(0, quotas.max_series - held(tenant))
+            if len(new) > room:
+                reason = f"quota: tenant {tenant!r} over {quotas.max_series} series"
+                refused.update((series, (0, reason)) for series in new[room:])
+                names = [series for series in names if series not in refused]
+            wanted = sum(map(points.__getitem__, names))
             granted = self._limiter(quotas.points_per_second).take(tenant, wanted, now)
             if granted == wanted:
                 continue
             reason = f"quota: tenant {tenant!r} over {quotas.points_per_second:g} points/s"
-            for series, count in admitted:
-                if granted < count:
+            for series in names:
+                if granted < points[series]:
                     refused[series] = (granted, reason)
-                granted = max(0, granted - count)
+                granted = max(0, granted - points[series])
         return refused
 
     def _limiter(self, rate: float) -> RateLimiter:
