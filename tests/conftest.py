@@ -26,6 +26,16 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker.stop()
 
 
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A second real broker, secured (``m1 kafka start --secure``: SASL/SCRAM-SHA-512, ACLs,
+    super user ``admin``) in its own home; ``admin_login()`` gives the super user's login."""
+    broker = LocalKafka(Settings(home=tmp_path_factory.mktemp("secure-kafka")))
+    broker.start(secure=True)
+    yield broker
+    broker.stop()
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, kafka_bootstrap: str) -> Callable[..., Settings]:
     return lambda **overrides: isolated_settings(tmp_path, kafka_bootstrap, **overrides)
