@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import clickhouse_connect
 import pyarrow as pa
@@ -60,6 +61,10 @@ TS_TYPE = pa.timestamp("ms", tz="UTC")
 #: Tables never open to tenant SQL even though they have a tenant column: the audit trail is
 #: served to auditors by its own endpoint.
 NOT_FOR_TENANT_SQL = frozenset({"access_log"})
+
+
+#: The settings each client of :func:`connect` was made with: a Store of it uses them by default.
+_CONNECTED_WITH: WeakKeyDictionary[Client, Settings] = WeakKeyDictionary()
 
 
 class StoreUnavailable(RuntimeError):
@@ -85,6 +90,7 @@ def connect(settings: Settings) -> Client:
             ) from None
     client.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")
     client.database = settings.clickhouse_database
+    _CONNECTED_WITH[client] = settings
     return client
 
 
@@ -135,13 +141,14 @@ class Store:
     at a time), reads through clients of their own (see the module docstring).
 
     ``settings`` gives the query limits and, on a server, the URL and tenant secret the read
-    clients need; by default they are read from the environment.
+    clients need; by default those ``client`` was connected with (:func:`connect`), else the
+    environment's.
     """
 
     def __init__(self, client: Client, settings: Settings | None = None):
         self.client = client
         self.database = client.database
-        self.settings = settings or Settings()
+        self.settings = settings or _CONNECTED_WITH.get(client) or Settings()
         self.limits = QueryLimits.of(self.settings)
         self.embedded = client.uri.startswith("chdb:")
         self._lock = threading.Lock()
@@ -216,9 +223,11 @@ class Store:
             client = self._open()
         try:
             yield client
-        finally:
-            with self._clients_lock:
-                self._idle.append(client)
+        except BaseException:
+            client.close()  # a failed statement may leave the handle mid-result: never reuse it
+            raise
+        with self._clients_lock:
+            self._idle.append(client)
 
     def _open(self) -> Client:
         if self.embedded:  # another handle on the same chdb engine
@@ -264,9 +273,9 @@ def tenant_filters(catalog: Catalog, tables: frozenset[str], tenant: str) -> dic
 def _run(client: Client, sql: str, settings: dict[str, Any]) -> QueryResult:
     try:
         result = client.query(sql, settings=settings)
+        return QueryResult(list(result.column_names), [tuple(map(_json_safe, row)) for row in result.result_rows])
     except Exception as exc:
         raise QueryFailed(first_line(exc)) from None
-    return QueryResult(list(result.column_names), [tuple(map(_json_safe, row)) for row in result.result_rows])
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,8 +1,10 @@
-"""The ClickHouse store on embedded chdb: migrations, idempotent replays, read-only queries."""
+"""The ClickHouse store on embedded chdb: migrations, idempotent replays, guarded and limited queries,
+reads that do not wait for inserts."""
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,8 @@ import pyarrow as pa
 import pytest
 
 from m1.settings import Settings
-from sinks.clickhouse import TS_TYPE, Store, connect
+from sinks.clickhouse import TS_TYPE, QueryFailed, Store, connect
+from sinks.sql_guard import QueryRefused
 from streams.metrics_pipeline import MetricsPipeline, Record
 from schemas.events import MetricPoint, encode
 
@@ -140,28 +143,115 @@ def test_models_built_with_other_detector_options_are_not_restored(store: Store,
     assert default.bank.points(series) == 300
 
 
-def test_remote_queries_are_read_only(store: Store) -> None:
-    assert store.read_only_query("SELECT 1 AS one").rows == [(1,)]
-    for statement in ("DROP TABLE metric_points", "INSERT INTO anomalies VALUES ()", "  ", "ALTER TABLE x"):
-        with pytest.raises(ValueError, match="only .* statements are allowed"):
-            store.read_only_query(statement)
+def two_tenants(store: Store, n: int = 300) -> None:
+    """``n`` points of tenant acme and ``n`` of globex, once per module."""
+    if store.query("SELECT count() FROM metric_points WHERE tenant IN ('acme', 'globex')").rows != [(0,)]:
+        return
+    rows = [(tenant, i) for tenant in ("acme", "globex") for i in range(n)]
+    store.insert("metric_points", {
+        "ts": pa.array([1_767_225_600_000 + 1000 * i for _, i in rows], type=TS_TYPE), "tenant": [t for t, _ in rows],
+        "region": ["eu"] * len(rows), "service": ["api"] * len(rows), "metric": ["rps"] * len(rows),
+        "series": [f"{t}|s{i % 7}" for t, i in rows], "value": [float(i) for _, i in rows]})
+
+
+@pytest.fixture(scope="module")
+def limited(store: Store) -> Iterator[Store]:
+    """The same store under small query limits (a second set of clients on the same data)."""
+    home = Path(store.client.uri.removeprefix("chdb://")).parent
+    limited = Store(connect(Settings(home=home, query_max_seconds=2, query_max_rows=5, query_max_memory_bytes=20 << 20)))
+    two_tenants(limited)
+    yield limited
+    limited.close()
+
+
+def test_admin_and_tenant_queries_run_only_selects(store: Store) -> None:
+    assert store.admin_query("SELECT 1 AS one").rows == [(1,)]
+    for statement in ("DROP TABLE metric_points", "INSERT INTO anomalies VALUES ()", "ALTER TABLE x DELETE WHERE 1",
+                      "SHOW TABLES", "EXPLAIN SELECT 1", "SELECT 1; DROP TABLE metric_points"):
+        for run in (store.admin_query, lambda sql: store.tenant_query(sql, "acme")):
+            with pytest.raises(QueryRefused, match="only a SELECT|one statement"):
+                run(statement)
+    with pytest.raises(QueryRefused, match="empty"):
+        store.admin_query("  ")
+    assert store.query("SELECT count() FROM system.tables WHERE database = 'm1' AND name = 'metric_points'").rows == [(1,)]
 
 
 @pytest.mark.parametrize("sql", [
     "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+    "SELECT * FROM FILE /**/ ('/etc/hostname', 'LineAsString')",
+    "SELECT file('/etc/hostname')",  # the scalar function reads host files even with readonly=1
     "select * from URL ('http://127.0.0.1:9/x', 'CSV', 'a String')",
     "SELECT count() FROM remote('127.0.0.1', system.one)",
+    "SELECT * FROM system.one",
+    "SELECT number FROM numbers(10)",
+    "SELECT COLUMNS('tenant') APPLY(file) FROM metric_points",
     "SELECT 1 INTO OUTFILE '/tmp/m1-outfile.csv'",
 ])
-def test_remote_queries_stay_inside_the_store(store: Store, sql: str) -> None:
+def test_queries_stay_inside_the_store(store: Store, sql: str) -> None:
     """Even a read-only query could read the worker's files, call URLs or write a file."""
-    with pytest.raises(ValueError, match="only the store's own tables can be queried here"):
-        store.read_only_query(sql)
+    with pytest.raises(QueryRefused, match="not allowed"):
+        store.admin_query(sql)
 
 
-def test_remote_query_results_are_bounded_and_the_engine_is_read_only(store: Store) -> None:
-    assert len(store.read_only_query("SELECT number FROM numbers(100000)").rows) == 100_000
-    with pytest.raises(Exception, match="Limit for result exceeded"):
-        store.read_only_query("SELECT number FROM numbers(100001)")
-    with pytest.raises(Exception, match="readonly"):  # past the keyword check, the engine refuses too
-        store.read_only_query("WITH 1 AS x SELECT * FROM numbers(1) SETTINGS readonly = 0")
+def test_a_tenant_query_sees_only_its_tenants_rows(store: Store) -> None:
+    two_tenants(store)
+    sql = "SELECT tenant, count() FROM metric_points WHERE tenant IN ('acme', 'globex') GROUP BY tenant ORDER BY tenant"
+    assert store.admin_query(sql).rows == [("acme", 300), ("globex", 300)]
+    assert store.tenant_query(sql, "acme").rows == [("acme", 300)]
+    assert store.tenant_query(sql.replace("FROM metric_points", "FROM m1.metric_points"), "globex").rows == [("globex", 300)]
+    with pytest.raises(QueryRefused, match="holds no tenant's own rows"):
+        store.tenant_query("SELECT count() FROM model_state", "acme")
+    with pytest.raises(ValueError, match="invalid tenant name"):
+        store.tenant_query("SELECT 1", "acme' OR 1")
+
+
+def test_result_rows_are_bounded_also_after_a_union(limited: Store) -> None:
+    assert len(limited.tenant_query("SELECT value FROM metric_points LIMIT 5", "acme").rows) == 5
+    # a SETTINGS clause appended to a bare UNION/EXCEPT belongs to its last SELECT: the engine then skipped the limit
+    for sql in ("SELECT value FROM metric_points", "SELECT value FROM metric_points UNION ALL SELECT 1",
+                "SELECT value FROM metric_points EXCEPT SELECT 1"):
+        with pytest.raises(QueryFailed, match="Limit for result exceeded"):
+            limited.tenant_query(sql, "acme")
+        with pytest.raises(QueryFailed, match="Limit for result exceeded"):
+            limited.admin_query(sql)
+
+
+def test_time_and_memory_limits_stop_a_query(limited: Store) -> None:
+    heavy = "SELECT count() FROM metric_points AS a, metric_points AS b, metric_points AS c, metric_points AS d"
+    with pytest.raises(QueryFailed, match="Timeout exceeded"):
+        limited.tenant_query(heavy, "acme")
+    with pytest.raises(QueryFailed, match="memory limit exceeded"):
+        limited.admin_query("SELECT length(groupArray(range(100000))) FROM metric_points")
+
+
+def test_a_query_cannot_lift_its_limits_even_past_the_guard(limited: Store) -> None:
+    """Under readonly=1 the engine itself refuses a SETTINGS clause (the guard refuses it first)."""
+    for clause in ("max_result_rows = 1000", "readonly = 0", "additional_table_filters = {'m1.metric_points': '1'}",
+                   "max_execution_time = 0"):
+        sql = f"SELECT value FROM metric_points SETTINGS {clause}"
+        with pytest.raises(QueryRefused, match="SETTINGS"):
+            limited.tenant_query(sql, "acme")
+        with pytest.raises(Exception, match="Cannot modify .* in readonly mode"):
+            limited.query(sql, settings=limited.limits.settings())
+
+
+def test_a_long_read_does_not_delay_an_insert(limited: Store) -> None:
+    """The read runs until its time limit; the insert must complete while it still runs."""
+    inserted, outcome = threading.Event(), {}
+
+    def read() -> None:
+        with pytest.raises(QueryFailed, match="Timeout exceeded"):
+            limited.admin_query("SELECT count(), 'longread' FROM metric_points AS a, metric_points AS b, "
+                                "metric_points AS c, metric_points AS d")
+        outcome["inserted while the read ran"] = inserted.is_set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    while not limited.query("SELECT count() FROM system.processes WHERE query LIKE '%''longread''%' "
+                            "AND query NOT LIKE '%system.processes%'").rows[0][0]:
+        assert reader.is_alive()
+    limited.insert("metric_points", {"ts": pa.array([0], type=TS_TYPE), "tenant": ["concurrent"], "region": ["eu"],
+                                     "service": ["api"], "metric": ["rps"], "series": ["c"], "value": [1.0]})
+    inserted.set()
+    reader.join()
+    assert outcome == {"inserted while the read ran": True}
