@@ -139,7 +139,12 @@ class Registry:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        try:  # created 0600; an existing file is not opened here: closing a descriptor of it would drop
+            # every POSIX lock this process holds on it, and another connection of the process would then
+            # read a WAL that a writer elsewhere checkpointed and deleted (stale forever)
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+        except FileExistsError:
+            pass
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 10000")
