@@ -95,9 +95,12 @@ class ModelBank:
         self._tenants: dict[str, OrderedDict[str, tuple[Any, int, int]]] = {}
         self._where: dict[str, OrderedDict[str, tuple[Any, int, int]]] = {}  # series -> its tenant's dict
         self._clock = itertools.count()
-        # (-live models, stamp of the least recently used, tenant), pushed whenever one of them changes;
-        # the top entry that still matches its tenant names the tenant to evict from.
+        # (-live models, stamp of the least recently used, tenant), pushed when a tenant's count changes;
+        # _heads holds each tenant's one current entry, the others are garbage. A stamp only grows, so
+        # a current entry whose stamp is stale sorts too early: found on top, it is corrected and
+        # sifted down (amortised O(log tenants) per use), never acted on.
         self._heap: list[tuple[int, int, str]] = []
+        self._heads: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
         self._evicted: dict[str, tuple[str, int, bytes]] = {}  # series -> (series, points, pickle)
 
@@ -239,37 +242,40 @@ class ModelBank:
 
     def _put(self, series: str, model: Any, points: int) -> None:
         """Make ``series`` the most recently used model of its tenant."""
-        tenant = series_tenant(series)
         live = self._where.get(series)
         if live is None:
+            tenant = series_tenant(series)
             live = self._where[series] = self._tenants.setdefault(tenant, OrderedDict())
             live[series] = (model, points, next(self._clock))
             self._changed(tenant, live)
             return
-        was_oldest = next(iter(live)) == series
         live[series] = (model, points, next(self._clock))
         live.move_to_end(series)
-        if was_oldest:
-            self._changed(tenant, live)
 
     def _changed(self, tenant: str, live: OrderedDict[str, tuple[Any, int, int]]) -> None:
-        """Record the tenant's new count or least recently used series (O(log tenants))."""
+        """Record the tenant's new count of live models (O(log tenants))."""
         if not live:
-            del self._tenants[tenant]
+            del self._tenants[tenant], self._heads[tenant]
             return
-        heapq.heappush(self._heap, (-len(live), live[next(iter(live))][2], tenant))
-        if len(self._heap) > 2 * len(self._tenants) + 64:  # drop stale entries: amortised O(1) a push
-            self._heap = [(-len(od), od[next(iter(od))][2], t) for t, od in self._tenants.items()]
+        head = self._heads[tenant] = (-len(live), live[next(iter(live))][2])
+        heapq.heappush(self._heap, (*head, tenant))
+        if len(self._heap) > 2 * len(self._tenants) + 64:  # drop garbage: amortised O(1) a push
+            self._heap = [(*head, t) for t, head in self._heads.items()]
             heapq.heapify(self._heap)
 
     def _victim(self) -> str:
         """The tenant holding the most live models (ties: the oldest least recently used)."""
         while True:
             negative_count, stamp, tenant = self._heap[0]
-            live = self._tenants.get(tenant)
-            if live is not None and len(live) == -negative_count and live[next(iter(live))][2] == stamp:
+            if self._heads.get(tenant) != (negative_count, stamp):
+                heapq.heappop(self._heap)  # garbage: the tenant's count changed since
+                continue
+            live = self._tenants[tenant]
+            oldest = live[next(iter(live))][2]
+            if oldest == stamp:
                 return tenant
-            heapq.heappop(self._heap)
+            self._heads[tenant] = (negative_count, oldest)
+            heapq.heapreplace(self._heap, (negative_count, oldest, tenant))
 
     def _evict_overflow(self) -> None:
         while len(self._where) > self.max_series:
