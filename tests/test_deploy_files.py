@@ -192,7 +192,6 @@ def test_users_file_keeps_secrets_out_and_limits_fixed() -> None:
     server = ET.parse(SERVER_XML).getroot().find("access_control_improvements")
     assert server.findtext("settings_constraints_replace_previous") == "true"  # needed by changeable_in_readonly
     assert server.findtext("select_from_system_db_requires_grant") == "true"
-    assert server.findtext("users_without_row_policies_can_read_rows") == "false"
 
 
 def test_dockerfile_copies_every_package_and_drops_root() -> None:
