@@ -41,6 +41,7 @@ def kafka_start(secure: bool = typer.Option(False, help="SASL/SCRAM-SHA-512 and 
     if state.secure:
         console.print(f"secured: SASL_PLAINTEXT, SCRAM-SHA-512, ACLs; super user 'admin', password in "
                       f"{broker.admin_password_file} (clients of this home use it unless M1_KAFKA_* say otherwise)")
+        console.print(f"SASL_SSL at [bold]{state.tls_bootstrap}[/], CA certificate {broker.ca_file}")
 
 
 @kafka_app.command("stop")

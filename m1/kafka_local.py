@@ -5,11 +5,13 @@ a cache directory (``M1_KAFKA_CACHE``), so only the first start downloads anythi
 broker's config, data, log and pid live under ``<M1_HOME>/kafka``. ``start`` is
 idempotent: a broker that is already running and answering is reused.
 
-``start(secure=True)`` (``m1 kafka start --secure``) gives the broker one SASL_PLAINTEXT listener
-(SCRAM-SHA-512), the StandardAuthorizer with ``allow.everyone.if.no.acl.found=false`` and one
-super user, ``User:admin``, whose random password is written to ``<M1_HOME>/kafka/admin.password``
-(mode 0600) and added as a SCRAM credential when the storage is formatted. The controller
-listener (loopback, not advertised) authenticates the broker with SASL/PLAIN as the same user.
+``start(secure=True)`` (``m1 kafka start --secure``) gives the broker a SASL_PLAINTEXT listener
+and a SASL_SSL one (``tls_port``; its certificate for 127.0.0.1 is signed by a CA of its own,
+``<M1_HOME>/kafka/ca.pem``, see ``m1.local_tls``), both SCRAM-SHA-512, the StandardAuthorizer
+with ``allow.everyone.if.no.acl.found=false`` and one super user, ``User:admin``, whose random
+password is written to ``<M1_HOME>/kafka/admin.password`` (mode 0600) and added as a SCRAM
+credential when the storage is formatted. The controller listener (loopback, not advertised)
+authenticates the broker with SASL/PLAIN as the same user.
 :meth:`LocalKafka.admin_login` reads that login back; ``m1.kafka_security`` lends it to every
 client whose settings name no cluster and no login. A broker formatted secured stays secured.
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from m1.kafka_security import KafkaLogin, login_kwargs
+from m1.local_tls import ensure_broker_tls, write_private
 
 if TYPE_CHECKING:
     from m1.settings import Settings
@@ -53,14 +56,18 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 """
 
-SECURE_LISTENERS = """listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}
-listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+SECURE_LISTENERS = """listeners=SASL_PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{tls_port},\
+CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{tls_port}
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
 inter.broker.listener.name=SASL_PLAINTEXT
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule \
   required username="{admin}" password="{password}";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location={keystore}
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
@@ -110,10 +117,15 @@ class BrokerState:
     port: int
     controller_port: int
     secure: bool = False
+    tls_port: int = 0  # the SASL_SSL listener of a secured broker
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.tls_port}"
 
 
 def free_port() -> int:
@@ -169,6 +181,11 @@ class LocalKafka:
     def admin_password_file(self) -> Path:
         return self.dir / "admin.password"
 
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate TLS clients of a secured broker trust (``M1_KAFKA_SSL_CAFILE``)."""
+        return ensure_broker_tls(self.dir).ca_file
+
     # -- public API ---------------------------------------------------------------------
     def fetch(self) -> Path:
         """Download the broker jars into the cache (no-op when cached); returns the libs dir."""
@@ -221,14 +238,14 @@ class LocalKafka:
             return running
         self.fetch()
         self.dir.mkdir(parents=True, exist_ok=True)
-        port, controller_port = self._ports()
+        port, controller_port, tls_port = self._ports()
         data_dir = self.dir / "data"
         formatted = (data_dir / "meta.properties").exists()
         secure = secure or (formatted and self.admin_password_file.exists())
         if secure and formatted and not self.admin_password_file.exists():
             raise KafkaError(f"the broker's data in {data_dir} was formatted without security; remove {self.dir} to start secured")
         config = self.dir / "server.properties"
-        _write_private(config, self._server_properties(port, controller_port, data_dir, secure))
+        write_private(config, self._server_properties(port, controller_port, tls_port, data_dir, secure))
         (self.dir / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log_file=self.log_file))
         if not formatted:
             scram = ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN_USER},password={self._admin_password()}]"] if secure else []
@@ -241,7 +258,8 @@ class LocalKafka:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        state = BrokerState(pid=proc.pid, port=port, controller_port=controller_port, secure=secure)
+        state = BrokerState(pid=proc.pid, port=port, controller_port=controller_port, secure=secure,
+                            tls_port=tls_port if secure else 0)
         self.state_file.write_text(json.dumps(state.__dict__))
         self._wait_ready(state, proc, timeout)
         return state
@@ -269,24 +287,25 @@ class LocalKafka:
     def _admin_password(self) -> str:
         """The super user's password: created once (0600), then read back."""
         if not self.admin_password_file.exists():
-            _write_private(self.admin_password_file, secrets.token_urlsafe(24))
+            write_private(self.admin_password_file, secrets.token_urlsafe(24))
         return self.admin_password_file.read_text().strip()
 
-    def _server_properties(self, port: int, controller_port: int, data_dir: Path, secure: bool) -> str:
+    def _server_properties(self, port: int, controller_port: int, tls_port: int, data_dir: Path, secure: bool) -> str:
         if secure:
-            listeners = SECURE_LISTENERS.format(port=port, controller_port=controller_port, admin=ADMIN_USER,
-                                                password=self._admin_password())
+            listeners = SECURE_LISTENERS.format(port=port, controller_port=controller_port, tls_port=tls_port,
+                                                admin=ADMIN_USER, password=self._admin_password(),
+                                                keystore=ensure_broker_tls(self.dir).keystore)
         else:
             listeners = PLAINTEXT_LISTENERS.format(port=port, controller_port=controller_port)
         return SERVER_PROPERTIES.format(controller_port=controller_port, listeners=listeners, data_dir=data_dir)
 
-    def _ports(self) -> tuple[int, int]:
-        """Reuse the recorded ports (clients keep their address across restarts), else pick."""
-        try:
-            old = json.loads(self.state_file.read_text())
-            return old["port"], old["controller_port"]
-        except (OSError, ValueError, KeyError):
-            return (self.wanted_port or free_port()), free_port()
+    def _ports(self) -> tuple[int, int, int]:
+        """Reuse the recorded ports (clients keep their address across restarts), else pick:
+        the client port, the controller's and the TLS listener's."""
+        old = self._recorded()
+        if old is None:
+            return (self.wanted_port or free_port()), free_port(), free_port()
+        return old.port, old.controller_port, old.tls_port or free_port()
 
     def _java_cmd(self, main: str, *args: str) -> list[str]:
         heap = os.environ.get("M1_KAFKA_HEAP", "-Xmx768m")
@@ -319,14 +338,6 @@ def cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, readable by its owner only (it may hold a password)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 def _metadata_ok(bootstrap: str, login: KafkaLogin | None) -> bool:

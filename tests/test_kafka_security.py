@@ -6,6 +6,7 @@ every kind of Kafka client of the project logs in with the settings."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import stat
 import uuid
 from pathlib import Path
@@ -37,9 +38,9 @@ def as_admin(home: Path, broker: LocalKafka, **overrides: object) -> Settings:
     """Isolated settings logged in as the secured broker's super user."""
     login = broker.admin_login()
     assert login is not None
-    return isolated_settings(home, broker.bootstrap(), kafka_security_protocol=login.protocol,
-                             kafka_sasl_mechanism=login.mechanism, kafka_sasl_username=login.username,
-                             kafka_sasl_password=login.password, **overrides)
+    values: dict = dict(kafka_security_protocol=login.protocol, kafka_sasl_mechanism=login.mechanism,
+                        kafka_sasl_username=login.username, kafka_sasl_password=login.password)
+    return isolated_settings(home, broker.bootstrap(), **{**values, **overrides})
 
 
 def logged_in_as(settings: Settings, user: str, password: str) -> Settings:
@@ -200,3 +201,16 @@ def test_every_kind_of_client_logs_in_with_the_settings(secure_kafka: LocalKafka
     local = Settings(home=secure_kafka.dir.parent)
     assert login_of(local) == secure_kafka.admin_login()
     assert produce(local, [(None, b"local")], topic=admin.topic_anomalies) == 1
+
+
+def test_the_tls_listener_needs_the_brokers_ca(secure_kafka: LocalKafka, tmp_path: Path) -> None:
+    state = secure_kafka.status()
+    assert state is not None and state.tls_port
+    tls = as_admin(tmp_path, secure_kafka, kafka_bootstrap=state.tls_bootstrap, kafka_security_protocol="SASL_SSL",
+                   kafka_ssl_cafile=str(secure_kafka.ca_file))
+    connect(tls)
+    assert produce(tls, [(None, b"over-tls")], topic=tls.topic_anomalies) == 1
+    with pytest.raises(ssl.SSLCertVerificationError, match="self-signed certificate in certificate chain"):
+        connect(tls.model_copy(update={"kafka_ssl_cafile": ""}))  # the system's CAs do not vouch for it
+    with pytest.raises(SaslAuthenticationFailed):  # TLS does not replace the login
+        connect(logged_in_as(tls, "admin", "not-the-password"))
