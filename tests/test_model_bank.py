@@ -7,6 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.bank import ModelBank
 from models.registry import DETECTORS, make_detector
@@ -143,3 +145,29 @@ def test_state_sealed_with_another_key_altered_or_unsigned_is_never_unpickled() 
         fresh = ModelBank("count", factory=list, key=b"x" * 32 if case == "another key" else b"k" * 32)
         fresh.restore([row])
         assert (row[0] in fresh) == (case == "same key"), case
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 11), st.booleans()), max_size=300),
+       st.integers(1, 12))
+@settings(max_examples=200, deadline=None)
+def test_eviction_matches_the_rule_computed_naively(ops: list[tuple[str, int, bool]], max_series: int) -> None:
+    """Any sequence of uses and discards: the bank holds exactly what the rule, evaluated by brute
+    force over every tenant, says (evict the least recently used of the tenant holding the most;
+    ties: the tenant whose least recently used is oldest)."""
+    bank = ModelBank("count", max_series=max_series, factory=list)
+    used: dict[str, int] = {}  # live series -> time of last use
+    for clock, (tenant, n, discard) in enumerate(ops):
+        series = f"{tenant}|{n}"
+        if discard:
+            bank.discard(series)
+            used.pop(series, None)
+            continue
+        touch(bank, series)
+        used[series] = clock
+        while len(used) > max_series:
+            by_tenant: dict[str, list[str]] = {}
+            for s in used:
+                by_tenant.setdefault(s.split("|")[0], []).append(s)
+            victim = min(by_tenant.values(), key=lambda ss: (-len(ss), min(used[s] for s in ss)))
+            del used[min(victim, key=used.__getitem__)]
+        assert set(used) == {f"{t}|{i}" for t in "abcd" for i in range(12) if f"{t}|{i}" in bank}
