@@ -34,7 +34,9 @@ Quotas(points_per_second=1000.0, max_series=5000, requests_per_second=50.0)
 
 from __future__ import annotations
 
+import logging
 import math
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -53,6 +55,8 @@ def series_tenant(series: str) -> str:
     tenant, bar, _ = series.partition("|")
     return tenant if bar else ""
 
+
+log = logging.getLogger(__name__)
 
 #: How long :func:`tenant_quotas` reuses a tenant's quotas before reading the registry again.
 QUOTA_CACHE_SECONDS = 5.0
@@ -143,7 +147,9 @@ def tenant_quotas(settings: Settings, registry: Any, tenant: str) -> Quotas:
     """The quotas of ``tenant``: settings defaults merged with ``registry.tenant(tenant).quotas``.
 
     ``registry`` may be None (defaults only); a tenant the registry does not know gets the
-    defaults. Answers are reused for :data:`QUOTA_CACHE_SECONDS` per registry and tenant.
+    defaults, and so does every tenant while the registry cannot be read (logged): ingestion and
+    the API go on under the default quotas. Answers are reused for :data:`QUOTA_CACHE_SECONDS`
+    per registry and tenant.
     """
     defaults = Quotas.defaults(settings)
     if registry is None:
@@ -156,6 +162,9 @@ def tenant_quotas(settings: Settings, registry: Any, tenant: str) -> Quotas:
     try:
         entry = registry.tenant(tenant)
     except (LookupError, ValueError):  # unknown tenant (tenancy.registry.NotFound is a ValueError)
+        entry = None
+    except sqlite3.Error as exc:
+        log.warning("registry unreadable (%s): tenant %r gets the default quotas", exc, tenant)
         entry = None
     quotas = defaults.merged(getattr(entry, "quotas", None))
     with _cache_lock:
@@ -171,8 +180,8 @@ class IngestQuotas:
     reach the worker) and distinct series live in the model bank.
 
     Quotas come from the settings and, once the file exists, from the registry at
-    ``settings.registry_file`` (looked for again every :data:`QUOTA_CACHE_SECONDS` until then);
-    pass ``registry`` to use another one.
+    ``settings.registry_file`` (looked for again every :data:`QUOTA_CACHE_SECONDS` until then, and
+    while it cannot be opened); pass ``registry`` to use another one.
     """
 
     def __init__(self, settings: Settings, registry: Any = None):
@@ -232,8 +241,12 @@ class IngestQuotas:
         if self._registry is None and time.monotonic() - self._looked_at >= QUOTA_CACHE_SECONDS:
             with self._lock:
                 self._looked_at = time.monotonic()
-                if self._registry is None and self.settings.registry_file.exists():
+                path = self.settings.registry_file
+                if self._registry is None and path.exists():
                     from tenancy.registry import Registry  # the worker opens it only once an operator made it
 
-                    self._registry = Registry(self.settings.registry_file)
+                    try:
+                        self._registry = Registry(path)
+                    except (sqlite3.Error, OSError) as exc:
+                        log.warning("registry %s unusable (%s): default quotas until it is", path, exc)
         return self._registry

@@ -171,3 +171,13 @@ def test_points_derived_from_otlp_over_quota_are_dead_lettered_as_metric_records
     assert [decode_metric(base64.b64decode(letter.payload_b64)) for letter in letters] == derived[10:]
     assert {letter.topic for letter in letters} == {DERIVED_TOPIC} and len({letter.offset for letter in letters}) == 5
     assert count(store, "SELECT count() FROM dead_letters FINAL WHERE reason LIKE 'quota: tenant ''otlp-rate''%'") == 5
+
+
+def test_an_unusable_registry_leaves_the_default_quotas_in_force(store: Store, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A registry file that is not a database must not stop ingestion: defaults apply, logged."""
+    settings = Settings(home=tmp_path, quota_points_per_second=20)
+    settings.registry_file.write_bytes(b"this is not an SQLite database" * 100)
+    outcome = MetricsPipeline(settings, store).process(points("unregistered", 30))
+    assert outcome.stored == 20 and len(outcome.dead_letters) == 10
+    assert any("default quotas" in r.getMessage() for r in caplog.records if r.name == "tenancy.quotas")
