@@ -46,6 +46,9 @@ from typing import Any
 
 from m1.settings import Settings
 
+log = logging.getLogger(__name__)
+
+
 def series_tenant(series: str) -> str:
     """The tenant of a series key: its prefix before the first ``|`` ("" if it has none).
 
@@ -55,8 +58,6 @@ def series_tenant(series: str) -> str:
     tenant, bar, _ = series.partition("|")
     return tenant if bar else ""
 
-
-log = logging.getLogger(__name__)
 
 #: How long :func:`tenant_quotas` reuses a tenant's quotas before reading the registry again.
 QUOTA_CACHE_SECONDS = 5.0
@@ -114,7 +115,7 @@ class RateLimiter:
 @dataclass(frozen=True)
 class Quotas:
     """A tenant's limits: ingested points per second, distinct series held in the model bank,
-    API requests per second. Rates allow a burst of one second's worth."""
+    API requests per second. Rates allow a burst of one second's worth (at least one)."""
 
     points_per_second: float
     max_series: int
@@ -234,7 +235,7 @@ class IngestQuotas:
         with self._lock:
             limiter = self._limiters.get(rate)
             if limiter is None:
-                limiter = self._limiters[rate] = RateLimiter(rate, burst=rate)
+                limiter = self._limiters[rate] = RateLimiter(rate, burst=max(rate, 1.0))
             return limiter
 
     def _open_registry(self) -> Any:
