@@ -77,19 +77,47 @@ def worker(loglevel: str = typer.Option("warn", help="crit, error, warn, info or
 
 
 @app.command()
-def query(sql: str = typer.Argument(..., help="A SELECT (or SHOW/DESCRIBE/EXPLAIN) statement.")) -> None:
-    """Run SQL against the store and print the result as a table."""
+def query(
+    sql: str = typer.Argument(..., help="A SELECT (or SHOW/DESCRIBE/EXPLAIN) statement."),
+    tenant: str = typer.Option(None, "--tenant", "-t", help="See only this tenant's rows."),
+) -> None:
+    """Run SQL against the store and print the result as a table.
+
+    While a worker owns the embedded store the query goes to its API with M1_API_KEY (every
+    tenant's rows needs a platform-admin key; --tenant needs an analyst key of that tenant).
+    Otherwise the store is opened directly: whoever can open its files already owns them all."""
     from m1.query_client import QueryError, run_query
 
     try:
-        result = run_query(get_settings(), sql)
+        result = run_query(get_settings(), sql, tenant=tenant)
     except QueryError as exc:
-        console.print(f"[red]query failed:[/] {exc}")
+        hint = {401: " (set M1_API_KEY to a key from `m1 keys create`)",
+                403: " (the key's roles or tenant do not allow this query)"}.get(exc.status or 0, "")
+        console.print(f"[red]query failed:[/] {exc}{hint}")
         raise typer.Exit(2) from None
     table = Table(*result.columns)
     for row in result.rows:
         table.add_row(*(str(v) for v in row))
     console.print(table)
+
+
+@app.command()
+def api(loglevel: str = typer.Option("warn", help="crit, error, warn, info or debug.")) -> None:
+    """Serve the HTTP API (/v1) alone on M1_WEB_BIND:M1_WEB_PORT until interrupted.
+
+    For a ClickHouse server (M1_CLICKHOUSE_URL), or an embedded store no worker holds: a
+    running `m1 worker` already serves the API itself."""
+    from mode import Worker
+
+    from api.service import standalone_service
+    from sinks.clickhouse import StoreUnavailable
+
+    try:
+        service = standalone_service(get_settings())
+    except StoreUnavailable as exc:  # most often: a worker holds it, and serves the API already
+        console.print(f"[red]cannot open the store:[/] {exc}")
+        raise typer.Exit(2) from None
+    Worker(service, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """Wiring: the Faust app, its publisher, the store and the agents, all in one place.
 
 ``build_app(settings)`` returns a ready Faust app; ``m1 worker`` runs it. The worker
-process owns the store (chdb allows one process per data directory) and serves
-read-only SQL at ``POST /query`` on its web port for every other process.
+process owns the store (chdb allows one process per data directory), so it also serves
+the authenticated HTTP API (``api/``, every route under ``/v1``) on ``M1_WEB_PORT`` for
+every other process; Faust's own web server is off (see ``api.service``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import faust
-from faust.web import Request, Response, View
 
+from api.service import ApiService
 from m1.kafka_security import faust_credentials
 from m1.settings import Settings
 from m1.topics import ensure_topics
@@ -22,6 +23,7 @@ from streams.metrics_handler import MetricsHandler, metrics_handler
 from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
 from streams.publisher import Publisher
+from tenancy.registry import Registry
 
 
 def make_faust_app(settings: Settings) -> faust.App:
@@ -30,6 +32,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         settings.app_id,
         broker=settings.kafka_url,
         broker_credentials=faust_credentials(settings),
+
         store="memory://",
         datadir=str((settings.home / "faust").resolve()),
         topic_partitions=settings.topic_partitions,
@@ -40,7 +43,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=4 * settings.batch_size,  # the take() buffer must be able to fill
-        web_enabled=True,
+        web_enabled=False,  # the worker serves our API instead (api.service, on web_port/web_bind)
         web_port=settings.web_port,
         web_bind=settings.web_bind,
         web_host="127.0.0.1",
@@ -59,7 +62,7 @@ def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler)
 
 def build_app(settings: Settings) -> faust.App:
     """The pipeline's Faust app: topics, store, the metrics batch consumer with its metrics and
-    forecasting handlers, the OTLP agents, timers and the /query endpoint."""
+    forecasting handlers, the OTLP agents, timers and the HTTP API."""
     ensure_topics(settings)
     app = make_faust_app(settings)
     publisher = app.service(Publisher(settings))  # every output record goes out through it
@@ -74,18 +77,6 @@ def build_app(settings: Settings) -> faust.App:
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
     ))
 
-    register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing
-
-    @app.page("/query")
-    class QueryView(View):
-        """POST {"sql": "..."} -> {"columns": [...], "rows": [[...], ...]}; read-only."""
-
-        async def post(self, request: Request) -> Response:
-            body = await request.json()
-            try:
-                result = await app.loop.run_in_executor(None, store.read_only_query, body["sql"])
-            except Exception as exc:  # the client gets the engine's message
-                return self.json({"error": str(exc)}, status=400)
-            return self.json({"columns": result.columns, "rows": [list(r) for r in result.rows]})
-
+    run_bottlenecks = register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing
+    app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks))
     return app

@@ -1,11 +1,13 @@
 """The bottleneck job: ``traces.analysis`` over a recent window of ``otel_traces``, stored and published.
 
-For every entry service (a service with root spans in the window, or the ones asked for),
-it loads the window's whole traces, ranks the operations that own end-to-end latency and
-applies the optimisation rules, then writes the report to the ``bottlenecks`` table
-(``schemas/ddl/030_bottlenecks.sql``) and returns it as JSON-ready dicts for the
-``bottlenecks`` topic. The worker runs it on a timer (``M1_BOTTLENECK_SECONDS``, leader
-only) and on demand at ``POST /bottlenecks``.
+One tenant's traces at a time (the spans whose resource names the tenant): for every entry
+service of the tenant (a service with root spans in the window, or the ones asked for), it
+loads the window's whole traces, ranks the operations that own end-to-end latency and
+applies the optimisation rules, then writes the report, stamped with the tenant, to the
+``bottlenecks`` table (``schemas/ddl/030_bottlenecks.sql``, ``061_bottlenecks_tenant.sql``)
+and returns it as JSON-ready dicts for the ``bottlenecks`` topic. The worker runs it for every
+tenant on a timer (``M1_BOTTLENECK_SECONDS``, leader only), and for one tenant on demand
+through the API (``POST /v1/tenants/{tenant}/bottlenecks``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from streams.tracing import stage
 
 
 
-def report_dict(report: Report, service: str, window_seconds: int, analyzed_at: float) -> dict[str, Any]:
-    """A report as published on the bottlenecks topic (and returned by ``POST /bottlenecks``)."""
+def report_dict(report: Report, tenant: str, service: str, window_seconds: int, analyzed_at: float) -> dict[str, Any]:
+    """A report as published on the bottlenecks topic (and returned by the API's on-demand run)."""
     return {
         "analyzed_at": analyzed_at,
+        "tenant": tenant,
         "entry_service": service,
         "window_seconds": window_seconds,
         "traces": report.traces,
@@ -43,7 +46,7 @@ def report_dict(report: Report, service: str, window_seconds: int, analyzed_at: 
 
 def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The ``bottlenecks`` table rows of one published report."""
-    head = {k: report[k] for k in ("analyzed_at", "entry_service", "window_seconds", "traces", "mean_ms")}
+    head = {k: report[k] for k in ("analyzed_at", "tenant", "entry_service", "window_seconds", "traces", "mean_ms")}
     rows = [
         {**head, "kind": "bottleneck", "rank": i, "service": b["service"], "operation": b["operation"],
          "share": b["share"], "critical_ms": b["critical_ms"], "on_path_traces": b["traces"], "rule": "",
@@ -67,17 +70,22 @@ class BottleneckJob:
         self.window_seconds = settings.bottleneck_window_seconds
         self.limit = limit
 
-    def run(self, services: list[str] | None = None, window_seconds: int | None = None,
+    def run(self, tenant: str | None = None, services: list[str] | None = None, window_seconds: int | None = None,
             limit: int | None = None) -> list[dict[str, Any]]:
-        """Reports of the services (default: every entry service in the window) with at least one trace."""
+        """Reports of ``tenant`` (default: every tenant with root spans in the window), one per
+        service asked for (default: every entry service in the window) with at least one trace."""
         window = window_seconds or self.window_seconds
         analyzed_at = round(time.time(), 3)
         with stage("score", **{"m1.job": "bottlenecks"}):
+            entries = entry_services(self.store, window, tenant)
+            if services:
+                tenants = [tenant] if tenant is not None else sorted({t for t, _ in entries})
+                entries = [(t, service) for t in tenants for service in services]
             reports = []
-            for service in services or entry_services(self.store, window):
-                report = analyze(load_spans_from_store(self.store, service, window), limit or self.limit)
+            for owner, service in entries:
+                report = analyze(load_spans_from_store(self.store, service, window, tenant=owner), limit or self.limit)
                 if report.traces:
-                    reports.append(report_dict(report, service, window, analyzed_at))
+                    reports.append(report_dict(report, owner, service, window, analyzed_at))
         rows = [row for report in reports for row in report_rows(report)]
         if rows:
             with stage("sink", **{"db.collection.name": "bottlenecks"}):

@@ -9,9 +9,9 @@
   (Faust's consumer subscribes by name only);
 * a timer closing RED minutes of a topic that went quiet;
 * the bottleneck job (``streams.bottleneck_job``) on a leader-only timer every
-  ``M1_BOTTLENECK_SECONDS``, and on demand at ``POST /bottlenecks``
-  (body ``{"services": [...], "window_seconds": 900, "limit": 10}``, all optional), publishing each report
-  on the bottlenecks topic.
+  ``M1_BOTTLENECK_SECONDS``, publishing each report on the bottlenecks topic; ``register_otel``
+  returns the same run for one tenant (an ``api.handlers.RunBottlenecks``) for the API to call
+  on demand (``POST /v1/tenants/{tenant}/bottlenecks``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 import msgspec
-from faust.web import Request, Response, View
 
 from m1.telemetry import setup_tracing_if_configured
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
@@ -34,6 +33,7 @@ from streams.publisher import Publisher
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
+    from api.handlers import RunBottlenecks
     from m1.settings import Settings
     from sinks.clickhouse import Store
 
@@ -42,8 +42,11 @@ log = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 10.0
 
 
-def register_otel(app: faust.App, settings: Settings, store: Store, metrics: MetricsPipeline, publisher: Publisher) -> None:
-    """Add self-tracing, the OTLP agents, the bottleneck job and ``/bottlenecks`` to ``app``."""
+def register_otel(app: faust.App, settings: Settings, store: Store, metrics: MetricsPipeline,
+                  publisher: Publisher) -> RunBottlenecks:
+    """Add self-tracing, the OTLP agents and the bottleneck job to ``app``; return the job's run
+    (``await run(tenant, services, window_seconds, limit)``; no tenant: every tenant), which
+    stores and publishes its reports."""
     setup_tracing_if_configured()
     pipeline = OtlpPipeline(settings, store, metrics)
     for process, topic, name in ((pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans"),
@@ -65,11 +68,11 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
 
     job = BottleneckJob(settings, store)
 
-    async def run_job(services: list[str] | None = None, window_seconds: int | None = None,
+    async def run_job(tenant: str | None = None, services: list[str] | None = None, window_seconds: int | None = None,
                       limit: int | None = None) -> list[dict]:
-        reports = await in_thread(job.run, services, window_seconds, limit)
-        await publisher.publish([(settings.topic_bottlenecks, r["entry_service"].encode(), msgspec.json.encode(r))
-                                 for r in reports])
+        reports = await in_thread(job.run, tenant, services, window_seconds, limit)
+        await publisher.publish([(settings.topic_bottlenecks, f"{r['tenant']}|{r['entry_service']}".encode(),
+                                  msgspec.json.encode(r)) for r in reports])
         return reports
 
     if settings.bottleneck_seconds > 0:
@@ -82,17 +85,7 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
                 return
             log.info("bottleneck job: %d reports", len(reports))
 
-    @app.page("/bottlenecks")
-    class BottlenecksView(View):
-        """POST {"services": [...], "window_seconds": N, "limit": N} (all optional) -> {"reports": [...]}."""
-
-        async def post(self, request: Request) -> Response:
-            body = await request.json() if request.can_read_body else {}
-            try:
-                reports = await run_job(body.get("services"), body.get("window_seconds"), body.get("limit"))
-            except Exception as exc:
-                return self.json({"error": str(exc)}, status=400)
-            return self.json({"reports": reports})
+    return run_job
 
 
 def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, publisher: Publisher,

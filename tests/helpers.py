@@ -62,6 +62,15 @@ def new_key(settings: Settings, tenant: str, roles: list[str]) -> str:
         registry.close()
 
 
+def add_tenant(settings: Settings, tenant: str) -> None:
+    """Register ``tenant`` (the API answers 404 for a tenant the registry does not know)."""
+    registry = Registry.from_settings(settings)
+    try:
+        registry.create_tenant(tenant)
+    finally:
+        registry.close()
+
+
 def produce(settings: Settings, records: list[tuple[bytes | None, bytes]], topic: str | None = None) -> int:
     """Send records to the metrics topic (or ``topic``) and wait for the broker's acks."""
 

@@ -24,7 +24,7 @@ from m1.settings import Settings
 from m1.worker_process import WorkerProcess
 from schemas.events import MetricPoint, encode
 from schemas.otlp import decode_traces, span_rows
-from tests.helpers import isolated_settings, read_json, scalar, start_worker, wait_for
+from tests.helpers import add_tenant, isolated_settings, read_json, scalar, start_worker, wait_for
 from tests.otlp_receiver import OtlpReceiver
 from traces.cli import bottlenecks_from_worker
 from traces.generator import COMPONENTS, ShopConfig, generate_request, generate_spans, to_otlp_json, to_request
@@ -167,8 +167,9 @@ def test_bottleneck_job_names_slow_component_and_flags_n_plus_one(proto: Setting
     assert ("inventory", "SELECT stock", "n_plus_one") in {(r[2], r[3], r[4]) for r in rows if r[0] == "suggestion"}
     reports = read_json(proto, proto.topic_bottlenecks, lambda got: len(got) >= 1)
     assert reports[0]["entry_service"] == "frontend" and reports[0]["bottlenecks"]
-    # On demand, as `m1 traces bottlenecks` asks a running worker: traces that touched inventory.
-    report = bottlenecks_from_worker(proto, "inventory", 900, limit=3)
+    # On demand, as `m1 traces bottlenecks --tenant shop` asks a running worker: traces that touched inventory.
+    add_tenant(proto, "shop")  # the API serves registered tenants only
+    report = bottlenecks_from_worker(proto, "shop", "inventory", 900, limit=3)
     assert report.traces == 30 and len(report.bottlenecks) == 3
     assert (report.bottlenecks[0].service, report.bottlenecks[0].operation) == COMPONENTS["cart"]
     assert "n_plus_one" in {s.rule for s in report.suggestions}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 from typing import Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from m1.query_client import worker_is_up, worker_url
+from m1.query_client import QueryError, api_call, worker_is_up
 from m1.settings import get_settings
 from sinks.clickhouse import connect
 from traces.analysis import Report, analyze
@@ -39,9 +38,10 @@ def parse_duration(text: str) -> int:
 
 
 def find_bottlenecks(client: Any, service: str, since_seconds: int, limit: int = 10,
-                     thresholds: Thresholds = Thresholds()) -> Report:
-    """Analyse the traces that touched ``service`` in the last ``since_seconds`` (see ``traces.analysis``)."""
-    return analyze(load_spans(client, service, since_seconds), limit, thresholds)
+                     thresholds: Thresholds = Thresholds(), tenant: str | None = None) -> Report:
+    """Analyse the traces that touched ``service`` in the last ``since_seconds`` (see ``traces.analysis``),
+    only ``tenant``'s spans when one is given."""
+    return analyze(load_spans(client, service, since_seconds, tenant=tenant), limit, thresholds)
 
 
 def render(report: Report, console: Console) -> None:
@@ -61,31 +61,40 @@ def render(report: Report, console: Console) -> None:
 @app.command()
 def bottlenecks(
     service: str = typer.Option(..., "--service", "-s", help="Analyse traces in which this service took part."),
+    tenant: str = typer.Option(None, "--tenant", "-t",
+                               help="Only this tenant's traces (required while a worker runs: its API analyses "
+                                    "one tenant at a time, with an operator key of the tenant in M1_API_KEY)."),
     since: str = typer.Option("15m", "--since", help="Window, e.g. 15m, 1h."),
     limit: int = typer.Option(10, "--limit", "-n", help="Operations to show."),
 ) -> None:
-    """Operations that own the end-to-end latency of SERVICE's traces, with optimisation suggestions."""
+    """Operations that own the end-to-end latency of SERVICE's traces, with optimisation suggestions.
+
+    With no worker running the store is opened directly (every tenant's traces unless --tenant)."""
     settings = get_settings()
+    console = Console()
     try:
         client = connect(settings)
-    except Exception:  # chdb: a running worker holds the embedded store; ask it instead
+    except Exception:  # chdb: a running worker holds the embedded store; ask its API instead
         if settings.clickhouse_url or not worker_is_up(settings):
             raise
-        report = bottlenecks_from_worker(settings, service, parse_duration(since), limit)
+        if tenant is None:
+            console.print("[red]--tenant is required while a worker runs[/] (its API analyses one tenant's traces)")
+            raise typer.Exit(2) from None
+        try:
+            report = bottlenecks_from_worker(settings, tenant, service, parse_duration(since), limit)
+        except QueryError as exc:
+            console.print(f"[red]bottleneck analysis refused:[/] {exc}")
+            raise typer.Exit(2) from None
     else:
-        report = find_bottlenecks(client, service, parse_duration(since), limit)
-    render(report, Console())
+        report = find_bottlenecks(client, service, parse_duration(since), limit, tenant=tenant)
+    render(report, console)
 
 
-def bottlenecks_from_worker(settings: Any, service: str, since_seconds: int, limit: int = 10) -> Report:
-    """The same analysis run by the worker (``POST /bottlenecks``); it also stores and publishes it."""
-    request = urllib.request.Request(
-        f"{worker_url(settings)}/bottlenecks",
-        data=json.dumps({"services": [service], "window_seconds": since_seconds, "limit": limit}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        reports = json.load(response)["reports"]
+def bottlenecks_from_worker(settings: Any, tenant: str, service: str, since_seconds: int, limit: int = 10) -> Report:
+    """The same analysis of ``tenant``'s traces, run by the worker (``POST /v1/tenants/<tenant>/bottlenecks``
+    with ``M1_API_KEY``); the worker also stores and publishes it. Refusals raise ``QueryError``."""
+    body = {"services": [service], "window_seconds": since_seconds, "limit": limit}
+    reports = api_call(settings, "POST", f"/v1/tenants/{quote(tenant, safe='')}/bottlenecks", body, timeout=120)["reports"]
     if not reports:
         return Report(0, 0, [], [])
     r = reports[0]

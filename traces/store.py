@@ -11,13 +11,16 @@ from traces.model import Span, span_from_row
 # whole seconds, hence the one-second margin. FINAL drops copies left by Kafka replays.
 # Timestamp is selected as integer nanoseconds, so the filter names the column as t.Timestamp.
 # Spans stamped more than 5 minutes in the future (clock skew beyond that, or replayed test
-# data) are not part of "the last N minutes".
+# data) are not part of "the last N minutes". With a tenant, only spans whose resource names
+# that tenant (ResourceAttributes['tenant']) are read, in the id lookup and in the result.
+_TENANT = "ResourceAttributes['tenant'] = {tenant:String}"
 _WINDOW_SPANS = """
 WITH ids AS (
     SELECT DISTINCT TraceId FROM otel_traces
     WHERE ServiceName = {service:String}
       AND Timestamp >= now64(9) - toIntervalSecond({since:UInt32})
       AND Timestamp <= now64(9) + toIntervalSecond(300)
+      AND /*tenant*/
     LIMIT {max_traces:UInt32}
 ),
 bounds AS (
@@ -28,34 +31,49 @@ SELECT toUnixTimestamp64Nano(Timestamp) AS Timestamp, TraceId, SpanId, ParentSpa
 FROM otel_traces AS t FINAL
 WHERE TraceId IN ids
   AND t.Timestamp BETWEEN (SELECT lo FROM bounds) AND (SELECT hi FROM bounds)
+  AND /*tenant*/
 """
 
 
-def load_spans(client: Any, service: str, since_seconds: int, max_traces: int = 10_000) -> list[Span]:
-    """Spans of up to ``max_traces`` traces in which ``service`` had a span in the last ``since_seconds``.
+def _only(sql: str, tenant: str | None) -> str:
+    """``sql`` with its ``/*tenant*/`` conditions naming ``tenant``, or always true for every tenant."""
+    return sql.replace("/*tenant*/", "1" if tenant is None else _TENANT)
+
+
+def _window_parameters(service: str, since_seconds: int, max_traces: int, tenant: str | None) -> dict[str, Any]:
+    return {"service": service, "since": since_seconds, "max_traces": max_traces, "tenant": tenant or ""}
+
+
+def load_spans(client: Any, service: str, since_seconds: int, max_traces: int = 10_000,
+               tenant: str | None = None) -> list[Span]:
+    """Spans of up to ``max_traces`` traces in which ``service`` had a span in the last ``since_seconds``
+    (only ``tenant``'s spans when one is given).
 
     ``client`` is a clickhouse-connect client whose current database holds the OTel tables.
     """
-    result = client.query(_WINDOW_SPANS, parameters={
-        "service": service, "since": since_seconds, "max_traces": max_traces,
-    })
+    result = client.query(_only(_WINDOW_SPANS, tenant),
+                          parameters=_window_parameters(service, since_seconds, max_traces, tenant))
     return [span_from_row(row) for row in result.named_results()]
 
 
 _ENTRY_SERVICES = """
-SELECT DISTINCT ServiceName FROM otel_traces
+SELECT DISTINCT ResourceAttributes['tenant'] AS tenant, ServiceName FROM otel_traces
 WHERE ParentSpanId = '' AND Timestamp >= now64(9) - toIntervalSecond({since:UInt32})
   AND Timestamp <= now64(9) + toIntervalSecond(300)
-ORDER BY ServiceName
+  AND /*tenant*/
+ORDER BY tenant, ServiceName
 """
 
 
-def load_spans_from_store(store: Any, service: str, since_seconds: int, max_traces: int = 10_000) -> list[Span]:
+def load_spans_from_store(store: Any, service: str, since_seconds: int, max_traces: int = 10_000,
+                          tenant: str | None = None) -> list[Span]:
     """``load_spans`` through a ``sinks.clickhouse.Store`` (its lock, its ``QueryResult``)."""
-    result = store.query(_WINDOW_SPANS, {"service": service, "since": since_seconds, "max_traces": max_traces})
+    result = store.query(_only(_WINDOW_SPANS, tenant), _window_parameters(service, since_seconds, max_traces, tenant))
     return [span_from_row(dict(zip(result.columns, row))) for row in result.rows]
 
 
-def entry_services(store: Any, since_seconds: int) -> list[str]:
-    """Services that had a root span (a request entering the system) in the last ``since_seconds``."""
-    return [row[0] for row in store.query(_ENTRY_SERVICES, {"since": since_seconds}).rows]
+def entry_services(store: Any, since_seconds: int, tenant: str | None = None) -> list[tuple[str, str]]:
+    """(tenant, service) of the services that had a root span (a request entering the system) in
+    the last ``since_seconds``: of every tenant, or of ``tenant`` only."""
+    rows = store.query(_only(_ENTRY_SERVICES, tenant), {"since": since_seconds, "tenant": tenant or ""}).rows
+    return [(row[0], row[1]) for row in rows]
