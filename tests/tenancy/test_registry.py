@@ -153,3 +153,17 @@ def test_every_access_change_bumps_the_version_and_nothing_else_does(registry):
 
 def test_the_file_is_readable_by_its_owner_only(registry):
     assert registry.path.stat().st_mode & 0o077 == 0
+
+
+def test_a_second_registry_in_this_process_does_not_leave_the_first_on_a_stale_file(settings):
+    path = settings.registry_file
+    first = Registry(path)
+    Registry(path).close()  # e.g. the API and the quotas of one worker each open it
+    for n in range(3):  # this process and others take turns; the others close (the CLI does)
+        first.create_tenant(f"mine{n}")
+        raw = run_registry(path, f"registry.create_tenant('t{n}')\nprint(registry.create_key('t{n}', ['viewer'])[1])\n"
+                                 "registry.close()  # believing itself the last connection, it would delete the WAL")
+        assert first.verify_key(raw) is not None
+    names = {t.name for t in first.tenants()}
+    assert names == {"platform", "mine0", "mine1", "mine2", "t0", "t1", "t2"}
+    assert run_registry(path, "print(sorted(t.name for t in registry.tenants()))") == str(sorted(names))
