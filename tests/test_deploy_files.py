@@ -30,6 +30,7 @@ from m1.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS_XML = ROOT / "deploy" / "clickhouse" / "users.d" / "m1-users.xml"
+DOC = ROOT / "docs" / "enterprise-deploy.md"
 SERVER_XML = ROOT / "deploy" / "clickhouse" / "config.d" / "m1-server.xml"
 REQUIRED = re.compile(r"\$\{(\w+):\?[^}]+\}")
 
@@ -239,7 +240,7 @@ def engine_dir(tmp: Path, user: str) -> Path:
 
 def run_engine(work: Path, home: Path, statements: list[str], secrets: dict[str, str],
                migrate: bool = False) -> dict[str, Any]:
-    """Each statement's result ('ok' or the engine's error) in a fresh process in ``work``,
+    """Each statement's result (its rows, or the engine's error) in a fresh process in ``work``,
     with ``secrets`` in its environment as compose gives them to the ClickHouse container."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **secrets}
     done = subprocess.run(
@@ -261,11 +262,10 @@ def main(home: str, statements: str, migrate: str) -> None:
     results = {}
     for sql in json.loads(statements):
         try:
-            client.query(sql)
-            results[sql] = "ok"
+            results[sql] = [list(row) for row in client.query(sql).result_rows]
         except Exception as exc:  # the engine's refusal is the result
             results[sql] = str(exc).splitlines()[0]
-    print(json.dumps(results))
+    print(json.dumps(results, default=str))
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +287,7 @@ def migrated_home(tmp_path_factory: pytest.TempPathFactory, secrets) -> tuple[Pa
 def test_worker_user_migrates_and_writes_m1_and_nothing_else(migrated_home) -> None:
     _, results = migrated_home
     assert "engine" not in results, results.get("engine")
-    allowed = [sql for sql, result in results.items() if result == "ok"]
+    allowed = [sql for sql, result in results.items() if isinstance(result, list)]
     assert allowed == list(results)[:3], results
     for sql in list(results)[3:]:
         assert "ACCESS_DENIED" in results[sql], (sql, results[sql])
@@ -310,9 +310,37 @@ def test_grafana_user_reads_m1_and_can_change_nothing(migrated_home, secrets, tm
     }
     results = run_engine(engine_dir(tmp_path, "grafana"), home, reads + list(refused), secrets)
     assert "engine" not in results, results.get("engine")
-    assert all(results[sql] == "ok" for sql in reads), results
+    assert all(isinstance(results[sql], list) for sql in reads), results
+    assert results[reads[-1]] == [[1]], "the profile's readonly=1 is in force"
     for sql, code in refused.items():
         assert f"({code})" in results[sql], (sql, results[sql])
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def doc_sql_blocks() -> list[str]:
+    return re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.S)
+
+
+def test_the_guides_sql_parses_and_covers_every_tenant_table(secrets, tmp_path: Path) -> None:
+    """Every SQL statement of docs/enterprise-deploy.md parses on the engine, and the per-tenant
+    Grafana user is granted exactly the tables that carry its row policy: those with a tenant
+    column (less the access log) and the spans (tenant in their resource attributes)."""
+    statements = [" ".join(sql.split()) for block in doc_sql_blocks() for sql in block.split(";") if sql.strip()]
+    tenant_tables = "SELECT table FROM system.columns WHERE database = 'm1' AND name = 'tenant' ORDER BY table"
+    checks = {f"SELECT formatQuery({sql_literal(sql)})": sql for sql in statements}
+    results = run_engine(engine_dir(tmp_path, "m1"), tmp_path / "home", [tenant_tables, *checks], secrets, migrate=True)
+    assert "engine" not in results, results.get("engine")
+    for check, sql in checks.items():
+        assert isinstance(results[check], list), (sql, results[check])
+    block = DOC.read_text().split("<!-- per-tenant-grafana-sql")[1].split("```sql\n")[1].split("```")[0]
+    granted = set(re.findall(r"GRANT SELECT ON m1\.(\w+) TO grafana_acme", block))
+    policies = re.findall(r"CREATE ROW POLICY \w+ ON (.*?) USING", " ".join(block.split()))
+    with_policy = {t.strip().removeprefix("m1.") for on in policies for t in on.split(",")}
+    expected = {table for [table] in results[tenant_tables]} - {"access_log"} | {"otel_traces"}
+    assert granted == with_policy == expected
 
 
 @pytest.mark.parametrize("value", ["", "0123abcd"], ids=["unset", "malformed"])
