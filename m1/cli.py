@@ -62,7 +62,8 @@ def kafka_status() -> None:
     if state is None:
         console.print("no local Kafka is running")
         raise typer.Exit(1)
-    console.print(f"Kafka is up at [bold]{state.bootstrap}[/] (pid {state.pid})")
+    secured = f", secured (SASL_SSL at {state.tls_bootstrap})" if state.secure else ""
+    console.print(f"Kafka is up at [bold]{state.bootstrap}[/] (pid {state.pid}){secured}")
 
 
 @app.command()
