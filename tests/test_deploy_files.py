@@ -127,6 +127,12 @@ def test_nothing_is_published_beyond_this_host(secrets) -> None:
     assert {port for service in services.values() for _, port in published(service)} == {"9094", "6066", "3000"}
 
 
+def test_worker_and_grafana_run_without_capabilities(secrets) -> None:
+    for name in ("worker", "grafana"):  # ClickHouse's entrypoint needs root to drop to its own user
+        service = compose(secrets)["services"][name]
+        assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"], name
+
+
 def test_clickhouse_is_only_on_a_network_with_no_way_out(secrets) -> None:
     spec = compose(secrets)
     assert spec["services"]["clickhouse"]["networks"] == ["store"]
