@@ -1,4 +1,5 @@
-"""Every command of ``m1`` answers --help, and ``m1 query`` works against a running worker."""
+"""Every command of ``m1`` answers --help; ``m1 query`` and ``m1 traces bottlenecks`` work against a running
+worker's API with the key in M1_API_KEY; ``m1 api`` serves the API without a worker."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import SecretStr
 from typer.main import get_command
 
 from m1.cli import app
+from m1.query_client import QueryError, run_query, worker_is_up
+from m1.settings import Settings
 from m1.worker_process import settings_env
-from tests.helpers import isolated_settings, start_worker
+from tests.helpers import add_tenant, isolated_settings, new_key, start_worker, wait_for
+from traces.cli import bottlenecks_from_worker
 
 
 def command_paths(command=None, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -28,21 +33,55 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
     assert "Usage:" in out.stdout
 
 
+def m1(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``m1 ARGS`` in a child process with ``settings`` (and ``env``) as its environment; wide output."""
+    return subprocess.run([sys.executable, "-m", "m1.cli", *args], capture_output=True, text=True,
+                          env={**settings_env(settings), "COLUMNS": "200", **env})
+
+
 def test_query_goes_through_the_running_worker(tmp_path, kafka_bootstrap: str) -> None:
     settings = isolated_settings(tmp_path, kafka_bootstrap)
     worker = start_worker(settings)  # holds the chdb directory: a direct open would fail
-
-    def run(sql: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "m1.cli", "query", sql], capture_output=True, text=True,
-                              env=settings_env(settings))
-
+    acme = new_key(settings, "acme", ["analyst"])
     try:
-        ok = run("SELECT name FROM schema_migrations ORDER BY name")
+        ok = m1(settings, "query", "SELECT name FROM schema_migrations ORDER BY name")
         assert ok.returncode == 0 and "001_metrics.sql" in ok.stdout
-        refused = run("DROP TABLE metric_points")
+        refused = m1(settings, "query", "DROP TABLE metric_points")
         assert refused.returncode == 2 and "only" in refused.stdout
+        anonymous = m1(settings, "query", "SELECT 1", M1_API_KEY="")
+        assert anonymous.returncode == 2 and "401" in anonymous.stdout and "M1_API_KEY" in anonymous.stdout
+        own = m1(settings, "query", "--tenant", "acme", "SELECT 41 + 1", M1_API_KEY=acme)
+        assert own.returncode == 0 and "42" in own.stdout
+        everyone = m1(settings, "query", "SELECT 1", M1_API_KEY=acme)  # every tenant's rows: platform-admin only
+        assert everyone.returncode == 2 and "403" in everyone.stdout
+        report = m1(settings, "traces", "bottlenecks", "-s", "frontend", "--tenant", "acme")
+        assert report.returncode == 0 and "0 traces" in report.stdout
+        untenanted = m1(settings, "traces", "bottlenecks", "-s", "frontend")
+        assert untenanted.returncode == 2 and "--tenant is required" in untenanted.stdout
+        second = m1(settings, "api")  # the worker holds the store and serves the API already
+        assert second.returncode == 2 and "cannot open the store" in second.stdout
+        assert "Traceback" not in second.stdout + second.stderr
     finally:
         worker.stop()
+
+
+def test_api_command_serves_the_store_no_worker_holds(tmp_path) -> None:
+    settings = isolated_settings(tmp_path, "127.0.0.1:1")  # no broker: the standalone API needs none
+    server = subprocess.Popen([sys.executable, "-m", "m1.cli", "api"], env=settings_env(settings),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: server.poll() is not None or worker_is_up(settings), timeout=60)
+        assert server.poll() is None, "m1 api exited"
+        names = [row[0] for row in run_query(settings, "SELECT name FROM schema_migrations ORDER BY name").rows]
+        assert "001_metrics.sql" in names  # migrated by m1 api
+        with pytest.raises(QueryError) as refused:
+            run_query(settings.model_copy(update={"api_key": SecretStr("")}), "SELECT 1")
+        assert refused.value.status == 401
+        add_tenant(settings, "acme")
+        assert bottlenecks_from_worker(settings, "acme", "frontend", 900).traces == 0  # runs there, no traces yet
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0
 
 
 def test_query_explains_a_store_another_process_holds(tmp_path) -> None:
