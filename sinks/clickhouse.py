@@ -186,6 +186,16 @@ class Store:
                 self.client.insert_arrow(table, batch, settings=INSERT_SETTINGS)
         return batch.num_rows
 
+    def command(self, sql: str) -> None:
+        """Run a trusted statement (DDL, access management) on the write client."""
+        with self._lock:
+            self.client.command(sql)
+
+    def catalog(self) -> Catalog:
+        """The store's tables as the guard sees them (:func:`sinks.sql_guard.load_catalog`)."""
+        with self._reader() as client:
+            return load_catalog(client, self.database)
+
     def query(self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> QueryResult:
         """Run the pipeline's own query (trusted SQL, no guard) and return its columns and rows."""
         with self._reader() as client:
@@ -223,9 +233,15 @@ class Store:
             client = self._open()
         try:
             yield client
-        except BaseException:
-            client.close()  # a failed statement may leave the handle mid-result: never reuse it
+        except BaseException as exc:
+            if isinstance(exc, QueryRefused):  # refused from a parse: nothing ran, the client is clean
+                self._release(client)
+            else:
+                client.close()  # a failed statement may leave the handle mid-result: never reuse it
             raise
+        self._release(client)
+
+    def _release(self, client: Client) -> None:
         with self._clients_lock:
             self._idle.append(client)
 
