@@ -84,9 +84,9 @@ def query(
 ) -> None:
     """Run SQL against the store and print the result as a table.
 
-    While a worker owns the embedded store the query goes to its API with M1_API_KEY (every
-    tenant's rows needs a platform-admin key; --tenant needs an analyst key of that tenant).
-    Otherwise the store is opened directly: whoever can open its files already owns them all."""
+    While a worker owns the embedded store, the query goes to its API with M1_API_KEY:
+    every tenant's rows need a platform-admin key, --tenant an analyst key of that tenant.
+    With no worker the store is opened directly: whoever can open its files owns them all."""
     from m1.query_client import QueryError, run_query
 
     try:
@@ -106,8 +106,8 @@ def query(
 def api(loglevel: str = typer.Option("warn", help="crit, error, warn, info or debug.")) -> None:
     """Serve the HTTP API (/v1) alone on M1_WEB_BIND:M1_WEB_PORT until interrupted.
 
-    For a ClickHouse server (M1_CLICKHOUSE_URL), or an embedded store no worker holds: a
-    running `m1 worker` already serves the API itself."""
+    For a ClickHouse server (M1_CLICKHOUSE_URL), or an embedded store no worker holds.
+    A running `m1 worker` serves the API itself."""
     from mode import Worker
 
     from api.service import standalone_service

@@ -62,14 +62,15 @@ def render(report: Report, console: Console) -> None:
 def bottlenecks(
     service: str = typer.Option(..., "--service", "-s", help="Analyse traces in which this service took part."),
     tenant: str = typer.Option(None, "--tenant", "-t",
-                               help="Only this tenant's traces (required while a worker runs: its API analyses "
-                                    "one tenant at a time, with an operator key of the tenant in M1_API_KEY)."),
+                               help="Only this tenant's traces (required while a worker runs; its API needs an "
+                                    "operator key of the tenant in M1_API_KEY)."),
     since: str = typer.Option("15m", "--since", help="Window, e.g. 15m, 1h."),
     limit: int = typer.Option(10, "--limit", "-n", help="Operations to show."),
 ) -> None:
     """Operations that own the end-to-end latency of SERVICE's traces, with optimisation suggestions.
 
-    With no worker running the store is opened directly (every tenant's traces unless --tenant)."""
+    While a worker runs, its API analyses one tenant's traces (--tenant, M1_API_KEY).
+    With no worker the store is opened directly: every tenant's traces unless --tenant."""
     settings = get_settings()
     console = Console()
     try:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from m1.settings import Settings, get_settings
 from schemas.otlp import decode_metrics, decode_traces, metric_rows, span_rows
 from sinks.clickhouse import Store, connect
+from streams.bottleneck_job import BottleneckJob
 from streams.metrics_pipeline import MetricsPipeline, Record
 from streams.otlp_pipeline import OtlpPipeline
 from traces.cli import app, find_bottlenecks
@@ -99,6 +100,20 @@ def test_find_bottlenecks_reads_whole_traces(loaded) -> None:
     assert (report.bottlenecks[0].service, report.bottlenecks[0].operation) == COMPONENTS["bank-api"]
     assert {s.rule for s in report.suggestions} >= {"slow_external", "n_plus_one", "retries", "error_burst"}
     assert find_bottlenecks(client, "no-such-service", 900, 3).traces == 0
+    assert find_bottlenecks(client, "inventory", 900, 3, tenant="acme").traces == TRACES  # the generator's tenant
+    assert find_bottlenecks(client, "inventory", 900, 3, tenant="globex").traces == 0
+
+
+def test_bottleneck_job_analyses_one_tenant_at_a_time(loaded, home) -> None:
+    client, _ = loaded
+    job = BottleneckJob(Settings(home=home), Store(client))
+    every = job.run()  # the timer's run: every tenant with root spans in the window
+    assert [(r["tenant"], r["entry_service"]) for r in every] == [("acme", "frontend")]
+    assert job.run("globex") == [] and job.run("globex", ["inventory"]) == []
+    [mine] = job.run("acme", ["inventory"])
+    assert mine["tenant"] == "acme" and mine["traces"] == TRACES
+    stored = client.query("SELECT DISTINCT tenant FROM bottlenecks").result_rows
+    assert stored == [("acme",)]
 
 
 def test_cli_prints_table_and_suggestions(loaded, home, monkeypatch: pytest.MonkeyPatch) -> None:
