@@ -36,18 +36,19 @@ class ApiService(Service):
         self.store = store
         self.registry = registry
         self.run_bottlenecks = run_bottlenecks
+        self.authenticator = Authenticator(settings, registry)
         self.server: ApiServer | None = None
 
     async def on_start(self) -> None:
-        web = make_api(self.settings, self.store, self.registry, Authenticator(self.settings, self.registry),
-                       self.run_bottlenecks)
+        web = make_api(self.settings, self.store, self.registry, self.authenticator, self.run_bottlenecks)
         self.server = ApiServer(self.settings, web)
         await self.server.start()
-        self.log.info("API on http://%s:%d/v1", self.settings.web_bind, self.settings.web_port)
+        self.log.info("API on http://%s:%d/v1", self.settings.web_bind, self.server.port)
 
     async def on_stop(self) -> None:
         if self.server is not None:
-            await self.server.stop()
+            await self.server.stop()  # requests in flight finish, the access log is flushed
+        self.authenticator.close()
 
 
 def standalone_service(settings: Settings) -> ApiService:
