@@ -11,8 +11,10 @@ whatever reached it:
   (``ResourceAttributes['tenant']`` on the OTel tables), and a policy ``m1_unrestricted`` (``USING 1
   TO ALL EXCEPT m1_tenant_reader``) keeps every other user (the pipeline's, Grafana's) seeing all
   rows: once a table has a policy, users no policy names see no rows;
-- its settings profile ``m1_t_<tenant>`` fixes ``readonly=1``, the query limits and the same
-  ``additional_table_filters`` as CONST: neither the user nor its query's SETTINGS can change them.
+- its settings profile ``m1_t_<tenant>`` fixes ``readonly=1``, the query limits, the same
+  ``additional_table_filters`` and the other tenant settings of the embedded store
+  (:data:`sinks.clickhouse.TENANT_SETTINGS`) as CONST: neither the user nor its query's SETTINGS
+  can change them.
 
 Its password is derived, never stored: HMAC-SHA256 of ``M1_CLICKHOUSE_TENANT_SECRET`` and the user
 name, so any process with the secret (the worker, ``m1 api``) can connect as any tenant, and the
@@ -29,7 +31,7 @@ tests/security/test_server_access.py; running them needs a server.
 ...                                          QueryLimits(30, 1 << 30, 100_000), "pw"):
 ...     print(statement[:90])
 CREATE ROLE IF NOT EXISTS `m1_tenant_reader`
-CREATE SETTINGS PROFILE OR REPLACE `m1_t_acme` SETTINGS max_execution_time = 30 CONST, max
+CREATE SETTINGS PROFILE OR REPLACE `m1_t_acme` SETTINGS optimize_move_to_prewhere = 0 CONS
 CREATE USER OR REPLACE `m1_t_acme` IDENTIFIED WITH sha256_password BY 'pw' SETTINGS PROFIL
 GRANT SELECT ON `m1`.`metric_points` TO `m1_tenant_reader`
 GRANT `m1_tenant_reader` TO `m1_t_acme`
@@ -48,7 +50,7 @@ from clickhouse_connect.driver.client import Client
 from cryptography.hazmat.primitives import hashes, hmac
 
 from m1.settings import Settings
-from sinks.clickhouse import NOT_FOR_TENANT_SQL, QueryLimits, Store
+from sinks.clickhouse import NOT_FOR_TENANT_SQL, TENANT_SETTINGS, QueryLimits, Store
 from sinks.sql_guard import quote
 from tenancy.names import check_tenant
 
@@ -84,9 +86,8 @@ def ident(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
-def limit_settings(limits: QueryLimits, readonly: int = 1) -> str:
-    """The SETTINGS of a profile fixing ``readonly`` and ``limits`` (CONST: nobody can change them)."""
-    values = {**limits.settings(), "readonly": readonly}
+def const_settings(values: Mapping[str, int | float | str]) -> str:
+    """The SETTINGS of a profile fixing ``values`` (CONST: neither the user nor its queries can change them)."""
     return ", ".join(f"{name} = {quote(value) if isinstance(value, str) else value} CONST" for name, value in values.items())
 
 
@@ -114,7 +115,7 @@ def tenant_access_statements(database: str, tenant: str, tenant_columns: Mapping
     conditions = tenant_conditions(tenant_columns, tenant)
     return [
         f"CREATE ROLE IF NOT EXISTS {role}",
-        f"CREATE SETTINGS PROFILE OR REPLACE {user} SETTINGS {limit_settings(limits)}, "
+        f"CREATE SETTINGS PROFILE OR REPLACE {user} SETTINGS {const_settings({**TENANT_SETTINGS, **limits.settings()})}, "
         f"additional_table_filters = {filters_setting(database, conditions)} CONST",
         f"CREATE USER OR REPLACE {user} IDENTIFIED WITH sha256_password BY {quote(password)} SETTINGS PROFILE {user}",
         *(f"GRANT SELECT ON {db}.{ident(table)} TO {role}" for table in conditions),

@@ -177,12 +177,12 @@ def parse(rows: Sequence[str]) -> Node:
     return root
 
 
-def check(rows: Sequence[str], catalog: Catalog) -> frozenset[str]:
+def check(rows: Sequence[str], catalog: Catalog, tenant_scoped: bool = False) -> frozenset[str]:
     """The store tables the query of this ``EXPLAIN AST`` dump reads, or :class:`QueryRefused`."""
-    return _check(parse(rows), catalog)
+    return _check(parse(rows), catalog, tenant_scoped)
 
 
-def _check(root: Node, catalog: Catalog) -> frozenset[str]:
+def _check(root: Node, catalog: Catalog, tenant_scoped: bool) -> frozenset[str]:
     if root.kind != "SelectWithUnionQuery":
         raise QueryRefused(f"only a SELECT can be run here, not {root.kind.removesuffix('Query') or root.kind}")
     for extra in root.children[1:]:
@@ -193,11 +193,11 @@ def _check(root: Node, catalog: Catalog) -> frozenset[str]:
         if extra.kind != "Identifier" or extra.name != "Native":
             raise QueryRefused("a FORMAT clause is not allowed: the result format is fixed")
     tables: set[str] = set()
-    _walk(root.children[0], catalog, tables)
+    _walk(root.children[0], catalog, tables, tenant_scoped)
     return frozenset(tables)
 
 
-def _walk(node: Node, catalog: Catalog, tables: set[str]) -> None:
+def _walk(node: Node, catalog: Catalog, tables: set[str], tenant_scoped: bool) -> None:
     if node.kind == "Set":
         raise QueryRefused("a SETTINGS clause is not allowed: the limits of this query are fixed")
     if node.kind not in NODE_KINDS:
@@ -212,6 +212,9 @@ def _walk(node: Node, catalog: Catalog, tables: set[str]) -> None:
                 raise QueryRefused(f"{child.kind} is not allowed in FROM")
     elif node.kind == "TableIdentifier":
         _table(node.name, catalog, tables)
+    elif node.kind == "Identifier" and tenant_scoped and any(part.startswith("_") for part in node.name.split(".")):
+        raise QueryRefused(f"{node.name}: virtual columns (_part, _part_offset, ...) describe the storage shared "
+                           "with other tenants, not your rows")
     elif node.kind == "Function":
         name = node.name.lower()
         if name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES) or (
@@ -221,7 +224,7 @@ def _walk(node: Node, catalog: Catalog, tables: set[str]) -> None:
         if name in IN_FUNCTIONS and len(arguments) == 2 and arguments[1].kind == "Identifier":
             _table(arguments[1].name, catalog, tables)
     for child in node.children:
-        _walk(child, catalog, tables)
+        _walk(child, catalog, tables, tenant_scoped)
 
 
 def _table(name: str, catalog: Catalog, tables: set[str]) -> None:
@@ -263,17 +266,26 @@ def explain(client: Client, sql: str) -> list[str]:
         raise QueryRefused(f"the query does not parse: {first_line(exc)}") from None
 
 
-def guard(client: Client, sql: str, catalog: Catalog) -> tuple[str, frozenset[str]]:
+def guard(client: Client, sql: str, catalog: Catalog, tenant_scoped: bool = False) -> tuple[str, frozenset[str]]:
     """``(sql to run, store tables it reads)`` if ``sql`` may run, else :class:`QueryRefused`.
 
     ``client`` only parses (``formatQuerySingleLine``, ``EXPLAIN AST``); nothing of ``sql`` runs.
-    The SQL to run is the :func:`canonical` text that was checked (wrapped, see above)."""
+    The SQL to run is the :func:`canonical` text that was checked (wrapped, see above).
+
+    ``tenant_scoped`` (SQL that will see one tenant's rows through ``additional_table_filters``)
+    also refuses what runs before that filter or looks past it: an explicit ``PREWHERE`` (its
+    conditions meet every tenant's rows, so an error raised there, ``throwIf(value = 42)``,
+    tells about other tenants' values: measured; found in the canonical text, where the
+    formatter writes the keyword, as the dump does not name clauses) and virtual columns
+    (``_part_offset`` counts the rows before yours)."""
     sql = canonical(client, sql)
+    if tenant_scoped and re.search(r"\bPREWHERE\b", sql, re.IGNORECASE):
+        raise QueryRefused("PREWHERE is not allowed in tenant SQL: its conditions run before the tenant filter")
     root = parse(explain(client, sql))
-    tables = _check(root, catalog)
+    tables = _check(root, catalog, tenant_scoped)
     if [child.kind for child in root.children[0].children] != ["SelectQuery"]:  # UNION, INTERSECT, EXCEPT
         sql = f"SELECT * FROM ({sql})"
-        tables = check(explain(client, sql), catalog)
+        tables = check(explain(client, sql), catalog, tenant_scoped)
     return sql, tables
 
 
