@@ -52,7 +52,7 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from m1.settings import Settings
-from sinks.sql_guard import Catalog, QueryRefused, first_line, guard, load_catalog, quote
+from sinks.sql_guard import Catalog, QueryRefused, first_line, guard, load_catalog, tenant_condition
 from tenancy.names import check_tenant
 
 
@@ -278,19 +278,23 @@ class Store:
             self.client.close()
 
 
+def tenant_tables(catalog: Catalog) -> dict[str, str]:
+    """The tables tenant SQL may read, each with the expression holding a row's tenant."""
+    return {table: column for table, column in catalog.tenant_columns.items()
+            if table in catalog.tables and table not in NOT_FOR_TENANT_SQL}
+
+
 def tenant_filters(catalog: Catalog, tables: frozenset[str], tenant: str) -> dict[str, str]:
     """``additional_table_filters`` keeping ``tenant``'s rows of ``tables``; :class:`QueryRefused`
     for a table without a tenant column or in :data:`NOT_FOR_TENANT_SQL`.
 
-    >>> tenant_filters(Catalog("m1", frozenset(), frozenset(), frozenset(), {"t": "tenant"}), frozenset({"t"}), "acme")
+    >>> tenant_filters(Catalog("m1", frozenset({"t"}), frozenset({"t"}), frozenset(), {"t": "tenant"}), frozenset({"t"}), "acme")
     {'m1.t': "tenant = 'acme'"}
     """
-    filters = {}
-    for table in sorted(tables):
-        if table not in catalog.tenant_columns or table in NOT_FOR_TENANT_SQL:
-            raise QueryRefused(f"table {table!r} holds no tenant's own rows: it cannot be queried with tenant SQL")
-        filters[f"{catalog.database}.{table}"] = f"{catalog.tenant_columns[table]} = {quote(tenant)}"
-    return filters
+    allowed = tenant_tables(catalog)
+    if refused := sorted(tables - allowed.keys()):
+        raise QueryRefused(f"table {refused[0]!r} holds no tenant's own rows: it cannot be queried with tenant SQL")
+    return {f"{catalog.database}.{table}": tenant_condition(allowed[table], tenant) for table in sorted(tables)}
 
 
 def _run(client: Client, sql: str, settings: dict[str, Any]) -> QueryResult:

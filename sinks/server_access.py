@@ -50,8 +50,8 @@ from clickhouse_connect.driver.client import Client
 from cryptography.hazmat.primitives import hashes, hmac
 
 from m1.settings import Settings
-from sinks.clickhouse import NOT_FOR_TENANT_SQL, TENANT_SETTINGS, QueryLimits, Store
-from sinks.sql_guard import quote
+from sinks.clickhouse import TENANT_SETTINGS, QueryLimits, Store, tenant_tables
+from sinks.sql_guard import quote, tenant_condition
 from tenancy.names import check_tenant
 
 TENANT_ROLE = "m1_tenant_reader"
@@ -94,7 +94,7 @@ def const_settings(values: Mapping[str, int | float | str]) -> str:
 def tenant_conditions(tenant_columns: Mapping[str, str], tenant: str) -> dict[str, str]:
     """Per table, the condition keeping ``tenant``'s rows (the row policies' and the filters')."""
     check_tenant(tenant)
-    return {table: f"{column} = {quote(tenant)}" for table, column in sorted(tenant_columns.items())}
+    return {table: tenant_condition(column, tenant) for table, column in sorted(tenant_columns.items())}
 
 
 def filters_setting(database: str, conditions: Mapping[str, str]) -> str:
@@ -162,8 +162,7 @@ def apply_tenant_access(store: Store, tenant: str) -> str:
     ``M1_CLICKHOUSE_TENANT_SECRET`` or for an invalid tenant name."""
     user = tenant_user(tenant)
     password = derive_password(_secret(store.settings), user)
-    catalog = store.catalog()
-    tables = {t: c for t, c in catalog.tenant_columns.items() if t in catalog.tables and t not in NOT_FOR_TENANT_SQL}
+    tables = tenant_tables(store.catalog())
     for statement in tenant_access_statements(store.database, tenant, tables, store.limits, password):
         store.command(statement)
     return user

@@ -128,6 +128,15 @@ class Catalog:
 TENANT_COLUMNS = {"tenant": "tenant", "ResourceAttributes": "ResourceAttributes['tenant']"}
 
 
+def tenant_condition(column: str, tenant: str) -> str:
+    """The condition keeping ``tenant``'s rows of a table that holds a row's tenant in ``column``.
+
+    >>> tenant_condition("ResourceAttributes['tenant']", "acme")
+    "ResourceAttributes['tenant'] = 'acme'"
+    """
+    return f"{column} = {quote(tenant)}"
+
+
 def load_catalog(client: Client, database: str) -> Catalog:
     """The :class:`Catalog` of ``database`` as the engine has it now."""
     db = {"db": database}

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from pydantic import SecretStr
 
 from m1.settings import Settings
-from sinks.clickhouse import TS_TYPE, QueryLimits, Store, connect
+from sinks.clickhouse import TS_TYPE, QueryLimits, Store, connect, tenant_tables
 from sinks.server_access import (apply_tenant_access, filters_setting, grafana_access_statements, tenant_access_statements,
                                  tenant_conditions, tenant_dsn, tenant_user)
 
@@ -37,13 +37,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     store.close()
 
 
-def tenant_tables(store: Store) -> dict[str, str]:
-    catalog = store.catalog()
-    return {t: c for t, c in catalog.tenant_columns.items() if t in catalog.tables and t != "access_log"}
-
-
 def test_every_statement_parses_on_the_engine(store: Store) -> None:
-    tables = tenant_tables(store)
+    tables = tenant_tables(store.catalog())
     assert {"metric_points", "anomalies", "otel_traces", "forecasts"} <= set(tables)
     statements = (tenant_access_statements("m1", "acme-eu1", tables, store.limits, "p'w\\d")
                   + grafana_access_statements("m1", store.limits, "pw"))
@@ -56,7 +51,7 @@ def test_every_statement_parses_on_the_engine(store: Store) -> None:
 
 def test_the_conditions_and_the_filter_setting_keep_the_tenants_rows(store: Store) -> None:
     """What the row policies and the profile's additional_table_filters say, run on real rows."""
-    conditions = tenant_conditions(tenant_tables(store), "acme")
+    conditions = tenant_conditions(tenant_tables(store.catalog()), "acme")
     assert conditions["otel_traces"] == "ResourceAttributes['tenant'] = 'acme'"
     for table, expected in (("metric_points", 3), ("otel_traces", 1)):
         assert store.query(f"SELECT count() FROM m1.{table} WHERE {conditions[table]}").rows == [(expected,)]
