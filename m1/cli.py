@@ -9,7 +9,7 @@ from rich.table import Table
 
 from m1.settings import get_settings
 from models.evaluation import cli as nab_cli
-from models.evaluation import forecast_cli
+from models.evaluation import capacity_cli, forecast_cli
 from tenancy import cli as tenancy_cli
 from traces import cli as traces_cli
 
@@ -20,7 +20,8 @@ eval_app = typer.Typer(help="Offline evaluations: NAB anomaly scoring, forecast 
 app.add_typer(eval_app, name="eval")
 eval_app.command("nab")(nab_cli.nab)
 eval_app.command("forecast")(forecast_cli.forecast)
-eval_app.command("scaling")(forecast_cli.scaling)
+eval_app.command("scaling")(capacity_cli.scaling)
+eval_app.command("scaling-tolerance")(forecast_cli.tolerance_report)
 app.add_typer(traces_cli.app, name="traces", help="Trace analysis: bottlenecks and optimisation hints.")
 app.add_typer(tenancy_cli.tenants_app, name="tenants")
 app.add_typer(tenancy_cli.keys_app, name="keys")

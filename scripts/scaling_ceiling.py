@@ -1,12 +1,12 @@
 """How close to the scaling bar could *any* planner get that sees the last few window peaks?
 
-``m1 eval scaling`` scores real planners. This script bounds them from above: for every
+``m1 eval scaling-tolerance`` scores real planners. This script bounds them from above: for every
 decision window it takes the *state* -- the oracle replica counts of the last ``k`` windows
 (what a planner of the last ``k`` peaks can know) -- and, with hindsight, gives every window
 of a state the one recommendation that is within tolerance of the most of that state's
 oracles. No causal planner that decides from those ``k`` peaks can do better; the more states
 (larger ``k``) the more this table memorises the data, so small ``k`` are the honest bounds.
-Same series, warm-up, capacity and policy as ``m1 eval scaling``. The table is in
+Same series, warm-up, capacity and policy as ``m1 eval scaling-tolerance``. The table is in
 docs/benchmarks-forecast.md.
 
 Run:  .venv/bin/python scripts/scaling_ceiling.py [--data DIR] [--memory 1 --memory 2 ...]
@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from models.evaluation.forecast_cli import LOAD_SERIES, default_scaling_data, default_warmup, read_series
+from models.evaluation.series import LOAD_SERIES, default_scaling_data, default_warmup, read_series
 from models.evaluation.scaling import hindsight_ceiling
 
 

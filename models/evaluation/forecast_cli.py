@@ -1,4 +1,6 @@
-"""``m1 eval forecast`` and ``m1 eval scaling``: walk-forward reports as rich tables.
+"""``m1 eval forecast`` and ``m1 eval scaling-tolerance``: walk-forward reports as rich tables.
+
+(``m1 eval scaling``, the risk-targeted report, is :mod:`models.evaluation.capacity_cli`.)
 
 The first quarter of every series (at most 1152 points, four days of 5-minute data) is
 warm-up: learned, used for season detection and capacity, never scored.
@@ -12,9 +14,6 @@ warm-up: learned, used for season detection and capacity, never scored.
 
 from __future__ import annotations
 
-import csv
-import re
-from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 
@@ -22,15 +21,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from models.evaluation.cli import default_nab_data
 from models.evaluation.forecast import walk_forward
 from models.evaluation.scaling import evaluate_scaling
+from models.evaluation.series import LOAD_SERIES, default_scaling_data, default_warmup, read_series
 from models.forecasting.base import Forecaster
 from models.forecasting.peak import PeakForecaster
 from models.forecasting.registry import make_forecaster
 
 app = typer.Typer(help="Forecast and scaling-recommendation evaluations.", no_args_is_help=True)
-LOAD_SERIES = re.compile(r"request|elb|cpu", re.IGNORECASE)
 
 
 class Model(str, Enum):
@@ -46,27 +44,6 @@ class Bound(str, Enum):
 class Planner(str, Enum):
     peak = "peak"
     forecast = "forecast"
-
-
-def read_series(path: Path) -> tuple[list[float], list[float]]:
-    """(epoch-seconds, values) of a ``timestamp,value`` CSV; naive timestamps are UTC."""
-    ts, ys = [], []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            when = datetime.fromisoformat(row["timestamp"])
-            ts.append((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp())
-            ys.append(float(row["value"]))
-    return ts, ys
-
-
-def default_scaling_data() -> Path:
-    """The ``realAWSCloudwatch`` category of the default NAB data directory."""
-    return default_nab_data() / "realAWSCloudwatch"
-
-
-def default_warmup(n: int) -> int:
-    """The warm-up length used for a series of ``n`` points (see module docstring)."""
-    return min(n // 4, 1152)
 
 
 def build(model: Model, season: str, warmup: int, coverage: float, horizon: int, multiplicative: bool) -> Forecaster:
@@ -111,8 +88,8 @@ def forecast(
     console.print(f"{report.us_per_point:.1f} µs per learn+forecast")
 
 
-@app.command()
-def scaling(
+@app.command("scaling-tolerance")
+def tolerance_report(
     data: Path = typer.Option(None, help="Directory of NAB CSVs; default $M1_NAB_DIR/realAWSCloudwatch."),
     capacity_fraction: float = typer.Option(0.1, min=0.0, help="Capacity per replica, as a fraction of the warm-up median."),
     headroom: float = typer.Option(0.2, min=0.0, help="Spare capacity planned on top of the load."),

@@ -1,0 +1,88 @@
+"""``m1 eval scaling``: the risk planner's held-out overload rate and replica-hours, against HPA.
+
+Series: NAB's ``realAWSCloudwatch`` request/ELB/CPU series (one group) and every ASD series
+read as load (a group per server). Hyper-parameters are chosen leave-one-group-out
+(:mod:`models.evaluation.risk_cv`); every number printed is held out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from models.evaluation.risk_cv import GRID, Outcome, cross_validate, replay_grid
+from models.evaluation.series import default_asd_data, default_scaling_data, load_corpus
+
+BAND = 0.015  # the bar: pooled overload rate within 1.5 points of the target
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _row(o: Outcome) -> list[str]:
+    return [o.group, str(o.series), str(o.planner.windows), o.config, _pct(o.planner.rate),
+            f"{_pct(o.worst_rate)} {o.worst_series}", str(o.over_twice), f"{o.planner.cost:.3f}",
+            _pct(o.hpa_each.rate), f"{o.hpa_each.cost:.3f}", f"{o.hpa_headroom:.3f}", _pct(o.hpa_pooled.rate),
+            f"{o.hpa_pooled.cost:.3f}", f"{'yes' if o.pareto_each else 'no'} / {'yes' if o.pareto_pooled else 'no'}"]
+
+
+def report(folds: list[Outcome], total: Outcome, target: float) -> Table:
+    """One table: every held-out fold, then all held-out decisions pooled."""
+    table = Table(title=f"Target overload rate {target:.0%}: held-out folds (leave one group out)")
+    columns = ("held out", "series", "windows", "config (chosen on the other groups)", "overload %",
+               "worst series %", f"> {2 * target:.0%}", "RH / oracle", "HPA each\noverload %", "HPA each\nRH / oracle",
+               "HPA pooled\nheadroom", "HPA pooled\noverload %", "HPA pooled\nRH / oracle", "Pareto-better\neach / pooled")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i in (0, 3, 5) else "right", no_wrap=i == 5)
+    for o in folds:
+        table.add_row(*_row(o))
+    table.add_row(*_row(total), style="bold")
+    return table
+
+
+def verdict(folds: list[Outcome], total: Outcome, target: float) -> list[str]:
+    """The bar's lines for one target: pooled band, no series above twice, Pareto, worst folds."""
+    worst_rate = max(folds, key=lambda o: o.planner.rate)
+    worst_cost = max(folds, key=lambda o: o.planner.cost / o.hpa_each.cost)
+    return [
+        f"pooled overload {_pct(total.planner.rate)} % (bar {_pct(target - BAND)}-{_pct(target + BAND)} %): "
+        f"{'met' if abs(total.planner.rate - target) <= BAND else 'NOT met'}",
+        f"series above {2 * target:.0%}: {total.over_twice} of {total.series} "
+        f"(worst {_pct(total.worst_rate)} %, {total.worst_series}): {'met' if not total.over_twice else 'NOT met'}",
+        f"Pareto-better pooled: vs HPA per series {'yes' if total.pareto_each else 'NO'} "
+        f"({total.planner.cost:.3f} vs {total.hpa_each.cost:.3f} x oracle), vs one pooled HPA headroom "
+        f"{'yes' if total.pareto_pooled else 'NO'} ({total.planner.cost:.3f} vs {total.hpa_pooled.cost:.3f}); "
+        f"folds Pareto-better: {sum(o.pareto_each for o in folds)} / {sum(o.pareto_pooled for o in folds)} of {len(folds)}",
+        f"worst fold by overload: {worst_rate.group} {_pct(worst_rate.planner.rate)} %; by cost vs HPA per series: "
+        f"{worst_cost.group} {worst_cost.planner.cost:.3f} vs {worst_cost.hpa_each.cost:.3f}",
+    ]
+
+
+def scaling(
+    nab: Path = typer.Option(None, help="NAB realAWSCloudwatch directory; default $M1_NAB_DIR/realAWSCloudwatch."),
+    asd: Path = typer.Option(None, help="ASD data directory (<server>/<series>.csv); default $M1_ASD_DIR or "
+                                        "../shared/datasets/asd/data."),
+    target: list[float] = typer.Option([0.01, 0.05, 0.1], help="Target overload rates (repeatable)."),
+    window: int = typer.Option(12, min=1, help="Decision window, in points."),
+) -> None:
+    """Held-out overload rate and replica-hours of the risk planner per target, against HPA.
+
+    Capacity per replica is 0.1 x each series' warm-up median (its first quarter, at most
+    1152 points); the oracle runs the replicas of each window's actual peak.
+    """
+    corpus = load_corpus(nab or default_scaling_data(), asd or default_asd_data())
+    if not corpus:
+        raise typer.BadParameter("no series found")
+    console = Console(width=max(Console().width, 200))
+    console.print(f"{len(corpus)} series in {len({s.group for s in corpus})} groups; {len(GRID)} configurations")
+    for t in target:
+        runs = replay_grid(corpus, t, window, track(GRID, description=f"target {t:.0%}: replaying", console=console))
+        folds, total = cross_validate(runs, t)
+        console.print(report(folds, total, t))
+        for line in verdict(folds, total, t):
+            console.print(line)

@@ -1,0 +1,139 @@
+"""Plan the next window's peak load for a target overload rate (adaptive conformal quantiles).
+
+An operator sets the *risk*: the share of decision windows whose actual peak may exceed the
+capacity provisioned for them (``target``, e.g. 0.05). :class:`RiskPlanner` splits a series
+into consecutive windows of ``window`` values (aligned to the values it has learned) and, at
+the end of every window, plans the peak of the next one:
+
+* ``base`` is the median of the last ``base_windows`` window peaks;
+* each finished window leaves a *score*, its peak against the base planned for it, in one of
+  two scales (``scale``). ``"spread"``: ``(peak - base) / s`` with ``s`` an exponentially weighted
+  mean of the absolute change between consecutive window peaks plus ``floor`` times an
+  exponentially weighted mean ``m`` of the peaks (so a calm stretch plans tight and a
+  turbulent one wide). ``"ratio"``: ``log((peak + c) / (base + c))`` with ``c = floor * m``
+  (``c`` keeps an idle series with base 0 finite);
+* the plan inverts the score at ``q``, the split-conformal quantile at level ``1 - alpha``
+  of the last ``memory`` scores (rank ``ceil((n + 1)(1 - alpha))``; above ``n``, the largest):
+  ``base + q * s`` or ``(base + c) * exp(q) - c``;
+* ``alpha`` starts at ``target`` and is adapted online (adaptive conformal inference,
+  Gibbs & Candes 2021): a window whose peak exceeded its plan lowers it by
+  ``adapt_rate * (1 - target)``, any other raises it by ``adapt_rate * target``, so the
+  long-run overload rate tracks ``target`` even when the score distribution drifts. With a
+  ``capacity`` per replica, a miss is a peak above the whole replicas the plan buys
+  (:meth:`provisioned`), so rounding up does not make the planner safer than asked.
+
+Both means use the weight ``smoothing``. State is bounded: ``memory`` scores,
+``base_windows`` peaks and a few floats.
+
+>>> from models.forecasting.risk import RiskPlanner
+>>> planner = RiskPlanner(window=2, target=0.25, base_windows=1, memory=8, adapt_rate=0.0, scale="ratio", floor=0.0)
+>>> for y in [10, 10, 10, 10, 10, 20, 10, 10, 10, 10]:  # window peaks 10, 10, 20, 10, 10
+...     planner.learn_one(y)
+>>> planner.base, planner.forecast_peak()  # ratios seen 1, 2, 0.5, 1: the 75% quantile is 2
+(10.0, 20.0)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from typing import Literal
+
+from models.sorted_window import SortedWindow
+
+
+class RiskPlanner:
+    """Plans window peaks so that a ``target`` share of windows overload (module docstring)."""
+
+    def __init__(self, window: int = 12, target: float = 0.05, base_windows: int = 1, memory: int = 200,
+                 adapt_rate: float = 0.01, scale: Literal["spread", "ratio"] = "spread", floor: float = 0.01,
+                 smoothing: float = 0.1, capacity: float = 0.0):
+        if window < 1 or base_windows < 1 or memory < 1 or not 0.0 < target < 1.0:
+            raise ValueError("need window, base_windows, memory >= 1 and 0 < target < 1")
+        if adapt_rate < 0 or floor < 0 or capacity < 0 or not 0.0 < smoothing <= 1.0 or scale not in ("spread", "ratio"):
+            raise ValueError("need adapt_rate, floor, capacity >= 0, 0 < smoothing <= 1, scale 'spread' or 'ratio'")
+        self.window = window
+        self.target = target
+        self.adapt_rate = adapt_rate
+        self.scale = scale
+        self.floor = floor
+        self.smoothing = smoothing
+        self.capacity = capacity
+        self.alpha = target
+        self.peaks: deque[float] = deque(maxlen=base_windows)
+        self.scores = SortedWindow(memory)
+        self.level = 0.0  # EW mean of window peaks
+        self.change = 0.0  # EW mean of |change| between consecutive window peaks
+        self.base = 0.0
+        self.plan = 0.0
+        self.count = 0  # values learned in the open window
+        self.open_peak = -math.inf
+
+    def learn_one(self, y: float, t: float | None = None) -> None:
+        """Learn value ``y`` (``t`` is accepted for the forecaster interface and ignored); a
+        non-finite value is skipped."""
+        if not math.isfinite(y):
+            return
+        self.open_peak = max(self.open_peak, y)
+        self.count += 1
+        if self.count == self.window:
+            self._close(self.open_peak)
+            self.count, self.open_peak = 0, -math.inf
+
+    def _close(self, peak: float) -> None:
+        """Score the finished window against the plan made for it, then plan the next one."""
+        if self.peaks:
+            self._score(peak)
+            if self.adapt_rate:
+                missed = peak > self.provisioned()
+                self.alpha = min(max(self.alpha + self.adapt_rate * (self.target - missed), 0.0), 1.0)
+            self.change += self.smoothing * (abs(peak - self.peaks[-1]) - self.change)
+            self.level += self.smoothing * (peak - self.level)
+        else:
+            self.level = peak
+        self.peaks.append(peak)
+        self.base = float(statistics.median(self.peaks))
+        self.plan = self._planned()
+
+    def _unit(self) -> float:
+        """``s`` (spread) or ``c`` (ratio) of the module docstring, for the current state."""
+        return self.change + self.floor * abs(self.level) if self.scale == "spread" else self.floor * self.level
+
+    def _score(self, peak: float) -> None:
+        unit = self._unit()  # the unit the last plan was made with
+        if self.scale == "spread" and unit > 0:
+            self.scores.push((peak - self.base) / unit)
+        elif self.scale == "ratio" and self.base + unit > 0 and peak + unit > 0:
+            self.scores.push(math.log((peak + unit) / (self.base + unit)))
+
+    def _planned(self) -> float:
+        """The base moved by the conformal quantile of the scores; the base itself before any score."""
+        n = len(self.scores)
+        if not n:
+            return self.base
+        rank = math.ceil((n + 1) * (1.0 - self.alpha) - 1e-9)
+        q = self.scores.kth_smallest(min(max(rank, 1), n))
+        unit = self._unit()
+        return self.base + q * unit if self.scale == "spread" else (self.base + unit) * math.exp(q) - unit
+
+    def forecast_peak(self) -> float:
+        """The load to plan the next window for (0 before the first window closes)."""
+        return self.plan
+
+    def provisioned(self) -> float:
+        """The capacity the plan buys: whole replicas of ``capacity`` (at least one), or the plan
+        itself when ``capacity`` is 0. Misses are counted against it, so the adapted level also
+        absorbs the spare capacity that rounding up to whole replicas gives."""
+        if not self.capacity:
+            return self.plan
+        return max(math.ceil(self.plan / self.capacity - 1e-9), 1) * self.capacity
+
+
+def target_for(service: str, default: float, per_service: dict[str, float]) -> float:
+    """The overload target of ``service``: its entry in ``per_service``, else ``default``.
+
+    >>> target_for("checkout", 0.05, {"checkout": 0.01}), target_for("search", 0.05, {"checkout": 0.01})
+    (0.01, 0.05)
+    """
+    return per_service.get(service, default)
