@@ -23,7 +23,7 @@ from m1.settings import Settings
 from m1.topics import ensure_topics, pipeline_topics, tenant_topic
 from schemas.events import MetricPoint, encode
 from streams.app import make_faust_app
-from streams.batch_consumer import BatchConsumer, KafkaEvent
+from streams.batch_consumer import TENANT_TOPICS_REFRESH_MS, BatchConsumer, KafkaEvent
 from streams.publisher import Publisher
 from tests.helpers import consume_records, isolated_settings, produce, read_json, start_worker
 from tests.test_otlp_path import gauge_request
@@ -157,12 +157,13 @@ def test_every_kind_of_client_logs_in_with_the_settings(secure_kafka: LocalKafka
     assert set(ensure_topics(admin)) == set(pipeline_topics(admin))
     with pytest.raises(KafkaConnectionError):
         ensure_topics(wrong, ["never-created"])
-    tenant = new_tenant()
-    provision_tenant(admin, tenant)
-    topic = tenant_topic(tenant, admin.topic_metrics)
+    early, late = new_tenant(), new_tenant()
+    provision_tenant(admin, early)
+    topics = [tenant_topic(t, admin.topic_metrics) for t in (early, late)]
 
     async def services() -> list[KafkaEvent]:
-        # the worker's publisher (m1.producer.make_producer) and its batch consumer, subscribed by pattern
+        # the worker's publisher (m1.producer.make_producer) and its batch consumer, subscribed by
+        # pattern: it reads a tenant provisioned while it runs, after its next metadata refresh
         seen: list[KafkaEvent] = []
 
         async def handler(events: list[KafkaEvent]) -> None:
@@ -173,16 +174,17 @@ def test_every_kind_of_client_logs_in_with_the_settings(secure_kafka: LocalKafka
         await publisher.start()
         await consumer.start()
         try:
-            await publisher.publish([(topic, b"k", b"from-the-publisher")])
-            async with asyncio.timeout(60):
-                while not seen:
+            await asyncio.to_thread(provision_tenant, admin, late)
+            await publisher.publish([(topic, b"k", b"from-the-publisher") for topic in topics])
+            async with asyncio.timeout(TENANT_TOPICS_REFRESH_MS / 1000 + 60):
+                while len(seen) < 2:
                     await asyncio.sleep(0.2)
         finally:
             await consumer.stop()
             await publisher.stop()
         return seen
 
-    assert [(e.message.topic, e.value) for e in asyncio.run(services())] == [(topic, b"from-the-publisher")]
+    assert sorted((e.message.topic, e.value) for e in asyncio.run(services())) == sorted((t, b"from-the-publisher") for t in topics)
 
     async def faust_send(settings: Settings) -> None:
         app = make_faust_app(settings)
