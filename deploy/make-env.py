@@ -21,12 +21,15 @@ from pathlib import Path
 
 def secret_env() -> tuple[dict[str, str], str]:
     """The .env variables, and the ClickHouse administrator's password (which .env does not hold)."""
-    admin, m1, grafana = (secrets.token_hex(32) for _ in range(3))
+    admin, m1, access, grafana = (secrets.token_hex(32) for _ in range(4))
     sha = lambda password: hashlib.sha256(password.encode()).hexdigest()  # noqa: E731
     return {
         "CLICKHOUSE_ADMIN_PASSWORD_SHA256": sha(admin),
         "CLICKHOUSE_M1_PASSWORD": m1,
         "CLICKHOUSE_M1_PASSWORD_SHA256": sha(m1),
+        "CLICKHOUSE_ACCESS_PASSWORD": access,  # the operator's, for provisioning tenants; no container gets it
+        "CLICKHOUSE_ACCESS_PASSWORD_SHA256": sha(access),
+        "CLICKHOUSE_TENANT_SECRET": secrets.token_hex(32),  # tenants' ClickHouse passwords derive from it
         "CLICKHOUSE_GRAFANA_PASSWORD": grafana,
         "CLICKHOUSE_GRAFANA_PASSWORD_SHA256": sha(grafana),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),

@@ -72,8 +72,13 @@ def test_compose_services_are_wired_to_each_other(secrets) -> None:
     assert (ROOT / services["worker"]["build"] / "Dockerfile").exists()
 
 
+OPERATOR_ONLY = {"CLICKHOUSE_ACCESS_PASSWORD"}  # in .env for the operator's commands, given to no container
+
+
 def test_make_env_writes_every_secret_compose_requires_once(secrets, tmp_path: Path) -> None:
-    assert set(secrets) == set(REQUIRED.findall((ROOT / "docker-compose.yml").read_text()))
+    assert set(secrets) == set(REQUIRED.findall((ROOT / "docker-compose.yml").read_text())) | OPERATOR_ONLY
+    for name in OPERATOR_ONLY:
+        assert not re.search(rf"\$\{{{name}[:}}]", (ROOT / "docker-compose.yml").read_text()), name
     for name, value in secrets.items():
         assert re.fullmatch(r"[0-9a-f]{32,64}", value), name  # random hex: URL-safe
         if name.endswith("_SHA256") and name != "CLICKHOUSE_ADMIN_PASSWORD_SHA256":
@@ -89,7 +94,7 @@ def test_make_env_writes_every_secret_compose_requires_once(secrets, tmp_path: P
 
 
 def test_compose_refuses_to_start_without_each_secret(secrets) -> None:
-    for name in secrets:
+    for name in set(secrets) - OPERATOR_ONLY:
         with pytest.raises(KeyError, match=name):
             compose({**secrets, name: ""})
 
@@ -188,7 +193,7 @@ def test_users_file_keeps_secrets_out_and_limits_fixed() -> None:
         assert [p.get("remove") for p in user.findall("password")] in ([], ["remove"]), user.tag
         assert user.findtext("access_management", "0") == ("1" if user.tag == "default" else "0"), user.tag
     assert {ip.text for ip in users.findall("users/default/networks/ip")} == {"::1", "127.0.0.1"}
-    profile = users.find("profiles/m1_grafana")
+    profile = users.find("profiles/grafana_readonly")
     constraints = profile.find("constraints")
     for setting in profile:
         if setting.tag in ("readonly", "constraints", "max_execution_time"):
@@ -322,6 +327,30 @@ def test_grafana_user_reads_m1_and_can_change_nothing(migrated_home, secrets, tm
         assert f"({code})" in results[sql], (sql, results[sql])
 
 
+def test_tenant_access_login_manages_tenant_users_only(migrated_home, secrets, tmp_path: Path) -> None:
+    """m1_access passes the privilege checks of every statement sinks/server_access.py runs to make a
+    tenant's user (the engine then fails them only for having no SQL-managed user storage); the
+    worker's own login passes none of them; and m1_access reaches no other user, role or database."""
+    from sinks.clickhouse import QueryLimits
+    from sinks.server_access import tenant_access_statements
+
+    home, _ = migrated_home
+    columns = {"metric_points": "tenant", "otel_traces": "ResourceAttributes['tenant']"}
+    provision = tenant_access_statements("m1", "acme", columns, QueryLimits(30, 1 << 30, 100_000), "pw")
+    outside = ["CREATE USER intruder", "ALTER USER grafana IDENTIFIED BY 'x'", "DROP USER m1", "CREATE ROLE intruder",
+               "CREATE ROW POLICY p ON system.users USING 1 TO m1_t_acme",
+               "CREATE TABLE m1.x (a String) ENGINE = Memory", "INSERT INTO m1.metric_points (series) VALUES ('x')"]
+    access = run_engine(engine_dir(tmp_path, "m1_access"), home, provision + outside, secrets)
+    worker = run_engine(engine_dir(tmp_path, "m1"), home, provision, secrets)
+    assert "engine" not in access and "engine" not in worker, (access.get("engine"), worker.get("engine"))
+    for sql in provision:
+        assert "ACCESS_DENIED" not in str(access[sql]), (sql, access[sql])
+        assert not isinstance(worker[sql], list), (sql, "the worker's login must not manage access")
+    assert sum("ACCESS_DENIED" in worker[sql] for sql in provision) >= 5  # the CREATE and ALTER statements
+    for sql in outside:
+        assert "ACCESS_DENIED" in str(access[sql]), (sql, access[sql])
+
+
 def sql_literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -343,10 +372,14 @@ def test_the_guides_sql_parses_and_covers_every_tenant_table(secrets, tmp_path: 
         assert isinstance(results[check], list), (sql, results[check])
     block = DOC.read_text().split("<!-- per-tenant-grafana-sql")[1].split("```sql\n")[1].split("```")[0]
     granted = set(re.findall(r"GRANT SELECT ON m1\.(\w+) TO grafana_acme", block))
-    policies = re.findall(r"CREATE ROW POLICY \w+ ON (.*?) USING", " ".join(block.split()))
-    with_policy = {t.strip().removeprefix("m1.") for on in policies for t in on.split(",")}
+    policies = re.findall(r"CREATE ROW POLICY \w+ ON (.*?) USING (.*?);", " ".join(block.split()))
+
+    def covered(restrictive: bool) -> set[str]:
+        return {t.strip().removeprefix("m1.") for on, rest in policies if ("AS RESTRICTIVE" in rest) == restrictive
+                for t in on.split(",")}
+
     expected = {table for [table] in results[tenant_tables]} - {"access_log"} | {"otel_traces"}
-    assert granted == with_policy == expected
+    assert granted == covered(restrictive=False) == covered(restrictive=True) == expected
 
 
 @pytest.mark.parametrize("value", ["", "0123abcd"], ids=["unset", "malformed"])
