@@ -1,8 +1,11 @@
-"""``m1 eval scaling``: the risk planner's held-out overload rate and replica-hours, against HPA.
+"""``m1 eval scaling`` and ``m1 eval cost``: capacity advice scored on held-out data.
 
-Series: NAB's ``realAWSCloudwatch`` request/ELB/CPU series (one group) and every ASD series
-read as load (a group per server). Hyper-parameters are chosen leave-one-group-out
-(:mod:`models.evaluation.risk_cv`); every number printed is held out.
+``scaling``: the risk planner's overload rate and replica-hours against HPA, on NAB's
+``realAWSCloudwatch`` request/ELB/CPU series (one group) and every ASD series read as load (a
+group per server), hyper-parameters chosen leave-one-group-out (:mod:`models.evaluation.risk_cv`).
+``cost``: period-end cost projections on usage series priced as cost
+(:mod:`models.evaluation.cost_projection`), method and interval chosen leave-one-series-out.
+Every number printed as held out is.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from models.evaluation.cost_projection import METHODS, PROXIES, cross_validate as cost_cv, error, is_cost_proxy, \
+    project_series
 from models.evaluation.risk_cv import GRID, Outcome, cross_validate, replay_grid
-from models.evaluation.series import default_asd_data, default_scaling_data, load_corpus
+from models.evaluation.series import LoadSeries, default_asd_data, default_scaling_data, load_corpus, read_series
 
 BAND = 0.015  # the bar: pooled overload rate within 1.5 points of the target
 
@@ -86,3 +91,47 @@ def scaling(
         console.print(report(folds, total, t))
         for line in verdict(folds, total, t):
             console.print(line)
+
+
+def cost(
+    data: Path = typer.Option(None, help="Directory of usage CSVs; default $M1_NAB_DIR/realAWSCloudwatch."),
+    coverage: float = typer.Option(0.9, min=0.5, max=0.99, help="Interval coverage."),
+) -> None:
+    """Held-out MAPE and interval coverage of period-end cost projections at 25/50/75 % of the period."""
+    data = data or default_scaling_data()
+    corpus = [LoadSeries(p.stem, "usage", *read_series(p)) for p in sorted(data.glob("*.csv")) if is_cost_proxy(p.stem)]
+    if not corpus:
+        raise typer.BadParameter(f"no usage series ({', '.join(PROXIES)}) in {data}")
+    console = Console(width=max(Console().width, 160))
+    days = {s.name: (s.ts[-1] - s.ts[0]) / 86400 for s in corpus}
+    console.print(f"{len(corpus)} usage series; spans {min(days.values()):.1f}-{max(days.values()):.1f} days: "
+                  f"{'no series spans a calendar month, so days 7/14/21 are scored as 25/50/75 % of each span' if max(days.values()) < 28 else 'some series span a month'}")
+    for pattern, (measure, price) in PROXIES.items():
+        console.print(f"  {pattern}: {measure}, priced at {price}")
+    projections = [p for s in track(corpus, description="projecting", console=console) for p in project_series(s)]
+    fractions = sorted({p.fraction for p in projections})
+    methods = Table(title="MAPE % by method over all series (not held out; for comparison)")
+    methods.add_column("method")
+    for f in fractions:
+        methods.add_column(f"at {f:.0%}", justify="right")
+    for m in METHODS:
+        methods.add_row(m, *(f"{100 * sum(error(p, m) for p in projections if p.fraction == f) / len(corpus):.1f}"
+                             for f in fractions))
+    console.print(methods)
+    held = cost_cv(projections, coverage)
+    per_series = Table(title=f"Held out (leave one series out): error % and whether the {coverage:.0%} interval covers")
+    per_series.add_column("series (fold)", no_wrap=True)
+    per_series.add_column("method chosen")
+    for f in fractions:
+        per_series.add_column(f"at {f:.0%}", justify="right")
+    for s in corpus:
+        rows = sorted((h for h in held if h.name == s.name), key=lambda h: h.fraction)
+        per_series.add_row(s.name, rows[0].method, *(f"{100 * h.error:.1f} {'in' if h.covered else 'OUT'}" for h in rows))
+    for f in fractions:
+        at = [h for h in held if h.fraction == f]
+        worst = max(at, key=lambda h: h.error)
+        mape = sum(h.error for h in at) / len(at)
+        cov = sum(h.covered for h in at) / len(at)
+        console.print(f"at {f:.0%} of the period: MAPE {100 * mape:.1f} %, coverage {cov:.3f} ({sum(h.covered for h in at)} "
+                      f"of {len(at)}), worst fold {worst.name} {100 * worst.error:.1f} %")
+    console.print(per_series)

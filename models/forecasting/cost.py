@@ -118,11 +118,12 @@ class CostProjector:
             raise ValueError("no cost points learned yet")
         now = self.last_t if now is None else now
         return (
-            self._remaining(now, day_end(now), self.day_spent),
-            self._remaining(now, month_end(now), self.month_spent),
+            self.remaining(now, day_end(now), self.day_spent),
+            self.remaining(now, month_end(now), self.month_spent),
         )
 
-    def _remaining(self, now: float, until: float, spent: float) -> Projection:
+    def remaining(self, now: float, until: float, spent: float = 0.0) -> Projection:
+        """The cost from ``now`` to ``until`` (any period end), carrying ``spent`` along."""
         steps = max(math.ceil((until - self.bucket) / self.step), 1)
         point = width = 0.0
         for f in self.forecaster.forecast(steps):

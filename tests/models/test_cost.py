@@ -80,3 +80,32 @@ def test_spent_resets_at_the_utc_day_boundary():
     cost.learn_one(2.0, T0 + 86400)
     day, month = cost.project()
     assert day.spent == 2.0 and month.spent == 5.0
+
+
+def _usage(name: str, rates: list[float], days: int = 8) -> "LoadSeries":
+    """Five-minute usage whose rate changes by day (cycling through ``rates``)."""
+    from models.evaluation.series import LoadSeries
+
+    values = [rates[(i // 288) % len(rates)] for i in range(days * 288)]
+    return LoadSeries(name, "usage", [T0 + 300.0 * i for i in range(days * 288)], values)
+
+
+def test_period_projection_methods_on_a_constant_rate_are_exact():
+    from models.evaluation.cost_projection import METHODS, project_series
+
+    for p in project_series(_usage("flat", [3.0])):
+        assert p.actual == pytest.approx(3.0 * 8 * 288) and p.spent == pytest.approx(p.fraction * p.actual)
+        for method in METHODS[1:]:  # the run rates; the Holt-Winters projector is checked above
+            assert p.projected[method] == pytest.approx(p.actual)
+
+
+def test_cost_cross_validation_holds_each_series_out_of_its_method_and_interval():
+    from models.evaluation.cost_projection import cross_validate, project_series
+
+    # a rate that doubles on the last days: "recent" methods see it, the run rate does not
+    series = [_usage(f"s{k}", [1.0 + k] * 5 + [2.0 + 2 * k] * 3) for k in range(6)] + [_usage("flat", [4.0])]
+    held = cross_validate([p for s in series for p in project_series(s, fractions=(0.75,))])
+    assert {h.name for h in held} == {s.name for s in series} and len(held) == len(series)
+    flat = next(h for h in held if h.name == "flat")
+    assert flat.method.startswith("recent") and flat.error == pytest.approx(0.0)
+    assert flat.upper - flat.lower == pytest.approx(0.0)  # the others' recent projections were exact too
