@@ -219,6 +219,11 @@ class LocalKafka:
             return None
         return KafkaLogin("SASL_PLAINTEXT", "SCRAM-SHA-512", ADMIN_USER, self.admin_password_file.read_text().strip())
 
+    def recorded_bootstrap(self) -> str | None:
+        """host:port this broker was last started on (running or not), or ``None``."""
+        state = self._recorded()
+        return None if state is None else state.bootstrap
+
     def bootstrap(self) -> str:
         """host:port of the running broker; ``KafkaError`` if none is running."""
         state = self.status()

@@ -4,9 +4,10 @@ One resolution, :func:`login_of`, turns the settings (``M1_KAFKA_SECURITY_PROTOC
 ``M1_KAFKA_SASL_MECHANISM``, ``M1_KAFKA_SASL_USERNAME``, ``M1_KAFKA_SASL_PASSWORD``,
 ``M1_KAFKA_SSL_CAFILE``) into a :class:`KafkaLogin`; :func:`client_kwargs` makes it aiokafka's
 keyword arguments (producers, consumers, admin clients) and :func:`faust_credentials` Faust's
-``broker_credentials``. When the settings name no cluster (``M1_KAFKA_BOOTSTRAP`` empty) and no
-login, and the project's local broker was started with ``m1 kafka start --secure``, its admin
-login is used (``LocalKafka.admin_login``): a secured local setup needs no configuration.
+``broker_credentials``. When the settings configure no login and name no cluster but the project's
+local broker (``M1_KAFKA_BOOTSTRAP`` empty or its address), and that broker was started with
+``m1 kafka start --secure``, its admin login is used (``LocalKafka.admin_login``): a secured
+local setup needs no configuration.
 
 >>> from m1.settings import Settings
 >>> client_kwargs(Settings(kafka_bootstrap="127.0.0.1:9092"))
@@ -73,11 +74,14 @@ def login_of(settings: Settings) -> KafkaLogin:
     configured = KafkaLogin(settings.kafka_security_protocol, settings.kafka_sasl_mechanism,
                             settings.kafka_sasl_username, settings.kafka_sasl_password.get_secret_value(),
                             settings.kafka_ssl_cafile)
-    if settings.kafka_bootstrap or configured != KafkaLogin(mechanism=configured.mechanism):
+    if configured != KafkaLogin(mechanism=configured.mechanism):
         return configured
     from m1.kafka_local import LocalKafka  # the local broker module uses this one for its probes
 
-    return LocalKafka(settings).admin_login() or configured
+    broker = LocalKafka(settings)
+    if settings.kafka_bootstrap not in ("", broker.recorded_bootstrap()):
+        return configured  # another cluster
+    return broker.admin_login() or configured
 
 
 def ssl_context(login: KafkaLogin) -> ssl.SSLContext | None:
