@@ -138,12 +138,11 @@ def test_worker_and_grafana_run_without_capabilities(secrets) -> None:
         assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"], name
 
 
-def test_clickhouse_is_only_on_a_network_with_no_way_out(secrets) -> None:
+def test_each_service_reaches_only_what_it_needs(secrets) -> None:
     spec = compose(secrets)
-    assert spec["services"]["clickhouse"]["networks"] == ["store"]
-    assert spec["networks"]["store"]["internal"] is True
-    for name in ("worker", "grafana"):
-        assert "store" in spec["services"][name]["networks"]
+    networks = {name: set(service["networks"]) for name, service in spec["services"].items()}
+    assert networks == {"kafka": {"bus"}, "clickhouse": {"store"}, "worker": {"bus", "store"}, "grafana": {"default", "store"}}
+    assert spec["networks"]["store"]["internal"] is True  # ClickHouse has no way out
 
 
 def test_grafana_has_no_anonymous_access_no_sign_up_and_no_default_admin(secrets) -> None:
