@@ -132,3 +132,31 @@ def test_configuration_is_chosen_on_the_training_groups_only():
     folds, total = cross_validate(runs, 0.05)
     assert [(o.group, o.config) for o in folds] == [("a", "x"), ("b", "y")]  # the held-out group's costly config
     assert total.planner.windows == 800
+
+
+def test_the_stream_plans_with_the_same_planner_at_each_services_target(tmp_path):
+    from m1.settings import Settings
+    from schemas.events import MetricPoint
+    from streams.forecast_pipeline import ForecastPipeline
+    from tests.test_forecast_path import MemoryStore, records
+
+    settings = Settings(home=tmp_path, scaling_planner="risk", scaling_window=4, replica_capacity={"requests_per_s": 10.0},
+                        scaling_overload_targets={"checkout": 0.01})
+    values = lognormal_load(100, 7)[:400].tolist()
+    points = [MetricPoint(1_767_225_600.0 + 60 * i, "acme", "eu", service, "requests_per_s", y)
+              for i, y in enumerate(values) for service in ("checkout", "search")]
+    out = ForecastPipeline(settings, MemoryStore()).process(records(points))
+    for service, target in (("checkout", 0.01), ("search", 0.05)):
+        planner = RiskPlanner(4, target, capacity=10.0)
+        expected = []
+        for i, y in enumerate(values, start=1):
+            planner.learn_one(y)
+            if i % 4 == 0:
+                expected.append((planner.forecast_peak(), round(planner.provisioned() / 10.0)))
+        recs = [r for r in out.recommendations if r.service == service]
+        assert [r.planned_load for r in recs] == pytest.approx([plan for plan, _ in expected])
+        assert [r.replicas for r in recs] == [replicas for _, replicas in expected]
+        assert all(r.headroom == 0.0 for r in recs)
+    assert recs[-1].replicas < next(r for r in reversed(out.recommendations) if r.service == "checkout").replicas
+    with pytest.raises(ValueError):
+        ForecastPipeline(Settings(home=tmp_path, scaling_overload_targets={"checkout": 1.5}), MemoryStore())
