@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     scaling_window: int = Field(default=12, description="Points per scaling decision window.")
     scaling_min_replicas: int = 1
     scaling_max_replicas: int = 1000
+    scaling_planner: Literal["peak", "risk"] = Field(
+        default="peak", description="'peak': median of the last 3 window peaks plus scaling_headroom; 'risk': the "
+                                    "peak that the next window exceeds at the service's overload target (no headroom).")
+    scaling_overload_target: float = Field(default=0.05, gt=0.0, lt=1.0, description="Risk planner: share of windows "
+                                           "whose peak may exceed the capacity provisioned for them.")
+    scaling_overload_targets: Annotated[dict[str, float], NoDecode] = Field(
+        default={}, description="Risk planner: overload target per service, overriding scaling_overload_target.")
 
     # Quotas and model state (tenancy/quotas.py, models/bank.py, sinks/model_state.py). Registry overrides per tenant.
     quota_points_per_second: float = Field(
@@ -160,7 +167,7 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
     @field_validator("forecast_metrics", "forecast_horizons", "cost_metrics", "replica_capacity", "hst_features",
-                     "ensemble_components", mode="before")
+                     "ensemble_components", "scaling_overload_targets", mode="before")
     @classmethod
     def _parse_collection(cls, value: Any) -> Any:
         """JSON (``["a","b"]``, ``{"a": 1}``), a Python literal, or ``a,b`` / ``a=1,b=2`` from the environment."""

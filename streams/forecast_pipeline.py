@@ -13,7 +13,9 @@ Per series (bounded :class:`~models.bank.ModelBank`, checkpointed to ``model_sta
 * ``cost_metrics``: a :class:`~models.forecasting.cost.CostProjector`; every
   ``forecast_every`` points a :class:`CostEvent` for the rest of the UTC day and one for the
   month (table ``cost_projections``);
-* metrics in ``replica_capacity``: a :class:`~models.forecasting.peak.PeakForecaster`; every
+* metrics in ``replica_capacity``: a :class:`~models.forecasting.peak.PeakForecaster`, or with
+  ``scaling_planner="risk"`` a :class:`~models.forecasting.risk.RiskPlanner` at the service's
+  overload target; every
   ``scaling_window`` points a :class:`RecommendationEvent` for the next window (table
   ``recommendations``).
 
@@ -57,6 +59,7 @@ from models.forecasting.base import Forecaster
 from models.forecasting.cost import DAY, CostProjector
 from models.forecasting.holt_winters import HoltWintersForecaster
 from models.forecasting.peak import PeakForecaster
+from models.forecasting.risk import RiskPlanner, target_for
 from models.forecasting.registry import make_forecaster
 from models.forecasting.scaling import ScalingPolicy
 from models.ordered import fresh_mask
@@ -149,7 +152,7 @@ class SeriesModels:
     def __init__(self) -> None:
         self.forecaster: Forecaster | None = None
         self.cost: CostProjector | None = None
-        self.peak: PeakForecaster | None = None
+        self.peak: PeakForecaster | RiskPlanner | None = None
         self.n = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
@@ -177,10 +180,13 @@ class ForecastPipeline:
         self.forecast_metrics = set(settings.forecast_metrics)
         self.cost_metrics = set(settings.cost_metrics)
         self.wanted = self.forecast_metrics | self.cost_metrics | set(settings.replica_capacity)
+        headroom = settings.scaling_headroom if settings.scaling_planner == "peak" else 0.0  # risk: the quantile is the headroom
         self.policies = {
-            metric: ScalingPolicy(capacity, settings.scaling_headroom, settings.scaling_min_replicas, settings.scaling_max_replicas)
+            metric: ScalingPolicy(capacity, headroom, settings.scaling_min_replicas, settings.scaling_max_replicas)
             for metric, capacity in settings.replica_capacity.items()
         }
+        for target in [settings.scaling_overload_target, *settings.scaling_overload_targets.values()]:
+            RiskPlanner(target=target)  # fail at start on a target outside (0, 1)
         make_forecaster(settings.forecast_model, season=0)  # fail at start on an unknown name
         self.model = settings.forecast_model
         self.cost_model = f"cost:{settings.forecast_model}"
@@ -220,7 +226,7 @@ class ForecastPipeline:
         outcome = ForecastOutcome()
         first = batch[0]
         if models.n == 0:
-            self._build(models, first.metric)
+            self._build(models, first.metric, first.service)
         s = self.settings
         for p in batch:
             models.n += 1
@@ -241,14 +247,17 @@ class ForecastPipeline:
                     outcome.recommendations.append(self._recommend(models, series, p))
         return outcome
 
-    def _build(self, models: SeriesModels, metric: str) -> None:
+    def _build(self, models: SeriesModels, metric: str, service: str) -> None:
         s = self.settings
         if metric in self.forecast_metrics:
             models.forecaster = make_forecaster(s.forecast_model, coverage=s.forecast_coverage, horizon=self.horizons[-1],
                                                 steps=self.horizons)  # intervals only for the published steps
         if metric in self.cost_metrics:
             models.cost = CostProjector(cost_forecaster(s.cost_step_seconds, s.forecast_coverage), step_seconds=s.cost_step_seconds)
-        if metric in self.policies:
+        if metric in self.policies and s.scaling_planner == "risk":
+            target = target_for(service, s.scaling_overload_target, s.scaling_overload_targets)
+            models.peak = RiskPlanner(s.scaling_window, target, capacity=self.policies[metric].capacity_per_replica)
+        elif metric in self.policies:
             models.peak = PeakForecaster(window=s.scaling_window)
 
     def _forecasts(self, models: SeriesModels, series: str, p: MetricPoint) -> list[ForecastEvent]:
