@@ -203,6 +203,9 @@ def test_every_kind_of_client_logs_in_with_the_settings(secure_kafka: LocalKafka
     local = Settings(home=secure_kafka.dir.parent)
     assert login_of(local) == secure_kafka.admin_login()
     assert produce(local, [(None, b"local")], topic=admin.topic_anomalies) == 1
+    # ... also when they name its address, as the demo and child workers do
+    assert login_of(local.model_copy(update={"kafka_bootstrap": secure_kafka.bootstrap()})) == secure_kafka.admin_login()
+    assert login_of(local.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})).protocol == "PLAINTEXT"
 
 
 def test_the_tls_listener_needs_the_brokers_ca(secure_kafka: LocalKafka, tmp_path: Path) -> None:
@@ -216,6 +219,3 @@ def test_the_tls_listener_needs_the_brokers_ca(secure_kafka: LocalKafka, tmp_pat
         connect(tls.model_copy(update={"kafka_ssl_cafile": ""}))  # the system's CAs do not vouch for it
     with pytest.raises(SaslAuthenticationFailed):  # TLS does not replace the login
         connect(logged_in_as(tls, "admin", "not-the-password"))
-    # ... also when they name its address, as the demo and child workers do
-    assert login_of(local.model_copy(update={"kafka_bootstrap": secure_kafka.bootstrap()})) == secure_kafka.admin_login()
-    assert login_of(local.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})).protocol == "PLAINTEXT"
