@@ -42,17 +42,22 @@ class AuthenticationError(Exception):
 
 
 class Authenticator:
-    """Turns Authorization headers into principals. Thread-safe; one per process is enough."""
+    """Turns Authorization headers into principals. Thread-safe; one per process is enough.
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    On the async path at most ``max_pending`` distinct new credentials are checked or queued at
+    once (scrypt costs ~32 ms): beyond that a new one is refused at once, remembered keys are not."""
+
+    def __init__(self, settings: Settings, registry: Registry, max_pending: int = 256) -> None:
         self.registry = registry
+        self.max_pending = max_pending  # distinct credentials checked or queued at once (async path)
         self.oidc = OidcVerifier(settings, registry)
         self._ttl = settings.api_key_cache_seconds
         self._verified: dict[bytes, tuple[int, float, Principal]] = {}
         # Bounds the CPU and memory (16 MiB each) of concurrent scrypt checks.
         self._executor = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="m1-authn")
         self._pending: dict[bytes, Future] = {}  # checks running in the pool, by credential digest
-        self._pending_lock = threading.Lock()
+        # Re-entrant: add_done_callback runs _forget at once, under this lock, if the check already ended.
+        self._pending_lock = threading.RLock()
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an ``Authorization`` header value, or :class:`AuthenticationError`."""
@@ -69,12 +74,17 @@ class Authenticator:
         slow (scrypt, fetching the issuer's keys) runs in a small thread pool, once for all the
         requests that bring the same credential meanwhile."""
         credential = _bearer(authorization)
-        if credential.startswith(keys.PREFIX) and (principal := self.cached(credential)):
-            return principal
+        if credential.startswith(keys.PREFIX):
+            if keys.parse_key(credential) is None:
+                raise AuthenticationError("malformed API key")
+            if principal := self.cached(credential):
+                return principal
         digest = _digest(credential)
         with self._pending_lock:
             future = self._pending.get(digest)
             if future is None:
+                if len(self._pending) >= self.max_pending:  # a flood of new credentials waits for no one
+                    raise AuthenticationError("too many credentials are being checked at once; retry shortly")
                 future = self._pending[digest] = self._executor.submit(self.authenticate, authorization)
                 future.add_done_callback(lambda done: self._forget(digest, done))
         return await asyncio.wrap_future(future)

@@ -146,3 +146,18 @@ async def test_concurrent_requests_with_one_new_key_share_one_scrypt_check(setti
     with pytest.raises(AuthenticationError):  # a settled refusal is not kept: the next try checks again
         await authenticator.authenticate_async(f"Bearer {wrong}")
     assert counting.verified == 3
+
+
+async def test_a_flood_of_new_credentials_is_bounded_and_remembered_keys_still_pass(settings, registry, acme_key):
+    counting = CountingRegistry(registry)
+    authenticator = Authenticator(settings, counting, max_pending=3)
+    await authenticator.authenticate_async(f"Bearer {acme_key}")
+    ids = [registry.create_key("acme", ["viewer"])[0].id for _ in range(6)]
+    flood = [f"Bearer m1_{key_id}_{letter * 43}" for key_id in ids for letter in "ABCDE"]  # each costs a scrypt
+    results = await asyncio.gather(*(authenticator.authenticate_async(h) for h in flood), return_exceptions=True)
+    reasons = [r.reason for r in results]
+    busy = reasons.count("too many credentials are being checked at once; retry shortly")
+    assert busy >= 20 and reasons.count("invalid API key") == 30 - busy == counting.verified - 1
+    assert (await authenticator.authenticate_async(f"Bearer {acme_key}")).tenant == "acme"
+    with pytest.raises(AuthenticationError, match="malformed API key"):
+        await authenticator.authenticate_async("Bearer m1_nothex_x")
