@@ -44,11 +44,18 @@ def nab(
     detector: Annotated[Optional[list[str]], typer.Option("--detector", "-d", help="registry name; repeat for several (default: all)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="write per-series scores in NAB's results layout here")] = None,
     workers: Annotated[int, typer.Option("--workers", help="worker processes")] = 2,
+    cv: Annotated[bool, typer.Option("--cv", help="leave one group (<group>/<file>.csv: NAB category, ASD server) out; "
+                                     "grid and thresholds chosen on the other groups")] = False,
+    grid: Annotated[bool, typer.Option("--grid/--no-grid", help="with --cv: search the detector's declared grid "
+                                       "(models.evaluation.nab_cv.GRIDS) or only the configured options")] = True,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="with --cv: score cache dir (default $M1_HOME/nab-cache)")] = None,
 ) -> None:
     """Score detectors on a NAB-layout corpus: normalised score per profile, window precision/recall, us/point.
 
     Detectors are built with the options the worker would use (M1_HST_FEATURES, M1_ENSEMBLE_COMPONENTS,
-    M1_ENSEMBLE_RARITY_K), so a configuration can be evaluated before it is deployed."""
+    M1_ENSEMBLE_RARITY_K), so a configuration can be evaluated before it is deployed. With --cv the scores
+    are cross-validated (one process, scores cached per series): per fold, mean, worst and pooled, and each
+    fold's score at its threshold +-0.02."""
     from m1.settings import Settings
     from models.evaluation.nab import load_profiles, run_benchmark
     from models.registry import DETECTORS
@@ -70,6 +77,17 @@ def nab(
 
     settings = Settings()  # detector options (M1_HST_FEATURES, M1_ENSEMBLE_*) as the worker reads them
     options = {name: settings.detector_options(name) for name in names}
+    if cv:
+        if out is not None:
+            raise typer.BadParameter("--out writes a plain run's scores; run without --cv", param_hint="--out")
+        from models.evaluation.cv_report import print_cv
+        from models.evaluation.nab_cv import default_cache_dir, grid_for, run_cv
+
+        for name in detector or [settings.detector]:
+            report = run_cv(data_dir, labels_file, name, grid_for(name, options[name], grid), profiles,
+                            cache_dir=cache or default_cache_dir())
+            print_cv(console, report, str(data_dir))
+        return
     runs = run_benchmark(data_dir, labels_file, names, profiles, out_dir=out, workers=workers, options=options)
 
     short = {"standard": "std", "reward_low_FP_rate": "low_FP", "reward_low_FN_rate": "low_FN"}

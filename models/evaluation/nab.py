@@ -309,10 +309,23 @@ def run_series(detector: str, series: Series, options: dict | None = None) -> tu
     return detector, series.name, np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0), elapsed
 
 
+def nab_name(detector: str) -> str:
+    """``detector`` as NAB's scorer can read it: no ``_`` (NAB splits result names on it).
+
+    Registry names become camelCase, as NAB's own detectors are named (``windowedGaussian``).
+
+    >>> nab_name("seasonal_robust"), nab_name("ensemble"), nab_name("a__b_")
+    ('seasonalRobust', 'ensemble', 'aB')
+    """
+    head, *rest = [part for part in detector.split("_") if part]
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def write_results(out_dir: Path, detector: str, series: Series, scores: np.ndarray, lay: Layout) -> Path:
-    """``<out>/<detector>/<category>/<detector>_<file>.csv`` in NAB's results layout."""
+    """``<out>/<name>/<category>/<name>_<file>.csv`` in NAB's results layout, ``name = nab_name(detector)``."""
     category, file = series.name.split("/", 1)
-    path = out_dir / detector / category / f"{detector}_{file}"
+    name = nab_name(detector)
+    path = out_dir / name / category / f"{name}_{file}"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)

@@ -149,3 +149,19 @@ def test_run_benchmark_on_a_tiny_corpus(tmp_path) -> None:
     lines = out.read_text().splitlines()
     assert lines[0] == "timestamp,value,anomaly_score,label" and len(lines) == 601
     assert sum(int(line.rsplit(",", 1)[1]) for line in lines[1:]) == 31
+
+
+def test_names_written_in_nab_layout_have_no_underscore(tmp_path) -> None:
+    """NAB's scorer splits result names on ``_``: every registry name is written without one."""
+    from models.registry import DETECTORS
+
+    ts = stamps(50)
+    series_ = nab.Series("cat/my_file.csv", ts, np.arange(50.0))
+    lay = nab.layout(ts, [])
+    for detector in DETECTORS:
+        name = nab.nab_name(detector)
+        assert "_" not in name and name
+        path = nab.write_results(tmp_path, detector, series_, np.zeros(50), lay)
+        assert path.relative_to(tmp_path).parts == (name, "cat", f"{name}_my_file.csv")
+        assert path.name.split("_", 1) == [name, "my_file.csv"]  # how NAB recovers detector and data file
+    assert len({nab.nab_name(d) for d in DETECTORS}) == len(DETECTORS)
