@@ -6,7 +6,8 @@ on its next request. Refusals (bad name, unknown tenant or role, ...) exit with 
 
 When the configured Kafka uses SASL, ``tenants create`` also gives the tenant its Kafka user and
 ACLs (:func:`m1.kafka_security.provision_tenant`), and disabling or enabling a tenant removes or
-recreates them.
+recreates them. On a ClickHouse server (``M1_CLICKHOUSE_URL``) creating or enabling a tenant
+applies its read-only user and row policies (:func:`sinks.server_access.apply_tenant_access`).
 """
 
 from __future__ import annotations
@@ -63,28 +64,40 @@ def _kafka_sasl(settings: Settings) -> bool:
 
 
 @contextmanager
-def _kafka_step(tenant: str) -> Iterator[None]:
-    """A Kafka change after the registry's: a failure says so and exits 1 (rerun to retry)."""
+def _outside_step(system: str, tenant: str) -> Iterator[None]:
+    """A change in Kafka or ClickHouse after the registry's: a failure says so and exits 1."""
     try:
         yield
-    except Exception as exc:  # the cluster's refusal or absence, whatever the client raises
-        errors.print(f"[red]error:[/] the registry is updated, but Kafka refused or was unreachable for tenant "
-                     f"{tenant!r}: {exc}\nRetry the Kafka part with: m1 tenants enable {tenant} "
-                     f"(or m1 tenants disable {tenant})")
+    except Exception as exc:  # the system's refusal or absence, whatever its client raises
+        errors.print(f"[red]error:[/] the registry is updated, but {system} refused or was unreachable for tenant "
+                     f"{tenant!r}: {exc}\nRetry with: m1 tenants enable {tenant} (or m1 tenants disable {tenant})")
         raise typer.Exit(1) from None
 
 
-def _provision_kafka(settings: Settings, tenant: str) -> None:
-    """On a SASL Kafka: (re)create the tenant's Kafka user and ACLs and print its password once."""
-    if not _kafka_sasl(settings):
-        return
-    from m1.kafka_security import provision_tenant
+def _provision(settings: Settings, tenant: str) -> None:
+    """Give an enabled tenant its identities outside the registry, where configured: on a SASL
+    Kafka its user and topic ACLs (password printed once), on a ClickHouse server its read-only
+    user and row policies. Both are idempotent (Kafka: a new password each time)."""
+    if _kafka_sasl(settings):
+        from m1.kafka_security import provision_tenant
 
-    with _kafka_step(tenant):
-        password = provision_tenant(settings, tenant)
-    console.print(f"Kafka user [bold]{tenant}[/] may write to the topics '{tenant}.*'. Its password is shown only "
-                  "now; store it (M1_KAFKA_SASL_PASSWORD of the tenant's producers):")
-    typer.echo(password)
+        with _outside_step("Kafka", tenant):
+            password = provision_tenant(settings, tenant)
+        console.print(f"Kafka user [bold]{tenant}[/] may write to the topics '{tenant}.*'. Its password is shown "
+                      "only now; store it (M1_KAFKA_SASL_PASSWORD of the tenant's producers):")
+        typer.echo(password)
+    if settings.clickhouse_url:
+        from sinks.clickhouse import Store, connect
+        from sinks.server_access import apply_tenant_access
+
+        with _outside_step("ClickHouse", tenant):
+            store = Store(connect(settings), settings)
+            try:
+                store.migrate()  # the tables must exist to be granted
+                user = apply_tenant_access(store, tenant)
+            finally:
+                store.close()
+        console.print(f"ClickHouse user [bold]{user}[/] reads only tenant {tenant}'s rows (row policies)")
 
 
 def _print_tenant(tenant: Tenant) -> None:
@@ -100,13 +113,14 @@ def tenants_create(
     max_series: int | None = typer.Option(None, help="Ingest quota override: live series."),
     requests_per_second: float | None = typer.Option(None, help="API quota override: requests per second."),
 ) -> None:
-    """Create a tenant (and, on a SASL-secured Kafka, its Kafka user and topic ACLs)."""
+    """Create a tenant (and its Kafka user and topic ACLs on a SASL Kafka, its read-only user and
+    row policies on a ClickHouse server)."""
     quotas = {k: v for k, v in {"points_per_second": points_per_second, "max_series": max_series,
                                 "requests_per_second": requests_per_second}.items() if v is not None}
     settings = get_settings()
     with _registry() as registry:
         _print_tenant(registry.create_tenant(name, quotas))
-    _provision_kafka(settings, name)
+    _provision(settings, name)
 
 
 @tenants_app.command("list")
@@ -131,18 +145,19 @@ def tenants_disable(name: str = typer.Argument(..., help="Tenant to disable.")) 
     if _kafka_sasl(settings):
         from m1.kafka_security import deprovision_tenant
 
-        with _kafka_step(name):
+        with _outside_step("Kafka", name):
             deprovision_tenant(settings, name)
         console.print(f"Kafka user [bold]{name}[/] and its ACLs removed")
 
 
 @tenants_app.command("enable")
 def tenants_enable(name: str = typer.Argument(..., help="Tenant to enable again.")) -> None:
-    """Accept the tenant's keys and tokens again; on a SASL Kafka recreate its user (new password)."""
+    """Accept the tenant's keys and tokens again; recreate its Kafka user (new password) on a SASL
+    Kafka and refresh its ClickHouse user and row policies on a server (also after a migration)."""
     settings = get_settings()
     with _registry() as registry:
         _print_tenant(registry.enable_tenant(name))
-    _provision_kafka(settings, name)
+    _provision(settings, name)
 
 
 @keys_app.command("create")

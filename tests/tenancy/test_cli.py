@@ -109,3 +109,18 @@ def test_roles_list_shows_every_role_with_its_permissions(m1):
             role = cells[0] or role
             rows.setdefault(role, set()).add(cells[1])
     assert rows == {name: set(permissions) for name, permissions in ROLES.items()}
+
+
+def test_on_a_clickhouse_server_a_new_tenant_gets_its_user_or_a_clear_error(m1, tmp_path, monkeypatch):
+    from m1.kafka_local import free_port
+
+    plain = m1("tenants", "create", "globex")
+    assert plain.exit_code == 0 and "ClickHouse" not in plain.output  # embedded chdb: no users to make
+    monkeypatch.setenv("M1_CLICKHOUSE_URL", f"http://default:pw@127.0.0.1:{free_port()}")  # nothing listens
+    monkeypatch.setenv("M1_CLICKHOUSE_TENANT_SECRET", "s3cret")
+    get_settings.cache_clear()
+    result = m1("tenants", "create", "acme")
+    assert result.exit_code == 1, result.output
+    assert "the registry is updated, but ClickHouse refused or was unreachable for tenant 'acme'" in result.stderr
+    assert "m1 tenants enable acme" in result.stderr
+    assert not Registry(tmp_path / "registry.db").tenant("acme").disabled
