@@ -33,7 +33,8 @@ def _row(o: Outcome) -> list[str]:
     return [o.group, str(o.series), str(o.planner.windows), o.config, _pct(o.planner.rate),
             f"{_pct(o.worst_rate)} {o.worst_series}", str(o.over_twice), f"{o.planner.cost:.3f}",
             _pct(o.hpa_each.rate), f"{o.hpa_each.cost:.3f}", f"{o.hpa_headroom:.3f}", _pct(o.hpa_pooled.rate),
-            f"{o.hpa_pooled.cost:.3f}", f"{'yes' if o.pareto_each else 'no'} / {'yes' if o.pareto_pooled else 'no'}"]
+            _pct(o.hpa_pooled_worst), f"{o.hpa_pooled.cost:.3f}",
+            f"{'yes' if o.pareto_each else 'no'} / {'yes' if o.pareto_pooled else 'no'}"]
 
 
 def report(folds: list[Outcome], total: Outcome, target: float) -> Table:
@@ -41,9 +42,10 @@ def report(folds: list[Outcome], total: Outcome, target: float) -> Table:
     table = Table(title=f"Target overload rate {target:.0%}: held-out folds (leave one group out)")
     columns = ("held out", "series", "windows", "config (chosen on the other groups)", "overload %",
                "worst series %", f"> {2 * target:.0%}", "RH / oracle", "HPA each\noverload %", "HPA each\nRH / oracle",
-               "HPA pooled\nheadroom", "HPA pooled\noverload %", "HPA pooled\nRH / oracle", "Pareto-better\neach / pooled")
+               "HPA pooled\nheadroom", "HPA pooled\noverload %", "HPA pooled\nworst %", "HPA pooled\nRH / oracle",
+               "Pareto-better\neach / pooled")
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i in (0, 3, 5) else "right", no_wrap=i == 5)
+        table.add_column(column, justify="left" if i in (0, 3, 5) else "right", no_wrap=True)
     for o in folds:
         table.add_row(*_row(o))
     table.add_row(*_row(total), style="bold")
@@ -83,7 +85,7 @@ def scaling(
     corpus = load_corpus(nab or default_scaling_data(), asd or default_asd_data())
     if not corpus:
         raise typer.BadParameter("no series found")
-    console = Console(width=max(Console().width, 200))
+    console = Console(width=max(Console().width, 280))
     console.print(f"{len(corpus)} series in {len({s.group for s in corpus})} groups; {len(GRID)} configurations")
     for t in target:
         runs = replay_grid(corpus, t, window, track(GRID, description=f"target {t:.0%}: replaying", console=console))
@@ -132,6 +134,8 @@ def cost(
         worst = max(at, key=lambda h: h.error)
         mape = sum(h.error for h in at) / len(at)
         cov = sum(h.covered for h in at) / len(at)
+        width = sum((h.upper - h.lower) / 2 / abs(h.actual) for h in at) / len(at)
         console.print(f"at {f:.0%} of the period: MAPE {100 * mape:.1f} %, coverage {cov:.3f} ({sum(h.covered for h in at)} "
-                      f"of {len(at)}), worst fold {worst.name} {100 * worst.error:.1f} %")
+                      f"of {len(at)}), mean interval half-width {100 * width:.1f} % of the actual, "
+                      f"worst fold {worst.name} {100 * worst.error:.1f} %")
     console.print(per_series)

@@ -54,6 +54,7 @@ class Outcome:
     hpa_each: Score
     hpa_pooled: Score
     hpa_headroom: float
+    hpa_pooled_worst: float  # the highest overload rate of a series under the pooled headroom
 
     @property
     def pareto_each(self) -> bool:
@@ -90,7 +91,8 @@ def outcome(group: str, label: str, decisions: Sequence[Decisions], target: floa
     each = pooled([hpa_score([d], hpa_headroom_for([d], s.rate)) for d, s in zip(decisions, scores)])
     headroom = hpa_headroom_for(decisions, total.rate)
     return Outcome(group, label, total, scores[worst].rate, decisions[worst].name,
-                   sum(s.rate > 2 * target for s in scores), len(scores), each, hpa_score(decisions, headroom), headroom)
+                   sum(s.rate > 2 * target for s in scores), len(scores), each, hpa_score(decisions, headroom), headroom,
+                   max(hpa_score([d], headroom).rate for d in decisions))
 
 
 def cross_validate(runs: dict[str, list[Decisions]], target: float) -> tuple[list[Outcome], Outcome]:
