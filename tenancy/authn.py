@@ -41,6 +41,10 @@ class AuthenticationError(Exception):
         self.subject = subject
 
 
+class AuthenticationBusy(AuthenticationError):
+    """Too many new credentials are being checked at once: not a verdict on this one (retry later)."""
+
+
 class Authenticator:
     """Turns Authorization headers into principals. Thread-safe; one per process is enough.
 
@@ -84,7 +88,7 @@ class Authenticator:
             future = self._pending.get(digest)
             if future is None:
                 if len(self._pending) >= self.max_pending:  # a flood of new credentials waits for no one
-                    raise AuthenticationError("too many credentials are being checked at once; retry shortly")
+                    raise AuthenticationBusy("too many credentials are being checked at once; retry shortly")
                 future = self._pending[digest] = self._executor.submit(self.authenticate, authorization)
                 future.add_done_callback(lambda done: self._forget(digest, done))
         return await asyncio.wrap_future(future)

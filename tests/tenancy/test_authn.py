@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tenancy.authn import AuthenticationError, Authenticator
+from tenancy.authn import AuthenticationBusy, AuthenticationError, Authenticator
 
 
 class CountingRegistry:
@@ -157,6 +157,7 @@ async def test_a_flood_of_new_credentials_is_bounded_and_remembered_keys_still_p
     results = await asyncio.gather(*(authenticator.authenticate_async(h) for h in flood), return_exceptions=True)
     reasons = [r.reason for r in results]
     busy = reasons.count("too many credentials are being checked at once; retry shortly")
+    assert busy == sum(isinstance(r, AuthenticationBusy) for r in results)
     assert busy >= 20 and reasons.count("invalid API key") == 30 - busy == counting.verified - 1
     assert (await authenticator.authenticate_async(f"Bearer {acme_key}")).tenant == "acme"
     with pytest.raises(AuthenticationError, match="malformed API key"):
