@@ -104,6 +104,7 @@ def main(
     requests: int = typer.Option(2_000, help="Requests to time."),
     concurrency: list[int] = typer.Option([1, 8], help="Requests in flight at once (repeat to compare)."),
     limit: int = typer.Option(100, help="Rows per answer (the 'limit' parameter)."),
+    path: str = typer.Option("", help="Another path to time instead, e.g. /v1/whoami (the API without the store)."),
 ) -> None:
     """Measure p50/p99 latency and requests per second of GET anomalies with an API key."""
     context = multiprocessing.get_context("spawn")
@@ -113,8 +114,9 @@ def main(
     with console.status(f"server: storing {2 * rows:,} anomalies and starting the API..."):
         server.start()
         port, key = ready.get(timeout=600)
-    url = f"http://127.0.0.1:{port}/v1/tenants/acme/anomalies?limit={limit}"
-    table = Table(title=f"API: GET /v1/tenants/acme/anomalies?limit={limit}, {rows:,} anomalies per tenant, API key")
+    path = path or f"/v1/tenants/acme/anomalies?limit={limit}"
+    url = f"http://127.0.0.1:{port}{path}"
+    table = Table(title=f"API: GET {path}, {rows:,} anomalies per tenant, viewer API key")
     for column in ("in flight", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms", "requests/s"):
         table.add_column(column, justify="right")
     try:
