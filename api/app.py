@@ -59,8 +59,9 @@ def make_api(settings: Settings, store: Store, registry: Registry, authenticator
     """The API over ``store`` (migrated, with ``access_log``) and ``registry``.
 
     ``authenticator`` defaults to ``Authenticator(settings, registry)``. ``run_bottlenecks``,
-    if given, serves ``POST /v1/tenants/{tenant}/bottlenecks``: ``await run(tenant, services,
-    window_seconds, limit)`` must analyse that tenant's traces only and return the reports;
+    if given, serves ``POST /v1/tenants/{tenant}/bottlenecks``: ``await run(tenant=...,
+    services=..., window_seconds=..., limit=...)`` (keywords; :class:`api.handlers.RunBottlenecks`)
+    must analyse that tenant's traces only, store the reports with the tenant and return them;
     without it the route answers 503. Request bodies are capped at ``settings.api_max_body_bytes``.
     """
     app = web.Application(middlewares=[gate], client_max_size=settings.api_max_body_bytes)

@@ -7,9 +7,9 @@ only, which the gate has checked against the caller.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 
@@ -51,9 +51,12 @@ class BottleneckRun(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
 
 
-#: ``await run(tenant, services, window_seconds, limit)``: analyse ``tenant``'s traces only, store
-#: the reports (with the tenant) and return them.
-RunBottlenecks = Callable[[str, list[str] | None, int | None, int | None], Awaitable[list[dict]]]
+class RunBottlenecks(Protocol):
+    """One on-demand bottleneck run, called with keywords: it analyses ``tenant``'s traces only
+    (``ResourceAttributes['tenant']``), stores the reports with the tenant and returns them."""
+
+    def __call__(self, *, tenant: str, services: list[str] | None, window_seconds: int | None,
+                 limit: int | None) -> Awaitable[list[dict]]: ...
 
 
 def listing(spec: Listing) -> Handler:
@@ -158,4 +161,5 @@ async def run_bottlenecks(call: Call) -> dict[str, Any]:
     if run is None:
         raise Refused(503, "the bottleneck analysis runs in the worker; this API was started without it")
     body: BottleneckRun = call.body
-    return {"reports": await run(call.tenant, body.services, body.window_seconds, body.limit)}
+    return {"reports": await run(tenant=call.tenant, services=body.services, window_seconds=body.window_seconds,
+                                 limit=body.limit)}

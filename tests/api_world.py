@@ -97,7 +97,7 @@ class World:
     def start(self) -> World:
         ready = threading.Event()
 
-        async def run_bottlenecks(tenant: str, services: Any, window_seconds: Any, limit: Any) -> list[dict]:
+        async def run_bottlenecks(*, tenant: str, services: Any, window_seconds: Any, limit: Any) -> list[dict]:
             """The worker's job stands in here: it reports on the tenant's stored analysis."""
             self.bottleneck_runs.append((tenant, services))
             rows = self.store.query("SELECT entry_service, count() FROM bottlenecks WHERE tenant = {t:String} "
