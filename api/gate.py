@@ -3,7 +3,8 @@
 In order, for a request to any path except the two public routes:
 
 1. **Authenticate** the ``Authorization: Bearer`` header (API key or OIDC token): failure is
-   401 with ``WWW-Authenticate: Bearer``. Unknown paths are answered only after this, so
+   401 with ``WWW-Authenticate: Bearer`` (503 with ``Retry-After`` when too many new
+   credentials are being checked at once: no verdict on this one). Unknown paths are answered only after this, so
    without credentials every non-public path looks the same.
 2. **Rate-limit** the caller's tenant (``requests_per_second`` of ``tenancy.quotas``): 429
    with ``Retry-After`` (whole seconds).
@@ -35,7 +36,7 @@ from api.access import AccessEntry
 from api.answer import json_response
 from api.params import BadInput, parse_all
 from api.route import AUTHENTICATED, PUBLIC, Call, Refused, Route
-from tenancy.authn import AuthenticationError
+from tenancy.authn import AuthenticationBusy, AuthenticationError
 from tenancy.names import check_tenant
 from tenancy.principal import Principal
 from tenancy.quotas import RateLimiter, tenant_quotas
@@ -121,6 +122,8 @@ async def _decide_and_run(request: web.Request, api: Any, route: Route | None, e
 async def _authenticate(request: web.Request, api: Any, entry: AccessEntry) -> Principal:
     try:
         principal = await api.authenticator.authenticate_async(request.headers.get("Authorization"))
+    except AuthenticationBusy as exc:  # no verdict on this credential: too many new ones at once
+        raise Refused(503, exc.reason, {"Retry-After": "1"}) from None
     except AuthenticationError as exc:
         entry.subject = exc.subject or ""
         raise Refused(401, exc.reason, {"WWW-Authenticate": 'Bearer realm="m1"'}) from None

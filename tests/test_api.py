@@ -215,3 +215,16 @@ def test_every_decision_is_logged_and_stored(world: World, caplog: pytest.LogCap
     theirs = world.call("GET", "/v1/tenants/globex/audit?decision=deny&limit=1000", world.key("auditor", "globex")).json
     attempt = [a for a in theirs["items"] if a["path"] == marker.replace("acme", "globex")]
     assert len(attempt) == 1 and "acme" not in json.dumps(attempt)
+
+
+def test_too_many_new_credentials_at_once_is_503_not_a_verdict(world: World) -> None:
+    authenticator = world.api.authenticator
+    known = world.key("viewer")
+    assert world.call("GET", "/v1/whoami", known).status == 200  # remembered from now on
+    authenticator.max_pending, before = 0, authenticator.max_pending  # as if 256 checks were queued
+    try:
+        busy = world.call("GET", "/v1/whoami", world.registry.create_key("globex", ["viewer"], created_by="test")[1])
+        assert busy.status == 503 and busy.headers["Retry-After"] == "1"
+        assert world.call("GET", "/v1/whoami", known).status == 200
+    finally:
+        authenticator.max_pending = before
