@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
@@ -42,6 +42,9 @@ from tenancy.principal import Principal
 from tenancy.quotas import RateLimiter, tenant_quotas
 from tenancy.registry import NotFound
 from tenancy.roles import ANY_TENANT
+
+if TYPE_CHECKING:
+    from api.app import Api
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class TenantRates:
 @web.middleware
 async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
     """The aiohttp middleware applying the steps above to every request."""
-    api = request.app[API]
+    api: Api = request.app[API]
     started = time.perf_counter()
     route: Route | None = api.routes.get(request.match_info.route)
     entry = AccessEntry(ts=time.time(), method=request.method[:16], path=request.raw_path[:1024],
@@ -89,7 +92,8 @@ async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
-async def _decide_and_run(request: web.Request, api: Any, route: Route | None, entry: AccessEntry) -> web.StreamResponse:
+async def _decide_and_run(request: web.Request, api: Api, route: Route | None,
+                          entry: AccessEntry) -> web.StreamResponse:
     principal = None
     tenant = request.match_info["tenant"] if route is not None and route.tenant_scoped else None
     entry.tenant = tenant if tenant is not None and _valid(tenant) else ""
@@ -119,7 +123,7 @@ async def _decide_and_run(request: web.Request, api: Any, route: Route | None, e
         raise Refused(exc.status, exc.reason) from None
 
 
-async def _authenticate(request: web.Request, api: Any, entry: AccessEntry) -> Principal:
+async def _authenticate(request: web.Request, api: Api, entry: AccessEntry) -> Principal:
     try:
         principal = await api.authenticator.authenticate_async(request.headers.get("Authorization"))
     except AuthenticationBusy as exc:  # no verdict on this credential: too many new ones at once
@@ -150,7 +154,7 @@ def _valid(tenant: str) -> bool:
     return True
 
 
-def _check_exists(api: Any, tenant: str) -> None:
+def _check_exists(api: Api, tenant: str) -> None:
     try:
         api.registry.tenant(check_tenant(tenant))
     except (ValueError, NotFound):  # NotFound is a ValueError too

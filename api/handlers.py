@@ -105,8 +105,10 @@ async def disable_tenant(call: Call) -> dict[str, Any]:
 _USAGE = """
 SELECT
     (SELECT uniqExact(series) FROM metric_points WHERE tenant = {tenant:String}) AS series,
-    (SELECT count() FROM metric_points WHERE tenant = {tenant:String} AND ts >= now64(3) - INTERVAL 1 HOUR) AS points_last_hour,
-    (SELECT count() FROM access_log WHERE tenant = {tenant:String} AND ts >= now64(3) - INTERVAL 1 HOUR) AS requests_last_hour
+    (SELECT count() FROM metric_points
+     WHERE tenant = {tenant:String} AND ts >= now64(3) - INTERVAL 1 HOUR) AS points_last_hour,
+    (SELECT count() FROM access_log
+     WHERE tenant = {tenant:String} AND ts >= now64(3) - INTERVAL 1 HOUR) AS requests_last_hour
 """
 
 

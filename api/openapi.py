@@ -14,6 +14,7 @@ the refusals it can give, the permission it needs (``x-permission``) and, unless
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,8 +48,9 @@ def document(routes: Iterable[Route], version: str = "1") -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "An API key (m1_<id>_<secret>) or an OIDC JWT (RS256/ES256)."}},
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API key (m1_<id>_<secret>) or an OIDC JWT (RS256/ES256)."}},
         },
         "security": [{"bearerAuth": []}],
     }
@@ -57,11 +59,12 @@ def document(routes: Iterable[Route], version: str = "1") -> dict[str, Any]:
 def _operation(route: Route, body_schema: dict[str, Any] | None) -> dict[str, Any]:
     public = route.permission == PUBLIC
     operation: dict[str, Any] = {
-        "operationId": f"{route.method.lower()}{route.path.replace('/v1', '', 1)}".replace("/", "_").replace("{", "").replace("}", "").replace(".", "_"),
+        "operationId": route.method.lower() + re.sub(r"[^A-Za-z0-9]+", "_", route.path.removeprefix("/v1")).rstrip("_"),
         "summary": route.summary,
         "x-permission": route.permission,
         "parameters": ([_TENANT] if route.tenant_scoped else []) + [p.openapi() for p in route.params],
-        "responses": {str(route.status): {"description": "OK", "content": {"application/json": {"schema": route.response}}}},
+        "responses": {str(route.status): {"description": "OK",
+                                          "content": {"application/json": {"schema": route.response}}}},
         "security": [] if public else [{"bearerAuth": []}],
     }
     for status, description in _REFUSALS.items():

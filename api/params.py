@@ -154,7 +154,8 @@ def parse_all(params: tuple[Param, ...], path: dict[str, str], query: Any) -> di
     declared = {p.name for p in params if p.where == "query"}
     for name in query:
         if name not in declared:
-            raise BadInput(f"{name[:40]!r}: unknown query parameter; this route takes: {', '.join(sorted(declared)) or 'none'}")
+            takes = ", ".join(sorted(declared)) or "none"
+            raise BadInput(f"{name[:40]!r}: unknown query parameter; this route takes: {takes}")
         if len(query.getall(name)) > 1:
             raise BadInput(f"{name}: given more than once")
     return {p.name: p.parse(path.get(p.name) if p.where == "path" else query.get(p.name)) for p in params}

@@ -66,7 +66,8 @@ class Listing:
 
 
 def since(column: str) -> Time:
-    return Time("since", f"Only rows with {column} at or after this time.", sql=f"{column} >= {{since:DateTime64(3, 'UTC')}}")
+    return Time("since", f"Only rows with {column} at or after this time.",
+                sql=f"{column} >= {{since:DateTime64(3, 'UTC')}}")
 
 
 def until(column: str) -> Time:
@@ -93,7 +94,8 @@ SERIES_LIST = Listing(
 POINTS = Listing(
     "metric_points", "ts, value, score, is_anomaly",
     {"ts": "time", "value": "number", "score": "number", "is_anomaly": "integer"},
-    order="ts DESC", params=(replace(SERIES, required=True), since("ts"), until("ts"), Limit(fallback=1000, maximum=100_000)),
+    order="ts DESC",
+    params=(replace(SERIES, required=True), since("ts"), until("ts"), Limit(fallback=1000, maximum=100_000)),
 )
 ANOMALIES = Listing(
     "anomalies", "ts, region, service, metric, series, value, score, severity, detector",
@@ -151,7 +153,8 @@ TRACES = Listing(
     {"trace_id": "string", "service": "string", "operation": "string", "start": "time", "duration_ms": "number",
      "status": "string"},
     order="Duration DESC, TraceId", tenant_column="ResourceAttributes['tenant']", where=("ParentSpanId = ''",),
-    params=(since("Timestamp"), until("Timestamp"), equals("service", "ServiceName", "Only traces entering at this service."),
+    params=(since("Timestamp"), until("Timestamp"),
+            equals("service", "ServiceName", "Only traces entering at this service."),
             Limit()),
 )
 SPANS = Listing(
