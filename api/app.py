@@ -58,15 +58,19 @@ def make_api(settings: Settings, store: Store, registry: Registry, authenticator
              run_bottlenecks: RunBottlenecks | None = None) -> web.Application:
     """The API over ``store`` (migrated, with ``access_log``) and ``registry``.
 
-    ``authenticator`` defaults to ``Authenticator(settings, registry)``. ``run_bottlenecks``,
+    ``authenticator`` defaults to ``Authenticator(settings, registry)`` (closed with the application;
+    one passed in is its owner's to close). ``run_bottlenecks``,
     if given, serves ``POST /v1/tenants/{tenant}/bottlenecks``: ``await run(tenant=...,
     services=..., window_seconds=..., limit=...)`` (keywords; :class:`api.handlers.RunBottlenecks`)
     must analyse that tenant's traces only, store the reports with the tenant and return them;
     without it the route answers 503. Request bodies are capped at ``settings.api_max_body_bytes``.
     """
     app = web.Application(middlewares=[gate], client_max_size=settings.api_max_body_bytes)
-    api = Api(settings, store, registry, authenticator or Authenticator(settings, registry), run_bottlenecks,
-              AccessLog(store, settings.api_access_flush_seconds), TenantRates(settings, registry), document(ROUTES))
+    if authenticator is None:  # ours: its thread pool ends with the application
+        authenticator = Authenticator(settings, registry)
+        app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
+    api = Api(settings, store, registry, authenticator, run_bottlenecks, AccessLog(store, settings.api_access_flush_seconds),
+              TenantRates(settings, registry), document(ROUTES))
     for route in ROUTES:
         api.routes[app.router.add_route(route.method, route.path, _unreachable)] = route
     app[API] = api

@@ -3,13 +3,16 @@ quotas, limits, and the access log of every decision (tests/api_world.py serves 
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import json
+import logging
+import time
 import urllib.parse
 from collections.abc import Iterator
 
 import pytest
 
+from api.access import AccessEntry, AccessLog
 from api.route import PUBLIC
 from api.routes import ROUTES
 from tests.api_world import TRACE_IDS, World, make_world
@@ -228,3 +231,14 @@ def test_too_many_new_credentials_at_once_is_503_not_a_verdict(world: World) -> 
         assert world.call("GET", "/v1/whoami", known).status == 200
     finally:
         authenticator.max_pending = before
+
+
+def test_the_access_log_writes_in_batches(world: World) -> None:
+    """Recording a decision writes nothing to the store; one flush writes the whole batch."""
+    log = AccessLog(world.store)
+    for i in range(100):
+        log.record(AccessEntry(ts=time.time(), method="GET", path=f"/batch/{i}", remote="127.0.0.1", tenant="batchco"))
+    count = "SELECT count() FROM access_log WHERE tenant = 'batchco'"
+    assert world.store.query(count).rows == [(0,)]
+    assert asyncio.run(log.flush()) == 100 and asyncio.run(log.flush()) == 0
+    assert world.store.query(count).rows == [(100,)]
