@@ -19,7 +19,7 @@ from rich.table import Table
 
 from models.evaluation.cost_projection import METHODS, PROXIES, cross_validate as cost_cv, error, is_cost_proxy, \
     project_series
-from models.evaluation.risk_cv import GRID, Outcome, cross_validate, replay_grid
+from models.evaluation.risk_cv import GRID, Outcome, cross_validate, outcome, replay_grid
 from models.evaluation.series import LoadSeries, default_asd_data, default_scaling_data, load_corpus, read_series
 
 BAND = 0.015  # the bar: pooled overload rate within 1.5 points of the target
@@ -37,8 +37,8 @@ def _row(o: Outcome) -> list[str]:
             f"{'yes' if o.pareto_each else 'no'} / {'yes' if o.pareto_pooled else 'no'}"]
 
 
-def report(folds: list[Outcome], total: Outcome, target: float) -> Table:
-    """One table: every held-out fold, then all held-out decisions pooled."""
+def report(folds: list[Outcome], pools: list[Outcome], target: float) -> Table:
+    """One table: every held-out fold, then pools of held-out decisions (in bold)."""
     table = Table(title=f"Target overload rate {target:.0%}: held-out folds (leave one group out)")
     columns = ("held out", "series", "windows", "config (chosen on the other groups)", "overload %",
                "worst series %", f"> {2 * target:.0%}", "RH / oracle", "HPA each\noverload %", "HPA each\nRH / oracle",
@@ -48,7 +48,8 @@ def report(folds: list[Outcome], total: Outcome, target: float) -> Table:
         table.add_column(column, justify="left" if i in (0, 3, 5) else "right", no_wrap=True)
     for o in folds:
         table.add_row(*_row(o))
-    table.add_row(*_row(total), style="bold")
+    for pool in pools:
+        table.add_row(*_row(pool), style="bold")
     return table
 
 
@@ -89,8 +90,11 @@ def scaling(
     console.print(f"{len(corpus)} series in {len({s.group for s in corpus})} groups; {len(GRID)} configurations")
     for t in target:
         runs = replay_grid(corpus, t, window, track(GRID, description=f"target {t:.0%}: replaying", console=console))
-        folds, total = cross_validate(runs, t)
-        console.print(report(folds, total, t))
+        folds, held_out = cross_validate(runs, t)
+        total = outcome("all (held out)", "per fold", held_out, t)
+        subsets = [outcome(f"all but {g}", "per fold", [d for d in held_out if d.group != g], t)
+                   for g in sorted({d.group for d in held_out}) if len(held_out) > sum(d.group == g for d in held_out) > 5]
+        console.print(report(folds, [*subsets, total], t))
         for line in verdict(folds, total, t):
             console.print(line)
 

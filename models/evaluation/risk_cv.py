@@ -95,8 +95,9 @@ def outcome(group: str, label: str, decisions: Sequence[Decisions], target: floa
                    max(hpa_score([d], headroom).rate for d in decisions))
 
 
-def cross_validate(runs: dict[str, list[Decisions]], target: float) -> tuple[list[Outcome], Outcome]:
-    """Per held-out group, and all held-out decisions pooled (each series is held out once)."""
+def cross_validate(runs: dict[str, list[Decisions]], target: float) -> tuple[list[Outcome], list[Decisions]]:
+    """The outcome of each held-out group, and every held-out decision (each series is held out
+    once; pool them with :func:`outcome`)."""
     series = next(iter(runs.values()))
     groups = sorted({d.group for d in series})
     folds, held_out = [], []
@@ -105,4 +106,4 @@ def cross_validate(runs: dict[str, list[Decisions]], target: float) -> tuple[lis
         decisions = [d for d in runs[label] if d.group == group]
         folds.append(outcome(group, label, decisions, target))
         held_out.extend(decisions)
-    return folds, outcome("all (held out)", "per fold", held_out, target)
+    return folds, held_out

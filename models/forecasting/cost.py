@@ -15,8 +15,11 @@ if the step errors move together (comonotone) and conservative otherwise; it is 
 assumption here because multi-step errors mostly come from a mis-estimated level or
 season, which pushes every remaining step the same way. Adding in quadrature (independent
 errors) would be ~sqrt(steps) narrower, i.e. about 27x for a month of hourly buckets, and
-would badly under-cover. Steps past the forecaster's ``horizon`` reuse its last
-residual window. The lower bound is clipped at 0 (cost does not go negative).
+would badly under-cover. Past the forecaster's ``horizon`` its forecasts repeat cyclically
+(with the default one-day horizon, the next day's profile every day) and their residual
+windows with them: extrapolating a Holt-Winters trend over weeks made month-end projections
+several times worse on real usage (docs/benchmarks-forecast.md, ``m1 eval cost``). The lower
+bound is clipped at 0 (cost does not go negative).
 
 >>> from models.forecasting.cost import CostProjector
 >>> from models.forecasting.holt_winters import HoltWintersForecaster
@@ -125,9 +128,11 @@ class CostProjector:
     def remaining(self, now: float, until: float, spent: float = 0.0) -> Projection:
         """The cost from ``now`` to ``until`` (any period end), carrying ``spent`` along."""
         steps = max(math.ceil((until - self.bucket) / self.step), 1)
+        ahead = self.forecaster.forecast(min(steps, self.forecaster.intervals.horizon))
         point = width = 0.0
-        for f in self.forecaster.forecast(steps):
-            lo = self.bucket + (f.step - 1) * self.step
+        for k in range(steps):
+            f = ahead[k % len(ahead)]  # past the horizon, its forecasts again (a day: the daily profile)
+            lo = self.bucket + k * self.step
             share = max(0.0, min(lo + self.step, until) - max(lo, now)) / self.step
             point += share * f.point
             width += share * (f.upper - f.point)
