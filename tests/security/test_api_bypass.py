@@ -9,13 +9,22 @@ be refused (4xx, never 5xx), or answered with acme's rows only: no string of glo
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import time
 import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jwt.algorithms import RSAAlgorithm
 
 from tests.api_world import TRACE_IDS, Reply, World, make_world
 
@@ -28,11 +37,26 @@ RESOURCES = ("anomalies", "series", "forecasts", "recommendations", "costs", "bo
 ROLES = ("viewer", "analyst", "tenant-admin")
 
 
+ISSUER, AUDIENCE = "https://issuer.example", "m1-api"
+SIGNING_KEY, STRANGER_KEY = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    world = make_world(tmp_path_factory.mktemp("bypass"))
+    """The API world, with OIDC on: the issuer's JWKS (one RSA key, kid "k1") in a file."""
+    home = tmp_path_factory.mktemp("bypass")
+    jwk = {**RSAAlgorithm.to_jwk(SIGNING_KEY.public_key(), as_dict=True), "kid": "k1", "alg": "RS256", "use": "sig"}
+    (home / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    world = make_world(home, oidc_issuer=ISSUER, oidc_audience=AUDIENCE, oidc_jwks_path=home / "jwks.json")
     yield world
     world.close()
+
+
+def token(key: Any = SIGNING_KEY, alg: str = "RS256", kid: str = "k1", **claims: Any) -> str:
+    """A JWT of the issuer for acme's viewer ``alice`` (``claims`` change it)."""
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": int(time.time()) + 600, "m1_tenant": "acme",
+            "m1_roles": ["viewer"], **claims}
+    return jwt.encode(body, key, algorithm=alg, headers={"kid": kid})
 
 
 def assert_safe(reply: Reply, what: object) -> None:
@@ -163,14 +187,14 @@ PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 
 def mutations(world: World) -> st.SearchStrategy[str]:
     """Authorization values made from real keys: truncated, a character changed, inserted or
-    dropped, acme's id with globex's secret and back, other schemes, JWTs nobody signed."""
+    dropped, one key's id with another's secret, other schemes, trailing junk."""
     acme, globex = world.key("tenant-admin"), world.key("tenant-admin", "globex")
     platform = world.key("platform-admin")
 
     @st.composite
     def build(draw: st.DrawFn) -> str:
         key = draw(st.sampled_from([acme, globex, platform]))
-        kind = draw(st.sampled_from(["truncate", "replace", "insert", "drop", "swap", "scheme", "jwt", "junk"]))
+        kind = draw(st.sampled_from(["truncate", "replace", "insert", "drop", "swap", "scheme", "junk"]))
         at = draw(st.integers(0, len(key) - 1))
         if kind == "truncate":
             return "Bearer " + key[:at]
@@ -186,16 +210,59 @@ def mutations(world: World) -> st.SearchStrategy[str]:
             return "Bearer " + first[:16] + second[16:]
         if kind == "scheme":
             return draw(st.sampled_from(["Basic ", "Token ", "Bearer", "Bearer\t", "", "Bearer Bearer "])) + key[:-1]
-        if kind == "jwt":
-            header = draw(st.sampled_from(['{"alg":"none","typ":"JWT"}', '{"alg":"HS256","typ":"JWT"}',
-                                           '{"alg":"RS256","kid":"x"}']))
-            claims = json.dumps({"sub": "x", "m1_tenant": draw(st.sampled_from(["globex", "platform", "acme"])),
-                                 "m1_roles": ["platform-admin"], "exp": 4_000_000_000})
-            b64 = lambda s: __import__("base64").urlsafe_b64encode(s.encode()).rstrip(b"=").decode()  # noqa: E731
-            return f"Bearer {b64(header)}.{b64(claims)}.{draw(st.sampled_from(['', 'c2ln', key]))}"
         return "Bearer " + key + draw(st.text(PRINTABLE, min_size=1, max_size=8))
 
     return build()
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@st.composite
+def tampered_tokens(draw: st.DrawFn) -> str:
+    """JWTs made from a valid one of acme: claims changed after signing, other algorithms (none,
+    HS256 keyed with the issuer's public key), a stranger's key under the issuer's kid, expired,
+    another issuer or audience, a platform-admin claim, a damaged signature."""
+    valid = token()
+    header, payload, signature = valid.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    public_pem = SIGNING_KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+    kind = draw(st.sampled_from(["claims", "none", "hs256", "stranger", "expired", "issuer", "audience", "platform",
+                                 "signature", "kid"]))
+    if kind == "claims":
+        changed = {**claims, draw(st.sampled_from(["m1_tenant", "m1_roles", "sub"])):
+                   draw(st.sampled_from(["globex", ["platform-admin"], "platform", ["tenant-admin"]]))}
+        return f"{header}.{b64(json.dumps(changed).encode())}.{signature}"
+    if kind == "none":
+        return f"{b64(json.dumps({'alg': 'none', 'kid': 'k1'}).encode())}.{payload}."
+    if kind == "hs256":  # key confusion: the public key as an HMAC secret
+        head = b64(json.dumps({"alg": "HS256", "kid": "k1", "typ": "JWT"}).encode())
+        mac = hmac.new(public_pem, f"{head}.{payload}".encode(), hashlib.sha256).digest()
+        return f"{head}.{payload}.{b64(mac)}"
+    if kind == "stranger":
+        return token(STRANGER_KEY, m1_tenant=draw(st.sampled_from(["acme", "globex"])))
+    if kind == "expired":
+        return token(exp=int(time.time()) - 3600)
+    if kind == "issuer":
+        return token(iss="https://evil.example")
+    if kind == "audience":
+        return token(aud="other")
+    if kind == "platform":  # signed by the issuer, but platform-admin only exists in the platform tenant
+        return token(m1_roles=["platform-admin"])
+    if kind == "kid":
+        return token(kid=draw(st.sampled_from(["k2", "", "../k1", "k1 "])))
+    at = draw(st.integers(0, len(signature) - 1))
+    flipped = "A" if signature[at] != "A" else "B"
+    return f"{header}.{payload}.{draw(st.sampled_from([signature[:at], signature[:at] + flipped + signature[at + 1:]]))}"
+
+
+def test_a_valid_token_reaches_its_own_tenant_only(world: World) -> None:
+    assert world.call("GET", "/v1/whoami", headers={"Authorization": f"Bearer {token()}"}).json["via"] == "oidc"
+    own = world.call("GET", "/v1/tenants/acme/anomalies", headers={"Authorization": f"Bearer {token()}"})
+    assert own.status == 200 and own.json["items"] and "globex" not in own.text
+    assert world.call("GET", "/v1/tenants/globex/anomalies", headers={"Authorization": f"Bearer {token()}"}).status == 403
 
 
 def test_tampered_credentials_are_refused(world: World) -> None:
@@ -227,3 +294,10 @@ def test_malformed_bodies_are_400(world: World, junk: bytes, path: str) -> None:
         valid = False
     if not valid:
         assert reply.status == 400, (junk, reply.text)
+
+
+@given(credential=tampered_tokens(), resource=st.sampled_from(RESOURCES[:4]))
+@EXAMPLES
+def test_tampered_tokens_are_refused(world: World, credential: str, resource: str) -> None:
+    reply = world.call("GET", f"/v1/tenants/acme/{resource}", headers={"Authorization": f"Bearer {credential}"})
+    assert reply.status == 401, (credential, reply.status, reply.text[:200])
