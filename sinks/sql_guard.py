@@ -55,6 +55,7 @@ sinks.sql_guard.QueryRefused: table function file() is not allowed: only the sto
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -77,7 +78,9 @@ DENIED_FUNCTIONS = frozenset({
     # the server and its configuration: host names, ports, settings, users, macros, certificates
     "hostname", "fqdn", "tcpport", "getserverport", "getmacro", "getsetting", "getsettingordefault",
     "getserversetting", "getmergetreesetting", "getclienthttpheader", "getoskernelversion", "serveruuid",
-    "showcertificate", "currentuser", "user", "current_user", "currentprofiles", "enabledprofiles",
+    "showcertificate", "currentuser", "user", "current_user", "session_user", "authenticateduser", "authuser",
+    "fullhostname", "currentrequesturl", "pggetuserbyid", "pg_get_userbyid", "pgtableisvisible",
+    "pg_table_is_visible", "currentprofiles", "enabledprofiles",
     "defaultprofiles", "currentroles", "enabledroles", "defaultroles", "displayname", "globalvariable",
     "zookeepersessionuptime", "uptime", "buildid", "filesystemavailable", "filesystemcapacity",
     "filesystemunreserved", "filesystemfree",
@@ -87,10 +90,11 @@ DENIED_FUNCTIONS = frozenset({
 })
 #: Name prefixes of functions refused for the same reasons (lower case): every dictGet*/dictHas
 #: reads a dictionary by name, ``__`` marks the engine's internal functions, the others are the
-#: families of the table functions above and the embedded geo dictionaries.
-DENIED_PREFIXES = ("dict", "__", "file", "filesystem", "url", "s3", "azure", "hdfs", "iceberg", "deltalake",
-                   "hudi", "paimon", "remote", "mysql", "postgres", "executable", "region", "mergetree",
-                   "timeseries", "prometheus")
+#: families of the table functions above and the embedded geo dictionaries. Besides these, a name
+#: is refused if it, or the function it is an alias of, is a table function or user-defined
+#: (its code is the server's configuration, unseen here): see :func:`load_catalog`.
+DENIED_PREFIXES = ("dict", "__", "file", "s3", "azure", "hdfs", "iceberg", "deltalake", "hudi", "paimon", "remote",
+                   "mysql", "postgres", "executable", "region", "mergetree", "prometheus")
 #: Names that are both a table function and an ordinary scalar function, and harmless as the latter.
 SCALAR_TOO = frozenset({"format"})
 #: Node kinds whose every sub-expression the dump shows; anything else is refused.
@@ -121,6 +125,19 @@ class Catalog:
     objects: frozenset[str]
     table_functions: frozenset[str]
     tenant_columns: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)  # function alias -> function, lower case
+    user_functions: frozenset[str] = frozenset()  # lower case
+
+    def denies(self, function: str) -> bool:
+        """Whether calling ``function`` (any case, or an alias of it) is refused.
+
+        >>> catalog = Catalog("m1", frozenset(), frozenset(), frozenset({"numbers"}), aliases={"myhost": "hostname"})
+        >>> [catalog.denies(f) for f in ("MyHost", "NUMBERS", "dictGetOrNull", "format", "lower")]
+        [True, True, True, False, False]
+        """
+        names = {function.lower(), self.aliases.get(function.lower(), function.lower())}
+        return any(name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES) or name in self.user_functions
+                   or (name in self.table_functions and name not in SCALAR_TOO) for name in names)
 
 
 #: Where a table keeps a row's tenant, by the column it has: the OTel tables (the Collector's
@@ -137,17 +154,36 @@ def tenant_condition(column: str, tenant: str) -> str:
     return f"{column} = {quote(tenant)}"
 
 
+#: How long the engine's list of functions is reused (reading system.functions takes ~15 ms).
+FUNCTIONS_SECONDS = 60.0
+_functions_cache: dict[str, tuple[float, list[tuple[str, str]]]] = {}
+
+
+def _functions(client: Client) -> list[tuple[str, str]]:
+    """``(name, 'table' | 'user' | the function it is an alias of)`` of the engine's functions, lower case."""
+    now = time.monotonic()
+    cached = _functions_cache.get(client.uri)
+    if cached is None or cached[0] < now:
+        rows = client.query("SELECT lower(name), 'table' FROM system.table_functions UNION ALL "
+                            "SELECT lower(name), 'user' FROM system.functions WHERE origin != 'System' UNION ALL "
+                            "SELECT lower(name), lower(alias_to) FROM system.functions WHERE alias_to != ''").result_rows
+        cached = _functions_cache[client.uri] = (now + FUNCTIONS_SECONDS, [tuple(row) for row in rows])
+    return cached[1]
+
+
 def load_catalog(client: Client, database: str) -> Catalog:
     """The :class:`Catalog` of ``database`` as the engine has it now."""
     db = {"db": database}
     rows = client.query("SELECT name, engine FROM system.tables WHERE database = {db:String}", parameters=db).result_rows
-    functions = client.query("SELECT lower(name) FROM system.table_functions").result_rows
+    functions = _functions(client)
     columns = client.query("SELECT table, groupArray(name) FROM system.columns WHERE database = {db:String} "
                            "AND name IN {names:Array(String)} GROUP BY table",
                            parameters={**db, "names": list(TENANT_COLUMNS)}).result_rows
     tenant_columns = {table: next(TENANT_COLUMNS[c] for c in TENANT_COLUMNS if c in names) for table, names in columns}
     return Catalog(database, frozenset(name for name, engine in rows if engine.endswith("MergeTree")),
-                   frozenset(name for name, _ in rows), frozenset(name for (name,) in functions), tenant_columns)
+                   frozenset(name for name, _ in rows), frozenset(name for name, kind in functions if kind == "table"),
+                   tenant_columns, {name: kind for name, kind in functions if kind not in ("table", "user")},
+                   frozenset(name for name, kind in functions if kind == "user"))
 
 
 @dataclass(frozen=True)
@@ -226,8 +262,7 @@ def _walk(node: Node, catalog: Catalog, tables: set[str], tenant_scoped: bool) -
                            "with other tenants, not your rows")
     elif node.kind == "Function":
         name = node.name.lower()
-        if name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES) or (
-                name in catalog.table_functions and name not in SCALAR_TOO):
+        if catalog.denies(name):
             raise QueryRefused(f"function {node.name}() is not allowed: it reaches outside the store's rows")
         arguments = node.children[0].children if node.children and node.children[0].kind == "ExpressionList" else ()
         if name in IN_FUNCTIONS and len(arguments) == 2 and arguments[1].kind == "Identifier":
