@@ -23,14 +23,13 @@ are ratios of replica-hours).
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from models.evaluation.scaling import decision_points
+from models.evaluation.scaling import decision_points, warmup_capacity
 from models.evaluation.series import LoadSeries, default_warmup
 from models.forecasting.risk import RiskPlanner
 
@@ -39,14 +38,6 @@ def replicas_needed(load: np.ndarray, capacity: float) -> np.ndarray:
     """``ScalingPolicy(capacity, headroom=0, min_replicas=1)`` without an upper bound, vectorised:
     ``max(ceil(load / capacity), 1)``."""
     return np.maximum(np.ceil(np.asarray(load, dtype=np.float64) / capacity - 1e-9), 1.0)
-
-
-def warmup_capacity(warmup_values: Sequence[float], fraction: float = 0.1) -> float:
-    """``fraction`` of the warm-up median (of the mean absolute value when the median is 0)."""
-    base = statistics.median(warmup_values) or statistics.fmean(abs(v) for v in warmup_values)
-    if base <= 0:
-        raise ValueError("warm-up values are all zero: no capacity to scale from")
-    return fraction * base
 
 
 @dataclass(frozen=True)

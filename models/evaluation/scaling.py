@@ -39,13 +39,18 @@ def within_tolerance(recommended: int, oracle: int, tolerance: float = 0.2) -> b
     return abs(recommended - oracle) <= tolerance * oracle + 1e-9
 
 
-def warmup_policy(warmup_values: Sequence[float], capacity_fraction: float = 0.1, headroom: float = 0.2) -> ScalingPolicy:
-    """The policy whose capacity per replica is ``capacity_fraction`` x the warm-up median
-    (the mean absolute value if the median is 0)."""
+def warmup_capacity(warmup_values: Sequence[float], fraction: float = 0.1) -> float:
+    """``fraction`` x the warm-up median (x the mean absolute value if the median is 0): the
+    capacity per replica of the evaluations, fixed before the first decision."""
     base = statistics.median(warmup_values) or statistics.fmean(abs(v) for v in warmup_values)
     if base <= 0:
         raise ValueError("warm-up values are all zero: no capacity to scale from")
-    return ScalingPolicy(capacity_per_replica=capacity_fraction * base, headroom=headroom)
+    return fraction * base
+
+
+def warmup_policy(warmup_values: Sequence[float], capacity_fraction: float = 0.1, headroom: float = 0.2) -> ScalingPolicy:
+    """The policy whose capacity per replica is :func:`warmup_capacity`."""
+    return ScalingPolicy(capacity_per_replica=warmup_capacity(warmup_values, capacity_fraction), headroom=headroom)
 
 
 def decision_points(n: int, warmup: int, window: int) -> range:
