@@ -58,11 +58,12 @@ class Outcome:
 
     @property
     def pareto_each(self) -> bool:
-        """Fewer replica-hours than HPA tuned per series, at a pooled rate no higher than HPA's frontier."""
+        """Fewer replica-hours than HPA with, on every series, the cheapest headroom at least as safe as the planner."""
         return self.planner.replicas < self.hpa_each.replicas
 
     @property
     def pareto_pooled(self) -> bool:
+        """Fewer replica-hours than HPA with the cheapest single headroom at least as safe, pooled."""
         return self.planner.replicas < self.hpa_pooled.replicas
 
 
