@@ -18,12 +18,14 @@ whatever reached it:
 
 Its password is derived, never stored: HMAC-SHA256 of ``M1_CLICKHOUSE_TENANT_SECRET`` and the user
 name, so any process with the secret (the worker, ``m1 api``) can connect as any tenant, and the
-server holds only its hash. :func:`apply_grafana_access` makes the read-only Grafana user the same way.
+server holds only its hash. (Grafana's read-only user is part of the deployment:
+deploy/clickhouse/users.d; ``m1_unrestricted`` keeps it seeing every tenant's rows.)
 
-Embedded chdb has no users (``CREATE USER``: access denied), so there the Store's
-``additional_table_filters`` under ``readonly=1`` do this job alone. The statements below are
-checked to parse on the engine (``EXPLAIN AST``) and their conditions to filter, in
-tests/security/test_server_access.py; running them needs a server.
+Embedded chdb cannot store SQL-made users (``CREATE USER``: access denied; with access management
+granted, no writable access storage), so there the Store's ``additional_table_filters`` under
+``readonly=1`` do this job alone. The statements below are checked to parse on the engine
+(``EXPLAIN AST``) and their conditions to filter real rows, in tests/security/test_server_access.py;
+running them needs a server.
 
 >>> tenant_user("acme")
 'm1_t_acme'
@@ -56,7 +58,6 @@ from tenancy.names import check_tenant
 
 TENANT_ROLE = "m1_tenant_reader"
 UNRESTRICTED_POLICY = "m1_unrestricted"
-GRAFANA_USER = "m1_grafana"
 
 
 def tenant_user(tenant: str) -> str:
@@ -129,20 +130,6 @@ def tenant_access_statements(database: str, tenant: str, tenant_columns: Mapping
     ]
 
 
-def grafana_access_statements(database: str, limits: QueryLimits, password: str) -> list[str]:
-    """The statements creating the Grafana datasource's user: SELECT on the store's database only,
-    ``readonly=2`` (the plugin sets settings per query) with the limits between 1 and their value."""
-    user = ident(GRAFANA_USER)
-    bounded = ", ".join(f"{name} = {value} MIN 1 MAX {value}" for name, value in limits.settings().items()
-                        if name not in ("readonly", "result_overflow_mode"))
-    return [
-        f"CREATE SETTINGS PROFILE OR REPLACE {user} SETTINGS readonly = 2 CONST, {bounded}, "
-        "result_overflow_mode = 'throw' CONST",
-        f"CREATE USER OR REPLACE {user} IDENTIFIED WITH sha256_password BY {quote(password)} SETTINGS PROFILE {user}",
-        f"GRANT SELECT ON {ident(database)}.* TO {user}",
-    ]
-
-
 def _secret(settings: Settings) -> str:
     secret = settings.clickhouse_tenant_secret.get_secret_value() if settings.clickhouse_tenant_secret else ""
     if not settings.clickhouse_url:
@@ -166,18 +153,6 @@ def apply_tenant_access(store: Store, tenant: str) -> str:
     for statement in tenant_access_statements(store.database, tenant, tables, store.limits, password):
         store.command(statement)
     return user
-
-
-def grafana_password(settings: Settings) -> str:
-    """The Grafana user's password, derived like a tenant's (give it to the datasource's config)."""
-    return derive_password(_secret(settings), GRAFANA_USER)
-
-
-def apply_grafana_access(store: Store) -> str:
-    """Create or refresh the read-only Grafana user (password :func:`grafana_password`); returns its name."""
-    for statement in grafana_access_statements(store.database, store.limits, grafana_password(store.settings)):
-        store.command(statement)
-    return GRAFANA_USER
 
 
 def tenant_client(settings: Settings, tenant: str) -> Client:

@@ -15,8 +15,8 @@ from pydantic import SecretStr
 
 from m1.settings import Settings
 from sinks.clickhouse import TS_TYPE, QueryLimits, Store, connect, tenant_tables
-from sinks.server_access import (apply_tenant_access, filters_setting, grafana_access_statements, tenant_access_statements,
-                                 tenant_conditions, tenant_dsn, tenant_user)
+from sinks.server_access import (apply_tenant_access, filters_setting, tenant_access_statements, tenant_conditions,
+                                 tenant_dsn, tenant_user)
 
 LIMITS = QueryLimits(30, 1 << 30, 100_000)
 EXPECTED_KINDS = {"CREATE ROLE": "CreateRoleQuery", "CREATE SETTINGS PROFILE": "CreateSettingsProfileQuery",
@@ -40,8 +40,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 def test_every_statement_parses_on_the_engine(store: Store) -> None:
     tables = tenant_tables(store.catalog())
     assert {"metric_points", "anomalies", "otel_traces", "forecasts"} <= set(tables)
-    statements = (tenant_access_statements("m1", "acme-eu1", tables, store.limits, "p'w\\d")
-                  + grafana_access_statements("m1", store.limits, "pw"))
+    statements = tenant_access_statements("m1", "acme-eu1", tables, store.limits, "p'w\\d")
     for statement in statements:
         kind = next(k for prefix, k in EXPECTED_KINDS.items() if statement.startswith(prefix))
         assert store.query(f"EXPLAIN AST {statement}").rows[0][0].split(" (")[0] == kind, statement
