@@ -86,8 +86,8 @@ class Settings(BaseSettings):
         default=["value", "delta", "roll_mean", "roll_std"],
         description="Features of the hst detector: value, delta, roll_mean, roll_std, time_of_day.")
     ensemble_components: Annotated[list[str], NoDecode] = Field(
-        default=["robust", "seasonal_robust", "relative_entropy"],
-        description="Ensemble views: robust, seasonal_robust, relative_entropy, holtwinters, hst, windowed_gaussian.")
+        default=["robust", "seasonal_robust", "context"],
+        description="Ensemble views: robust, seasonal_robust, context, relative_entropy, holtwinters, hst, windowed_gaussian.")
     ensemble_rarity_k: int = Field(
         default=5, description="Ensemble: a deviation alerts only if fewer than k as large were seen in the last 4,000 points; 0 = off.")
     anomaly_threshold: float = Field(

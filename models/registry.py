@@ -1,8 +1,9 @@
 """Detector names a user can configure (``M1_DETECTOR``), mapped to constructors.
 
-:class:`~models.detectors.entropy.RelativeEntropy` is deliberately not here: it
-sees changes of distribution, not lone spikes, so it is only offered as a
-component of ``ensemble`` (see docs/benchmarks-nab.md).
+:class:`~models.detectors.entropy.RelativeEntropy` and
+:class:`~models.detectors.context.ContextSurprise` are deliberately not here: they
+see changes of distribution and of pattern, not lone spikes, so they are only offered
+as components of ``ensemble`` (see docs/benchmarks-nab.md).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from models.base import Detector
 from models.detectors.ensemble import COMPONENTS, Ensemble
 from models.detectors.zscore import ZScore
 
+#: Ensemble components that are not detectors on their own (they miss a lone spike).
+COMPONENT_ONLY = frozenset({"relative_entropy", "context"})
+
 DETECTORS: dict[str, Callable[..., Detector]] = {
     "zscore": ZScore,
-    **{name: cls for name, cls in COMPONENTS.items() if name != "relative_entropy"},
+    **{name: cls for name, cls in COMPONENTS.items() if name not in COMPONENT_ONLY},
     "ensemble": Ensemble,
 }
 

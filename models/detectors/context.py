@@ -1,0 +1,83 @@
+"""Context surprise: how unexpected a value's level is, given the previous value's level.
+
+After NAB's contextOSE (values quantised to a few levels; an anomaly is a context the
+detector has not learned), reduced to its cheapest form: a first-order Markov chain over
+quantised levels. Each value is mapped to one of ``bins`` equal-width levels of the range
+seen so far (the running minimum and maximum of the learned values), or to one of two extra
+levels below and above that range. The raw measure of a value is its surprise
+``-log P(level | previous level)``, estimated from the transition counts with add-``alpha``
+smoothing. A pattern change (a series that starts to oscillate, to jump between levels it
+never jumped between, to leave its range) gives transitions that were never counted, which
+no level- or distribution-based view needs to see. Counts are halved every ``halve_every``
+learned points, so a pattern that becomes the norm stops being surprising.
+
+Contract: the raw measure is non-negative, NaN for the first point (no previous level), and
+depends only on the values learned before; state is ``(bins + 2) ** 2 + bins + 2`` floats
+plus a few scalars (2.7 KiB pickled with 16 bins); a point costs O(1) (a halving costs
+``(bins + 2) ** 2``). Chosen by cross-validation, not in-sample (docs/benchmarks-nab.md,
+round 4): 16 bins; 4 / 32 bins and a second-order context were worse across folds.
+
+>>> import numpy as np
+>>> from models.detectors.context import ContextSurprise
+>>> t = 300.0 * np.arange(1500)
+>>> xs = np.where(np.arange(1500) % 2 == 0, 0.0, 1.0)  # a square wave of period 2 ...
+>>> xs[1200:] = np.where(np.arange(300) % 3 == 0, 1.0, 0.0)  # ... that changes its pattern
+>>> z = ContextSurprise().z_learn_many(xs, t)
+>>> bool(z[1200:1210].max() > 5.0 > z[300:1200].max())
+True
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+from models.detectors.base import CalibratedDetector
+
+
+class ContextSurprise(CalibratedDetector):
+    """``-log P(level | previous level)`` of each value over quantised levels, then calibrated."""
+
+    def __init__(self, bins: int = 16, alpha: float = 0.5, halve_every: int = 2000, **calibration: float):
+        super().__init__(**calibration)  # type: ignore[arg-type]
+        if bins < 1 or alpha <= 0 or halve_every < 1:
+            raise ValueError("need bins >= 1, alpha > 0 and halve_every >= 1")
+        self.bins = bins
+        self.alpha = alpha
+        self.halve_every = halve_every
+        levels = bins + 2
+        self.counts = array("d", bytes(8 * levels * levels))  # counts[prev * levels + level]
+        self.totals = array("d", bytes(8 * levels))  # totals[prev]: transitions out of prev
+        self.lo = math.inf  # range of the learned values
+        self.hi = -math.inf
+        self.prev = -1  # level of the last learned value; -1 before the first
+        self.n = 0
+
+    def _level(self, x: float) -> int:
+        """0 below the learned range, ``bins + 1`` above it, else ``1 + `` the bin (0 before any value)."""
+        if self.n == 0 or x < self.lo:
+            return 0
+        if x > self.hi:
+            return self.bins + 1
+        if self.hi <= self.lo:
+            return 1
+        return 1 + min(self.bins - 1, int((x - self.lo) / (self.hi - self.lo) * self.bins))
+
+    def raw_one(self, x: float, t: float) -> float:
+        if self.prev < 0:
+            return float("nan")
+        levels = self.bins + 2
+        seen = self.counts[self.prev * levels + self._level(x)]
+        return -math.log((seen + self.alpha) / (self.totals[self.prev] + self.alpha * levels))
+
+    def learn_raw(self, x: float, t: float) -> None:
+        level = self._level(x)
+        if self.prev >= 0:
+            self.counts[self.prev * (self.bins + 2) + level] += 1.0
+            self.totals[self.prev] += 1.0
+        self.prev = level
+        self.lo, self.hi = min(self.lo, x), max(self.hi, x)
+        self.n += 1
+        if self.n % self.halve_every == 0:
+            self.counts = array("d", (c * 0.5 for c in self.counts))
+            self.totals = array("d", (c * 0.5 for c in self.totals))
