@@ -15,8 +15,9 @@ allows only:
   ``view()``, ``merge()``, chdb's ``python()``, ...: anything under ``FROM`` that is not a
   table or a subquery), and none of their names called as a function either (``x IN
   file(...)`` and the scalar ``file()`` read host files even with ``readonly=1``);
-- with no function of :data:`DENIED_FUNCTIONS` / :data:`DENIED_PREFIXES`, which reach
-  outside the rows of the query (see there), and no node kind outside :data:`NODE_KINDS`:
+- with no function of :data:`DENIED_FUNCTIONS` / :data:`DENIED_PREFIXES` (reaching outside
+  the rows of the query, see there), no alias of one, no user-defined function, and no node
+  kind outside :data:`NODE_KINDS`:
   the dump prints only a node's ``children``, and a kind that keeps a sub-expression
   elsewhere would hide it (``SELECT COLUMNS('x') APPLY(file) FROM t`` calls ``file()``
   and its dump shows a bare ``ColumnsApplyTransformer``), so unknown kinds are refused.
@@ -25,8 +26,9 @@ The dump is text, and identifiers may contain newlines; the rows are parsed stri
 child one space deeper, exactly the announced number of children, nothing left over), so
 forged rows inside an alias make the parse fail and the query is refused.
 
-:func:`guard` first has the engine's formatter rewrite the query on one line (:func:`canonical`),
-then checks and returns that text with the store tables it reads. A top-level
+:func:`guard` first has the engine's formatter rewrite the query on one line (:func:`canonical`:
+one statement, or refused before anything runs), then checks and returns that text with the
+store tables it reads; for tenant SQL it also refuses PREWHERE and virtual columns (see there). A top-level
 UNION/INTERSECT/EXCEPT is returned wrapped as ``SELECT * FROM (<sql>)``, because a SETTINGS
 clause appended to it would belong to its last SELECT only (the engine then skipped
 ``max_result_rows``: measured); the wrapped text is parsed and checked again, so what
