@@ -32,9 +32,10 @@ def lognormal_load(windows: int, seed: int) -> np.ndarray:
     return 100 * np.random.default_rng(seed).lognormal(0.0, 0.5, windows * WINDOW)
 
 
+@pytest.mark.parametrize("tail", [0, 20])
 @pytest.mark.parametrize("target", [0.01, 0.05, 0.10])
-def test_iid_lognormal_load_overloads_at_the_target_rate(target):
-    planner = RiskPlanner(WINDOW, target, memory=300, adapt_rate=0.005)
+def test_iid_lognormal_load_overloads_at_the_target_rate(target, tail):
+    planner = RiskPlanner(WINDOW, target, memory=300, adapt_rate=0.005, tail=tail)
     rate = overload_rate(planner, lognormal_load(6000, seed=int(target * 100)))
     assert abs(rate - target) <= max(0.2 * target, 0.004)
 
@@ -58,6 +59,15 @@ def test_per_service_targets_are_honoured():
     rates = {service: overload_rate(RiskPlanner(WINDOW, target_for(service, 0.1, targets), memory=300, adapt_rate=0.005),
                                     values) for service in ("checkout", "search")}
     assert rates["checkout"] <= 0.015 and abs(rates["search"] - 0.1) <= 0.02
+
+
+def test_the_exponential_tail_reads_a_small_target_from_the_largest_scores():
+    planner = RiskPlanner(WINDOW, 0.001, memory=1000, adapt_rate=0.0, tail=50)
+    planner.scores.extend(np.random.default_rng(8).exponential(1.0, 1000).tolist())
+    planner.change = 1.0  # base 0 and a unit spread: the plan is the quantile itself
+    # the empirical 99.9 % quantile of 1000 scores is their maximum; the exponential one is ln(1000)
+    assert planner._planned() == pytest.approx(np.log(1000.0), rel=0.15)
+    assert planner._planned() < max(planner.scores)
 
 
 def test_state_is_bounded():
