@@ -25,7 +25,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 
@@ -50,6 +51,9 @@ COMPONENTS: dict[str, type[CalibratedDetector]] = {
     "context": ContextSurprise,
 }
 DEFAULT_COMPONENTS = ("robust", "seasonal_robust", "context")
+#: Views gated with their own ``k`` instead of the ensemble's ``rarity_k`` (context: 3, chosen by
+#: cross-validation, docs/benchmarks-nab.md round 4).
+DEFAULT_VIEW_RARITY_K: Mapping[str, int] = MappingProxyType({"context": 3})
 
 
 class Ensemble(Detector):
@@ -63,13 +67,14 @@ class Ensemble(Detector):
         suppress_span: int = 100,
         suppress_keep: float = 0.3,
         rarity_k: int = 5,
+        view_rarity_k: Mapping[str, int] = DEFAULT_VIEW_RARITY_K,
     ):
         """``components``: detectors, or names from :data:`COMPONENTS` (built with the rarity
-        gate ``rarity_k`` if they judge single points)."""
+        gate ``view_rarity_k.get(name, rarity_k)`` if they judge single points; 0 = no gate)."""
         unknown = [c for c in components if isinstance(c, str) and c not in COMPONENTS]
         if unknown or not components:
             raise ValueError(f"unknown ensemble components {unknown}; known: {', '.join(COMPONENTS)}")
-        self.components = [_component(c, rarity_k) if isinstance(c, str) else c for c in components]
+        self.components = [_component(c, view_rarity_k.get(c, rarity_k)) if isinstance(c, str) else c for c in components]
         self.scale = scale
         self.suppressor = Suppressor(level=suppress_level, span=suppress_span, keep=suppress_keep)
 

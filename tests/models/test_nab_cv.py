@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from models.evaluation import nab
-from models.evaluation.nab_cv import FoldResult, choose, cross_validate, grid_for, group_of
+from models.evaluation.nab_cv import GRIDS, FoldResult, choose, cross_validate, grid_for, group_of
 
 N = 1200
 PROFILES = nab.DEFAULT_PROFILES
@@ -93,7 +93,9 @@ def test_scores_at_nearby_thresholds_and_folds_without_windows() -> None:
 def test_grid_expands_declared_axes_over_the_configured_options() -> None:
     assert grid_for("zscore", {"x": 1}) == [{"x": 1}]
     grid = grid_for("ensemble", {"components": ["robust"], "rarity_k": 5})
-    assert all(g["components"] == ["robust"] for g in grid) and len({g["rarity_k"] for g in grid}) == len(grid) > 1
+    assert all(g["components"] == ["robust"] for g in grid)
+    assert len(grid) == math.prod(len(v) for v in GRIDS["ensemble"].values()) > 1
+    assert len({repr(sorted(g.items())) for g in grid}) == len(grid)  # every combination once
     assert grid_for("ensemble", {"rarity_k": 5}, use_grid=False) == [{"rarity_k": 5}]
 
 
