@@ -170,3 +170,32 @@ def test_the_stream_plans_with_the_same_planner_at_each_services_target(tmp_path
     assert recs[-1].replicas < next(r for r in reversed(out.recommendations) if r.service == "checkout").replicas
     with pytest.raises(ValueError):
         ForecastPipeline(Settings(home=tmp_path, scaling_overload_targets={"checkout": 1.5}), MemoryStore())
+
+
+def write_series(path, values, start="2024-01-01 00:00:00"):
+    from datetime import datetime, timedelta
+
+    t0 = datetime.fromisoformat(start)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("timestamp,value\n" + "".join(f"{t0 + timedelta(minutes=5 * i)},{v}\n" for i, v in enumerate(values)))
+
+
+def test_eval_commands_report_held_out_folds_and_the_bars(tmp_path):
+    from typer.testing import CliRunner
+
+    from m1.cli import app
+
+    rng = np.random.default_rng(9)
+    for name in ("ec2_cpu_utilization_a", "elb_request_count_b", "ec2_disk_write_bytes_c"):  # the last is not load
+        write_series(tmp_path / "nab" / f"{name}.csv", (100 * rng.lognormal(0, 0.3, 960)).round(3))
+    for server in ("s1", "s2"):
+        write_series(tmp_path / "asd" / server / f"{server}_m01.csv", (50 * rng.lognormal(0, 0.3, 960)).round(3))
+    result = CliRunner().invoke(app, ["eval", "scaling", "--nab", str(tmp_path / "nab"), "--asd", str(tmp_path / "asd"),
+                                      "--target", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "4 series in 3 groups" in result.output and "all (held out)" in result.output
+    assert "pooled overload" in result.output and "series above 20%" in result.output
+    result = CliRunner().invoke(app, ["eval", "cost", "--data", str(tmp_path / "nab")])
+    assert result.exit_code == 0, result.output
+    assert "2 usage series" in result.output and "no series spans a calendar month" in result.output
+    assert "at 50% of the period: MAPE" in result.output
