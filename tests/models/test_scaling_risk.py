@@ -99,15 +99,17 @@ def spiky_series(windows: int = 1500, seed: int = 5) -> LoadSeries:
     return LoadSeries("spiky", "synthetic", [300.0 * i for i in range(len(values))], values.tolist())
 
 
-def test_planner_is_cheaper_than_hpa_at_the_same_overload_rate_on_a_spiky_series():
-    d = replay(spiky_series(), lambda capacity: RiskPlanner(WINDOW, 0.05, base_windows=3, memory=300, scale="ratio",
-                                                            adapt_rate=0.01, capacity=capacity), WINDOW)
+# both must cover a spike in every window; HPA then triples that after each spike window (a fifth of
+# them). The median of three peaks is a spike only after two spikes in three windows (~10 %); the
+# default (last peak) gains less, from a spread that shrinks between spikes.
+@pytest.mark.parametrize("config, ratio", [(dict(base_windows=3, memory=300, scale="ratio", adapt_rate=0.01), 0.9),
+                                           (dict(), 0.95)])
+def test_planner_is_cheaper_than_hpa_at_the_same_overload_rate_on_a_spiky_series(config, ratio):
+    d = replay(spiky_series(), lambda capacity: RiskPlanner(WINDOW, 0.05, capacity=capacity, **config), WINDOW)
     planner = score(d.planned, d)
     hpa = hpa_score([d], hpa_headroom_for([d], planner.rate))
     assert 0.02 <= planner.rate <= 0.08 and hpa.rate <= planner.rate
-    # both must cover a spike in every window; HPA then triples that after each spike window (a fifth
-    # of them), the planner's median of three peaks only after two spikes in three windows (~10 %)
-    assert planner.replicas < 0.9 * hpa.replicas
+    assert planner.replicas < ratio * hpa.replicas
 
 
 def test_replicas_needed_is_the_policy_without_headroom():
