@@ -55,12 +55,18 @@ class CalibratedDetector(Detector):
     def learn_raw(self, x: float, t: float) -> None:
         """Update the model with ``x`` at ``t``."""
 
+    def raw_learn_one(self, x: float, t: float) -> float:
+        """``raw_one(x, t)``, then ``learn_raw(x, t)`` (override to share work between the two)."""
+        raw = self.raw_one(x, t)
+        self.learn_raw(x, t)
+        return raw
+
     def raw_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Raw measure of each point before learning it (override with a numpy fast path)."""
         out = np.empty(len(xs))
+        step = self.raw_learn_one
         for i, (x, t) in enumerate(zip(xs.tolist(), ts.tolist())):
-            out[i] = self.raw_one(x, t)
-            self.learn_raw(x, t)
+            out[i] = step(x, t)
         return out
 
     # -- Detector interface -------------------------------------------------
@@ -96,12 +102,11 @@ class CalibratedDetector(Detector):
 
     def z_learn_one(self, x: float, t: float) -> float:
         """Calibrated (and gated) z of ``x`` before learning it, unsuppressed; learns it."""
-        raw = self.raw_one(x, t)
+        raw = self.raw_learn_one(x, t)
         z = self.calibrator.z(raw)
         if self.gate is not None and not self.gate.learn(raw):
             z = 0.0
         self.calibrator.learn(raw)
-        self.learn_raw(x, t)
         return z
 
     def z_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:

@@ -63,15 +63,14 @@ class ContextSurprise(CalibratedDetector):
             return 1
         return 1 + min(self.bins - 1, int((x - self.lo) / (self.hi - self.lo) * self.bins))
 
-    def raw_one(self, x: float, t: float) -> float:
+    def _surprise(self, level: int) -> float:
         if self.prev < 0:
             return float("nan")
         levels = self.bins + 2
-        seen = self.counts[self.prev * levels + self._level(x)]
+        seen = self.counts[self.prev * levels + level]
         return -math.log((seen + self.alpha) / (self.totals[self.prev] + self.alpha * levels))
 
-    def learn_raw(self, x: float, t: float) -> None:
-        level = self._level(x)
+    def _learn_level(self, x: float, level: int) -> None:
         if self.prev >= 0:
             self.counts[self.prev * (self.bins + 2) + level] += 1.0
             self.totals[self.prev] += 1.0
@@ -81,3 +80,16 @@ class ContextSurprise(CalibratedDetector):
         if self.n % self.halve_every == 0:
             self.counts = array("d", (c * 0.5 for c in self.counts))
             self.totals = array("d", (c * 0.5 for c in self.totals))
+
+    def raw_one(self, x: float, t: float) -> float:
+        return self._surprise(self._level(x))
+
+    def learn_raw(self, x: float, t: float) -> None:
+        self._learn_level(x, self._level(x))
+
+    def raw_learn_one(self, x: float, t: float) -> float:
+        """Surprise of ``x``, then learn it, quantising it once."""
+        level = self._level(x)
+        raw = self._surprise(level)
+        self._learn_level(x, level)
+        return raw

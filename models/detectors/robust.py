@@ -38,6 +38,7 @@ from models.detectors.base import CalibratedDetector
 from models.sorted_window import SortedWindow
 
 MAD_TO_STD = 1.4826
+_UNKNOWN: Any = object()  # learn_raw's y not computed by the caller
 
 
 class RobustZ(CalibratedDetector):
@@ -65,7 +66,8 @@ class RobustZ(CalibratedDetector):
         self.min_points = min_points
         self.season_halfwidth = season_halfwidth
         self.hist = SortedWindow(window)  # past y
-        self.values = SortedWindow(window)  # past x (for the range floor)
+        # past x (for the range floor): the same window when y is x
+        self.values = self.hist if season is None else SortedWindow(window)
         self.lag: int | None = None if season is None else 0  # season in points, set from the first gaps
         self.past: deque[float] = deque()  # last `lag + season_halfwidth` values of x
         self._t0: list[float] = []
@@ -110,23 +112,36 @@ class RobustZ(CalibratedDetector):
         return max(MAD_TO_STD * mad, self.range_floor * rng, self.rel_floor * abs(med), self.abs_floor)
 
     # -- raw measure --------------------------------------------------------
-    def raw_one(self, x: float, t: float) -> float:
-        y = self._y(x)
+    def _raw_y(self, y: float | None) -> float:
         if y is None or len(self.hist) < self.min_points:
             return float("nan")
         med = self.hist.median()
         return abs(y - med) / self._spread(med, self.hist.mad(med), self.values.range())
 
-    def learn_raw(self, x: float, t: float) -> None:
+    def raw_one(self, x: float, t: float) -> float:
+        return self._raw_y(self._y(x))
+
+    def learn_raw(self, x: float, t: float, y: Any = _UNKNOWN) -> None:
+        """Learn ``x``; ``y`` is ``self._y(x)`` if the caller computed it before this call."""
+        lag = self.lag
         self._settle_lag(t)
-        y = self._y(x)
+        if y is _UNKNOWN or self.lag != lag:
+            y = self._y(x)
         if y is not None:
             self.hist.push(y)
-        self.values.push(x)
+        if self.values is not self.hist:
+            self.values.push(x)
         if self.season is not None and self.lag != -1:
             self.past.append(x)
             if self.lag == 0 and len(self.past) > self.max_season_points + self._k:
                 self.past.popleft()
+
+    def raw_learn_one(self, x: float, t: float) -> float:
+        """Raw measure of ``x``, then learn it, computing its ``y`` once."""
+        y = self._y(x)
+        raw = self._raw_y(y)
+        self.learn_raw(x, t, y)
+        return raw
 
 
 class SeasonalRobustZ(RobustZ):

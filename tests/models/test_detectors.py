@@ -193,3 +193,15 @@ def test_cli_builds_detectors_with_the_workers_settings(tmp_path, monkeypatch) -
     monkeypatch.setenv("M1_ENSEMBLE_COMPONENTS", "robust,nope")
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0 and "unknown ensemble components ['nope']" in str(result.exception)
+
+
+def test_robust_keeps_one_window_when_y_is_x_also_after_a_checkpoint() -> None:
+    from models.detectors.robust import RobustZ, SeasonalRobustZ
+
+    xs, ts = noisy_daily(1500, seed=6)
+    det = RobustZ()
+    det.score_learn_many(xs[:1200], ts[:1200])
+    clone = pickle.loads(pickle.dumps(det))
+    assert det.values is det.hist and clone.values is clone.hist
+    np.testing.assert_array_equal(det.score_learn_many(xs[1200:], ts[1200:]), clone.score_learn_many(xs[1200:], ts[1200:]))
+    assert SeasonalRobustZ().values is not SeasonalRobustZ().hist
