@@ -1,8 +1,8 @@
 """Tenant data as listings: one declaration per resource gives its SQL, its parameters and its schema.
 
 Every listing's query is built from fixed text plus the declared parameters' conditions and
-always filters on the tenant (``tenant = {tenant:String}``, or the OTel tables' resource
-attribute ``ResourceAttributes['tenant']``); every value is bound by the engine through a
+always filters on the tenant (``tenant = {tenant:String}``, or ``Tenant`` in the OTel tables,
+materialised from their resource attribute ``tenant``); every value is bound by the engine through a
 ``{name:Type}`` placeholder, never pasted into the text.
 
 >>> print(ANOMALIES.sql({"severity": "critical", "since": None, "limit": 5}))
@@ -152,7 +152,7 @@ TRACES = Listing(
     "Duration / 1e6 AS duration_ms, StatusCode AS status",
     {"trace_id": "string", "service": "string", "operation": "string", "start": "time", "duration_ms": "number",
      "status": "string"},
-    order="Duration DESC, TraceId", tenant_column="ResourceAttributes['tenant']", where=("ParentSpanId = ''",),
+    order="Duration DESC, TraceId", tenant_column="Tenant", where=("ParentSpanId = ''",),
     params=(since("Timestamp"), until("Timestamp"),
             equals("service", "ServiceName", "Only traces entering at this service."),
             Limit()),
@@ -163,7 +163,7 @@ SPANS = Listing(
     "StatusMessage AS status_message, SpanAttributes AS attributes",
     {"start": "time", "span_id": "string", "parent_span_id": "string", "service": "string", "operation": "string",
      "kind": "string", "duration_ms": "number", "status": "string", "status_message": "string", "attributes": "labels"},
-    order="Timestamp, SpanId", tenant_column="ResourceAttributes['tenant']",
+    order="Timestamp, SpanId", tenant_column="Tenant",
     params=(Text("trace_id", "Trace id: 32 lower-case hex digits.", where="path", sql="TraceId = {trace_id:String}",
                  max_length=32, pattern="[0-9a-f]{32}"),
             Limit(fallback=1000)),

@@ -163,8 +163,9 @@ class Store:
         self._tenant_clients: dict[str, Client] = {}  # server mode: one per tenant's ClickHouse user
         self._clients_lock = threading.Lock()
 
-    def migrate(self) -> list[str]:
-        """Apply DDL files not applied yet; returns the names of all applied files."""
+    def migrate(self, before: str | None = None) -> list[str]:
+        """Apply DDL files not applied yet (only those named before ``before``, e.g. ``'070'``, if
+        given: the store as an earlier version left it); returns the names of all applied files."""
         with self._lock:
             self.client.command(
                 f"CREATE TABLE IF NOT EXISTS {self.database}.schema_migrations "
@@ -172,7 +173,7 @@ class Store:
             )
             done = {r[0] for r in self.client.query("SELECT name FROM schema_migrations").result_rows}
             for name, text in ddl_files():
-                if name in done:
+                if name in done or (before is not None and name >= before):
                     continue
                 for statement in text.format(database=self.database).split("\n;\n"):
                     if _has_sql(statement):

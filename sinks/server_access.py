@@ -8,7 +8,7 @@ whatever reached it:
   store only (no other table, database, or table function grant: ``file()``, ``url()`` need
   grants the role does not have);
 - a row policy ``m1_t_<tenant>`` on each of those tables lets it see ``tenant = '<tenant>'`` rows
-  (``ResourceAttributes['tenant']`` on the OTel tables), and a policy ``m1_unrestricted`` (``USING 1
+  (``Tenant`` on the OTel tables), and a policy ``m1_unrestricted`` (``USING 1
   TO ALL EXCEPT m1_tenant_reader``) keeps every other user (the pipeline's, Grafana's) seeing all
   rows: once a table has a policy, users no policy names see no rows;
 - its settings profile ``m1_t_<tenant>`` fixes ``readonly=1``, the query limits, the same

@@ -142,16 +142,17 @@ class Catalog:
                    or (name in self.table_functions and name not in SCALAR_TOO) for name in names)
 
 
-#: Where a table keeps a row's tenant, by the column it has: the OTel tables (the Collector's
-#: schema) keep it as the resource attribute ``tenant``.
-TENANT_COLUMNS = {"tenant": "tenant", "ResourceAttributes": "ResourceAttributes['tenant']"}
+#: Where a table keeps a row's tenant, by the column it has: ``tenant`` in the pipeline's tables,
+#: ``Tenant`` in the OTel tables (the Collector's schema keeps it as the resource attribute
+#: ``tenant``, from which schemas/ddl/070_tenant_keys.sql materialises the column).
+TENANT_COLUMNS = {"tenant": "tenant", "Tenant": "Tenant"}
 
 
 def tenant_condition(column: str, tenant: str) -> str:
     """The condition keeping ``tenant``'s rows of a table that holds a row's tenant in ``column``.
 
-    >>> tenant_condition("ResourceAttributes['tenant']", "acme")
-    "ResourceAttributes['tenant'] = 'acme'"
+    >>> tenant_condition("Tenant", "acme")
+    "Tenant = 'acme'"
     """
     return f"{column} = {quote(tenant)}"
 

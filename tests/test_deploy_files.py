@@ -334,7 +334,7 @@ def test_tenant_access_login_manages_tenant_users_only(migrated_home, secrets, t
     from sinks.server_access import tenant_access_statements
 
     home, _ = migrated_home
-    columns = {"metric_points": "tenant", "otel_traces": "ResourceAttributes['tenant']"}
+    columns = {"metric_points": "tenant", "otel_traces": "Tenant"}
     provision = tenant_access_statements("m1", "acme", columns, QueryLimits(30, 1 << 30, 100_000), "pw")
     outside = ["CREATE USER intruder", "ALTER USER grafana IDENTIFIED BY 'x'", "DROP USER m1", "CREATE ROLE intruder",
                "CREATE ROW POLICY p ON system.users USING 1 TO m1_t_acme",

@@ -11,9 +11,10 @@ from traces.model import Span, span_from_row
 # whole seconds, hence the one-second margin. FINAL drops copies left by Kafka replays.
 # Timestamp is selected as integer nanoseconds, so the filter names the column as t.Timestamp.
 # Spans stamped more than 5 minutes in the future (clock skew beyond that, or replayed test
-# data) are not part of "the last N minutes". With a tenant, only spans whose resource names
-# that tenant (ResourceAttributes['tenant']) are read, in the id lookup and in the result.
-_TENANT = "ResourceAttributes['tenant'] = {tenant:String}"
+# data) are not part of "the last N minutes". With a tenant, only that tenant's spans (Tenant,
+# materialised from the resource attribute tenant: schemas/ddl/070_tenant_keys.sql) and id
+# ranges are read: another tenant's spans with the same trace ids take no part.
+_TENANT = "Tenant = {tenant:String}"
 _WINDOW_SPANS = """
 WITH ids AS (
     SELECT DISTINCT TraceId FROM otel_traces
@@ -24,7 +25,7 @@ WITH ids AS (
     LIMIT {max_traces:UInt32}
 ),
 bounds AS (
-    SELECT min(Start) AS lo, max(End) + 1 AS hi FROM otel_traces_trace_id_ts WHERE TraceId IN ids
+    SELECT min(Start) AS lo, max(End) + 1 AS hi FROM otel_traces_trace_id_ts WHERE TraceId IN ids AND /*tenant*/
 )
 SELECT toUnixTimestamp64Nano(Timestamp) AS Timestamp, TraceId, SpanId, ParentSpanId, ServiceName,
        SpanName, SpanKind, Duration, StatusCode, SpanAttributes
@@ -57,7 +58,7 @@ def load_spans(client: Any, service: str, since_seconds: int, max_traces: int = 
 
 
 _ENTRY_SERVICES = """
-SELECT DISTINCT ResourceAttributes['tenant'] AS tenant, ServiceName FROM otel_traces
+SELECT DISTINCT Tenant AS tenant, ServiceName FROM otel_traces
 WHERE ParentSpanId = '' AND Timestamp >= now64(9) - toIntervalSecond({since:UInt32})
   AND Timestamp <= now64(9) + toIntervalSecond(300)
   AND /*tenant*/

@@ -51,7 +51,7 @@ def test_every_statement_parses_on_the_engine(store: Store) -> None:
 def test_the_conditions_and_the_filter_setting_keep_the_tenants_rows(store: Store) -> None:
     """What the row policies and the profile's additional_table_filters say, run on real rows."""
     conditions = tenant_conditions(tenant_tables(store.catalog()), "acme")
-    assert conditions["otel_traces"] == "ResourceAttributes['tenant'] = 'acme'"
+    assert conditions["otel_traces"] == "Tenant = 'acme'"
     for table, expected in (("metric_points", 3), ("otel_traces", 1)):
         assert store.query(f"SELECT count() FROM m1.{table} WHERE {conditions[table]}").rows == [(expected,)]
         setting = filters_setting("m1", conditions)
