@@ -70,11 +70,13 @@ class Ensemble(Detector):
         view_rarity_k: Mapping[str, int] = DEFAULT_VIEW_RARITY_K,
     ):
         """``components``: detectors, or names from :data:`COMPONENTS` (built with the rarity
-        gate ``view_rarity_k.get(name, rarity_k)`` if they judge single points; 0 = no gate)."""
+        gate ``view_rarity_k.get(name, rarity_k)`` if they judge single points; ``rarity_k=0``
+        turns every gate off)."""
         unknown = [c for c in components if isinstance(c, str) and c not in COMPONENTS]
         if unknown or not components:
             raise ValueError(f"unknown ensemble components {unknown}; known: {', '.join(COMPONENTS)}")
-        self.components = [_component(c, view_rarity_k.get(c, rarity_k)) if isinstance(c, str) else c for c in components]
+        ks = {name: view_rarity_k.get(name, rarity_k) if rarity_k > 0 else 0 for name in COMPONENTS}
+        self.components = [_component(c, ks[c]) if isinstance(c, str) else c for c in components]
         self.scale = scale
         self.suppressor = Suppressor(level=suppress_level, span=suppress_span, keep=suppress_keep)
 

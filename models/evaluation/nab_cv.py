@@ -34,7 +34,7 @@ from models.evaluation.score_cache import ScoreCache
 #: Hyper-parameters searched in each training fold, per detector (every combination is run).
 #: A detector not listed runs with its configured options only.
 GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
-    "ensemble": {"rarity_k": (0, 5, 10), "view_rarity_k": ({"context": 3}, {"context": 5})},
+    "ensemble": {"rarity_k": (5, 10), "view_rarity_k": ({"context": 3}, {"context": 5})},
 }
 DELTAS = (-0.02, 0.02)
 

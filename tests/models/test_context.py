@@ -95,3 +95,10 @@ def test_one_outlier_stops_compressing_the_levels_after_two_blocks() -> None:
     assert {det._level(x) for x in (0.28, 0.72)} == {1}
     det.score_learn_many(xs[1500:4500], ts[1500:4500])  # two halvings later the outlier is forgotten
     assert det._level(0.28) != det._level(0.72)
+
+
+def test_ensemble_gates_context_with_its_own_k_and_rarity_k_zero_turns_every_gate_off() -> None:
+    gates = {type(c).__name__: c.gate for c in Ensemble().components}
+    assert gates["ContextSurprise"].k == 3 and gates["RobustZ"].k == 5
+    assert all(c.gate is None for c in Ensemble(rarity_k=0).components)
+    assert [c.gate.k for c in Ensemble(rarity_k=7, view_rarity_k={}).components] == [7, 7, 7]
