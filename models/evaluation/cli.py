@@ -81,11 +81,11 @@ def nab(
         if out is not None:
             raise typer.BadParameter("--out writes a plain run's scores; run without --cv", param_hint="--out")
         from models.evaluation.cv_report import print_cv
-        from models.evaluation.nab_cv import default_cache_dir, grid_for, run_cv
+        from models.evaluation.nab_cv import grid_for, run_cv
 
         for name in detector or [settings.detector]:
             report = run_cv(data_dir, labels_file, name, grid_for(name, options[name], grid), profiles,
-                            cache_dir=cache or default_cache_dir())
+                            cache_dir=cache or settings.home / "nab-cache")
             print_cv(console, report, str(data_dir))
         return
     runs = run_benchmark(data_dir, labels_file, names, profiles, out_dir=out, workers=workers, options=options)

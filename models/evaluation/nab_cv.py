@@ -22,8 +22,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -144,7 +143,6 @@ class CVReport:
 
     detector: str
     results: dict[str, CVResult]
-    scores: list[dict[str, np.ndarray]] = field(default_factory=list)  # per grid entry: name -> scores
     points: int = 0
     seconds: float = 0.0  # scoring time of the runs not found in the cache
 
@@ -201,9 +199,4 @@ def run_cv(
     candidates = [{n: SeriesScores(n, sc[n], layouts[n]) for n in layouts} for sc in scores]
     folds = cross_validate(candidates, profiles, deltas)
     results = {p: CVResult(detector, p, list(grid), f) for p, f in folds.items()}
-    return CVReport(detector, results, scores, points, seconds)
-
-
-def default_cache_dir() -> Path:
-    """``$M1_HOME/nab-cache`` (``.m1/nab-cache`` by default)."""
-    return Path(os.environ.get("M1_HOME", ".m1")) / "nab-cache"
+    return CVReport(detector, results, points, seconds)
