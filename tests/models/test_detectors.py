@@ -165,7 +165,7 @@ def test_cli_help_lists_options() -> None:
 
     result = CliRunner().invoke(app, ["nab", "--help"])
     assert result.exit_code == 0
-    for opt in ("--data", "--labels", "--profile", "--detector", "--out"):
+    for opt in ("--data", "--labels", "--profile", "--detector", "--out", "--cv", "--grid", "--cache"):
         assert opt in result.output
 
 
