@@ -50,6 +50,8 @@ _MAP = pa.map_(pa.string(), pa.string())
 _STR, _STRS = pa.string(), pa.list_(pa.string())
 
 # Arrow types of the OTel tables' columns (schemas/ddl/020_otel.sql); rows come from schemas.otlp.
+# Tenant (the first column of their keys, schemas/ddl/070_tenant_keys.sql) is not sent: the engine
+# materialises it from ResourceAttributes['tenant'], which claim_for_topic sets with tenant topics.
 TRACE_COLUMNS: dict[str, pa.DataType] = {
     "Timestamp": _NS, "TraceId": _STR, "SpanId": _STR, "ParentSpanId": _STR, "TraceState": _STR,
     "SpanName": _STR, "SpanKind": _STR, "ServiceName": _STR, "ResourceAttributes": _MAP,

@@ -49,9 +49,9 @@ def open_store(tmp_path: Path) -> Iterator[Callable[[str | None], tuple[Store, O
         store.close()  # chdb: one data directory per process at a time
 
 
-def send_spans(pipeline: OtlpPipeline, tenant: str, spans: list[Span], offset: int = 0) -> None:
+def send_spans(pipeline: OtlpPipeline, tenant: str, spans: list[Span]) -> None:
     """``spans`` as one OTLP record on the tenant's own topic (the pipeline stamps the tenant)."""
-    record = Record(f"{tenant}.otlp_spans", 0, offset, None, to_request(spans).SerializeToString())
+    record = Record(f"{tenant}.otlp_spans", 0, 0, None, to_request(spans).SerializeToString())
     assert pipeline.process_spans([record]).spans == len(spans)
 
 
@@ -73,15 +73,15 @@ SPAN_OWNERS = "SELECT ResourceAttributes['tenant'], SpanAttributes['author'] FRO
 
 def test_before_070_a_tenant_erases_another_tenants_span(open_store) -> None:
     store, pipeline = open_store(BEFORE)
-    now = time.time_ns()
+    now = time.time_ns() // 10**9 * 10**9  # mallory's copy starts 1 µs later, in the same second
     send_spans(pipeline, "acme", [victim_span("acme", now)])
-    send_spans(pipeline, "mallory", [victim_span("mallory", now + 1000)])  # same second
+    send_spans(pipeline, "mallory", [victim_span("mallory", now + 1000)])
     assert surviving(store, SPAN_OWNERS) == [("mallory", "mallory")]  # acme's span is gone
 
 
 def test_a_tenant_cannot_erase_another_tenants_span(open_store) -> None:
     store, pipeline = open_store(None)
-    now = time.time_ns()
+    now = time.time_ns() // 10**9 * 10**9  # mallory's copy starts 1 µs later, in the same second
     send_spans(pipeline, "acme", [victim_span("acme", now)])
     send_spans(pipeline, "mallory", [victim_span("mallory", now + 1000)])
     assert surviving(store, SPAN_OWNERS) == [("acme", "acme"), ("mallory", "mallory")]
