@@ -49,6 +49,9 @@ def nab(
     grid: Annotated[bool, typer.Option("--grid/--no-grid", help="with --cv: search the detector's declared grid "
                                        "(models.evaluation.nab_cv.GRIDS) or only the configured options")] = True,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="with --cv: score cache dir (default $M1_HOME/nab-cache)")] = None,
+    also: Annotated[Optional[list[Path]], typer.Option("--also", help="with --cv: another NAB-layout data dir (labels in "
+                                                       "<dir>/../labels/combined_windows.json), cross-validated together "
+                                                       "with --data under one threshold; repeatable")] = None,
 ) -> None:
     """Score detectors on a NAB-layout corpus: normalised score per profile, window precision/recall, us/point.
 
@@ -83,10 +86,14 @@ def nab(
         from models.evaluation.cv_report import print_cv
         from models.evaluation.nab_cv import grid_for, run_cv
 
+        corpora = [(data_dir, labels_file), *[(d, d.parent / "labels" / "combined_windows.json") for d in also or []]]
+        for d, lab in corpora:
+            if not d.is_dir() or not lab.is_file():
+                raise typer.BadParameter(f"{d} or {lab} not found", param_hint="--also")
         for name in detector or [settings.detector]:
-            report = run_cv(data_dir, labels_file, name, grid_for(name, options[name], grid), profiles,
+            report = run_cv(corpora, name, grid_for(name, options[name], grid), profiles,
                             cache_dir=cache or settings.home / "nab-cache")
-            print_cv(console, report, str(data_dir))
+            print_cv(console, report, " + ".join(str(d) for d, _ in corpora))
         return
     runs = run_benchmark(data_dir, labels_file, names, profiles, out_dir=out, workers=workers, options=options)
 

@@ -23,6 +23,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -180,8 +181,7 @@ def score_corpus(
 
 
 def run_cv(
-    data_dir: str | os.PathLike[str],
-    labels_file: str | os.PathLike[str],
+    corpora: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]],
     detector: str,
     grid: Sequence[dict[str, Any]],
     profiles: Mapping[str, Mapping[str, float]],
@@ -189,14 +189,25 @@ def run_cv(
     progress: bool = True,
     deltas: Sequence[float] = DELTAS,
 ) -> CVReport:
-    """Score ``detector`` with each entry of ``grid`` over the corpus, then cross-validate every profile."""
-    corpus = load_corpus(data_dir)
-    if not corpus:
-        raise FileNotFoundError(f"no <group>/<file>.csv under {data_dir}")
-    windows = load_windows(labels_file)
-    layouts: dict[str, Layout] = {s.name: layout(s.timestamps, windows.get(s.name, [])) for s in corpus}
-    scores, points, seconds = score_corpus(detector, grid, corpus, ScoreCache(cache_dir), progress)
-    candidates = [{n: SeriesScores(n, sc[n], layouts[n]) for n in layouts} for sc in scores]
+    """Score ``detector`` with each entry of ``grid`` over the ``(data dir, labels file)`` corpora,
+    then cross-validate every profile over all their groups at once.
+
+    With several corpora each series is named ``<corpus>:<group>/<file>.csv`` (``<corpus>`` the
+    name of the data dir's parent), so the groups stay apart and one threshold is chosen for all."""
+    candidates: list[dict[str, SeriesScores]] = [{} for _ in grid]
+    points, seconds = 0, 0.0
+    cache = ScoreCache(cache_dir)
+    for data_dir, labels_file in corpora:
+        corpus = load_corpus(data_dir)
+        if not corpus:
+            raise FileNotFoundError(f"no <group>/<file>.csv under {data_dir}")
+        prefix = f"{Path(data_dir).resolve().parent.name}:" if len(corpora) > 1 else ""
+        windows = load_windows(labels_file)
+        layouts: dict[str, Layout] = {s.name: layout(s.timestamps, windows.get(s.name, [])) for s in corpus}
+        scores, n, secs = score_corpus(detector, grid, corpus, cache, progress)
+        points, seconds = points + n, seconds + secs
+        for entry, sc in zip(candidates, scores):
+            entry.update({prefix + name: SeriesScores(prefix + name, sc[name], lay) for name, lay in layouts.items()})
     folds = cross_validate(candidates, profiles, deltas)
     results = {p: CVResult(detector, p, list(grid), f) for p, f in folds.items()}
     return CVReport(detector, results, points, seconds)

@@ -99,20 +99,27 @@ def test_grid_expands_declared_axes_over_the_configured_options() -> None:
     assert grid_for("ensemble", {"rarity_k": 5}, use_grid=False) == [{"rarity_k": 5}]
 
 
-def test_cli_cv_on_a_tiny_corpus(tmp_path) -> None:
-    from models.evaluation.cli import app
-
+def tiny_corpus(root, groups: tuple[str, ...], seed: int = 1) -> None:
+    """``root/data/<group>/s.csv`` with a spike at 600 and ``root/labels/combined_windows.json``."""
     ts = stamps(800)
     labels = {}
-    rng = np.random.default_rng(1)
-    for g in ("g1", "g2"):
-        (tmp_path / "data" / g).mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for g in groups:
+        (root / "data" / g).mkdir(parents=True)
         vals = rng.normal(10, 1, 800)
         vals[600:605] += 30
         rows = "\n".join(f"{str(t).replace('T', ' ')[:19]},{v}" for t, v in zip(ts, vals))
-        (tmp_path / "data" / g / "s.csv").write_text("timestamp,value\n" + rows + "\n")
+        (root / "data" / g / "s.csv").write_text("timestamp,value\n" + rows + "\n")
         labels[f"{g}/s.csv"] = [[str(ts[590]).replace("T", " "), str(ts[620]).replace("T", " ")]]
-    (tmp_path / "w.json").write_text(json.dumps(labels))
+    (root / "labels").mkdir()
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+
+
+def test_cli_cv_on_a_tiny_corpus(tmp_path) -> None:
+    from models.evaluation.cli import app
+
+    tiny_corpus(tmp_path, ("g1", "g2"))
+    (tmp_path / "w.json").write_text((tmp_path / "labels" / "combined_windows.json").read_text())
     args = ["nab", "--cv", "-d", "robust", "--data", str(tmp_path / "data"), "--labels", str(tmp_path / "w.json"),
             "--cache", str(tmp_path / "cache"), "--profile", "standard"]
     first = CliRunner().invoke(app, args)
@@ -124,3 +131,16 @@ def test_cli_cv_on_a_tiny_corpus(tmp_path) -> None:
     summary = lambda out: [line for line in out.splitlines() if "std: mean" in line]  # noqa: E731
     assert summary(first.output) == summary(again.output)
     assert not math.isnan(float(summary(first.output)[0].split()[3]))
+
+
+def test_cli_cv_over_two_corpora_keeps_their_groups_apart(tmp_path) -> None:
+    from models.evaluation.cli import app
+
+    tiny_corpus(tmp_path / "one", ("g1", "g2"))
+    tiny_corpus(tmp_path / "two", ("g1",), seed=2)
+    args = ["nab", "--cv", "-d", "robust", "--data", str(tmp_path / "one" / "data"), "--also", str(tmp_path / "two" / "data"),
+            "--cache", str(tmp_path / "cache"), "--profile", "standard"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert all(f in result.output for f in ("one:g1", "one:g2", "two:g1"))
+
