@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -236,3 +237,14 @@ def test_a_store_at_the_previous_version_keeps_every_row_and_its_views_keep_firi
     assert store.query("SELECT sum(Calls) FROM otel_red_1m WHERE Tenant = 'acme'").rows == [(sent,)]  # kept its tenant
     again, views = send_and_count(8)
     assert views == [(sent + again, 10 + 6)]
+
+
+def test_tenant_is_the_resource_attribute_and_no_writer_can_set_it(open_store) -> None:
+    """An exporter writing otel_traces directly cannot give a span another tenant than its resource names."""
+    store, _ = open_store(None)
+    resource = pa.array([[("tenant", "mallory")]], type=pa.map_(pa.string(), pa.string()))
+    for table in ("otel_traces", "otel_metrics_gauge", "otel_metrics_sum"):
+        with pytest.raises(Exception, match="MATERIALIZED"):
+            store.insert(table, {"ResourceAttributes": resource, "Tenant": ["acme"]})
+        store.insert(table, {"ResourceAttributes": resource})
+        assert store.query(f"SELECT Tenant FROM {table}").rows == [("mallory",)]
