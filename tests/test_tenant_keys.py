@@ -248,3 +248,22 @@ def test_tenant_is_the_resource_attribute_and_no_writer_can_set_it(open_store) -
             store.insert(table, {"ResourceAttributes": resource, "Tenant": ["acme"]})
         store.insert(table, {"ResourceAttributes": resource})
         assert store.query(f"SELECT Tenant FROM {table}").rows == [("mallory",)]
+
+
+#: Merging tables whose key need not start with the tenant, and why no two tenants' rows share a key.
+NOT_LED_BY_TENANT = {
+    "dead_letters": "(topic, partition, offset): a record's own Kafka coordinates; tenant topics are the tenant's own",
+    "model_state": "(detector, series): the series key starts with the tenant, a name that cannot hold its '|'",
+    "schema_migrations": "the store's own DDL versions, no tenant's rows",
+}
+
+
+def test_every_merging_key_starts_with_the_tenant(open_store) -> None:
+    """A table that replaces, aggregates, collapses or sums rows by key is keyed by tenant first: a
+    new table without it fails here until it is given the tenant or a reason above."""
+    store, _ = open_store(None)
+    keys = dict(store.query("SELECT name, sorting_key FROM system.tables WHERE database = currentDatabase() "
+                            "AND engine LIKE '%MergeTree' AND engine != 'MergeTree'").rows)
+    assert {"otel_traces", "bottlenecks", "otel_red_1m", "metric_points"} <= keys.keys()
+    unled = {table for table, key in keys.items() if key.split(",")[0] not in ("tenant", "Tenant")}
+    assert unled == NOT_LED_BY_TENANT.keys(), {table: keys[table] for table in unled}
