@@ -284,8 +284,14 @@ class OtlpPipeline:
         return outcome
 
     def _claim(self, rows: list[dict[str, Any]], record: Record) -> None:
-        """With tenant topics: ``DecodeError`` if the rows of ``record`` are not its topic's tenant's."""
-        if self.tenant_of is not None and (reason := claim_for_topic(rows, record.topic, self.tenant_of)):
+        """Give every resource of ``record``'s rows the tenant the pipeline files it under, in its
+        attribute ``tenant`` (what the tables' ``Tenant`` column is made from, so stored rows and
+        scored series agree): with tenant topics the topic's (``DecodeError`` if a resource names
+        another), else its own ``tenant`` or ``m1.tenant`` attribute, ``default`` without one."""
+        if self.tenant_of is None:
+            for row in rows:
+                row["ResourceAttributes"]["tenant"] = _tenant(row["ResourceAttributes"])
+        elif reason := claim_for_topic(rows, record.topic, self.tenant_of):
             raise DecodeError(reason)
 
     def _decode(self, records: list[Record], decode: Any, outcome: OtlpOutcome, now: float) -> list[tuple[Record, Any]]:

@@ -250,6 +250,28 @@ def test_tenant_is_the_resource_attribute_and_no_writer_can_set_it(open_store) -
         assert store.query(f"SELECT Tenant FROM {table}").rows == [("mallory",)]
 
 
+def test_without_tenant_topics_spans_are_stored_under_the_tenant_they_are_scored_for(tmp_path: Path) -> None:
+    """Trusted-producer mode: a resource naming its tenant only as ``m1.tenant``, or not at all, is
+    filed (Tenant column, tenant SQL, RED rollup) under the tenant its RED points are scored for."""
+    settings = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1")
+    store = Store(connect(settings))
+    try:
+        store.migrate()
+        pipeline = OtlpPipeline(settings, store, MetricsPipeline(settings, store))
+        now = time.time_ns()
+        for offset, resource in enumerate([{"m1.tenant": "acme"}, {}]):
+            spans = [victim_span("x", now + offset)]
+            request = to_request(spans)
+            request.resource_spans[0].resource.attributes.extend(
+                KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in resource.items())
+            assert pipeline.process_spans([Record("otlp_spans", 0, offset, None, request.SerializeToString())]).spans == 1
+        assert store.query("SELECT Tenant, count() FROM otel_traces GROUP BY Tenant ORDER BY Tenant").rows == [
+            ("acme", 1), ("default", 1)]
+        assert store.tenant_query("SELECT count() FROM otel_traces", "acme").rows == [(1,)]
+    finally:
+        store.close()  # chdb: one data directory per process at a time
+
+
 #: Merging tables whose key need not start with the tenant, and why no two tenants' rows share a key.
 NOT_LED_BY_TENANT = {
     "dead_letters": "(topic, partition, offset): a record's own Kafka coordinates; tenant topics are the tenant's own",

@@ -201,8 +201,8 @@ def mutations(world: World) -> st.SearchStrategy[str]:
         if kind == "replace":
             ch = draw(PRINTABLE.filter(lambda c: c != key[at]))
             return "Bearer " + key[:at] + ch + key[at + 1:]
-        if kind == "insert":
-            return "Bearer " + key[:at] + draw(PRINTABLE) + key[at:]
+        if kind == "insert":  # spaces before the credential are separators (RFC 7235: 1*SP), not tampering
+            return "Bearer " + key[:at] + draw(PRINTABLE if at else PRINTABLE.filter(lambda c: c != " ")) + key[at:]
         if kind == "drop":
             return "Bearer " + key[:at] + key[at + 1:]
         if kind == "swap":  # one key's id with another key's secret
@@ -210,7 +210,7 @@ def mutations(world: World) -> st.SearchStrategy[str]:
             return "Bearer " + first[:16] + second[16:]
         if kind == "scheme":
             return draw(st.sampled_from(["Basic ", "Token ", "Bearer", "Bearer\t", "", "Bearer Bearer "])) + key[:-1]
-        return "Bearer " + key + draw(st.text(PRINTABLE, min_size=1, max_size=8))
+        return "Bearer " + key + draw(st.text(PRINTABLE, min_size=1, max_size=8).filter(str.strip))  # trailing spaces: HTTP's OWS
 
     return build()
 
