@@ -14,6 +14,7 @@ import pytest
 
 from m1.kafka_local import LocalKafka
 from m1.settings import Settings
+from sinks.clickhouse import Store, connect
 from tests.helpers import isolated_settings
 
 
@@ -39,3 +40,12 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
 @pytest.fixture
 def make_settings(tmp_path: Path, kafka_bootstrap: str) -> Callable[..., Settings]:
     return lambda **overrides: isolated_settings(tmp_path, kafka_bootstrap, **overrides)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A migrated embedded store of the test module's own (modules may define their own ``store``)."""
+    store = Store(connect(Settings(home=tmp_path_factory.mktemp("store"))))
+    store.migrate()
+    yield store
+    store.close()  # chdb: one data directory per process at a time

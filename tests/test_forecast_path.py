@@ -20,7 +20,7 @@ from m1.worker_process import settings_env
 from models.bank import STATE_VERSION
 from models.forecasting.cost import day_end, month_end
 from schemas.events import MetricPoint, encode
-from sinks.clickhouse import Store, connect
+from sinks.clickhouse import Store
 from streams.forecast_pipeline import ForecastPipeline
 from streams.metrics_pipeline import Record
 from tests.helpers import isolated_settings, produce, read_json, scalar, start_worker, wait_for
@@ -216,25 +216,18 @@ def ordered(events: list[Any]) -> list[Any]:
 # --- the DDL on chdb ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chdb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(connect(Settings(home=tmp_path_factory.mktemp("forecast-store"))))
-    store.migrate()
-    yield store
-    store.close()  # chdb: one data directory per process at a time
 
-
-def test_tables_take_the_rows_and_replays_collapse(chdb_store: Store, tmp_path: Path) -> None:
+def test_tables_take_the_rows_and_replays_collapse(store: Store, tmp_path: Path) -> None:
     batch = records(interleaved(series_points("ddl", n=48)))
-    out = ForecastPipeline(pipeline_settings(tmp_path), chdb_store).process(batch)
-    ForecastPipeline(pipeline_settings(tmp_path), chdb_store).process(batch)  # fresh models: same rows again
+    out = ForecastPipeline(pipeline_settings(tmp_path), store).process(batch)
+    ForecastPipeline(pipeline_settings(tmp_path), store).process(batch)  # fresh models: same rows again
     for table, n in (("forecasts", len(out.forecasts)), ("cost_projections", len(out.costs)),
                      ("recommendations", len(out.recommendations))):
         assert n > 0
-        assert chdb_store.query(f"SELECT count() FROM {table} WHERE tenant = 'ddl'").rows == [(2 * n,)]
-        assert chdb_store.query(f"SELECT count() FROM {table} FINAL WHERE tenant = 'ddl'").rows == [(n,)]
+        assert store.query(f"SELECT count() FROM {table} WHERE tenant = 'ddl'").rows == [(2 * n,)]
+        assert store.query(f"SELECT count() FROM {table} FINAL WHERE tenant = 'ddl'").rows == [(n,)]
     last = out.forecasts[-1]
-    row = chdb_store.query("SELECT horizon, point, lower, upper, toUnixTimestamp64Milli(target_ts) FROM forecasts FINAL "
+    row = store.query("SELECT horizon, point, lower, upper, toUnixTimestamp64Milli(target_ts) FROM forecasts FINAL "
                            f"WHERE tenant = 'ddl' AND metric = '{last.metric}' ORDER BY ts DESC, horizon DESC LIMIT 1").rows[0]
     assert row == (last.horizon, last.point, last.lower, last.upper, int(last.target_ts * 1000))
 

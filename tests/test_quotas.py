@@ -7,14 +7,13 @@ import base64
 import math
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from m1.settings import Settings
 from schemas.events import MetricPoint, encode
-from sinks.clickhouse import Store, connect
+from sinks.clickhouse import Store
 from streams.metrics_pipeline import DERIVED_TOPIC, MetricsPipeline, Record
 from tenancy.quotas import IngestQuotas, Quotas, RateLimiter, tenant_quotas
 from tenancy.registry import Registry
@@ -85,13 +84,6 @@ def points(tenant: str, n: int, series: int = 1, first: int = 0) -> list[Record]
         out.append(Record("metrics", 0, i, point.series_key.encode(), encode(point)))
     return out
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(connect(Settings(home=tmp_path_factory.mktemp("store"))))
-    store.migrate()
-    yield store
-    store.close()  # chdb: one data directory per process at a time
 
 
 def count(store: Store, sql: str) -> int:

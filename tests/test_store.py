@@ -20,13 +20,6 @@ from streams.metrics_pipeline import MetricsPipeline, Record
 from schemas.events import MetricPoint, encode
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(connect(Settings(home=tmp_path_factory.mktemp("store"))))
-    store.migrate()
-    yield store
-    store.close()  # chdb: one data directory per process at a time
-
 
 def test_migrations_apply_once_and_are_recorded(store: Store) -> None:
     first = store.query("SELECT name FROM schema_migrations FINAL ORDER BY name").rows

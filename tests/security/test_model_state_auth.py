@@ -11,7 +11,6 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +19,7 @@ import pytest
 from m1.settings import Settings
 from models.bank import ModelBank
 from schemas.events import MetricPoint, encode
-from sinks.clickhouse import TS_TYPE, Store, connect
+from sinks.clickhouse import TS_TYPE, Store
 from sinks.model_state import load_state_key
 from streams.forecast_pipeline import ForecastPipeline
 from streams.metrics_pipeline import MetricsPipeline, Record
@@ -44,13 +43,6 @@ def exploit(marker: Path) -> bytes:
     assert marker.with_suffix(".proof").exists()
     return payload
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(connect(Settings(home=tmp_path_factory.mktemp("store"))))
-    store.migrate()
-    yield store
-    store.close()  # chdb: one data directory per process at a time
 
 
 def write_rows(store: Store, detector: str, rows: list[tuple[str, int, bytes]]) -> None:
