@@ -42,7 +42,7 @@ def test_unknown_hst_feature_fails_at_start_and_names_the_known_ones(
 
 def test_ensemble_rarity_gate_can_be_switched_off(monkeypatch: pytest.MonkeyPatch, store: Store, tmp_path: Path) -> None:
     default = pipeline_from_env(monkeypatch, store, tmp_path).bank.factory().detector
-    assert [c.gate is not None for c in default.components] == [True, True, False]
+    assert [c.gate.k for c in default.components] == [5, 5, 3]  # robust, seasonal_robust, context (its own k)
     off = pipeline_from_env(monkeypatch, store, tmp_path, M1_ENSEMBLE_RARITY_K="0").bank.factory().detector
     assert all(c.gate is None for c in off.components)
 
