@@ -24,7 +24,9 @@ back to Kafka, and the caller acknowledges the batch only after sending it.
 from __future__ import annotations
 
 import logging
+import random
 import threading
+from array import array
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -72,6 +74,10 @@ SUM_COLUMNS: dict[str, pa.DataType] = {**GAUGE_COLUMNS, "AggregationTemporality"
 
 #: RED minutes close once spans this much later have been seen (or the topic is this long idle).
 RED_GRACE_SECONDS = 60.0
+#: Bounds of the RED state of one tenant: open (operation, minute) buckets, and durations kept
+#: per bucket (a uniform sample beyond it, so its p90 is an estimate; counts stay exact).
+RED_MAX_OPEN_PER_TENANT = 2_000
+RED_MAX_SAMPLES = 2_048
 RED_DURATION_METRIC = "span.duration.p90_ms"
 RED_ERROR_METRIC = "span.error_rate"
 
@@ -107,7 +113,8 @@ class OtlpOutcome(BatchOutcome):
 
 @dataclass
 class _Minute:
-    durations_ms: list[float] = field(default_factory=list)
+    durations_ms: array = field(default_factory=lambda: array("d"))  # all, or a uniform sample of ``spans``
+    spans: int = 0
     errors: int = 0
 
 
@@ -119,11 +126,19 @@ class RedMinutes:
     ``grace`` seconds (``close_idle``). Spans of a minute that already closed (late or
     replayed) are dropped here: the exact RED numbers are in ``otel_red_1m``; these feed the
     detectors. One tenant's clock (or a span stamped years ahead) closes only its own minutes.
+
+    A tenant's state is bounded: at most ``max_open`` open buckets (a new bucket beyond it first
+    closes the tenant's oldest minute early) of at most ``max_samples`` durations each (reservoir
+    sampling beyond it, seeded, so a replay gives the same numbers).
     """
 
-    def __init__(self, grace_seconds: float = RED_GRACE_SECONDS) -> None:
+    def __init__(self, grace_seconds: float = RED_GRACE_SECONDS, max_open: int = RED_MAX_OPEN_PER_TENANT,
+                 max_samples: int = RED_MAX_SAMPLES) -> None:
         self.grace_ns = int(grace_seconds * 1e9)
-        self.open: dict[tuple[str, str, str, str, int], _Minute] = defaultdict(_Minute)
+        self.max_open, self.max_samples = max_open, max_samples
+        self.open: dict[tuple[str, str, str, str, int], _Minute] = {}
+        self.open_per_tenant: dict[str, int] = defaultdict(int)
+        self._sample = random.Random(0)
         self.watermark_ns: dict[str, int] = defaultdict(int)  # per tenant: latest span end seen
         self.closed_ns: dict[str, int] = defaultdict(int)  # per tenant: minutes starting before are closed
         self._last_add = time.monotonic()
@@ -134,6 +149,7 @@ class RedMinutes:
         with self._lock:
             self._last_add = time.monotonic()
             tenants = set()
+            early: list[MetricPoint] = []  # minutes closed early to keep a tenant within max_open
             for row in rows:
                 start, resource = row["Timestamp"], row["ResourceAttributes"]
                 tenant = _tenant(resource)
@@ -143,10 +159,25 @@ class RedMinutes:
                 if minute < self.closed_ns[tenant]:
                     continue
                 key = (tenant, _region(resource), row["ServiceName"], row["SpanName"][:256], minute)
-                bucket = self.open[key]
-                bucket.durations_ms.append(row["Duration"] / 1e6)
-                bucket.errors += row["StatusCode"] == "Error"
-            return [p for tenant in sorted(tenants) for p in self._close(tenant, self.watermark_ns[tenant] - self.grace_ns)]
+                if key not in self.open:
+                    while self.open_per_tenant[tenant] >= self.max_open and minute >= self.closed_ns[tenant]:
+                        oldest = min(k[4] for k in self.open if k[0] == tenant)
+                        early += self._close(tenant, oldest + 60_000_000_000)
+                    if minute < self.closed_ns[tenant]:
+                        continue
+                    self.open[key] = _Minute()
+                    self.open_per_tenant[tenant] += 1
+                self._account(self.open[key], row["Duration"] / 1e6, row["StatusCode"] == "Error")
+            return early + [p for tenant in sorted(tenants)
+                            for p in self._close(tenant, self.watermark_ns[tenant] - self.grace_ns)]
+
+    def _account(self, bucket: _Minute, duration_ms: float, error: bool) -> None:
+        bucket.spans += 1
+        bucket.errors += error
+        if len(bucket.durations_ms) < self.max_samples:
+            bucket.durations_ms.append(duration_ms)
+        elif (slot := self._sample.randrange(bucket.spans)) < self.max_samples:
+            bucket.durations_ms[slot] = duration_ms
 
     def close_idle(self) -> list[MetricPoint]:
         """Close every open minute if no span arrived for the grace period."""
@@ -163,9 +194,10 @@ class RedMinutes:
         for key in [k for k in self.open if k[0] == tenant and k[4] < closed]:
             _, region, service, operation, minute = key
             bucket = self.open.pop(key)
+            self.open_per_tenant[tenant] -= 1
             ts, labels = minute / 1e9, {"operation": operation}
             p90 = float(np.percentile(bucket.durations_ms, 90))
-            rate = bucket.errors / len(bucket.durations_ms)
+            rate = bucket.errors / bucket.spans
             points.append(MetricPoint(ts, tenant, region, service, RED_DURATION_METRIC, p90, labels))
             points.append(MetricPoint(ts, tenant, region, service, RED_ERROR_METRIC, rate, labels))
         return points
@@ -237,7 +269,7 @@ class OtlpPipeline:
                 rows += record_rows
         with stage("sink", **{"db.collection.name": "otel_traces"}):
             outcome.spans = self.store.insert("otel_traces", arrow_columns(rows, TRACE_COLUMNS)) if rows else 0
-        red_points = self.red.add(rows)
+        red_points = self.red.add(self._scorable_spans(rows, now, outcome))
         outcome.stored, outcome.anomalies = self.metrics.score_and_store(by_series(red_points), now, outcome.dead_letters)
         return outcome
 
@@ -282,6 +314,20 @@ class OtlpPipeline:
         if points:
             outcome.stored, outcome.anomalies = self.metrics.score_and_store(by_series(points), time.time(), outcome.dead_letters)
         return outcome
+
+    def _scorable_spans(self, rows: list[dict[str, Any]], now: float, outcome: OtlpOutcome) -> list[dict[str, Any]]:
+        """The spans that may feed the RED detectors: not those ending more than
+        ``M1_MAX_FUTURE_SECONDS`` after ``now`` (stored, not scored, like such OTLP points: one
+        would close its tenant's minutes up to its end, and later spans would be dropped)."""
+        scorable = []
+        for row in rows:
+            if reason := too_far_ahead((row["Timestamp"] + row["Duration"]) / 1e9, now, self.settings.max_future_seconds):
+                outcome.unscored.append(f"span {row['ServiceName']} {row['SpanName'][:64]}: {reason}")
+            else:
+                scorable.append(row)
+        if len(scorable) < len(rows):
+            log.warning("%d spans stored but not scored, e.g. %s", len(rows) - len(scorable), outcome.unscored[-1])
+        return scorable
 
     def _claim(self, rows: list[dict[str, Any]], record: Record) -> None:
         """Give every resource of ``record``'s rows the tenant the pipeline files it under, in its
