@@ -25,6 +25,7 @@ from api.handlers import RunBottlenecks
 from api.openapi import document
 from api.route import Route
 from api.routes import ROUTES
+from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
 from sinks.clickhouse import QueryResult, Store
 from tenancy.authn import Authenticator
@@ -34,8 +35,8 @@ from tenancy.registry import Registry
 @dataclass
 class Api:
     """What handlers and the gate use: settings, store, registry, authenticator, the bottleneck
-    run (or None), the access log, the per-tenant rates and the OpenAPI document; ``routes``
-    maps each aiohttp route to its declaration."""
+    run (or None), the access log, the per-tenant rates, the OpenAPI document and the worker's
+    metrics (or None); ``routes`` maps each aiohttp route to its declaration."""
 
     settings: Settings
     store: Store
@@ -45,6 +46,7 @@ class Api:
     access: AccessLog
     rates: TenantRates
     openapi: dict[str, Any]
+    metrics: PipelineMetrics | None = None
     routes: dict[Any, Route] = field(default_factory=dict)
 
     async def read(self, sql: str, parameters: dict[str, Any]) -> QueryResult:
@@ -55,7 +57,7 @@ class Api:
 
 
 def make_api(settings: Settings, store: Store, registry: Registry, authenticator: Authenticator | None = None,
-             run_bottlenecks: RunBottlenecks | None = None) -> web.Application:
+             run_bottlenecks: RunBottlenecks | None = None, metrics: PipelineMetrics | None = None) -> web.Application:
     """The API over ``store`` (migrated, with ``access_log``) and ``registry``.
 
     ``authenticator`` defaults to ``Authenticator(settings, registry)`` (closed with the application;
@@ -63,14 +65,15 @@ def make_api(settings: Settings, store: Store, registry: Registry, authenticator
     if given, serves ``POST /v1/tenants/{tenant}/bottlenecks``: ``await run(tenant=...,
     services=..., window_seconds=..., limit=...)`` (keywords; :class:`api.handlers.RunBottlenecks`)
     must analyse that tenant's traces only, store the reports with the tenant and return them;
-    without it the route answers 503. Request bodies are capped at ``settings.api_max_body_bytes``.
+    without it the route answers 503. ``metrics`` (the worker's) serves ``GET /v1/metrics``; without
+    it that route answers 503 too. Request bodies are capped at ``settings.api_max_body_bytes``.
     """
     app = web.Application(middlewares=[gate], client_max_size=settings.api_max_body_bytes)
     if authenticator is None:  # ours: its thread pool ends with the application
         authenticator = Authenticator(settings, registry)
         app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
     api = Api(settings, store, registry, authenticator, run_bottlenecks, AccessLog(store, settings.api_access_flush_seconds),
-              TenantRates(settings, registry), document(ROUTES))
+              TenantRates(settings, registry), document(ROUTES), metrics)
     for route in ROUTES:
         api.routes[app.router.add_route(route.method, route.path, _unreachable)] = route
     app[API] = api

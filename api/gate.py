@@ -18,7 +18,8 @@ In order, for a request to any path except the two public routes:
 
 Handlers raise ``ValueError`` for bad requests (400: ``api.params.BadInput``, the SQL guard's
 ``QueryRefused``, registry refusals), ``tenancy.registry.NotFound`` (404) and ``PermissionError``
-(403). Every answer is JSON (``{"error": ...}`` when refused). Every decision, allowed or denied,
+(403). Every answer is JSON (``{"error": ...}`` when refused), except what a handler returns as
+an ``aiohttp.web.Response`` of its own (the Prometheus text of ``GET /v1/metrics``). Every decision, allowed or denied,
 goes to the :class:`~api.access.AccessLog`; ``decision`` is ``allow`` once step 4 passed.
 """
 
@@ -112,7 +113,8 @@ async def _decide_and_run(request: web.Request, api: Api, route: Route | None,
     try:
         call = Call(request, api, principal, tenant, parse_all(route.params, request.match_info, request.query),
                     await _body(request, route))
-        return json_response(await route.handler(call), status=route.status)
+        answer = await route.handler(call)
+        return answer if isinstance(answer, web.Response) else json_response(answer, status=route.status)
     except NotFound as exc:
         raise Refused(404, str(exc)) from None
     except PermissionError as exc:

@@ -12,10 +12,12 @@ from dataclasses import asdict
 from typing import Annotated, Any, Protocol
 
 import msgspec
+from aiohttp import web
 
 from api.answer import json_value, rows_as_items
 from api.resources import Listing
 from api.route import Call, Handler, Refused
+from m1.pipeline_metrics import CONTENT_TYPE
 from tenancy.quotas import tenant_quotas
 from tenancy.registry import NotFound
 from tenancy.roles import ANY_TENANT, PERMISSIONS, ROLES, TENANT_GRANTABLE, check_roles
@@ -87,6 +89,13 @@ async def whoami(call: Call) -> dict[str, Any]:
 async def roles(call: Call) -> dict[str, Any]:
     return {"roles": {name: sorted(perms) for name, perms in ROLES.items()}, "permissions": PERMISSIONS,
             "tenant_grantable": sorted(TENANT_GRANTABLE)}
+
+
+async def metrics(call: Call) -> web.Response:
+    """The worker's metrics in Prometheus' text format; 503 where no pipeline runs (``m1 api``)."""
+    if call.api.metrics is None:
+        raise Refused(503, "this process runs no pipeline: its metrics are served by the worker")
+    return web.Response(body=call.api.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def list_tenants(call: Call) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def _operation(route: Route, body_schema: dict[str, Any] | None) -> dict[str, An
         "x-permission": route.permission,
         "parameters": ([_TENANT] if route.tenant_scoped else []) + [p.openapi() for p in route.params],
         "responses": {str(route.status): {"description": "OK",
-                                          "content": {"application/json": {"schema": route.response}}}},
+                                          "content": {route.content_type: {"schema": route.response}}}},
         "security": [] if public else [{"bearerAuth": []}],
     }
     for status, description in _REFUSALS.items():

@@ -71,7 +71,7 @@ Handler = Callable[[Call], Awaitable[Any]]
 @dataclass(frozen=True)
 class Route:
     """One operation of the API; ``body`` is the msgspec Struct its JSON body decodes to,
-    ``response`` the JSON Schema of its answer, ``status`` its success status."""
+    ``response`` the JSON Schema of its answer (of type ``content_type``), ``status`` its success status."""
 
     method: str
     path: str
@@ -82,6 +82,7 @@ class Route:
     body: type | None = None
     response: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     status: int = 200
+    content_type: str = "application/json"
 
     def __post_init__(self) -> None:
         where = f"{self.method} {self.path}"

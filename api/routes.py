@@ -10,7 +10,7 @@ Region status (issue #10) is not here yet: it will be ``GET /v1/regions`` with `
 >>> len({(r.method, r.path) for r in ROUTES}) == len(ROUTES)
 True
 >>> sorted({r.permission for r in ROUTES if not r.tenant_scoped})
-['authenticated', 'public', 'sql:admin', 'tenants:admin']
+['authenticated', 'metrics:read', 'public', 'sql:admin', 'tenants:admin']
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/openapi.json", PUBLIC, h.openapi, "This API's OpenAPI 3.1 document."),
     Route("GET", "/v1/whoami", AUTHENTICATED, h.whoami, "The caller: subject, tenant, roles, permissions."),
     Route("GET", "/v1/roles", AUTHENTICATED, h.roles, "Roles, their permissions, and which a tenant-admin may grant."),
+    Route("GET", "/v1/metrics", "metrics:read", h.metrics,
+          "The worker's own health in Prometheus' text format (lag, batch latency, points, dead letters, "
+          "live models, checkpoint age, store inserts); no tenant's data.",
+          response={"type": "string"}, content_type="text/plain; version=0.0.4"),
     # Platform administration.
     Route("GET", "/v1/tenants", "tenants:admin", h.list_tenants, "Every tenant.", response=_ITEMS),
     Route("POST", "/v1/tenants", "tenants:admin", h.create_tenant, "Create a tenant (optional quota overrides).",

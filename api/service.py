@@ -20,6 +20,7 @@ from api.server import ApiServer
 from tenancy.authn import Authenticator
 
 if TYPE_CHECKING:
+    from m1.pipeline_metrics import PipelineMetrics
     from m1.settings import Settings
     from sinks.clickhouse import Store
     from api.handlers import RunBottlenecks
@@ -27,20 +28,24 @@ if TYPE_CHECKING:
 
 
 class ApiService(Service):
-    """Serves ``api.app.make_api`` over ``store`` and ``registry`` while the service runs."""
+    """Serves ``api.app.make_api`` over ``store`` and ``registry`` (and the worker's ``metrics``)
+    while the service runs."""
 
     def __init__(self, settings: Settings, store: Store, registry: Registry,
-                 run_bottlenecks: RunBottlenecks | None = None, **kwargs: Any) -> None:
+                 run_bottlenecks: RunBottlenecks | None = None, metrics: PipelineMetrics | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.store = store
         self.registry = registry
         self.run_bottlenecks = run_bottlenecks
+        self.metrics = metrics
         self.authenticator = Authenticator(settings, registry)
         self.server: ApiServer | None = None
 
     async def on_start(self) -> None:
-        web = make_api(self.settings, self.store, self.registry, self.authenticator, self.run_bottlenecks)
+        web = make_api(self.settings, self.store, self.registry, self.authenticator, self.run_bottlenecks,
+                       self.metrics)
         self.server = ApiServer(self.settings, web)
         await self.server.start()
         self.log.info("API on http://%s:%d/v1", self.settings.web_bind, self.server.port)

@@ -40,7 +40,8 @@ sinks.sql_guard.QueryRefused: table function file() is not allowed: only the sto
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -149,11 +150,13 @@ class Store:
 
     ``settings`` gives the query limits and, on a server, the URL and tenant secret the read
     clients need; by default those ``client`` was connected with (:func:`connect`), else the
-    environment's.
+    environment's. ``on_insert(table, seconds)``, if given, is told how long each insert took.
     """
 
-    def __init__(self, client: Client, settings: Settings | None = None):
+    def __init__(self, client: Client, settings: Settings | None = None,
+                 on_insert: Callable[[str, float], None] | None = None):
         self.client = client
+        self.on_insert = on_insert
         self.database = client.database
         self.settings = settings or _CONNECTED_WITH.get(client) or Settings()
         self.limits = QueryLimits.of(self.settings)
@@ -191,7 +194,10 @@ class Store:
         batch = pa.table(columns)
         if batch.num_rows:
             with self._lock:
+                started = time.perf_counter()
                 self.client.insert_arrow(table, batch, settings=INSERT_SETTINGS)
+                if self.on_insert is not None:
+                    self.on_insert(table, time.perf_counter() - started)
         return batch.num_rows
 
     def command(self, sql: str) -> None:

@@ -3,17 +3,20 @@
 ``build_app(settings)`` returns a ready Faust app; ``m1 worker`` runs it. The worker
 process owns the store (chdb allows one process per data directory), so it also serves
 the authenticated HTTP API (``api/``, every route under ``/v1``) on ``M1_WEB_PORT`` for
-every other process; Faust's own web server is off (see ``api.service``).
+every other process, its own health in Prometheus' format included (``GET /v1/metrics``,
+``m1.pipeline_metrics``); Faust's own web server is off (see ``api.service``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import faust
 
 from api.service import ApiService
 from m1.kafka_security import faust_credentials
+from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from sinks.clickhouse import Store, connect
@@ -50,12 +53,19 @@ def make_faust_app(settings: Settings) -> faust.App:
     )
 
 
-def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler) -> BatchHandler:
+def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler,
+                             observed: PipelineMetrics | None = None) -> BatchHandler:
     """The metrics topic's batch handler: the metrics path, then forecasting on the points it
-    decoded. It returns once both have stored their rows and Kafka acknowledged their sends."""
+    decoded. It returns once both have stored their rows and Kafka acknowledged their sends;
+    then it reports the batch's time, points stored and dead letters to ``observed``."""
 
     async def handle(events: Sequence[KafkaEvent]) -> None:
-        await forecast(events, await metrics(events))
+        started = time.perf_counter()
+        outcome = await metrics(events)
+        await forecast(events, outcome)
+        if observed is not None:
+            observed.batch_handled(time.perf_counter() - started, outcome.stored,
+                                   [letter.reason for letter in outcome.dead_letters])
 
     return handle
 
@@ -66,17 +76,21 @@ def build_app(settings: Settings) -> faust.App:
     ensure_topics(settings)
     app = make_faust_app(settings)
     publisher = app.service(Publisher(settings))  # every output record goes out through it
-    store = Store(connect(settings))
+    observed = PipelineMetrics()  # the worker's own health, at GET /v1/metrics
+    store = Store(connect(settings), on_insert=observed.store_insert)
     store.migrate()
     pipeline = MetricsPipeline(settings, store)
     forecast, forecasting = forecast_handler(settings, store, publisher)  # forecasts, costs, replica advice
+    observed.watch_bank("detectors", pipeline.bank.__len__)
+    observed.watch_bank("forecasters", forecasting.bank.__len__)
     app.service(BatchConsumer(
         settings, settings.topic_metrics, group_id=f"{settings.app_id}-metrics",
-        handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings), forecast),
-        checkpoints=[pipeline.checkpoint, forecasting.checkpoint],
+        handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings), forecast, observed),
+        checkpoints=[pipeline.checkpoint, forecasting.checkpoint, observed.checkpointed],  # the last only if all saved
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
+        on_lag=observed.consumer_lag,
     ))
 
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing
-    app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks))
+    app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed))
     return app

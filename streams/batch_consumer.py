@@ -69,6 +69,7 @@ class BatchConsumer(Service):
 
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
                  checkpoints: list[Callable[[], object]], checkpoint_due: Callable[[], bool] = lambda: False,
+                 on_lag: Callable[[dict[TopicPartition, int], set[TopicPartition]], None] | None = None,
                  **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
@@ -77,6 +78,7 @@ class BatchConsumer(Service):
         self.handler = handler
         self.checkpoints = checkpoints
         self.checkpoint_due = checkpoint_due
+        self.on_lag = on_lag
         self._consumer: AIOKafkaConsumer | None = None
         self._between_batches = asyncio.Lock()
         self._handled: dict[TopicPartition, int] = {}  # next offset per partition, not yet committed
@@ -138,8 +140,19 @@ class BatchConsumer(Service):
                 for event in events:
                     tp = TopicPartition(event.message.topic, event.message.partition)
                     self._handled[tp] = max(self._handled.get(tp, 0), event.message.offset + 1)
+                self._report_lag(events)
             if self.checkpoint_due():
                 await self.checkpoint()
+
+    def _report_lag(self, events: Sequence[KafkaEvent]) -> None:
+        """``on_lag(lags, assigned)``: records behind each of the batch's partitions (highwater - next
+        offset) and the partitions assigned now."""
+        if self.on_lag is None or self._consumer is None:
+            return
+        handled = {TopicPartition(e.message.topic, e.message.partition): e.message.offset + 1 for e in events}
+        highwater = {tp: self._consumer.highwater(tp) for tp in handled}
+        self.on_lag({tp: max(0, hw - handled[tp]) for tp, hw in highwater.items() if hw is not None},
+                    self._consumer.assignment())
 
     async def _next_batch(self) -> list[KafkaEvent]:
         """Records until the batch is full or ``flush_seconds`` have passed since the first."""

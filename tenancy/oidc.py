@@ -8,8 +8,8 @@ A token is accepted only if all of these hold, else :class:`TokenError` says whi
 - the signature holds, and ``exp``, ``iss``, ``aud`` and ``sub`` are present, ``iss`` and ``aud``
   are the configured ones and ``exp`` has not passed (``oidc_leeway_seconds`` of clock skew);
 - the tenant claim (``oidc_tenant_claim``) names an enabled tenant of the registry, and the roles
-  claim (``oidc_roles_claim``) is a non-empty list of known roles, with ``platform-admin`` only
-  for the ``platform`` tenant.
+  claim (``oidc_roles_claim``) is a non-empty list of known roles, with ``platform-admin`` and
+  ``monitoring`` only for the ``platform`` tenant.
 
 OIDC is off while ``oidc_issuer`` is empty: every token is then refused.
 """
@@ -26,7 +26,7 @@ from m1.settings import Settings
 from tenancy.names import PLATFORM, check_tenant
 from tenancy.principal import Principal
 from tenancy.registry import NotFound, Registry
-from tenancy.roles import check_roles
+from tenancy.roles import PLATFORM_ROLES, check_roles
 
 ALGORITHMS = ("RS256", "ES256")
 
@@ -126,6 +126,6 @@ class OidcVerifier:
             roles = check_roles(claim)
         except ValueError as exc:
             raise TokenError(f"token roles refused: {exc}") from None
-        if "platform-admin" in roles and tenant != PLATFORM:
-            raise TokenError(f"platform-admin is granted only to the {PLATFORM!r} tenant, not {tenant!r}")
+        if (platform := sorted(roles & PLATFORM_ROLES)) and tenant != PLATFORM:
+            raise TokenError(f"{platform[-1]} is granted only to the {PLATFORM!r} tenant, not {tenant!r}")
         return roles

@@ -41,7 +41,7 @@ from typing import Any
 from m1.settings import Settings
 from tenancy import keys
 from tenancy.names import PLATFORM, check_tenant
-from tenancy.roles import check_roles
+from tenancy.roles import PLATFORM_ROLES, check_roles
 
 #: Per-tenant quota overrides the registry accepts (tenancy/quotas.py applies them).
 QUOTA_NAMES = ("points_per_second", "max_series", "requests_per_second")
@@ -233,7 +233,8 @@ class Registry:
     def create_key(self, tenant: str, roles: Iterable[str], name: str = "", created_by: str = "") -> tuple[KeyInfo, str]:
         """A new key of ``tenant`` with ``roles``: its listing and the raw key, returned only here.
 
-        platform-admin keys belong to the :data:`~tenancy.names.PLATFORM` tenant only."""
+        platform-admin and monitoring keys (:data:`~tenancy.roles.PLATFORM_ROLES`) belong to the
+        :data:`~tenancy.names.PLATFORM` tenant only."""
         roles = _key_roles(tenant, roles)
         key_id, raw = keys.new_key()
         salt = keys.new_salt()
@@ -296,12 +297,12 @@ class Registry:
 
 
 def _key_roles(tenant: str, roles: Iterable[str]) -> frozenset[str]:
-    """Roles a key of ``tenant`` may hold: known, at least one, platform-admin only in the platform tenant."""
+    """Roles a key of ``tenant`` may hold: known, at least one, platform roles only in the platform tenant."""
     roles = check_roles(roles)
     if not roles:
         raise RegistryError("a key needs at least one role")
-    if "platform-admin" in roles and tenant != PLATFORM:
-        raise RegistryError(f"platform-admin keys belong to the {PLATFORM!r} tenant, not {tenant!r}")
+    if (platform := sorted(roles & PLATFORM_ROLES)) and tenant != PLATFORM:
+        raise RegistryError(f"{platform[-1]} keys belong to the {PLATFORM!r} tenant, not {tenant!r}")
     return roles
 
 

@@ -11,7 +11,9 @@ of its roles grants :data:`ANY_TENANT` (platform-admin).
 >>> permissions_of(["no-such-role"])
 Traceback (most recent call last):
 ...
-ValueError: unknown role 'no-such-role'; roles: viewer, analyst, operator, auditor, tenant-admin, platform-admin
+ValueError: unknown role 'no-such-role'; roles: viewer, analyst, operator, auditor, tenant-admin, monitoring, platform-admin
+>>> sorted(permissions_of(["monitoring"]))  # a Prometheus scrape key reads no tenant's data
+['metrics:read']
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ PERMISSIONS: dict[str, str] = {
     "keys:write": "create and revoke the tenant's API keys",
     "tenants:admin": "create, list and disable tenants",
     "sql:admin": "run read-only SQL over every tenant's rows",
+    "metrics:read": "read the worker's own health metrics (Prometheus text; no tenant's data)",
     ANY_TENANT: "act on any tenant, not only one's own",
 }
 
@@ -58,11 +61,14 @@ ROLES: dict[str, frozenset[str]] = {
     "operator": frozenset(_OPERATOR),
     "auditor": _AUDITOR,
     "tenant-admin": frozenset(_TENANT_ADMIN),
+    "monitoring": frozenset({"metrics:read"}),  # what a Prometheus scrape key needs, nothing else
     "platform-admin": frozenset(PERMISSIONS),
 }
 
-#: Roles a tenant-admin may hand out in its own tenant (never platform-admin).
-TENANT_GRANTABLE = frozenset(ROLES) - {"platform-admin"}
+#: Roles only keys and tokens of the platform tenant (``tenancy.names.PLATFORM``) may hold.
+PLATFORM_ROLES = frozenset({"monitoring", "platform-admin"})
+#: Roles a tenant-admin may hand out in its own tenant (never a platform role).
+TENANT_GRANTABLE = frozenset(ROLES) - PLATFORM_ROLES
 
 
 def check_roles(roles: Iterable[str]) -> frozenset[str]:

@@ -3,8 +3,8 @@
 Two tenants, ``acme`` and ``globex``, have rows in every table the API serves; every string a
 tenant's rows hold names the tenant (its services are ``acme-api``, its series start with
 ``acme|``, ...), so an answer that holds another tenant's name holds another tenant's data.
-Each tenant has a key of every tenant role, ``platform`` a platform-admin key, and acme a
-revoked tenant-admin key. The server runs on 127.0.0.1 in a thread of its own, so tests
+Each tenant has a key of every tenant role, ``platform`` a platform-admin and a monitoring
+key, and acme a revoked tenant-admin key. The API serves an (empty) worker's metrics. The server runs on 127.0.0.1 in a thread of its own, so tests
 (and hypothesis) talk to it over real HTTP with :meth:`World.call`.
 
 chdb opens one data directory per process at a time: use one world per test module
@@ -27,14 +27,16 @@ import pyarrow as pa
 from api.app import make_api
 from api.gate import API
 from api.server import ApiServer
+from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
 from sinks.clickhouse import TS_TYPE, Store, connect
 from tenancy.names import PLATFORM
 from tenancy.registry import Registry
+from tenancy.roles import PLATFORM_ROLES
 
 TENANTS = ("acme", "globex")
 TENANT_ROLES = ("viewer", "analyst", "operator", "auditor", "tenant-admin")
-ROLES = (*TENANT_ROLES, "platform-admin")
+ROLES = (*TENANT_ROLES, "monitoring", "platform-admin")
 #: A trace id of each tenant (its spans carry ResourceAttributes['tenant']).
 TRACE_IDS = {"acme": "a" * 32, "globex": "b" * 32}
 NOW = time.time()
@@ -72,7 +74,7 @@ class World:
         return self.server.runner.app[API]
 
     def key(self, role: str, tenant: str = "acme") -> str:
-        return self.keys[(PLATFORM if role == "platform-admin" else tenant, role)]
+        return self.keys[(PLATFORM if role in PLATFORM_ROLES else tenant, role)]
 
     def call(self, method: str, path: str, key: str | None = None, body: Any = None,
              headers: dict[str, str] | None = None, raw_body: bytes | None = None) -> Reply:
@@ -107,7 +109,8 @@ class World:
         def serve() -> None:
             self.loop = asyncio.new_event_loop()
             self.server = ApiServer(self.settings, make_api(self.settings, self.store, self.registry,
-                                                            run_bottlenecks=run_bottlenecks))
+                                                            run_bottlenecks=run_bottlenecks,
+                                                            metrics=PipelineMetrics()))
             self.loop.run_until_complete(self.server.start())
             ready.set()
             self.loop.run_forever()
@@ -140,7 +143,8 @@ def make_world(home: Path, **settings: Any) -> World:
         seed(store, tenant)
         for role in TENANT_ROLES:
             keys[(tenant, role)] = registry.create_key(tenant, [role], name=role, created_by="tests")[1]
-    keys[(PLATFORM, "platform-admin")] = registry.create_key(PLATFORM, ["platform-admin"], created_by="tests")[1]
+    for role in PLATFORM_ROLES:
+        keys[(PLATFORM, role)] = registry.create_key(PLATFORM, [role], name=role, created_by="tests")[1]
     info, revoked = registry.create_key("acme", ["tenant-admin"], name="revoked", created_by="tests")
     registry.revoke_key(info.id)
     return World(settings, store, registry, keys, revoked).start()
