@@ -115,8 +115,8 @@ class Settings(BaseSettings):
     scaling_min_replicas: int = 1
     scaling_max_replicas: int = 1000
     scaling_planner: Literal["peak", "risk"] = Field(
-        default="peak", description="'peak': median of the last 3 window peaks plus scaling_headroom; 'risk': the "
-                                    "peak that the next window exceeds at the service's overload target (no headroom).")
+        default="risk", description="'risk': the peak that the next window exceeds at the service's overload target "
+                                    "(no headroom); 'peak': median of the last 3 window peaks plus scaling_headroom.")
     scaling_overload_target: float = Field(default=0.05, gt=0.0, lt=1.0, description="Risk planner: share of windows "
                                            "whose peak may exceed the capacity provisioned for them.")
     scaling_overload_targets: Annotated[dict[str, float], NoDecode] = Field(

@@ -13,9 +13,10 @@ Per series (bounded :class:`~models.bank.ModelBank`, checkpointed to ``model_sta
 * ``cost_metrics``: a :class:`~models.forecasting.cost.CostProjector`; every
   ``forecast_every`` points a :class:`CostEvent` for the rest of the UTC day and one for the
   month (table ``cost_projections``);
-* metrics in ``replica_capacity``: a :class:`~models.forecasting.peak.PeakForecaster`, or with
-  ``scaling_planner="risk"`` a :class:`~models.forecasting.risk.RiskPlanner` at the service's
-  overload target; every
+* metrics in ``replica_capacity``: a :class:`~models.forecasting.risk.RiskPlanner` at the
+  service's overload target and within the replica limits (the default
+  ``scaling_planner="risk"``), or with ``scaling_planner="peak"`` a
+  :class:`~models.forecasting.peak.PeakForecaster` plus ``scaling_headroom``; every
   ``scaling_window`` points a :class:`RecommendationEvent` for the next window (table
   ``recommendations``).
 
@@ -38,8 +39,8 @@ their series key (they are learned when they come back).
 >>> out = pipeline.process([Record("metrics", 0, i, p.series_key.encode(), encode(p)) for i, p in enumerate(points)])
 >>> len(out.forecasts), [f.horizon for f in out.forecasts[:3]], out.forecasts[0].target_ts - out.forecasts[0].ts
 (6, [1, 6, 12], 60.0)
->>> [(r.replicas, r.planned_load) for r in out.recommendations]  # 250 * 1.2 / 100 -> 3
-[(3, 250.0), (3, 250.0)]
+>>> [(r.replicas, r.planned_load, r.headroom) for r in out.recommendations]  # a flat 250: plan 250, 250 / 100 -> 3
+[(3, 250.0, 0.0), (3, 250.0, 0.0)]
 """
 
 from __future__ import annotations
@@ -256,7 +257,9 @@ class ForecastPipeline:
             models.cost = CostProjector(cost_forecaster(s.cost_step_seconds, s.forecast_coverage), step_seconds=s.cost_step_seconds)
         if metric in self.policies and s.scaling_planner == "risk":
             target = target_for(service, s.scaling_overload_target, s.scaling_overload_targets)
-            models.peak = RiskPlanner(s.scaling_window, target, capacity=self.policies[metric].capacity_per_replica)
+            policy = self.policies[metric]  # the planner adapts only on windows its plan decided (not at a limit)
+            models.peak = RiskPlanner(s.scaling_window, target, capacity=policy.capacity_per_replica,
+                                      min_replicas=policy.min_replicas, max_replicas=policy.max_replicas)
         elif metric in self.policies:
             models.peak = PeakForecaster(window=s.scaling_window)
 

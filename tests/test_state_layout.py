@@ -45,15 +45,31 @@ def trained_detectors() -> dict[str, Any]:
 
 
 def trained_forecast_models(home: Path) -> dict[str, Any]:
-    """The forecast path's per-series models (forecaster, cost projector, peak planner) per forecaster."""
+    """The forecast path's per-series models (forecaster, cost projector, replica planner) per
+    forecaster, with the default risk planner and with the peak planner."""
     models = {}
     points = series_points("acme")
     for name in FORECASTERS:
-        pipeline = ForecastPipeline(Settings(home=home, forecast_model=name), MemoryStore())
-        pipeline.process(records(interleaved(points)))
-        for metric, ps in points.items():
-            models[f"forecast:{name} {metric}"] = pipeline.bank.apply(ps[0].series_key, 0, lambda m: m)
+        for planner in ("risk", "peak"):
+            pipeline = ForecastPipeline(Settings(home=home, forecast_model=name, scaling_planner=planner), MemoryStore())
+            pipeline.process(records(interleaved(points)))
+            for metric, ps in points.items():
+                models[f"forecast:{name} {metric}" + ("" if planner == "risk" else " planner=peak")] = \
+                    pipeline.bank.apply(ps[0].series_key, 0, lambda m: m)
     return models
+
+
+def test_the_reference_models_hold_both_replica_planners(tmp_path: Path) -> None:
+    models = trained_forecast_models(tmp_path)
+    planners = {name: type(m.peak).__name__ for name, m in models.items() if m.peak is not None}
+    assert planners == {"forecast:holtwinters requests_per_s": "RiskPlanner", "forecast:holtwinters cpu_pct": "RiskPlanner",
+                        "forecast:snarimax requests_per_s": "RiskPlanner", "forecast:snarimax cpu_pct": "RiskPlanner",
+                        "forecast:holtwinters requests_per_s planner=peak": "PeakForecaster",
+                        "forecast:holtwinters cpu_pct planner=peak": "PeakForecaster",
+                        "forecast:snarimax requests_per_s planner=peak": "PeakForecaster",
+                        "forecast:snarimax cpu_pct planner=peak": "PeakForecaster"}
+    # the risk planners have scores (the layout records the sorted window of them, not an empty one)
+    assert all(len(m.peak.scores) > 0 for name, m in models.items() if type(m.peak).__name__ == "RiskPlanner")
 
 
 def test_what_models_pickle_matches_the_recorded_layout_of_this_state_version(tmp_path: Path) -> None:

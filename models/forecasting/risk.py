@@ -23,7 +23,19 @@ the end of every window, plans the peak of the next one:
   ``adapt_rate * (1 - target)``, any other raises it by ``adapt_rate * target``, so the
   long-run overload rate tracks ``target`` even when the score distribution drifts. With a
   ``capacity`` per replica, a miss is a peak above the whole replicas the plan buys
-  (:meth:`provisioned`), so rounding up does not make the planner safer than asked.
+  (:meth:`provisioned`), so rounding up does not make the planner safer than asked;
+* with replica limits (``min_replicas``, ``max_replicas``, as the stream's
+  :class:`~models.forecasting.scaling.ScalingPolicy` clamps), a window whose replicas were set
+  by a limit instead of the plan does not adapt ``alpha`` (its score is still learned: it
+  describes the load, not the plan). Clamped at ``max_replicas``, the window overloads or not
+  whatever the plan: counted as a miss, it would lower ``alpha`` window after window and raise
+  the plans without bound (integrator wind-up: plans far above the limit, then
+  over-provisioning for a long time once the load falls back under it); counted as a hit --
+  the peak under a plan that was not bought -- it would teach the planner to plan lower from
+  windows the service may have overloaded. Clamped at ``min_replicas``, the spare capacity is the limit's, not the plan's:
+  absorbing it would wind ``alpha`` up during a long quiet spell and under-provision the
+  first windows after it. So the long-run overload rate tracks ``target`` over the windows
+  the planner decided; windows at a limit overload as the limit makes them.
 
 Both means use the weight ``smoothing`` (a plain mean while fewer than ``1 / smoothing``
 values have been seen, so an early window does not weigh as much as the whole history). State is bounded: ``memory`` scores,
@@ -55,9 +67,12 @@ class RiskPlanner:
 
     def __init__(self, window: int = 12, target: float = 0.05, base_windows: int = 1, memory: int = 100,
                  adapt_rate: float = 0.02, scale: Literal["spread", "ratio"] = "spread", floor: float = 0.01,
-                 smoothing: float = 0.05, capacity: float = 0.0, tail: int = 20):
+                 smoothing: float = 0.05, capacity: float = 0.0, tail: int = 20, min_replicas: int = 1,
+                 max_replicas: int | None = None):
         if window < 1 or base_windows < 1 or memory < 1 or not 0.0 < target < 1.0:
             raise ValueError("need window, base_windows, memory >= 1 and 0 < target < 1")
+        if min_replicas < 0 or (max_replicas is not None and max_replicas < min_replicas):
+            raise ValueError("need 0 <= min_replicas <= max_replicas")
         if adapt_rate < 0 or floor < 0 or capacity < 0 or tail < 0 or not 0.0 < smoothing <= 1.0 or scale not in ("spread", "ratio"):
             raise ValueError("need adapt_rate, floor, capacity, tail >= 0, 0 < smoothing <= 1, scale 'spread' or 'ratio'")
         self.window = window
@@ -68,6 +83,8 @@ class RiskPlanner:
         self.smoothing = smoothing
         self.capacity = capacity
         self.tail = tail
+        self.min_replicas = min_replicas
+        self.max_replicas = max_replicas  # None: no upper limit
         self.alpha = target
         self.peaks: deque[float] = deque(maxlen=base_windows)
         self.scores = SortedWindow(memory)
@@ -95,7 +112,7 @@ class RiskPlanner:
         self.windows += 1
         if self.peaks:
             self._score(peak)
-            if self.adapt_rate:
+            if self.adapt_rate and not self.clamped():
                 missed = peak > self.provisioned()
                 self.alpha = min(max(self.alpha + self.adapt_rate * (self.target - missed), 0.0), 1.0)
             weight = max(self.smoothing, 1.0 / (self.windows - 1))  # a plain mean until 1 / smoothing changes
@@ -111,6 +128,8 @@ class RiskPlanner:
 
     def _score(self, peak: float) -> None:
         unit = self._unit()  # the unit the last plan was made with
+        if self.scale == "spread" and self.windows == 2:
+            return  # no change between peaks seen yet: the unit is the floor alone, a score ~100x too large
         if self.scale == "spread" and unit > 0:
             self.scores.push((peak - self.base) / unit)
         elif self.scale == "ratio" and self.base + unit > 0 and peak + unit > 0:
@@ -141,13 +160,27 @@ class RiskPlanner:
         """The load to plan the next window for (0 before the first window closes)."""
         return self.plan
 
+    def _bought(self) -> int:
+        """Whole replicas of ``capacity`` the plan asks for, at least one (before the limits)."""
+        return max(math.ceil(self.plan / self.capacity - 1e-9), 1)
+
+    def clamped(self) -> bool:
+        """Whether the replica limits, not the plan, set the replicas of the open window (never
+        without a ``capacity``)."""
+        if not self.capacity:
+            return False
+        bought = self._bought()
+        return bought < self.min_replicas or (self.max_replicas is not None and bought > self.max_replicas)
+
     def provisioned(self) -> float:
-        """The capacity the plan buys: whole replicas of ``capacity`` (at least one), or the plan
-        itself when ``capacity`` is 0. Misses are counted against it, so the adapted level also
-        absorbs the spare capacity that rounding up to whole replicas gives."""
+        """The capacity provisioned for the open window: whole replicas of ``capacity`` (at least
+        one, within the replica limits), or the plan itself when ``capacity`` is 0. Misses are
+        counted against it, so the adapted level also absorbs the spare capacity that rounding
+        up to whole replicas gives."""
         if not self.capacity:
             return self.plan
-        return max(math.ceil(self.plan / self.capacity - 1e-9), 1) * self.capacity
+        replicas = max(self._bought(), self.min_replicas)
+        return (replicas if self.max_replicas is None else min(replicas, self.max_replicas)) * self.capacity
 
 
 def target_for(service: str, default: float, per_service: dict[str, float]) -> float:

@@ -80,12 +80,61 @@ def test_state_is_bounded():
     assert len(planner.scores) == 100 and len(planner.peaks) == 3 and sizes[1] <= sizes[0] + 64
 
 
+def alphas_per_window(planner: RiskPlanner, values: np.ndarray) -> list[tuple[bool, float, float, float]]:
+    """Per window: (clamped, capacity provisioned, peak, alpha after the window)."""
+    out = []
+    for block in values.reshape(-1, planner.window):
+        clamped, provisioned = planner.clamped(), planner.provisioned()
+        for y in block:
+            planner.learn_one(float(y))
+        out.append((clamped, provisioned, float(block.max()), planner.alpha))
+    return out
+
+
+def test_windows_at_a_replica_limit_do_not_teach_the_planner():
+    # 10 per replica, at most 8: a calm stretch (~30) plans within the limits, a busy one (~150)
+    # needs ~20 replicas and gets 8, the service overloads in nearly every busy window
+    rng = np.random.default_rng(12)
+    calm, busy = 30 * rng.lognormal(0, 0.2, 300 * WINDOW), 150 * rng.lognormal(0, 0.2, 300 * WINDOW)
+    limited, free = RiskPlanner(WINDOW, 0.05, capacity=10.0, max_replicas=8), RiskPlanner(WINDOW, 0.05, capacity=10.0)
+    alphas_per_window(limited, calm), alphas_per_window(free, calm)
+    assert limited.alpha == free.alpha and limited.plan == free.plan  # no window at the limit yet
+    calm_alpha = limited.alpha
+    windows = alphas_per_window(limited, busy)
+    assert not windows[0][0] and windows[0][3] < calm_alpha  # the jump's first window was the plan's own miss
+    at_limit = windows[1:]
+    assert all(clamped and provisioned == 80.0 for clamped, provisioned, _, _ in at_limit)
+    assert sum(peak > provisioned for _, provisioned, peak, _ in at_limit) > 290  # overloaded ...
+    assert all(alpha == windows[0][3] for _, _, _, alpha in at_limit)  # ... and alpha neither rose (plan lower) nor wound up
+    # the free planner, deciding the same windows itself, adapted to its own misses and hits
+    assert alphas_per_window(free, busy)[-1][3] != windows[0][3]
+    # back under the limit (once the busy stretch's spread has decayed), the planner goes on at its target
+    after = alphas_per_window(limited, 30 * rng.lognormal(0, 0.2, 300 * WINDOW))
+    assert not any(w[0] for w in after[30:]) and abs(np.mean([p > c for _, c, p, _ in after[30:]]) - 0.05) < 0.03
+    # at min_replicas the spare capacity is the limit's: no window teaches the planner to plan lower either
+    floor = RiskPlanner(WINDOW, 0.05, capacity=10.0, min_replicas=10)
+    assert all(alpha == 0.05 for clamped, _, _, alpha in alphas_per_window(floor, calm) if clamped)
+    assert floor.provisioned() == 100.0 and floor.plan < 90.0
+
+
+def test_a_new_series_second_window_does_not_plan_below_zero():
+    # the first score would divide the peaks' change by 1 % of the level alone (no change seen yet)
+    planner = RiskPlanner(WINDOW, 0.05, capacity=100.0)
+    for y in [700.0] * WINDOW + [490.0] * WINDOW:
+        planner.learn_one(y)
+    assert len(planner.scores) == 0 and planner.forecast_peak() == 490.0
+    for y in [700.0] * WINDOW:
+        planner.learn_one(y)
+    assert len(planner.scores) == 1 and planner.forecast_peak() > 700.0
+
+
 def test_planner_ignores_non_finite_values_and_rejects_bad_settings():
     planner = RiskPlanner(2, 0.05)
     for y in (1.0, float("nan"), 2.0):
         planner.learn_one(y)
     assert planner.base == 2.0
-    for bad in (dict(target=0.0), dict(target=1.0), dict(window=0), dict(scale="log"), dict(capacity=-1.0)):
+    for bad in (dict(target=0.0), dict(target=1.0), dict(window=0), dict(scale="log"), dict(capacity=-1.0),
+                dict(min_replicas=3, max_replicas=2)):
         with pytest.raises(ValueError):
             RiskPlanner(**{"window": 12, **bad})
 
