@@ -40,9 +40,8 @@ from api.route import AUTHENTICATED, PUBLIC, Call, Refused, Route
 from tenancy.authn import AuthenticationBusy, AuthenticationError
 from tenancy.names import check_tenant
 from tenancy.principal import Principal
-from tenancy.quotas import RateLimiter, tenant_quotas
+from tenancy.quotas import LimiterPool, tenant_quotas
 from tenancy.registry import NotFound
-from tenancy.roles import ANY_TENANT
 
 if TYPE_CHECKING:
     from api.app import Api
@@ -59,15 +58,12 @@ class TenantRates:
 
     def __init__(self, settings: Any, registry: Any) -> None:
         self.settings, self.registry = settings, registry
-        self._limiters: dict[float, RateLimiter] = {}
+        self._limiters = LimiterPool()
 
     def retry_after(self, tenant: str) -> float:
         """0.0 if ``tenant`` may make a request now (and counts it), else seconds to wait."""
         rate = tenant_quotas(self.settings, self.registry, tenant).requests_per_second
-        limiter = self._limiters.get(rate)
-        if limiter is None:
-            limiter = self._limiters.setdefault(rate, RateLimiter(rate, max(rate, 1.0)))
-        return limiter.try_acquire(tenant)
+        return self._limiters.at(rate).try_acquire(tenant)
 
 
 @web.middleware

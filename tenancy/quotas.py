@@ -112,6 +112,28 @@ class RateLimiter:
         return now, min(self.burst, tokens + max(0.0, now - at) * self.rate)
 
 
+class LimiterPool:
+    """One :class:`RateLimiter` per rate, so each tenant's bucket refills at its own quota
+    (a burst of one second's worth, at least one). Thread-safe.
+
+    >>> pool = LimiterPool()
+    >>> pool.at(2.0) is pool.at(2.0), pool.at(2.0).burst
+    (True, 2.0)
+    """
+
+    def __init__(self) -> None:
+        self._limiters: dict[float, RateLimiter] = {}
+        self._lock = threading.Lock()
+
+    def at(self, rate: float) -> RateLimiter:
+        """The limiter of ``rate``."""
+        with self._lock:
+            limiter = self._limiters.get(rate)
+            if limiter is None:
+                limiter = self._limiters[rate] = RateLimiter(rate, burst=max(rate, 1.0))
+            return limiter
+
+
 @dataclass(frozen=True)
 class Quotas:
     """A tenant's limits: ingested points per second, distinct series held in the model bank,
@@ -189,7 +211,7 @@ class IngestQuotas:
         self.settings = settings
         self._registry = registry
         self._looked_at = -math.inf if registry is None else math.inf  # when the registry file was looked for
-        self._limiters: dict[float, RateLimiter] = {}  # by rate: a tenant's bucket is in its rate's limiter
+        self._limiters = LimiterPool()  # a tenant's bucket is in its rate's limiter
         self._lock = threading.Lock()
 
     def quotas(self, tenant: str) -> Quotas:
@@ -221,7 +243,7 @@ class IngestQuotas:
                 refused.update((series, (0, reason)) for series in new[room:])
                 names = [series for series in names if series not in refused]
             wanted = sum(map(points.__getitem__, names))
-            granted = self._limiter(quotas.points_per_second).take(tenant, wanted, now)
+            granted = self._limiters.at(quotas.points_per_second).take(tenant, wanted, now)
             if granted == wanted:
                 continue
             reason = f"quota: tenant {tenant!r} over {quotas.points_per_second:g} points/s"
@@ -230,13 +252,6 @@ class IngestQuotas:
                     refused[series] = (granted, reason)
                 granted = max(0, granted - points[series])
         return refused
-
-    def _limiter(self, rate: float) -> RateLimiter:
-        with self._lock:
-            limiter = self._limiters.get(rate)
-            if limiter is None:
-                limiter = self._limiters[rate] = RateLimiter(rate, burst=max(rate, 1.0))
-            return limiter
 
     def _open_registry(self) -> Any:
         if self._registry is None and time.monotonic() - self._looked_at >= QUOTA_CACHE_SECONDS:
