@@ -129,11 +129,11 @@ def test_nothing_is_published_beyond_this_host(secrets) -> None:
         for host_ip, port in published(service):
             assert host_ip == "127.0.0.1", f"{name} publishes {port} on {host_ip or 'every interface'}"
     assert not published(services["clickhouse"]), "ClickHouse publishes no port at all"
-    assert {port for service in services.values() for _, port in published(service)} == {"9094", "6066", "3000"}
+    assert {port for service in services.values() for _, port in published(service)} == {"9094", "6066", "3000", "9090"}
 
 
-def test_worker_and_grafana_run_without_capabilities(secrets) -> None:
-    for name in ("worker", "grafana"):  # ClickHouse's entrypoint needs root to drop to its own user
+def test_worker_grafana_and_prometheus_run_without_capabilities(secrets) -> None:
+    for name in ("worker", "grafana", "prometheus"):  # ClickHouse's entrypoint needs root to drop to its own user
         service = compose(secrets)["services"][name]
         assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"], name
 
@@ -141,8 +141,10 @@ def test_worker_and_grafana_run_without_capabilities(secrets) -> None:
 def test_each_service_reaches_only_what_it_needs(secrets) -> None:
     spec = compose(secrets)
     networks = {name: set(service["networks"]) for name, service in spec["services"].items()}
-    assert networks == {"kafka": {"bus"}, "clickhouse": {"store"}, "worker": {"bus", "store"}, "grafana": {"default", "store"}}
+    assert networks == {"kafka": {"bus"}, "clickhouse": {"store"}, "worker": {"bus", "store", "metrics"},
+                        "grafana": {"default", "store", "metrics"}, "prometheus": {"metrics"}}
     assert spec["networks"]["store"]["internal"] is True  # ClickHouse has no way out
+    assert spec["networks"]["metrics"]["internal"] is True  # nor Prometheus
 
 
 def test_grafana_has_no_anonymous_access_no_sign_up_and_no_default_admin(secrets) -> None:
@@ -161,7 +163,26 @@ def test_grafana_mounts_and_dashboards_exist(secrets) -> None:
         assert (ROOT / volume.split(":")[0]).exists(), volume
     for path in (ROOT / "dashboards").glob("*.json"):
         dashboard = json.loads(path.read_text())
-        assert dashboard["panels"] and all(p["targets"][0]["rawSql"] for p in dashboard["panels"])
+        assert dashboard["panels"] and all(p["targets"][0].get("rawSql") or p["targets"][0]["expr"] for p in dashboard["panels"])
+        sources = {yaml.safe_load(f.read_text())["datasources"][0]["uid"]
+                   for f in (ROOT / "dashboards/provisioning/datasources").glob("*.yml")}
+        assert {p["datasource"]["uid"] for p in dashboard["panels"]} <= sources, path.name
+
+
+def test_prometheus_scrapes_the_worker_with_a_monitoring_key_from_a_secret_file(secrets) -> None:
+    spec = compose(secrets)
+    prometheus = spec["services"]["prometheus"]
+    config_mount = "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+    assert config_mount in prometheus["volumes"] and "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    [job] = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"]
+    assert job["static_configs"] == [{"targets": [f"worker:{spec['services']['worker']['environment']['M1_WEB_PORT']}"]}]
+    assert job["metrics_path"] == "/v1/metrics"
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/monitoring_key"}
+    assert prometheus["secrets"] == ["monitoring_key"]
+    key_file = spec["secrets"]["monitoring_key"]["file"]
+    assert (ROOT / key_file).parent.is_dir() and "*" in (ROOT / key_file).parent.joinpath(".gitignore").read_text()
+    source = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/prometheus.yml").read_text())["datasources"][0]
+    assert source["url"] == "http://prometheus:9090" and source["editable"] is False
 
 
 def test_clickhouse_mounts_the_users_and_server_files(secrets) -> None:
