@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh machine: a JDK and Maven (for the
-# local Kafka broker) if missing, then a virtualenv with the pinned Python packages.
+# local Kafka broker) and Prometheus (the test that scrapes a worker) if missing, then a
+# virtualenv with the pinned Python packages.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,11 @@ cd "$(dirname "$0")/.."
 if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
   echo "installing a JDK and Maven (needed to fetch and run the Kafka broker)..."
   apt-get update -qq && apt-get install -y -qq default-jre-headless maven >/dev/null
+fi
+
+if ! command -v prometheus >/dev/null; then
+  echo "installing Prometheus (tests/test_prometheus.py scrapes a worker with it)..."
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3.11}"
