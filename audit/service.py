@@ -1,0 +1,109 @@
+"""The audit trail inside the worker: the audit topic's batch consumer, and the outbox that
+sends the pipeline's own audit events (configuration at start, every API access decision) and
+the tree heads the checkpoint clock signs.
+
+``streams.app.build_app`` calls :func:`wire` once; it returns the listener the API calls with
+every access decision (``ApiService(access_listener=...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import faust
+from mode import Service
+
+from audit import events
+from audit.ingest import AuditIngest
+from audit.signer import Signer
+from m1.settings import Settings
+from m1.topics import ensure_topics
+from sinks.clickhouse import Store
+from streams.batch_consumer import BatchConsumer, KafkaEvent
+from streams.metrics_handler import alert_records, records_of
+from streams.metrics_pipeline import dead_letter
+from streams.publisher import OutputRecord, Publisher
+from streams.tracing import in_thread
+
+if TYPE_CHECKING:
+    from api.access import AccessEntry
+
+log = logging.getLogger(__name__)
+
+
+def key_file(settings: Settings) -> Path:
+    """The signing key: ``M1_AUDIT_KEY_PATH`` or ``<home>/audit-signing.key``."""
+    return (settings.audit_key_path or settings.home / "audit-signing.key").resolve()
+
+
+def witness_file(settings: Settings) -> Path:
+    """Last verified heads: ``M1_AUDIT_WITNESS_PATH`` or ``<home>/audit-witness.json``."""
+    return (settings.audit_witness_path or settings.home / "audit-witness.json").resolve()
+
+
+def make_ingest(settings: Settings, store: Store) -> AuditIngest:
+    """The chainer as the settings configure it (its key created on first use)."""
+    signer = Signer(key_file(settings), store)
+    signer.key()
+    return AuditIngest(store, signer, settings.audit_checkpoint_events, settings.audit_checkpoint_seconds,
+                       settings.audit_dedupe_window, settings.max_payload_bytes)
+
+
+class Outbox(Service):
+    """Records queued from any thread, published every second (and on stop)."""
+
+    def __init__(self, publisher: Publisher, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.publisher = publisher
+        self._records: list[OutputRecord] = []
+        self._lock = threading.Lock()
+
+    def add(self, records: Sequence[OutputRecord]) -> None:
+        with self._lock:
+            self._records.extend(records)
+
+    async def flush(self) -> None:
+        with self._lock:
+            records, self._records = self._records, []
+        if records:
+            try:
+                await self.publisher.publish(records)
+            except Exception:
+                log.exception("audit outbox: %d records not sent; retrying", len(records))
+                self.add(records)
+
+    async def on_stop(self) -> None:
+        await self.flush()
+
+    @Service.task
+    async def _send(self) -> None:
+        while not self.should_stop:
+            await self.sleep(1.0)
+            await self.flush()
+
+
+def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher) -> Callable[[AccessEntry], None]:
+    """Add the audit consumer and outbox to ``app``; queue the ``config.start`` event; return the
+    API's access listener."""
+    ensure_topics(settings, [settings.topic_audit, settings.topic_audit_checkpoints])
+    ingest = make_ingest(settings, store)
+    outbox = app.service(Outbox(publisher))
+    outbox.add(events.records(settings, [events.config_event(settings)]))
+
+    async def handle(batch: Sequence[KafkaEvent]) -> None:
+        outcome = await in_thread(ingest.process, [e.value for e in batch])
+        now = time.time()
+        source = records_of(batch)
+        letters = [dead_letter(source[i], f"audit: {reason}", now, settings.max_payload_bytes) for i, reason in outcome.rejected]
+        await publisher.publish(events.head_records(settings, outcome.heads) + alert_records(settings, letters, []))
+
+    # The audit topic is one topic whatever M1_TENANT_TOPICS says: the pipeline writes to it itself.
+    app.service(BatchConsumer(settings.model_copy(update={"tenant_topics": False}), settings.topic_audit,
+                              group_id=f"{settings.app_id}-audit", handler=handle,
+                              checkpoints=[lambda: outbox.add(events.head_records(settings, ingest.due_heads()))]))
+    return lambda entry: outbox.add(events.records(settings, [events.access_event(settings, entry)]))
