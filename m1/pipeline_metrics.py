@@ -39,10 +39,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-#: Content type of :meth:`PipelineMetrics.exposition` (Prometheus text format 0.0.4).
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: Content type of :meth:`PipelineMetrics.exposition`: text format 0.0.4, which every Prometheus
+#: reads (the names here are plain ASCII, so the text is the same in the newer 1.0.0).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 #: Dead-letter reason classes: a reason starting with the prefix counts as the class. Any other
 #: reason (a schema or decoding error, whose text comes from the record) counts as ``invalid``.

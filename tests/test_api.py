@@ -154,6 +154,7 @@ def test_a_tenant_admin_manages_its_own_keys_only(world: World) -> None:
     listed = world.call("GET", keys, admin).json["items"]
     assert created.json["id"] in {k["id"] for k in listed} and "m1_" not in json.dumps(listed)
     assert world.call("POST", keys, admin, {"roles": ["platform-admin"]}).status == 403
+    assert world.call("POST", keys, admin, {"roles": ["monitoring"]}).status == 403
     assert world.call("POST", keys, admin, {"roles": ["root"]}).status == 400
     assert world.call("POST", keys, admin, {"roles": []}).status == 400
     globex_key = world.registry.create_key("globex", ["viewer"], created_by="test")[0]
@@ -242,3 +243,11 @@ def test_the_access_log_writes_in_batches(world: World) -> None:
     assert world.store.query(count).rows == [(0,)]
     assert asyncio.run(log.flush()) == 100 and asyncio.run(log.flush()) == 0
     assert world.store.query(count).rows == [(100,)]
+
+
+def test_metrics_are_prometheus_text_for_a_monitoring_key_only(world: World) -> None:
+    reply = world.call("GET", "/v1/metrics", world.key("monitoring"))
+    assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE m1_points_stored_total counter" in reply.text and "# TYPE m1_batch_seconds histogram" in reply.text
+    assert world.call("GET", "/v1/tenants/platform/anomalies", world.key("monitoring")).status == 403
+    assert world.call("GET", "/v1/whoami", world.key("monitoring")).json["permissions"] == ["metrics:read"]

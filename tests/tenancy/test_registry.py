@@ -107,6 +107,9 @@ def test_roles_are_validated(registry):
     with pytest.raises(RegistryError, match="platform-admin keys belong to the 'platform' tenant"):
         registry.create_key("acme", ["platform-admin"])
     assert registry.create_key("platform", ["platform-admin"])[0].roles == {"platform-admin"}
+    with pytest.raises(RegistryError, match="monitoring keys belong to the 'platform' tenant"):
+        registry.create_key("acme", ["viewer", "monitoring"])  # a scrape key reads every tenant's topics' lag
+    assert registry.create_key("platform", ["monitoring"])[0].roles == {"monitoring"}
     info = registry.create_key("acme", ["viewer"])[0]
     with pytest.raises(RegistryError, match="platform-admin"):
         registry.set_key_roles(info.id, ["viewer", "platform-admin"])
