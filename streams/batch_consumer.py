@@ -150,9 +150,9 @@ class BatchConsumer(Service):
         if self.on_lag is None or self._consumer is None:
             return
         handled = {TopicPartition(e.message.topic, e.message.partition): e.message.offset + 1 for e in events}
-        highwater = {tp: self._consumer.highwater(tp) for tp in handled}
-        self.on_lag({tp: max(0, hw - handled[tp]) for tp, hw in highwater.items() if hw is not None},
-                    self._consumer.assignment())
+        assigned = self._consumer.assignment()  # a partition revoked meanwhile has no highwater here
+        highwater = {tp: self._consumer.highwater(tp) for tp in handled if tp in assigned}
+        self.on_lag({tp: max(0, hw - handled[tp]) for tp, hw in highwater.items() if hw is not None}, assigned)
 
     async def _next_batch(self) -> list[KafkaEvent]:
         """Records until the batch is full or ``flush_seconds`` have passed since the first."""
