@@ -54,6 +54,7 @@ REASON_CLASSES: tuple[tuple[str, str], ...] = (
     ("empty record", "empty"),
     ("payload of ", "oversize"),
     ("ts is ", "future"),
+    ("store:", "store"),  # a batch the store kept rejecting (streams.retry)
 )
 
 #: Batch latency buckets (seconds): a batch takes from a few milliseconds to a few seconds.
