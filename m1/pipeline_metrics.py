@@ -11,8 +11,10 @@ family                                          type       meaning
                                                            (highwater - next offset), after each batch
 ``m1_batch_seconds``                            histogram  time to handle one batch of the metrics topic
                                                            (stored, and its outputs acknowledged by Kafka)
-``m1_points_stored_total``                      counter    points stored: ``rate()`` of it is points/s
-``m1_dead_letters_total{reason}``               counter    dead letters by :func:`reason_class`
+``m1_points_stored_total``                      counter    points of the metrics topic stored: ``rate()`` of
+                                                           it is points/s
+``m1_dead_letters_total{reason}``               counter    dead letters of the metrics topic's batches, by
+                                                           :func:`reason_class`
 ``m1_live_models{bank}``                        gauge      live models of each model bank
 ``m1_checkpoint_age_seconds``                   gauge      seconds since the last successful checkpoint
                                                            (since the metrics were made, before the first)
