@@ -11,8 +11,9 @@ Per series (bounded :class:`~models.bank.ModelBank`, checkpointed to ``model_sta
   ``forecast_every`` points it publishes one :class:`ForecastEvent` per horizon in
   ``forecast_horizons`` (table ``forecasts``);
 * ``cost_metrics``: a :class:`~models.forecasting.cost.CostProjector`; every
-  ``forecast_every`` points a :class:`CostEvent` for the rest of the UTC day and one for the
-  month (table ``cost_projections``);
+  ``forecast_every`` points a :class:`CostEvent` for the rest of the UTC day (model
+  ``cost:<forecast_model>``) and one for the month (``cost:run-rate``: the month's run rate,
+  once its cost has accrued over a day; before, like the day) (table ``cost_projections``);
 * metrics in ``replica_capacity``: a :class:`~models.forecasting.risk.RiskPlanner` at the
   service's overload target and within the replica limits (the default
   ``scaling_planner="risk"``), or with ``scaling_planner="peak"`` a
@@ -280,7 +281,8 @@ class ForecastPipeline:
         coverage = models.cost.forecaster.coverage
         return [
             CostEvent(p.ts, p.tenant, p.region, p.service, p.metric, series, period, proj.until, proj.spent,
-                      proj.point, proj.lower, proj.upper, proj.spent + proj.point, coverage, self.cost_model)
+                      proj.point, proj.lower, proj.upper, proj.spent + proj.point, coverage,
+                      self.cost_model if proj.method == "forecast" else f"cost:{proj.method}")
             for period, proj in (("day", day), ("month", month))
         ]
 

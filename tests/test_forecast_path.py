@@ -18,7 +18,7 @@ from m1.query_client import run_query
 from m1.settings import Settings
 from m1.worker_process import settings_env
 from models.bank import STATE_VERSION
-from models.forecasting.cost import day_end, month_end
+from models.forecasting.cost import day_end, month_end, run_rate
 from models.forecasting.risk import RiskPlanner
 from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store
@@ -225,6 +225,22 @@ def test_cost_projections_for_day_and_month(tmp_path: Path) -> None:
     for c in out.costs:
         assert 0 <= c.lower <= c.point <= c.upper and c.total == pytest.approx(c.spent + c.point)
     assert last_month.point > last_day.point
+
+
+def test_the_month_is_projected_at_its_run_rate_once_a_day_has_accrued(tmp_path: Path) -> None:
+    pipeline = ForecastPipeline(pipeline_settings(tmp_path), MemoryStore())
+    data = series_points("acme", ("cost_usd",), n=36 * 60)  # a day and a half of minutes from 1 January
+    out = pipeline.process(records(data["cost_usd"]))
+    months = [c for c in out.costs if c.period == "month"]
+    assert {c.model for c in months if c.ts - T0 < 86400 - STEP} == {"cost:holtwinters"}
+    late = [c for c in months if c.ts - T0 >= 86400]
+    assert late and {c.model for c in late} == {"cost:run-rate"}
+    values = [p.value for p in data["cost_usd"]]
+    last = late[-1]
+    assert last.spent == pytest.approx(sum(values))  # the rate so far, for the rest of January
+    assert last.point == pytest.approx(run_rate(sum(values), T0, last.ts + STEP, month_end(last.ts)))
+    assert last.lower < last.point < last.upper and last.total == pytest.approx(last.spent + last.point)
+    assert last.total == pytest.approx(statistics.fmean(values) * 31 * 24 * 60, rel=0.01)
 
 
 def test_replays_rekeyed_and_invalid_records_are_not_learned(tmp_path: Path) -> None:

@@ -7,9 +7,12 @@ be scored; the fractions 25/50/75 % of the span stand in for them). At each frac
 projection of the period total is made from the points before that time: the cost spent so
 far plus a projection of the rest, by each of :data:`METHODS`:
 
-* ``cost-projector``: the stream's :class:`~models.forecasting.cost.CostProjector` (hourly
-  buckets, Holt-Winters with a daily season);
-* ``run-rate``: the mean rate since the period started, for the rest of it;
+* ``cost-projector``: :meth:`~models.forecasting.cost.CostProjector.remaining`, the stream's
+  forecaster path (hourly buckets, Holt-Winters with a daily season; the stream's day
+  projection, and its month's in the month's first day);
+* ``run-rate``: :func:`~models.forecasting.cost.run_rate`, the stream's month projection: the
+  mean rate since the period started (the last point's cost covers one spacing after it, as
+  in the stream), for the rest of it;
 * ``recent-<k>d``: the mean rate of the last ``k`` days.
 
 :func:`cross_validate` chooses the method, and the interval, leave-one-series-out: the method
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.evaluation.series import LoadSeries
-from models.forecasting.cost import CostProjector
+from models.forecasting.cost import CostProjector, run_rate
 
 # series name pattern -> (what a point measures, unit price, why it is a cost proxy)
 PROXIES: dict[str, tuple[str, str]] = {
@@ -86,7 +89,8 @@ def project_series(series: LoadSeries, fractions: Sequence[float] = (0.25, 0.5, 
             cost.learn_one(float(values[i]), float(ts[i]))
             i += 1
         seen, spent = ts[:i], float(values[:i].sum())
-        projected = {"cost-projector": cost.remaining(now, end).point, "run-rate": spent / (now - start) * (end - now)}
+        accrued = float(ts[i - 1]) + spacing if i else start  # the points before now cover until then
+        projected = {"cost-projector": cost.remaining(now, end).point, "run-rate": run_rate(spent, start, accrued, end)}
         for method in METHODS[2:]:
             projected[method] = recent_rate(seen, values[:i], now, float(method[7:-1])) * (end - now)
         out.append(PeriodProjection(series.name, fraction, spent, float(values.sum()),

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from models.forecasting.cost import CostProjector, day_end, month_end
+from models.forecasting.cost import RUN_RATE_Q, CostProjector, day_end, month_end, run_rate, run_rate_q
 from models.forecasting.holt_winters import HoltWintersForecaster
 
 T0 = datetime(2024, 2, 26, tzinfo=timezone.utc).timestamp()  # leap-year February
@@ -32,9 +32,34 @@ def test_constant_rate_projects_rate_times_remaining_time():
     now = feed(cost, rate, 2 * 86400 + 5 * 3600 + 1800)
     day, month = cost.project()
     assert day.point == pytest.approx(rate * (day_end(now) - now))
-    assert month.point == pytest.approx(rate * (month_end(now) - now))
     assert day.spent == pytest.approx(rate * (now + 60 - day_end(now) + 86400))
-    assert month.upper - month.lower == pytest.approx(0.0, abs=1e-6)
+    # the month at its run rate: the last point's minute is spent, the rest of the month is not
+    assert month.method == "run-rate" and month.point == pytest.approx(rate * (month_end(now) - now - 60))
+    assert month.spent + month.point == pytest.approx(rate * (month_end(now) - T0))
+    q = run_rate_q((now + 60 - T0) / (month_end(now) - T0))  # the series began on the 26th: its share of the month
+    assert (month.lower, month.upper) == pytest.approx((max(month.point * (1 - q), 0.0), month.point * (1 + q)))
+
+
+def test_the_month_is_projected_at_its_run_rate_after_a_day_and_by_the_forecaster_before():
+    rate = 0.002
+    cost = CostProjector(HoltWintersForecaster(season=0, horizon=24))
+    for t in range(0, 86400 + 600, 60):
+        cost.learn_one(rate * 60, T0 + t)
+        if t == 86400 - 3600:
+            assert cost.project()[1].method == "forecast"
+    now = T0 + 86400 + 540
+    month = cost.project()[1]
+    assert month.method == "run-rate" and month.point == pytest.approx(rate * (month_end(now) - now - 60))
+    # a new month starts its own run rate at its first instant (not at the series' first point)
+    march = month_end(now)
+    for t in range(0, 2 * 86400, 60):
+        cost.learn_one(3 * rate * 60, march + t)
+    month = cost.project()[1]
+    assert month.spent == pytest.approx(3 * rate * 2 * 86400) and month.until == month_end(march)
+    assert month.point == pytest.approx(3 * rate * (month_end(march) - march - 2 * 86400))
+    assert run_rate(10.0, 0.0, 5.0, 20.0) == 30.0 and run_rate(10.0, 5.0, 5.0, 20.0) == 0.0
+    assert run_rate_q(0.0) == RUN_RATE_Q[0][1] and run_rate_q(1.0) == RUN_RATE_Q[-1][1]
+    assert run_rate_q(0.375) == pytest.approx((RUN_RATE_Q[0][1] + RUN_RATE_Q[1][1]) / 2)
 
 
 def test_default_seasonal_forecaster_also_recovers_a_constant_rate():
