@@ -1,0 +1,54 @@
+"""The worker's Prometheus metrics (m1/pipeline_metrics.py) without a worker: what each report
+does to the text a scrape reads."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from m1.pipeline_metrics import REASON_CLASSES, PipelineMetrics, reason_class
+
+
+def samples(metrics: PipelineMetrics) -> dict[tuple[str, tuple], float]:
+    """Every sample of a scrape, parsed as Prometheus would: (name, sorted labels) -> value."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(metrics.exposition().decode()) for s in family.samples}
+
+
+def test_each_instance_has_its_own_registry() -> None:
+    one, two = PipelineMetrics(), PipelineMetrics()
+    one.batch_handled(0.1, stored=5, dead_letter_reasons=[])
+    assert samples(one)[("m1_points_stored_total", ())] == 5
+    assert samples(two)[("m1_points_stored_total", ())] == 0
+
+
+def test_dead_letter_reasons_become_a_bounded_set_of_labels() -> None:
+    metrics = PipelineMetrics()
+    hostile = [f"Object contains unknown field `f{i}`" for i in range(100)] + ["quota: over", "store: down", "x" * 10_000]
+    metrics.batch_handled(0.2, stored=0, dead_letter_reasons=hostile)
+    reasons = {dict(labels)["reason"]: v for (name, labels), v in samples(metrics).items() if name == "m1_dead_letters_total"}
+    assert reasons == {"invalid": 101, "quota": 1, "store": 1}
+    assert {reason_class(r) for r in hostile} <= {name for _, name in REASON_CLASSES} | {"invalid"}
+
+
+def test_lag_of_revoked_partitions_disappears() -> None:
+    metrics = PipelineMetrics()
+    metrics.consumer_lag({("m", 0): 5, ("m", 1): 2}, assigned={("m", 0), ("m", 1)})
+    metrics.consumer_lag({("m", 0): 0}, assigned={("m", 0)})  # a rebalance took partition 1
+    lag = {dict(labels)["partition"]: v for (name, labels), v in samples(metrics).items() if name == "m1_consumer_lag_records"}
+    assert lag == {"0": 0}
+
+
+def test_live_models_checkpoint_age_and_insert_latency_are_read_at_scrape_time() -> None:
+    metrics, bank = PipelineMetrics(), ["a", "b"]
+    metrics.watch_bank("detectors", bank.__len__)
+    bank.append("c")
+    metrics.store_insert("metric_points", 0.003)
+    time.sleep(0.05)
+    scraped = samples(metrics)
+    assert scraped[("m1_live_models", (("bank", "detectors"),))] == 3
+    assert scraped[("m1_store_insert_seconds_count", (("table", "metric_points"),))] == 1
+    assert scraped[("m1_checkpoint_age_seconds", ())] >= 0.05
+    metrics.checkpointed()
+    assert samples(metrics)[("m1_checkpoint_age_seconds", ())] < 0.05
