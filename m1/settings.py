@@ -98,6 +98,14 @@ class Settings(BaseSettings):
                                                         "ensemble); least recently used beyond it are evicted.")
     snapshot_seconds: float = Field(default=10.0, description="How often changed model state is checkpointed.")
 
+    # Store faults (streams/retry.py): a batch the store rejects is tried store_retry_attempts times, then
+    # dead-lettered; while the store is unavailable the batch waits (input paused) and is retried until it is taken.
+    store_retry_attempts: int = Field(
+        default=5, ge=1, description="Tries of a batch the store rejects before its records are dead-lettered (reason 'store: ...').")
+    store_retry_base_seconds: float = Field(
+        default=0.5, gt=0, description="Backoff after a batch's first failure; doubled after each further one (with jitter).")
+    store_retry_max_seconds: float = Field(default=30.0, gt=0, description="Longest backoff between two tries of a batch.")
+
     # Forecasting (streams/forecast_pipeline.py, docs/forecasting.md). Lists and dicts are JSON in M1_* variables.
     forecast_metrics: Annotated[list[str], NoDecode] = Field(default=["requests_per_s", "cpu_pct"], description="Metrics whose series are forecast.")
     forecast_horizons: Annotated[list[int], NoDecode] = Field(default=[1, 6, 12], description="Forecast steps (in points of the series) to publish.")

@@ -22,7 +22,7 @@ from m1.topics import ensure_topics
 from sinks.clickhouse import Store, connect
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
 from streams.forecast_handler import ForecastHandler, forecast_handler
-from streams.metrics_handler import MetricsHandler, metrics_handler
+from streams.metrics_handler import MetricsHandler, batch_dead_letters, metrics_handler
 from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
 from streams.publisher import Publisher
@@ -89,6 +89,7 @@ def build_app(settings: Settings) -> faust.App:
         checkpoints=[pipeline.checkpoint, forecasting.checkpoint, observed.checkpointed],  # the last only if all saved
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
         on_lag=observed.consumer_lag,
+        dead_letters=batch_dead_letters(pipeline, publisher, settings),  # of a batch the store kept rejecting
     ))
 
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing

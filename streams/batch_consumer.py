@@ -5,7 +5,11 @@ development machines, while a plain aiokafka ``getmany`` loop reads the same top
 faster (docs/benchmarks.md). So the high-volume metrics topic is read here, in batches
 flushed by size (``M1_BATCH_SIZE``) or time (``M1_FLUSH_SECONDS``), and each batch goes to
 one handler (``streams.app`` wires the metrics path, then the forecasting path on the points
-the metrics path decoded); a failing batch is retried from its first offsets. The
+the metrics path decoded). A failing batch is retried as :mod:`streams.retry` says, with this
+consumer's input paused meanwhile: a batch the store rejects is tried ``M1_STORE_RETRY_ATTEMPTS``
+times and then dead-lettered; while the store is unavailable the batch waits, however long that
+takes. Paused partitions return nothing, but the consumer keeps polling them, so the group keeps
+the member (heartbeats run on their own; polling is what ``max_poll_interval_ms`` watches). The
 low-volume topics keep their Faust agents.
 
 Offsets are committed together with the models' checkpoints, every ``M1_SNAPSHOT_SECONDS``
@@ -26,6 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -34,6 +39,7 @@ from mode import Service
 from m1.kafka_security import client_kwargs
 from m1.settings import Settings
 from m1.topics import tenant_topic_pattern
+from streams.retry import RetryPolicy, handle_batch
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +60,12 @@ class KafkaEvent:
 
 
 BatchHandler = Callable[[Sequence[KafkaEvent]], Awaitable[None]]
+#: Dead-letters every record of a batch with the given reason (once the store rejected it too often).
+BatchDeadLetters = Callable[[Sequence[KafkaEvent], str], Awaitable[None]]
 
 TENANT_TOPICS_REFRESH_MS = 30_000
+#: Longest wait of one poll of the paused partitions while a batch is retried.
+PAUSED_POLL_SECONDS = 1.0
 
 
 class BatchConsumer(Service):
@@ -64,13 +74,17 @@ class BatchConsumer(Service):
 
     ``checkpoints`` (blocking callables, run in a thread between batches) save the handler's
     models; the offsets handled before a checkpoint are committed right after it. They run
-    every ``M1_SNAPSHOT_SECONDS``, and also after a batch when ``checkpoint_due()`` says so.
+    every ``M1_SNAPSHOT_SECONDS``, and also after a batch when ``checkpoint_due()`` says so; a
+    checkpoint that fails commits nothing, and the next one tries again.
+
+    ``dead_letters`` takes the records of a batch the store rejected ``M1_STORE_RETRY_ATTEMPTS``
+    times; without it such a batch is retried like any other failure.
     """
 
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
                  checkpoints: list[Callable[[], object]], checkpoint_due: Callable[[], bool] = lambda: False,
                  on_lag: Callable[[dict[TopicPartition, int], set[TopicPartition]], None] | None = None,
-                 **kwargs: object):
+                 dead_letters: BatchDeadLetters | None = None, **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
@@ -78,6 +92,8 @@ class BatchConsumer(Service):
         self.handler = handler
         self.checkpoints = checkpoints
         self.checkpoint_due = checkpoint_due
+        self.dead_letters = dead_letters
+        self.retry = RetryPolicy.of(settings)
         self.on_lag = on_lag
         self._consumer: AIOKafkaConsumer | None = None
         self._between_batches = asyncio.Lock()
@@ -104,15 +120,23 @@ class BatchConsumer(Service):
         await self._consumer.start()
 
     async def on_stop(self) -> None:
-        await self.checkpoint()
-        if self._consumer is not None:
-            await self._consumer.stop()
+        try:
+            await self.checkpoint()
+        finally:
+            if self._consumer is not None:
+                await self._consumer.stop()
 
     async def checkpoint(self) -> None:
-        """Save the models, then commit the offsets of every batch handled before."""
+        """Save the models, then commit the offsets of every batch handled before. If a save
+        fails (the store is down, say), nothing is committed: those offsets wait for the next."""
         async with self._between_batches:
-            for save in self.checkpoints:
-                await asyncio.get_running_loop().run_in_executor(None, save)
+            try:
+                for save in self.checkpoints:
+                    await asyncio.get_running_loop().run_in_executor(None, save)
+            except Exception:
+                log.exception("checkpoint failed; offsets of %d partitions stay uncommitted until one succeeds",
+                              len(self._handled))
+                return
             offsets, self._handled = self._handled, {}
             await self._commit(offsets)
 
@@ -130,13 +154,10 @@ class BatchConsumer(Service):
             if not events:
                 continue
             async with self._between_batches:
-                try:
-                    await self.handler(events)
-                except Exception:
-                    log.exception("batch of %d records failed; retrying it from its first offsets", len(events))
-                    self._rewind(events)
-                    await self.sleep(1.0)
-                    continue
+                dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
+                if not await handle_batch(partial(self.handler, events), dead_letters, self.retry, self,
+                                          f"batch of {len(events)} records of {self.topic}"):
+                    continue  # stopping: its offsets stay uncommitted, so it is read again after a restart
                 for event in events:
                     tp = TopicPartition(event.message.topic, event.message.partition)
                     self._handled[tp] = max(self._handled.get(tp, 0), event.message.offset + 1)
@@ -153,6 +174,32 @@ class BatchConsumer(Service):
         assigned = self._consumer.assignment()  # a partition revoked meanwhile has no highwater here
         highwater = {tp: self._consumer.highwater(tp) for tp in handled if tp in assigned}
         self.on_lag({tp: max(0, hw - handled[tp]) for tp, hw in highwater.items() if hw is not None}, assigned)
+
+    def pause_input(self) -> None:
+        """Pause every assigned partition (:class:`streams.retry.Backpressure`)."""
+        assert self._consumer is not None
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume_input(self) -> None:
+        """Resume every paused partition."""
+        assert self._consumer is not None
+        self._consumer.resume(*self._consumer.paused())
+
+    def paused(self) -> set[TopicPartition]:
+        """The partitions paused while a batch is retried."""
+        return set() if self._consumer is None else set(self._consumer.paused())
+
+    async def backoff(self, seconds: float) -> bool:
+        """Wait ``seconds`` while polling the paused partitions (see the module docstring); False if
+        the consumer stops first. Records of partitions a rebalance assigned meanwhile (not paused
+        yet) are put back, and those partitions paused too."""
+        assert self._consumer is not None
+        deadline = time.monotonic() + seconds
+        while not self.should_stop and (left := deadline - time.monotonic()) > 0:
+            self.pause_input()
+            fetched = await self._consumer.getmany(timeout_ms=max(1, int(min(left, PAUSED_POLL_SECONDS) * 1000)))
+            self._rewind([KafkaEvent(r) for records in fetched.values() for r in records])
+        return not self.should_stop
 
     async def _next_batch(self) -> list[KafkaEvent]:
         """Records until the batch is full or ``flush_seconds`` have passed since the first."""

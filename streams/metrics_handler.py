@@ -4,22 +4,29 @@ It returns the batch's :class:`~streams.metrics_pipeline.BatchOutcome`, whose de
 the forecast handler learns next (``streams.app`` wires the two). The batch consumer
 (``streams.batch_consumer``) commits a batch's offsets only after both returned, that is
 after the store inserts and the Kafka sends have all completed.
+
+:func:`batch_dead_letters` dead-letters the records of a batch that the store kept rejecting
+(``streams.retry``), for the metrics topic's consumer and the OTLP agents.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from streams.batch_consumer import KafkaEvent
-from streams.metrics_pipeline import Anomaly, BatchOutcome, DeadLetter, MetricsPipeline, Record
+from streams.batch_consumer import BatchDeadLetters, KafkaEvent
+from streams.metrics_pipeline import Anomaly, BatchOutcome, DeadLetter, MetricsPipeline, Record, dead_letter
 from streams.publisher import OutputRecord, Publisher
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
     from m1.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def records_of(events: Sequence[KafkaEvent]) -> list[Record]:
@@ -52,3 +59,22 @@ def alert_records(settings: Settings, dead_letters: Iterable[DeadLetter], anomal
     records: list[OutputRecord] = [(settings.topic_dead_letter, None, msgspec.json.encode(d)) for d in dead_letters]
     records += [(settings.topic_anomalies, a.series.encode(), msgspec.json.encode(a)) for a in anomalies]
     return records
+
+
+def batch_dead_letters(pipeline: MetricsPipeline, publisher: Publisher, settings: Settings) -> BatchDeadLetters:
+    """Dead-letters every record of a batch with a reason: on the dead-letter topic first, and
+    returns once the broker has them (the topic is the record of truth, since the store may be
+    what fails), then in the dead_letters table if the store takes them (if not, that is logged)."""
+
+    async def dead_letter_batch(events: Sequence[KafkaEvent], reason: str) -> None:
+        now = time.time()
+        letters = [dead_letter(record, reason, now, settings.max_payload_bytes) for record in records_of(events)]
+        with stage("produce"):
+            await publisher.publish(alert_records(settings, letters, ()))
+        try:  # the pipeline's way in for dead letters (nothing to score here)
+            await in_thread(pipeline.score_and_store, {}, now, letters)
+        except Exception as exc:
+            log.warning("%d dead letters are on %s but not in the dead_letters table: %s",
+                        len(letters), settings.topic_dead_letter, exc)
+
+    return dead_letter_batch

@@ -6,7 +6,8 @@
 * agents for ``otlp_spans`` and ``otlp_metrics`` (``streams.otlp_pipeline``), which send dead
   letters and anomalies like the metrics agent, and acknowledge a batch only after that; with
   ``M1_TENANT_TOPICS``, batch consumers subscribed to every tenant's topics by pattern instead
-  (Faust's consumer subscribes by name only);
+  (Faust's consumer subscribes by name only). Both retry a failed batch as ``streams.retry``
+  says, and dead-letter a batch the store kept rejecting like the metrics topic's consumer;
 * a timer closing RED minutes of a topic that went quiet;
 * the bottleneck job (``streams.bottleneck_job``) on a leader-only timer every
   ``M1_BOTTLENECK_SECONDS``, publishing each report on the bottlenecks topic; ``register_otel``
@@ -18,18 +19,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import faust
 import msgspec
 
 from m1.telemetry import setup_tracing_if_configured
-from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
+from streams.batch_consumer import BatchConsumer, BatchDeadLetters, BatchHandler, KafkaEvent
 from streams.bottleneck_job import BottleneckJob
-from streams.metrics_handler import alert_records, records_of
+from streams.metrics_handler import alert_records, batch_dead_letters, records_of
 from streams.metrics_pipeline import MetricsPipeline, Record
 from streams.otlp_pipeline import OtlpOutcome, OtlpPipeline
 from streams.publisher import Publisher
+from streams.retry import AgentBackpressure, RetryPolicy, handle_batch
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
@@ -49,14 +52,16 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
     stores and publishes its reports."""
     setup_tracing_if_configured()
     pipeline = OtlpPipeline(settings, store, metrics)
+    dead_letters = batch_dead_letters(metrics, publisher, settings)
     for process, topic, name in ((pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans"),
                                  (pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics")):
         handler = otlp_handler(process, topic, name, publisher, settings)
         if settings.tenant_topics:
-            app.service(BatchConsumer(settings, topic, group_id=f"{settings.app_id}-{name}", handler=handler, checkpoints=[]))
+            app.service(BatchConsumer(settings, topic, group_id=f"{settings.app_id}-{name}", handler=handler, checkpoints=[],
+                                      dead_letters=dead_letters))
         else:
             raw_topic = app.topic(topic, key_serializer="raw", value_serializer="raw")
-            app.agent(raw_topic, name=name)(otlp_agent(handler, settings))
+            app.agent(raw_topic, name=name)(otlp_agent(handler, dead_letters, settings))
 
     @app.timer(IDLE_CHECK_SECONDS, name="otlp_red_idle")
     async def close_idle_red_minutes() -> None:
@@ -105,12 +110,15 @@ def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, nam
     return handle
 
 
-def otlp_agent(handler: BatchHandler, settings: Settings) -> Any:
-    """An agent function that hands the batches of its stream to ``handler``."""
+def otlp_agent(handler: BatchHandler, dead_letters: BatchDeadLetters, settings: Settings) -> Any:
+    """An agent function that hands the batches of its stream to ``handler``, retrying a failed
+    batch (the agent reads no further meanwhile) and dead-lettering one the store kept rejecting."""
+    policy, backpressure = RetryPolicy.of(settings), AgentBackpressure()
 
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.flush_seconds):
-            await handler(events)
+            await handle_batch(partial(handler, events), partial(dead_letters, events), policy, backpressure,
+                               f"batch of {len(events)} records of {events[0].message.topic}")
 
     return agent
 
