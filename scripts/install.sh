@@ -14,6 +14,8 @@ fi
 if ! command -v prometheus >/dev/null; then
   echo "installing Prometheus (tests/test_prometheus.py scrapes a worker with it)..."
   apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # Only the binary is wanted: the package's service would listen on every interface.
+  if command -v systemctl >/dev/null; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
 
 PYTHON="${PYTHON:-python3.11}"
