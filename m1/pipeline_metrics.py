@@ -14,7 +14,8 @@ family                                          type       meaning
 ``m1_points_stored_total``                      counter    points of the metrics topic stored: ``rate()`` of
                                                            it is points/s
 ``m1_dead_letters_total{reason}``               counter    dead letters of the metrics topic's batches, by
-                                                           :func:`reason_class`
+                                                           :func:`reason_class` (whole batches the store kept
+                                                           rejecting included)
 ``m1_live_models{bank}``                        gauge      live models of each model bank
 ``m1_checkpoint_age_seconds``                   gauge      seconds since the last successful checkpoint
                                                            (since the metrics were made, before the first)
@@ -38,7 +39,8 @@ True
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -66,6 +68,8 @@ INSERT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 #: A topic partition: ``(topic, partition)`` (aiokafka's TopicPartition is one).
 Partition = tuple[str, int]
+#: Dead-letters every record of a batch with one reason (``streams.batch_consumer.BatchDeadLetters``).
+BatchDeadLetters = Callable[[Sequence[Any], str], Awaitable[None]]
 
 
 def reason_class(reason: str) -> str:
@@ -110,6 +114,15 @@ class PipelineMetrics:
         self.points.inc(stored)
         for reason in dead_letter_reasons:
             self.dead_letters.labels(reason_class(reason)).inc()
+
+    def counting_dead_letters(self, dead_letter: BatchDeadLetters) -> BatchDeadLetters:
+        """``dead_letter`` that, once it returned, counts the batch's records under the reason's class."""
+
+        async def counted(records: Sequence[Any], reason: str) -> None:
+            await dead_letter(records, reason)
+            self.dead_letters.labels(reason_class(reason)).inc(len(records))
+
+        return counted
 
     def consumer_lag(self, lags: Mapping[Partition, int], assigned: Iterable[Partition]) -> None:
         """Set the lag of the partitions in ``lags``; drop partitions no longer ``assigned``."""

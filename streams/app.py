@@ -89,7 +89,8 @@ def build_app(settings: Settings) -> faust.App:
         checkpoints=[pipeline.checkpoint, forecasting.checkpoint, observed.checkpointed],  # the last only if all saved
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
         on_lag=observed.consumer_lag,
-        dead_letters=batch_dead_letters(pipeline, publisher, settings),  # of a batch the store kept rejecting
+        # the records of a batch the store kept rejecting
+        dead_letters=observed.counting_dead_letters(batch_dead_letters(pipeline, publisher, settings)),
     ))
 
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing

@@ -52,3 +52,14 @@ def test_live_models_checkpoint_age_and_insert_latency_are_read_at_scrape_time()
     assert scraped[("m1_checkpoint_age_seconds", ())] >= 0.05
     metrics.checkpointed()
     assert samples(metrics)[("m1_checkpoint_age_seconds", ())] < 0.05
+
+
+async def test_a_batch_the_store_kept_rejecting_counts_once_dead_lettered() -> None:
+    metrics, sent = PipelineMetrics(), []
+
+    async def dead_letter(records: list, reason: str) -> None:
+        sent.append((len(records), reason))
+
+    await metrics.counting_dead_letters(dead_letter)([1, 2, 3], "store: Code: 241. MEMORY_LIMIT_EXCEEDED")
+    assert sent == [(3, "store: Code: 241. MEMORY_LIMIT_EXCEEDED")]
+    assert samples(metrics)[("m1_dead_letters_total", (("reason", "store"),))] == 3
