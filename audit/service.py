@@ -55,11 +55,14 @@ def make_ingest(settings: Settings, store: Store) -> AuditIngest:
 
 
 class Outbox(Service):
-    """Records queued from any thread, published every second (and on stop)."""
+    """Records queued from any thread, published every second and on stop (a crash loses at most
+    the last second's, as it does the access_log rows not yet flushed). Every second it also
+    queues what ``due()`` (blocking, run in a thread) returns: the tree heads now due."""
 
-    def __init__(self, publisher: Publisher, **kwargs: object) -> None:
+    def __init__(self, publisher: Publisher, due: Callable[[], Sequence[OutputRecord]] = list, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.publisher = publisher
+        self.due = due
         self._records: list[OutputRecord] = []
         self._lock = threading.Lock()
 
@@ -84,16 +87,20 @@ class Outbox(Service):
     async def _send(self) -> None:
         while not self.should_stop:
             await self.sleep(1.0)
+            try:
+                self.add(await in_thread(self.due))
+            except Exception:
+                log.exception("audit: signing the tree heads due failed; trying again")
             await self.flush()
 
 
 def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher) -> Callable[[AccessEntry], None]:
-    """Add the audit consumer and outbox to ``app``; queue the ``config.start`` event; return the
+    """Send the ``config.start`` event, add the audit consumer and outbox to ``app``; return the
     API's access listener."""
     ensure_topics(settings, [settings.topic_audit, settings.topic_audit_checkpoints])
     ingest = make_ingest(settings, store)
-    outbox = app.service(Outbox(publisher))
-    outbox.add(events.records(settings, [events.config_event(settings)]))
+    events.send(settings, [events.config_event(settings)])  # on the broker before the worker starts
+    outbox = app.service(Outbox(publisher, due=lambda: events.head_records(settings, ingest.due_heads())))
 
     async def handle(batch: Sequence[KafkaEvent]) -> None:
         outcome = await in_thread(ingest.process, [e.value for e in batch])
@@ -104,6 +111,5 @@ def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher)
 
     # The audit topic is one topic whatever M1_TENANT_TOPICS says: the pipeline writes to it itself.
     app.service(BatchConsumer(settings.model_copy(update={"tenant_topics": False}), settings.topic_audit,
-                              group_id=f"{settings.app_id}-audit", handler=handle,
-                              checkpoints=[lambda: outbox.add(events.head_records(settings, ingest.due_heads()))]))
+                              group_id=f"{settings.app_id}-audit", handler=handle, checkpoints=[]))
     return lambda entry: outbox.add(events.records(settings, [events.access_event(settings, entry)]))
