@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,8 +51,9 @@ class AccessLog:
     """Queue of decisions and the task that writes them to ``access_log`` in batches."""
 
     def __init__(self, store: Store, flush_seconds: float = 1.0, batch_rows: int = 1000,
-                 max_pending: int = 100_000) -> None:
+                 max_pending: int = 100_000, listener: Callable[[AccessEntry], None] | None = None) -> None:
         self.store = store
+        self.listener = listener  # also told of every decision (the worker: the audit trail, audit.service)
         self.flush_seconds = flush_seconds
         self.batch_rows = batch_rows
         self._pending: deque[AccessEntry] = deque(maxlen=max_pending)
@@ -62,6 +63,8 @@ class AccessLog:
     def record(self, entry: AccessEntry) -> None:
         """Log ``entry`` now and queue it for the table."""
         log.info(json.dumps(asdict(entry), separators=(",", ":")))
+        if self.listener is not None:
+            self.listener(entry)
         if len(self._pending) == self._pending.maxlen:
             _own.warning("access log: %d decisions wait for the store; dropping the oldest", len(self._pending))
         self._pending.append(entry)

@@ -14,12 +14,13 @@ decisions) and never closes ``store`` or ``registry``: their owner does.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from api.access import AccessLog
+from api.access import AccessEntry, AccessLog
 from api.gate import API, TenantRates, gate
 from api.handlers import RunBottlenecks
 from api.openapi import document
@@ -57,7 +58,8 @@ class Api:
 
 
 def make_api(settings: Settings, store: Store, registry: Registry, authenticator: Authenticator | None = None,
-             run_bottlenecks: RunBottlenecks | None = None, metrics: PipelineMetrics | None = None) -> web.Application:
+             run_bottlenecks: RunBottlenecks | None = None, metrics: PipelineMetrics | None = None,
+             access_listener: Callable[[AccessEntry], None] | None = None) -> web.Application:
     """The API over ``store`` (migrated, with ``access_log``) and ``registry``.
 
     ``authenticator`` defaults to ``Authenticator(settings, registry)`` (closed with the application;
@@ -72,7 +74,7 @@ def make_api(settings: Settings, store: Store, registry: Registry, authenticator
     if authenticator is None:  # ours: its thread pool ends with the application
         authenticator = Authenticator(settings, registry)
         app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
-    api = Api(settings, store, registry, authenticator, run_bottlenecks, AccessLog(store, settings.api_access_flush_seconds),
+    api = Api(settings, store, registry, authenticator, run_bottlenecks, AccessLog(store, settings.api_access_flush_seconds, listener=access_listener),
               TenantRates(settings, registry), document(ROUTES), metrics)
     for route in ROUTES:
         api.routes[app.router.add_route(route.method, route.path, _unreachable)] = route

@@ -20,6 +20,9 @@ from api.server import ApiServer
 from tenancy.authn import Authenticator
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from api.access import AccessEntry
     from m1.pipeline_metrics import PipelineMetrics
     from m1.settings import Settings
     from sinks.clickhouse import Store
@@ -33,8 +36,9 @@ class ApiService(Service):
 
     def __init__(self, settings: Settings, store: Store, registry: Registry,
                  run_bottlenecks: RunBottlenecks | None = None, metrics: PipelineMetrics | None = None,
-                 **kwargs: Any) -> None:
+                 access_listener: Callable[[AccessEntry], None] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.access_listener = access_listener  # told of every access decision (the worker: audit.service)
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -45,7 +49,7 @@ class ApiService(Service):
 
     async def on_start(self) -> None:
         web = make_api(self.settings, self.store, self.registry, self.authenticator, self.run_bottlenecks,
-                       self.metrics)
+                       self.metrics, access_listener=self.access_listener)
         self.server = ApiServer(self.settings, web)
         await self.server.start()
         self.log.info("API on http://%s:%d/v1", self.settings.web_bind, self.server.port)

@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from audit import cli as audit_cli
 from m1.settings import get_settings
 from models.evaluation import cli as nab_cli
 from models.evaluation import capacity_cli, forecast_cli
@@ -27,6 +28,7 @@ app.add_typer(traces_cli.app, name="traces", help="Trace analysis: bottlenecks a
 app.add_typer(tenancy_cli.tenants_app, name="tenants")
 app.add_typer(tenancy_cli.keys_app, name="keys")
 app.add_typer(tenancy_cli.roles_app, name="roles")
+app.add_typer(audit_cli.app, name="audit")
 console = Console()
 
 

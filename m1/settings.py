@@ -168,6 +168,26 @@ class Settings(BaseSettings):
     api_access_flush_seconds: float = Field(
         default=1.0, description="How often the API writes its queued access decisions to the access_log table.")
 
+    # Audit trail (audit/, docs/audit.md): the audit topic, hash chains, signed Merkle tree heads.
+    topic_audit: str = Field(default="audit", description="audit/1 events to chain into audit_log.")
+    topic_audit_checkpoints: str = Field(default="audit_checkpoints", description="Signed tree heads, as they are made.")
+    audit_key_path: Path | None = Field(
+        default=None, description="Ed25519 key signing tree heads; empty means <home>/audit-signing.key, created "
+                                  "(mode 0600) on first use; its public-key history is <key>.history.json.")
+    audit_witness_path: Path | None = Field(
+        default=None, description="Last verified tree head per tenant (rollback detection of `m1 audit verify`); "
+                                  "empty means <home>/audit-witness.json.")
+    audit_checkpoint_events: int = Field(default=1000, ge=1, description="Sign a tenant's tree head every N new events...")
+    audit_checkpoint_seconds: float = Field(default=60.0, gt=0, description="... or when it grew and its last head is this old.")
+    audit_dedupe_window: int = Field(
+        default=100_000, ge=1, description="Recent ids per tenant kept in memory to drop replays; older ones are looked up in audit_log.")
+    audit_region: str = Field(default="local", description="Region of the audit events the pipeline writes about itself.")
+
+    @field_validator("audit_key_path", "audit_witness_path", mode="before")
+    @classmethod
+    def _empty_audit_path_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("registry_path", "oidc_jwks_path", "state_key_path", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:

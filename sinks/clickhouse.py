@@ -216,6 +216,11 @@ class Store:
             result = client.query(sql, parameters=parameters, settings=settings)
         return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
 
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        """Run the pipeline's own query (trusted SQL, no guard) and return an Arrow table (bulk reads)."""
+        with self._reader() as client:
+            return client.query_arrow(sql, parameters=parameters)
+
     def admin_query(self, sql: str) -> QueryResult:
         """A platform-admin's SQL over every tenant's rows: guarded (:mod:`sinks.sql_guard`), read-only,
         limited; values JSON-safe. :class:`~sinks.sql_guard.QueryRefused` if the guard refuses it,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import faust
 
 from api.service import ApiService
+from audit import service as audit_service
 from m1.kafka_security import faust_credentials
 from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
@@ -94,5 +95,7 @@ def build_app(settings: Settings) -> faust.App:
     ))
 
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing
-    app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed))
+    access_listener = audit_service.wire(app, settings, store, publisher)  # audit topic -> hash chains, signed heads
+    app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed,
+                           access_listener=access_listener))
     return app
