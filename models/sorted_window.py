@@ -28,6 +28,8 @@ class SortedWindow:
     >>> w.extend([5.0, 1.0, 3.0, 9.0, 2.0])  # 5.0 has slid out
     >>> w.median(), w.mad(w.median()), w.range(), len(w)
     (2.5, 1.0, 8.0, 4)
+    >>> w.median_mad()
+    (2.5, 1.0)
     """
 
     def __init__(self, size: int, values: Iterable[float] = ()):
@@ -36,6 +38,7 @@ class SortedWindow:
         self.head = 0
         self.sorted = array("d")  # the finite values, ascending
         self.nonfinite = 0
+        self._hint = 0  # where _kth_deviation's split was last found (not pickled: a starting point only)
         self.extend(values)
 
     def __len__(self) -> int:
@@ -51,17 +54,19 @@ class SortedWindow:
 
     def push(self, v: float) -> None:
         """Append ``v``, dropping the oldest value once the window holds ``size``."""
-        if len(self.ring) < self.size:
-            self.ring.append(v)
+        ring = self.ring
+        if len(ring) < self.size:
+            ring.append(v)
         else:
-            old = self.ring[self.head]
-            self.ring[self.head] = v
-            self.head = self.head + 1 if self.head + 1 < self.size else 0
-            if math.isfinite(old):
+            head = self.head
+            old = ring[head]
+            ring[head] = v
+            self.head = head + 1 if head + 1 < self.size else 0
+            if old - old == 0.0:  # finite (inf - inf and nan - nan are nan)
                 del self.sorted[bisect_left(self.sorted, old)]
             else:
                 self.nonfinite -= 1
-        if math.isfinite(v):
+        if v - v == 0.0:
             insort(self.sorted, v)
         else:
             self.nonfinite += 1
@@ -80,23 +85,46 @@ class SortedWindow:
         lo = self._kth_deviation((n - 1) // 2, med)
         return lo if n % 2 else (lo[0] + lo[1]) / 2  # type: ignore[index]
 
+    def median_mad(self) -> tuple[float, float]:
+        """``(median(), mad(median()))`` in one call (the robust detectors' per-point path)."""
+        s, n = self.sorted, len(self.sorted)
+        if self.nonfinite or not n:
+            return math.nan, math.nan
+        if n % 2:
+            med = s[n // 2]
+            return med, self._kth_deviation((n - 1) // 2, med)
+        med = (s[n // 2 - 1] + s[n // 2]) / 2
+        lo = self._kth_deviation((n - 1) // 2, med)
+        return med, (lo[0] + lo[1]) / 2
+
     def _kth_deviation(self, k: int, med: float) -> Any:
         """The k-th smallest ``|v - med|`` (0-based), and for even counts also the next one.
 
         The deviations are two ascending runs -- ``med - s[c-1], med - s[c-2], ...`` below
-        the median and ``s[c] - med, s[c+1] - med, ...`` above it -- merged by binary search.
+        the median and ``s[c] - med, s[c+1] - med, ...`` above it -- merged by finding the
+        smallest ``i`` in ``[lo, hi)`` with ``below[i] >= above[k - i]`` (``hi`` if none; the
+        test is monotone in ``i``). A window slides by one value between calls, so the split
+        moves by a step or two: it is walked to from the last one (the same ``i`` a binary
+        search finds, in fewer steps).
         """
         s, n = self.sorted, len(self.sorted)
         c = n // 2
         n_lo, n_hi = c, n - c
         lo, hi = max(0, k + 1 - n_hi), min(k + 1, n_lo)
-        while lo < hi:  # smallest i (taken from below) with below[i] >= above[k - i]
-            i = (lo + hi) // 2
-            if med - s[c - 1 - i] < s[c + k - i] - med:
-                lo = i + 1
-            else:
-                hi = i
-        i, j = lo, k + 1 - lo
+        i = self._hint
+        if i < lo:
+            i = lo
+        elif i > hi:
+            i = hi
+        if i > lo and med - s[c - i] >= s[c + k - i + 1] - med:  # the test holds at i - 1: walk down
+            i -= 1
+            while i > lo and med - s[c - i] >= s[c + k - i + 1] - med:
+                i -= 1
+        else:
+            while i < hi and med - s[c - 1 - i] < s[c + k - i] - med:
+                i += 1
+        self._hint = i
+        j = k + 1 - i
         kth = max(med - s[c - i] if i > 0 else -INF, s[c + j - 1] - med if j > 0 else -INF)
         if n % 2:
             return kth

@@ -103,10 +103,12 @@ class CalibratedDetector(Detector):
     def z_learn_one(self, x: float, t: float) -> float:
         """Calibrated (and gated) z of ``x`` before learning it, unsuppressed; learns it."""
         raw = self.raw_learn_one(x, t)
-        z = self.calibrator.z(raw)
-        if self.gate is not None and not self.gate.learn(raw):
-            z = 0.0
-        self.calibrator.learn(raw)
+        if raw != raw:  # NaN: not ready; neither calibrated nor gated (z_learn and gate.learn skip it)
+            return 0.0
+        z = self.calibrator.z_learn(raw)
+        gate = self.gate
+        if gate is not None and not gate.learn(raw):
+            return 0.0
         return z
 
     def z_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:

@@ -70,12 +70,30 @@ class ScoreCalibrator:
         self.mean += a * d
         self.var = (1.0 - a) * (self.var + a * d * d)
 
+    def z_learn(self, raw: float) -> float:
+        """``z(raw)``, then ``learn(raw)``, in one call (the same arithmetic)."""
+        if raw != raw:
+            return 0.0
+        mean, var, n = self.mean, self.var, self.n
+        if n <= self.warmup:
+            z = 0.0
+        else:
+            std = max(math.sqrt(max(var, 0.0)), self.min_std, self.rel_std * abs(mean))
+            z = max((raw - mean) / std, 0.0)
+        n += 1
+        self.n = n
+        a = max(self.alpha, 1.0 / n)
+        d = raw - mean
+        self.mean = mean + a * d
+        self.var = (1.0 - a) * (var + a * d * d)
+        return z
+
     def z_learn_many(self, raws: np.ndarray) -> np.ndarray:
         """z of each raw score before learning it, in order (a tight scalar loop)."""
         out = np.empty(len(raws))
+        step = self.z_learn
         for i, r in enumerate(np.asarray(raws, dtype=np.float64).tolist()):
-            out[i] = self.z(r)
-            self.learn(r)
+            out[i] = step(r)
         return out
 
 

@@ -94,8 +94,33 @@ class ContextSurprise(CalibratedDetector):
         self._learn_level(x, self._level(x))
 
     def raw_learn_one(self, x: float, t: float) -> float:
-        """Surprise of ``x``, then learn it, quantising it once."""
-        level = self._level(x)
-        raw = self._surprise(level)
-        self._learn_level(x, level)
+        """Surprise of ``x``, then learn it, quantising it once (``_level``, ``_surprise`` and
+        ``_learn_level`` inlined: the stream's per-point path)."""
+        bins, prev = self.bins, self.prev
+        lo, hi = self.lo, self.hi
+        lo_all, hi_all = min(lo, self.lo_before), max(hi, self.hi_before)
+        if self.n == 0 or x < lo_all:
+            level = 0
+        elif x > hi_all:
+            level = bins + 1
+        elif hi_all <= lo_all:
+            level = 1
+        else:
+            level = 1 + min(bins - 1, int((x - lo_all) / (hi_all - lo_all) * bins))
+        if prev < 0:
+            raw = float("nan")
+        else:
+            levels = bins + 2
+            at = prev * levels + level
+            seen = self.counts[at]
+            raw = -math.log((seen + self.alpha) / (self.totals[prev] + self.alpha * levels))
+            self.counts[at] = seen + 1.0
+            self.totals[prev] += 1.0
+        self.prev = level
+        self.lo, self.hi = min(lo, x), max(hi, x)
+        self.n += 1
+        if self.n % self.halve_every == 0:
+            self.lo_before, self.hi_before, self.lo, self.hi = self.lo, self.hi, math.inf, -math.inf
+            self.counts = array("d", (c * 0.5 for c in self.counts))
+            self.totals = array("d", (c * 0.5 for c in self.totals))
         return raw

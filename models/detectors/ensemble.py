@@ -94,8 +94,15 @@ class Ensemble(Detector):
     def score_learn_many(self, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
         if len(xs) <= SHORT_CALL:  # the stream's usual call: a scalar loop skips the numpy set-up
             step, scale, comps = self.suppressor.step, self.scale, self.components
-            return np.array([step(squash(max(c.z_learn_one(x, t) for c in comps), scale))
-                             for x, t in zip(np.asarray(xs).tolist(), np.asarray(ts).tolist())])
+            out = []
+            for x, t in zip(np.asarray(xs).tolist(), np.asarray(ts).tolist()):
+                z = 0.0  # max over the components' z (>= 0, never NaN; squash maps 0 and -0.0 alike)
+                for c in comps:
+                    v = c.z_learn_one(x, t)
+                    if v > z:
+                        z = v
+                out.append(step(z / (z + scale) if z > 0.0 else 0.0))  # squash(z, scale)
+            return np.array(out)
         z = np.max([c.z_learn_many(xs, ts) for c in self.components], axis=0)
         return self.suppressor.step_many(squash_many(z, self.scale))
 

@@ -65,10 +65,12 @@ class RarityGate:
         """``passes(raw)``, then remember ``raw``; NaN is neither judged nor remembered."""
         if raw != raw:
             return False
-        verdict = self.passes(raw)
-        if len(self.open) < self.k or raw > self.open[0]:
-            bisect.insort(self.open, raw)
-            del self.open[: -self.k]
+        kth = self._kth
+        verdict = raw > (self.kth_largest() if kth is None else kth)  # passes(raw), inlined
+        top = self.open
+        if len(top) < self.k or raw > top[0]:
+            bisect.insort(top, raw)
+            del top[: -self.k]
             self._kth = None
         self.filled += 1
         if self.filled == self.block:

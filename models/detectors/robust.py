@@ -137,10 +137,38 @@ class RobustZ(CalibratedDetector):
                 self.past.popleft()
 
     def raw_learn_one(self, x: float, t: float) -> float:
-        """Raw measure of ``x``, then learn it, computing its ``y`` once."""
-        y = self._y(x)
-        raw = self._raw_y(y)
-        self.learn_raw(x, t, y)
+        """Raw measure of ``x``, then learn it, computing its ``y`` once. Once the season's lag
+        is settled (or without a season) this is ``_raw_y`` and ``learn_raw`` inlined: the
+        stream's per-point path."""
+        season, lag = self.season, self.lag
+        if season is not None and lag == 0:  # the lag is still being measured
+            y = self._y(x)
+            raw = self._raw_y(y)
+            self.learn_raw(x, t, y)
+            return raw
+        if season is None or lag < 0:  # lag is not None once settled: _y(x), inlined
+            y = x
+        else:
+            k, past = self._k, self.past
+            if len(past) < lag + k:
+                y = None
+            elif k == 0:
+                y = x - past[0]
+            else:
+                y = x - sorted(islice(past, 2 * k + 1))[k]
+        hist = self.hist
+        if y is None or len(hist) < self.min_points:
+            raw = float("nan")
+        else:
+            med, mad = hist.median_mad()
+            spread = max(MAD_TO_STD * mad, self.range_floor * self.values.range(), self.rel_floor * abs(med), self.abs_floor)
+            raw = abs(y - med) / spread
+        if y is not None:
+            hist.push(y)
+        if self.values is not hist:
+            self.values.push(x)
+        if season is not None and lag != -1:
+            self.past.append(x)
         return raw
 
 

@@ -117,6 +117,23 @@ def test_sorted_window_matches_numpy_statistics() -> None:
     assert list(w) == v[-50:].tolist()
 
 
+def test_the_walked_mad_split_is_the_binary_searched_one() -> None:
+    # _kth_deviation walks from the split it found last time: after slides, jumps of the level
+    # (the split moves far) and a window that refills, it must still give numpy's MAD exactly
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 3, 4, 101, 1000):
+        v = np.concatenate([rng.normal(0, 1, 1500), rng.normal(80, 1, 800), np.round(rng.normal(0, 20, 1200))])
+        w = SortedWindow(size)
+        for i, x in enumerate(v.tolist()):
+            w.push(x)
+            h = v[max(0, i + 1 - size) : i + 1]
+            med = float(np.median(h))
+            assert w.median_mad() == (med, float(np.median(np.abs(h - med)))) == (w.median(), w.mad(med))
+        w._hint = 10**6  # any starting point gives the same split
+        assert w.mad(w.median()) == float(np.median(np.abs(h - np.median(h))))
+    assert np.isnan(SortedWindow(3, [1.0, float("nan")]).median_mad()).all()
+
+
 def test_nan_in_the_window_gives_nan_not_a_corrupted_window() -> None:
     w = SortedWindow(3)
     w.extend([1.0, float("nan"), 2.0])
