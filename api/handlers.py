@@ -95,6 +95,7 @@ async def metrics(call: Call) -> web.Response:
     """The worker's metrics in Prometheus' text format; 503 where no pipeline runs (``m1 api``)."""
     if call.api.metrics is None:
         raise Refused(503, "this process runs no pipeline: its metrics are served by the worker")
+    await call.api.metrics.refresh()
     return web.Response(body=call.api.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -7,8 +7,8 @@ prometheus_client's global one, so several can live in one process (tests, bench
 ==============================================  =========  ==================================================
 family                                          type       meaning
 ==============================================  =========  ==================================================
-``m1_consumer_lag_records{topic,partition}``    gauge      records of the partition not handled yet
-                                                           (highwater - next offset), after each batch
+``m1_consumer_lag_records{topic,partition}``    gauge      records of the partition not handled yet (its end
+                                                           offset - the next to handle), asked at each scrape
 ``m1_batch_seconds``                            histogram  time to handle one batch of the metrics topic
                                                            (stored, and its outputs acknowledged by Kafka)
 ``m1_points_stored_total``                      counter    points of the metrics topic stored: ``rate()`` of
@@ -28,7 +28,9 @@ classes (a dead letter's reason holds the record's own text, so it never becomes
 
 >>> m = PipelineMetrics()
 >>> m.batch_handled(0.25, stored=100, dead_letter_reasons=["quota: over 5 points/s", "Expected `float`"])
->>> m.consumer_lag({("metrics", 0): 7}, assigned={("metrics", 0)})
+>>> async def lag(): return {("metrics", 0): 7}
+>>> m.watch_lag(lag)
+>>> asyncio.run(m.refresh())
 >>> text = m.exposition().decode()
 >>> 'm1_points_stored_total 100.0' in text, 'm1_dead_letters_total{reason="quota"} 1.0' in text
 (True, True)
@@ -38,6 +40,8 @@ True
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -61,6 +65,8 @@ REASON_CLASSES: tuple[tuple[str, str], ...] = (
     ("store:", "store"),  # a batch the store kept rejecting (streams.retry)
 )
 
+#: Longest wait for the consumer lag at a scrape (Prometheus' default scrape timeout is 10 s).
+LAG_TIMEOUT_SECONDS = 2.0
 #: Batch latency buckets (seconds): a batch takes from a few milliseconds to a few seconds.
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Store insert buckets (seconds).
@@ -70,6 +76,9 @@ INSERT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 Partition = tuple[str, int]
 #: Dead-letters every record of a batch with one reason (``streams.batch_consumer.BatchDeadLetters``).
 BatchDeadLetters = Callable[[Sequence[Any], str], Awaitable[None]]
+#: Records not handled yet, by partition (``streams.batch_consumer.BatchConsumer.lag``).
+LagSource = Callable[[], Awaitable[Mapping[Partition, int]]]
+log = logging.getLogger(__name__)
 
 
 def reason_class(reason: str) -> str:
@@ -88,7 +97,8 @@ def reason_class(reason: str) -> str:
 
 class PipelineMetrics:
     """The families of the module docstring, in a registry of their own; thread-safe (the
-    pipeline reports from its threads, the API reads on the event loop)."""
+    pipeline reports from its threads, the API reads on the event loop). A scrape awaits
+    :meth:`refresh`, then reads :meth:`exposition`."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -106,7 +116,7 @@ class PipelineMetrics:
                                         buckets=INSERT_BUCKETS, registry=r)
         self._last_checkpoint = time.monotonic()
         self.checkpoint_age.set_function(lambda: time.monotonic() - self._last_checkpoint)
-        self._lagging: set[Partition] = set()
+        self._lag_source: LagSource | None = None
 
     def batch_handled(self, seconds: float, stored: int, dead_letter_reasons: Iterable[str]) -> None:
         """One batch handled in ``seconds``: ``stored`` points, and dead letters with these reasons."""
@@ -124,14 +134,24 @@ class PipelineMetrics:
 
         return counted
 
-    def consumer_lag(self, lags: Mapping[Partition, int], assigned: Iterable[Partition]) -> None:
-        """Set the lag of the partitions in ``lags``; drop partitions no longer ``assigned``."""
-        assigned = {(topic, partition) for topic, partition in assigned}
-        for topic, partition in self._lagging - assigned:
-            self.lag.remove(topic, str(partition))
-        for (topic, partition), lag in lags.items():
-            self.lag.labels(topic, str(partition)).set(lag)
-        self._lagging = (self._lagging & assigned) | set(lags)
+    def watch_lag(self, lag: LagSource) -> None:
+        """Ask ``await lag()`` for the consumer lag at every :meth:`refresh`."""
+        self._lag_source = lag
+
+    async def refresh(self) -> None:
+        """Ask for what is known only on request, on the event loop the source runs on: the
+        consumer lag, replaced as a whole (a partition no longer assigned disappears). If the
+        answer fails or takes over :data:`LAG_TIMEOUT_SECONDS`, the last values stay (logged)."""
+        if self._lag_source is None:
+            return
+        try:
+            lags = await asyncio.wait_for(self._lag_source(), LAG_TIMEOUT_SECONDS)
+        except Exception as exc:
+            log.warning("consumer lag unknown at this scrape (%s); the last values stay", exc or type(exc).__name__)
+            return
+        self.lag.clear()
+        for (topic, partition), records in lags.items():
+            self.lag.labels(topic, str(partition)).set(records)
 
     def watch_bank(self, bank: str, live: Callable[[], int]) -> None:
         """Report ``live()`` as the live models of ``bank`` at every scrape."""

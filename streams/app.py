@@ -84,15 +84,15 @@ def build_app(settings: Settings) -> faust.App:
     forecast, forecasting = forecast_handler(settings, store, publisher)  # forecasts, costs, replica advice
     observed.watch_bank("detectors", pipeline.bank.__len__)
     observed.watch_bank("forecasters", forecasting.bank.__len__)
-    app.service(BatchConsumer(
+    consumer = app.service(BatchConsumer(
         settings, settings.topic_metrics, group_id=f"{settings.app_id}-metrics",
         handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings), forecast, observed),
         checkpoints=[pipeline.checkpoint, forecasting.checkpoint, observed.checkpointed],  # the last only if all saved
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
-        on_lag=observed.consumer_lag,
         # the records of a batch the store kept rejecting
         dead_letters=observed.counting_dead_letters(batch_dead_letters(pipeline, publisher, settings)),
     ))
+    observed.watch_lag(consumer.lag)  # asked of the broker at each scrape
 
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing
     access_listener = audit_service.wire(app, settings, store, publisher)  # audit topic -> hash chains, signed heads

@@ -83,7 +83,6 @@ class BatchConsumer(Service):
 
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
                  checkpoints: list[Callable[[], object]], checkpoint_due: Callable[[], bool] = lambda: False,
-                 on_lag: Callable[[dict[TopicPartition, int], set[TopicPartition]], None] | None = None,
                  dead_letters: BatchDeadLetters | None = None, **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
@@ -94,10 +93,10 @@ class BatchConsumer(Service):
         self.checkpoint_due = checkpoint_due
         self.dead_letters = dead_letters
         self.retry = RetryPolicy.of(settings)
-        self.on_lag = on_lag
         self._consumer: AIOKafkaConsumer | None = None
         self._between_batches = asyncio.Lock()
         self._handled: dict[TopicPartition, int] = {}  # next offset per partition, not yet committed
+        self._next: dict[TopicPartition, int] = {}  # next offset to handle per partition (lag())
 
     async def on_start(self) -> None:
         tenant_topics = self.settings.tenant_topics
@@ -161,19 +160,26 @@ class BatchConsumer(Service):
                 for event in events:
                     tp = TopicPartition(event.message.topic, event.message.partition)
                     self._handled[tp] = max(self._handled.get(tp, 0), event.message.offset + 1)
-                self._report_lag(events)
+                self._next.update(self._handled)
             if self.checkpoint_due():
                 await self.checkpoint()
 
-    def _report_lag(self, events: Sequence[KafkaEvent]) -> None:
-        """``on_lag(lags, assigned)``: records behind each of the batch's partitions (highwater - next
-        offset) and the partitions assigned now."""
-        if self.on_lag is None or self._consumer is None:
-            return
-        handled = {TopicPartition(e.message.topic, e.message.partition): e.message.offset + 1 for e in events}
-        assigned = self._consumer.assignment()  # a partition revoked meanwhile has no highwater here
-        highwater = {tp: self._consumer.highwater(tp) for tp in handled if tp in assigned}
-        self.on_lag({tp: max(0, hw - handled[tp]) for tp, hw in highwater.items() if hw is not None}, assigned)
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records of each assigned partition not handled yet: its end offset, asked of the broker
+        now (so the lag grows while input is paused or a batch is retried), minus the next offset
+        to handle (the committed one before a batch of the partition was handled; a partition with
+        neither is left out)."""
+        if self._consumer is None:
+            return {}
+        assigned = self._consumer.assignment()
+        self._next = {tp: offset for tp, offset in self._next.items() if tp in assigned}
+        for tp in [tp for tp in assigned if tp not in self._next]:
+            if (committed := await self._consumer.committed(tp)) is not None:
+                self._next.setdefault(tp, committed)
+        if not self._next:
+            return {}
+        ends = await self._consumer.end_offsets(list(self._next))
+        return {tp: max(0, ends[tp] - offset) for tp, offset in self._next.items() if tp in ends}
 
     def pause_input(self) -> None:
         """Pause every assigned partition (:class:`streams.retry.Backpressure`)."""

@@ -32,12 +32,26 @@ def test_dead_letter_reasons_become_a_bounded_set_of_labels() -> None:
     assert {reason_class(r) for r in hostile} <= {name for _, name in REASON_CLASSES} | {"invalid"}
 
 
-def test_lag_of_revoked_partitions_disappears() -> None:
-    metrics = PipelineMetrics()
-    metrics.consumer_lag({("m", 0): 5, ("m", 1): 2}, assigned={("m", 0), ("m", 1)})
-    metrics.consumer_lag({("m", 0): 0}, assigned={("m", 0)})  # a rebalance took partition 1
-    lag = {dict(labels)["partition"]: v for (name, labels), v in samples(metrics).items() if name == "m1_consumer_lag_records"}
-    assert lag == {"0": 0}
+def lag_of(metrics: PipelineMetrics) -> dict[str, float]:
+    return {dict(labels)["partition"]: v for (name, labels), v in samples(metrics).items() if name == "m1_consumer_lag_records"}
+
+
+async def test_lag_is_asked_at_each_refresh_and_kept_when_the_answer_fails() -> None:
+    metrics, answers = PipelineMetrics(), [{("m", 0): 5, ("m", 1): 2}, {("m", 0): 0}, RuntimeError("broker away")]
+
+    async def lag() -> dict:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    metrics.watch_lag(lag)
+    await metrics.refresh()
+    assert lag_of(metrics) == {"0": 5, "1": 2}
+    await metrics.refresh()  # a rebalance took partition 1
+    assert lag_of(metrics) == {"0": 0}
+    await metrics.refresh()
+    assert lag_of(metrics) == {"0": 0}
 
 
 def test_live_models_checkpoint_age_and_insert_latency_are_read_at_scrape_time() -> None:
