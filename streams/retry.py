@@ -163,6 +163,9 @@ async def handle_batch(handle: Callable[[], Awaitable[None]], dead_letter: DeadL
             source.pause_input()
             delay = policy.delay(failures)
             fault = fault_of(exc)
+            if fault is not Fault.UNAVAILABLE and outage is not None:  # failed otherwise: the store answered
+                outage.ended()
+                outage = None
             if fault is Fault.UNAVAILABLE:
                 outage = outage or Outage(what)
                 outage.failed(exc, delay)
@@ -208,5 +211,5 @@ class Outage:
                         self.what, now - self.started, self.failures, exc, delay)
 
     def ended(self) -> None:
-        log.warning("%s: store available again after %.0f s and %d failed tries; input resumed",
+        log.warning("%s: store available again after %.0f s and %d failed tries",
                     self.what, time.monotonic() - self.started, self.failures)
