@@ -226,7 +226,13 @@ class BatchConsumer(Service):
         return events
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if not offsets or self._consumer is None:
+        """Commit ``offsets`` of the partitions still assigned; the others are their new owner's to
+        replay (a rebalance while a batch waited for the store, say)."""
+        if self._consumer is None:
+            return
+        assigned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
             return
         try:
             await self._consumer.commit(offsets)
