@@ -167,18 +167,18 @@ class BatchConsumer(Service):
     async def lag(self) -> dict[TopicPartition, int]:
         """Records of each assigned partition not handled yet: its end offset, asked of the broker
         now (so the lag grows while input is paused or a batch is retried), minus the next offset
-        to handle (the committed one before a batch of the partition was handled; a partition with
-        neither is left out)."""
+        to handle (before a batch of the partition was handled: the committed one, or without a
+        commit the partition's first, as the consumer reads from the earliest)."""
         if self._consumer is None:
             return {}
         assigned = self._consumer.assignment()
         self._next = {tp: offset for tp, offset in self._next.items() if tp in assigned}
-        for tp in [tp for tp in assigned if tp not in self._next]:
-            if (committed := await self._consumer.committed(tp)) is not None:
-                self._next.setdefault(tp, committed)
-        if not self._next:
-            return {}
-        ends = await self._consumer.end_offsets(list(self._next))
+        unknown = {tp: await self._consumer.committed(tp) for tp in assigned if tp not in self._next}
+        never = [tp for tp, committed in unknown.items() if committed is None]
+        firsts = await self._consumer.beginning_offsets(never) if never else {}
+        for tp, committed in unknown.items():
+            self._next.setdefault(tp, firsts.get(tp, 0) if committed is None else committed)
+        ends = await self._consumer.end_offsets(list(self._next)) if self._next else {}
         return {tp: max(0, ends[tp] - offset) for tp, offset in self._next.items() if tp in ends}
 
     def pause_input(self) -> None:
