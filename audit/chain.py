@@ -105,27 +105,28 @@ def verify_chain(rows: Sequence[Row], start_seq: int = 0, head: bytes = GENESIS)
     """The first break of ``rows`` (ordered by seq, the chain from ``start_seq`` whose previous hash
     is ``head``), or ``None`` when every row is intact: seq contiguous, the id the leaf hash of
     the event, prev_hash the previous hash and hash = SHA-256(prev_hash || event)."""
-    return verify_columns([r.seq for r in rows], [r.id for r in rows], [r.event.encode() for r in rows],
-                          [r.prev_hash for r in rows], [r.hash for r in rows], start_seq, head)[0]
+    digests = [[bytes.fromhex(getattr(r, name)) for r in rows] for name in ("id", "prev_hash", "hash")]
+    return verify_columns([r.seq for r in rows], digests[0], [r.event.encode() for r in rows], *digests[1:],
+                          start_seq=start_seq, head=head)[0]
 
 
-def verify_columns(seqs: Sequence[int], ids: Sequence[str], events: Sequence[bytes], prev_hashes: Sequence[str],
-                   hashes: Sequence[str], start_seq: int = 0, head: bytes = GENESIS) -> tuple[ChainBroken | None, list[bytes]]:
-    """:func:`verify_chain` over columns (the tight loop verification runs); also returns the leaf
-    hashes of the rows checked before the first break (all of them when intact)."""
+def verify_columns(seqs: Sequence[int], ids: Sequence[bytes], events: Sequence[bytes], prev_hashes: Sequence[bytes],
+                   hashes: Sequence[bytes], start_seq: int = 0, head: bytes = GENESIS) -> tuple[ChainBroken | None, list[bytes]]:
+    """:func:`verify_chain` over columns, digests as raw bytes (the tight loop verification runs);
+    also returns the leaf hashes of the rows checked before the first break (all when intact)."""
     sha256 = hashlib.sha256
     leaves: list[bytes] = []
-    prev = head.hex()
+    prev = head
     for i, (seq, id_, data, prev_hash, digest) in enumerate(zip(seqs, ids, events, prev_hashes, hashes)):
         expected = start_seq + i
         if seq != expected:
             return ChainBroken(expected, f"found seq {seq} where {expected} belongs (a row missing, added or moved)"), leaves
         leaf = sha256(b"\x00" + data).digest()
-        if leaf.hex() != id_:
+        if leaf != id_:
             return ChainBroken(seq, "the id is not the leaf hash of the event"), leaves
         if prev_hash != prev:
             return ChainBroken(seq, "prev_hash is not the previous entry's hash"), leaves
-        prev = sha256(bytes.fromhex(prev_hash) + data).hexdigest()
+        prev = sha256(prev_hash + data).digest()
         if prev != digest:
             return ChainBroken(seq, "hash is not SHA-256(prev_hash || event): the event or its hash was changed"), leaves
         leaves.append(leaf)

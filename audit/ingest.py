@@ -139,9 +139,9 @@ class AuditIngest:
     def _recover(self, tenant: str) -> TenantState:
         """The tenant's state as the table has it (empty for a new tenant)."""
         columns = log.columns(self.store, tenant, ("id", "hash"))
-        chain = Chain(tenant, bytes.fromhex(columns["hash"][-1]) if columns["hash"] else GENESIS)
-        chain.frontier.extend(bytes.fromhex(i) for i in columns["id"])
-        recent = deque(columns["id"][-self.dedupe_window:], maxlen=self.dedupe_window)
+        chain = Chain(tenant, columns["hash"][-1] if columns["hash"] else GENESIS)
+        chain.frontier.extend(columns["id"])
+        recent = deque((i.hex() for i in columns["id"][-self.dedupe_window:]), maxlen=self.dedupe_window)
         heads = log.heads(self.store, tenant)
         last = heads[-1] if heads else None
         return TenantState(chain, recent, set(recent), last.tree_size if last else 0,

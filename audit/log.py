@@ -32,24 +32,21 @@ def tenants(store: Store) -> list[str]:
     return [r[0] for r in store.query(sql).rows]
 
 
+#: Columns holding a digest as hex; :func:`columns` returns them as raw bytes (``unhex`` in the engine).
+DIGESTS = ("id", "prev_hash", "hash")
+
+
 def columns(store: Store, tenant: str, names: Sequence[str] = ("seq", "id", "event", "prev_hash", "hash"),
             since_seq: int = 0, until_seq: int | None = None) -> dict[str, list[Any]]:
     """Columns ``names`` of a tenant's rows from ``since_seq`` (to ``until_seq``, exclusive), ordered
-    by seq; ``event`` as bytes, the other strings as ``str``."""
+    by seq: ``seq`` as int, ``event`` as bytes, the digests (:data:`DIGESTS`) as raw 32 bytes."""
     bound = "" if until_seq is None else " AND seq < {until:UInt64}"
+    select = ", ".join(f"unhex({n}) AS {n}" if n in DIGESTS else n for n in names)
     table = store.query_arrow(
-        f"SELECT {', '.join(names)} FROM audit_log WHERE tenant = {{tenant:String}} AND seq >= {{since:UInt64}}{bound} "
+        f"SELECT {select} FROM audit_log WHERE tenant = {{tenant:String}} AND seq >= {{since:UInt64}}{bound} "
         "ORDER BY seq", {"tenant": tenant, "since": since_seq, "until": until_seq or 0})
-    out = {}
-    for name in names:
-        values = table.column(name).to_pylist()
-        if name == "event":
-            out[name] = [v if isinstance(v, bytes) else v.encode() for v in values]
-        elif name != "seq":
-            out[name] = [v.decode() if isinstance(v, bytes) else v for v in values]
-        else:
-            out[name] = values
-    return out
+    return {n: table.column(n).to_pylist() if n == "seq" else table.column(n).cast(pa.binary()).to_pylist()
+            for n in names}
 
 
 def find(store: Store, event_id: str) -> tuple[str, int] | None:

@@ -26,7 +26,7 @@ class ProofUnavailable(LookupError):
 
 
 def _leaves(store: Store, tenant: str, size: int) -> list[bytes]:
-    return [bytes.fromhex(i) for i in log.columns(store, tenant, ("id",), until_seq=size)["id"]]
+    return log.columns(store, tenant, ("id",), until_seq=size)["id"]
 
 
 def prove(store: Store, event_id: str) -> dict[str, Any]:

@@ -49,10 +49,10 @@ def verify_tenant(store: Store, tenant: str, trusted: dict[str, str], witness: T
     enter the Merkle roots."""
     earlier = log.columns(store, tenant, ("id", "hash"), until_seq=since_seq) if since_seq else {"id": [], "hash": []}
     rows = log.columns(store, tenant, since_seq=since_seq)
-    head = bytes.fromhex(earlier["hash"][-1]) if earlier["hash"] else GENESIS
+    head = earlier["hash"][-1] if earlier["hash"] else GENESIS
     problem, leaves = verify_columns(rows["seq"], rows["id"], rows["event"], rows["prev_hash"], rows["hash"],
                                      len(earlier["id"]), head)
-    leaves = [bytes.fromhex(i) for i in earlier["id"]] + leaves
+    leaves = earlier["id"] + leaves
     heads = log.heads(store, tenant)
     first_unsure, newest = 0, None
     roots = _Roots(leaves)

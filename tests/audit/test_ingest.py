@@ -54,7 +54,7 @@ def test_an_inclusion_proof_holds_without_the_log_and_fails_for_another_key(stor
     key = tmp_path / "k.pem"
     chainer = ingest(store, key)
     chainer.process([payload("t-proof", i) for i in range(23)])
-    event = log.columns(store, "t-proof", ("id",))["id"][7]
+    event = log.columns(store, "t-proof", ("id",))["id"][7].hex()
     proof = prove(store, event)
     pem = keys.history(key)[0]["public_key"]
     assert (proof["leaf_index"], proof["tree_size"]) == (7, 23) and check_inclusion(proof, pem) is None

@@ -58,7 +58,8 @@ def world(store: Store, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def snapshot(store: Store, tenant: str) -> Log:
     c = log.columns(store, tenant)
-    rows = [Row(tenant, s, i, e.decode(), p, h) for s, i, e, p, h in zip(c["seq"], c["id"], c["event"], c["prev_hash"], c["hash"])]
+    rows = [Row(tenant, s, i.hex(), e.decode(), p.hex(), h.hex())
+            for s, i, e, p, h in zip(c["seq"], c["id"], c["event"], c["prev_hash"], c["hash"])]
     return Log(rows, log.heads(store, tenant))
 
 

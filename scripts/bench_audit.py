@@ -1,0 +1,79 @@
+"""Audit trail throughput: in-process ingest (decode, dedupe, chain, insert, sign) and verification.
+
+    .venv/bin/python scripts/bench_audit.py [--events 200000] [--tenants 4] [--batch 5000]
+
+Ingest: ``AuditIngest.process`` on batches of ``audit/1`` JSON records as they come from Kafka,
+into a fresh embedded store, a signed tree head every 1,000 events per tenant (the default).
+The broker is left out: the worker's Kafka read runs at 30x this rate (docs/benchmarks.md).
+Verification: ``verify_tenant`` per tenant (read the rows from the engine, re-hash the chain,
+recompute the root at every signed head, check each signature), and the same without the read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from audit import keys, log
+from audit.chain import verify_columns
+from audit.ingest import AuditIngest
+from audit.merkle import Frontier
+from audit.signer import Signer
+from audit.verify import verify_tenant
+from m1.settings import Settings
+from schemas.events import AuditEvent, encode
+from sinks.clickhouse import Store, connect
+
+
+def records(n: int, tenants: int) -> list[bytes]:
+    return [encode(AuditEvent(ts=1_700_000_000.0 + i / 1000, tenant=f"t{i % tenants}", region="eu-west-1",
+                              actor=f"key:{i % 97:012x}", action="api.request",
+                              resource=f"GET /v1/tenants/t{i % tenants}/anomalies?limit={i % 100}", outcome="success",
+                              details={"status": "200", "via": "api_key", "permission": "anomalies:read",
+                                       "remote": f"10.0.{i % 250}.{i % 199}"})) for i in range(n)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=5000)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    store = Store(connect(Settings(home=home)))
+    store.migrate()
+    key = home / "audit-signing.key"
+    ingest = AuditIngest(store, Signer(key, store))
+    payloads = records(args.events, args.tenants)
+    start = time.perf_counter()
+    heads = 0
+    for i in range(0, len(payloads), args.batch):
+        heads += len(ingest.process(payloads[i:i + args.batch]).heads)
+    ingest_s = time.perf_counter() - start
+    print(f"ingest: {args.events:,} events, {args.tenants} tenants, batches of {args.batch}: {ingest_s:.2f} s = "
+          f"{args.events / ingest_s:,.0f} events/s ({heads} signed heads)")
+
+    trusted = keys.trusted_keys(key)
+    start = time.perf_counter()
+    for t in range(args.tenants):
+        assert verify_tenant(store, f"t{t}", trusted).problem is None
+    verify_s = time.perf_counter() - start
+    print(f"verify (read from the engine + chain + heads): {args.events / verify_s:,.0f} events/s")
+
+    columns = [log.columns(store, f"t{t}") for t in range(args.tenants)]
+    start = time.perf_counter()
+    for c in columns:
+        problem, leaves = verify_columns(c["seq"], c["id"], c["event"], c["prev_hash"], c["hash"])
+        assert problem is None
+        frontier = Frontier()
+        frontier.extend(leaves)
+        frontier.root()
+    pure_s = time.perf_counter() - start
+    print(f"verify (rows in memory: chain + Merkle root): {args.events / pure_s:,.0f} events/s")
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
