@@ -162,7 +162,7 @@ def tenants_enable(name: str = typer.Argument(..., help="Tenant to enable again.
 
 @keys_app.command("create")
 def keys_create(
-    tenant: str = typer.Option(..., "--tenant", help="Tenant the key acts for ('platform' for platform-admin)."),
+    tenant: str = typer.Option(..., "--tenant", help="Tenant the key acts for ('platform' for platform-admin and monitoring)."),
     role: list[str] = typer.Option(..., "--role", help=f"Role of the key (repeatable): {', '.join(ROLES)}."),
     name: str = typer.Option("", "--name", help="A label for the key, e.g. what uses it."),
 ) -> None:
