@@ -11,6 +11,7 @@ COPY schemas schemas
 COPY traces traces
 COPY tenancy tenancy
 COPY api api
+COPY audit audit
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin m1 \
     && mkdir -p /data && chown m1 /data && chmod 0700 /data

@@ -59,9 +59,9 @@ from tenancy.names import check_tenant
 
 #: Arrow type of the DateTime64(3, 'UTC') columns.
 TS_TYPE = pa.timestamp("ms", tz="UTC")
-#: Tables never open to tenant SQL even though they have a tenant column: the audit trail is
-#: served to auditors by its own endpoint.
-NOT_FOR_TENANT_SQL = frozenset({"access_log"})
+#: Tables never open to tenant SQL even though they have a tenant column: the access log and the
+#: hash-chained audit trail (audit/) are served to auditors by their own endpoint and commands.
+NOT_FOR_TENANT_SQL = frozenset({"access_log", "audit_log", "audit_checkpoints"})
 
 
 #: The settings each client of :func:`connect` was made with: a Store of it uses them by default.

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from m1.settings import Settings
+from sinks.clickhouse import NOT_FOR_TENANT_SQL
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS_XML = ROOT / "deploy" / "clickhouse" / "users.d" / "m1-users.xml"
@@ -382,7 +383,7 @@ def doc_sql_blocks() -> list[str]:
 def test_the_guides_sql_parses_and_covers_every_tenant_table(secrets, tmp_path: Path) -> None:
     """Every SQL statement of docs/enterprise-deploy.md parses on the engine, and the per-tenant
     Grafana user is granted exactly the tables that carry its row policy: those with a tenant
-    column (``tenant``, or ``Tenant`` in the OTel tables), less the access log."""
+    column (``tenant``, or ``Tenant`` in the OTel tables), less the access log and the audit trail."""
     statements = [" ".join(sql.split()) for block in doc_sql_blocks() for sql in block.split(";") if sql.strip()]
     tenant_tables = ("SELECT table FROM system.columns WHERE database = 'm1' AND name IN ('tenant', 'Tenant') "
                      "AND table NOT IN (SELECT name FROM system.tables WHERE database = 'm1' AND engine LIKE '%View') ORDER BY table")
@@ -399,7 +400,7 @@ def test_the_guides_sql_parses_and_covers_every_tenant_table(secrets, tmp_path: 
         return {t.strip().removeprefix("m1.") for on, rest in policies if ("AS RESTRICTIVE" in rest) == restrictive
                 for t in on.split(",")}
 
-    expected = {table for [table] in results[tenant_tables]} - {"access_log"}
+    expected = {table for [table] in results[tenant_tables]} - NOT_FOR_TENANT_SQL
     assert granted == covered(restrictive=False) == covered(restrictive=True) == expected
 
 

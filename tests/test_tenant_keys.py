@@ -210,7 +210,7 @@ def test_a_store_at_the_previous_version_keeps_every_row_and_its_views_keep_firi
     before = snapshot(store)
     assert all(before.values()) and len(before["spans"]) > 20 and len(before["reports"]) == 3
 
-    assert store.migrate()[-1] == "070_tenant_keys.sql"
+    assert "070_tenant_keys.sql" in store.migrate()  # with any later version
     assert snapshot(store) == before
     assert store.query("SELECT Tenant, count() FROM otel_traces WHERE Tenant = ResourceAttributes['tenant'] "
                        "GROUP BY Tenant ORDER BY Tenant").rows == store.query(
@@ -232,7 +232,7 @@ def test_a_store_at_the_previous_version_keeps_every_row_and_its_views_keep_firi
     # A crash after the tables were moved but before the version was recorded: the file runs again.
     store.command("ALTER TABLE schema_migrations DELETE WHERE name = '070_tenant_keys.sql' SETTINGS mutations_sync = 1")
     after = snapshot(store)
-    assert store.migrate()[-1] == "070_tenant_keys.sql"
+    assert "070_tenant_keys.sql" in store.migrate()  # with any later version
     assert snapshot(store) == after
     assert store.query("SELECT sum(Calls) FROM otel_red_1m WHERE Tenant = 'acme'").rows == [(sent,)]  # kept its tenant
     again, views = send_and_count(8)
