@@ -62,6 +62,22 @@ def test_sigkill_mid_chain_then_replay_verifies(make_settings, tmp_path: Path) -
     assert checked.returncode == 0 and "proof holds" in checked.stdout, checked.stdout + checked.stderr
     assert m1(settings, "consistency", "--tenant", TENANT, "--from", "50", "--to", str(EVENTS)).returncode == 0
 
+    rotated = m1(settings, "rotate-key")
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    assert len(json.loads((settings.home / "audit-signing.key.history.json").read_text())["keys"]) == 2
+    assert m1(settings, "verify").returncode == 0  # heads of the retired key still verify
+    direct(settings, "ALTER TABLE audit_log UPDATE event = replace(event, 'key:abc', 'key:abd') "
+                     f"WHERE tenant = '{TENANT}' AND seq = 77 SETTINGS mutations_sync = 1")
+    tampered = m1(settings, "verify", "--tenant", TENANT)
+    assert tampered.returncode == 1 and "first bad seq 77" in tampered.stdout, tampered.stdout + tampered.stderr
+
+
+def direct(settings: Settings, sql: str) -> None:
+    """Run a statement on the store opened directly, in a child process (as an intruder with the files would)."""
+    code = "import sys; from m1.settings import Settings; from sinks.clickhouse import Store, connect; " \
+           "Store(connect(Settings())).command(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", code, sql], env=settings_env(settings), timeout=120, check=True)
+
 
 def scalar_direct(settings: Settings, sql: str) -> object:
     """A value read with the store opened directly (no worker runs), in a child process: this
