@@ -18,6 +18,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 
 from m1.kafka_security import client_kwargs
 from m1.settings import Settings
+from m1.topics import ensure_topics
 from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store, connect
 from streams.batch_consumer import BatchConsumer, KafkaEvent
@@ -192,6 +193,7 @@ async def test_while_the_store_is_unreachable_input_is_paused_and_nothing_is_dea
     count = f"SELECT count(), uniqExact(partition, offset) FROM {table}"
     caplog.set_level(logging.WARNING, logger="streams.retry")
     try:
+        await asyncio.to_thread(ensure_topics, settings, [settings.topic_metrics])  # two partitions
         await publisher.start()
         await publisher.publish([(settings.topic_metrics, k, v) for k, v in records[:100]])
         await consumer.start()
@@ -220,3 +222,54 @@ async def test_while_the_store_is_unreachable_input_is_paused_and_nothing_is_dea
     assert sum("store available again" in m for m in messages) == 1
     assert not consumer.paused()
 
+
+
+async def test_partitions_a_rebalance_takes_from_a_waiting_batch_are_left_to_their_new_owner(
+        store: Store, make_settings: Callable[..., Settings], unreachable: Settings) -> None:
+    """A second worker joins while the first waits for the store with a batch of both partitions:
+    it takes one and handles it; once the store is back the first commits only the partition it
+    kept (a commit naming the other would fail for both), and nothing is lost."""
+    settings = make_settings(store_retry_base_seconds=0.01, store_retry_max_seconds=0.05)
+    group, table = f"{settings.app_id}-metrics", f"faults_{uuid.uuid4().hex[:8]}"
+    store.command(f"CREATE TABLE {table} (partition UInt32, offset UInt64) ENGINE = MergeTree ORDER BY (partition, offset)")
+    outage, waiting, second_handled = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    outage.set()
+
+    async def write(events: Sequence[KafkaEvent]) -> None:
+        rows = offsets(events)
+        await asyncio.to_thread(store.insert, table, {"partition": [p for p, _ in rows], "offset": [o for _, o in rows]})
+
+    async def first_handler(events: Sequence[KafkaEvent]) -> None:
+        if outage.is_set():
+            waiting.set()
+            await asyncio.to_thread(connect, unreachable)  # raises: connection refused
+        await write(events)
+
+    async def second_handler(events: Sequence[KafkaEvent]) -> None:
+        await write(events)
+        second_handled.set()
+
+    publisher = Publisher(settings)
+    first, second = (BatchConsumer(settings, settings.topic_metrics, group, handler, checkpoints=[], checkpoint_due=lambda: True)
+                     for handler in (first_handler, second_handler))
+    count = f"SELECT uniqExact(partition, offset) FROM {table}"
+    try:
+        await asyncio.to_thread(ensure_topics, settings, [settings.topic_metrics])  # two partitions
+        await publisher.start()
+        await publisher.publish([(settings.topic_metrics, f"k{i}".encode(), b"v") for i in range(200)])
+        await first.start()
+        async with asyncio.timeout(60):
+            await waiting.wait()
+        await until(lambda: {tp.partition for tp in first.paused()} == {0, 1})  # its batch holds both
+        async with asyncio.timeout(60):
+            await second.start()
+            await second_handled.wait()
+        await until(lambda: len(first.paused()) == 1)  # it kept one partition, still paused
+        outage.clear()
+        await until(lambda: store.query(count).rows[0][0] == 200)
+        ends = {p: last + 1 for p, last in store.query(f"SELECT partition, max(offset) FROM {table} GROUP BY partition").rows}
+        await until_committed(settings, group, ends)
+    finally:
+        await second.stop()
+        await first.stop()
+        await publisher.stop()
