@@ -17,7 +17,11 @@ b'{"action":"read","actor":"key:1","details":{},"outcome":"success","region":"eu
 >>> chain = Chain("acme")
 >>> [(r.seq, r.prev_hash == GENESIS.hex()) for r in (chain.append(canonical(e)), chain.append(b"{}"))]
 [(0, True), (1, False)]
->>> verify_chain(chain.rows) is None
+>>> first, second = chain.take()
+>>> second.prev_hash == first.hash == link(GENESIS, canonical(e)).hex()
+True
+>>> digests = lambda name: [bytes.fromhex(getattr(r, name)) for r in (first, second)]
+>>> verify_columns([0, 1], digests("id"), [canonical(e), b"{}"], digests("prev_hash"), digests("hash"))[0] is None
 True
 """
 
@@ -101,19 +105,13 @@ class ChainBroken(ValueError):
         self.reason = reason
 
 
-def verify_chain(rows: Sequence[Row], start_seq: int = 0, head: bytes = GENESIS) -> ChainBroken | None:
-    """The first break of ``rows`` (ordered by seq, the chain from ``start_seq`` whose previous hash
-    is ``head``), or ``None`` when every row is intact: seq contiguous, the id the leaf hash of
-    the event, prev_hash the previous hash and hash = SHA-256(prev_hash || event)."""
-    digests = [[bytes.fromhex(getattr(r, name)) for r in rows] for name in ("id", "prev_hash", "hash")]
-    return verify_columns([r.seq for r in rows], digests[0], [r.event.encode() for r in rows], *digests[1:],
-                          start_seq=start_seq, head=head)[0]
-
-
 def verify_columns(seqs: Sequence[int], ids: Sequence[bytes], events: Sequence[bytes], prev_hashes: Sequence[bytes],
                    hashes: Sequence[bytes], start_seq: int = 0, head: bytes = GENESIS) -> tuple[ChainBroken | None, list[bytes]]:
-    """:func:`verify_chain` over columns, digests as raw bytes (the tight loop verification runs);
-    also returns the leaf hashes of the rows checked before the first break (all when intact)."""
+    """The first break of a tenant's rows given as columns ordered by seq (digests as raw bytes; the
+    chain from ``start_seq`` whose previous hash is ``head``), or ``None`` when every row is intact:
+    seq contiguous, the id the leaf hash of the event, prev_hash the previous hash and hash =
+    SHA-256(prev_hash || event). Also returns the leaf hashes of the rows checked before the first
+    break (all of them when intact). One tight loop: verification runs here."""
     sha256 = hashlib.sha256
     leaves: list[bytes] = []
     prev = head

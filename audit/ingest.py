@@ -98,7 +98,12 @@ class AuditIngest:
                     state.chain.append(data)
                     state.remember(id_)
                 outcome.rows += state.chain.take()
-            log.append(self.store, outcome.rows)
+            try:
+                log.append(self.store, outcome.rows)
+            except Exception:  # forget what was not stored: the retried batch is chained from the table again
+                for tenant in by_tenant:
+                    self._tenants.pop(tenant, None)
+                raise
             outcome.heads = self._sign(by_tenant, lambda s: s.chain.size - s.head_size >= self.checkpoint_events)
         return outcome
 
@@ -112,14 +117,12 @@ class AuditIngest:
 
     def _sign(self, tenants: Iterable[str], due: Callable[[TenantState], bool]) -> list[TreeHead]:
         now = self.clock()
-        heads = []
-        for tenant in tenants:
-            state = self._tenants[tenant]
-            if due(state):
-                heads.append(self.signer.sign(tenant, state.chain.size, state.chain.frontier.root(), int(now * 1000)))
-                state.head_size, state.head_at = state.chain.size, now
-        log.insert_heads(self.store, heads)
-        return heads
+        signed = [(state, self.signer.sign(tenant, state.chain.size, state.chain.frontier.root(), int(now * 1000)))
+                  for tenant in tenants if due(state := self._tenants[tenant])]
+        log.insert_heads(self.store, [head for _, head in signed])
+        for state, head in signed:  # only once stored: a failed insert signs them again next time
+            state.head_size, state.head_at = head.tree_size, now
+        return [head for _, head in signed]
 
     def _unseen(self, state: TenantState, events: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         """``events`` minus those already chained (or earlier in the same list)."""

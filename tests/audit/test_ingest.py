@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from audit import keys, log
 from audit.proofs import check_inclusion, consistency, prove
 from audit.verify import verify_tenant
@@ -86,3 +88,33 @@ def test_heads_signed_before_a_rotation_still_verify(store: Store, tmp_path: Pat
     assert verify_tenant(store, "t-rot", keys.trusted_keys(key)).problem is None
     rows = store.query("SELECT key_id, retired_at IS NULL FROM audit_keys WHERE key_id = {k:String}", {"k": old}).rows
     assert sorted(rows) == [(old, False), (old, True)]  # created, then retired: append-only
+
+
+class FailingOnce:
+    """The store, except that its next insert into ``table`` fails."""
+
+    def __init__(self, store: Store, table: str) -> None:
+        self.store, self.table, self.failed = store, table, False
+
+    def insert(self, table: str, columns: dict) -> int:
+        if table == self.table and not self.failed:
+            self.failed = True
+            raise ConnectionError("store unavailable")
+        return self.store.insert(table, columns)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+def test_a_batch_the_store_refused_is_chained_again_when_retried(store: Store, tmp_path: Path) -> None:
+    flaky = FailingOnce(store, "audit_log")
+    flaky.failed = True  # not yet
+    chainer = ingest(flaky, tmp_path / "k.pem")  # type: ignore[arg-type]
+    chainer.process([payload("t-retry", i) for i in range(5)])
+    batch = [payload("t-retry", i) for i in range(5, 15)]
+    flaky.failed = False
+    with pytest.raises(ConnectionError):
+        chainer.process(batch)
+    out = chainer.process(batch)  # the batch consumer's retry
+    assert [r.seq for r in out.rows] == list(range(5, 15)) and out.duplicates == 0 and out.heads
+    assert verify_tenant(store, "t-retry", keys.trusted_keys(tmp_path / "k.pem")).problem is None
