@@ -93,6 +93,7 @@ class BatchConsumer(Service):
         self.checkpoint_due = checkpoint_due
         self.dead_letters = dead_letters
         self.retry = RetryPolicy.of(settings)
+        self._batch_assignment: frozenset[TopicPartition] = frozenset()  # the partitions when the batch was read
         self._consumer: AIOKafkaConsumer | None = None
         self._between_batches = asyncio.Lock()
         self._handled: dict[TopicPartition, int] = {}  # next offset per partition, not yet committed
@@ -153,10 +154,11 @@ class BatchConsumer(Service):
             if not events:
                 continue
             async with self._between_batches:
+                self._batch_assignment = self._consumer.assignment()
                 dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
                 if not await handle_batch(partial(self.handler, events), dead_letters, self.retry, self,
                                           f"batch of {len(events)} records of {self.topic}"):
-                    continue  # stopping: its offsets stay uncommitted, so it is read again after a restart
+                    continue  # given up (see backoff): its offsets stay uncommitted, so it is read again
                 for event in events:
                     tp = TopicPartition(event.message.topic, event.message.partition)
                     self._handled[tp] = max(self._handled.get(tp, 0), event.message.offset + 1)
@@ -196,12 +198,17 @@ class BatchConsumer(Service):
         return set() if self._consumer is None else set(self._consumer.paused())
 
     async def backoff(self, seconds: float) -> bool:
-        """Wait ``seconds`` while polling the paused partitions (see the module docstring); False if
-        the consumer stops first. Records of partitions a rebalance assigned meanwhile (not paused
-        yet) are put back, and those partitions paused too."""
+        """Wait ``seconds`` while polling the paused partitions (see the module docstring). False
+        gives the batch up: the consumer stops, or a rebalance changed its partitions (those it
+        keeps go back to their last commit, so it reads the batch's records again, and those it
+        lost are their new owner's). Records fetched meanwhile are put back."""
         assert self._consumer is not None
         deadline = time.monotonic() + seconds
         while not self.should_stop and (left := deadline - time.monotonic()) > 0:
+            if self._consumer.assignment() != self._batch_assignment:
+                log.warning("a rebalance changed the partitions while a batch waited; it is read again from the last commit")
+                self.resume_input()
+                return False
             self.pause_input()
             fetched = await self._consumer.getmany(timeout_ms=max(1, int(min(left, PAUSED_POLL_SECONDS) * 1000)))
             self._rewind([KafkaEvent(r) for records in fetched.values() for r in records])
