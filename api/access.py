@@ -5,8 +5,8 @@ the append-only ``access_log`` table (``schemas/ddl/060_access_log.sql``), which
 writes in batches (every ``flush_seconds``, or sooner when ``batch_rows`` are waiting) instead
 of one insert per request. If the store refuses a batch it is kept and retried, at most
 ``max_pending`` decisions are held (the oldest go first, with a warning; the log lines remain).
-``GET /v1/tenants/{tenant}/audit`` reads the table. Issue #11 (a hash-chained audit trail) is
-meant to take these records over.
+``GET /v1/tenants/{tenant}/audit`` reads the table. A ``listener`` (the worker's: ``audit.service``)
+is told of every decision too, which the hash-chained audit trail records (``docs/audit.md``).
 """
 
 from __future__ import annotations

@@ -44,15 +44,6 @@ def _store() -> Iterator[Store]:
         store.close()
 
 
-def _since_seq(store: Store, tenant: str, since: str | None) -> int:
-    if not since:
-        return 0
-    cutoff = time.time() - parse_duration(since)
-    rows = store.query("SELECT min(seq), count() FROM audit_log WHERE tenant = {t:String} "
-                       "AND ts >= fromUnixTimestamp64Milli({ms:Int64})", {"t": tenant, "ms": int(cutoff * 1000)}).rows
-    return int(rows[0][0]) if rows and rows[0][1] else 0
-
-
 @app.command()
 def verify(tenant: str = typer.Option(None, "--tenant", "-t", help="Only this tenant (default: every tenant)."),
            since: str = typer.Option(None, "--since", help="Re-hash only events of this window (e.g. 1h, 7d); "
@@ -68,7 +59,8 @@ def verify(tenant: str = typer.Option(None, "--tenant", "-t", help="Only this te
     with _store() as store:
         tenants = [tenant] if tenant else sorted(set(log.tenants(store)) | set(witness))
         for name in tenants:
-            report = verify_tenant(store, name, trusted, witness.get(name), _since_seq(store, name, since))
+            since_seq = log.first_seq_since(store, name, time.time() - parse_duration(since)) if since else 0
+            report = verify_tenant(store, name, trusted, witness.get(name), since_seq)
             if report.problem is None:
                 console.print(f"{name}: [green]intact[/] ({report.events} events, {report.heads} signed heads)")
                 if report.newest is not None:

@@ -49,6 +49,16 @@ def columns(store: Store, tenant: str, names: Sequence[str] = ("seq", "id", "eve
             for n in names}
 
 
+def first_seq_since(store: Store, tenant: str, since: float) -> int:
+    """The seq of the tenant's first event stamped at or after ``since`` (epoch seconds); the
+    log's size when there is none."""
+    rows = store.query("SELECT minIf(seq, ts >= fromUnixTimestamp64Milli({ms:Int64})), countIf(ts >= "
+                       "fromUnixTimestamp64Milli({ms:Int64})), count() FROM audit_log WHERE tenant = {t:String}",
+                       {"t": tenant, "ms": int(since * 1000)}).rows
+    first, later, total = (int(v) for v in rows[0])
+    return first if later else total
+
+
 def find(store: Store, event_id: str) -> tuple[str, int] | None:
     """``(tenant, seq)`` of the event with ``event_id``."""
     rows = store.query("SELECT tenant, seq FROM audit_log WHERE id = {id:String} ORDER BY seq LIMIT 1",

@@ -118,3 +118,12 @@ def test_a_batch_the_store_refused_is_chained_again_when_retried(store: Store, t
     out = chainer.process(batch)  # the batch consumer's retry
     assert [r.seq for r in out.rows] == list(range(5, 15)) and out.duplicates == 0 and out.heads
     assert verify_tenant(store, "t-retry", keys.trusted_keys(tmp_path / "k.pem")).problem is None
+
+
+def test_since_rehashes_only_the_window_and_still_checks_every_head(store: Store, tmp_path: Path) -> None:
+    chainer = ingest(store, tmp_path / "k.pem")
+    chainer.process([payload("t-since", i) for i in range(30)])  # ts 1_700_000_000 + i/1000
+    assert log.first_seq_since(store, "t-since", 1_700_000_000.012) == 12
+    assert log.first_seq_since(store, "t-since", 1_800_000_000.0) == 30
+    report = verify_tenant(store, "t-since", keys.trusted_keys(tmp_path / "k.pem"), since_seq=12)
+    assert report.problem is None and report.events == 30 and report.heads == 1
