@@ -124,7 +124,8 @@ class Backpressure(Protocol):
         """Take new records again (idempotent)."""
 
     async def backoff(self, seconds: float) -> bool:
-        """Wait ``seconds`` with the input paused; ``False`` if the consumer is stopping instead."""
+        """Wait ``seconds`` with the input paused; ``False`` if the consumer gives the batch up
+        instead (it stops, or it will read the batch again)."""
 
 
 class AgentBackpressure:
@@ -150,8 +151,8 @@ async def handle_batch(handle: Callable[[], Awaitable[None]], dead_letter: DeadL
                        policy: RetryPolicy, source: Backpressure, what: str) -> bool:
     """Try ``handle()`` until the batch is done, as the module docstring says; ``True`` once it is
     handled or, after ``policy.attempts`` rejections by the store, dead-lettered (without
-    ``dead_letter``, a rejected batch is retried like any other), ``False`` if ``source`` stops
-    first (the batch is then not done: its offsets must not be committed). ``what`` names the
+    ``dead_letter``, a rejected batch is retried like any other), ``False`` if ``source`` gives
+    it up first (the batch is then not done: its offsets must not be committed). ``what`` names the
     batch in the log."""
     failures = rejections = 0
     outage: Outage | None = None
