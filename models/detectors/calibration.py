@@ -71,18 +71,29 @@ class ScoreCalibrator:
         self.var = (1.0 - a) * (self.var + a * d * d)
 
     def z_learn(self, raw: float) -> float:
-        """``z(raw)``, then ``learn(raw)``, in one call (the same arithmetic)."""
+        """``z(raw)``, then ``learn(raw)``, in one call: the same arithmetic, each ``max(a, b, ...)``
+        written out as the comparisons ``max`` makes (``b if b > a else a``: NaN and -0.0 alike)."""
         if raw != raw:
             return 0.0
         mean, var, n = self.mean, self.var, self.n
         if n <= self.warmup:
             z = 0.0
         else:
-            std = max(math.sqrt(max(var, 0.0)), self.min_std, self.rel_std * abs(mean))
-            z = max((raw - mean) / std, 0.0)
+            std = math.sqrt(0.0 if 0.0 > var else var)
+            floor = self.min_std
+            if floor > std:
+                std = floor
+            floor = self.rel_std * abs(mean)
+            if floor > std:
+                std = floor
+            z = (raw - mean) / std
+            if 0.0 > z:
+                z = 0.0
         n += 1
         self.n = n
-        a = max(self.alpha, 1.0 / n)
+        a = 1.0 / n
+        if not a > self.alpha:
+            a = self.alpha
         d = raw - mean
         self.mean = mean + a * d
         self.var = (1.0 - a) * (var + a * d * d)

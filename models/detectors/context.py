@@ -97,8 +97,9 @@ class ContextSurprise(CalibratedDetector):
         """Surprise of ``x``, then learn it, quantising it once (``_level``, ``_surprise`` and
         ``_learn_level`` inlined: the stream's per-point path)."""
         bins, prev = self.bins, self.prev
-        lo, hi = self.lo, self.hi
-        lo_all, hi_all = min(lo, self.lo_before), max(hi, self.hi_before)
+        lo, hi, lo_before, hi_before = self.lo, self.hi, self.lo_before, self.hi_before
+        lo_all = lo_before if lo_before < lo else lo  # min(lo, lo_before), as min compares
+        hi_all = hi_before if hi_before > hi else hi
         if self.n == 0 or x < lo_all:
             level = 0
         elif x > hi_all:
@@ -117,7 +118,10 @@ class ContextSurprise(CalibratedDetector):
             self.counts[at] = seen + 1.0
             self.totals[prev] += 1.0
         self.prev = level
-        self.lo, self.hi = min(lo, x), max(hi, x)
+        if x < lo:
+            self.lo = x
+        if x > hi:
+            self.hi = x
         self.n += 1
         if self.n % self.halve_every == 0:
             self.lo_before, self.hi_before, self.lo, self.hi = self.lo, self.hi, math.inf, -math.inf

@@ -161,7 +161,16 @@ class RobustZ(CalibratedDetector):
             raw = float("nan")
         else:
             med, mad = hist.median_mad()
-            spread = max(MAD_TO_STD * mad, self.range_floor * self.values.range(), self.rel_floor * abs(med), self.abs_floor)
+            spread = MAD_TO_STD * mad  # _spread(): max(...) as the comparisons max makes
+            floor = self.range_floor * self.values.range()
+            if floor > spread:
+                spread = floor
+            floor = self.rel_floor * abs(med)
+            if floor > spread:
+                spread = floor
+            floor = self.abs_floor
+            if floor > spread:
+                spread = floor
             raw = abs(y - med) / spread
         if y is not None:
             hist.push(y)
