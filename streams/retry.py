@@ -23,6 +23,8 @@ same classes for the embedded chdb engine and for a server:
 
 Between tries the input stays paused. Offsets are the consumer's business: it acknowledges a
 batch only once :func:`handle_batch` returned ``True`` (handled, or its records dead-lettered).
+A consumer may give a waiting batch up instead (it stops, or a rebalance sent its partitions
+back to their last commit): :func:`handle_batch` returns ``False``, and the batch is read again.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from enum import Enum, auto
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
