@@ -155,6 +155,13 @@ async def revoke_key(call: Call) -> dict[str, Any]:
     return (await asyncio.to_thread(registry.revoke_key, key_id)).as_dict()
 
 
+async def audit_verify(call: Call) -> dict[str, Any]:
+    """The tenant's audit trail verified now (``audit.verify``); the witness file is read, not updated."""
+    from audit.verify import verify_now  # the audit package builds on the store, as the API does
+
+    return await asyncio.to_thread(verify_now, call.api.settings, call.api.store, call.tenant, call.params.get("since"))
+
+
 async def tenant_query(call: Call) -> dict[str, Any]:
     """SQL that sees the path tenant's rows only (``Store.tenant_query``: guarded and limited)."""
     result = await asyncio.to_thread(call.api.store.tenant_query, call.body.sql, call.tenant)

@@ -65,6 +65,11 @@ ROUTES: tuple[Route, ...] = (
           (_KEY_ID,)),
     listing("GET", f"{T}/audit", "audit:read", "The tenant's access log: every allowed and denied request, newest first.",
             res.AUDIT),
+    Route("GET", f"{T}/audit/verify", "audit:read", h.audit_verify,
+          "Verify the tenant's hash-chained audit trail now: the chain, every signed tree head, the last head "
+          "seen (docs/audit.md); names the first bad sequence number.",
+          (Text("since", "Re-hash only the events of this window (e.g. 1h, 7d).", max_length=16, pattern="[0-9]+[smhd]?"),),
+          response=_OBJECT),
     Route("POST", f"{T}/query", "sql:tenant", h.tenant_query,
           "Read-only SQL that sees only the tenant's rows (guarded, limited).", body=h.QueryBody, response=_ROWS),
     # A tenant's data.

@@ -1,7 +1,8 @@
 """``m1 audit``: verify the trail, make and check proofs, rotate the signing key.
 
 The commands open the store directly: a ClickHouse server (``M1_CLICKHOUSE_URL``) at any time,
-the embedded store only while no worker holds it (chdb: one process per data directory).
+the embedded store while no worker holds it (chdb: one process per data directory). While a worker
+does, ``verify`` asks its API (``M1_API_KEY``); ``prove`` and ``consistency`` need the store.
 ``verify-proof`` needs nothing but the proof file and a public key, as an outside auditor has.
 Exit codes: 0 all good, 1 tampering found or a proof that does not hold, 2 could not run.
 """
@@ -9,7 +10,6 @@ Exit codes: 0 all good, 1 tampering found or a proof that does not hold, 2 could
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +19,12 @@ from rich.console import Console
 
 from audit import events, keys, log
 from audit.proofs import ProofUnavailable, check_inclusion, consistency, prove
-from audit.service import key_file, witness_file
-from audit.verify import load_witness, save_witness, verify_tenant
-from m1.settings import get_settings
+from audit.paths import key_file, witness_file
+from audit.verify import Report, load_witness, save_witness, verify_now
+from m1.query_client import QueryError, api_call, worker_is_up
+from m1.settings import Settings, get_settings
 from sinks.clickhouse import Store, StoreUnavailable, connect
+from tenancy.names import PLATFORM
 from traces.cli import parse_duration
 
 app = typer.Typer(help="The tamper-evident audit trail: verify, prove, rotate the signing key.",
@@ -52,27 +54,45 @@ def verify(tenant: str = typer.Option(None, "--tenant", "-t", help="Only this te
     """Check the hash chains, every signed tree head and the heads seen by earlier runs; name the
     first bad sequence number. Exit 1 on tampering."""
     settings = get_settings()
-    trusted = keys.trusted_keys(key_file(settings))
+    if since:
+        parse_duration(since)  # a bad value is refused before anything runs
     witness_path = witness_file(settings)
     witness = load_witness(witness_path)
-    bad = []
-    with _store() as store:
-        tenants = [tenant] if tenant else sorted(set(log.tenants(store)) | set(witness))
-        for name in tenants:
-            since_seq = log.first_seq_since(store, name, time.time() - parse_duration(since)) if since else 0
-            report = verify_tenant(store, name, trusted, witness.get(name), since_seq)
-            if report.problem is None:
-                console.print(f"{name}: [green]intact[/] ({report.events} events, {report.heads} signed heads)")
-                if report.newest is not None:
-                    witness[name] = report.newest
-            else:
-                bad.append((name, report.problem.seq))
-                console.print(f"{name}: [red]TAMPERED[/] first bad seq {report.problem.seq}: {report.problem.reason}")
+    bad, tenants = [], []
+    for report in _reports(settings, tenant, since, set(witness)):
+        tenants.append(report.tenant)
+        if report.problem is None:
+            console.print(f"{report.tenant}: [green]intact[/] ({report.events} events, {report.heads} signed heads)")
+            if report.newest is not None:
+                witness[report.tenant] = report.newest
+        else:
+            bad.append((report.tenant, report.problem.seq))
+            console.print(f"{report.tenant}: [red]TAMPERED[/] first bad seq {report.problem.seq}: {report.problem.reason}")
     save_witness(witness_path, witness)
     _tell(settings, events.event(settings, "audit.verify", ",".join(tenants) or "-", "failure" if bad else "success",
                                  {"tenants": len(tenants), "tampered": ";".join(f"{t}@{s}" for t, s in bad)}))
     if bad:
         raise typer.Exit(1)
+
+
+def _reports(settings: Settings, tenant: str | None, since: str | None, seen: set[str]) -> Iterator[Report]:
+    """Each tenant's verification: through the worker's API while it holds the embedded store
+    (``GET /v1/tenants/{t}/audit/verify``; every registered tenant needs a platform-admin key),
+    else on the store opened here."""
+    if not settings.clickhouse_url and worker_is_up(settings):
+        try:
+            names = [tenant] if tenant else sorted({t["name"] for t in api_call(settings, "GET", "/v1/tenants")["items"]}
+                                                   | {PLATFORM} | seen)
+            for name in names:
+                query = f"?since={since}" if since else ""
+                yield Report.from_dict(api_call(settings, "GET", f"/v1/tenants/{name}/audit/verify{query}"))
+        except QueryError as exc:
+            console.print(f"[red]the worker's API refused the verification:[/] {exc}")
+            raise typer.Exit(2) from None
+        return
+    with _store() as store:
+        for name in [tenant] if tenant else sorted(set(log.tenants(store)) | seen):
+            yield Report.from_dict(verify_now(settings, store, name, since))
 
 
 @app.command("prove")

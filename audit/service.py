@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import faust
@@ -20,6 +19,7 @@ from mode import Service
 
 from audit import events
 from audit.ingest import AuditIngest
+from audit.paths import key_file
 from audit.signer import Signer
 from m1.settings import Settings
 from m1.topics import ensure_topics
@@ -34,16 +34,6 @@ if TYPE_CHECKING:
     from api.access import AccessEntry
 
 log = logging.getLogger(__name__)
-
-
-def key_file(settings: Settings) -> Path:
-    """The signing key: ``M1_AUDIT_KEY_PATH`` or ``<home>/audit-signing.key``."""
-    return (settings.audit_key_path or settings.home / "audit-signing.key").resolve()
-
-
-def witness_file(settings: Settings) -> Path:
-    """Last verified heads: ``M1_AUDIT_WITNESS_PATH`` or ``<home>/audit-witness.json``."""
-    return (settings.audit_witness_path or settings.home / "audit-witness.json").resolve()
 
 
 def make_ingest(settings: Settings, store: Store) -> AuditIngest:

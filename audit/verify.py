@@ -18,15 +18,20 @@ between); for a log shorter than a head, its first missing event.
 from __future__ import annotations
 
 import json
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from audit import log
+from audit import keys, log
+from audit.paths import key_file, witness_file
 from audit.chain import GENESIS, ChainBroken, verify_columns
 from audit.merkle import Frontier
 from audit.sth import TreeHead, verify as signature_ok
+from m1.settings import Settings
 from sinks.clickhouse import Store
 
 
@@ -40,6 +45,25 @@ class Report:
     heads: int
     problem: ChainBroken | None
     newest: TreeHead | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (what ``GET /v1/tenants/{t}/audit/verify`` answers)."""
+        return {"tenant": self.tenant, "events": self.events, "heads": self.heads, "intact": self.problem is None,
+                "first_bad_seq": None if self.problem is None else self.problem.seq,
+                "reason": None if self.problem is None else self.problem.reason,
+                "newest_head": None if self.newest is None else msgspec.to_builtins(self.newest)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Report:
+        problem = None if values["intact"] else ChainBroken(values["first_bad_seq"], values["reason"])
+        newest = None if values["newest_head"] is None else msgspec.convert(values["newest_head"], TreeHead)
+        return cls(values["tenant"], values["events"], values["heads"], problem, newest)
+
+
+def verify_configured(settings: Settings, store: Store, tenant: str, since_seq: int = 0) -> Report:
+    """:func:`verify_tenant` with the configured key history and the witness file's head."""
+    return verify_tenant(store, tenant, keys.trusted_keys(key_file(settings)),
+                         load_witness(witness_file(settings)).get(tenant), since_seq)
 
 
 def verify_tenant(store: Store, tenant: str, trusted: dict[str, str], witness: TreeHead | None = None,
@@ -95,6 +119,25 @@ def _head_problem(sth: TreeHead, trusted: dict[str, str], roots: _Roots, first_u
         return ChainBroken(first_unsure, f"{what} at size {sth.tree_size} does not match the events: one of seq "
                                          f"{first_unsure}..{sth.tree_size - 1} was changed")
     return None
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds of ``90s``, ``15m``, ``2h``, ``7d`` (a bare number is seconds).
+
+    >>> duration_seconds("7d"), duration_seconds("90")
+    (604800, 90)
+    """
+    match = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 15m, 90s, 2h or 7d")
+    return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def verify_now(settings: Settings, store: Store, tenant: str, since: str | None = None) -> dict[str, Any]:
+    """:func:`verify_configured` of ``tenant`` (re-hashing only the events of the last ``since``,
+    a duration) as JSON-ready values."""
+    since_seq = log.first_seq_since(store, tenant, time.time() - duration_seconds(since)) if since else 0
+    return verify_configured(settings, store, tenant, since_seq).as_dict()
 
 
 def load_witness(path: Path) -> dict[str, TreeHead]:
