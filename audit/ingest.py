@@ -130,8 +130,10 @@ class AuditIngest:
         if state.chain.size > len(state.recent):  # older ids are only in the table
             known = log.known_ids(self.store, state.chain.tenant, {id_ for id_, _ in candidates})
             candidates = [e for e in candidates if e[0] not in known]
-        seen: set[str] = set()
-        return [e for e in candidates if not (e[0] in seen or seen.add(e[0]))]
+        first: dict[str, bytes] = {}
+        for id_, data in candidates:
+            first.setdefault(id_, data)
+        return list(first.items())
 
     def _state(self, tenant: str) -> TenantState:
         state = self._tenants.get(tenant)
