@@ -16,6 +16,11 @@ each tenant and a replay is deduplicated like any other record. Actions:
 >>> config_event(Settings(home="/tmp/x", kafka_sasl_password="a"), 1.7e9).details == config_event(
 ...     Settings(home="/tmp/x", kafka_sasl_password="b"), 1.7e9).details  # secrets are not hashed
 True
+>>> from api.access import AccessEntry
+>>> from schemas.events import EventDecoder
+>>> a = access_event(Settings(), AccessEntry(1.7e9, "GET", "/v1/tenants/Bad..Name/x", "::1", tenant="Bad..Name"))
+>>> a.tenant, a.outcome, a.details["asked_tenant"], EventDecoder(AuditEvent).decode(encode(a)) == a  # valid audit/1 whatever was asked
+('platform', 'denied', 'Bad..Name', True)
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pydantic import SecretStr
 
 from m1.settings import Settings
 from schemas.events import AuditEvent, encode
-from tenancy.names import PLATFORM
+from tenancy.names import PLATFORM, check_tenant
 
 if TYPE_CHECKING:
     from api.access import AccessEntry
@@ -70,10 +75,14 @@ def config_event(settings: Settings, now: float | None = None) -> AuditEvent:
 def access_event(settings: Settings, entry: AccessEntry) -> AuditEvent:
     """The audit event of one API access decision (who asked, and what)."""
     outcome = "denied" if entry.decision != "allow" else ("success" if entry.status < 400 else "failure")
-    return event(settings, "api.request", f"{entry.method} {entry.path}", outcome,
-                 {"via": entry.via, "roles": ",".join(entry.roles), "permission": entry.permission,
-                  "status": entry.status, "reason": entry.reason, "remote": entry.remote},
-                 actor=entry.subject, tenant=entry.tenant or PLATFORM, now=entry.ts)
+    details = {"via": entry.via, "roles": ",".join(entry.roles), "permission": entry.permission,
+               "status": entry.status, "reason": entry.reason, "remote": entry.remote}
+    try:
+        tenant = check_tenant(entry.tenant) if entry.tenant else PLATFORM
+    except ValueError:  # a path naming no possible tenant: audited under the platform, never dropped
+        tenant, details["asked_tenant"] = PLATFORM, entry.tenant
+    return event(settings, "api.request", f"{entry.method} {entry.path}", outcome, details,
+                 actor=entry.subject, tenant=tenant, now=entry.ts)
 
 
 def records(settings: Settings, events: Iterable[AuditEvent]) -> list[tuple[str, bytes, bytes]]:

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Most records the outbox holds while Kafka does not take them (as many as the access log holds).
+MAX_PENDING = 100_000
+
 
 def make_ingest(settings: Settings, store: Store) -> AuditIngest:
     """The chainer as the settings configure it (its key created on first use)."""
@@ -57,8 +60,12 @@ class Outbox(Service):
         self._lock = threading.Lock()
 
     def add(self, records: Sequence[OutputRecord]) -> None:
+        """Queue ``records``; beyond :data:`MAX_PENDING` waiting (Kafka down) the oldest go, with a warning."""
         with self._lock:
             self._records.extend(records)
+            if (excess := len(self._records) - MAX_PENDING) > 0:
+                log.warning("audit outbox: %d records wait for Kafka; dropping the oldest %d", len(self._records), excess)
+                del self._records[:excess]
 
     async def flush(self) -> None:
         with self._lock:
