@@ -40,9 +40,10 @@ the end of every window, plans the peak of the next one:
 Both means use the weight ``smoothing`` (a plain mean while fewer than ``1 / smoothing``
 values have been seen, so an early window does not weigh as much as the whole history). State is bounded: ``memory`` scores,
 ``base_windows`` peaks and a few floats. The defaults are the configuration that
-leave-one-group-out selection chose in every fold for a 5 % target and in 12 of 13 for 10 %;
-for 1 % every fold chose the median of 3 peaks and 300 scores (``m1 eval scaling``,
-docs/benchmarks-forecast.md).
+leave-one-group-out selection chose in every fold for a 5 % target and in 8 of 13 for 10 %
+(the others: 1000 scores); for 1 %, 10 of 13 folds chose them without the tail (``tail=0``)
+(``m1 eval scaling``, docs/benchmarks-forecast.md, re-run after the second window stopped
+being scored).
 
 >>> from models.forecasting.risk import RiskPlanner
 >>> planner = RiskPlanner(window=2, target=0.25, base_windows=1, memory=8, adapt_rate=0.0, scale="ratio", floor=0.0)
