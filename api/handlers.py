@@ -162,6 +162,16 @@ async def audit_verify(call: Call) -> dict[str, Any]:
     return await asyncio.to_thread(verify_now, call.api.settings, call.api.store, call.tenant, call.params.get("since"))
 
 
+async def audit_proof(call: Call) -> dict[str, Any]:
+    """The inclusion proof of one of the tenant's audit events (``audit.proofs.prove``)."""
+    from audit.proofs import ProofUnavailable, prove
+
+    try:
+        return await asyncio.to_thread(prove, call.api.store, call.params["event_id"], call.tenant)
+    except ProofUnavailable as exc:
+        raise NotFound(str(exc)) from None
+
+
 async def tenant_query(call: Call) -> dict[str, Any]:
     """SQL that sees the path tenant's rows only (``Store.tenant_query``: guarded and limited)."""
     result = await asyncio.to_thread(call.api.store.tenant_query, call.body.sql, call.tenant)

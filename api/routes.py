@@ -70,6 +70,11 @@ ROUTES: tuple[Route, ...] = (
           "seen (docs/audit.md); names the first bad sequence number.",
           (Text("since", "Re-hash only the events of this window (e.g. 1h, 7d).", max_length=16, pattern="[0-9]+[smhd]?"),),
           response=_OBJECT),
+    Route("GET", f"{T}/audit/proofs/{{event_id}}", "audit:read", h.audit_proof,
+          "The inclusion proof of one of the tenant's audit events against the newest signed tree head covering "
+          "it (check it with `m1 audit verify-proof`).",
+          (Text("event_id", "The event's id (its RFC 9162 leaf hash, hex).", where="path", max_length=64,
+                pattern="[0-9a-f]{64}"),), response=_OBJECT),
     Route("POST", f"{T}/query", "sql:tenant", h.tenant_query,
           "Read-only SQL that sees only the tenant's rows (guarded, limited).", body=h.QueryBody, response=_ROWS),
     # A tenant's data.

@@ -2,7 +2,7 @@
 
 The commands open the store directly: a ClickHouse server (``M1_CLICKHOUSE_URL``) at any time,
 the embedded store while no worker holds it (chdb: one process per data directory). While a worker
-does, ``verify`` asks its API (``M1_API_KEY``); ``prove`` and ``consistency`` need the store.
+does, ``verify`` and ``prove`` ask its API (``M1_API_KEY``); ``consistency`` needs the store.
 ``verify-proof`` needs nothing but the proof file and a public key, as an outside auditor has.
 Exit codes: 0 all good, 1 tampering found or a proof that does not hold, 2 could not run.
 """
@@ -96,14 +96,27 @@ def _reports(settings: Settings, tenant: str | None, since: str | None, seen: se
 
 
 @app.command("prove")
-def prove_cmd(event_id: str = typer.Argument(..., help="The event's id (its leaf hash, hex).")) -> None:
+def prove_cmd(event_id: str = typer.Argument(..., help="The event's id (its leaf hash, hex)."),
+              tenant: str = typer.Option(None, "--tenant", "-t", help="The event's tenant (needed while a worker "
+                                                                      "holds the store: the proof comes from its API).")) -> None:
     """Print the inclusion proof of an event (JSON) against the newest signed tree head covering it."""
-    with _store() as store:
+    settings = get_settings()
+    if not settings.clickhouse_url and worker_is_up(settings):
+        if not tenant:
+            console.print("[red]a worker holds the store: name the event's tenant with --tenant[/]")
+            raise typer.Exit(2)
         try:
-            proof = prove(store, event_id)
-        except ProofUnavailable as exc:
-            console.print(f"[red]{exc}[/]")
+            proof = api_call(settings, "GET", f"/v1/tenants/{tenant}/audit/proofs/{event_id}")
+        except QueryError as exc:
+            console.print(f"[red]no proof:[/] {exc}")
             raise typer.Exit(2) from None
+    else:
+        with _store() as store:
+            try:
+                proof = prove(store, event_id, tenant)
+            except ProofUnavailable as exc:
+                console.print(f"[red]{exc}[/]")
+                raise typer.Exit(2) from None
     typer.echo(json.dumps(proof, indent=2))
 
 

@@ -29,11 +29,12 @@ def _leaves(store: Store, tenant: str, size: int) -> list[bytes]:
     return log.columns(store, tenant, ("id",), until_seq=size)["id"]
 
 
-def prove(store: Store, event_id: str) -> dict[str, Any]:
-    """The inclusion proof of the event ``event_id`` against the newest signed head covering it."""
+def prove(store: Store, event_id: str, tenant: str | None = None) -> dict[str, Any]:
+    """The inclusion proof of the event ``event_id`` (of ``tenant``, if given) against the newest
+    signed head covering it."""
     found = log.find(store, event_id)
-    if found is None:
-        raise ProofUnavailable(f"no audit event has id {event_id}")
+    if found is None or tenant is not None and found[0] != tenant:
+        raise ProofUnavailable(f"no audit event {'of ' + tenant + ' ' if tenant else ''}has id {event_id}")
     tenant, seq = found
     heads = [h for h in log.heads(store, tenant) if h.tree_size > seq]
     if not heads:

@@ -51,6 +51,10 @@ def test_sigkill_mid_chain_then_replay_verifies(make_settings, tmp_path: Path) -
     add_tenant(settings, TENANT)
     through_api = m1(settings, "verify")  # the worker holds the store: its API verifies
     assert through_api.returncode == 0 and f"{TENANT}: intact" in through_api.stdout, through_api.stdout + through_api.stderr
+    event_id = str(scalar(settings, f"SELECT id FROM audit_log WHERE tenant = '{TENANT}' AND seq = 123"))
+    from_api = m1(settings, "prove", event_id, "--tenant", TENANT)
+    assert from_api.returncode == 0 and json.loads(from_api.stdout)["leaf_index"] == 123, from_api.stderr
+    (tmp_path / "proof.json").write_text(from_api.stdout)
     assert worker.stop() == 0
 
     verified = m1(settings, "verify")
@@ -58,10 +62,8 @@ def test_sigkill_mid_chain_then_replay_verifies(make_settings, tmp_path: Path) -
     counted = re.search(rf"{TENANT}: intact \((\d+) events", verified.stdout)
     assert counted and int(counted[1]) in (EVENTS, EVENTS + 1)  # + the API's audit of that verification, if chained
     # before the stop (else it waits on the topic for the next worker)
-    event_id = str(scalar_direct(settings, f"SELECT id FROM audit_log WHERE tenant = '{TENANT}' AND seq = 123"))
-    proof = m1(settings, "prove", event_id)
-    assert proof.returncode == 0, proof.stderr
-    (tmp_path / "proof.json").write_text(proof.stdout)
+    proof = m1(settings, "prove", event_id)  # the store opened directly
+    assert proof.returncode == 0 and json.loads(proof.stdout)["leaf_index"] == 123, proof.stderr
     history = json.loads((settings.home / "audit-signing.key.history.json").read_text())["keys"]
     (tmp_path / "public.pem").write_text(history[-1]["public_key"])
     checked = m1(settings, "verify-proof", str(tmp_path / "proof.json"), "--public-key", str(tmp_path / "public.pem"))
@@ -83,13 +85,3 @@ def direct(settings: Settings, sql: str) -> None:
     code = "import sys; from m1.settings import Settings; from sinks.clickhouse import Store, connect; " \
            "Store(connect(Settings())).command(sys.argv[1])"
     subprocess.run([sys.executable, "-c", code, sql], env=settings_env(settings), timeout=120, check=True)
-
-
-def scalar_direct(settings: Settings, sql: str) -> object:
-    """A value read with the store opened directly (no worker runs), in a child process: this
-    process may hold another chdb directory."""
-    code = "import sys; from m1.query_client import run_query; from m1.settings import Settings; " \
-           "print(run_query(Settings(), sys.argv[1]).rows[0][0])"
-    out = subprocess.run([sys.executable, "-c", code, sql], env=settings_env(settings), capture_output=True,
-                         text=True, timeout=120, check=True)
-    return out.stdout.strip()
