@@ -119,8 +119,13 @@ class PipelineMetrics:
         self._lag_source: LagSource | None = None
 
     def batch_handled(self, seconds: float, stored: int, dead_letter_reasons: Iterable[str]) -> None:
-        """One batch handled in ``seconds``: ``stored`` points, and dead letters with these reasons."""
+        """One batch of the metrics topic handled in ``seconds``: ``stored`` points, and dead
+        letters with these reasons."""
         self.batch_seconds.observe(seconds)
+        self.outputs(stored, dead_letter_reasons)
+
+    def outputs(self, stored: int, dead_letter_reasons: Iterable[str]) -> None:
+        """A batch of any topic stored ``stored`` points and dead-lettered records with these reasons."""
         self.points.inc(stored)
         for reason in dead_letter_reasons:
             self.dead_letters.labels(reason_class(reason)).inc()

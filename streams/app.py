@@ -94,7 +94,7 @@ def build_app(settings: Settings) -> faust.App:
     ))
     observed.watch_lag(consumer.lag)  # asked of the broker at each scrape
 
-    run_bottlenecks = register_otel(app, settings, store, pipeline, publisher)  # OTLP agents, bottleneck job, self-tracing
+    run_bottlenecks = register_otel(app, settings, store, pipeline, publisher, observed)  # OTLP agents, bottleneck job, self-tracing
     access_listener = audit_service.wire(app, settings, store, publisher)  # audit topic -> hash chains, signed heads
     app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed,
                            access_listener=access_listener))

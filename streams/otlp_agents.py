@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 import msgspec
 
+from m1.pipeline_metrics import PipelineMetrics
 from m1.telemetry import setup_tracing_if_configured
 from streams.batch_consumer import BatchConsumer, BatchDeadLetters, BatchHandler, KafkaEvent
 from streams.bottleneck_job import BottleneckJob
@@ -46,16 +47,18 @@ IDLE_CHECK_SECONDS = 10.0
 
 
 def register_otel(app: faust.App, settings: Settings, store: Store, metrics: MetricsPipeline,
-                  publisher: Publisher) -> RunBottlenecks:
+                  publisher: Publisher, observed: PipelineMetrics | None = None) -> RunBottlenecks:
     """Add self-tracing, the OTLP agents and the bottleneck job to ``app``; return the job's run
     (``await run(tenant, services, window_seconds, limit)``; no tenant: every tenant), which
-    stores and publishes its reports."""
+    stores and publishes its reports. ``observed`` counts the OTLP batches' points and dead letters."""
     setup_tracing_if_configured()
     pipeline = OtlpPipeline(settings, store, metrics)
     dead_letters = batch_dead_letters(metrics, publisher, settings)
+    if observed is not None:
+        dead_letters = observed.counting_dead_letters(dead_letters)
     for process, topic, name in ((pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans"),
                                  (pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics")):
-        handler = otlp_handler(process, topic, name, publisher, settings)
+        handler = otlp_handler(process, topic, name, publisher, settings, observed)
         if settings.tenant_topics:
             app.service(BatchConsumer(settings, topic, group_id=f"{settings.app_id}-{name}", handler=handler, checkpoints=[],
                                       dead_letters=dead_letters))
@@ -94,8 +97,9 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
 
 
 def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, publisher: Publisher,
-                 settings: Settings) -> BatchHandler:
-    """A batch handler that hands a batch of ``topic`` to ``process`` and sends its outputs."""
+                 settings: Settings, observed: PipelineMetrics | None = None) -> BatchHandler:
+    """A batch handler that hands a batch of ``topic`` to ``process`` and sends its outputs
+    (and counts its stored points and dead letters in ``observed``)."""
 
     async def handle(events: Sequence[KafkaEvent]) -> None:
         with batch_span(topic, events, agent=name) as span:
@@ -106,6 +110,8 @@ def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, nam
             record_outcome(span, spans=outcome.spans, gauge=outcome.gauge, sum=outcome.sum,
                            stored=outcome.stored, dead_letters=len(outcome.dead_letters),
                            anomalies=len(outcome.anomalies), unscored=len(outcome.unscored))
+            if observed is not None:
+                observed.outputs(outcome.stored, [letter.reason for letter in outcome.dead_letters])
 
     return handle
 

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import os
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from prometheus_client.parser import text_string_to_metric_families
 
 from m1.producer import make_producer
+from m1.query_client import worker_url
 from m1.settings import Settings
 from m1.worker_process import WorkerProcess
 from schemas.events import MetricPoint, encode
@@ -267,3 +270,27 @@ def test_worker_traces_every_stage_and_continues_the_producers_trace(traced: Set
     assert attributes["m1.stored"].int_value == 1
     assert all(batch.start_time_unix_nano <= s.start_time_unix_nano <= s.end_time_unix_nano <= batch.end_time_unix_nano
                for s in stages)
+
+
+def worker_metrics(settings: Settings) -> dict[str, float]:
+    """The worker's Prometheus samples (``GET /v1/metrics``, platform-admin key), by name and labels."""
+    request = urllib.request.Request(worker_url(settings) + "/v1/metrics",
+                                     headers={"Authorization": f"Bearer {settings.api_key.get_secret_value()}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    return {f"{s.name}{sorted(s.labels.items())}": s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_otlp_batches_count_in_the_workers_metrics(proto: Settings) -> None:
+    before = worker_metrics(proto)
+    tenant = f"m-{uuid.uuid4().hex[:6]}"
+    good = gauge_request(tenant, [1.0 + i % 3 for i in range(40)], time.time() - 600).SerializeToString()
+    send(proto, proto.topic_otlp_metrics, [good, good[:-5]], key=tenant.encode())
+    assert wait_for(lambda: int(scalar(proto, f"SELECT count() FROM metric_points FINAL WHERE tenant = '{tenant}'")) == 40)
+
+    def grown(name: str) -> float:
+        after = worker_metrics(proto)
+        return sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith(name + "["))
+
+    assert wait_for(lambda: grown("m1_points_stored_total") >= 40 and grown("m1_dead_letters_total") >= 1)
