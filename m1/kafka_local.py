@@ -14,6 +14,11 @@ credential when the storage is formatted. The controller listener (loopback, not
 authenticates the broker with SASL/PLAIN as the same user.
 :meth:`LocalKafka.admin_login` reads that login back; ``m1.kafka_security`` lends it to every
 client whose settings name no cluster and no login. A broker formatted secured stays secured.
+
+A ``LocalKafka`` may also be given its own directory (``home``; several clusters on one machine,
+see ``regions.cluster``), a listen address other than 127.0.0.1 (``host``, e.g. a veth address),
+a network namespace to run in (``netns``: the java process is started as ``ip netns exec <ns>
+java ...``) and extra ``server.properties`` lines (``extra_properties``, appended last so they win).
 """
 
 from __future__ import annotations
@@ -50,15 +55,15 @@ POM_TEMPLATE = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 </project>
 """
 
-PLAINTEXT_LISTENERS = """listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+PLAINTEXT_LISTENERS = """listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=PLAINTEXT://{host}:{port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 """
 
-SECURE_LISTENERS = """listeners=SASL_PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{tls_port},\
-CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{tls_port}
+SECURE_LISTENERS = """listeners=SASL_PLAINTEXT://{host}:{port},SASL_SSL://{host}:{tls_port},\
+CONTROLLER://{host}:{controller_port}
+advertised.listeners=SASL_PLAINTEXT://{host}:{port},SASL_SSL://{host}:{tls_port}
 listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
 inter.broker.listener.name=SASL_PLAINTEXT
 sasl.enabled.mechanisms=SCRAM-SHA-512
@@ -82,7 +87,7 @@ ADMIN_USER = "admin"
 
 SERVER_PROPERTIES = """process.roles=broker,controller
 node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+controller.quorum.voters=1@{host}:{controller_port}
 controller.listener.names=CONTROLLER
 {listeners}log.dirs={data_dir}
 num.partitions=1
@@ -118,14 +123,15 @@ class BrokerState:
     controller_port: int
     secure: bool = False
     tls_port: int = 0  # the SASL_SSL listener of a secured broker
+    host: str = "127.0.0.1"  # the address it listens on and advertises
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def tls_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.tls_port}"
+        return f"{self.host}:{self.tls_port}"
 
 
 def free_port() -> int:
@@ -135,10 +141,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _accepts_connections(port: int) -> bool:
+def _accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -156,13 +162,21 @@ def _pid_alive(pid: int) -> bool:
 
 
 class LocalKafka:
-    """Fetches, starts, checks and stops the local broker described by ``settings``."""
+    """Fetches, starts, checks and stops the local broker described by ``settings``.
 
-    def __init__(self, settings: Settings):
+    ``home`` replaces ``<M1_HOME>/kafka`` as the broker's directory; ``host`` is the address it
+    listens on and advertises; ``netns`` names a network namespace to run it in;
+    ``extra_properties`` are appended to its ``server.properties``."""
+
+    def __init__(self, settings: Settings, *, home: Path | None = None, host: str = "127.0.0.1",
+                 netns: str | None = None, extra_properties: dict[str, str] | None = None):
         self.version = settings.kafka_version
         self.wanted_port = settings.kafka_port
         self.cache_dir = Path(os.environ.get("M1_KAFKA_CACHE", Path.home() / ".cache" / "m1-kafka")) / self.version
-        self.dir = (settings.home / "kafka").resolve()
+        self.dir = (home or settings.home / "kafka").resolve()
+        self.host = host
+        self.netns = netns
+        self.extra_properties = dict(extra_properties or {})
 
     # -- paths --------------------------------------------------------------------------
     @property
@@ -208,7 +222,7 @@ class LocalKafka:
     def status(self) -> BrokerState | None:
         """The running broker's state, or ``None`` when none is running and answering."""
         state = self._recorded()
-        if state is not None and _pid_alive(state.pid) and _accepts_connections(state.port):
+        if state is not None and _pid_alive(state.pid) and _accepts_connections(state.port, state.host):
             return state
         return None
 
@@ -257,14 +271,14 @@ class LocalKafka:
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config), *scram)
         with open(self.dir / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
-                self._java_cmd("kafka.Kafka", str(config)),
+                self._netns_prefix() + self._java_cmd("kafka.Kafka", str(config)),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         state = BrokerState(pid=proc.pid, port=port, controller_port=controller_port, secure=secure,
-                            tls_port=tls_port if secure else 0)
+                            tls_port=tls_port if secure else 0, host=self.host)
         self.state_file.write_text(json.dumps(state.__dict__))
         self._wait_ready(state, proc, timeout)
         return state
@@ -297,12 +311,14 @@ class LocalKafka:
 
     def _server_properties(self, port: int, controller_port: int, tls_port: int, data_dir: Path, secure: bool) -> str:
         if secure:
-            listeners = SECURE_LISTENERS.format(port=port, controller_port=controller_port, tls_port=tls_port,
+            listeners = SECURE_LISTENERS.format(host=self.host, port=port, controller_port=controller_port, tls_port=tls_port,
                                                 admin=ADMIN_USER, password=self._admin_password(),
                                                 keystore=ensure_broker_tls(self.dir).keystore)
         else:
-            listeners = PLAINTEXT_LISTENERS.format(port=port, controller_port=controller_port)
-        return SERVER_PROPERTIES.format(controller_port=controller_port, listeners=listeners, data_dir=data_dir)
+            listeners = PLAINTEXT_LISTENERS.format(host=self.host, port=port, controller_port=controller_port)
+        extra = "".join(f"{key}={value}\n" for key, value in self.extra_properties.items())
+        return SERVER_PROPERTIES.format(host=self.host, controller_port=controller_port, listeners=listeners,
+                                        data_dir=data_dir) + extra
 
     def _ports(self) -> tuple[int, int, int]:
         """Reuse the recorded ports (clients keep their address across restarts), else pick:
@@ -311,6 +327,11 @@ class LocalKafka:
         if old is None:
             return (self.wanted_port or free_port()), free_port(), free_port()
         return old.port, old.controller_port, old.tls_port or free_port()
+
+    def _netns_prefix(self) -> list[str]:
+        """``ip netns exec <ns>`` when the broker runs in a network namespace (``ip`` execs java:
+        the recorded pid is the broker's own)."""
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
 
     def _java_cmd(self, main: str, *args: str) -> list[str]:
         heap = os.environ.get("M1_KAFKA_HEAP", "-Xmx768m")
@@ -327,7 +348,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise KafkaError(f"the broker exited with {proc.returncode}; see {self.log_file} and {self.dir / 'stdout.log'}")
-            if _accepts_connections(state.port) and _metadata_ok(state.bootstrap, self.admin_login()):
+            if _accepts_connections(state.port, state.host) and _metadata_ok(state.bootstrap, self.admin_login()):
                 return
             time.sleep(0.5)
         raise KafkaError(f"the broker did not answer within {timeout:.0f}s; see {self.log_file}")

@@ -1,0 +1,1 @@
+"""Multi-region tests on real local clusters (see conftest.py)."""
