@@ -1,0 +1,191 @@
+"""A TCP proxy that delays every byte by a one-way latency: a WAN link between regions, on loopback.
+
+The kernel here has no ``netem``, so ``tc`` cannot add delay; this proxy can. Put it in front of a
+broker listener whose ``advertised.listeners`` entry names the proxy, and every client that
+bootstraps through it (producers, consumers, MirrorMaker 2) talks to the broker over the "WAN".
+
+Contract:
+
+- :class:`WanProxy` (asyncio): ``await start()`` binds ``listen`` (port 0 = any free port) and
+  returns the bound ``(host, port)``; ``await stop()`` closes the listener and every connection.
+  Each chunk read from one side is written to the other no earlier than ``latency`` seconds
+  (client → upstream) or ``return_latency`` seconds (upstream → client; ``None`` = the same as
+  ``latency``, ``0`` = one direction only) after it was read, in order. Both latencies can be
+  changed while it runs; chunks read afterwards get the new delay (never overtaking earlier ones).
+- :class:`BackgroundWanProxy`: the same proxy on an event loop of its own in a daemon thread, for
+  synchronous code (tests, benchmarks); ``start()`` / ``stop()`` or ``with``.
+
+A round trip through a 50 ms proxy to an echo server takes at least 100 ms:
+
+>>> import asyncio, time
+>>> async def echo(reader, writer):
+...     writer.write(await reader.read(100)); await writer.drain(); writer.close()
+>>> async def round_trip() -> float:
+...     server = await asyncio.start_server(echo, "127.0.0.1", 0)
+...     proxy = WanProxy(server.sockets[0].getsockname()[:2], latency=0.05)
+...     host, port = await proxy.start()
+...     reader, writer = await asyncio.open_connection(host, port)
+...     began = time.monotonic()
+...     writer.write(b"ping")
+...     reply = await reader.read(100)
+...     took = time.monotonic() - began
+...     writer.close(); await proxy.stop(); server.close()
+...     assert reply == b"ping"
+...     return took
+>>> asyncio.run(round_trip()) >= 0.1
+True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from types import TracebackType
+
+#: Bytes read per chunk, and chunks in flight per direction before reading pauses (back pressure).
+CHUNK = 64 * 1024
+IN_FLIGHT = 1024
+
+
+class WanProxy:
+    """Forwards TCP connections from ``listen`` to ``upstream``, delaying each direction."""
+
+    def __init__(self, upstream: tuple[str, int], latency: float = 0.0, return_latency: float | None = None,
+                 listen: tuple[str, int] = ("127.0.0.1", 0)):
+        if latency < 0 or (return_latency is not None and return_latency < 0):
+            raise ValueError("latencies are seconds >= 0")
+        self.upstream = upstream
+        self.latency = latency
+        self.return_latency = return_latency
+        self.listen = listen
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``; only after ``start``."""
+        if self._server is None:
+            raise RuntimeError("the proxy is not started")
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; returns the bound address."""
+        self._server = await asyncio.start_server(self._accept, *self.listen)
+        return self.address
+
+    async def stop(self) -> None:
+        """Stop listening and cut every open connection."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _delay(self, upstream_bound: bool) -> float:
+        if upstream_bound or self.return_latency is None:
+            return self.latency
+        return self.return_latency
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self._writers.add(client_writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            client_writer.transport.abort()
+            self._writers.discard(client_writer)
+            return
+        self._writers.add(up_writer)
+        pumps = [asyncio.ensure_future(self._pump(client_reader, up_writer, True)),
+                 asyncio.ensure_future(self._pump(up_reader, client_writer, False))]
+        self._tasks.update(pumps)
+        try:
+            await asyncio.gather(*pumps)
+        except Exception:  # a reset on either side ends the connection as a whole
+            pass
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for writer in (client_writer, up_writer):
+                writer.transport.abort()
+                self._writers.discard(writer)
+            self._tasks.difference_update(pumps)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream_bound: bool) -> None:
+        """Copy ``reader`` to ``writer``, each chunk held until its due time; EOF is forwarded."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(IN_FLIGHT)
+        sender = asyncio.ensure_future(self._send(queue, writer))
+        try:
+            while True:
+                chunk = await reader.read(CHUNK)
+                await queue.put((time.monotonic() + self._delay(upstream_bound), chunk))
+                if not chunk:
+                    break
+            await sender
+        finally:
+            sender.cancel()
+
+    @staticmethod
+    async def _send(queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter) -> None:
+        while True:
+            due, chunk = await queue.get()
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not chunk:
+                if writer.can_write_eof():
+                    writer.write_eof()
+                return
+            writer.write(chunk)
+            await writer.drain()
+
+
+class BackgroundWanProxy:
+    """A :class:`WanProxy` served by its own event loop in a daemon thread (for synchronous callers)."""
+
+    def __init__(self, upstream: tuple[str, int], latency: float = 0.0, return_latency: float | None = None,
+                 listen: tuple[str, int] = ("127.0.0.1", 0)):
+        self.proxy = WanProxy(upstream, latency, return_latency, listen)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.proxy.address
+
+    def set_latency(self, latency: float, return_latency: float | None = None) -> None:
+        """New one-way delays for the chunks read from now on."""
+        self.proxy.latency, self.proxy.return_latency = latency, return_latency
+
+    def start(self) -> tuple[str, int]:
+        """Start the loop thread and the proxy; returns the bound address."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="wan-proxy", daemon=True)
+        self._thread.start()
+        return asyncio.run_coroutine_threadsafe(self.proxy.start(), self._loop).result(timeout=10)
+
+    def stop(self) -> None:
+        """Stop the proxy, its connections and the thread (no-op when not started)."""
+        if self._loop is None or self._thread is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> BackgroundWanProxy:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
