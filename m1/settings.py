@@ -183,6 +183,26 @@ class Settings(BaseSettings):
         default=100_000, ge=1, description="Recent ids per tenant kept in memory to drop replays; older ones are looked up in audit_log.")
     audit_region: str = Field(default="local", description="Region of the audit events the pipeline writes about itself.")
 
+    # -- regions (#10): multi-region clusters, heartbeats, replication lag, health and routing (regions/).
+    region: str = Field(default="", description="This worker's region; empty runs no region agent (single region).")
+    regions: Annotated[list[str], NoDecode] = Field(default=[], description="Every region of the set, comma list.")
+    region_bootstraps: Annotated[dict[str, str], NoDecode] = Field(
+        default={}, description="host:port of each region's cluster (name=host:port,...), for MirrorMaker's offset lag; "
+                                "empty for a local set: read from <home>/regions.")
+    heartbeat_interval: float = Field(default=1.0, gt=0, description="Seconds between two heartbeat/1 of a region.")
+    topic_heartbeats: str = Field(default="region_heartbeats", description="heartbeat/1 of the region's agent (MirrorMaker "
+                                  "2 keeps 'heartbeats' for its own); mirrored as '<region>.region_heartbeats'.")
+    topic_region_lag: str = Field(default="region_lag", description="Replication lag measurements of the region's agent.")
+    topic_region_events: str = Field(default="region_events", description="failover / recovery / degraded events.")
+    topic_routing: str = Field(default="routing", description="The routing table (compacted).")
+    lag_window_seconds: float = Field(default=10.0, gt=0, description="Window of the lag agent's per-pair statistics.")
+
+    @field_validator("regions", "region_bootstraps", mode="before")
+    @classmethod
+    def _parse_region_list(cls, value: Any) -> Any:
+        """``a,b`` / ``a=h:1,b=h:2`` (or JSON) from the environment."""
+        return cls._parse_collection(value)
+
     @field_validator("audit_key_path", "audit_witness_path", mode="before")
     @classmethod
     def _empty_audit_path_is_none(cls, value: Any) -> Any:
