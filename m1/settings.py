@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     def _empty_audit_path_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("registry_path", "oidc_jwks_path", "state_key_path", mode="before")
+    @field_validator("registry_path", "oidc_jwks_path", "state_key_path", "pii_key_path", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
         """An empty variable (``M1_REGISTRY_PATH=``) means the default, not the current directory."""
@@ -272,6 +272,32 @@ class Settings(BaseSettings):
     def state_key_file(self) -> Path:
         """The key authenticating saved model state: ``state_key_path`` or ``<home>/state.key``."""
         return (self.state_key_path or self.home / "state.key").resolve()
+
+    # -- compliance (#11): personal data keys, GDPR rights, retention (compliance/, docs/compliance.md).
+    pii_key_path: Path | None = Field(
+        default=None, description="Secret the per-tenant pseudonym and subject-reference HMAC keys are derived from; "
+                                  "empty means <home>/pii.key, created with 32 random bytes (mode 0600) on first use.")
+
+    @property
+    def pii_key_file(self) -> Path:
+        """The secret personal-data HMAC keys derive from: ``pii_key_path`` or ``<home>/pii.key``."""
+        return (self.pii_key_path or self.home / "pii.key").resolve()
+
+    # -- integrations (#12): the notification outbox, its delivery and the receivers' clients (integrations/).
+    topic_notifications: str = Field(default="notifications", description="Outbox: workflow notifications to deliver (key = id).")
+    topic_notification_retries: str = Field(
+        default="notification_retries", description="Pending retries of notifications (attempts, due time), so a crash resumes them.")
+    topic_deliveries: str = Field(default="deliveries", description="Every delivery attempt's outcome (delivered, failed, dead).")
+    delivery_max_attempts: int = Field(default=12, ge=1, description="Tries of a notification before it is dead-lettered.")
+    delivery_max_age_seconds: float = Field(default=3600.0, gt=0, description="Older undelivered notifications are dead-lettered.")
+    delivery_base_seconds: float = Field(default=1.0, gt=0, description="Backoff after a first failed try; doubled per try, jittered.")
+    delivery_max_backoff_seconds: float = Field(default=60.0, gt=0, description="Longest backoff (and longest Retry-After honoured).")
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0, description="Time limit of one delivery attempt.")
+    delivery_concurrency: int = Field(default=64, ge=1, description="Delivery attempts in flight at once.")
+    delivery_max_pending: int = Field(default=20_000, ge=1, description="Notifications held in memory; beyond it input pauses.")
+    delivery_breaker_failures: int = Field(default=5, ge=1, description="Failures in a row that open an endpoint's circuit.")
+    delivery_breaker_seconds: float = Field(default=5.0, gt=0, description="How long an open circuit waits before one probe.")
+    integrations_external_url: str = Field(default="", description="Link to the product put in notifications (Alertmanager's externalURL).")
 
 
 @lru_cache(maxsize=1)
