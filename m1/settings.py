@@ -299,6 +299,20 @@ class Settings(BaseSettings):
     delivery_breaker_seconds: float = Field(default=5.0, gt=0, description="How long an open circuit waits before one probe.")
     integrations_external_url: str = Field(default="", description="Link to the product put in notifications (Alertmanager's externalURL).")
 
+    # -- workflows (#12): alert workflows, incidents, silences (workflows/, docs/workflows.md).
+    workflows_dir: Path | None = Field(default=None, description="Directory of the tenants' workflow YAML files; "
+                                       "empty means <home>/workflows.")
+    topic_workflow_signals: str = Field(default="workflow_signals", description="Engine input: signals and controls "
+                                        "(acks, silences, ticks), keyed by tenant.")
+    topic_incidents: str = Field(default="incidents", description="Every change of an incident (JSON, key = id).")
+    topic_workflow_runs: str = Field(default="workflow_runs", description="Workflow runs as they end or reach their terminal state.")
+    workflow_tick_seconds: float = Field(default=1.0, gt=0, description="How often deadlines (group wait, ack timeouts, "
+                                         "clearing) are checked.")
+    incident_clear_seconds: float = Field(default=300.0, gt=0, description="An incident resolves after this long "
+                                          "without an anomaly of its service and region.")
+    incident_gap_seconds: float = Field(default=900.0, gt=0, description="Anomalies further apart than this (after "
+                                        "resolution) open a new incident.")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
