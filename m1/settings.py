@@ -309,9 +309,7 @@ class Settings(BaseSettings):
     workflow_tick_seconds: float = Field(default=1.0, gt=0, description="How often deadlines (group wait, ack timeouts, "
                                          "clearing) are checked.")
     incident_clear_seconds: float = Field(default=300.0, gt=0, description="An incident resolves after this long "
-                                          "without an anomaly of its service and region.")
-    incident_gap_seconds: float = Field(default=900.0, gt=0, description="Anomalies further apart than this (after "
-                                        "resolution) open a new incident.")
+                                          "without an anomaly of its service and region; the next opens a new one.")
 
 
 @lru_cache(maxsize=1)
