@@ -61,7 +61,9 @@ from tenancy.names import check_tenant
 TS_TYPE = pa.timestamp("ms", tz="UTC")
 #: Tables never open to tenant SQL even though they have a tenant column: the access log and the
 #: hash-chained audit trail (audit/) are served to auditors by their own endpoint and commands.
-NOT_FOR_TENANT_SQL = frozenset({"access_log", "audit_log", "audit_checkpoints"})
+NOT_FOR_TENANT_SQL = frozenset({"access_log", "audit_log", "audit_checkpoints", "subject_keys"})
+#: Tables no SQL of the API may read, an admin's included: the data subjects' keys (compliance/subject_keys.py).
+NOT_FOR_SQL = frozenset({"subject_keys"})
 
 
 #: The settings each client of :func:`connect` was made with: a Store of it uses them by default.
@@ -226,7 +228,9 @@ class Store:
         limited; values JSON-safe. :class:`~sinks.sql_guard.QueryRefused` if the guard refuses it,
         :class:`QueryFailed` if the engine does."""
         with self._reader() as client:
-            sql, _ = guard(client, sql, load_catalog(client, self.database))
+            sql, tables = guard(client, sql, load_catalog(client, self.database))
+            if refused := sorted(tables & NOT_FOR_SQL):
+                raise QueryRefused(f"table {refused[0]!r} holds key material: no SQL may read it")
             return _run(client, sql, self.limits.settings())
 
     def tenant_query(self, sql: str, tenant: str) -> QueryResult:

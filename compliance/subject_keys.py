@@ -1,0 +1,178 @@
+"""Per-(tenant, data subject) data keys: fields that must stay recoverable for a GDPR export are
+encrypted with their subject's own key, and erasing the subject destroys the key (crypto-shredding).
+
+Keys are AES-256-GCM keys (``cryptography``), one per subject, made on the first encryption and
+kept in the store's ``subject_keys`` table (schemas/ddl/110_subject_keys.sql; no API SQL may read
+it), cached in memory. A token is ``enc:v1:<subject_ref>:<base64url(nonce + ciphertext)>``: the
+subject reference is a keyed HMAC of (tenant, subject), never the subject, so a token names whose
+key opens it without telling who that is; the tenant and reference are bound into the ciphertext
+(GCM associated data), so a token moved to another tenant or subject does not decrypt.
+
+:meth:`SubjectKeys.erase` deletes the key row with a synchronous mutation, merges the table, and
+waits until the engine has removed the outdated parts that held it, so the key is gone from every
+file of the store; from then on :meth:`SubjectKeys.decrypt` raises :class:`KeyErased`. One process
+(the worker, which owns the store) writes keys: a lock makes the first encryption of a subject
+create exactly one key.
+
+>>> import tempfile
+>>> from m1.settings import Settings
+>>> from sinks.clickhouse import Store, connect
+>>> store = Store(connect(Settings(home=tempfile.mkdtemp())))
+>>> _ = store.migrate()
+>>> keys = SubjectKeys(store, ref_secret=bytes(32))
+>>> token = keys.encrypt("acme", "alice@example.com", "Alice Liddell")
+>>> token.startswith("enc:v1:" + keys.subject_ref("acme", "alice@example.com") + ":")
+True
+>>> keys.decrypt("acme", token)
+'Alice Liddell'
+>>> keys.erase("acme", "alice@example.com")
+True
+>>> keys.decrypt("acme", token)
+Traceback (most recent call last):
+...
+compliance.subject_keys.KeyErased: no key for subject reference ... of tenant 'acme': erased (or never made)
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import threading
+import time
+
+import pyarrow as pa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from m1.settings import Settings
+from sinks.clickhouse import TS_TYPE, Store
+from sinks.model_state import load_state_key
+from sinks.sql_guard import quote
+from tenancy.names import check_tenant
+
+TABLE = "subject_keys"
+PREFIX = "enc:v1:"
+#: A token: the subject reference (32 hex digits) and base64url (no padding) of nonce + ciphertext.
+TOKEN = re.compile(r"enc:v1:([0-9a-f]{32}):([A-Za-z0-9_-]+)")
+NONCE_BYTES = 12
+#: Longest wait for the engine to remove the parts that held an erased key (it checks every second).
+ERASE_TIMEOUT_SECONDS = 30.0
+
+
+class KeyErased(LookupError):
+    """The token's subject key does not exist: the subject was erased (or the token is foreign)."""
+
+
+def derived_key(secret: bytes, purpose: str, tenant: str) -> bytes:
+    """The 32-byte HMAC key of ``purpose`` (e.g. ``"subject-ref"``, ``"pseudonym"``) for ``tenant``,
+    derived from the deployment's personal-data secret (``Settings.pii_key_file``).
+
+    >>> derived_key(bytes(32), "subject-ref", "acme") != derived_key(bytes(32), "pseudonym", "acme")
+    True
+    """
+    return hmac.new(secret, f"{purpose}\0{tenant}".encode(), hashlib.sha256).digest()
+
+
+def pii_secret(settings: Settings) -> bytes:
+    """The deployment's personal-data secret, created (32 random bytes, mode 0600) on first use."""
+    return load_state_key(settings.pii_key_file)
+
+
+class SubjectKeys:
+    """Per-(tenant, subject) data keys (AES-256-GCM via ``cryptography``), kept in the store's
+    ``subject_keys`` table, cached in memory; erase destroys the key (crypto-shredding).
+    ``ref_secret`` keys the subject references (:func:`pii_secret` for a deployment)."""
+
+    def __init__(self, store: Store, ref_secret: bytes) -> None:
+        self.store = store
+        self._ref_secret = ref_secret
+        self._cache: dict[tuple[str, str], AESGCM] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store) -> SubjectKeys:
+        return cls(store, pii_secret(settings))
+
+    def subject_ref(self, tenant: str, subject: str) -> str:
+        """The subject's stable reference within ``tenant``: 32 hex digits of a keyed HMAC."""
+        key = derived_key(self._ref_secret, "subject-ref", check_tenant(tenant))
+        return hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def encrypt(self, tenant: str, subject: str, plaintext: str) -> str:
+        """``plaintext`` encrypted with the subject's key (made on first use): ``enc:v1:<ref>:<b64>``."""
+        ref = self.subject_ref(tenant, subject)
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._key(tenant, ref, create=True).encrypt(nonce, plaintext.encode(), _aad(tenant, ref))
+        return f"{PREFIX}{ref}:{base64.urlsafe_b64encode(nonce + sealed).decode().rstrip('=')}"
+
+    def decrypt(self, tenant: str, token: str) -> str:
+        """The clear value of ``token``; :class:`KeyErased` if its subject's key is gone,
+        ``ValueError`` if it is no token or does not authenticate (altered, another tenant's)."""
+        match = TOKEN.fullmatch(token)
+        if match is None:
+            raise ValueError("not an enc:v1 token")
+        ref, body = match.groups()
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        try:
+            clear = self._key(tenant, ref, create=False).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(tenant, ref))
+        except InvalidTag:
+            raise ValueError("token does not authenticate under its subject's key (altered, or another tenant's)") from None
+        return clear.decode()
+
+    def has_key(self, tenant: str, subject: str) -> bool:
+        """Whether the subject has a key (it had a field encrypted and was not erased since)."""
+        ref = self.subject_ref(tenant, subject)
+        return (tenant, ref) in self._cache or self._stored(tenant, ref) is not None
+
+    def erase(self, tenant: str, subject: str) -> bool:
+        """Destroy the subject's key: delete its row (mutations_sync), merge the table (OPTIMIZE
+        FINAL), and wait until no outdated part that held it is left on disk. True if there was a
+        key. ``TimeoutError`` if the engine kept an outdated part longer than
+        :data:`ERASE_TIMEOUT_SECONDS` (the key is deleted; its old part's file is not yet)."""
+        tenant, ref = check_tenant(tenant), self.subject_ref(tenant, subject)
+        with self._lock:
+            existed = self._cache.pop((tenant, ref), None) is not None or self._stored(tenant, ref) is not None
+            self.store.command(f"ALTER TABLE {TABLE} DELETE WHERE tenant = {quote(tenant)} AND subject_ref = {quote(ref)} "
+                               "SETTINGS mutations_sync = 2")
+            self.store.command(f"OPTIMIZE TABLE {TABLE} FINAL")
+        deadline = time.monotonic() + ERASE_TIMEOUT_SECONDS
+        while self.outdated_parts():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the engine still keeps outdated parts of {TABLE} after {ERASE_TIMEOUT_SECONDS:.0f} s")
+            time.sleep(0.2)
+        return existed
+
+    def outdated_parts(self) -> int:
+        """Parts of the key table the engine replaced but has not removed from disk yet."""
+        return self.store.query(
+            "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = {t:String} AND NOT active",
+            {"t": TABLE}).rows[0][0]
+
+    def _key(self, tenant: str, ref: str, create: bool) -> AESGCM:
+        tenant = check_tenant(tenant)
+        if (cipher := self._cache.get((tenant, ref))) is not None:
+            return cipher
+        with self._lock:
+            if (cipher := self._cache.get((tenant, ref))) is None:
+                key = self._stored(tenant, ref)
+                if key is None:
+                    if not create:
+                        raise KeyErased(f"no key for subject reference {ref} of tenant {tenant!r}: erased (or never made)")
+                    key = AESGCM.generate_key(bit_length=256)
+                    self.store.insert(TABLE, {"tenant": [tenant], "subject_ref": [ref], "key": [key.hex()],
+                                              "created_at": pa.array([int(time.time() * 1000)], TS_TYPE)})
+                cipher = self._cache[(tenant, ref)] = AESGCM(key)
+            return cipher
+
+    def _stored(self, tenant: str, ref: str) -> bytes | None:
+        rows = self.store.query(f"SELECT key FROM {TABLE} WHERE tenant = {{t:String}} AND subject_ref = {{r:String}} "
+                                "ORDER BY created_at LIMIT 1", {"t": tenant, "r": ref}).rows
+        return bytes.fromhex(rows[0][0]) if rows else None
+
+
+def _aad(tenant: str, ref: str) -> bytes:
+    return f"{tenant}\0{ref}".encode()
