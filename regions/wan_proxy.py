@@ -61,8 +61,7 @@ class WanProxy:
         self.return_latency = return_latency
         self.listen = listen
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task] = set()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -80,11 +79,9 @@ class WanProxy:
         """Stop listening and cut every open connection."""
         if self._server is not None:
             self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        for task in list(self._tasks):
+        for task in list(self._handlers):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -95,29 +92,27 @@ class WanProxy:
         return self.return_latency
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        self._writers.add(client_writer)
+        handler = asyncio.current_task()
+        self._handlers.add(handler)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
+            await self._serve(client_reader, client_writer)
+        except (OSError, asyncio.CancelledError):  # upstream unreachable, or stop(): the connection ends
+            pass  # (a handler left cancelled is reported by asyncio as an unhandled error)
+        finally:
             client_writer.transport.abort()
-            self._writers.discard(client_writer)
-            return
-        self._writers.add(up_writer)
+            self._handlers.discard(handler)
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         pumps = [asyncio.ensure_future(self._pump(client_reader, up_writer, True)),
                  asyncio.ensure_future(self._pump(up_reader, client_writer, False))]
-        self._tasks.update(pumps)
-        try:
-            await asyncio.gather(*pumps)
-        except Exception:  # a reset on either side ends the connection as a whole
-            pass
+        try:  # both ends closed, or a reset on either side: the connection ends as a whole
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
         finally:
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-            for writer in (client_writer, up_writer):
-                writer.transport.abort()
-                self._writers.discard(writer)
-            self._tasks.difference_update(pumps)
+            up_writer.transport.abort()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream_bound: bool) -> None:
         """Copy ``reader`` to ``writer``, each chunk held until its due time; EOF is forwarded."""

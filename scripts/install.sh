@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh machine: a JDK and Maven (for the
-# local Kafka broker) and Prometheus (the test that scrapes a worker) if missing, then a
+# local Kafka broker), Prometheus (the test that scrapes a worker) and iptables (the partition
+# tests) if missing, then a
 # virtualenv with the pinned Python packages.
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -16,6 +17,11 @@ if ! command -v prometheus >/dev/null; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   # Only the binary is wanted: the package's service would listen on every interface.
   if command -v systemctl >/dev/null; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+fi
+
+if ! command -v iptables >/dev/null; then
+  echo "installing iptables (tests/regions partition tests cut links and add loss with it)..."
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends iptables >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3.11}"
