@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh machine: a JDK and Maven (for the
 # local Kafka broker), Prometheus (the test that scrapes a worker) and iptables (the partition
-# tests) if missing, then a
-# virtualenv with the pinned Python packages.
+# tests) if missing, then a virtualenv with the pinned Python packages.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
