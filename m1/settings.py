@@ -208,7 +208,8 @@ class Settings(BaseSettings):
     def _empty_audit_path_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("registry_path", "oidc_jwks_path", "state_key_path", "pii_key_path", mode="before")
+    @field_validator("registry_path", "oidc_jwks_path", "state_key_path", "pii_key_path", "pii_policy_path",
+                     mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
         """An empty variable (``M1_REGISTRY_PATH=``) means the default, not the current directory."""
@@ -277,6 +278,9 @@ class Settings(BaseSettings):
     pii_key_path: Path | None = Field(
         default=None, description="Secret the per-tenant pseudonym and subject-reference HMAC keys are derived from; "
                                   "empty means <home>/pii.key, created with 32 random bytes (mode 0600) on first use.")
+    pii_policy_path: Path | None = Field(
+        default=None, description="Personal-data policy (YAML: data classes, actions, detectors, classified fields) "
+                                  "applied on every path before a write; empty means compliance/default_policy.yaml.")
 
     @property
     def pii_key_file(self) -> Path:
