@@ -1,7 +1,7 @@
 """Versioned event types and their strict JSON decoding.
 
 Every event is a JSON object whose ``schema`` field names its type and version
-(``"metric/1"``, ``"span/1"``, ``"audit/1"``, ``"heartbeat/1"``) and which carries
+(``"metric/1"``, ``"span/1"``, ``"audit/1"``, ``"heartbeat/1"``, ``"region_event/1"``) and which carries
 ``tenant`` and ``region``. Decoding rejects malformed JSON, wrong types, missing
 fields, unknown schema versions, non-finite numbers and oversize payloads with an
 :class:`InvalidEvent` whose ``reason`` says exactly what was wrong.
@@ -107,7 +107,25 @@ class RegionHeartbeat(Event, tag="heartbeat/1"):
     replicated_ts: EpochSeconds | None = None
 
 
-AnyEvent = MetricPoint | Span | AuditEvent | RegionHeartbeat
+HealthStateName = Annotated[str, msgspec.Meta(pattern=r"^(healthy|degraded|down)$")]
+
+
+class RegionEvent(Event, tag="region_event/1"):
+    """A change in the shared verdict about ``region``, decided by ``observer`` at ``ts``.
+
+    ``kind`` is ``failover`` (into down), ``recovery`` (out of down, or degraded back to healthy)
+    or ``degraded``; ``views`` holds each observer's local state of the region that the verdict
+    was computed from (regions/verdict.py). ``tenant`` is ``platform``: regions are no tenant's data."""
+
+    kind: Annotated[str, msgspec.Meta(pattern=r"^(failover|recovery|degraded)$")]
+    observer: Name
+    previous: HealthStateName
+    state: HealthStateName
+    reason: Annotated[str, msgspec.Meta(max_length=1024)]
+    views: Annotated[dict[Name, HealthStateName], msgspec.Meta(max_length=64)] = {}
+
+
+AnyEvent = MetricPoint | Span | AuditEvent | RegionHeartbeat | RegionEvent
 
 
 class EventDecoder:
