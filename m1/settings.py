@@ -196,6 +196,18 @@ class Settings(BaseSettings):
     topic_region_events: str = Field(default="region_events", description="failover / recovery / degraded events.")
     topic_routing: str = Field(default="routing", description="The routing table (compacted).")
     lag_window_seconds: float = Field(default=10.0, gt=0, description="Window of the lag agent's per-pair statistics.")
+    topic_region_views: str = Field(default="region_views", description="Each region's local health view of every "
+                                    "region (region_view/1), mirrored; the shared verdict is computed from them.")
+    health_degraded_missed: int = Field(default=2, ge=1, description="Heartbeats missed before a region is degraded.")
+    health_down_missed: int = Field(default=3, ge=1, description="Heartbeats missed before a region is down (failover).")
+    health_recover_beats: int = Field(default=3, ge=1, description="Heartbeats in a row, one interval apart, to leave down.")
+    health_lag_degraded_seconds: float = Field(default=1.0, ge=0, description="Replication lag above which a region is degraded.")
+    health_lag_healthy_seconds: float = Field(default=0.5, ge=0, description="Lag a degraded region must get under to be healthy.")
+    health_anomaly_hold_seconds: float = Field(default=60.0, ge=0, description="How long an error-rate anomaly keeps a region degraded.")
+    health_settle_seconds: float = Field(default=5.0, ge=0, description="How long every cause must be clear before degraded -> healthy.")
+    region_proximity: dict[str, dict[str, float]] = Field(
+        default={}, description='Client geography -> region -> RTT ms, JSON ({"de": {"eu-west": 12, "us-east": 90}}); '
+                                "empty: each region is a geography of its own name (regions/routing.py).")
 
     @field_validator("regions", "region_bootstraps", mode="before")
     @classmethod

@@ -139,3 +139,13 @@ def test_view_is_what_the_observer_publishes():
 def test_inconsistent_policies_are_refused(kwargs):
     with pytest.raises(ValueError):
         HealthPolicy(**kwargs)
+
+
+def test_the_settings_defaults_are_the_policy_defaults_and_env_overrides_them(monkeypatch):
+    from m1.settings import Settings
+
+    assert HealthPolicy.from_settings(Settings()) == HealthPolicy()
+    monkeypatch.setenv("M1_HEALTH_DOWN_MISSED", "5")
+    monkeypatch.setenv("M1_HEARTBEAT_INTERVAL", "0.5")
+    policy = HealthPolicy.from_settings(Settings())
+    assert (policy.down_missed, policy.heartbeat_interval) == (5, 0.5)
