@@ -11,6 +11,7 @@ from audit import cli as audit_cli
 from m1.settings import get_settings
 from models.evaluation import cli as nab_cli
 from models.evaluation import capacity_cli, forecast_cli
+from regions import cli as regions_cli
 from tenancy import cli as tenancy_cli
 from traces import cli as traces_cli
 
@@ -29,16 +30,26 @@ app.add_typer(tenancy_cli.tenants_app, name="tenants")
 app.add_typer(tenancy_cli.keys_app, name="keys")
 app.add_typer(tenancy_cli.roles_app, name="roles")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(regions_cli.app, name="regions")
 console = Console()
+
+
+REGION_OPTION = typer.Option("", "--region", help="A region's own cluster (<home>/regions/<name>, see `m1 regions`).")
+
+
+def _local_kafka(region: str):  # noqa: ANN202 - LocalKafka, imported lazily
+    from m1.kafka_local import LocalKafka
+    from regions.cluster import RegionSet
+
+    return RegionSet(get_settings(), [region]).kafka(region) if region else LocalKafka(get_settings())
 
 
 @kafka_app.command("start")
 def kafka_start(secure: bool = typer.Option(False, help="SASL/SCRAM-SHA-512 and ACLs, super user 'admin' "
-                                                        "(its password in <home>/kafka/admin.password).")) -> None:
+                                                        "(its password in <home>/kafka/admin.password)."),
+                region: str = REGION_OPTION) -> None:
     """Fetch the Kafka jars (cached), start the broker on 127.0.0.1 and wait until it answers."""
-    from m1.kafka_local import LocalKafka
-
-    broker = LocalKafka(get_settings())
+    broker = _local_kafka(region)
     with console.status("starting Kafka (the first start downloads the jars with Maven)..."):
         state = broker.start(secure=secure)
     console.print(f"Kafka is up at [bold]{state.bootstrap}[/] (pid {state.pid})")
@@ -49,20 +60,16 @@ def kafka_start(secure: bool = typer.Option(False, help="SASL/SCRAM-SHA-512 and 
 
 
 @kafka_app.command("stop")
-def kafka_stop() -> None:
+def kafka_stop(region: str = REGION_OPTION) -> None:
     """Stop the local broker."""
-    from m1.kafka_local import LocalKafka
-
-    stopped = LocalKafka(get_settings()).stop()
+    stopped = _local_kafka(region).stop()
     console.print("Kafka stopped" if stopped else "no local Kafka was running")
 
 
 @kafka_app.command("status")
-def kafka_status() -> None:
+def kafka_status(region: str = REGION_OPTION) -> None:
     """Say whether the local broker runs, and where; exits 1 when it does not."""
-    from m1.kafka_local import LocalKafka
-
-    state = LocalKafka(get_settings()).status()
+    state = _local_kafka(region).status()
     if state is None:
         console.print("no local Kafka is running")
         raise typer.Exit(1)

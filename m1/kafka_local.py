@@ -161,15 +161,30 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def terminate(pid: int, timeout: float = 30.0) -> bool:
+    """Stop process ``pid`` (SIGTERM, then SIGKILL after ``timeout``) and wait until it is gone;
+    ``False`` if it was not running."""
+    if not _pid_alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    return True
+
+
 class LocalKafka:
     """Fetches, starts, checks and stops the local broker described by ``settings``.
 
     ``home`` replaces ``<M1_HOME>/kafka`` as the broker's directory; ``host`` is the address it
     listens on and advertises; ``netns`` names a network namespace to run it in;
-    ``extra_properties`` are appended to its ``server.properties``."""
+    ``extra_properties`` are appended to its ``server.properties``; ``heap`` is java's ``-Xmx``
+    option (default: ``M1_KAFKA_HEAP`` or ``-Xmx768m``)."""
 
     def __init__(self, settings: Settings, *, home: Path | None = None, host: str = "127.0.0.1",
-                 netns: str | None = None, extra_properties: dict[str, str] | None = None):
+                 netns: str | None = None, extra_properties: dict[str, str] | None = None, heap: str | None = None):
         self.version = settings.kafka_version
         self.wanted_port = settings.kafka_port
         self.cache_dir = Path(os.environ.get("M1_KAFKA_CACHE", Path.home() / ".cache" / "m1-kafka")) / self.version
@@ -177,6 +192,7 @@ class LocalKafka:
         self.host = host
         self.netns = netns
         self.extra_properties = dict(extra_properties or {})
+        self.heap = heap or os.environ.get("M1_KAFKA_HEAP", "-Xmx768m")
 
     # -- paths --------------------------------------------------------------------------
     @property
@@ -286,15 +302,7 @@ class LocalKafka:
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); ``False`` if none ran."""
         state = self._recorded()
-        if state is None or not _pid_alive(state.pid):
-            return False
-        os.kill(state.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(state.pid):
-            if time.monotonic() > deadline:
-                os.kill(state.pid, signal.SIGKILL)
-            time.sleep(0.2)
-        return True
+        return state is not None and terminate(state.pid, timeout)
 
     # -- helpers ------------------------------------------------------------------------
     def _recorded(self) -> BrokerState | None:
@@ -334,9 +342,8 @@ class LocalKafka:
         return ["ip", "netns", "exec", self.netns] if self.netns else []
 
     def _java_cmd(self, main: str, *args: str) -> list[str]:
-        heap = os.environ.get("M1_KAFKA_HEAP", "-Xmx768m")
         log4j = f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}"
-        return ["java", heap, log4j, "-cp", f"{self.libs}/*", main, *args]
+        return ["java", self.heap, log4j, "-cp", f"{self.libs}/*", main, *args]
 
     def _java(self, main: str, *args: str) -> None:
         proc = subprocess.run(self._java_cmd(main, *args), capture_output=True, text=True, timeout=120)

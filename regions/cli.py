@@ -1,0 +1,85 @@
+"""``m1 regions``: bring up, inspect and stop a multi-region set of local clusters, and run a
+region's agent.
+
+``m1 regions start --regions eu-west,us-east,ap-south`` starts one KRaft cluster per region and
+MirrorMaker 2 between them (:mod:`regions.cluster`); ``status`` shows each broker, MirrorMaker
+and the replication lag the agents last measured; ``stop`` stops them all.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from m1.settings import get_settings
+
+app = typer.Typer(help="Multi-region: local clusters with MirrorMaker 2, heartbeats, lag, health and routing.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console()
+
+
+def _names(regions: str) -> list[str] | None:
+    return [name.strip() for name in regions.split(",") if name.strip()] or None
+
+
+@app.command("start")
+def start(regions: str = typer.Option("", help="Comma list of region names (default: the set last started "
+                                               "here, else eu-west,us-east,ap-south)."),
+          timeout: float = typer.Option(120.0, help="Seconds to wait for each broker and for MirrorMaker.")) -> None:
+    """Start one local Kafka cluster per region and MirrorMaker 2 between all of them."""
+    from regions.cluster import RegionSet
+
+    region_set = RegionSet(get_settings(), _names(regions))
+    with console.status(f"starting {len(region_set.names)} clusters (the first start downloads the jars)..."):
+        brokers = region_set.start_brokers(timeout)
+    for name, state in brokers.items():
+        console.print(f"region [bold]{name}[/]: Kafka at {state.bootstrap} (pid {state.pid})")
+    with console.status("starting MirrorMaker 2 (full mesh) and waiting for its first heartbeats..."):
+        mirror = region_set.mirror.start({name: state.bootstrap for name, state in brokers.items()}, timeout=timeout)
+    console.print(f"MirrorMaker 2 is up (pid {mirror.pid}); mirrored topics are named '<region>.<topic>'")
+    console.print(f"workers: M1_REGION=<name> M1_REGIONS={','.join(region_set.names)} "
+                  f"M1_KAFKA_BOOTSTRAP=<its region's address>")
+
+
+@app.command("stop")
+def stop() -> None:
+    """Stop MirrorMaker 2 and every region's broker."""
+    from regions.cluster import RegionSet
+
+    stopped = RegionSet(get_settings()).stop()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command("status")
+def status(window: float = typer.Option(3.0, help="Seconds to read the agents' latest lag records.")) -> None:
+    """Show each region's broker, MirrorMaker 2 and the replication lag last measured; exits 1
+    when any part is down."""
+    import asyncio
+
+    from regions.cluster import RegionSet
+    from regions.lag import latest_lag
+
+    region_set = RegionSet(get_settings())
+    table = Table("part", "state", "address / pid")
+    down = False
+    for region in region_set.status():
+        down |= region.broker is None
+        table.add_row(f"region {region.name}", "up" if region.broker else "[red]down[/]",
+                      f"{region.broker.bootstrap} (pid {region.broker.pid})" if region.broker else "")
+    mirror = region_set.mirror.status()
+    down |= mirror is None
+    table.add_row("MirrorMaker 2", "up" if mirror else "[red]down[/]", f"pid {mirror.pid}" if mirror else "")
+    console.print(table)
+    live = {r.name: r.broker.bootstrap for r in region_set.status() if r.broker}
+    lags = asyncio.run(latest_lag(get_settings(), live, window))
+    if lags:
+        lag_table = Table("source", "target", "lag p50 ms", "lag p99 ms", "skew ms", "offset lag", "heartbeats lost")
+        for row in lags:
+            lag_table.add_row(row.source, row.target, f"{row.lag_p50_ms:.1f}", f"{row.lag_p99_ms:.1f}",
+                              f"{row.skew_ms:+.1f}", str(row.offset_lag), str(row.missing))
+        console.print(lag_table)
+    else:
+        console.print("no lag measured yet (run `m1 regions agent --region <name>` or workers with M1_REGION)")
+    if down:
+        raise typer.Exit(1)
