@@ -45,6 +45,12 @@ class NewTenant(msgspec.Struct, forbid_unknown_fields=True):
     quotas: dict[str, float] = {}
 
 
+class GdprSubject(msgspec.Struct, forbid_unknown_fields=True):
+    """``{"subject": "alice@example.com"}``: the data subject, as the tenant's data names it."""
+
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
 class BottleneckRun(msgspec.Struct, forbid_unknown_fields=True):
     """``{"services": [...], "window_seconds": 900, "limit": 10}``, all optional."""
 
@@ -192,3 +198,20 @@ async def run_bottlenecks(call: Call) -> dict[str, Any]:
     body: BottleneckRun = call.body
     return {"reports": await run(tenant=call.tenant, services=body.services, window_seconds=body.window_seconds,
                                  limit=body.limit)}
+
+
+async def gdpr_export(call: Call) -> dict[str, Any]:
+    """Everything the path tenant's data holds about a subject, decrypted (``compliance.gdpr``)."""
+    return await _gdpr(call, "export")
+
+
+async def gdpr_erase(call: Call) -> dict[str, Any]:
+    """Destroy a subject's key in the path tenant (crypto-shredding, ``compliance.gdpr``)."""
+    return await _gdpr(call, "erase")
+
+
+async def _gdpr(call: Call, right: str) -> dict[str, Any]:
+    if call.api.gdpr is None:
+        raise Refused(503, "GDPR rights run in the worker (it owns the store and sends their audit events); "
+                           "this API was started without them")
+    return await call.api.gdpr.run(right, call.tenant, call.body.subject, actor=call.principal.subject)

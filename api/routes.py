@@ -75,6 +75,12 @@ ROUTES: tuple[Route, ...] = (
           "it (check it with `m1 audit verify-proof`).",
           (Text("event_id", "The event's id (its RFC 9162 leaf hash, hex).", where="path", max_length=64,
                 pattern="[0-9a-f]{64}"),), response=_OBJECT),
+    Route("POST", f"{T}/gdpr/export", "gdpr:admin", h.gdpr_export,
+          "GDPR Art. 15/20: every row of the tenant holding a data subject's pseudonym or encrypted fields, "
+          "decrypted, as JSON (m1-gdpr-export/1); audited as gdpr.export.", body=h.GdprSubject, response=_OBJECT),
+    Route("POST", f"{T}/gdpr/erase", "gdpr:admin", h.gdpr_erase,
+          "GDPR Art. 17: destroy a data subject's key (crypto-shredding): its encrypted fields become "
+          "unrecoverable everywhere; audited as gdpr.erase.", body=h.GdprSubject, response=_OBJECT),
     Route("POST", f"{T}/query", "sql:tenant", h.tenant_query,
           "Read-only SQL that sees only the tenant's rows (guarded, limited).", body=h.QueryBody, response=_ROWS),
     # A tenant's data.

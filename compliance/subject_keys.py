@@ -43,6 +43,7 @@ import os
 import re
 import threading
 import time
+from weakref import WeakKeyDictionary
 
 import pyarrow as pa
 from cryptography.exceptions import InvalidTag
@@ -61,6 +62,10 @@ TOKEN = re.compile(r"enc:v1:([0-9a-f]{32}):([A-Za-z0-9_-]+)")
 NONCE_BYTES = 12
 #: Longest wait for the engine to remove the parts that held an erased key (it checks every second).
 ERASE_TIMEOUT_SECONDS = 30.0
+
+
+_SHARED: WeakKeyDictionary[Store, SubjectKeys] = WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 class KeyErased(LookupError):
@@ -95,7 +100,13 @@ class SubjectKeys:
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> SubjectKeys:
-        return cls(store, pii_secret(settings))
+        """The one instance of ``store`` in this process: whoever encrypts (redaction) and whoever
+        erases (GDPR) share its cache, so an erased key is never used again from memory."""
+        with _SHARED_LOCK:
+            keys = _SHARED.get(store)
+            if keys is None:
+                keys = _SHARED[store] = cls(store, pii_secret(settings))
+            return keys
 
     def subject_ref(self, tenant: str, subject: str) -> str:
         """The subject's stable reference within ``tenant``: 32 hex digits of a keyed HMAC."""

@@ -16,6 +16,7 @@ import faust
 
 from api.service import ApiService
 from audit import service as audit_service
+from compliance.gdpr import Gdpr
 from m1.kafka_security import faust_credentials
 from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
@@ -97,5 +98,5 @@ def build_app(settings: Settings) -> faust.App:
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher, observed)  # OTLP agents, bottleneck job, self-tracing
     access_listener = audit_service.wire(app, settings, store, publisher)  # audit topic -> hash chains, signed heads
     app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed,
-                           access_listener=access_listener))
+                           access_listener=access_listener, gdpr=Gdpr.in_worker(settings, store, publisher)))
     return app

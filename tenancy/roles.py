@@ -39,6 +39,7 @@ PERMISSIONS: dict[str, str] = {
     "audit:read": "read the tenant's audit trail",
     "keys:read": "list the tenant's API keys (never their secrets)",
     "keys:write": "create and revoke the tenant's API keys",
+    "gdpr:admin": "export and erase a data subject's personal data (GDPR Art. 15, 17, 20)",
     "tenants:admin": "create, list and disable tenants",
     "sql:admin": "run read-only SQL over every tenant's rows",
     "metrics:read": "read the worker's own health metrics (Prometheus text; no tenant's data)",
@@ -52,7 +53,7 @@ _VIEWER = frozenset({
 _ANALYST = _VIEWER | {"sql:tenant"}
 _OPERATOR = _ANALYST | {"tenant:read", "bottlenecks:run"}
 _AUDITOR = frozenset({"audit:read", "tenant:read", "keys:read"})
-_TENANT_ADMIN = _OPERATOR | _AUDITOR | {"keys:write"}
+_TENANT_ADMIN = _OPERATOR | _AUDITOR | {"keys:write", "gdpr:admin"}
 
 #: Role name -> the permissions it grants. Order: least to most privileged.
 ROLES: dict[str, frozenset[str]] = {

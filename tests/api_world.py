@@ -27,6 +27,7 @@ import pyarrow as pa
 from api.app import make_api
 from api.gate import API
 from api.server import ApiServer
+from compliance.gdpr import Gdpr
 from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
 from sinks.clickhouse import TS_TYPE, Store, connect
@@ -68,6 +69,7 @@ class World:
     loop: asyncio.AbstractEventLoop | None = None
     thread: threading.Thread | None = None
     bottleneck_runs: list[tuple[str, Any]] = field(default_factory=list)
+    audit_events: list[Any] = field(default_factory=list)
 
     @property
     def api(self) -> Any:
@@ -106,11 +108,17 @@ class World:
                                     "GROUP BY entry_service", {"t": tenant}).rows
             return [{"entry_service": service, "rows": n} for service, n in rows]
 
+        async def audit(events: Any) -> None:
+            """The worker's audit topic stands in here: the GDPR runs' audit events are kept."""
+            self.audit_events.extend(events)
+
+        gdpr = Gdpr(self.settings, self.store, audit)
+
         def serve() -> None:
             self.loop = asyncio.new_event_loop()
             self.server = ApiServer(self.settings, make_api(self.settings, self.store, self.registry,
                                                             run_bottlenecks=run_bottlenecks,
-                                                            metrics=PipelineMetrics()))
+                                                            metrics=PipelineMetrics(), gdpr=gdpr))
             self.loop.run_until_complete(self.server.start())
             ready.set()
             self.loop.run_forever()

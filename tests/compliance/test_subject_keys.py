@@ -38,6 +38,7 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
 
 def test_round_trip_and_one_key_per_subject(store: Store, settings: Settings) -> None:
     keys = SubjectKeys.from_settings(settings, store)
+    assert SubjectKeys.from_settings(settings, store) is keys  # one cache per store: redaction and erasure share it
     a1 = keys.encrypt("acme", "alice", "alice@example.com")
     a2 = keys.encrypt("acme", "alice", "+1 555 0100")
     b = keys.encrypt("acme", "bob", "bob@example.com")

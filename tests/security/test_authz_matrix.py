@@ -75,6 +75,8 @@ def request(world: World, key: str, tenant: str) -> tuple[str, str, Any]:
             body = {"sql": "SELECT tenant, series, severity FROM anomalies"}
         elif template.endswith("/disable"):
             body = None
+        elif "/gdpr/" in template:
+            body = {"subject": f"{tenant}-subject@example.com"}
     return method, path, body
 
 
