@@ -1,0 +1,315 @@
+"""Apply the personal-data policy to what enters the pipeline, before anything is written.
+
+A :class:`Redactor` (one per worker) handles every input path; each path calls it once, right
+after decoding:
+
+* :meth:`Redactor.event`: a decoded event (metric/1 in ``streams.metrics_pipeline``, audit/1 in
+  ``audit.ingest``). Map fields (labels, attributes, details) by key, other text fields by name;
+  whatever the policy does not classify is scanned by the detectors. ``tenant`` and ``ts`` are
+  never touched. A metric point's values form its series key, which must be the same for the
+  same point every time: there ``encrypt`` (a fresh nonce each time) becomes ``pseudonymise``.
+* :meth:`Redactor.spans` / :meth:`Redactor.metric_rows`: OTLP rows (``streams.otlp_pipeline``),
+  in place: resource, span, span event and link, data point and exemplar attributes, span and
+  metric names, status messages. Data point attributes become metric labels (stable, as above).
+* :func:`scrub_dead_letter`: the raw bytes of a rejected record and the reason (``dead_letter``
+  in ``streams.metrics_pipeline``, which makes every dead letter). Its structure is unknown and
+  no tenant is trusted, so it is scrubbed by pattern: JSON fields the policy names anywhere and
+  every detector hit become ``redacted:<class or detector>``.
+
+What a value becomes: ``redacted:<class>`` (or ``redacted:<detector>`` for a hit in free text),
+a pseudonym ``pii:<hex16>`` (:mod:`compliance.pseudonym`), or ``enc:v1:...`` under the data
+subject's key (:class:`compliance.subject_keys.SubjectKeys`; the subject is the first of the
+policy's ``subject_fields`` the record has; without one, or without keys, the value is redacted).
+A detector hit inside free text is pseudonymised when its class says encrypt (free text names
+no subject). Values that already are such tokens are left alone, so redacting twice (a replay,
+a record re-keyed to its partition) changes nothing. Results are remembered per value (bounded
+caches): label values and attributes repeat with every point.
+
+>>> from compliance.pseudonym import Pseudonymiser
+>>> from compliance.policy import load_policy
+>>> from schemas.events import AuditEvent
+>>> r = Redactor(load_policy(), Pseudonymiser(bytes(32)), encrypt=lambda tenant, subject, text: f"enc:v1:{subject}")
+>>> e = r.event(AuditEvent(ts=1.7e9, tenant="acme", region="eu", actor="bob@example.com", action="read",
+...             resource="GET /v1/x?card=4111111111111111", outcome="success",
+...             details={"user_id": "u1", "diagnosis": "flu", "remote": "10.0.0.7", "via": "api_key"}))
+>>> e.actor, e.resource, e.details["diagnosis"], e.details["via"], e.tenant
+('pii:23d6ab26ba783260', 'GET /v1/x?card=redacted:card', 'enc:v1:u1', 'api_key', 'acme')
+>>> e.details["user_id"] == r.pseudonymise("acme", "u1") and r.event(e) == e
+True
+>>> scrub_payload(b'{"labels":{"diagnosis":"flu","ip":"203.0.113.9"}', load_policy())
+b'{"labels":{"diagnosis":"redacted:phi","ip":"redacted:ipv4"}'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import msgspec
+
+from compliance.detect import TOKEN, Hit
+from compliance.policy import EVENT_TYPES, STRUCTURAL, FieldRules, Policy, policy_of
+from compliance.pseudonym import Pseudonymiser
+from m1.settings import Settings, get_settings
+
+#: ``encrypt(tenant, subject, plaintext) -> "enc:v1:..."`` (``SubjectKeys.encrypt``).
+Encrypt = Callable[[str, str, str], str]
+E = TypeVar("E", bound=msgspec.Struct)
+
+REDACTED = "redacted:"
+_TOKEN = re.compile(TOKEN)
+#: Resource attributes naming the tenant: never redacted (the tables' Tenant column is made of them).
+TENANT_ATTRIBUTES = frozenset({"tenant", "m1.tenant"})
+#: Most remembered results per cache; a full cache starts afresh.
+CACHE_SIZE = 200_000
+
+
+def is_token(value: str) -> bool:
+    """Whether ``value`` is what the pipeline writes in place of personal data."""
+    return _TOKEN.fullmatch(value) is not None
+
+
+class Redactor:
+    """The policy applied to events, OTLP rows and values (see the module docstring)."""
+
+    def __init__(self, policy: Policy, pseudonymise: Callable[[str, str], str], encrypt: Encrypt | None = None) -> None:
+        self.policy = policy
+        self.pseudonymise = pseudonymise
+        self._encrypt = encrypt
+        self._encrypts = "encrypt" in policy.actions.values()
+        self._clean: set[str] = set()  # texts without a detector hit (in any tenant)
+        self._scanned: dict[tuple[str, str], str] = {}
+        self._sealed: dict[tuple[str, str, str], str] = {}
+        self._plans = {t: _text_fields(cls) for t, cls in EVENT_TYPES.items()}
+        self._tags = {cls: t for t, cls in EVENT_TYPES.items()}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Any = None) -> Redactor:
+        """The deployment's redactor: its policy, pseudonyms and, with the ``store``, subject keys
+        (without a store, values to encrypt are redacted)."""
+        from compliance.subject_keys import SubjectKeys
+
+        keys = SubjectKeys.from_settings(settings, store) if store is not None else None
+        return cls(policy_of(settings), Pseudonymiser.from_settings(settings), keys.encrypt if keys else None)
+
+    # ------------------------------------------------------------------ values
+
+    def classified(self, tenant: str, data_class: str, value: str, subject: str | None = None,
+                   stable: bool = False) -> str:
+        """``value`` of ``data_class`` as the policy wants it stored (``stable``: part of an identity)."""
+        if not value or _TOKEN.fullmatch(value):
+            return value
+        action = self.policy.actions[data_class]
+        if action == "encrypt":
+            if stable:
+                action = "pseudonymise"
+            elif subject and self._encrypt is not None:
+                return self._sealed_value(tenant, subject, value)
+            else:
+                action = "redact"
+        if action == "pseudonymise":
+            return self.pseudonymise(tenant, value)
+        return REDACTED + data_class
+
+    def scan(self, tenant: str, text: str) -> str:
+        """``text`` with every detector hit replaced as its class says."""
+        if text in self._clean or not text:
+            return text
+        cached = self._scanned.get((tenant, text))
+        if cached is not None:
+            return cached
+        result = self.policy.detector.replace(text, lambda hit: self._hit(tenant, hit))
+        if result is text:
+            if len(self._clean) >= CACHE_SIZE:
+                self._clean.clear()
+            self._clean.add(text)
+        else:
+            if len(self._scanned) >= CACHE_SIZE:
+                self._scanned.clear()
+            self._scanned[(tenant, text)] = result
+        return result
+
+    def _hit(self, tenant: str, hit: Hit) -> str:
+        if self.policy.actions[self.policy.detector_class[hit.detector]] == "redact":
+            return REDACTED + hit.detector
+        return self.pseudonymise(tenant, hit.text)
+
+    def _sealed_value(self, tenant: str, subject: str, value: str) -> str:
+        """Encrypted once per (tenant, subject, value) while remembered, so a replay gives the same token."""
+        key = (tenant, subject, value)
+        token = self._sealed.get(key)
+        if token is None:
+            assert self._encrypt is not None
+            token = self._encrypt(tenant, subject, value)
+            if len(self._sealed) >= CACHE_SIZE:
+                self._sealed.clear()
+            self._sealed[key] = token
+        return token
+
+    def forget_subject(self, tenant: str, subject: str) -> None:
+        """Drop the remembered tokens of a subject (after its key was erased, new values get a new key)."""
+        self._sealed = {k: v for k, v in self._sealed.items() if k[:2] != (tenant, subject)}
+
+    def mapping(self, tenant: str, values: dict[str, str], rules: FieldRules, subject: str | None = None,
+                stable: bool = False, keep: frozenset[str] = frozenset()) -> dict[str, str]:
+        """``values`` (a label, attribute or detail map) redacted; the same dict if nothing changed."""
+        out: dict[str, str] | None = None
+        for key, value in values.items():
+            if key in keep:
+                continue
+            data_class = rules.of(key) if rules else None
+            new = self.classified(tenant, data_class, value, subject, stable) if data_class else self.scan(tenant, value)
+            if new != value:
+                if out is None:
+                    out = dict(values)
+                out[key] = new
+        return values if out is None else out
+
+    def subject(self, *sources: Mapping[str, Any]) -> str | None:
+        """The data subject: the first of the policy's ``subject_fields`` found in ``sources``, in order."""
+        for name in self.policy.subject_fields:
+            for source in sources:
+                value = source.get(name)
+                if isinstance(value, str) and value:
+                    return value
+        return None
+
+    # ------------------------------------------------------------------ events
+
+    def event(self, event: E) -> E:
+        """``event`` (metric/1, span/1, audit/1, heartbeat/1) as the policy wants it stored."""
+        tag = self._tags[type(event)]
+        tenant, stable, rules = event.tenant, tag == "metric/1", self.policy.events[tag]  # type: ignore[attr-defined]
+        subject = None
+        if self._encrypts and not stable:
+            fields = {name: getattr(event, name) for name, _ in self._plans[tag]}
+            subject = self.subject(*(v for v in fields.values() if isinstance(v, dict)), fields)
+        changes: dict[str, Any] = {}
+        for name, is_map in self._plans[tag]:
+            value = getattr(event, name)
+            rule = rules.get(name)
+            if is_map:
+                new = self.mapping(tenant, value, rule if isinstance(rule, FieldRules) else _NONE, subject, stable)
+            elif isinstance(rule, str):
+                new = self.classified(tenant, rule, value, subject, stable)
+            else:
+                new = self.scan(tenant, value)
+            if new is not value and new != value:
+                changes[name] = new
+        return msgspec.structs.replace(event, **changes) if changes else event
+
+    # ------------------------------------------------------------------ OTLP rows
+
+    def spans(self, rows: list[dict[str, Any]]) -> None:
+        """``otel_traces`` rows (``schemas.otlp.span_rows``, tenant claimed) redacted in place."""
+        resources: dict[int, dict[str, str]] = {}
+        span_rules = self.policy.otlp_span
+        for row in rows:
+            resource = self._resource(row, resources)
+            tenant = resource["tenant"]
+            attrs = row["SpanAttributes"]
+            subject = self.subject(attrs, resource) if self._encrypts else None
+            row["SpanAttributes"] = self.mapping(tenant, attrs, span_rules, subject)
+            row["Events.Attributes"] = [self.mapping(tenant, a, span_rules, subject) for a in row["Events.Attributes"]]
+            row["Links.Attributes"] = [self.mapping(tenant, a, span_rules, subject) for a in row["Links.Attributes"]]
+            for name in ("SpanName", "StatusMessage", "TraceState", "ScopeName", "ScopeVersion"):
+                row[name] = self.scan(tenant, row[name])
+            row["Events.Name"] = [self.scan(tenant, n) for n in row["Events.Name"]]
+            row["Links.TraceState"] = [self.scan(tenant, s) for s in row["Links.TraceState"]]
+
+    def metric_rows(self, rows: list[dict[str, Any]]) -> None:
+        """``otel_metrics_gauge`` / ``otel_metrics_sum`` rows (``schemas.otlp.metric_rows``, tenant
+        claimed) redacted in place; data point attributes stably, since they become labels."""
+        resources: dict[int, dict[str, str]] = {}
+        metric_rules = self.policy.otlp_metric
+        for row in rows:
+            resource = self._resource(row, resources)
+            tenant = resource["tenant"]
+            row["ScopeAttributes"] = self.mapping(tenant, row["ScopeAttributes"], self.policy.otlp_resource, stable=True)
+            row["Attributes"] = self.mapping(tenant, row["Attributes"], metric_rules, stable=True)
+            row["Exemplars.FilteredAttributes"] = [self.mapping(tenant, a, metric_rules, stable=True)
+                                                   for a in row["Exemplars.FilteredAttributes"]]
+            for name in ("MetricName", "MetricDescription", "MetricUnit", "ScopeName", "ScopeVersion",
+                         "ResourceSchemaUrl", "ScopeSchemaUrl"):
+                row[name] = self.scan(tenant, row[name])
+
+    def _resource(self, row: dict[str, Any], done: dict[int, dict[str, str]]) -> dict[str, str]:
+        """The row's resource attributes redacted (once per resource: its rows share the dict), and
+        ``ServiceName`` made from them again. Stable: service and region name series."""
+        original = row["ResourceAttributes"]
+        resource = done.get(id(original))
+        if resource is None:
+            resource = done[id(original)] = self.mapping(original["tenant"], original, self.policy.otlp_resource,
+                                                         stable=True, keep=TENANT_ATTRIBUTES)
+        row["ResourceAttributes"] = resource
+        row["ServiceName"] = resource.get("service.name", "")
+        return resource
+
+
+_NONE = FieldRules({})
+
+
+def _text_fields(event_type: type[msgspec.Struct]) -> list[tuple[str, bool]]:
+    """``(field, is_map)`` of the text and map fields of an event type, structural ones left out."""
+    out = []
+    for f in msgspec.inspect.type_info(event_type).fields:  # type: ignore[attr-defined]
+        t = f.type.value_type if isinstance(f.type, msgspec.inspect.Metadata) else f.type
+        if f.name in STRUCTURAL:
+            continue
+        if isinstance(t, msgspec.inspect.DictType):
+            out.append((f.name, True))
+        elif isinstance(t, msgspec.inspect.StrType):
+            out.append((f.name, False))
+    return out
+
+
+# ---------------------------------------------------------------------- raw payloads (dead letters)
+
+_JSON_STRING = r'"((?:[^"\\]|\\.)*)"'
+
+
+@lru_cache(maxsize=8)
+def _field_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    """``"name": "value"`` and OTLP/JSON's ``"key": "name", "value": {"stringValue": "value"}``."""
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rf'"(?P<name>{alternatives})"\s*:\s*{_JSON_STRING}'
+                      rf'|"key"\s*:\s*"(?P<okey>{alternatives})"\s*,\s*"value"\s*:\s*\{{\s*"\w+"\s*:\s*{_JSON_STRING}')
+
+
+def scrub_text(text: str, policy: Policy) -> str:
+    """``text`` with JSON fields the policy classifies and every detector hit redacted."""
+    classes = policy.classified_names()
+    if classes:
+        def field(match: re.Match[str]) -> str:
+            name, group = (match["name"], 2) if match["name"] is not None else (match["okey"], 4)
+            value = match[group]
+            if not value or _TOKEN.fullmatch(value):
+                return match.group()
+            start, end = match.span(group)
+            whole = match.group()
+            return whole[:start - match.start()] + REDACTED + classes[name] + whole[end - match.start():]
+
+        text = _field_pattern(tuple(classes)).sub(field, text)
+    return policy.detector.replace(text, lambda hit: REDACTED + hit.detector)
+
+
+def scrub_payload(payload: bytes, policy: Policy) -> bytes:
+    """``payload`` (any bytes: JSON, protobuf, text) scrubbed like :func:`scrub_text`, byte for byte
+    outside the redacted stretches."""
+    text = payload.decode("latin-1")
+    scrubbed = scrub_text(text, policy)
+    return payload if scrubbed == text else scrubbed.encode("latin-1")
+
+
+@lru_cache(maxsize=1)
+def _process_policy() -> Policy:
+    return policy_of(get_settings())
+
+
+def scrub_dead_letter(payload: bytes, reason: str) -> tuple[bytes, str]:
+    """A rejected record's bytes and its reason (which may quote it), scrubbed under this
+    process's policy (``M1_PII_POLICY_PATH``)."""
+    policy = _process_policy()
+    return scrub_payload(payload, policy), scrub_text(reason, policy)
