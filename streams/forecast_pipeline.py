@@ -49,12 +49,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import compress
 from typing import Any
 
 import msgspec
 import pyarrow as pa
 
+from compliance.redact import Redactor
 from m1.settings import Settings
 from models.bank import ModelBank
 from models.forecasting.base import Forecaster
@@ -196,10 +198,15 @@ class ForecastPipeline:
                               key=load_state_key(settings.state_key_file))
         self._lock = threading.RLock()
 
+    @cached_property
+    def redactor(self) -> Redactor:
+        """The personal-data policy for :meth:`process` (the worker's points come redacted by the metrics path)."""
+        return Redactor.from_settings(self.settings)
+
     def process(self, records: list[Record]) -> ForecastOutcome:
         """Decode one batch of records as the metrics path does, then :meth:`process_points`."""
         decoded = decode_batch(self.decoder, records, time.time(), self.settings.max_future_seconds,
-                               topic_tenants(self.settings))
+                               topic_tenants(self.settings), redact=self.redactor.event)
         return self.process_points(decoded.points, skipped_invalid=len(decoded.dead_letters))
 
     def process_points(self, points: dict[str, list[MetricPoint]], skipped_invalid: int = 0) -> ForecastOutcome:

@@ -7,7 +7,10 @@ both the store and Kafka have taken it. That order is what makes delivery
 at-least-once; the store's ReplacingMergeTree tables make the replays invisible.
 The outcome also carries the batch's decoded points, by series: the forecasting path
 (``streams.forecast_pipeline``) learns those, so each record is decoded once
-(:func:`decode_batch`).
+(:func:`decode_batch`). Each point passes the personal-data policy right after decoding
+(``compliance.redact``), before its series key is made: series keys, model-state keys, stored
+rows and every record derived from them hold pseudonyms, never the clear value; every dead
+letter's bytes and reason are scrubbed where it is made (:func:`dead_letter`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from compliance.redact import Redactor, scrub_dead_letter
 from m1.settings import Settings
 from m1.topics import tenant_of_topic
 from models.bank import ModelBank
@@ -98,9 +102,10 @@ class BatchOutcome:
 class MetricsPipeline:
     """Decode, validate, score per series and store batches of metric records."""
 
-    def __init__(self, settings: Settings, store: Store):
+    def __init__(self, settings: Settings, store: Store, redactor: Redactor | None = None):
         self.settings = settings
         self.store = store
+        self.redactor = redactor or Redactor.from_settings(settings, store)  # shared with the OTLP and audit paths
         self.decoder = EventDecoder(MetricPoint, max_bytes=settings.max_payload_bytes)
         options = settings.detector_options()
         make_detector(settings.detector, **options)  # a bad configuration fails here, at start
@@ -117,7 +122,8 @@ class MetricsPipeline:
     def process(self, records: list[Record]) -> BatchOutcome:
         """Handle one batch; raises only if the store fails (then nothing may be acked)."""
         now = time.time()
-        outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds, self.tenant_of)
+        outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds, self.tenant_of,
+                               redact=self.redactor.event)
         outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters, outcome.sources)
         return outcome
 
@@ -224,14 +230,15 @@ class MetricsPipeline:
 
 
 def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_future_seconds: float,
-                 tenant_of: TopicTenants | None = None) -> BatchOutcome:
+                 tenant_of: TopicTenants | None = None, *, redact: Callable[[MetricPoint], MetricPoint]) -> BatchOutcome:
     """The outcome of a batch before scoring: its dead letters (received at ``now``; points
     stamped more than ``max_future_seconds`` after it are among them, and with ``tenant_of``,
     points whose tenant is not their topic's), the records to re-key (to the topic they came
-    from) and the points of the rest, by series."""
+    from; a point ``redact`` changed is re-sent redacted) and the points of the rest, each as
+    ``redact`` returns it, by series."""
     outcome = BatchOutcome()
     with stage("decode"):  # msgspec parses and checks the schema in one pass
-        decoded: list[tuple[Record, MetricPoint]] = []
+        decoded: list[tuple[Record, MetricPoint, MetricPoint]] = []  # (record, point, point redacted)
         for record in records:
             try:
                 point = decoder.decode(record.value)
@@ -239,15 +246,15 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
                     raise InvalidEvent(reason)
                 if tenant_of is not None and (reason := tenant_mismatch(point.tenant, record.topic, tenant_of(record.topic))):
                     raise InvalidEvent(reason)
-                decoded.append((record, point))
+                decoded.append((record, point, redact(point)))
             except InvalidEvent as exc:
                 outcome.dead_letters.append(dead_letter(record, exc.reason, now, decoder.max_bytes))
     with stage("validate"):  # a record keyed otherwise belongs to another partition
         by_series: dict[str, list[MetricPoint]] = defaultdict(list)
-        for record, point in decoded:
+        for record, original, point in decoded:
             series = point.series_key
             if record.key is not None and record.key != series.encode():
-                outcome.rekeyed.append((record.topic, series.encode(), record.value))
+                outcome.rekeyed.append((record.topic, series.encode(), record.value if point is original else encode(point)))
                 continue
             by_series[series].append(point)
             outcome.sources[series].append(record)
@@ -304,7 +311,9 @@ def derived_record(point: MetricPoint) -> Record:
 
 def dead_letter(record: Record, reason: str, now: float, keep_bytes: int) -> DeadLetter:
     """The dead letter of ``record``, rejected for ``reason`` at ``now``, keeping at most
-    ``keep_bytes`` of its value."""
+    ``keep_bytes`` of its value, scrubbed of personal data first (``compliance.redact``), as is
+    the reason (it may quote the value)."""
     value = record.value or b""
-    payload = base64.b64encode(value[:keep_bytes]).decode()
+    scrubbed, reason = scrub_dead_letter(value, reason)
+    payload = base64.b64encode(scrubbed[:keep_bytes]).decode()
     return DeadLetter(reason, record.topic, record.partition, record.offset, payload, now, len(value))
