@@ -16,6 +16,9 @@ Records are what the OpenTelemetry Collector's Kafka exporter writes: one
 * With ``M1_TENANT_TOPICS`` a record belongs to its topic's tenant (:func:`claim_for_topic`): one
   whose resource attribute ``tenant`` or ``m1.tenant`` names another is dead-lettered (reason
   ``tenant mismatch: ...``), and resources naming none take the topic's tenant.
+* Once its tenant is known, every row passes the personal-data policy (``compliance.redact``, the
+  metrics path's redactor) before anything is stored or scored: attributes, names and messages
+  hold pseudonyms or redaction marks, so do the metric points and RED series made from them.
 
 As in the metrics path, :meth:`process_spans` / :meth:`process_metrics` return what must go
 back to Kafka, and the caller acknowledges the batch only after sending it.
@@ -29,7 +32,7 @@ import threading
 from array import array
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,7 +265,7 @@ class OtlpPipeline:
             for record, request in requests:
                 try:
                     record_rows = span_rows(request)
-                    self._claim(record_rows, record)
+                    self._claim(record_rows, record, self.metrics.redactor.spans)
                 except DecodeError as exc:
                     outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.settings.max_payload_bytes))
                     continue
@@ -286,7 +289,7 @@ class OtlpPipeline:
             for record, request in requests:
                 try:
                     rows = metric_rows(request)
-                    self._claim([*rows.gauge, *rows.sum], record)
+                    self._claim([*rows.gauge, *rows.sum], record, self.metrics.redactor.metric_rows)
                 except DecodeError as exc:
                     outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.settings.max_payload_bytes))
                     continue
@@ -329,16 +332,18 @@ class OtlpPipeline:
             log.warning("%d spans stored but not scored, e.g. %s", len(rows) - len(scorable), outcome.unscored[-1])
         return scorable
 
-    def _claim(self, rows: list[dict[str, Any]], record: Record) -> None:
+    def _claim(self, rows: list[dict[str, Any]], record: Record, redact: Callable[[list[dict[str, Any]]], None]) -> None:
         """Give every resource of ``record``'s rows the tenant the pipeline files it under, in its
         attribute ``tenant`` (what the tables' ``Tenant`` column is made from, so stored rows and
         scored series agree): with tenant topics the topic's (``DecodeError`` if a resource names
-        another), else its own ``tenant`` or ``m1.tenant`` attribute, ``default`` without one."""
+        another), else its own ``tenant`` or ``m1.tenant`` attribute, ``default`` without one.
+        Then ``redact`` the rows (in place) as that tenant's."""
         if self.tenant_of is None:
             for row in rows:
                 row["ResourceAttributes"]["tenant"] = _tenant(row["ResourceAttributes"])
         elif reason := claim_for_topic(rows, record.topic, self.tenant_of):
             raise DecodeError(reason)
+        redact(rows)
 
     def _decode(self, records: list[Record], decode: Any, outcome: OtlpOutcome, now: float) -> list[tuple[Record, Any]]:
         decoded = []
