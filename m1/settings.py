@@ -293,6 +293,18 @@ class Settings(BaseSettings):
     pii_policy_path: Path | None = Field(
         default=None, description="Personal-data policy (YAML: data classes, actions, detectors, classified fields) "
                                   "applied on every path before a write; empty means compliance/default_policy.yaml.")
+    retention_days: Annotated[dict[str, int], NoDecode] = Field(
+        default={"metrics": 400, "traces": 30, "dead_letters": 30, "access": 400, "audit": 2192},
+        description="Days rows of each retention class are kept (ClickHouse TTL, compliance/retention.py); 0 keeps "
+                    "them forever. Audit: 6 years (HIPAA 164.316(b)(2)). A class left out keeps its default.")
+    retention_tenant_days: Annotated[dict[str, int], NoDecode] = Field(
+        default={}, description="Per-tenant exceptions, 'tenant:class=days' (e.g. acme:traces=7,acme:metrics=90).")
+
+    @field_validator("retention_days", "retention_tenant_days", mode="before")
+    @classmethod
+    def _parse_retention(cls, value: Any) -> Any:
+        """``a=1,b=2`` (or JSON) from the environment."""
+        return cls._parse_collection(value)
 
     @property
     def pii_key_file(self) -> Path:

@@ -17,6 +17,7 @@ import faust
 from api.service import ApiService
 from audit import service as audit_service
 from compliance.gdpr import Gdpr
+from compliance.retention import Retention
 from m1.kafka_security import faust_credentials
 from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
@@ -81,6 +82,7 @@ def build_app(settings: Settings) -> faust.App:
     observed = PipelineMetrics()  # the worker's own health, at GET /v1/metrics
     store = Store(connect(settings), on_insert=observed.store_insert)
     store.migrate()
+    Retention(settings, store).apply(materialize=False)  # TTL per retention class, tenant and legal hold
     pipeline = MetricsPipeline(settings, store)
     forecast, forecasting = forecast_handler(settings, store, publisher)  # forecasts, costs, replica advice
     observed.watch_bank("detectors", pipeline.bank.__len__)
@@ -96,7 +98,8 @@ def build_app(settings: Settings) -> faust.App:
     observed.watch_lag(consumer.lag)  # asked of the broker at each scrape
 
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher, observed)  # OTLP agents, bottleneck job, self-tracing
-    access_listener = audit_service.wire(app, settings, store, publisher)  # audit topic -> hash chains, signed heads
+    # audit topic -> hash chains, signed heads; events redacted like every other path
+    access_listener = audit_service.wire(app, settings, store, publisher, pipeline.redactor)
     app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed,
                            access_listener=access_listener, gdpr=Gdpr.in_worker(settings, store, publisher)))
     return app
