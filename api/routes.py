@@ -20,6 +20,7 @@ from api import resources as res
 from api.params import Text
 from api.resources import Listing
 from api.route import AUTHENTICATED, PUBLIC, Route
+from workflows import api as wf
 
 T = "/v1/tenants/{tenant}"
 
@@ -100,4 +101,22 @@ ROUTES: tuple[Route, ...] = (
     listing("GET", f"{T}/traces", "traces:read", "The slowest recent traces (root spans), slowest first.", res.TRACES),
     listing("GET", f"{T}/traces/{{trace_id}}", "traces:read", "The tenant's spans of one trace, in time order.",
             res.SPANS),
+    # Alert workflows (workflows/, docs/workflows.md): incidents and silences.
+    listing("GET", f"{T}/incidents", "incidents:read", "Incidents, newest first.", wf.INCIDENTS),
+    Route("GET", f"{T}/incidents/{{incident_id}}", "incidents:read", wf.get_incident,
+          "One incident with its timeline.", (wf.INCIDENT_ID,), response=_OBJECT),
+    Route("POST", f"{T}/incidents/{{incident_id}}/ack", "incidents:write", wf.incident_action("ack"),
+          "Acknowledge an incident: its workflows stop escalating and tell the receivers they told.",
+          (wf.INCIDENT_ID,), response=_OBJECT, status=202),
+    Route("POST", f"{T}/incidents/{{incident_id}}/resolve", "incidents:write", wf.incident_action("resolve"),
+          "Resolve an incident now: its workflow runs end and send their resolve notifications.",
+          (wf.INCIDENT_ID,), response=_OBJECT, status=202),
+    listing("GET", f"{T}/silences", "silences:read", "Silences and maintenance windows not yet ended.", wf.SILENCES),
+    Route("POST", f"{T}/silences", "silences:write", wf.create_silence,
+          "Create a silence (mutes matching notifications) or maintenance window (ignores matching signals).",
+          body=wf.NewSilence, response=_OBJECT, status=201),
+    Route("GET", f"{T}/silences/{{silence_id}}", "silences:read", wf.get_silence, "One silence.",
+          (wf.SILENCE_ID,), response=_OBJECT),
+    Route("DELETE", f"{T}/silences/{{silence_id}}", "silences:write", wf.expire_silence, "End a silence now.",
+          (wf.SILENCE_ID,), response=_OBJECT),
 )

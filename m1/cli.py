@@ -15,6 +15,7 @@ from models.evaluation import capacity_cli, forecast_cli
 from regions import cli as regions_cli
 from tenancy import cli as tenancy_cli
 from traces import cli as traces_cli
+from workflows import cli as workflows_cli
 
 app = typer.Typer(help="M1 Analytics: streaming anomaly detection from Kafka to ClickHouse.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 kafka_app = typer.Typer(help="The local single-node Kafka broker (KRaft) for the demo, tests and CI.", no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -33,6 +34,7 @@ app.add_typer(tenancy_cli.roles_app, name="roles")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(integrations_cli.app, name="integrations")
 app.add_typer(regions_cli.app, name="regions")
+workflows_cli.register(app)  # m1 workflows, m1 silences, m1 incidents
 console = Console()
 
 

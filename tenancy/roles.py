@@ -40,6 +40,10 @@ PERMISSIONS: dict[str, str] = {
     "keys:read": "list the tenant's API keys (never their secrets)",
     "keys:write": "create and revoke the tenant's API keys",
     "gdpr:admin": "export and erase a data subject's personal data (GDPR Art. 15, 17, 20)",
+    "incidents:read": "read a tenant's incidents and their timelines",
+    "incidents:write": "acknowledge and resolve a tenant's incidents",
+    "silences:read": "read a tenant's silences and maintenance windows",
+    "silences:write": "create and expire a tenant's silences and maintenance windows",
     "tenants:admin": "create, list and disable tenants",
     "sql:admin": "run read-only SQL over every tenant's rows",
     "metrics:read": "read the worker's own health metrics (Prometheus text; no tenant's data)",
@@ -48,10 +52,10 @@ PERMISSIONS: dict[str, str] = {
 
 _VIEWER = frozenset({
     "series:read", "anomalies:read", "forecasts:read", "recommendations:read", "costs:read",
-    "bottlenecks:read", "traces:read", "regions:read",
+    "bottlenecks:read", "traces:read", "regions:read", "incidents:read", "silences:read",
 })
 _ANALYST = _VIEWER | {"sql:tenant"}
-_OPERATOR = _ANALYST | {"tenant:read", "bottlenecks:run"}
+_OPERATOR = _ANALYST | {"tenant:read", "bottlenecks:run", "incidents:write", "silences:write"}
 _AUDITOR = frozenset({"audit:read", "tenant:read", "keys:read"})
 _TENANT_ADMIN = _OPERATOR | _AUDITOR | {"keys:write", "gdpr:admin"}
 

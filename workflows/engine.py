@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from math import inf
 from typing import Any
+
+import msgspec
 
 from integrations.notification import Notification, notification_id
 from workflows.match import Silence, inhibited, matches, silenced
@@ -226,8 +229,9 @@ class Engine:
         self._resolve_incident(ctx, ikey, f"resolved by {c.by or 'someone'}", by=c.by)
         for gkey in incident.groups:
             g = ctx.tx.get(gkey)
-            if g:
-                g.alerts = {fp: a for fp, a in g.alerts.items() if a.incident != incident.id}
+            if g:  # its alerts end now
+                g.alerts = {fp: (msgspec.structs.replace(a, seen=-inf) if a.incident == incident.id else a)
+                            for fp, a in g.alerts.items()}
                 self._advance(ctx, gkey)
 
     # -- groups -----------------------------------------------------------------------------------
@@ -268,14 +272,15 @@ class Engine:
             return
         w = ctx.spec.workflow(g.workflow)
         now = ctx.now
-        g.alerts = {fp: a for fp, a in g.alerts.items() if a.seen + w.resolve_after > now}
+        live = {fp: a for fp, a in g.alerts.items() if a.seen + w.resolve_after > now}
         run = g.run
-        if not g.alerts:
-            if run and run.state not in ENDED:
+        if not live:
+            if run and run.state not in ENDED:  # told with the alerts that cleared
                 self._finish(ctx, w, g, "resolved", "its alerts cleared")
             ctx.tx.delete(gkey)
             ctx.tenant.groups.remove(gkey)
             return
+        g.alerts = live
         if g.flush_due is not None and now >= g.flush_due:
             self._flush(ctx, w, g)
         elif run and run.state in ("waiting_ack", "notified") and run.notified and now >= g.last_flush + w.group.repeat:

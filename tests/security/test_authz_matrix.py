@@ -61,6 +61,8 @@ def request(world: World, key: str, tenant: str) -> tuple[str, str, Any]:
         path = path.replace("{key_id}", world.registry.create_key(tenant, ["viewer"], created_by="matrix")[0].id)
     path = path.replace("{trace_id}", TRACE_IDS.get(tenant, "c" * 32))
     path = path.replace("{event_id}", "0" * 64)  # no such audit event: the allowed get 404 (refuse)
+    # no such incident or silence: the allowed reads and actions get 404 (refuse)
+    path = path.replace("{incident_id}", "inc-" + "0" * 16).replace("{silence_id}", "0" * 16)
     if path.endswith("/points"):
         path += "?series=" + urllib.parse.quote(f"{tenant}|eu|{tenant}-api|rps|host={tenant}-h")
     body = None
