@@ -83,3 +83,33 @@ def status(window: float = typer.Option(3.0, help="Seconds to read the agents' l
         console.print("no lag measured yet (run `m1 regions agent --region <name>` or workers with M1_REGION)")
     if down:
         raise typer.Exit(1)
+
+
+def agent_settings(region: str):  # noqa: ANN201 - Settings
+    """The settings of ``region``'s agent: its cluster is ``M1_KAFKA_BOOTSTRAP`` if set, else the
+    local set's broker of that region."""
+    from regions.agent import region_bootstraps
+
+    settings = get_settings()
+    bootstraps = region_bootstraps(settings)
+    bootstrap = settings.kafka_bootstrap or bootstraps.get(region, "")
+    if not bootstrap:
+        raise typer.BadParameter(f"no cluster known for region {region!r}: set M1_KAFKA_BOOTSTRAP or start "
+                                 "the local set (m1 regions start)", param_hint="--region")
+    return settings.model_copy(update={"region": region, "kafka_bootstrap": bootstrap,
+                                       "regions": sorted({region, *settings.regions, *bootstraps})})
+
+
+@app.command("agent")
+def agent(region: str = typer.Option(..., "--region", help="The region this agent speaks for."),
+          loglevel: str = typer.Option("warn", help="crit, error, warn, info or debug.")) -> None:
+    """Run a region's agent alone (no store): heartbeats, lag, health, verdict and routing, all on
+    topics of the region's own cluster, until interrupted."""
+    from mode import Worker
+
+    from regions.agent import RegionAgent
+
+    settings = agent_settings(region)
+    console.print(f"region agent of [bold]{region}[/] on {settings.kafka_bootstrap} "
+                  f"(regions: {', '.join(settings.regions)})")
+    Worker(RegionAgent(settings), loglevel=loglevel, quiet=True).execute_from_commandline()

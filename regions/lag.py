@@ -179,10 +179,15 @@ def _point(now: float, source: str, target: str, metric: str, value: float) -> M
                        labels={"source": source, "target": target})
 
 
+def lag_metrics_topic(settings: Settings) -> str:
+    """Where the lag points go: the metrics topic (``platform.<metrics>`` with tenant topics on)."""
+    return tenant_topic(PLATFORM, settings.topic_metrics) if settings.tenant_topics else settings.topic_metrics
+
+
 def lag_records(settings: Settings, reports: Iterable[RegionLag], points: Iterable[MetricPoint]) -> list[OutputRecord]:
     """Reports for the ``region_lag`` topic (keyed by pair) and points for the metrics topic
-    (``platform.<metrics>`` with tenant topics on; keyed by series)."""
-    metrics = tenant_topic(PLATFORM, settings.topic_metrics) if settings.tenant_topics else settings.topic_metrics
+    (:func:`lag_metrics_topic`; keyed by series)."""
+    metrics = lag_metrics_topic(settings)
     out: list[OutputRecord] = [(settings.topic_region_lag, f"{r.source}>{r.target}".encode(), msgspec.json.encode(r))
                                for r in reports]
     return out + [(metrics, p.series_key.encode(), msgspec.json.encode(p)) for p in points]
@@ -270,9 +275,8 @@ async def latest_lag(settings: Settings, bootstraps: dict[str, str], wait_second
                                     request_timeout_ms=3000, **client_kwargs(settings_of))
         try:
             await asyncio.wait_for(consumer.start(), wait_seconds)
-            parts = consumer.partitions_for_topic(settings.topic_region_lag) or set()
-            tps = [TopicPartition(settings.topic_region_lag, p) for p in parts]
-            if not tps:
+            tps = [TopicPartition(settings.topic_region_lag, 0)]  # the agent's topic has one partition
+            if settings.topic_region_lag not in await consumer.topics():
                 continue
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)

@@ -22,6 +22,7 @@ from m1.kafka_security import faust_credentials
 from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
 from m1.topics import ensure_topics
+from regions.agent import RegionAgent
 from sinks.clickhouse import Store, connect
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
 from streams.forecast_handler import ForecastHandler, forecast_handler
@@ -100,6 +101,8 @@ def build_app(settings: Settings) -> faust.App:
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher, observed)  # OTLP agents, bottleneck job, self-tracing
     # audit topic -> hash chains, signed heads; events redacted like every other path
     access_listener = audit_service.wire(app, settings, store, publisher, pipeline.redactor)
+    if settings.region:  # multi-region: heartbeats, lag, health, verdict, routing and their tables
+        app.service(RegionAgent(settings, store=store, publisher=publisher))
     app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed,
                            access_listener=access_listener, gdpr=Gdpr.in_worker(settings, store, publisher)))
     return app
