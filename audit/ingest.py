@@ -3,8 +3,10 @@
 :class:`AuditIngest` is the pure part of the audit topic's consumer (``audit.service`` runs it
 in a thread for every batch of the :class:`~streams.batch_consumer.BatchConsumer`):
 
-1. each record is decoded strictly (an invalid one becomes a dead letter) and reduced to its
-   canonical bytes and id (:mod:`audit.chain`);
+1. each record is decoded strictly (an invalid one becomes a dead letter), passes the
+   personal-data policy (``redact``, ``compliance.redact``: actor, resource, details...) and is
+   reduced to its canonical bytes and id (:mod:`audit.chain`), so the chain, the proofs and the
+   table hold the redacted event;
 2. an event whose id the tenant's chain already holds is dropped *before* chaining, so a Kafka
    replay after a crash adds nothing. The chain remembers its last ``M1_AUDIT_DEDUPE_WINDOW``
    ids; for a longer chain, ids outside that window are looked up in ``audit_log``;
@@ -66,8 +68,10 @@ class AuditIngest:
     """Chains batches into ``audit_log`` and signs heads into ``audit_checkpoints`` (see module)."""
 
     def __init__(self, store: Store, signer: Signer, checkpoint_events: int = 1000, checkpoint_seconds: float = 60.0,
-                 dedupe_window: int = 100_000, max_bytes: int = 65_536, clock: Callable[[], float] = time.time) -> None:
+                 dedupe_window: int = 100_000, max_bytes: int = 65_536, clock: Callable[[], float] = time.time, *,
+                 redact: Callable[[AuditEvent], AuditEvent]) -> None:
         self.store = store
+        self.redact = redact
         self.signer = signer
         self.checkpoint_events = checkpoint_events
         self.checkpoint_seconds = checkpoint_seconds
@@ -83,7 +87,7 @@ class AuditIngest:
         by_tenant: dict[str, list[tuple[str, bytes]]] = {}
         for i, payload in enumerate(payloads):
             try:
-                event = self._decoder.decode(payload)
+                event = self.redact(self._decoder.decode(payload))
             except InvalidEvent as exc:
                 outcome.rejected.append((i, exc.reason))
                 continue

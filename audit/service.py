@@ -21,6 +21,7 @@ from audit import events
 from audit.ingest import AuditIngest
 from audit.paths import key_file
 from audit.signer import Signer
+from compliance.redact import Redactor
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from sinks.clickhouse import Store
@@ -39,12 +40,13 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 100_000
 
 
-def make_ingest(settings: Settings, store: Store) -> AuditIngest:
-    """The chainer as the settings configure it (its key created on first use)."""
+def make_ingest(settings: Settings, store: Store, redactor: Redactor) -> AuditIngest:
+    """The chainer as the settings configure it (its key created on first use), applying
+    ``redactor``'s personal-data policy to every event before it is chained."""
     signer = Signer(key_file(settings), store)
     signer.key()
     return AuditIngest(store, signer, settings.audit_checkpoint_events, settings.audit_checkpoint_seconds,
-                       settings.audit_dedupe_window, settings.max_payload_bytes)
+                       settings.audit_dedupe_window, settings.max_payload_bytes, redact=redactor.event)
 
 
 class Outbox(Service):
@@ -91,11 +93,12 @@ class Outbox(Service):
             await self.flush()
 
 
-def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher) -> Callable[[AccessEntry], None]:
+def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher,
+         redactor: Redactor) -> Callable[[AccessEntry], None]:
     """Send the ``config.start`` event, add the audit consumer and outbox to ``app``; return the
-    API's access listener."""
+    API's access listener. Events are chained as ``redactor`` leaves them."""
     ensure_topics(settings, [settings.topic_audit, settings.topic_audit_checkpoints])
-    ingest = make_ingest(settings, store)
+    ingest = make_ingest(settings, store, redactor)
     events.send(settings, [events.config_event(settings)])  # on the broker before the worker starts
     outbox = app.service(Outbox(publisher, due=lambda: events.head_records(settings, ingest.due_heads())))
 

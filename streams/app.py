@@ -16,7 +16,7 @@ import faust
 
 from api.service import ApiService
 from audit import service as audit_service
-from compliance.gdpr import Gdpr
+from compliance.service import Compliance
 from compliance.retention import Retention
 from m1.kafka_security import faust_credentials
 from m1.pipeline_metrics import PipelineMetrics
@@ -31,6 +31,7 @@ from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
 from streams.publisher import Publisher
 from tenancy.registry import Registry
+from workflows.agents import wire as workflows_wire
 
 
 def make_faust_app(settings: Settings) -> faust.App:
@@ -101,8 +102,9 @@ def build_app(settings: Settings) -> faust.App:
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher, observed)  # OTLP agents, bottleneck job, self-tracing
     # audit topic -> hash chains, signed heads; events redacted like every other path
     access_listener = audit_service.wire(app, settings, store, publisher, pipeline.redactor)
+    workflows_wire(app, settings, store, publisher)  # alert workflows: sources -> engine (Faust table) -> notifications
     if settings.region:  # multi-region: heartbeats, lag, health, verdict, routing and their tables
         app.service(RegionAgent(settings, store=store, publisher=publisher))
     app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed,
-                           access_listener=access_listener, gdpr=Gdpr.in_worker(settings, store, publisher)))
+                           access_listener=access_listener, compliance=Compliance.in_worker(settings, store, publisher)))
     return app

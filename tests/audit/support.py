@@ -6,8 +6,15 @@ from pathlib import Path
 
 from audit.ingest import AuditIngest
 from audit.signer import Signer
+from compliance.policy import load_policy
+from compliance.pseudonym import Pseudonymiser
+from compliance.redact import Redactor
 from schemas.events import AuditEvent, encode
 from sinks.clickhouse import Store
+
+
+#: The default personal-data policy, as the worker applies it (without subject keys: PHI is redacted).
+REDACTOR = Redactor(load_policy(), Pseudonymiser(bytes(32)))
 
 
 def payload(tenant: str, i: int, actor: str = "key:abc") -> bytes:
@@ -17,4 +24,5 @@ def payload(tenant: str, i: int, actor: str = "key:abc") -> bytes:
 
 
 def ingest(store: Store, key: Path, **options: object) -> AuditIngest:
-    return AuditIngest(store, Signer(key, store), **{"checkpoint_events": 10, "checkpoint_seconds": 3600.0, **options})
+    return AuditIngest(store, Signer(key, store), redact=REDACTOR.event,
+                       **{"checkpoint_events": 10, "checkpoint_seconds": 3600.0, **options})
