@@ -52,6 +52,7 @@ import msgspec
 from compliance.detect import TOKEN, Hit
 from compliance.policy import EVENT_TYPES, STRUCTURAL, FieldRules, Policy, policy_of
 from compliance.pseudonym import Pseudonymiser
+from compliance.subject_keys import SubjectKeys
 from m1.settings import Settings, get_settings
 
 #: ``encrypt(tenant, subject, plaintext) -> "enc:v1:..."`` (``SubjectKeys.encrypt``).
@@ -74,8 +75,10 @@ def is_token(value: str) -> bool:
 class Redactor:
     """The policy applied to events, OTLP rows and values (see the module docstring)."""
 
-    def __init__(self, policy: Policy, pseudonymise: Callable[[str, str], str], encrypt: Encrypt | None = None) -> None:
+    def __init__(self, policy: Policy, pseudonymise: Callable[[str, str], str], encrypt: Encrypt | None = None,
+                 keys: SubjectKeys | None = None) -> None:
         self.policy = policy
+        self.keys = keys  # the subject keys behind ``encrypt``, for the GDPR rights to share
         self.pseudonymise = pseudonymise
         self._encrypt = encrypt
         self._encrypts = "encrypt" in policy.actions.values()
@@ -89,10 +92,8 @@ class Redactor:
     def from_settings(cls, settings: Settings, store: Any = None) -> Redactor:
         """The deployment's redactor: its policy, pseudonyms and, with the ``store``, subject keys
         (without a store, values to encrypt are redacted)."""
-        from compliance.subject_keys import SubjectKeys
-
         keys = SubjectKeys.from_settings(settings, store) if store is not None else None
-        return cls(policy_of(settings), Pseudonymiser.from_settings(settings), keys.encrypt if keys else None)
+        return cls(policy_of(settings), Pseudonymiser.from_settings(settings), keys.encrypt if keys else None, keys)
 
     # ------------------------------------------------------------------ values
 
@@ -149,7 +150,8 @@ class Redactor:
         return token
 
     def forget_subject(self, tenant: str, subject: str) -> None:
-        """Drop the remembered tokens of a subject (after its key was erased, new values get a new key)."""
+        """Drop the remembered tokens of a subject: call it when its key is erased (through
+        :attr:`keys`), so that values arriving later are encrypted under a new key."""
         self._sealed = {k: v for k, v in self._sealed.items() if k[:2] != (tenant, subject)}
 
     def mapping(self, tenant: str, values: dict[str, str], rules: FieldRules, subject: str | None = None,
