@@ -93,12 +93,14 @@ _route_decoder = msgspec.json.Decoder(Route)
 class Router:
     """Costs (RTT ms) from each geography to each region, and the tables they give."""
 
-    def __init__(self, proximity: Mapping[str, Mapping[str, float]], smoothing: float = 0.3):
-        if not 0 < smoothing <= 1:
-            raise ValueError("smoothing must be in (0, 1]")
-        self.smoothing = smoothing
+    def __init__(self, proximity: Mapping[str, Mapping[str, float]], smoothing: float = 0.05, jump: float = 0.15):
+        if not 0 < smoothing <= 1 or jump <= 0:
+            raise ValueError("need smoothing in (0, 1] and jump > 0")
+        self.smoothing, self.jump = smoothing, jump
         self._configured = {g: dict(costs) for g, costs in sorted(proximity.items())}
         self._measured: dict[tuple[str, str], float] = {}
+        self._outlier: dict[tuple[str, str], float] = {}  # relative offset of a lone far-off measurement
+        self._order: dict[str, list[str]] = {}  # each geography's regions by cost, until a cost changes
 
     @classmethod
     def for_regions(cls, regions: Iterable[str]) -> Router:
@@ -120,21 +122,37 @@ class Router:
         return self._measured.get((geo, region), self._configured[geo][region])
 
     def measure(self, geo: str, region: str, rtt_ms: float) -> None:
-        """Fold a measured RTT into the cost (exponential smoothing; the first measurement is taken whole)."""
+        """Fold a measured RTT into the cost. The first measurement is taken whole; one within
+        ``jump`` (relative) of the cost is smoothed in (weight ``smoothing``); one further off
+        is held as a possible outlier, and taken whole when the next is off to the same side
+        (a level shift: a route changed), so noise is averaged out but a real change is followed
+        within two measurements."""
         if region not in self._configured[geo]:
             raise KeyError(f"{region!r} is not a region of geography {geo!r}")
-        old = self._measured.get((geo, region))
-        self._measured[geo, region] = rtt_ms if old is None else old + self.smoothing * (rtt_ms - old)
+        key = (geo, region)
+        self._order.pop(geo, None)
+        old = self._measured.get(key)
+        off = 0.0 if old is None else rtt_ms / old - 1.0
+        if old is None or (abs(off) > self.jump and self._outlier.get(key, 0.0) * off > 0):
+            self._measured[key] = rtt_ms
+            self._outlier.pop(key, None)
+        elif abs(off) > self.jump:
+            self._outlier[key] = off
+        else:
+            self._measured[key] = old + self.smoothing * (rtt_ms - old)
+            self._outlier.pop(key, None)
 
     def route(self, states: Mapping[str, HealthState], decided_at: float,
               previous: RoutingTable | None = None) -> RoutingTable:
         """The table for ``states`` (regions missing from it count as down); its version is
         ``previous``'s when no route changed, else one more."""
-        routes = {
-            geo: sorted((r for r in costs if states.get(r, HealthState.DOWN) is not HealthState.DOWN),
-                        key=lambda r, g=geo: (self.cost(g, r), r))
-            for geo, costs in self._configured.items()
-        }
+        up = {r for r, state in states.items() if state is not HealthState.DOWN}
+        routes = {geo: [r for r in self._ordered(geo) if r in up] for geo in self._configured}
         if previous is not None and previous.routes == routes:
             return previous
         return RoutingTable((previous.version if previous else 0) + 1, decided_at, routes)
+
+    def _ordered(self, geo: str) -> list[str]:
+        if geo not in self._order:
+            self._order[geo] = sorted(self._configured[geo], key=lambda r: (self.cost(geo, r), r))
+        return self._order[geo]

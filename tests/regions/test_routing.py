@@ -38,16 +38,27 @@ def test_version_moves_only_when_a_route_changes():
     assert [k for k, _ in router.route({**ALL_UP, "ap-south": X}, 5.0, previous=t3).records(since=t3)] == [b"de", b"in", b"us"]
 
 
-def test_measured_latency_reorders_with_smoothing():
-    router = Router(PROXIMITY, smoothing=0.5)
-    router.measure("de", "us-east", 10.0)  # first measurement taken whole: us-east now nearest
+def test_measured_latency_is_smoothed_ignores_a_lone_outlier_and_follows_a_level_shift():
+    router = Router(PROXIMITY, smoothing=0.5, jump=0.15)
+    router.measure("de", "us-east", 10.0)  # the first measurement is taken whole: us-east now nearest
     assert router.route(ALL_UP, 1.0).regions_for("de") == ["us-east", "eu-west", "ap-south"]
     router.measure("de", "eu-west", 20.0)
-    router.measure("de", "us-east", 40.0)  # smoothed to 25
-    assert router.cost("de", "us-east") == 25.0
-    assert router.route(ALL_UP, 2.0).regions_for("de") == ["eu-west", "us-east", "ap-south"]
+    router.measure("de", "us-east", 11.0)  # within 15 %: smoothed
+    assert router.cost("de", "us-east") == 10.5
+    router.measure("de", "us-east", 40.0)  # far off: held
+    router.measure("de", "us-east", 10.5)
+    router.measure("de", "us-east", 40.0)  # far off again, but not twice in a row
+    assert router.cost("de", "us-east") == 10.5
+    router.measure("de", "us-east", 5.0)  # far off to the other side: no shift either
+    assert router.route(ALL_UP, 2.0).regions_for("de") == ["us-east", "eu-west", "ap-south"]
+    router.measure("de", "us-east", 42.0)
+    router.measure("de", "us-east", 41.0)  # twice in a row, the same side: the route changed
+    assert router.cost("de", "us-east") == 41.0
+    assert router.route(ALL_UP, 3.0).regions_for("de") == ["eu-west", "us-east", "ap-south"]
     with pytest.raises(KeyError):
         router.measure("de", "mars", 1.0)
+    with pytest.raises(ValueError):
+        Router(PROXIMITY, smoothing=0.0)
 
 
 def test_records_round_trip_through_compaction_order():
