@@ -33,7 +33,7 @@ from tenancy.authn import Authenticator
 from tenancy.registry import Registry
 
 if TYPE_CHECKING:
-    from compliance.gdpr import Gdpr
+    from compliance.service import Compliance
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Api:
     openapi: dict[str, Any]
     metrics: PipelineMetrics | None = None
     routes: dict[Any, Route] = field(default_factory=dict)
-    gdpr: Gdpr | None = None  # GDPR export and erasure (the worker's); None answers 503
+    compliance: Compliance | None = None  # GDPR rights, retention, report (the worker's); None answers 503
 
     async def read(self, sql: str, parameters: dict[str, Any]) -> QueryResult:
         """A parameterised query of the API's own, in a thread, under the SQL time and memory limits."""
@@ -63,7 +63,8 @@ class Api:
 
 def make_api(settings: Settings, store: Store, registry: Registry, authenticator: Authenticator | None = None,
              run_bottlenecks: RunBottlenecks | None = None, metrics: PipelineMetrics | None = None,
-             access_listener: Callable[[AccessEntry], None] | None = None, gdpr: Gdpr | None = None) -> web.Application:
+             access_listener: Callable[[AccessEntry], None] | None = None,
+             compliance: Compliance | None = None) -> web.Application:
     """The API over ``store`` (migrated, with ``access_log``) and ``registry``.
 
     ``authenticator`` defaults to ``Authenticator(settings, registry)`` (closed with the application;
@@ -72,7 +73,8 @@ def make_api(settings: Settings, store: Store, registry: Registry, authenticator
     services=..., window_seconds=..., limit=...)`` (keywords; :class:`api.handlers.RunBottlenecks`)
     must analyse that tenant's traces only, store the reports with the tenant and return them;
     without it the route answers 503. ``metrics`` (the worker's) serves ``GET /v1/metrics``; without
-    it that route answers 503 too, as do the GDPR routes without ``gdpr`` (``compliance.gdpr.Gdpr``).
+    it that route answers 503 too, as do the compliance routes without ``compliance``
+    (``compliance.service.Compliance``: GDPR rights, retention, legal holds, the report).
     Request bodies are capped at ``settings.api_max_body_bytes``.
     """
     app = web.Application(middlewares=[gate], client_max_size=settings.api_max_body_bytes)
@@ -80,7 +82,7 @@ def make_api(settings: Settings, store: Store, registry: Registry, authenticator
         authenticator = Authenticator(settings, registry)
         app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
     api = Api(settings, store, registry, authenticator, run_bottlenecks, AccessLog(store, settings.api_access_flush_seconds, listener=access_listener),
-              TenantRates(settings, registry), document(ROUTES), metrics, gdpr=gdpr)
+              TenantRates(settings, registry), document(ROUTES), metrics, compliance=compliance)
     for route in ROUTES:
         api.routes[app.router.add_route(route.method, route.path, _unreachable)] = route
     app[API] = api

@@ -51,6 +51,12 @@ class GdprSubject(msgspec.Struct, forbid_unknown_fields=True):
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
+class LegalHold(msgspec.Struct, forbid_unknown_fields=True):
+    """``{"reason": "case 42"}``: why the tenant's data is held."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
 class BottleneckRun(msgspec.Struct, forbid_unknown_fields=True):
     """``{"services": [...], "window_seconds": 900, "limit": 10}``, all optional."""
 
@@ -211,7 +217,36 @@ async def gdpr_erase(call: Call) -> dict[str, Any]:
 
 
 async def _gdpr(call: Call, right: str) -> dict[str, Any]:
-    if call.api.gdpr is None:
-        raise Refused(503, "GDPR rights run in the worker (it owns the store and sends their audit events); "
-                           "this API was started without them")
-    return await call.api.gdpr.run(right, call.tenant, call.body.subject, actor=call.principal.subject)
+    return await _compliance(call).gdpr.run(right, call.tenant, call.body.subject, actor=call.principal.subject)
+
+
+async def legal_holds(call: Call) -> dict[str, Any]:
+    return {"items": await _compliance(call).holds()}
+
+
+async def set_legal_hold(call: Call) -> dict[str, Any]:
+    """Hold the path tenant's data: no retention deletes it until the hold is cleared."""
+    return await _compliance(call).hold(call.tenant, True, call.principal.subject, call.body.reason)
+
+
+async def clear_legal_hold(call: Call) -> dict[str, Any]:
+    return await _compliance(call).hold(call.tenant, False, call.principal.subject, "cleared")
+
+
+async def retention(call: Call) -> dict[str, Any]:
+    return await _compliance(call).show_retention()
+
+
+async def apply_retention(call: Call) -> dict[str, Any]:
+    return await _compliance(call).apply_retention(call.principal.subject)
+
+
+async def compliance_report(call: Call) -> dict[str, Any]:
+    return await _compliance(call).report(call.params.get("framework"))
+
+
+def _compliance(call: Call) -> Any:
+    if call.api.compliance is None:
+        raise Refused(503, "compliance operations run in the worker (it owns the store and sends their audit "
+                           "events); this API was started without them")
+    return call.api.compliance

@@ -10,14 +10,14 @@ Region status (issue #10) is not here yet: it will be ``GET /v1/regions`` with `
 >>> len({(r.method, r.path) for r in ROUTES}) == len(ROUTES)
 True
 >>> sorted({r.permission for r in ROUTES if not r.tenant_scoped})
-['authenticated', 'metrics:read', 'public', 'sql:admin', 'tenants:admin']
+['authenticated', 'compliance:admin', 'metrics:read', 'public', 'sql:admin', 'tenants:admin']
 """
 
 from __future__ import annotations
 
 from api import handlers as h
 from api import resources as res
-from api.params import Text
+from api.params import Choice, Text
 from api.resources import Listing
 from api.route import AUTHENTICATED, PUBLIC, Route
 from workflows import api as wf
@@ -56,6 +56,17 @@ ROUTES: tuple[Route, ...] = (
           "Disable a tenant: its keys and tokens are refused from the next request on; its data stays."),
     Route("POST", "/v1/query", "sql:admin", h.admin_query, "Read-only SQL over every tenant's rows (guarded, limited).",
           body=h.QueryBody, response=_ROWS),
+    Route("GET", "/v1/compliance/report", "compliance:admin", h.compliance_report,
+          "Live compliance evidence: SOC 2, HIPAA 164.312 and GDPR controls, each check with its evidence, the "
+          "score (not a certification).",
+          (Choice("framework", "Only this framework's controls.", ("soc2", "hipaa", "gdpr")),), response=_OBJECT),
+    Route("GET", "/v1/compliance/retention", "compliance:admin", h.retention,
+          "Retention days per class and tenant, legal holds, each table's TTL as planned and as applied.",
+          response=_OBJECT),
+    Route("POST", "/v1/compliance/retention/apply", "compliance:admin", h.apply_retention,
+          "Apply the TTL rules and delete the rows expired now; audited.", response=_OBJECT),
+    Route("GET", "/v1/compliance/legal-holds", "compliance:admin", h.legal_holds, "Tenants on legal hold.",
+          response=_ITEMS),
     # A tenant: settings, keys, audit.
     Route("GET", T, "tenant:read", h.tenant_info, "The tenant, its quotas and its usage."),
     Route("GET", f"{T}/keys", "keys:read", h.list_keys, "The tenant's API keys (never their secrets).", response=_ITEMS),
@@ -82,6 +93,11 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{T}/gdpr/erase", "gdpr:admin", h.gdpr_erase,
           "GDPR Art. 17: destroy a data subject's key (crypto-shredding): its encrypted fields become "
           "unrecoverable everywhere; audited as gdpr.erase.", body=h.GdprSubject, response=_OBJECT),
+    Route("PUT", f"{T}/legal-hold", "compliance:admin", h.set_legal_hold,
+          "Put the tenant on legal hold: no retention deletes its data until cleared; audited.", body=h.LegalHold,
+          response=_OBJECT),
+    Route("DELETE", f"{T}/legal-hold", "compliance:admin", h.clear_legal_hold,
+          "Release the tenant's legal hold: retention applies again; audited.", response=_OBJECT),
     Route("POST", f"{T}/query", "sql:tenant", h.tenant_query,
           "Read-only SQL that sees only the tenant's rows (guarded, limited).", body=h.QueryBody, response=_ROWS),
     # A tenant's data.

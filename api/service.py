@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from api.access import AccessEntry
-    from compliance.gdpr import Gdpr
+    from compliance.service import Compliance
     from m1.pipeline_metrics import PipelineMetrics
     from m1.settings import Settings
     from sinks.clickhouse import Store
@@ -37,7 +37,7 @@ class ApiService(Service):
 
     def __init__(self, settings: Settings, store: Store, registry: Registry,
                  run_bottlenecks: RunBottlenecks | None = None, metrics: PipelineMetrics | None = None,
-                 access_listener: Callable[[AccessEntry], None] | None = None, gdpr: Gdpr | None = None,
+                 access_listener: Callable[[AccessEntry], None] | None = None, compliance: Compliance | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.access_listener = access_listener  # told of every access decision (the worker: audit.service)
@@ -46,13 +46,13 @@ class ApiService(Service):
         self.registry = registry
         self.run_bottlenecks = run_bottlenecks
         self.metrics = metrics
-        self.gdpr = gdpr
+        self.compliance = compliance
         self.authenticator = Authenticator(settings, registry)
         self.server: ApiServer | None = None
 
     async def on_start(self) -> None:
         web = make_api(self.settings, self.store, self.registry, self.authenticator, self.run_bottlenecks,
-                       self.metrics, access_listener=self.access_listener, gdpr=self.gdpr)
+                       self.metrics, access_listener=self.access_listener, compliance=self.compliance)
         self.server = ApiServer(self.settings, web)
         await self.server.start()
         self.log.info("API on http://%s:%d/v1", self.settings.web_bind, self.server.port)

@@ -59,7 +59,6 @@ from m1.settings import Settings
 from schemas.events import AuditEvent
 from sinks.clickhouse import Store
 from sinks.sql_guard import TENANT_COLUMNS
-from streams.publisher import Publisher
 from streams.tracing import in_thread
 from tenancy.names import check_tenant
 
@@ -84,14 +83,6 @@ class Gdpr:
         self.audit = audit
         self.keys = SubjectKeys.from_settings(settings, store)
         self.pseudonymise = Pseudonymiser.from_settings(settings)
-
-    @classmethod
-    def in_worker(cls, settings: Settings, store: Store, publisher: Publisher) -> Gdpr:
-        """The worker's: its audit events go out through the worker's publisher."""
-        async def audit(audit_events: Sequence[AuditEvent]) -> int:
-            return await publisher.publish(events.records(settings, audit_events))
-
-        return cls(settings, store, audit)
 
     async def run(self, right: Literal["export", "erase"], tenant: str, subject: str, actor: str) -> dict[str, Any]:
         """Export or erase in a thread, then audit it as ``gdpr.<right>`` (a failure too, then re-raised)."""

@@ -43,6 +43,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
 import pyarrow as pa
@@ -97,6 +98,11 @@ class SubjectKeys:
         self._ref_secret = ref_secret
         self._cache: dict[tuple[str, str], AESGCM] = {}
         self._lock = threading.Lock()
+        self._erase_listeners: list[Callable[[str, str], None]] = []
+
+    def on_erase(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(tenant, subject)`` after each erasure (e.g. to drop tokens remembered for the subject)."""
+        self._erase_listeners.append(listener)
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> SubjectKeys:
@@ -155,6 +161,8 @@ class SubjectKeys:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the engine still keeps outdated parts of {TABLE} after {ERASE_TIMEOUT_SECONDS:.0f} s")
             time.sleep(0.2)
+        for listener in self._erase_listeners:
+            listener(tenant, subject)
         return existed
 
     def outdated_parts(self) -> int:

@@ -40,6 +40,7 @@ PERMISSIONS: dict[str, str] = {
     "keys:read": "list the tenant's API keys (never their secrets)",
     "keys:write": "create and revoke the tenant's API keys",
     "gdpr:admin": "export and erase a data subject's personal data (GDPR Art. 15, 17, 20)",
+    "compliance:admin": "read the compliance report and retention, set legal holds, apply retention",
     "incidents:read": "read a tenant's incidents and their timelines",
     "incidents:write": "acknowledge and resolve a tenant's incidents",
     "silences:read": "read a tenant's silences and maintenance windows",

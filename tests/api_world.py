@@ -27,7 +27,7 @@ import pyarrow as pa
 from api.app import make_api
 from api.gate import API
 from api.server import ApiServer
-from compliance.gdpr import Gdpr
+from compliance.service import Compliance
 from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
 from sinks.clickhouse import TS_TYPE, Store, connect
@@ -109,16 +109,16 @@ class World:
             return [{"entry_service": service, "rows": n} for service, n in rows]
 
         async def audit(events: Any) -> None:
-            """The worker's audit topic stands in here: the GDPR runs' audit events are kept."""
+            """The worker's audit topic stands in here: the compliance routes' audit events are kept."""
             self.audit_events.extend(events)
 
-        gdpr = Gdpr(self.settings, self.store, audit)
+        compliance = Compliance(self.settings, self.store, audit)
 
         def serve() -> None:
             self.loop = asyncio.new_event_loop()
             self.server = ApiServer(self.settings, make_api(self.settings, self.store, self.registry,
                                                             run_bottlenecks=run_bottlenecks,
-                                                            metrics=PipelineMetrics(), gdpr=gdpr))
+                                                            metrics=PipelineMetrics(), compliance=compliance))
             self.loop.run_until_complete(self.server.start())
             ready.set()
             self.loop.run_forever()

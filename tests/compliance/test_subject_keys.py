@@ -78,6 +78,8 @@ def test_keys_survive_a_new_process_cache(store: Store) -> None:
 
 def test_erase_destroys_the_key_everywhere(store: Store, settings: Settings) -> None:
     keys = SubjectKeys(store, bytes(32))
+    told: list[tuple[str, str]] = []
+    keys.on_erase(lambda tenant, subject: told.append((tenant, subject)))
     token = keys.encrypt("acme", "alice", "Alice Liddell")
     other = keys.encrypt("acme", "bob", "Bob")
     [(_, _, alice_key)] = [row for row in stored_keys(store) if row[1] == keys.subject_ref("acme", "alice")]
@@ -94,6 +96,7 @@ def test_erase_destroys_the_key_everywhere(store: Store, settings: Settings) -> 
     assert keys.outdated_parts() == 0
     assert files_holding(settings.chdb_path, needles) == []
     assert keys.erase("acme", "alice") is False
+    assert told == [("acme", "alice")] * 2
 
 
 def test_no_api_sql_reads_the_keys(store: Store) -> None:

@@ -79,6 +79,8 @@ def request(world: World, key: str, tenant: str) -> tuple[str, str, Any]:
             body = None
         elif "/gdpr/" in template:
             body = {"subject": f"{tenant}-subject@example.com"}
+    if method == "PUT" and template.endswith("/legal-hold"):
+        body = {"reason": "matrix"}
     return method, path, body
 
 
