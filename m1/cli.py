@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from audit import cli as audit_cli
+from compliance import cli as compliance_cli
 from integrations import cli as integrations_cli
 from m1.settings import get_settings
 from models.evaluation import cli as nab_cli
@@ -32,6 +33,8 @@ app.add_typer(tenancy_cli.tenants_app, name="tenants")
 app.add_typer(tenancy_cli.keys_app, name="keys")
 app.add_typer(tenancy_cli.roles_app, name="roles")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(compliance_cli.gdpr_app, name="gdpr")
+app.add_typer(compliance_cli.app, name="compliance")
 app.add_typer(integrations_cli.app, name="integrations")
 app.add_typer(regions_cli.app, name="regions")
 workflows_cli.register(app)  # m1 workflows, m1 silences, m1 incidents
