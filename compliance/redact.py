@@ -87,6 +87,8 @@ class Redactor:
         self._sealed: dict[tuple[str, str, str], str] = {}
         self._plans = {t: _text_fields(cls) for t, cls in EVENT_TYPES.items()}
         self._tags = {cls: t for t, cls in EVENT_TYPES.items()}
+        if keys is not None:  # an erased subject's remembered tokens go with its key
+            keys.on_erase(self.forget_subject)
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Any = None) -> Redactor:
