@@ -19,7 +19,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
@@ -42,7 +41,7 @@ class Pseudonymiser:
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
-        self._keys: dict[str, hmac.HMAC] = {}
+        self._keys: dict[str, bytes] = {}
         self._cache: dict[tuple[str, str], str] = {}
 
     @classmethod
@@ -58,10 +57,8 @@ class Pseudonymiser:
             return value
         key = self._keys.get(tenant)
         if key is None:
-            key = self._keys[tenant] = hmac.new(derived_key(self._secret, "pseudonym", tenant), digestmod=hashlib.sha256)
-        mac = key.copy()
-        mac.update(value.encode())
-        pseudonym = PREFIX + mac.hexdigest()[:16]
+            key = self._keys[tenant] = derived_key(self._secret, "pseudonym", tenant)
+        pseudonym = PREFIX + hmac.digest(key, value.encode(), "sha256")[:8].hex()
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
         self._cache[(tenant, value)] = pseudonym

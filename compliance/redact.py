@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -57,6 +57,8 @@ from m1.settings import Settings, get_settings
 
 #: ``encrypt(tenant, subject, plaintext) -> "enc:v1:..."`` (``SubjectKeys.encrypt``).
 Encrypt = Callable[[str, str, str], str]
+#: The data subject of a record, or a function finding it (called only if a value is to be encrypted).
+Subject = str | Callable[[], str | None] | None
 E = TypeVar("E", bound=msgspec.Struct)
 
 REDACTED = "redacted:"
@@ -81,7 +83,6 @@ class Redactor:
         self.keys = keys  # the subject keys behind ``encrypt``, for the GDPR rights to share
         self.pseudonymise = pseudonymise
         self._encrypt = encrypt
-        self._encrypts = "encrypt" in policy.actions.values()
         self._clean: set[str] = set()  # texts without a detector hit (in any tenant)
         self._scanned: dict[tuple[str, str], str] = {}
         self._sealed: dict[tuple[str, str, str], str] = {}
@@ -99,13 +100,16 @@ class Redactor:
 
     # ------------------------------------------------------------------ values
 
-    def classified(self, tenant: str, data_class: str, value: str, subject: str | None = None,
+    def classified(self, tenant: str, data_class: str, value: str, subject: Subject = None,
                    stable: bool = False) -> str:
-        """``value`` of ``data_class`` as the policy wants it stored (``stable``: part of an identity)."""
+        """``value`` of ``data_class`` as the policy wants it stored (``stable``: part of an identity;
+        ``subject``: whose key encrypts it, or a function finding that out when it is needed)."""
         if not value or _TOKEN.fullmatch(value):
             return value
         action = self.policy.actions[data_class]
         if action == "encrypt":
+            if callable(subject):
+                subject = subject()
             if stable:
                 action = "pseudonymise"
             elif subject and self._encrypt is not None:
@@ -156,7 +160,7 @@ class Redactor:
         :attr:`keys`), so that values arriving later are encrypted under a new key."""
         self._sealed = {k: v for k, v in self._sealed.items() if k[:2] != (tenant, subject)}
 
-    def mapping(self, tenant: str, values: dict[str, str], rules: FieldRules, subject: str | None = None,
+    def mapping(self, tenant: str, values: dict[str, str], rules: FieldRules, subject: Subject = None,
                 stable: bool = False, keep: frozenset[str] = frozenset()) -> dict[str, str]:
         """``values`` (a label, attribute or detail map) redacted; the same dict if nothing changed."""
         out: dict[str, str] | None = None
@@ -186,12 +190,14 @@ class Redactor:
         """``event`` (metric/1, span/1, audit/1, heartbeat/1) as the policy wants it stored."""
         tag = self._tags[type(event)]
         tenant, stable, rules = event.tenant, tag == "metric/1", self.policy.events[tag]  # type: ignore[attr-defined]
-        subject = None
-        if self._encrypts and not stable:
-            fields = {name: getattr(event, name) for name, _ in self._plans[tag]}
-            subject = self.subject(*(v for v in fields.values() if isinstance(v, dict)), fields)
+        plan = self._plans[tag]
+
+        def subject() -> str | None:  # asked only when a value is to be encrypted
+            fields = {name: getattr(event, name) for name, _ in plan}
+            return self.subject(*(v for v in fields.values() if isinstance(v, dict)), fields)
+
         changes: dict[str, Any] = {}
-        for name, is_map in self._plans[tag]:
+        for name, is_map in plan:
             value = getattr(event, name)
             rule = rules.get(name)
             if is_map:
@@ -214,7 +220,7 @@ class Redactor:
             resource = self._resource(row, resources)
             tenant = resource["tenant"]
             attrs = row["SpanAttributes"]
-            subject = self.subject(attrs, resource) if self._encrypts else None
+            subject = partial(self.subject, attrs, resource)
             row["SpanAttributes"] = self.mapping(tenant, attrs, span_rules, subject)
             row["Events.Attributes"] = [self.mapping(tenant, a, span_rules, subject) for a in row["Events.Attributes"]]
             row["Links.Attributes"] = [self.mapping(tenant, a, span_rules, subject) for a in row["Links.Attributes"]]
