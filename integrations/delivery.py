@@ -358,6 +358,7 @@ class DeliveryService(Service):
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
                                     **client_kwargs(self.settings))
         await consumer.start()
+        await asyncio.sleep(0)  # aiokafka: a consumer stopped before its first loop turn raises CancelledError
         try:
             partitions = consumer.partitions_for_topic(self.settings.topic_deliveries) or set()
             tps = [TopicPartition(self.settings.topic_deliveries, p) for p in partitions]

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import random
 import ssl
+import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -59,6 +60,7 @@ class FakeVendors:
         self.scripts: dict[str, list[int]] = {}
         self.requests: list[tuple[str, dict, bytes]] = []   # (path, headers, body) of every request
         self.effects: Counter[str] = Counter()               # acted on, per key (webhook-id, dedup key, ...)
+        self.first_seen: dict[str, float] = {}               # when each key was first acted on
         self.repeats: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.invalid: list[str] = []
@@ -131,6 +133,7 @@ class FakeVendors:
             self.repeats[key] += 1
         else:
             self.effects[key] += 1
+            self.first_seen[key] = time.time()
 
     # -- webhooks ------------------------------------------------------------------------------
     async def webhook(self, request: web.Request, kind: str = "webhook") -> web.Response:

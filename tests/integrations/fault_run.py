@@ -1,0 +1,123 @@
+"""A delivery run under faults, shared by tests/integrations/test_delivery_faults.py and
+scripts/bench_delivery.py: notifications to an idempotent Standard Webhooks receiver that fails a
+share of requests (500, 429 with Retry-After, hangs past the timeout, resets after processing),
+delivered by ``m1 integrations deliver`` in a child process that is SIGKILLed mid-stream and
+restarted, on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from integrations.notification import Notification, Receiver, encode
+from m1.producer import make_producer, send_all
+from m1.settings import Settings
+from m1.worker_process import settings_env
+from tests.integrations.conftest import SECRET
+from tests.integrations.fake_vendors import FakeVendors
+
+
+@dataclass
+class Report:
+    sent: int
+    delivered: int            # distinct notifications the receiver acted on
+    within_5min: int          # ... of them within 5 minutes of their creation
+    repeats: int              # requests the receiver recognised as already done (dropped by idempotency)
+    double_effects: int       # notifications acted on more than once (must be 0)
+    kills: int
+    seconds: float
+    p50: float
+    p99: float
+    faults: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.delivered
+
+
+def bench_notifications(url: str, n: int, run: str) -> list[Notification]:
+    receiver = Receiver("webhook", "bench", f"{url}/hooks/bench", "env:M1_BENCH_WHSEC")
+    now = time.time()
+    return [Notification(id=f"{run}-{i}", tenant="acme", workflow="bench", kind="trigger", receiver=receiver,
+                         incident={"id": f"inc-{i % 97}", "title": "bench", "severity": "warning", "service": f"s{i % 13}"},
+                         created_ts=now, source_ts=now) for i in range(n)]
+
+
+class Deliverer:
+    """``m1 integrations deliver`` as a child process (the one the run SIGKILLs)."""
+
+    def __init__(self, settings: Settings, log: Path):
+        self.env = {**settings_env(settings), "M1_BENCH_WHSEC": SECRET}
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "m1.cli", "integrations", "deliver", "--loglevel", "info"],
+                                         env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+async def run_under_faults(settings: Settings, n: int, fail_rate: float, kill_at: tuple[float, ...], log: Path,
+                           deadline: float = 300.0, progress=None) -> Report:
+    """Deliver ``n`` notifications through a receiver failing ``fail_rate`` of requests, SIGKILLing the
+    deliverer when the receiver has acted on each ``kill_at`` share of them; returns the numbers."""
+    vendors = await FakeVendors(secret=SECRET, fail_rate=fail_rate, hang_seconds=settings.delivery_timeout_seconds + 1,
+                                retry_after=1).start()
+    deliverer = Deliverer(settings, log)
+    try:
+        run = settings.app_id
+        notes = bench_notifications(vendors.url, n, run)
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            from m1.topics import ensure_topics
+            from integrations.delivery import delivery_topics
+
+            await asyncio.to_thread(ensure_topics, settings, delivery_topics(settings))
+            await send_all(producer, settings.topic_notifications, [(x.id.encode(), encode(x)) for x in notes])
+        finally:
+            await producer.stop()
+        started = time.time()
+        deliverer.start()
+        kills, pending_kills = 0, sorted(kill_at)
+        while len(vendors.effects) < n and time.time() - started < deadline:
+            await asyncio.sleep(0.2)
+            if pending_kills and len(vendors.effects) >= pending_kills[0] * n:
+                pending_kills.pop(0)
+                deliverer.kill()
+                kills += 1
+                deliverer.start()
+            if progress:
+                progress(len(vendors.effects))
+        seconds = time.time() - started
+        await asyncio.sleep(2.0)  # late repeats (replays after the last kill) still count
+        created = {x.id: x.created_ts for x in notes}
+        latencies = sorted(vendors.first_seen[i] - created[i] for i in vendors.first_seen if i in created)
+        pct = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan"))
+        return Report(
+            sent=n, delivered=sum(1 for i in created if i in vendors.effects),
+            within_5min=sum(1 for x in latencies if x <= 300.0), repeats=sum(vendors.repeats.values()),
+            double_effects=sum(1 for c in vendors.effects.values() if c > 1), kills=kills, seconds=seconds,
+            p50=pct(0.5), p99=pct(0.99), faults=dict(vendors.faults), requests=len(vendors.requests))
+    finally:
+        deliverer.stop()
+        await vendors.stop()

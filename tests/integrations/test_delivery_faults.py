@@ -1,0 +1,113 @@
+"""Delivery through faults on the real broker: a receiver failing 30% of requests (500, 429 with
+Retry-After, hangs, resets after processing), the deliverer SIGKILLed mid-stream and restarted.
+Every notification arrives, none is acted on twice; the bar at scale is scripts/bench_delivery.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from integrations.delivery import DeliveryService, Pending, delivery_topics
+from integrations.notification import Receiver, encode
+from m1.producer import make_producer, send_all
+from m1.settings import Settings
+from m1.topics import ensure_topics
+from tests.helpers import consume_records, isolated_settings
+from tests.integrations.conftest import notification
+from tests.integrations.fake_vendors import FakeVendors
+from tests.integrations.fault_run import run_under_faults
+
+
+def delivery_settings(home: Path, bootstrap: str, **overrides) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    values = dict(topic_notifications=f"notifications-{run}", topic_notification_retries=f"retries-{run}",
+                  topic_deliveries=f"deliveries-{run}", delivery_timeout_seconds=1.0, delivery_base_seconds=0.2,
+                  delivery_max_backoff_seconds=3.0, delivery_breaker_failures=8, delivery_breaker_seconds=1.0)
+    return isolated_settings(home, bootstrap, **{**values, **overrides})
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+async def test_every_notification_arrives_once_through_faults_and_a_sigkill(tmp_path: Path, kafka_bootstrap: str) -> None:
+    settings = delivery_settings(tmp_path, kafka_bootstrap)
+    report = await run_under_faults(settings, n=300, fail_rate=0.3, kill_at=(0.3,), log=tmp_path / "deliver.log",
+                                    deadline=150.0)
+    assert report.kills == 1
+    assert sum(report.faults.values()) > 50, report  # the faults did happen
+    assert (report.delivered, report.lost, report.double_effects) == (300, 0, 0), report
+
+
+async def _produce(settings: Settings, notes) -> None:
+    """Publish ``notes`` to the outbox as made now (their age is what delivery dead-letters by)."""
+    notes = [msgspec.structs.replace(x, created_ts=time.time()) for x in notes]
+    await asyncio.to_thread(ensure_topics, settings, delivery_topics(settings))
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await send_all(producer, settings.topic_notifications, [(x.id.encode(), encode(x)) for x in notes])
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.kafka
+async def test_refused_and_exhausted_notifications_are_dead_lettered_with_their_reason(
+        tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = delivery_settings(tmp_path, kafka_bootstrap, delivery_max_attempts=3, delivery_base_seconds=0.05)
+    monkeypatch.setenv("M1_TEST_PD", "R0UTINGKEY")
+    vendors = await FakeVendors().start()
+    vendors.script("/v2/alerts", [503] * 10)  # opsgenie: always down
+    ok = notification(Receiver("pagerduty", "pd", f"{vendors.url}/v2/enqueue", "env:M1_TEST_PD"), nid="ok")
+    refused = notification(Receiver("pagerduty", "pd", f"{vendors.url}/v2/enqueue", "env:M1_TEST_UNSET"), nid="refused")
+    exhausted = notification(Receiver("opsgenie", "og", vendors.url, "env:M1_TEST_PD"), nid="exhausted")
+    await _produce(settings, [ok, refused, exhausted])
+    service = DeliveryService(settings)
+    await service.start()
+    try:
+        records = await consume_records(settings, settings.topic_deliveries, 5, timeout=60)
+    finally:
+        await service.stop()
+        await vendors.stop()
+    final = {r.key.decode(): json.loads(r.value) for r in records if json.loads(r.value)["outcome"] != "failed"}
+    assert final["ok"]["outcome"] == "delivered" and final["ok"]["status"] == 202
+    assert final["refused"]["outcome"] == "dead" and "secret env:M1_TEST_UNSET" in final["refused"]["reason"]
+    assert final["exhausted"]["outcome"] == "dead" and final["exhausted"]["attempt"] == 3
+    assert final["exhausted"]["reason"].startswith("3 attempts failed, last: http 503")
+    letters = [json.loads(r.value) for r in await consume_records(settings, settings.topic_dead_letter, 2, timeout=30)]
+    assert sorted(letter["reason"].split(":")[0] for letter in letters) == ["delivery", "delivery"]
+    assert any("3 attempts failed" in letter["reason"] for letter in letters)
+
+
+@pytest.mark.kafka
+async def test_a_pending_retry_survives_a_restart_with_its_attempt_count(tmp_path: Path, kafka_bootstrap: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notification whose first try failed is on the retries topic; a new service (the old one
+    stopped before the retry was due) delivers it as the second attempt."""
+    settings = delivery_settings(tmp_path, kafka_bootstrap, delivery_base_seconds=4.0, delivery_max_backoff_seconds=4.0)
+    monkeypatch.setenv("M1_TEST_PD", "R0UTINGKEY")
+    vendors = await FakeVendors().start()
+    vendors.script("/v2/enqueue", [500])
+    n = notification(Receiver("pagerduty", "pd", f"{vendors.url}/v2/enqueue", "env:M1_TEST_PD"), nid="later")
+    await _produce(settings, [n])
+    first = DeliveryService(settings)
+    await first.start()
+    retries = await consume_records(settings, settings.topic_notification_retries, 1, timeout=60)
+    await first.stop()
+    pending = msgspec.json.decode(retries[0].value, type=Pending)
+    assert pending.attempts == 1 and pending.last_reason.startswith("http 500")
+    assert len(vendors.requests) == 1
+    second = DeliveryService(settings)
+    await second.start()
+    try:
+        records = await consume_records(settings, settings.topic_deliveries, 2, timeout=60)
+    finally:
+        await second.stop()
+        await vendors.stop()
+    outcomes = [(json.loads(r.value)["attempt"], json.loads(r.value)["outcome"]) for r in records]
+    assert outcomes == [(1, "failed"), (2, "delivered")]
+    assert vendors.pagerduty == {"acme/inc-1": ["trigger"]}
