@@ -112,4 +112,5 @@ def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher,
     # The audit topic is one topic whatever M1_TENANT_TOPICS says: the pipeline writes to it itself.
     app.service(BatchConsumer(settings.model_copy(update={"tenant_topics": False}), settings.topic_audit,
                               group_id=f"{settings.app_id}-audit", handler=handle, checkpoints=[]))
-    return lambda entry: outbox.add(events.records(settings, [events.access_event(settings, entry)]))
+    # the pipeline's own events pass the policy before they reach the topic too (the client's address...)
+    return lambda entry: outbox.add(events.records(settings, [redactor.event(events.access_event(settings, entry))]))

@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from compliance.detect import TOKEN, Hit
-from compliance.policy import EVENT_TYPES, STRUCTURAL, FieldRules, Policy, policy_of
+from compliance.policy import EVENT_TYPES, STRUCTURAL, FieldRules, Policy, load_policy, policy_of
 from compliance.pseudonym import Pseudonymiser
 from compliance.subject_keys import SubjectKeys
 from m1.settings import Settings, get_settings
@@ -278,38 +278,66 @@ def _text_fields(event_type: type[msgspec.Struct]) -> list[tuple[str, bool]]:
 # ---------------------------------------------------------------------- raw payloads (dead letters)
 
 _JSON_STRING = r'"((?:[^"\\]|\\.)*)"'
+_BINARY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 @lru_cache(maxsize=8)
-def _field_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
-    """``"name": "value"`` and OTLP/JSON's ``"key": "name", "value": {"stringValue": "value"}``."""
+def _field_patterns(names: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Fields named ``names`` in JSON (``"name": "value"`` and OTLP/JSON's ``"key": "name", "value":
+    {"stringValue": "value"}``: the value is group 2 or 4) and in protobuf (an OTLP ``KeyValue``
+    with a string value: the value's length is group ``len``, the value follows the match)."""
     alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    return re.compile(rf'"(?P<name>{alternatives})"\s*:\s*{_JSON_STRING}'
+    json = re.compile(rf'"(?P<name>{alternatives})"\s*:\s*{_JSON_STRING}'
                       rf'|"key"\s*:\s*"(?P<okey>{alternatives})"\s*,\s*"value"\s*:\s*\{{\s*"\w+"\s*:\s*{_JSON_STRING}')
+    proto = re.compile(rf"\n(?P<klen>[\x01-\x7f])(?P<key>{alternatives})\x12[\x00-\x7f]\n(?P<len>[\x00-\x7f])", re.DOTALL)
+    return json, proto
 
 
-def scrub_text(text: str, policy: Policy) -> str:
-    """``text`` with JSON fields the policy classifies and every detector hit redacted."""
+def _mark(label: str, original: str) -> str:
+    return REDACTED + label
+
+
+def _mask(label: str, original: str) -> str:
+    """The mark cut or padded to the original's length: binary formats (protobuf) keep their lengths."""
+    return (REDACTED + label)[:len(original)].ljust(len(original), "*")
+
+
+def scrub_text(text: str, policy: Policy, mark: Callable[[str, str], str] = _mark) -> str:
+    """``text`` with the values of fields the policy classifies (by exact name, in JSON or
+    protobuf) and every detector hit replaced by ``mark(class or detector, value)``."""
     classes = policy.classified_names()
     if classes:
-        def field(match: re.Match[str]) -> str:
+        json, proto = _field_patterns(tuple(classes))
+
+        def json_field(match: re.Match[str]) -> str:
             name, group = (match["name"], 2) if match["name"] is not None else (match["okey"], 4)
             value = match[group]
             if not value or _TOKEN.fullmatch(value):
                 return match.group()
-            start, end = match.span(group)
-            whole = match.group()
-            return whole[:start - match.start()] + REDACTED + classes[name] + whole[end - match.start():]
+            at, to, whole = match.start(group) - match.start(), match.end(group) - match.start(), match.group()
+            return whole[:at] + mark(classes[name], value) + whole[to:]
 
-        text = _field_pattern(tuple(classes)).sub(field, text)
-    return policy.detector.replace(text, lambda hit: REDACTED + hit.detector)
+        text = json.sub(json_field, text)
+        parts, last = [], 0
+        for match in proto.finditer(text):
+            if ord(match["klen"]) == len(match["key"]):
+                value = text[match.end():match.end() + ord(match["len"])]
+                parts += (text[last:match.end()], _mask(classes[match["key"]], value))
+                last = match.end() + len(value)
+        text = "".join(parts) + text[last:] if parts else text
+    return policy.detector.replace(text, lambda hit: mark(hit.detector, hit.text))
 
 
 def scrub_payload(payload: bytes, policy: Policy) -> bytes:
     """``payload`` (any bytes: JSON, protobuf, text) scrubbed like :func:`scrub_text`, byte for byte
-    outside the redacted stretches."""
+    outside the redacted stretches; in a binary payload each stretch keeps its length, so a
+    protobuf record still parses (and replays) with its personal data masked.
+
+    >>> scrub_payload(b"\\x0a\\x11patient.diagnosis\\x12\\x05\\x0a\\x03flu", load_policy())
+    b'\\n\\x11patient.diagnosis\\x12\\x05\\n\\x03red'
+    """
     text = payload.decode("latin-1")
-    scrubbed = scrub_text(text, policy)
+    scrubbed = scrub_text(text, policy, _mask if _BINARY.search(text) else _mark)
     return payload if scrubbed == text else scrubbed.encode("latin-1")
 
 
