@@ -18,6 +18,7 @@ from api.service import ApiService
 from audit import service as audit_service
 from compliance.service import Compliance
 from compliance.retention import Retention
+from integrations import worker as integrations_worker
 from m1.kafka_security import faust_credentials
 from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
@@ -103,6 +104,7 @@ def build_app(settings: Settings) -> faust.App:
     # audit topic -> hash chains, signed heads; events redacted like every other path
     access_listener = audit_service.wire(app, settings, store, publisher, pipeline.redactor)
     workflows_wire(app, settings, store, publisher)  # alert workflows: sources -> engine (Faust table) -> notifications
+    integrations_worker.wire(app, settings, store, publisher)  # notifications outbox -> receivers; deliveries table
     if settings.region:  # multi-region: heartbeats, lag, health, verdict, routing and their tables
         app.service(RegionAgent(settings, store=store, publisher=publisher))
     app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed,
