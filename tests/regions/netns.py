@@ -37,7 +37,8 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,13 +46,12 @@ import pytest
 
 from m1.kafka_local import LocalKafka, free_port
 from m1.settings import Settings
+from regions.cluster import REGION_BROKER_HEAP, REGION_BROKER_PROPERTIES
 from regions.wan_proxy import BackgroundWanProxy
 
 PREFIX = "m1p"
 SUPERNET = ipaddress.ip_network("10.213.0.0/16")
 _NAME = re.compile(rf"^{PREFIX}[-hn](\d+)[-x](\d+)$")
-#: Broker settings that make a lost or restarted broker noticed quickly (as regions.cluster does).
-FAST_BROKER = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
 
 
 def require() -> None:
@@ -200,7 +200,9 @@ def remove_link(link: Link) -> None:
 
 
 def cleanup_all() -> None:
-    """Remove every namespace this process made (the atexit hook)."""
+    """Close every open lab and remove every namespace this process made (the atexit hook)."""
+    for made in list(_open_labs):
+        made.close()
     for ns in list(_live):
         _remove_ns(ns)
         _live.pop(ns, None)
@@ -268,14 +270,14 @@ def start_broker(link: Link, home: Path, latency: float | None = None,
     seconds), the listener is advertised through a WAN proxy on ``link.host_addr``: clients reach
     the broker only over the delayed path (set ``broker.proxy.set_latency`` to change it)."""
     port = free_port()  # any port is free in a namespace of its own
-    props = {**FAST_BROKER, **(extra_properties or {})}
+    props = {**REGION_BROKER_PROPERTIES, **(extra_properties or {})}
     proxy = None
     if latency is not None:
         proxy = BackgroundWanProxy((link.ns_addr, port), latency, listen=(link.host_addr, 0))
         proxy_host, proxy_port = proxy.start()
         props["advertised.listeners"] = f"PLAINTEXT://{proxy_host}:{proxy_port}"
     kafka = LocalKafka(Settings(home=home, kafka_port=port), home=home / "kafka", host=link.ns_addr,
-                       netns=link.ns, extra_properties=props)
+                       netns=link.ns, extra_properties=props, heap=REGION_BROKER_HEAP)
     try:
         kafka.start(timeout=180)
     except BaseException:
@@ -287,13 +289,16 @@ def start_broker(link: Link, home: Path, latency: float | None = None,
 
 
 class Lab:
-    """What one test (or module) made: links and brokers, all removed by ``close`` (idempotent)."""
+    """What one test (or module) made: links, brokers and anything given to ``defer`` (processes in
+    the root namespace, say), all undone by ``close`` (idempotent; the atexit hook closes open labs)."""
 
     def __init__(self) -> None:
         require()
         sweep_stale()
         self.links: list[Link] = []
         self.brokers: list[NetnsBroker] = []
+        self._deferred: list[Callable[[], object]] = []
+        _open_labs.add(self)
 
     def link(self) -> Link:
         self.links.append(create_link())
@@ -305,13 +310,26 @@ class Lab:
         self.brokers.append(broker)
         return broker
 
+    def defer(self, undo: Callable[[], object]) -> None:
+        """Call ``undo`` on ``close``, before the namespaces go (last deferred, first called)."""
+        self._deferred.append(undo)
+
     def close(self) -> None:
+        while self._deferred:
+            try:
+                self._deferred.pop()()
+            except Exception as exc:  # the rest must still be undone
+                print(f"netns lab: cleanup step failed: {exc!r}", file=sys.stderr)
         for broker in self.brokers:
             if broker.proxy is not None:
                 broker.proxy.stop()
         for link in self.links:
             remove_link(link)  # kills the brokers in it
         self.links, self.brokers = [], []
+        _open_labs.discard(self)
+
+
+_open_labs: set[Lab] = set()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,11 @@ slowed to WAN latency, and clients in the root namespace see exactly that.
 Kafka client level (this module's first part): a producer and a consumer in the root namespace lose
 the broker when the link is cut and regain it, with every acknowledged record delivered; a lossy
 link delivers everything; a WAN link delays every acknowledgement by at least its round trip.
+
+Region level (second part; tests/regions/mesh.py): three regions with MirrorMaker 2 and their
+agents. A region whose link is cut is failed over by both others (routing moves its geography) and
+recovers when the link heals, with no other region failed over; 5 % loss fails nobody over; a
+150 ms WAN raises the measured replication lag by at least 150 ms and fails nobody over.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from m1.kafka_local import _pid_alive
+from schemas.events import RegionEvent
+from tests.regions.mesh import NAMES, Mesh, events, lags, mesh, routes
 from tests.regions.netns import NetnsBroker, lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
@@ -134,3 +141,99 @@ async def test_wan_latency_delays_every_acknowledgement(far_region: NetnsBroker)
     assert min(slow) >= 0.2  # a produce request and its acknowledgement: one round trip
     assert min(slower) >= 0.5
     assert statistics.median(slower) > statistics.median(slow)
+
+
+# -- region level: three regions, MirrorMaker 2 and their agents; one region partitioned ----------------
+CUT, FAR = "us-east", "ap-south"  # us-east is reached directly; ap-south through a WAN proxy (0 ms at first)
+
+
+@pytest.fixture(scope="module")
+def regions3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    with mesh(tmp_path_factory.mktemp("regions3"), NAMES, latency={FAR: 0.0},
+              agent_env={"M1_LAG_WINDOW_SECONDS": "4"}) as running:
+        yield running
+
+
+def _failover_of(region: str, since: float) -> Callable[[RegionEvent], bool]:
+    return lambda e: e.kind == "failover" and e.region == region and e.ts >= since
+
+
+async def _no_failover_since(running: Mesh, since: float, observers: list[str]) -> list[RegionEvent]:
+    """Every failover event the ``observers`` published since ``since`` (read now)."""
+    found = []
+    for observer in observers:
+        async with events(running.bootstraps[observer]) as tail:
+            await tail.until(lambda e: False, 2)
+            found += [e for e in tail.seen if e.kind == "failover" and e.ts >= since]
+    return found
+
+
+async def test_cut_region_is_failed_over_by_the_others_and_recovers_when_healed(regions3: Mesh) -> None:
+    await regions3.ready()
+    survivors = [name for name in NAMES if name != CUT]
+    link = regions3.brokers[CUT].link
+    cut_at = time.time()
+    link.cut()
+    try:
+        for observer in survivors:
+            async with events(regions3.bootstraps[observer]) as tail:
+                event = await tail.until(_failover_of(CUT, cut_at), 30)
+            assert event is not None, f"{observer} did not fail {CUT} over within 30 s"
+            assert event.observer == observer and set(event.views) >= set(survivors)
+            async with routes(regions3.bootstraps[observer]) as tail:
+                moved = await tail.until(lambda r: r.geo == CUT and r.decided_at >= cut_at, 10)
+            assert moved is not None and CUT not in moved.regions and moved.regions  # its clients go elsewhere
+        assert regions3.broker_alive(CUT)  # a partition, not a crash
+        assert link.dropped() > 0
+    finally:
+        healed_at = time.time()
+        link.heal()
+    for observer in survivors:
+        async with events(regions3.bootstraps[observer]) as tail:
+            back = await tail.until(lambda e: e.kind == "recovery" and e.region == CUT and e.ts >= healed_at, 90)
+        assert back is not None, f"{observer} did not see {CUT} recover within 90 s of the heal"
+        async with routes(regions3.bootstraps[observer]) as tail:
+            assert await tail.until(lambda r: r.geo == CUT and r.decided_at >= healed_at and r.regions[0] == CUT, 10)
+    assert not [e for e in await _no_failover_since(regions3, cut_at, survivors) if e.region != CUT]
+
+
+async def test_modest_loss_is_no_failover(regions3: Mesh) -> None:
+    await regions3.ready()
+    link = regions3.brokers[CUT].link
+    began = time.time()
+    link.set_loss(0.05)
+    try:
+        async with lags(regions3.bootstraps["eu-west"]) as tail:
+            await tail.until(lambda r: False, 30)  # 30 s of 5 % loss each way
+        assert link.dropped() > 0
+    finally:
+        link.clear_loss()
+    heard = [r for r in tail.seen if r.source == CUT and r.ts >= began + 5]
+    assert heard and all(r.samples > 0 for r in heard)  # its heartbeats kept arriving
+    assert await _no_failover_since(regions3, began, NAMES) == []
+
+
+async def test_wan_latency_grows_replication_lag_without_failover(regions3: Mesh) -> None:
+    await regions3.ready()
+    proxy = regions3.brokers[FAR].proxy
+    assert proxy is not None
+
+    async def lag_p50_ms(since: float) -> float:
+        """Median of the eu-west agent's p50 lag of FAR -> eu-west over 5 reports after ``since``."""
+        async with lags(regions3.bootstraps["eu-west"]) as tail:
+            await tail.until(lambda r: r.source == FAR and r.ts >= since + 5 and r.lag_p50_ms is not None, 60)
+            await tail.until(lambda r: False, 5)
+        return statistics.median(r.lag_p50_ms for r in tail.seen
+                                 if r.source == FAR and r.ts >= since and r.lag_p50_ms is not None)
+
+    began = time.time()
+    near = await lag_p50_ms(began + 4)  # a whole lag window (4 s) after the start
+    slowed_at = time.time()
+    proxy.set_latency(0.15)
+    try:
+        far = await lag_p50_ms(slowed_at + 4)
+    finally:
+        proxy.set_latency(0.0)
+    print(f"replication lag {FAR} -> eu-west p50: {near:.0f} ms direct, {far:.0f} ms over a 150 ms (one way) WAN")
+    assert far >= near + 150  # at least one crossing of the WAN more
+    assert await _no_failover_since(regions3, began, NAMES) == []
