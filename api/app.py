@@ -34,6 +34,7 @@ from tenancy.registry import Registry
 
 if TYPE_CHECKING:
     from compliance.service import Compliance
+    from regions.status import RegionStatus
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Api:
     metrics: PipelineMetrics | None = None
     routes: dict[Any, Route] = field(default_factory=dict)
     compliance: Compliance | None = None  # GDPR rights, retention, report (the worker's); None answers 503
+    regions: RegionStatus | None = None  # the region agent's verdict and routing table; None answers 503
 
     async def read(self, sql: str, parameters: dict[str, Any]) -> QueryResult:
         """A parameterised query of the API's own, in a thread, under the SQL time and memory limits."""
@@ -64,7 +66,7 @@ class Api:
 def make_api(settings: Settings, store: Store, registry: Registry, authenticator: Authenticator | None = None,
              run_bottlenecks: RunBottlenecks | None = None, metrics: PipelineMetrics | None = None,
              access_listener: Callable[[AccessEntry], None] | None = None,
-             compliance: Compliance | None = None) -> web.Application:
+             compliance: Compliance | None = None, regions: RegionStatus | None = None) -> web.Application:
     """The API over ``store`` (migrated, with ``access_log``) and ``registry``.
 
     ``authenticator`` defaults to ``Authenticator(settings, registry)`` (closed with the application;
@@ -74,7 +76,8 @@ def make_api(settings: Settings, store: Store, registry: Registry, authenticator
     must analyse that tenant's traces only, store the reports with the tenant and return them;
     without it the route answers 503. ``metrics`` (the worker's) serves ``GET /v1/metrics``; without
     it that route answers 503 too, as do the compliance routes without ``compliance``
-    (``compliance.service.Compliance``: GDPR rights, retention, legal holds, the report).
+    (``compliance.service.Compliance``: GDPR rights, retention, legal holds, the report), and the
+    region routes without ``regions`` (``regions.status.RegionStatus``, the region agent's).
     Request bodies are capped at ``settings.api_max_body_bytes``.
     """
     app = web.Application(middlewares=[gate], client_max_size=settings.api_max_body_bytes)
@@ -82,7 +85,7 @@ def make_api(settings: Settings, store: Store, registry: Registry, authenticator
         authenticator = Authenticator(settings, registry)
         app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
     api = Api(settings, store, registry, authenticator, run_bottlenecks, AccessLog(store, settings.api_access_flush_seconds, listener=access_listener),
-              TenantRates(settings, registry), document(ROUTES), metrics, compliance=compliance)
+              TenantRates(settings, registry), document(ROUTES), metrics, compliance=compliance, regions=regions)
     for route in ROUTES:
         api.routes[app.router.add_route(route.method, route.path, _unreachable)] = route
     app[API] = api

@@ -5,12 +5,13 @@ check (``api.gate``), the OpenAPI document (``api.openapi``) and the authorisati
 (``tests/security/authz_matrix.yaml``) are all made from it, so a route cannot exist without a
 permission (``api.route.Route`` refuses one) nor without rows in the matrix.
 
-Region status (issue #10) is not here yet: it will be ``GET /v1/regions`` with ``regions:read``.
+Region routes (issue #10, regions/api.py) need ``regions:read``: platform data, the same answer for
+every caller that holds it.
 
 >>> len({(r.method, r.path) for r in ROUTES}) == len(ROUTES)
 True
 >>> sorted({r.permission for r in ROUTES if not r.tenant_scoped})
-['authenticated', 'compliance:admin', 'metrics:read', 'public', 'sql:admin', 'tenants:admin']
+['authenticated', 'compliance:admin', 'metrics:read', 'public', 'regions:read', 'sql:admin', 'tenants:admin']
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from api import resources as res
 from api.params import Choice, Text
 from api.resources import Listing
 from api.route import AUTHENTICATED, PUBLIC, Route
+from regions import api as rg
 from workflows import api as wf
 
 T = "/v1/tenants/{tenant}"
@@ -48,6 +50,14 @@ ROUTES: tuple[Route, ...] = (
           "The worker's own health in Prometheus' text format (lag, batch latency, points, dead letters, "
           "live models, checkpoint age, store inserts); no tenant's data.",
           response={"type": "string"}, content_type="text/plain; version=0.0.4"),
+    # Regions (regions/): where clients should go now, and the shared health verdict behind it.
+    Route("GET", "/v1/route", "regions:read", rg.route,
+          "The ordered regions a client in a geography should use now (every geography's without geo), from "
+          "the region agent's latest decision; 404 unknown geography, 503 none up.", (rg.GEO,),
+          response=rg.ROUTE_RESPONSE),
+    Route("GET", "/v1/regions", "regions:read", rg.regions,
+          "Every region's shared health (healthy, degraded, down), why, and each region's local view of it.",
+          response=rg.REGIONS_RESPONSE),
     # Platform administration.
     Route("GET", "/v1/tenants", "tenants:admin", h.list_tenants, "Every tenant.", response=_ITEMS),
     Route("POST", "/v1/tenants", "tenants:admin", h.create_tenant, "Create a tenant (optional quota overrides).",

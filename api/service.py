@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from compliance.service import Compliance
     from m1.pipeline_metrics import PipelineMetrics
     from m1.settings import Settings
+    from regions.status import RegionStatus
     from sinks.clickhouse import Store
     from api.handlers import RunBottlenecks
     from tenancy.registry import Registry
@@ -38,7 +39,7 @@ class ApiService(Service):
     def __init__(self, settings: Settings, store: Store, registry: Registry,
                  run_bottlenecks: RunBottlenecks | None = None, metrics: PipelineMetrics | None = None,
                  access_listener: Callable[[AccessEntry], None] | None = None, compliance: Compliance | None = None,
-                 **kwargs: Any) -> None:
+                 regions: RegionStatus | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.access_listener = access_listener  # told of every access decision (the worker: audit.service)
         self.settings = settings
@@ -47,12 +48,14 @@ class ApiService(Service):
         self.run_bottlenecks = run_bottlenecks
         self.metrics = metrics
         self.compliance = compliance
+        self.regions = regions  # the region agent's status (regions/status.py), for /v1/route and /v1/regions
         self.authenticator = Authenticator(settings, registry)
         self.server: ApiServer | None = None
 
     async def on_start(self) -> None:
         web = make_api(self.settings, self.store, self.registry, self.authenticator, self.run_bottlenecks,
-                       self.metrics, access_listener=self.access_listener, compliance=self.compliance)
+                       self.metrics, access_listener=self.access_listener, compliance=self.compliance,
+                       regions=self.regions)
         self.server = ApiServer(self.settings, web)
         await self.server.start()
         self.log.info("API on http://%s:%d/v1", self.settings.web_bind, self.server.port)

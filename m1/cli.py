@@ -37,6 +37,7 @@ app.add_typer(compliance_cli.gdpr_app, name="gdpr")
 app.add_typer(compliance_cli.app, name="compliance")
 app.add_typer(integrations_cli.app, name="integrations")
 app.add_typer(regions_cli.app, name="regions")
+app.command("route")(regions_cli.route)
 workflows_cli.register(app)  # m1 workflows, m1 silences, m1 incidents
 console = Console()
 

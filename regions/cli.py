@@ -113,3 +113,66 @@ def agent(region: str = typer.Option(..., "--region", help="The region this agen
     console.print(f"region agent of [bold]{region}[/] on {settings.kafka_bootstrap} "
                   f"(regions: {', '.join(settings.regions)})")
     Worker(RegionAgent(settings), loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@app.command("simulate")
+def simulate(regions: int = typer.Option(5, help="Regions (2..10), at real cloud locations."),
+             geos: int = typer.Option(50, help="Client geographies (seeded random places)."),
+             hours: float = typer.Option(6.0, help="Simulated hours."),
+             seed: int = typer.Option(1, help="Seed: the same seed gives the same report."),
+             as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Simulate regions and client geographies under random crashes, partitions, loss and latency
+    changes, driving the real health, verdict and routing code; report routing accuracy,
+    failover detection times and false failovers (regions/simulation.py)."""
+    import json
+
+    from rich.progress import Progress
+
+    from regions.simulation import SimConfig
+    from regions.simulation import simulate as run
+
+    config = SimConfig(regions=regions, geos=geos, hours=hours, seed=seed)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"simulating {hours:g} h", total=hours * 3600)
+        report = run(config, progress=lambda done: progress.update(task, completed=done))
+    if as_json:
+        console.print_json(json.dumps(report.summary()))
+        return
+    det = report.detection_quantiles()
+    table = Table("measure", "value")
+    table.add_row("requests routed", f"{report.requests:,}")
+    table.add_row("routing accuracy", f"{report.accuracy:.4%}  (misses: "
+                  + ", ".join(f"{k} {v}" for k, v in report.misses.items()) + ")")
+    table.add_row("incidents (crash / isolation)", f"{report.incidents} ({report.undetected} undetected)")
+    table.add_row("detection time s p50 / p90 / p99 / max",
+                  " / ".join(f"{det[k]:.2f}" for k in ("p50", "p90", "p99", "max")) if det else "-")
+    table.add_row("failover events", str(report.failovers))
+    table.add_row("false failovers", f"{report.false_failovers} = {report.false_failover_rate:.5%} of "
+                  f"{report.decisions:,} decisions")
+    console.print(table)
+
+
+def route(geo: str = typer.Option("", "--geo", help="The client's geography; empty: every geography."),
+          as_json: bool = typer.Option(False, "--json", help="Print the API's answer as JSON.")) -> None:
+    """The regions a client in a geography should use now, in order, from the running worker's
+    region agent (GET /v1/route with M1_API_KEY; a key with regions:read). Exits 2 on failure."""
+    import json
+    import urllib.parse
+
+    from m1.query_client import QueryError, api_call
+
+    path = "/v1/route" + (f"?geo={urllib.parse.quote(geo, safe='')}" if geo else "")
+    try:
+        answer = api_call(get_settings(), "GET", path)
+    except QueryError as exc:
+        console.print(f"[red]route failed:[/] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        console.print_json(json.dumps(answer))
+        return
+    routes = {answer["geo"]: answer["regions"]} if geo else answer["routes"]
+    table = Table("geography", "regions, in order")
+    for name, regions in routes.items():
+        table.add_row(name, ", ".join(regions) or "[red]none up[/]")
+    console.print(table)
+    console.print(f"version {answer['version']}, decided by {answer['decided_by']}")

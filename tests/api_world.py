@@ -4,7 +4,8 @@ Two tenants, ``acme`` and ``globex``, have rows in every table the API serves; e
 tenant's rows hold names the tenant (its services are ``acme-api``, its series start with
 ``acme|``, ...), so an answer that holds another tenant's name holds another tenant's data.
 Each tenant has a key of every tenant role, ``platform`` a platform-admin and a monitoring
-key, and acme a revoked tenant-admin key. The API serves an (empty) worker's metrics. The server runs on 127.0.0.1 in a thread of its own, so tests
+key, and acme a revoked tenant-admin key. The API serves an (empty) worker's metrics, and a
+region agent's status (:data:`REGIONS`, every region up; tests may replace ``world.regions``' snapshot). The server runs on 127.0.0.1 in a thread of its own, so tests
 (and hypothesis) talk to it over real HTTP with :meth:`World.call`.
 
 chdb opens one data directory per process at a time: use one world per test module
@@ -30,6 +31,10 @@ from api.server import ApiServer
 from compliance.service import Compliance
 from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
+from regions.health import HealthState, RegionView
+from regions.routing import Router
+from regions.status import RegionSnapshot, RegionStatus
+from regions.verdict import decide
 from sinks.clickhouse import TS_TYPE, Store, connect
 from tenancy.names import PLATFORM
 from tenancy.registry import Registry
@@ -41,6 +46,19 @@ ROLES = (*TENANT_ROLES, "monitoring", "platform-admin")
 #: A trace id of each tenant (its spans carry ResourceAttributes['tenant']).
 TRACE_IDS = {"acme": "a" * 32, "globex": "b" * 32}
 NOW = time.time()
+#: The region agent's world: three regions, three client geographies (RTT ms).
+REGIONS = ("ap-south", "eu-west", "us-east")
+PROXIMITY = {"de": {"eu-west": 12.0, "us-east": 90.0, "ap-south": 130.0},
+             "us": {"eu-west": 85.0, "us-east": 8.0, "ap-south": 220.0},
+             "in": {"eu-west": 120.0, "us-east": 210.0, "ap-south": 14.0}}
+
+
+def region_snapshot(down: tuple[str, ...] = (), at: float = NOW) -> RegionSnapshot:
+    """eu-west's agent's decision when every region sees the regions ``down`` down."""
+    views = {o: RegionView(o, at, {r: HealthState.DOWN if r in down else HealthState.HEALTHY for r in REGIONS})
+             for o in REGIONS if o not in down}
+    verdict = decide(REGIONS, views)
+    return RegionSnapshot("eu-west", at, verdict, Router(PROXIMITY).route(verdict.states, at), views)
 
 
 @dataclass
@@ -70,6 +88,7 @@ class World:
     thread: threading.Thread | None = None
     bottleneck_runs: list[tuple[str, Any]] = field(default_factory=list)
     audit_events: list[Any] = field(default_factory=list)
+    regions: RegionStatus = field(default_factory=RegionStatus)
 
     @property
     def api(self) -> Any:
@@ -113,12 +132,14 @@ class World:
             self.audit_events.extend(events)
 
         compliance = Compliance(self.settings, self.store, audit)
+        self.regions.update(region_snapshot())
 
         def serve() -> None:
             self.loop = asyncio.new_event_loop()
             self.server = ApiServer(self.settings, make_api(self.settings, self.store, self.registry,
                                                             run_bottlenecks=run_bottlenecks,
-                                                            metrics=PipelineMetrics(), compliance=compliance))
+                                                            metrics=PipelineMetrics(), compliance=compliance,
+                                                            regions=self.regions))
             self.loop.run_until_complete(self.server.start())
             ready.set()
             self.loop.run_forever()
