@@ -36,7 +36,7 @@ from regions.mirror import MirrorMaker
 from regions.routing import Route
 from regions.verdict import decode_view
 from schemas.events import RegionEvent
-from tests.regions.netns import Lab, NetnsBroker, lab
+from tests.regions.netns import Lab, NetnsBroker, lab, track
 
 NAMES = ["eu-west", "us-east", "ap-south"]
 M1 = str(Path(sys.executable).with_name("m1"))
@@ -125,6 +125,7 @@ class Mesh:
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         self.agents[region] = proc
+        track(proc.pid)
         self.lab.defer(lambda: terminate(proc.pid, timeout=10) and proc.wait(10))
 
     def kill_broker(self, region: str) -> float:
@@ -165,7 +166,7 @@ def mesh(home: Path, names: list[str] = NAMES, latency: dict[str, float] | None 
         brokers = {name: made.broker(home / name, (latency or {}).get(name)) for name in names}
         mirror = MirrorMaker(Settings(home=home), home / "mirror")
         made.defer(lambda: mirror.stop(timeout=10))
-        mirror.start({name: broker.bootstrap for name, broker in brokers.items()}, timeout=300)
+        track(mirror.start({name: broker.bootstrap for name, broker in brokers.items()}, timeout=300).pid)
         running = Mesh(made, home, brokers, mirror, dict(agent_env or {}))
         for name in names:
             running.start_agent(name)

@@ -19,9 +19,11 @@ namespace side ``.2``, chosen free on this machine).
 
 All iptables rules live inside the namespaces, so deleting a namespace removes its rules, its
 veth pair and (after :func:`remove_link` kills them) the processes in it. Cleanup is guaranteed by
-three guards: :func:`lab` (a context manager for fixtures of any scope: its exit is the finalizer), an ``atexit`` hook of this module (SIGTERM
-is turned into a normal exit so it runs), and :func:`sweep_stale`, which removes what a killed run
-(SIGKILL) of another, no longer living, process left behind. :func:`leftovers` lists what is left.
+three guards: :func:`lab` (a context manager for fixtures of any scope: its exit is the
+finalizer; it also stops what was given to :meth:`Lab.defer`), this module's ``atexit`` hook and
+SIGTERM handler (both close every open lab), and :func:`sweep_stale`, which removes the namespaces
+a killed run (SIGKILL) of another, no longer living, process left behind, and the processes it
+started in the root namespace (:func:`track`). :func:`leftovers` lists what is left.
 
 :func:`require` skips, with the reason, when not root or when ``ip`` is missing.
 """
@@ -52,6 +54,8 @@ from regions.wan_proxy import BackgroundWanProxy
 PREFIX = "m1p"
 SUPERNET = ipaddress.ip_network("10.213.0.0/16")
 _NAME = re.compile(rf"^{PREFIX}[-hn](\d+)[-x](\d+)$")
+#: ``<run pid>.pids``: the root-namespace processes each run started (see :func:`track`).
+PIDS_DIR = Path("/run/m1p")
 
 
 def require() -> None:
@@ -206,6 +210,7 @@ def cleanup_all() -> None:
     for ns in list(_live):
         _remove_ns(ns)
         _live.pop(ns, None)
+    (PIDS_DIR / f"{os.getpid()}.pids").unlink(missing_ok=True)
 
 
 def _names() -> tuple[list[str], list[str]]:
@@ -225,10 +230,36 @@ def leftovers(pid: int | None = None) -> list[str]:
     return found
 
 
+def _started(pid: int) -> str | None:
+    """The start time of process ``pid`` (tells it from a later process reusing the id), or ``None``."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def track(pid: int) -> None:
+    """Record a root-namespace process this run started (MirrorMaker, an agent), so that
+    :func:`sweep_stale` can stop it if this run is killed before its lab is closed."""
+    PIDS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(PIDS_DIR / f"{os.getpid()}.pids", "a") as out:
+        out.write(f"{pid} {_started(pid)}\n")
+
+
 def sweep_stale() -> list[str]:
-    """Remove what runs of processes that no longer exist left behind (a SIGKILLed test run)."""
-    namespaces, links = _names()
+    """Remove what runs of processes that no longer exist left behind (a SIGKILLed test run):
+    their namespaces, veths and the root-namespace processes they recorded with :func:`track`."""
     removed = []
+    for record in PIDS_DIR.glob("*.pids") if PIDS_DIR.exists() else []:
+        if Path(f"/proc/{record.stem}").exists():
+            continue
+        for line in record.read_text().splitlines():
+            pid, started = line.split()
+            if _started(int(pid)) == started:  # the very process that run started
+                os.kill(int(pid), signal.SIGKILL)
+                removed.append(f"pid {pid}")
+        record.unlink()
+    namespaces, links = _names()
     for name in namespaces + links:
         pid = int(_NAME.match(name)[1])
         if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
@@ -240,13 +271,17 @@ def sweep_stale() -> list[str]:
     return removed
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+def _cleanup_on_sigterm(signum: int, frame: object) -> None:
+    """Clean up, then die of the signal as if no handler were set (pytest would catch an
+    exception raised here as one test's failure and go on)."""
+    cleanup_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 atexit.register(cleanup_all)
 if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _cleanup_on_sigterm)
 
 
 @dataclass

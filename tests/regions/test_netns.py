@@ -73,15 +73,17 @@ def test_cut_heal_and_loss_act_on_a_real_server(partition_lab: Lab) -> None:
 
 SCRIPT = """
 import subprocess, sys, time
-from m1.kafka_local import _pid_alive
-from tests.regions.netns import lab, leftovers
+from tests.regions.netns import lab, leftovers, track
 import os
 with lab() as made:
     link = made.link()
     link.cut(); link.set_loss(0.2)
     made.link()
     sleeper = subprocess.Popen(["ip", "netns", "exec", link.ns, "sleep", "300"])
-    print(len(leftovers(os.getpid())), len(link.rules()), sleeper.pid, flush=True)
+    outside = subprocess.Popen(["sleep", "300"], start_new_session=True)  # in the root namespace
+    track(outside.pid)
+    made.defer(outside.kill)
+    print(len(leftovers(os.getpid())), len(link.rules()), sleeper.pid, outside.pid, flush=True)
     if sys.argv[1] == "fail":
         raise RuntimeError("a failing test")
     time.sleep(300)  # until terminated or killed
@@ -104,7 +106,7 @@ def test_nothing_is_left_when_a_run_fails_or_is_terminated(mode: str) -> None:
         proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) != 0
     assert leftovers(proc.pid) == []
-    assert not _pid_alive(made[2])  # the process it ran in a namespace
+    assert not _pid_alive(made[2]) and not _pid_alive(made[3])  # what it ran in a namespace and outside
 
 
 def test_a_killed_run_is_swept_by_the_next() -> None:
@@ -113,8 +115,8 @@ def test_a_killed_run_is_swept_by_the_next() -> None:
     assert made[:2] == [4, 4]
     proc.kill()
     proc.wait(30)
-    assert len(leftovers(proc.pid)) == 4 and _pid_alive(made[2])  # SIGKILL: no hook ran
+    assert len(leftovers(proc.pid)) == 4 and _pid_alive(made[2]) and _pid_alive(made[3])  # SIGKILL: no hook ran
     swept = sweep_stale()
-    assert len([name for name in swept if f"{proc.pid}" in name]) >= 2
+    assert len([name for name in swept if f"{proc.pid}" in name]) >= 2 and f"pid {made[3]}" in swept
     assert leftovers(proc.pid) == []
-    assert not _pid_alive(made[2])
+    assert not _pid_alive(made[2]) and not _pid_alive(made[3])
