@@ -89,7 +89,7 @@ def _status_matches(wanted: str, status: int) -> bool:
 class Engine:
     """The workflows of every tenant over one state ``store``; ``clear_after``: incident clear time."""
 
-    def __init__(self, specs: Mapping[str, TenantWorkflows], store: MutableMapping[str, bytes | None],
+    def __init__(self, specs: Mapping[str, TenantWorkflows], store: MutableMapping[str, str],
                  clear_after: float = 300.0) -> None:
         self.specs = dict(specs)
         self.store = store

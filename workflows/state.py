@@ -1,6 +1,6 @@
 """The engine's durable state: groups with their runs, incidents, and each tenant's silences.
 
-Everything lives in one key-value mapping of bytes (a Faust table in the worker, a dict in
+Everything lives in one key-value mapping of JSON text (a Faust table in the worker, a dict in
 tests), under keys ``t:<tenant>``, ``g:<tenant>|<workflow>|<group>`` and
 ``i:<tenant>|<service>|<region>``. :class:`Tx` reads each key once per input, and writes back
 only what changed, so the table's changelog carries one record per changed key.
@@ -132,8 +132,8 @@ class TenantState(msgspec.Struct):
 
 
 _TYPES = {"t": TenantState, "g": Group, "i": Incident}
-_DECODERS = {k: msgspec.msgpack.Decoder(v) for k, v in _TYPES.items()}
-_ENCODER = msgspec.msgpack.Encoder()
+_DECODERS = {k: msgspec.json.Decoder(v) for k, v in _TYPES.items()}
+_ENCODER = msgspec.json.Encoder()
 
 
 def group_key(tenant: str, workflow: str, group: str) -> str:
@@ -147,7 +147,7 @@ def incident_key(tenant: str, service: str, region: str) -> str:
 class Tx:
     """Reads and writes of one input on ``store``; :meth:`commit` writes the changed keys back."""
 
-    def __init__(self, store: MutableMapping[str, bytes | None]) -> None:
+    def __init__(self, store: MutableMapping[str, str]) -> None:
         self.store = store
         self.cache: dict[str, Any] = {}
 
@@ -172,7 +172,7 @@ class Tx:
 
     def commit(self) -> None:
         for key, value in self.cache.items():
-            raw = None if value is None else _ENCODER.encode(value)
+            raw = None if value is None else _ENCODER.encode(value).decode()
             if raw != self.store.get(key):
                 if raw is None:
                     self.store.pop(key, None)

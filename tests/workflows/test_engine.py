@@ -200,7 +200,7 @@ def test_state_survives_a_new_engine_on_the_same_store() -> None:
     store: dict = {}
     engine(store=store).handle(sig(0), now=0)
     assert told(engine(store=store).tick(30, ["acme"])) == ["chat"]
-    assert all(isinstance(v, bytes) for v in store.values())
+    assert all(isinstance(v, str) for v in store.values())
 
 
 def test_notification_ids_are_stable_across_a_replay() -> None:
