@@ -279,6 +279,7 @@ def _text_fields(event_type: type[msgspec.Struct]) -> list[tuple[str, bool]]:
 
 _JSON_STRING = r'"((?:[^"\\]|\\.)*)"'
 _BINARY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_CONTROL = re.compile(r"[\x00-\x1f]")  # in protobuf, also the tags 0x09, 0x0a, 0x0d
 
 
 @lru_cache(maxsize=8)
@@ -305,39 +306,108 @@ def _mask(label: str, original: str) -> str:
 def scrub_text(text: str, policy: Policy, mark: Callable[[str, str], str] = _mark) -> str:
     """``text`` with the values of fields the policy classifies (by exact name, in JSON or
     protobuf) and every detector hit replaced by ``mark(class or detector, value)``."""
-    classes = policy.classified_names()
-    if classes:
-        json, proto = _field_patterns(tuple(classes))
-
-        def json_field(match: re.Match[str]) -> str:
-            name, group = (match["name"], 2) if match["name"] is not None else (match["okey"], 4)
-            value = match[group]
-            if not value or _TOKEN.fullmatch(value):
-                return match.group()
-            at, to, whole = match.start(group) - match.start(), match.end(group) - match.start(), match.group()
-            return whole[:at] + mark(classes[name], value) + whole[to:]
-
-        text = json.sub(json_field, text)
-        parts, last = [], 0
-        for match in proto.finditer(text):
-            if ord(match["klen"]) == len(match["key"]):
-                value = text[match.end():match.end() + ord(match["len"])]
-                parts += (text[last:match.end()], _mask(classes[match["key"]], value))
-                last = match.end() + len(value)
-        text = "".join(parts) + text[last:] if parts else text
+    text = _scrub_fields(text, policy, mark)
     return policy.detector.replace(text, lambda hit: mark(hit.detector, hit.text))
+
+
+def _scrub_fields(text: str, policy: Policy, mark: Callable[[str, str], str]) -> str:
+    classes = policy.classified_names()
+    if not classes:
+        return text
+    json, proto = _field_patterns(tuple(classes))
+
+    def json_field(match: re.Match[str]) -> str:
+        name, group = (match["name"], 2) if match["name"] is not None else (match["okey"], 4)
+        value = match[group]
+        if not value or _TOKEN.fullmatch(value):
+            return match.group()
+        at, to, whole = match.start(group) - match.start(), match.end(group) - match.start(), match.group()
+        return whole[:at] + mark(classes[name], value) + whole[to:]
+
+    text = json.sub(json_field, text)
+    parts, last = [], 0
+    for match in proto.finditer(text):
+        if ord(match["klen"]) == len(match["key"]):
+            value = text[match.end():match.end() + ord(match["len"])]
+            parts += (text[last:match.end()], _mask(classes[match["key"]], value))
+            last = match.end() + len(value)
+    return "".join(parts) + text[last:] if parts else text
+
+
+def _scrub_protobuf(text: str, policy: Policy) -> str:
+    """Binary ``text`` (bytes as latin-1) scrubbed as protobuf: every string field at any depth
+    by the detectors, masked length for length; whatever does not parse (a truncated or
+    corrupt tail, a bytes field) is scanned as it is."""
+    out = list(text)
+
+    def scan(start: int, end: int) -> None:
+        masked = policy.detector.replace(text[start:end], lambda hit: _mask(hit.detector, hit.text))
+        out[start:end] = masked
+
+    def varint(pos: int, end: int) -> tuple[int | None, int]:
+        value = shift = 0
+        while pos < end and shift < 64:
+            byte = ord(text[pos])
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value, pos
+            shift += 7
+        return None, pos
+
+    def walk(start: int, end: int, depth: int) -> int:
+        """Scrub the fields in [start, end); returns where parsing stopped (``end`` if it all parsed)."""
+        pos = start
+        while pos < end:
+            field_start = pos
+            tag, pos = varint(pos, end)
+            if tag is None or tag >> 3 == 0:
+                return field_start
+            wire = tag & 7
+            if wire == 0:
+                value, pos = varint(pos, end)
+                if value is None:
+                    return field_start
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            elif wire == 2:
+                size, pos = varint(pos, end)
+                if size is None or pos + size > end:
+                    return field_start
+                body = text[pos:pos + size]
+                if not _CONTROL.search(body):  # a string (or bytes that look like one)
+                    scan(pos, pos + size)
+                elif depth >= 32 or walk(pos, pos + size, depth + 1) != pos + size:
+                    scan(pos, pos + size)  # not a message after all: bytes
+                pos += size
+            else:
+                return field_start
+            if pos > end:
+                return field_start
+        return pos
+
+    stopped = walk(0, len(text), 0)
+    if stopped < len(text):
+        scan(stopped, len(text))
+    return "".join(out)
 
 
 def scrub_payload(payload: bytes, policy: Policy) -> bytes:
     """``payload`` (any bytes: JSON, protobuf, text) scrubbed like :func:`scrub_text`, byte for byte
-    outside the redacted stretches; in a binary payload each stretch keeps its length, so a
-    protobuf record still parses (and replays) with its personal data masked.
+    outside the redacted stretches. A binary payload is read as protobuf (the OTLP topics'
+    encoding) and every redacted stretch keeps its length, so a record that parsed still parses
+    (and replays) with its personal data masked.
 
     >>> scrub_payload(b"\\x0a\\x11patient.diagnosis\\x12\\x05\\x0a\\x03flu", load_policy())
     b'\\n\\x11patient.diagnosis\\x12\\x05\\n\\x03red'
+    >>> scrub_payload(b"\\x0a\\x0c203.0.113.77z\\x03abc\\xff", load_policy())  # a field tag right after the value
+    b'\\n\\x0credacted:ipvz\\x03abc\\xff'
     """
     text = payload.decode("latin-1")
-    scrubbed = scrub_text(text, policy, _mask if _BINARY.search(text) else _mark)
+    if _BINARY.search(text):
+        scrubbed = _scrub_protobuf(_scrub_fields(text, policy, _mask), policy)
+    else:
+        scrubbed = scrub_text(text, policy)
     return payload if scrubbed == text else scrubbed.encode("latin-1")
 
 
