@@ -40,7 +40,9 @@ Measures
   names a region that is down (detection), still leaves out a region that is back (recovery),
   or orders regions that are all up wrongly (latency: measurement error and smoothing delay).
 - detection time: for every crash or isolation longer than the down threshold, the time from
-  its start to each running, reachable region's failover event about it.
+  its start to each running, reachable region's failover event about it. With three or more of
+  five regions down at once the survivors are a minority and, by design, fail nobody over until
+  enough come back (regions/verdict.py); ``detection_peak`` tells those detections apart.
 - false failovers: failover events about a region that was up and reachable for the whole
   window before (``down_missed`` intervals + 2 s); reported per failover event and per
   decision (one decision = one region's shared state computed by one region in one tick).
@@ -113,6 +115,8 @@ class SimReport:
     incidents: int = 0
     undetected: int = 0
     detection_s: list[float] = field(default_factory=list)
+    detection_peak: list[int] = field(default_factory=list)  # most regions down or cut off at once, per detection
+    local_failovers: int = 0  # local health state machines gone down: suspicions the quorum weighs
     routing_versions: int = 0
 
     @property
@@ -145,7 +149,7 @@ class SimReport:
             "misses": dict(self.misses), "decisions": self.decisions, "failovers": self.failovers,
             "false_failovers": self.false_failovers, "false_failover_rate": self.false_failover_rate,
             "false_failover_share": self.false_failover_share, "recoveries": self.recoveries,
-            "incidents": self.incidents, "undetected": self.undetected,
+            "incidents": self.incidents, "undetected": self.undetected, "local_failovers": self.local_failovers,
             "detection_s": {k: round(v, 3) for k, v in self.detection_quantiles().items()},
             "routing_versions": self.routing_versions,
         }
@@ -290,6 +294,8 @@ def simulate(cfg: SimConfig, progress: Callable[[float], None] | None = None) ->
                     incidents[r] = _Incident(now, frozenset(o for o in regions if o != r and world.reachable(o)))
                 elif not begin and world.reachable(r) and r in incidents:
                     _close_incident(report, incidents.pop(r), now, window)
+                for incident in incidents.values():
+                    incident.peak = max(incident.peak, len(world.crashed | world.isolated))
                 if ep.kind == "crash" and not begin:  # the agent restarts afresh, keeping its published table
                     agents[r] = _Agent(r, regions, policy, now, agents[r].table)
             if ep.kind == "anomaly" and begin and world.reachable(ep.target[0]):
@@ -325,6 +331,7 @@ def simulate(cfg: SimConfig, progress: Callable[[float], None] | None = None) ->
             if r in world.crashed:
                 continue
             local = agent.health.evaluate(now)
+            report.local_failovers += sum(c.kind == "failover" for c in local)
             if local or now >= agent.next_view:
                 view = agent.health.view(now)
                 agent.fresh |= agent.board.offer(view)
@@ -358,6 +365,7 @@ class _Incident:
 
     start: float
     observers: frozenset[str]  # the regions up and reachable when it started: they should detect it
+    peak: int = 1  # most regions down or cut off at once while it lasts
     detected: dict[str, float] = field(default_factory=dict)
 
 
@@ -380,6 +388,7 @@ def _score_event(report: SimReport, world: _World, event, incidents: dict[str, _
                 and event.observer not in incident.detected:
             incident.detected[event.observer] = now
             report.detection_s.append(now - incident.start)
+            report.detection_peak.append(incident.peak)
     elif now - world.unavailable_until.get(event.region, -math.inf) > window:
         report.false_failovers += 1
 
