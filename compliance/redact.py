@@ -277,7 +277,7 @@ def _text_fields(event_type: type[msgspec.Struct]) -> list[tuple[str, bool]]:
 
 # ---------------------------------------------------------------------- raw payloads (dead letters)
 
-_JSON_STRING = r'"((?:[^"\\]|\\.)*)"'
+_JSON_STRING = r'"((?:[^"\\]|\\.)*)(?:"|\Z)'  # a value cut off by the end of a truncated record, too
 _BINARY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _CONTROL = re.compile(r"[\x00-\x1f]")  # in protobuf, also the tags 0x09, 0x0a, 0x0d
 
