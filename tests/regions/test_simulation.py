@@ -34,7 +34,8 @@ def test_crashes_are_detected_within_the_missed_heartbeats_and_cost_some_request
     report = simulate(SimConfig(hours=0.5, seed=3, policy=policy, probe_noise=0.0, **{**QUIET, "crash_every_h": 0.25}))
     assert report.incidents >= 5 and report.undetected == 0
     low = (policy.down_missed - 1) * policy.heartbeat_interval  # the last beat may arrive up to an interval late
-    high = policy.down_missed * policy.heartbeat_interval + 1.0
+    # + up to one interval to the deciding region's next decision, one more for the others' views, ticks
+    high = (policy.down_missed + 2) * policy.heartbeat_interval + 0.5
     minority = [d for d, peak in zip(report.detection_s, report.detection_peak) if peak >= 3]
     assert all(low <= d <= high for d, peak in zip(report.detection_s, report.detection_peak) if peak < 3)
     assert minority and min(minority) > 30  # 3 of 5 down: the 2 survivors wait for a majority (by design)
@@ -52,7 +53,7 @@ def test_two_regions_cut_apart_fail_each_other_over_and_it_is_counted_false():
 def test_with_five_regions_the_quorum_overrules_what_one_cut_or_lossy_link_suggests():
     report = simulate(SimConfig(hours=1.0, seed=5, **{**QUIET, "cut_every_h": 2.0, "loss_every_h": 2.0}))
     assert report.local_failovers > 10  # the observers at the ends of a faulty link did see each other down
-    assert report.failovers == 0 and report.decisions > 100_000
+    assert report.failovers == 0 and report.decisions == 5 * 5 * 3600  # each region decides every second
 
 
 def test_config_is_checked():
