@@ -69,7 +69,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/compliance/report", "compliance:admin", h.compliance_report,
           "Live compliance evidence: SOC 2, HIPAA 164.312 and GDPR controls, each check with its evidence, the "
           "score (not a certification).",
-          (Choice("framework", "Only this framework's controls.", ("soc2", "hipaa", "gdpr")),), response=_OBJECT),
+          (Choice("framework", "Only this framework's controls.", choices=("soc2", "hipaa", "gdpr")),), response=_OBJECT),
     Route("GET", "/v1/compliance/retention", "compliance:admin", h.retention,
           "Retention days per class and tenant, legal holds, each table's TTL as planned and as applied.",
           response=_OBJECT),
