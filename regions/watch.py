@@ -29,6 +29,10 @@ async def read_topic(settings: Settings, topic: str, until: Callable[[list[bytes
     deadline = time.monotonic() + timeout
     try:
         await asyncio.wait_for(consumer.start(), timeout)
+        while topic not in await consumer.topics():  # not created yet (the agent creates it on start)
+            if time.monotonic() > deadline:
+                return values
+            await asyncio.sleep(0.5)
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
