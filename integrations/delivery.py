@@ -48,7 +48,7 @@ from integrations.breaker import Breaker
 from integrations.context import Context
 from integrations.notification import Notification
 from integrations.outcome import Outcome
-from m1.kafka_security import client_kwargs
+from m1.kafka_security import admin_client, client_kwargs
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from streams.metrics_pipeline import DeadLetter
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 REMEMBER_IDS = 500_000
 REMEMBER_SECONDS = 3600.0
 COMMIT_SECONDS = 1.0
+FLUSH_SECONDS = 0.02
 
 
 def delivery_topics(settings: Settings) -> list[str]:
@@ -171,6 +172,8 @@ class DeliveryService(Service):
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.delivery_concurrency)
         self._tasks: set[asyncio.Task] = set()
+        self._outbox: list[tuple[Job, list[OutputRecord]]] = []  # outcomes not yet on Kafka
+        self._flushed = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._session: aiohttp.ClientSession | None = None
         self.stats = {"delivered": 0, "failed": 0, "dead": 0, "skipped": 0}
@@ -195,6 +198,14 @@ class DeliveryService(Service):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._outbox:  # outcomes already known: publish them rather than attempt again after the restart
+            done, self._outbox = self._outbox, []
+            try:
+                await self.publisher.publish([r for _, records in done for r in records])
+                for job, _ in done:
+                    self.offsets.finished(job.tp, job.offset)
+            except Exception as exc:
+                log.warning("delivery: %d outcomes not published at stop (%s); they will be attempted again", len(done), exc)
         if self._consumer is not None:
             await self.commit()
             await self._consumer.stop()
@@ -206,7 +217,7 @@ class DeliveryService(Service):
     async def _consume(self) -> None:
         while not self.should_stop:
             consumer = self._consumer
-            if len(self._heap) + len(self._tasks) >= self.settings.delivery_max_pending:
+            if len(self._heap) + len(self._tasks) + len(self._outbox) >= self.settings.delivery_max_pending:
                 consumer.pause(*consumer.assignment())
             elif consumer.paused():
                 consumer.resume(*consumer.paused())
@@ -255,6 +266,26 @@ class DeliveryService(Service):
                 pass
 
     @Service.task
+    async def _flush(self) -> None:
+        """Publish the attempts' outcomes together (one producer call, whole batches), and only then
+        count their records finished: an outcome not on Kafka is an attempt to make again."""
+        while not self.should_stop:
+            await self._flushed.wait()
+            await asyncio.sleep(FLUSH_SECONDS)  # let the outcomes of concurrent attempts gather
+            self._flushed.clear()
+            done, self._outbox = self._outbox, []
+            try:
+                await self.publisher.publish([r for _, records in done for r in records])
+            except Exception as exc:
+                log.warning("delivery: %d outcomes not published (%s); trying again", len(done), exc)
+                self._outbox[:0] = done
+                self._flushed.set()
+                await asyncio.sleep(1.0)
+                continue
+            for job, _ in done:
+                self.offsets.finished(job.tp, job.offset)
+
+    @Service.task
     async def _commit_clock(self) -> None:
         while not self.should_stop:
             await self.sleep(COMMIT_SECONDS)
@@ -297,8 +328,8 @@ class DeliveryService(Service):
                 breaker.succeeded()
             elif outcome.retryable and outcome.status != 429:
                 breaker.failed(time.time())
-            await self.publisher.publish(self._records(job, outcome, time.time()))
-            self.offsets.finished(job.tp, job.offset)
+            self._outbox.append((job, self._records(job, outcome, time.time())))
+            self._flushed.set()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -360,10 +391,7 @@ class DeliveryService(Service):
         await consumer.start()
         await asyncio.sleep(0)  # aiokafka: a consumer stopped before its first loop turn raises CancelledError
         try:
-            partitions = consumer.partitions_for_topic(self.settings.topic_deliveries) or set()
-            tps = [TopicPartition(self.settings.topic_deliveries, p) for p in partitions]
-            if not tps:
-                return
+            tps = [TopicPartition(self.settings.topic_deliveries, p) for p in await self._partitions(self.settings.topic_deliveries)]
             consumer.assign(tps)
             since = await consumer.offsets_for_times({tp: int((time.time() - REMEMBER_SECONDS) * 1000) for tp in tps})
             ends = await consumer.end_offsets(tps)
@@ -385,6 +413,15 @@ class DeliveryService(Service):
         finally:
             await consumer.stop()
         log.info("delivery: %d recently finished notifications remembered", len(self.finished_ids))
+
+    async def _partitions(self, topic: str) -> list[int]:
+        admin = admin_client(self.settings)
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([topic])
+            return sorted(p["partition"] for p in described["partitions"])
+        finally:
+            await admin.close()
 
 
 class _Revocations(ConsumerRebalanceListener):

@@ -7,6 +7,7 @@ True
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 
@@ -43,6 +44,7 @@ async def deliver(ctx: Context, n: Notification) -> Outcome:
         return Outcome(False, reason=f"config: {exc}")
 
 
+@lru_cache(maxsize=None)
 def schema(receiver_type: str) -> dict:
     """The JSON Schema of ``receiver_type``'s payload, written from the vendor's documentation."""
     return json.loads((Path(__file__).parent / "schemas" / f"{receiver_type}.json").read_text())

@@ -24,6 +24,7 @@ import ssl
 import time
 import uuid
 from collections import Counter, defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 import jsonschema
@@ -37,6 +38,14 @@ from m1.kafka_local import free_port
 from m1.local_tls import ensure_broker_tls
 
 FAULTS = ("500", "429", "timeout", "reset")
+
+
+@lru_cache(maxsize=None)
+def validator(kind: str) -> jsonschema.protocols.Validator:
+    """The checked, compiled validator of ``kind``'s schema."""
+    cls = jsonschema.validators.validator_for(schema(kind))
+    cls.check_schema(schema(kind))
+    return cls(schema(kind), format_checker=cls.FORMAT_CHECKER)
 
 
 def verify(secret: str, headers, body: bytes) -> bool:
@@ -122,7 +131,9 @@ class FakeVendors:
 
     def _invalid(self, kind: str, body: bytes) -> web.Response | None:
         try:
-            jsonschema.validate(msgspec.json.decode(body), schema(kind))
+            error = jsonschema.exceptions.best_match(validator(kind).iter_errors(msgspec.json.decode(body)))
+            if error is not None:
+                raise error
         except (jsonschema.ValidationError, msgspec.DecodeError) as exc:
             self.invalid.append(f"{kind}: {exc}")
             return web.json_response({"message": str(exc)[:200]}, status=400)
