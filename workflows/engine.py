@@ -30,7 +30,9 @@ from workflows.state import ENDED, Alert, Group, Incident, Run, TenantState, Tx,
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 #: A webhook call whose answer has not come back this long after its timeout is taken as failed.
-CALL_GRACE_SECONDS = 5.0
+CALL_GRACE_SECONDS = 30.0
+#: How stale the time an inhibiting alert was last seen may get before a signal rewrites it.
+FIRING_REFRESH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -122,16 +124,17 @@ class Engine:
             ctx = _Ctx(self.specs.get(tenant), tx.tenant(tenant), now, tx)
             state = ctx.tenant
             state.silences = [s for s in state.silences if s.ends_at > now]
-            for gkey in list(state.groups):
-                self._advance(ctx, gkey)
+            for gkey in [k for k, due in state.groups.items() if due <= now]:
+                self._advance(ctx, gkey, exact=True)
             for ikey in list(state.incidents):
                 incident: Incident | None = tx.get(ikey)
                 if incident is None:
                     state.incidents.remove(ikey)
                 elif incident.last_seen + self.clear_after <= now:
                     self._resolve_incident(ctx, ikey, "its anomalies cleared")
-            live = {a.signal.fingerprint for k in state.groups if (g := tx.get(k)) for a in g.alerts.values()}
-            state.firing = {fp: s for fp, s in state.firing.items() if fp in live}
+            if state.firing:  # what no workflow would still hold has cleared
+                keep = max((w.resolve_after for w in ctx.spec.workflows), default=0.0) if ctx.spec else 0.0
+                state.firing = {fp: s for fp, s in state.firing.items() if s.received + keep > now}
             tx.commit()
             effects += ctx.effects
         return effects
@@ -142,8 +145,10 @@ class Engine:
         workflows = [w for w in (ctx.spec.workflows if ctx.spec else ())
                      if w.trigger.source == s.source and matches(w.trigger.match, s)]
         incident = self._correlate(ctx, s) if s.source == "anomalies" or workflows else None
-        if workflows:
-            ctx.tenant.firing[s.fingerprint] = s
+        old = ctx.tenant.firing.get(s.fingerprint)
+        if workflows and ctx.spec.inhibit and (old is None or old.severity != s.severity
+                                               or ctx.now - old.received >= FIRING_REFRESH_SECONDS):
+            ctx.tenant.firing[s.fingerprint] = msgspec.structs.replace(s, received=ctx.now)
         for w in workflows:
             self._add_to_group(ctx, w, s, incident)
 
@@ -243,7 +248,6 @@ class Engine:
         if g is None:
             g = Group(s.tenant, w.name, label)
             ctx.tx.put(gkey, g)
-            ctx.tenant.groups.append(gkey)
         if not g.alerts:
             g.since, g.times, g.firing = s.ts, [], False
         old = g.alerts.get(s.fingerprint)
@@ -262,15 +266,34 @@ class Engine:
                 g.flush_due = max(ctx.now, g.last_flush + w.group.interval)
         self._advance(ctx, gkey)
 
-    def _advance(self, ctx: _Ctx, gkey: str) -> None:
-        """Everything due for the group at ``ctx.now``: clearing, flush or repeat, run deadlines."""
+    def _advance(self, ctx: _Ctx, gkey: str, exact: bool = False) -> None:
+        """Everything due for the group at ``ctx.now``: clearing, flush or repeat, run deadlines;
+        then when it is next due (``exact``: set it; else only bring it forward, so a signal
+        does not rewrite the tenant's state)."""
         g: Group | None = ctx.tx.get(gkey)
         if g is None or ctx.spec is None or g.workflow not in {w.name for w in ctx.spec.workflows}:
             ctx.tx.delete(gkey)  # its workflow is gone
-            if gkey in ctx.tenant.groups:
-                ctx.tenant.groups.remove(gkey)
+            ctx.tenant.groups.pop(gkey, None)
             return
-        w = ctx.spec.workflow(g.workflow)
+        self._step_group(ctx, gkey, g, ctx.spec.workflow(g.workflow))
+        if ctx.tx.get(gkey) is not None:
+            due = self._due(ctx.spec.workflow(g.workflow), g)
+            ctx.tenant.groups[gkey] = due if exact else min(due, ctx.tenant.groups.get(gkey, inf))
+
+    @staticmethod
+    def _due(w: Workflow, g: Group) -> float:
+        """When the group must next be looked at: an alert clears, a flush, a repeat, a run's deadline."""
+        times = [min(a.seen for a in g.alerts.values()) + w.resolve_after]
+        if g.flush_due is not None:
+            times.append(g.flush_due)
+        run = g.run
+        if run and run.state in ("waiting_ack", "calling"):
+            times.append(run.deadline)
+        if run and run.state in ("waiting_ack", "notified") and run.notified:
+            times.append(g.last_flush + w.group.repeat)
+        return min(times)
+
+    def _step_group(self, ctx: _Ctx, gkey: str, g: Group, w: Workflow) -> None:
         now = ctx.now
         live = {fp: a for fp, a in g.alerts.items() if a.seen + w.resolve_after > now}
         run = g.run
@@ -278,7 +301,7 @@ class Engine:
             if run and run.state not in ENDED:  # told with the alerts that cleared
                 self._finish(ctx, w, g, "resolved", "its alerts cleared")
             ctx.tx.delete(gkey)
-            ctx.tenant.groups.remove(gkey)
+            ctx.tenant.groups.pop(gkey, None)
             return
         g.alerts = live
         if g.flush_due is not None and now >= g.flush_due:

@@ -125,9 +125,11 @@ class Incident(msgspec.Struct):
 
 
 class TenantState(msgspec.Struct):
+    """A tenant's silences, what inhibition rules look at, and which of its groups are due when."""
+
     silences: list[Silence] = []
-    firing: dict[str, Signal] = {}  # latest signal per fingerprint of every workflow's alerts (inhibition)
-    groups: list[str] = []  # keys of live groups
+    firing: dict[str, Signal] = {}  # latest signal per fingerprint of every workflow's alerts (if inhibition rules)
+    groups: dict[str, float] = {}  # live group key -> engine time by which it must be looked at (a lower bound)
     incidents: list[str] = []  # keys of incidents not resolved
 
 

@@ -185,8 +185,8 @@ def test_webhook_branches_on_its_answer(status: int | None, answer: dict | None,
     assert call.value["payload"]["action"] == "add_replicas" and call.value["receiver"].name == "scaler"
     data = {k: call.value[k] for k in ("group", "run", "call")}
     if status is None:  # the answer never comes (the worker died mid-call): taken as an error after the grace
-        assert e.tick(9, e.tenants()) == []
-        effects = e.tick(10, e.tenants())
+        assert e.tick(34, e.tenants()) == []
+        effects = e.tick(35, e.tenants())
     else:
         effects = e.handle(Control("answer", tenant="acme", data={**data, "status": status, "json": answer}), now=1)
         assert e.handle(Control("answer", tenant="acme", data={**data, "status": status, "json": answer}), now=2) == []
@@ -220,3 +220,13 @@ def test_operator_resolve_ends_the_run() -> None:
     assert told(effects, "resolve") == ["chat"]
     assert [x.value["state"] for x in effects if x.kind == "run"] == ["resolved"]
     assert [x.value["status"] for x in effects if x.kind == "incident"] == ["resolved"]
+
+
+def test_a_signal_of_a_known_alert_does_not_rewrite_the_tenant_state() -> None:
+    e = engine()
+    e.handle(sig(0), now=0)
+    e.tick(30, e.tenants())
+    before = e.store["t:acme"]
+    e.handle(sig(20), now=20)
+    assert e.store["t:acme"] == before  # only the group and the incident changed (one changelog record each)
+    assert e.tick(21, e.tenants()) == [] and e.store["t:acme"] == before  # nothing due: no group looked at
