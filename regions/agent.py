@@ -23,7 +23,9 @@ alone, writing only to topics. Everything goes to and comes from the region's ow
   the other clusters' addresses are known (``M1_REGION_BOOTSTRAPS``, or the local set under
   ``<home>/regions``).
 
-``decisions`` counts them; ``table`` and ``board.verdict`` are the current routing and verdict.
+``decisions`` counts them; ``table`` and ``board.verdict`` are the current routing and verdict, and
+after each decision ``status`` (:class:`regions.status.RegionStatus`, which the worker's API serves
+at ``/v1/route`` and ``/v1/regions``) holds both as one snapshot.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from regions.heartbeat import HeartbeatPublisher, decode_heartbeat
 from regions.lag import LagTracker, OffsetLagProbe, decode_lag, lag_metrics_topic, lag_records
 from regions.routing import Route, Router, RoutingTable
 from regions.sink import RegionRows
+from regions.status import RegionSnapshot, RegionStatus
 from regions.verdict import VerdictBoard, decode_view, encode_view
 from schemas.events import InvalidEvent, RegionEvent
 from sinks.clickhouse import Store
@@ -84,10 +87,11 @@ def region_bootstraps(settings: Settings) -> dict[str, str]:
 
 class RegionAgent(Service):
     """One region's agent (see the module docstring). ``publisher`` is the worker's when it runs
-    there; ``store`` makes it write the region tables; ``clock`` is the wall clock (epoch s)."""
+    there; ``store`` makes it write the region tables; ``clock`` is the wall clock (epoch s);
+    ``status`` is where each decision's snapshot goes (the API's, in a worker)."""
 
     def __init__(self, settings: Settings, store: Store | None = None, publisher: Publisher | None = None,
-                 clock: Callable[[], float] = time.time, **kwargs: object):
+                 clock: Callable[[], float] = time.time, status: RegionStatus | None = None, **kwargs: object):
         super().__init__(**kwargs)
         if not settings.region:
             raise ValueError("the region agent needs M1_REGION")
@@ -111,6 +115,7 @@ class RegionAgent(Service):
         self.probe = OffsetLagProbe(settings, self.bootstraps)
         self.offset_lags: dict[str, int] = {}
         self.decisions = 0
+        self.status = status or RegionStatus()
         self.warm_until = now + WARM_UP_SECONDS
         self._heard: set[str] = set()  # regions whose heartbeats sent since the start arrived
         self.feed = RegionFeed(settings, {
@@ -237,6 +242,7 @@ class RegionAgent(Service):
             previous = RoutingTable.from_records(self._restored_routes)
         self.table = self.router.route(self.board.verdict.states, now, previous)
         self.decisions += 1
+        self.status.update(RegionSnapshot(self.region, now, self.board.verdict, self.table, self.board.views))
         out.append((s.topic_region_views, self.region.encode(), encode_view(view)))
         out += [(s.topic_region_events, e.region.encode(), msgspec.json.encode(e)) for e in events]
         if self.table is not previous or self.decisions == 1:

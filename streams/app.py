@@ -24,6 +24,7 @@ from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from regions.agent import RegionAgent
+from regions.status import RegionStatus
 from sinks.clickhouse import Store, connect
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
 from streams.forecast_handler import ForecastHandler, forecast_handler
@@ -105,8 +106,10 @@ def build_app(settings: Settings) -> faust.App:
     access_listener = audit_service.wire(app, settings, store, publisher, pipeline.redactor)
     workflows_wire(app, settings, store, publisher)  # alert workflows: sources -> engine (Faust table) -> notifications
     integrations_worker.wire(app, settings, store, publisher)  # notifications outbox -> receivers; deliveries table
-    if settings.region:  # multi-region: heartbeats, lag, health, verdict, routing and their tables
-        app.service(RegionAgent(settings, store=store, publisher=publisher))
+    regions = RegionStatus() if settings.region else None  # the agent's decisions, for /v1/route and /v1/regions
+    if regions is not None:  # multi-region: heartbeats, lag, health, verdict, routing and their tables
+        app.service(RegionAgent(settings, store=store, publisher=publisher, status=regions))
     app.service(ApiService(settings, store, Registry.from_settings(settings), run_bottlenecks, observed,
-                           access_listener=access_listener, compliance=Compliance.in_worker(settings, store, publisher)))
+                           access_listener=access_listener, compliance=Compliance.in_worker(settings, store, publisher),
+                           regions=regions))
     return app
