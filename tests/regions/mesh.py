@@ -141,6 +141,11 @@ class Mesh:
         """Start the region's broker again (same namespace, address and data)."""
         self.brokers[region].kafka.start(timeout=180)
 
+    def restart_mirror(self) -> None:
+        """Stop MirrorMaker 2 and start it again between the same clusters."""
+        self.mirror.stop(timeout=10)
+        track(self.mirror.start(self.bootstraps, timeout=300).pid)
+
     def broker_alive(self, region: str) -> bool:
         return _pid_alive(self.brokers[region].kafka._recorded().pid)
 

@@ -158,7 +158,7 @@ def _failover_of(region: str, since: float) -> Callable[[RegionEvent], bool]:
     return lambda e: e.kind == "failover" and e.region == region and e.ts >= since
 
 
-async def _no_failover_since(running: Mesh, since: float, observers: list[str]) -> list[RegionEvent]:
+async def _failovers_since(running: Mesh, since: float, observers: list[str]) -> list[RegionEvent]:
     """Every failover event the ``observers`` published since ``since`` (read now)."""
     found = []
     for observer in observers:
@@ -194,7 +194,7 @@ async def test_cut_region_is_failed_over_by_the_others_and_recovers_when_healed(
         assert back is not None, f"{observer} did not see {CUT} recover within 90 s of the heal"
         async with routes(regions3.bootstraps[observer]) as tail:
             assert await tail.until(lambda r: r.geo == CUT and r.decided_at >= healed_at and r.regions[0] == CUT, 10)
-    assert not [e for e in await _no_failover_since(regions3, cut_at, survivors) if e.region != CUT]
+    assert not [e for e in await _failovers_since(regions3, cut_at, survivors) if e.region != CUT]
 
 
 async def test_modest_loss_is_no_failover(regions3: Mesh) -> None:
@@ -210,7 +210,7 @@ async def test_modest_loss_is_no_failover(regions3: Mesh) -> None:
         link.clear_loss()
     heard = [r for r in tail.seen if r.source == CUT and r.ts >= began + 5]
     assert heard and all(r.samples > 0 for r in heard)  # its heartbeats kept arriving
-    assert await _no_failover_since(regions3, began, NAMES) == []
+    assert await _failovers_since(regions3, began, NAMES) == []
 
 
 async def test_wan_latency_grows_replication_lag_without_failover(regions3: Mesh) -> None:
@@ -236,4 +236,4 @@ async def test_wan_latency_grows_replication_lag_without_failover(regions3: Mesh
         proxy.set_latency(0.0)
     print(f"replication lag {FAR} -> eu-west p50: {near:.0f} ms direct, {far:.0f} ms over a 150 ms (one way) WAN")
     assert far >= near + 150  # at least one crossing of the WAN more
-    assert await _no_failover_since(regions3, began, NAMES) == []
+    assert await _failovers_since(regions3, began, NAMES) == []
