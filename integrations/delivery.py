@@ -238,8 +238,12 @@ class DeliveryService(Service):
                         bad.append((tp, record.offset))
                         continue
                     self._schedule(Job(pending.due_ts, next(self._seq), tp, record.offset, pending))
-            if dead:
-                await self.publisher.publish(dead)
+            if dead:  # not finished if Kafka refuses them: read again after a restart
+                try:
+                    await self.publisher.publish(dead)
+                except Exception as exc:
+                    log.warning("delivery: %d bad notifications not dead-lettered yet (%s)", len(dead), exc)
+                    continue
                 for tp, offset in bad:
                     self.offsets.finished(tp, offset)
 
