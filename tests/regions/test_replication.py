@@ -4,12 +4,15 @@ eu-west runs its agent alone (``m1 regions agent``); us-east runs a real worker 
 whose agent also writes the region tables and whose detectors score the lag points. Asserted:
 steady-state replication lag p99 under 1 s with the clock skew estimated; every data record and
 every heartbeat produced in one region arrives in the other; the lag reaches the metrics path
-(scored points in ``metric_points``) and the ``region_lag`` table.
+(scored points in ``metric_points``) and the ``region_lag`` table; the worker's API serves its
+agent's routing and verdict.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +128,18 @@ def test_lag_reaches_the_detectors_and_the_region_lag_table(running: tuple[Setti
                                          "AND metric = 'lag_ms' AND labels['source'] = 'eu-west'") >= 3, timeout=60)
     assert scalar(east, "SELECT countIf(skew_known = 1 AND offset_lag >= 0) FROM region_lag FINAL "
                         "WHERE target = 'us-east'") > 0
+
+
+def test_the_worker_serves_its_agents_decisions(running: tuple[Settings, Settings]) -> None:
+    _, east = running
+
+    def get(path: str) -> dict:
+        request = urllib.request.Request(f"http://127.0.0.1:{east.web_port}{path}",
+                                         headers={"Authorization": f"Bearer {east.api_key.get_secret_value()}"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return json.load(reply)
+
+    route = get("/v1/route?geo=eu-west")
+    assert route["regions"] == ["eu-west", "us-east"] and route["decided_by"] == "us-east"
+    states = {r["name"]: r["state"] for r in get("/v1/regions")["regions"]}
+    assert set(states) == {"eu-west", "us-east"} and "down" not in states.values()  # degraded if the machine lags
