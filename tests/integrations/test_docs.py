@@ -43,3 +43,33 @@ def test_check_command_passes_when_the_secrets_exist_and_fails_when_not(tmp_path
     ok = runner.invoke(app, ["integrations", "check", str(path)])
     assert ok.exit_code == 0, ok.output
     assert "R0UTING" not in ok.output
+
+
+def test_send_test_makes_one_signed_attempt_and_reports_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``m1 integrations send-test`` against the local vendor-like server (run in its own thread)."""
+    import asyncio
+    import threading
+
+    from tests.integrations.conftest import SECRET
+    from tests.integrations.fake_vendors import FakeVendors
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    vendors = asyncio.run_coroutine_threadsafe(FakeVendors(secret=SECRET).start(), loop).result(10)
+    try:
+        path = tmp_path / "acme.yaml"
+        path.write_text("tenant: acme\n"
+                        f"receivers: [{{name: hook, type: webhook, url: '{vendors.url}/hooks/x', secret_ref: 'env:M1_T_WHSEC'}}]\n"
+                        "workflows: [{name: w, trigger: {source: anomalies}, steps: [{notify: [hook]}]}]\n")
+        monkeypatch.setenv("M1_T_WHSEC", SECRET)
+        result = CliRunner().invoke(app, ["integrations", "send-test", str(path), "-r", "hook", "--kind", "resolve"])
+        assert result.exit_code == 0, result.output
+        assert '"delivered": true' in result.output
+        [(_, headers, body)] = vendors.requests
+        assert b'"type":"incident.resolve"' in body and headers["webhook-signature"].startswith("v1,")
+        vendors.script("/hooks", [503])
+        failed = CliRunner().invoke(app, ["integrations", "send-test", str(path), "-r", "hook"])
+        assert failed.exit_code == 1 and '"status": 503' in failed.output
+    finally:
+        asyncio.run_coroutine_threadsafe(vendors.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
