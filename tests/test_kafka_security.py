@@ -103,7 +103,8 @@ def test_a_tenant_writes_to_its_own_topics_only(secure_kafka: LocalKafka, tmp_pa
     assert produce(as_acme, [(None, b"mine")], topic=own) == 1
     assert produce(as_acme, [(None, b"mine")], topic=tenant_topic(acme, admin.topic_otlp_spans)) == 1
     others = [tenant_topic(beta, admin.topic_metrics), admin.topic_dead_letter, admin.topic_metrics,
-              tenant_topic(f"{acme}x", admin.topic_metrics)]  # the prefix is "<tenant>." with its dot
+              tenant_topic(f"{acme}x", admin.topic_metrics),  # the prefix is "<tenant>." with its dot
+              admin.topic_audit, admin.topic_audit_checkpoints]  # the audit trail is the platform's to write
     for topic in others:
         with pytest.raises(TopicAuthorizationFailedError) as refused:
             produce(as_acme, [(None, b"theirs")], topic=topic)
