@@ -111,3 +111,21 @@ async def test_a_pending_retry_survives_a_restart_with_its_attempt_count(tmp_pat
     outcomes = [(json.loads(r.value)["attempt"], json.loads(r.value)["outcome"]) for r in records]
     assert outcomes == [(1, "failed"), (2, "delivered")]
     assert vendors.pagerduty == {"acme/inc-1": ["trigger"]}
+
+
+@pytest.mark.kafka
+async def test_kafka_receiver_gets_the_event_keyed_by_notification_id(tmp_path: Path, kafka_bootstrap: str) -> None:
+    settings = delivery_settings(tmp_path, kafka_bootstrap)
+    out = f"incidents-out-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(ensure_topics, settings, [out])
+    receiver = Receiver("kafka", "bus", options={"topic": out})
+    await _produce(settings, [notification(receiver, nid="k1"), notification(receiver, "resolve", nid="k2")])
+    service = DeliveryService(settings)
+    await service.start()
+    try:
+        records = await consume_records(settings, out, 2, timeout=60)
+    finally:
+        await service.stop()
+    events = {r.key.decode(): json.loads(r.value) for r in records}
+    assert sorted(events) == ["k1", "k2"]
+    assert events["k2"]["type"] == "incident.resolve" and events["k2"]["data"]["incident"]["id"] == "inc-1"
