@@ -1,9 +1,10 @@
 """``m1 gdpr`` (export, erase) and ``m1 compliance`` (report, retention, legal-hold).
 
-While a worker holds the embedded store, every command asks its API (``M1_API_KEY``: a
-tenant-admin key for ``gdpr`` on its own tenant, a platform-admin key for the rest), like
-``m1 query``. With a ClickHouse server, or no worker running, the command opens the store itself
-and sends its audit events to the audit topic directly (Kafka must answer). Exit codes: 0 done
+While a worker answers, every command asks its API (``M1_API_KEY``: a tenant-admin key for
+``gdpr`` on its own tenant, a platform-admin key for the rest), like ``m1 query``; on a ClickHouse
+server too, because the worker caches subject keys and must see an erasure. With no worker
+running, the command opens the store itself and sends its audit events to the audit topic
+directly (Kafka must answer). Exit codes: 0 done
 (report: every applicable control passes), 1 refused or a control fails, 2 could not run.
 """
 
@@ -47,7 +48,7 @@ def _call(what: str, method: str, path: str, body: Any, direct: Callable[[Compli
     """The worker API's answer to ``method path``, or ``direct`` run on the store opened here."""
     settings = get_settings()
     with console.status(f"{what}..."):
-        if not settings.clickhouse_url and worker_is_up(settings):
+        if worker_is_up(settings):  # a server too: the worker's key cache must see an erasure
             try:
                 return api_call(settings, method, path, body, timeout=900)
             except QueryError as exc:
