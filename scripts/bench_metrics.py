@@ -4,9 +4,14 @@ It loads a topic with N points, then measures, in the same run and over the same
 1. the ceiling: a bare aiokafka consume-and-decode loop (msgspec, no scoring, no sink);
 2. the full path: one worker process (Faust consume, decode, validate, score, sink to chdb),
    timed by the store's own ``ingested_at`` stamps (first to last batch) and end to end;
-3. the pipeline alone, in this process, without Kafka: decode, score and insert per point.
+3. the pipeline alone, in this process, without Kafka: decode, score and insert per point
+   (the personal-data policy included, as in the worker).
 
 Run:  .venv/bin/python scripts/bench_metrics.py --points 200000 --series 1000 [--stage-times]
+
+``--redaction-only`` measures just what the personal-data policy adds per point, in this
+process, without a broker: decode alone, then decode + redact, on the workload's points as they
+are and with two more labels per point that the policy pseudonymises (a client IP, an email).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
@@ -24,6 +30,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from compliance.redact import Redactor
 from m1.kafka_local import LocalKafka, free_port
 from m1.kafka_security import client_kwargs
 from m1.local_key import local_admin_key
@@ -33,7 +40,7 @@ from m1.settings import Settings
 from m1.topics import ensure_topics
 from m1.worker_process import WorkerProcess
 from m1.workload import Workload
-from schemas.events import decode_metric
+from schemas.events import decode_metric, encode
 from sinks.clickhouse import Store, connect
 from streams.metrics_pipeline import MetricsPipeline, Record
 
@@ -47,9 +54,19 @@ def main(
     batch_size: int = typer.Option(5_000, help="Worker batch size (M1_BATCH_SIZE)."),
     forecasting: bool = typer.Option(True, help="Keep the forecasting handler on (it learns the load metrics)."),
     stage_times: bool = typer.Option(False, help="Trace the worker to a local OTLP receiver and show where its batch time goes."),
+    redaction_only: bool = typer.Option(False, help="Only the cost of the personal-data policy per point, in process."),
 ) -> None:
     """Measure the bare consume+decode ceiling and the full per-worker metrics path."""
     home = Path(tempfile.mkdtemp(prefix="m1-bench-"))
+    if redaction_only:
+        table = Table(title=f"personal-data policy on the metrics path: {points:,} points, {series:,} series")
+        table.add_column("measurement")
+        table.add_column("points/s", justify="right")
+        table.add_column("µs / point", justify="right")
+        for name, rate in redaction_cost(workload_records(points, series, time.time()), home).items():
+            table.add_row(name, f"{rate:,.0f}", f"{1e6 / rate:.2f}")
+        console.print(table)
+        return
     broker = LocalKafka(Settings(home=home / "broker"))
     with console.status("starting Kafka..."):
         bootstrap = broker.start().bootstrap
@@ -113,11 +130,36 @@ def print_stages(stages: dict[str, dict[str, float]], points: int) -> None:
     console.print(table)
 
 
-def load_topic(settings: Settings, points: int, series: int) -> list[tuple[bytes, bytes]]:
+def workload_records(points: int, series: int, now: float) -> list[tuple[bytes, bytes]]:
+    """``points`` (key, value) records of the demo workload, ending at ``now``."""
     ticks = -(-points // series)
     workload = Workload(tenants=10, regions=3, series=series, anomalies=series // 20, ticks=ticks, seed=1)
-    t0 = time.time() - ticks * 60.0
-    records = [(k, v) for tick in range(ticks) for k, v, _ in workload.records(tick, t0 + 60.0 * tick, 0.0)][:points]
+    t0 = now - ticks * 60.0
+    return [(k, v) for tick in range(ticks) for k, v, _ in workload.records(tick, t0 + 60.0 * tick, 0.0)][:points]
+
+
+def redaction_cost(records: list[tuple[bytes, bytes]], home: Path) -> dict[str, float]:
+    """Points/s of decode alone and of decode + the worker's redaction, without and with personal data."""
+    redactor = Redactor.from_settings(Settings(home=home))
+    values = [v for _, v in records]
+    planted = [encode(msgspec.structs.replace(p, labels={**p.labels, "client_ip": f"10.{i % 7}.{i % 251}.{i % 97}",
+                                                         "email": f"user{i % 1000}@example.com"}))
+               for i, p in enumerate(decode_metric(v) for v in values)]
+    rates = {}
+    for name, batch, redact in (("decode", values, None), ("decode + redact", values, redactor.event),
+                                ("decode, +2 personal labels", planted, None),
+                                ("decode + redact, +2 personal labels", planted, redactor.event)):
+        start = time.process_time()
+        for value in batch:
+            point = decode_metric(value)
+            if redact is not None:
+                redact(point)
+        rates[name] = len(batch) / (time.process_time() - start)
+    return rates
+
+
+def load_topic(settings: Settings, points: int, series: int) -> list[tuple[bytes, bytes]]:
+    records = workload_records(points, series, time.time())
 
     async def produce() -> None:
         producer = make_producer(settings)
