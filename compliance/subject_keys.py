@@ -184,12 +184,14 @@ class SubjectKeys:
                     key = AESGCM.generate_key(bit_length=256)
                     self.store.insert(TABLE, {"tenant": [tenant], "subject_ref": [ref], "key": [key.hex()],
                                               "created_at": pa.array([int(time.time() * 1000)], TS_TYPE)})
+                    if not self.store.embedded:  # workers sharing a server: the first key stored wins for all
+                        key = self._stored(tenant, ref) or key
                 cipher = self._cache[(tenant, ref)] = AESGCM(key)
             return cipher
 
     def _stored(self, tenant: str, ref: str) -> bytes | None:
         rows = self.store.query(f"SELECT key FROM {TABLE} WHERE tenant = {{t:String}} AND subject_ref = {{r:String}} "
-                                "ORDER BY created_at LIMIT 1", {"t": tenant, "r": ref}).rows
+                                "ORDER BY created_at, key LIMIT 1", {"t": tenant, "r": ref}).rows
         return bytes.fromhex(rows[0][0]) if rows else None
 
 
