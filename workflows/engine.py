@@ -15,6 +15,7 @@ shows only alerts neither silenced nor inhibited; the first flush starts a run o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from math import inf
@@ -31,6 +32,8 @@ from workflows.state import ENDED, Alert, Group, Incident, Run, TenantState, Tx,
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 #: A webhook call whose answer has not come back this long after its timeout is taken as failed.
 CALL_GRACE_SECONDS = 30.0
+#: How often :meth:`Engine.tenants` scans the store's keys (tenants whose state came from a changelog).
+TENANT_SCAN_SECONDS = 10.0
 #: How stale the time an inhibiting alert was last seen may get before a signal rewrites it.
 FIRING_REFRESH_SECONDS = 30.0
 
@@ -96,6 +99,8 @@ class Engine:
         self.specs = dict(specs)
         self.store = store
         self.clear_after = clear_after
+        self._tenants: set[str] = set()
+        self._scanned = -inf
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -105,6 +110,7 @@ class Engine:
             return self.tick(now, [item.tenant] if item.tenant else self.tenants())
         tx = Tx(self.store)
         ctx = _Ctx(self.specs.get(item.tenant), tx.tenant(item.tenant), now, tx)
+        self._tenants.add(item.tenant)
         if isinstance(item, Signal):
             self._signal(ctx, item)
         else:
@@ -113,8 +119,13 @@ class Engine:
         return ctx.effects
 
     def tenants(self) -> list[str]:
-        """Tenants with state (every tenant whose inputs reached this store)."""
-        return [k[2:] for k in list(self.store.keys()) if k.startswith("t:")]
+        """Tenants with state (every tenant whose inputs reached this store): the store's keys are
+        scanned at most every ``TENANT_SCAN_SECONDS`` (state can arrive from a changelog), and
+        tenants of the inputs handled since are added."""
+        if time.monotonic() >= self._scanned + TENANT_SCAN_SECONDS:
+            self._tenants = {k[2:] for k in list(self.store.keys()) if k.startswith("t:")}
+            self._scanned = time.monotonic()
+        return sorted(self._tenants)
 
     def tick(self, now: float, tenants: Iterable[str]) -> list[Effect]:
         """Deadlines of ``tenants`` at ``now``: flushes, repeats, ack timeouts, lost calls, clearing."""
@@ -126,12 +137,14 @@ class Engine:
             state.silences = [s for s in state.silences if s.ends_at > now]
             for gkey in [k for k, due in state.groups.items() if due <= now]:
                 self._advance(ctx, gkey, exact=True)
-            for ikey in list(state.incidents):
+            for ikey in [k for k, due in state.incidents.items() if due <= now]:
                 incident: Incident | None = tx.get(ikey)
                 if incident is None:
-                    state.incidents.remove(ikey)
+                    del state.incidents[ikey]
                 elif incident.last_seen + self.clear_after <= now:
                     self._resolve_incident(ctx, ikey, "its anomalies cleared")
+                else:
+                    state.incidents[ikey] = incident.last_seen + self.clear_after
             if state.firing:  # what no workflow would still hold has cleared
                 keep = max((w.resolve_after for w in ctx.spec.workflows), default=0.0) if ctx.spec else 0.0
                 state.firing = {fp: s for fp, s in state.firing.items() if s.received + keep > now}
@@ -178,7 +191,7 @@ class Engine:
                                 started_at=s.ts, updated_at=now, last_seen=now, labels=dict(s.labels))
             incident.note(now, "opened", s.title, severity=s.severity, series=s.fingerprint, source=s.source)
             ctx.tx.put(ikey, incident)
-            ctx.tenant.incidents.append(ikey)
+            ctx.tenant.incidents[ikey] = now + self.clear_after
             changed = True
         else:
             changed = False
@@ -205,8 +218,7 @@ class Engine:
         """Resolve and publish it; its state goes (the table and topic keep it)."""
         incident: Incident = ctx.tx.get(ikey)
         ctx.tx.delete(ikey)
-        if ikey in ctx.tenant.incidents:
-            ctx.tenant.incidents.remove(ikey)
+        ctx.tenant.incidents.pop(ikey, None)
         incident.status = "resolved"
         incident.resolved_at = ctx.now
         incident.note(ctx.now, "resolved", why, **({"by": by} if by else {}))

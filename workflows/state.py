@@ -130,7 +130,7 @@ class TenantState(msgspec.Struct):
     silences: list[Silence] = []
     firing: dict[str, Signal] = {}  # latest signal per fingerprint of every workflow's alerts (if inhibition rules)
     groups: dict[str, float] = {}  # live group key -> engine time by which it must be looked at (a lower bound)
-    incidents: list[str] = []  # keys of incidents not resolved
+    incidents: dict[str, float] = {}  # key of each incident not resolved -> when it may clear (a lower bound)
 
 
 _TYPES = {"t": TenantState, "g": Group, "i": Incident}
