@@ -33,7 +33,7 @@ from regions.lag import RegionLag, percentile
 from regions.processes import start_agents, stop_agents
 from regions.watch import read_topic, wait_for_route
 
-console = Console()
+console = Console(width=150)
 
 
 async def _measure_records(bootstraps: dict[str, str], seconds: float, rate: float) -> list[float]:
