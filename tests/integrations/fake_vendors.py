@@ -21,9 +21,12 @@ import hashlib
 import hmac
 import random
 import ssl
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -297,3 +300,19 @@ class FakeSmtp:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+@contextmanager
+def vendors_in_thread(**kwargs) -> Iterator[FakeVendors]:
+    """:class:`FakeVendors` serving from an event loop of its own thread, for tests whose own code
+    blocks (a CLI runner, a worker started and polled synchronously)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    vendors = asyncio.run_coroutine_threadsafe(FakeVendors(**kwargs).start(), loop).result(10)
+    try:
+        yield vendors
+    finally:
+        asyncio.run_coroutine_threadsafe(vendors.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

@@ -47,16 +47,10 @@ def test_check_command_passes_when_the_secrets_exist_and_fails_when_not(tmp_path
 
 def test_send_test_makes_one_signed_attempt_and_reports_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``m1 integrations send-test`` against the local vendor-like server (run in its own thread)."""
-    import asyncio
-    import threading
-
     from tests.integrations.conftest import SECRET
-    from tests.integrations.fake_vendors import FakeVendors
+    from tests.integrations.fake_vendors import vendors_in_thread
 
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    vendors = asyncio.run_coroutine_threadsafe(FakeVendors(secret=SECRET).start(), loop).result(10)
-    try:
+    with vendors_in_thread(secret=SECRET) as vendors:
         path = tmp_path / "acme.yaml"
         path.write_text("tenant: acme\n"
                         f"receivers: [{{name: hook, type: webhook, url: '{vendors.url}/hooks/x', secret_ref: 'env:M1_T_WHSEC'}}]\n"
@@ -70,6 +64,3 @@ def test_send_test_makes_one_signed_attempt_and_reports_it(tmp_path: Path, monke
         vendors.script("/hooks", [503])
         failed = CliRunner().invoke(app, ["integrations", "send-test", str(path), "-r", "hook"])
         assert failed.exit_code == 1 and '"status": 503' in failed.output
-    finally:
-        asyncio.run_coroutine_threadsafe(vendors.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
