@@ -93,7 +93,7 @@ _route_decoder = msgspec.json.Decoder(Route)
 class Router:
     """Costs (RTT ms) from each geography to each region, and the tables they give."""
 
-    def __init__(self, proximity: Mapping[str, Mapping[str, float]], smoothing: float = 0.05, jump: float = 0.15):
+    def __init__(self, proximity: Mapping[str, Mapping[str, float]], smoothing: float = 0.02, jump: float = 0.15):
         if not 0 < smoothing <= 1 or jump <= 0:
             raise ValueError("need smoothing in (0, 1] and jump > 0")
         self.smoothing, self.jump = smoothing, jump

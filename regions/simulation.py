@@ -85,7 +85,7 @@ class SimConfig:
     seed: int = 1
     tick: float = 0.25
     policy: HealthPolicy = HealthPolicy()
-    smoothing: float = 0.05
+    smoothing: float = 0.02
     jump: float = 0.15
     probe_interval: float = 5.0
     probe_noise: float = 0.03

@@ -62,7 +62,9 @@ def main(hours: float = typer.Option(6.0, help="Simulated hours per seed."),
          test: str = typer.Option("11,12,13,14,15", help="Held-out seeds the result is reported on."),
          down_missed: str = typer.Option("2,3,4", help="Candidates: heartbeats missed before down."),
          recover_beats: str = typer.Option("1,2,3", help="Candidates: beats in a row to leave down."),
-         smoothing: str = typer.Option("0.02,0.05", help="Candidates: the router's latency smoothing.")) -> None:
+         smoothing: str = typer.Option("0.02,0.05", help="Candidates: the router's latency smoothing."),
+         shipped: bool = typer.Option(False, help="Also run the shipped defaults (HealthPolicy(), Router's "
+                                                  "smoothing) on the held-out seeds, for comparison.")) -> None:
     """Grid on the training seeds, the chosen policy on the held-out seeds; prints JSON at the end."""
     candidates = [(HealthPolicy(degraded_missed=min(2, d), down_missed=d, recover_beats=b), a)
                   for d, b, a in itertools.product(_seeds(down_missed), _seeds(recover_beats),
@@ -70,7 +72,7 @@ def main(hours: float = typer.Option(6.0, help="Simulated hours per seed."),
     train_seeds, test_seeds = _seeds(train), _seeds(test)
     if set(train_seeds) & set(test_seeds):
         raise typer.BadParameter("training and held-out seeds must differ")
-    runs = len(candidates) * len(train_seeds) + len(test_seeds)
+    runs = len(candidates) * len(train_seeds) + len(test_seeds) * (2 if shipped else 1)
     scores = []
     with Progress(console=console) as progress:
         task = progress.add_task("simulating", total=runs * hours * 3600)
@@ -101,7 +103,10 @@ def main(hours: float = typer.Option(6.0, help="Simulated hours per seed."),
             raise typer.Exit(1)
         _, _, chosen, _ = max(eligible, key=lambda s: s[1])
         held_out = [run(chosen, seed) for seed in test_seeds]
+        defaults = [run((HealthPolicy(), SimConfig().smoothing), seed) for seed in test_seeds] if shipped else []
     result = _pooled(held_out)
+    if defaults:
+        result["shipped_defaults"] = _pooled(defaults)
     result.update(chosen={"down_missed": chosen[0].down_missed, "degraded_missed": chosen[0].degraded_missed,
                           "recover_beats": chosen[0].recover_beats, "smoothing": chosen[1]},
                   train=[{"down_missed": p.down_missed, "recover_beats": p.recover_beats, "smoothing": a,
