@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from audit import events
+from compliance import policy_cli
 from compliance.report import FRAMEWORKS, markdown
 from compliance.service import Compliance
 from m1.query_client import QueryError, api_call, worker_is_up
@@ -38,6 +39,7 @@ retention_app = typer.Typer(help="Retention per class and tenant (ClickHouse TTL
 hold_app = typer.Typer(help="Legal holds: a held tenant's data is never deleted by retention.", no_args_is_help=True)
 app.add_typer(retention_app, name="retention")
 app.add_typer(hold_app, name="legal-hold")
+app.add_typer(policy_cli.app, name="policy")  # the personal-data policy (C1's compliance/policy_cli.py)
 console = Console(stderr=True)
 
 TENANT = typer.Option(..., "--tenant", "-t", help="The tenant.")

@@ -62,3 +62,19 @@ def test_every_fault_is_reported_at_once() -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy_text(VALID_HEAD + "detectors: {mail: secret}\nevents: {audit/1: {details: phi, foo: secret}}", "x")
     assert all(part in str(caught.value) for part in ("unknown detectors mail", "'details' is a map", "no text field 'foo'"))
+
+
+def test_m1_compliance_policy_check_and_show(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from m1.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["compliance", "policy", "check"])
+    assert ok.exit_code == 0 and "default_policy.yaml: ok: 4 classes, 10 detectors" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nclasses: {phi: shred}\n")
+    refused = runner.invoke(app, ["compliance", "policy", "check", str(bad)])
+    assert refused.exit_code == 1 and "classes.phi: Input should be" in refused.output
+    shown = runner.invoke(app, ["compliance", "policy", "show"])
+    assert shown.exit_code == 0 and "http.request.header.authorization" in shown.output and "enduser.id" in shown.output
