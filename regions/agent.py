@@ -274,11 +274,17 @@ class RegionAgent(Service):
             await self.sleep(OFFSET_PROBE_SECONDS)
 
 
+#: Heartbeats, lag reports and views are kept an hour (MirrorMaker copies the setting to the
+#: mirrored topics): an agent reads them from the start, and history belongs in the tables.
+OPERATIONAL = {"retention.ms": str(3600 * 1000)}
+
+
 async def ensure_region_topics(settings: Settings) -> None:
     """Create the region topics on the region's cluster if missing: one partition each (ordered),
-    ``routing`` compacted; and the metrics topic the lag points go to (the pipeline's partitions)."""
-    wanted = {settings.topic_heartbeats: (1, {}), settings.topic_region_lag: (1, {}),
-              settings.topic_region_views: (1, {}), settings.topic_region_events: (1, {}),
+    heartbeats, lag and views kept an hour, ``routing`` compacted; and the metrics topic the lag
+    points go to (the pipeline's partitions)."""
+    wanted = {settings.topic_heartbeats: (1, OPERATIONAL), settings.topic_region_lag: (1, OPERATIONAL),
+              settings.topic_region_views: (1, OPERATIONAL), settings.topic_region_events: (1, {}),
               settings.topic_routing: (1, {"cleanup.policy": "compact"}),
               lag_metrics_topic(settings): (settings.topic_partitions, {})}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **client_kwargs(settings))

@@ -219,7 +219,8 @@ class OffsetLagProbe:
     async def measure(self) -> dict[str, int]:
         """Offset lag per source region (``-1``: a cluster did not answer in time)."""
         own = self.settings.region
-        mirrored = await self._call(own, self._end_offsets, None)
+        prefixes = tuple(f"{source}." for source in self.bootstraps if source != own)
+        mirrored = await self._call(own, self._end_offsets, prefixes)
         if mirrored is None:
             return {source: -1 for source in self.bootstraps if source != own}
         result = {}
@@ -243,10 +244,14 @@ class OffsetLagProbe:
             log.debug("offset probe of %s failed: %r", region, exc)
             return None
 
-    async def _end_offsets(self, region: str, topics: set[str] | None) -> dict[TopicPartition, int]:
-        """End offsets of ``topics`` (``None``: every topic) on ``region``'s cluster."""
+    async def _end_offsets(self, region: str, topics: set[str] | tuple[str, ...]) -> dict[TopicPartition, int]:
+        """End offsets of ``topics`` on ``region``'s cluster (a tuple: the topics with one of these
+        prefixes)."""
         admin, consumer = await self._client(region)
-        names = sorted(topics) if topics is not None else [t for t in await admin.list_topics() if not t.startswith("__")]
+        if isinstance(topics, tuple):
+            names = sorted(t for t in await admin.list_topics() if t.startswith(topics))
+        else:
+            names = sorted(topics)
         described = await admin.describe_topics(names) if names else []
         partitions = [TopicPartition(d["topic"], p["partition"]) for d in described if not d.get("error_code")
                       for p in d["partitions"]]
