@@ -60,8 +60,9 @@ from tenancy.names import check_tenant
 #: Arrow type of the DateTime64(3, 'UTC') columns.
 TS_TYPE = pa.timestamp("ms", tz="UTC")
 #: Tables never open to tenant SQL even though they have a tenant column: the access log and the
-#: hash-chained audit trail (audit/) are served to auditors by their own endpoint and commands.
-NOT_FOR_TENANT_SQL = frozenset({"access_log", "audit_log", "audit_checkpoints", "subject_keys"})
+#: hash-chained audit trail (audit/) are served to auditors by their own endpoint and commands; the
+#: subject keys and legal holds (compliance/) are the platform's.
+NOT_FOR_TENANT_SQL = frozenset({"access_log", "audit_log", "audit_checkpoints", "subject_keys", "legal_holds"})
 #: Tables no SQL of the API may read, an admin's included: the data subjects' keys (compliance/subject_keys.py).
 NOT_FOR_SQL = frozenset({"subject_keys"})
 

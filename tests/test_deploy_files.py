@@ -331,6 +331,7 @@ def test_grafana_user_reads_m1_and_can_change_nothing(migrated_home, secrets, tm
              "SELECT 1 WHERE getSetting('readonly') = 1"]
     refused = {
         "SELECT count() FROM m1.model_state": "ACCESS_DENIED",  # pickled model checkpoints
+        "SELECT count() FROM m1.subject_keys": "ACCESS_DENIED",  # the data subjects' keys
         "INSERT INTO m1.metric_points (series) VALUES ('x')": "ACCESS_DENIED",
         "ALTER TABLE m1.metric_points DELETE WHERE 1": "ACCESS_DENIED",
         "CREATE TABLE m1.x (a String) ENGINE = Memory": "ACCESS_DENIED",
