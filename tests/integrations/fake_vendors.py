@@ -73,6 +73,7 @@ class FakeVendors:
         self.requests: list[tuple[str, dict, bytes]] = []   # (path, headers, body) of every request
         self.effects: Counter[str] = Counter()               # acted on, per key (webhook-id, dedup key, ...)
         self.first_seen: dict[str, float] = {}               # when each key was first acted on
+        self.first_request: dict[str, float] = {}            # when a webhook-id was first received
         self.repeats: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.invalid: list[str] = []
@@ -112,6 +113,8 @@ class FakeVendors:
     async def _faults(self, request: web.Request, handler):
         body = await request.read()
         self.requests.append((request.path, dict(request.headers), body))
+        if msg_id := request.headers.get("webhook-id"):
+            self.first_request.setdefault(msg_id, time.time())
         for prefix, statuses in self.scripts.items():
             if request.path.startswith(prefix) and statuses:
                 return self._status(statuses.pop(0))
