@@ -50,7 +50,3 @@ class Breaker:
             self.opened_for = min(self.max_seconds, self.opened_for * 2 or self.seconds)
             self.open_until = now + self.opened_for
             self.probing = False
-
-    @property
-    def is_open(self) -> bool:
-        return self.in_a_row >= self.failures

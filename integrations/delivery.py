@@ -108,8 +108,10 @@ _notification = msgspec.json.Decoder(Notification)
 def endpoint(n: Notification) -> str:
     """The breaker's key: receiver type and where it sends (a reference, not the secret behind it)."""
     url = n.receiver.url
-    where = url if url.startswith(("env:", "file:")) else (lambda u: f"{u.netloc}{u.path}")(urlsplit(url))
-    return f"{n.receiver.type}:{where or n.receiver.options.get('topic', '')}"
+    if not url.startswith(("env:", "file:")):
+        parts = urlsplit(url)
+        url = parts.netloc + parts.path
+    return f"{n.receiver.type}:{url or n.receiver.options.get('topic', '')}"
 
 
 @dataclass(order=True)
