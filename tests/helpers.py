@@ -38,6 +38,9 @@ def isolated_settings(home: Path, bootstrap: str, **overrides: object) -> Settin
         topic_bottlenecks=f"bottlenecks-{run}",
         topic_forecasts=f"forecasts-{run}",
         topic_recommendations=f"recommendations-{run}",
+        topic_notifications=f"notifications-{run}",  # integrations (#12): each worker its own outbox
+        topic_notification_retries=f"notification-retries-{run}",
+        topic_deliveries=f"deliveries-{run}",
         topic_partitions=2,
         web_port=free_port(),
         batch_size=500,
