@@ -25,10 +25,8 @@ from tests.integrations.fault_run import run_under_faults
 
 
 def delivery_settings(home: Path, bootstrap: str, **overrides) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    values = dict(topic_notifications=f"notifications-{run}", topic_notification_retries=f"retries-{run}",
-                  topic_deliveries=f"deliveries-{run}", delivery_timeout_seconds=1.0, delivery_base_seconds=0.2,
-                  delivery_max_backoff_seconds=3.0, delivery_breaker_failures=8, delivery_breaker_seconds=1.0)
+    values = dict(delivery_timeout_seconds=1.0, delivery_base_seconds=0.2, delivery_max_backoff_seconds=3.0,
+                  delivery_breaker_failures=8, delivery_breaker_seconds=1.0)
     return isolated_settings(home, bootstrap, **{**values, **overrides})
 
 

@@ -21,9 +21,7 @@ def test_the_worker_delivers_the_outbox_and_records_each_attempt(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     run = uuid.uuid4().hex[:8]
     monkeypatch.setenv("M1_TEST_WHSEC", SECRET)  # the worker inherits the environment: the secret is a reference
-    settings = isolated_settings(tmp_path, kafka_bootstrap, topic_notifications=f"notifications-{run}",
-                                 topic_notification_retries=f"retries-{run}", topic_deliveries=f"deliveries-{run}",
-                                 delivery_base_seconds=0.2)
+    settings = isolated_settings(tmp_path, kafka_bootstrap, delivery_base_seconds=0.2)
     with vendors_in_thread(secret=SECRET) as vendors:
         vendors.script("/hooks", [503])  # the first attempt fails, the second delivers
         receiver = Receiver("webhook", "ops", f"{vendors.url}/hooks/ops", "env:M1_TEST_WHSEC")
