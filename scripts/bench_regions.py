@@ -54,6 +54,7 @@ async def _measure_records(bootstraps: dict[str, str], seconds: float, rate: flo
     await asyncio.sleep(8)
     stop = time.monotonic() + seconds
     expected = 0
+    produced = asyncio.Event()
 
     async def produce(producer: AIOKafkaProducer) -> None:
         nonlocal expected
@@ -62,13 +63,17 @@ async def _measure_records(bootstraps: dict[str, str], seconds: float, rate: flo
             expected += len(bootstraps) - 1
             await asyncio.sleep(1 / rate)
 
+    async def produce_all() -> None:
+        await asyncio.gather(*(produce(p) for p in producers.values()))
+        produced.set()
+
     async def consume(consumer: AIOKafkaConsumer) -> None:
-        while time.monotonic() < stop + 10 and len(lags) < expected or time.monotonic() < stop:
+        while not produced.is_set() or (len(lags) < expected and time.monotonic() < stop + 10):
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 now = time.time()
                 lags.extend((now - float(r.value)) * 1000 for r in records if r.value != b"warm-up")
 
-    await asyncio.gather(*(produce(p) for p in producers.values()), *(consume(c) for c in consumers.values()))
+    await asyncio.gather(produce_all(), *(consume(c) for c in consumers.values()))
     for client in [*producers.values(), *consumers.values()]:
         await client.stop()
     if len(lags) < expected:
