@@ -47,7 +47,7 @@ def problems(receiver: Receiver) -> list[str]:
                 secrets.resolve(ref)
             except secrets.MissingSecret as exc:
                 out.append(str(exc))
-    if receiver.type in ("pagerduty", "opsgenie", "jira") and not receiver.secret_ref:
+    if receiver.type in ("pagerduty", "opsgenie", "jira") and not (receiver.secret_ref or receiver.options.get("routing_key_ref")):
         out.append(f"{receiver.type} needs secret_ref (its API key)")
     if receiver.type == "kafka" and not receiver.options.get("topic"):
         out.append("kafka needs options.topic")

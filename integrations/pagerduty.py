@@ -2,7 +2,7 @@
 
 ``dedup_key`` is the incident's tenant-qualified id, so every notification of an incident acts on
 the same PagerDuty alert and a replayed trigger is merged into it. The routing (integration) key
-comes from ``secret_ref``. PagerDuty answers 202; 400 for an invalid event (final); 429 and 5xx are
+comes from the option ``routing_key_ref`` or else ``secret_ref``. PagerDuty answers 202; 400 for an invalid event (final); 429 and 5xx are
 retried.
 """
 
@@ -40,6 +40,6 @@ def payload(n: Notification, routing_key: str) -> dict[str, Any]:
 
 
 async def deliver(ctx: Context, n: Notification) -> Outcome:
-    body = payload(n, secrets.resolve(n.receiver.secret_ref))
+    body = payload(n, secrets.resolve(n.receiver.options.get("routing_key_ref") or n.receiver.secret_ref))
     return await request(ctx.session, "POST", secrets.maybe_ref(n.receiver.url) or DEFAULT_URL, json_body=body,
                          timeout=ctx.timeout)

@@ -1,5 +1,6 @@
 """Receiver types and their clients: ``deliver(ctx, notification) -> Outcome`` and ``payload``.
 
+>>> from integrations.notification import RECEIVER_TYPES
 >>> sorted(CLIENTS) == sorted(RECEIVER_TYPES)
 True
 """
@@ -14,7 +15,7 @@ from types import ModuleType
 from integrations import (alertmanager, email_smtp, jira, kafka_topic, opsgenie, pagerduty, slack, teams,
                           webhook)
 from integrations.context import Context
-from integrations.notification import RECEIVER_TYPES, Notification, Receiver
+from integrations.notification import Notification, Receiver
 from integrations.outcome import Outcome
 from integrations.secrets import MissingSecret, check_ref
 

@@ -177,3 +177,9 @@ async def test_email_goes_over_starttls_once_per_message_id(tmp_path: Path) -> N
         assert (refused.retryable, refused.status) == (False, 550)
     finally:
         smtp.stop()
+
+
+async def test_pagerduty_takes_the_routing_key_from_the_contract_option(vendors: FakeVendors) -> None:
+    receiver = Receiver("pagerduty", "pd", f"{vendors.url}/v2/enqueue", options={"routing_key_ref": "env:M1_TEST_PD"})
+    assert (await send(vendors, receiver)).delivered
+    assert b'"routing_key":"R0UTINGKEY"' in vendors.requests[-1][2]
