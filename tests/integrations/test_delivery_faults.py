@@ -41,9 +41,9 @@ async def test_every_notification_arrives_once_through_faults_and_a_sigkill(tmp_
     assert (report.delivered, report.lost, report.double_effects) == (300, 0, 0), report
 
 
-async def _produce(settings: Settings, notes) -> None:
-    """Publish ``notes`` to the outbox as made now (their age is what delivery dead-letters by)."""
-    notes = [msgspec.structs.replace(x, created_ts=time.time()) for x in notes]
+async def _produce(settings: Settings, notes, age: float = 0.0) -> None:
+    """Publish ``notes`` to the outbox as made ``age`` seconds ago (what delivery dead-letters by)."""
+    notes = [msgspec.structs.replace(x, created_ts=time.time() - age) for x in notes]
     await asyncio.to_thread(ensure_topics, settings, delivery_topics(settings))
     producer = make_producer(settings)
     await producer.start()
@@ -54,20 +54,22 @@ async def _produce(settings: Settings, notes) -> None:
 
 
 @pytest.mark.kafka
-async def test_refused_and_exhausted_notifications_are_dead_lettered_with_their_reason(
+async def test_refused_exhausted_and_too_old_notifications_are_dead_lettered_with_their_reason(
         tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = delivery_settings(tmp_path, kafka_bootstrap, delivery_max_attempts=3, delivery_base_seconds=0.05)
     monkeypatch.setenv("M1_TEST_PD", "R0UTINGKEY")
     vendors = await FakeVendors().start()
-    vendors.script("/v2/alerts", [503] * 10)  # opsgenie: always down
+    vendors.script("/v2/alerts", [503] * 10)  # opsgenie: down
     ok = notification(Receiver("pagerduty", "pd", f"{vendors.url}/v2/enqueue", "env:M1_TEST_PD"), nid="ok")
     refused = notification(Receiver("pagerduty", "pd", f"{vendors.url}/v2/enqueue", "env:M1_TEST_UNSET"), nid="refused")
     exhausted = notification(Receiver("opsgenie", "og", vendors.url, "env:M1_TEST_PD"), nid="exhausted")
     await _produce(settings, [ok, refused, exhausted])
+    await _produce(settings, [notification(Receiver("opsgenie", "og", vendors.url, "env:M1_TEST_PD"), nid="stale")],
+                   age=settings.delivery_max_age_seconds - 0.01)
     service = DeliveryService(settings)
     await service.start()
     try:
-        records = await consume_records(settings, settings.topic_deliveries, 5, timeout=60)
+        records = await consume_records(settings, settings.topic_deliveries, 6, timeout=60)
     finally:
         await service.stop()
         await vendors.stop()
@@ -76,8 +78,10 @@ async def test_refused_and_exhausted_notifications_are_dead_lettered_with_their_
     assert final["refused"]["outcome"] == "dead" and "secret env:M1_TEST_UNSET" in final["refused"]["reason"]
     assert final["exhausted"]["outcome"] == "dead" and final["exhausted"]["attempt"] == 3
     assert final["exhausted"]["reason"].startswith("3 attempts failed, last: http 503")
-    letters = [json.loads(r.value) for r in await consume_records(settings, settings.topic_dead_letter, 2, timeout=30)]
-    assert sorted(letter["reason"].split(":")[0] for letter in letters) == ["delivery", "delivery"]
+    assert final["stale"]["outcome"] == "dead" and final["stale"]["attempt"] == 1
+    assert final["stale"]["reason"].startswith("older than 3600 s after 1 attempts, last: http 503")
+    letters = [json.loads(r.value) for r in await consume_records(settings, settings.topic_dead_letter, 3, timeout=30)]
+    assert sorted(letter["reason"].split(":")[0] for letter in letters) == ["delivery"] * 3
     assert any("3 attempts failed" in letter["reason"] for letter in letters)
 
 
