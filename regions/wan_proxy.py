@@ -104,29 +104,29 @@ class WanProxy:
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        pumps = [asyncio.ensure_future(self._pump(client_reader, up_writer, True)),
-                 asyncio.ensure_future(self._pump(up_reader, client_writer, False))]
-        try:  # both ends closed, or a reset on either side: the connection ends as a whole
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
+        tasks = [*self._direction(client_reader, up_writer, True), *self._direction(up_reader, client_writer, False)]
+        try:  # both directions closed, or a reset on either side: the connection ends as a whole
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            for task in pumps:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             up_writer.transport.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream_bound: bool) -> None:
-        """Copy ``reader`` to ``writer``, each chunk held until its due time; EOF is forwarded."""
+    def _direction(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   upstream_bound: bool) -> list[asyncio.Task]:
+        """One direction: a reader stamping each chunk with its due time, a sender holding it until then."""
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(IN_FLIGHT)
-        sender = asyncio.ensure_future(self._send(queue, writer))
-        try:
-            while True:
-                chunk = await reader.read(CHUNK)
-                await queue.put((time.monotonic() + self._delay(upstream_bound), chunk))
-                if not chunk:
-                    break
-            await sender
-        finally:
-            sender.cancel()
+        return [asyncio.ensure_future(self._read(reader, queue, upstream_bound)),
+                asyncio.ensure_future(self._send(queue, writer))]
+
+    async def _read(self, reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]],
+                    upstream_bound: bool) -> None:
+        while True:
+            chunk = await reader.read(CHUNK)
+            await queue.put((time.monotonic() + self._delay(upstream_bound), chunk))
+            if not chunk:  # EOF, forwarded in turn
+                return
 
     @staticmethod
     async def _send(queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter) -> None:

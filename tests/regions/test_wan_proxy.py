@@ -77,6 +77,31 @@ async def test_large_payload_arrives_whole_and_in_order(echo_server: tuple[str, 
     assert took >= 0.04
 
 
+async def test_half_close_is_forwarded_and_a_reset_ends_the_connection(echo_server: tuple[str, int]) -> None:
+    proxy = WanProxy(echo_server, latency=0.05)
+    reader, writer = await asyncio.open_connection(*await proxy.start())
+    writer.write(b"last words")
+    writer.write_eof()  # the echo server answers, then closes on our EOF: both EOFs cross the proxy
+    assert await asyncio.wait_for(reader.read(), 10) == b"last words"
+    writer.close()
+    await proxy.stop()
+
+    async def reset_after_one_byte(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read(1)
+        w.transport.abort()
+
+    rude = await asyncio.start_server(reset_after_one_byte, "127.0.0.1", 0)
+    proxy = WanProxy(rude.sockets[0].getsockname()[:2], latency=0.05)
+    reader, writer = await asyncio.open_connection(*await proxy.start())
+    try:
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.read(10), 10) == b""  # ended, not left hanging
+    finally:
+        writer.close()
+        await proxy.stop()
+        rude.close()
+
+
 async def test_stop_cuts_open_connections_and_unreachable_upstream_closes(echo_server: tuple[str, int]) -> None:
     proxy = WanProxy(echo_server)
     reader, writer = await asyncio.open_connection(*await proxy.start())
