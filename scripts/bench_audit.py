@@ -1,13 +1,14 @@
 """Audit trail throughput: in-process ingest (decode, dedupe, chain, insert, sign) and verification.
 
     .venv/bin/python scripts/bench_audit.py [--events 200000] [--tenants 4] [--batch 5000] [--dedupe-window 100000]
-                                            [--no-redaction]
+                                            [--no-redaction] [--subjects 50]
 
 Ingest: ``AuditIngest.process`` on batches of ``audit/1`` JSON records as they come from Kafka,
 into a fresh embedded store, a signed tree head every 1,000 events per tenant (the default),
 with the worker's personal-data redaction (default policy, pseudonyms, PHI encrypted with real
 subject keys in the store) unless ``--no-redaction``. Every event has a client IP in its details
-(pseudonymised), every 10th an email address, every 100th a diagnosis of one of 50 users (encrypted).
+(pseudonymised), 1 in 10 an email address, 4 in 100 a diagnosis of one of ``--subjects`` users per
+tenant (encrypted under the user's key, made on first use).
 The broker is left out: the worker's Kafka read runs at 30x this rate (docs/benchmarks.md).
 Verification: ``verify_tenant`` per tenant (read the rows from the engine, re-hash the chain,
 recompute the root at every signed head, check each signature), and the same without the read.
@@ -32,18 +33,21 @@ from schemas.events import AuditEvent, encode
 from sinks.clickhouse import Store, connect
 
 
-def records(n: int, tenants: int) -> list[bytes]:
+def records(n: int, tenants: int, subjects: int = 50) -> list[bytes]:
     return [encode(AuditEvent(ts=1_700_000_000.0 + i / 1000, tenant=f"t{i % tenants}", region="eu-west-1",
                               actor=f"key:{i % 97:012x}", action="api.request",
                               resource=f"GET /v1/tenants/t{i % tenants}/anomalies?limit={i % 100}", outcome="success",
                               details={"status": "200", "via": "api_key", "permission": "anomalies:read",
-                                       "remote": f"10.0.{i % 250}.{i % 199}", **personal(i)})) for i in range(n)]
+                                       "remote": f"10.0.{i % 250}.{i % 199}", **personal(i, subjects)}))
+            for i in range(n)]
 
 
-def personal(i: int) -> dict[str, str]:
-    """The personal data of event ``i``: an email every 10th, a user's diagnosis every 100th."""
+def personal(i: int, subjects: int) -> dict[str, str]:
+    """The personal data of event ``i``: an email in 1 of 10 events; with ``subjects`` (per tenant),
+    a user's diagnosis in 4 of 100."""
     return {**({"email": f"user{i % 500}@example.com"} if i % 10 == 0 else {}),
-            **({"user_id": f"u{i % 50}", "diagnosis": f"condition {i % 7}"} if i % 100 == 0 else {})}
+            **({"user_id": f"u{i // 100 % subjects}", "diagnosis": f"condition {i % 7}"}
+               if subjects and i // 4 % 25 == 0 else {})}
 
 
 def main() -> None:
@@ -54,6 +58,8 @@ def main() -> None:
     parser.add_argument("--dedupe-window", type=int, default=100_000,
                         help="Ids per tenant in memory; a longer chain looks the others up in the table.")
     parser.add_argument("--no-redaction", action="store_true", help="Chain the events as they come (the cost of the policy).")
+    parser.add_argument("--subjects", type=int, default=50,
+                        help="Data subjects per tenant with a diagnosis (encrypted: a key made for each); 0: no PHI.")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-audit-"))
     settings = Settings(home=home)
@@ -62,15 +68,16 @@ def main() -> None:
     key = home / "audit-signing.key"
     redact = (lambda event: event) if args.no_redaction else Redactor.from_settings(settings, store).event
     ingest = AuditIngest(store, Signer(key, store), dedupe_window=args.dedupe_window, redact=redact)
-    payloads = records(args.events, args.tenants)
-    start = time.perf_counter()
+    payloads = records(args.events, args.tenants, args.subjects)
+    start, cpu = time.perf_counter(), time.process_time()
     heads = 0
     for i in range(0, len(payloads), args.batch):
         heads += len(ingest.process(payloads[i:i + args.batch]).heads)
-    ingest_s = time.perf_counter() - start
+    ingest_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     print(f"ingest: {args.events:,} events, {args.tenants} tenants, batches of {args.batch}, dedupe window "
           f"{args.dedupe_window:,}, redaction {'off' if args.no_redaction else 'on'}: {ingest_s:.2f} s = "
-          f"{args.events / ingest_s:,.0f} events/s ({heads} signed heads)")
+          f"{args.events / ingest_s:,.0f} events/s, {args.events / cpu_s:,.0f} per CPU second ({heads} signed heads, "
+          f"{store.query('SELECT count() FROM subject_keys').rows[0][0]} subject keys made)")
 
     trusted = keys.trusted_keys(key)
     start = time.perf_counter()
