@@ -103,10 +103,8 @@ class RegionAgent(Service):
         self.clock = clock
         self._own_publisher = publisher is None
         self.publisher = publisher or Publisher(settings)
-        now = clock()
         self.beats = HeartbeatPublisher(settings, self.publisher, clock)
-        self.tracker = LagTracker(self.region, settings.lag_window_seconds, since=now)
-        self.health = RegionHealth(self.region, self.regions, HealthPolicy.from_settings(settings), now=now)
+        self._begin(clock())
         self.board = VerdictBoard(self.region, self.regions)
         self.router = Router(settings.region_proximity) if settings.region_proximity else Router.for_regions(self.regions)
         self.table: RoutingTable | None = None
@@ -116,8 +114,6 @@ class RegionAgent(Service):
         self.offset_lags: dict[str, int] = {}
         self.decisions = 0
         self.status = status or RegionStatus()
-        self.warm_until = now + WARM_UP_SECONDS
-        self._heard: set[str] = set()  # regions whose heartbeats sent since the start arrived
         self.feed = RegionFeed(settings, {
             settings.topic_heartbeats: self._on_heartbeat,
             settings.topic_region_lag: self._on_lag,
@@ -127,11 +123,20 @@ class RegionAgent(Service):
             settings.topic_routing: self._on_route,
         }, self.publisher, clock)
 
+    def _begin(self, now: float) -> None:
+        """Lag, health and warm-up counted from ``now``: the agent's start (a worker builds it
+        long before it starts)."""
+        self.tracker = LagTracker(self.region, self.settings.lag_window_seconds, since=now)
+        self.health = RegionHealth(self.region, self.regions, HealthPolicy.from_settings(self.settings), now=now)
+        self.warm_until = now + WARM_UP_SECONDS
+        self._heard: set[str] = set()  # regions whose heartbeats sent since the start arrived
+
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         return [*([self.publisher] if self._own_publisher else []), self.beats, self.feed]
 
     async def on_first_start(self) -> None:
         await ensure_region_topics(self.settings)
+        self._begin(self.clock())  # before the feed starts: nothing was counted yet
 
     async def on_stop(self) -> None:
         await self.probe.close()
