@@ -230,7 +230,7 @@ def test_planted_personal_data_is_nowhere_in_clear(worker: Settings) -> None:
     assert wait_for(lambda: count(f"SELECT count() FROM metric_points FINAL WHERE series = '{series}'") == 49, 120), \
         run_query(settings, "SELECT DISTINCT series FROM metric_points").rows
     assert wait_for(lambda: count("SELECT count() FROM otel_traces") >= 1 and count("SELECT count() FROM otel_metrics_gauge") >= 1)
-    assert wait_for(lambda: count(f"SELECT count() FROM audit_log WHERE tenant = '{TENANT}'") >= 1)
+    assert wait_for(lambda: count(f"SELECT count() FROM audit_log WHERE tenant = '{TENANT}' AND action = 'record.read'") == 1)
     # 2 metric/1 and 1 span request (audit/1 dead letters go to the topic only)
     assert wait_for(lambda: count("SELECT count() FROM dead_letters") >= 3), run_query(settings, "SELECT reason FROM dead_letters").rows
     assert wait_for(lambda: count(f"SELECT count() FROM anomalies WHERE series = '{series}'") >= 1)
@@ -249,13 +249,13 @@ def test_planted_personal_data_is_nowhere_in_clear(worker: Settings) -> None:
     gauge_attributes = run_query(settings, "SELECT Attributes FROM otel_metrics_gauge WHERE MetricName = 'queue.depth'").rows[0][0]
     assert gauge_attributes["user.email"] == ps(P["email"]) and gauge_attributes["patient.diagnosis"] == ps(P["phi"])
     assert count(f"SELECT count() FROM metric_points WHERE metric = 'queue.depth' AND labels['card'] = 'redacted:card'") == 1
-    event = json.loads(str(scalar(settings, f"SELECT event FROM audit_log WHERE tenant = '{TENANT}'")))
+    event = json.loads(str(scalar(settings, f"SELECT event FROM audit_log WHERE tenant = '{TENANT}' AND action = 'record.read'")))
     assert event["actor"] == ps(P["email"]) and event["resource"] == f"patient/{ps(P['ssn'])}"
     assert event["details"]["client_ip"] == ps(P["ipv4"]) and event["details"]["jwt"] == "redacted:jwt"
     assert event["details"]["diagnosis"].startswith(f"enc:v1:{subject_ref(TENANT, 'u-42')}:")
     assert wait_for(lambda: api_call(settings, "GET", f"/v1/tenants/{TENANT}/audit/verify")["heads"] >= 1, 30)
     verified = api_call(settings, "GET", f"/v1/tenants/{TENANT}/audit/verify")
-    assert verified["intact"] and verified["events"] == 1, verified  # the chain holds the redacted event, and verifies
+    assert verified["intact"] and verified["events"] >= 1, verified  # the chain holds the redacted event, and verifies
     letters = [base64.b64decode(p) for (p,) in run_query(settings, "SELECT base64Encode(payload) FROM dead_letters").rows]
     by_name_and_pattern = (b"redacted:phi", b"redacted:direct_identifier", b"redacted:ipv4", b"redacted:card")
     assert sum(all(mark in p for mark in by_name_and_pattern) for p in letters) >= 2, letters  # the JSON ones
