@@ -16,12 +16,14 @@ import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 
+from compliance.redact import Redactor
 from sinks.clickhouse import TS_TYPE, Store
+from tenancy.names import PLATFORM
 
 log = logging.getLogger("m1.access")
 _own = logging.getLogger(__name__)
@@ -51,8 +53,10 @@ class AccessLog:
     """Queue of decisions and the task that writes them to ``access_log`` in batches."""
 
     def __init__(self, store: Store, flush_seconds: float = 1.0, batch_rows: int = 1000,
-                 max_pending: int = 100_000, listener: Callable[[AccessEntry], None] | None = None) -> None:
+                 max_pending: int = 100_000, listener: Callable[[AccessEntry], None] | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.store = store
+        self.redactor = redactor  # the personal-data policy (the API's: api.app); None only in tests
         self.listener = listener  # also told of every decision (the worker: the audit trail, audit.service)
         self.flush_seconds = flush_seconds
         self.batch_rows = batch_rows
@@ -61,7 +65,10 @@ class AccessLog:
         self._flushing = asyncio.Lock()
 
     def record(self, entry: AccessEntry) -> None:
-        """Log ``entry`` now and queue it for the table."""
+        """Log ``entry`` now and queue it for the table, its client address, path, subject and
+        reason passed through the personal-data policy first (``compliance.redact``)."""
+        if self.redactor is not None:
+            entry = redacted(entry, self.redactor)
         log.info(json.dumps(asdict(entry), separators=(",", ":")))
         if self.listener is not None:
             self.listener(entry)
@@ -106,6 +113,13 @@ class AccessLog:
                 await self.flush()
             except Exception:  # kept and retried next time
                 _own.exception("access log: writing %d decisions failed; retrying", len(self._pending))
+
+
+def redacted(entry: AccessEntry, redactor: Redactor) -> AccessEntry:
+    """``entry`` with personal data in its free-text fields pseudonymised or redacted as the
+    policy's detectors say (the client's address becomes its pseudonym in the entry's tenant)."""
+    tenant = entry.tenant or PLATFORM
+    return replace(entry, **{name: redactor.scan(tenant, getattr(entry, name)) for name in ("remote", "path", "subject", "reason")})
 
 
 def _columns(batch: list[AccessEntry]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from api.handlers import RunBottlenecks
 from api.openapi import document
 from api.route import Route
 from api.routes import ROUTES
+from compliance.redact import Redactor
 from m1.pipeline_metrics import PipelineMetrics
 from m1.settings import Settings
 from sinks.clickhouse import QueryResult, Store
@@ -84,7 +85,9 @@ def make_api(settings: Settings, store: Store, registry: Registry, authenticator
     if authenticator is None:  # ours: its thread pool ends with the application
         authenticator = Authenticator(settings, registry)
         app.on_cleanup.append(lambda _: asyncio.to_thread(authenticator.close))
-    api = Api(settings, store, registry, authenticator, run_bottlenecks, AccessLog(store, settings.api_access_flush_seconds, listener=access_listener),
+    access = AccessLog(store, settings.api_access_flush_seconds, listener=access_listener,
+                       redactor=Redactor.from_settings(settings))  # no client address in clear
+    api = Api(settings, store, registry, authenticator, run_bottlenecks, access,
               TenantRates(settings, registry), document(ROUTES), metrics, compliance=compliance, regions=regions)
     for route in ROUTES:
         api.routes[app.router.add_route(route.method, route.path, _unreachable)] = route
