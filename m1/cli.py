@@ -60,6 +60,10 @@ def kafka_start(secure: bool = typer.Option(False, help="SASL/SCRAM-SHA-512 and 
     broker = _local_kafka(region)
     with console.status("starting Kafka (the first start downloads the jars with Maven)..."):
         state = broker.start(secure=secure)
+    if region:
+        from regions.cluster import RegionSet
+
+        RegionSet(get_settings(), [region]).add_region(region)
     console.print(f"Kafka is up at [bold]{state.bootstrap}[/] (pid {state.pid})")
     if state.secure:
         console.print(f"secured: SASL_PLAINTEXT, SCRAM-SHA-512, ACLs; super user 'admin', password in "

@@ -78,6 +78,17 @@ class RegionSet:
         except (OSError, ValueError):
             return []
 
+    def add_region(self, name: str) -> None:
+        """Record region ``name`` with the set's recorded ones (``m1 kafka start --region``), so that
+        ``m1 regions start|status|stop`` include it."""
+        names = self.recorded_names()
+        RegionSet(self.settings, names if name in names else [*names, name]).record()
+
+    def record(self) -> None:
+        """Record the set's names under ``<home>/regions``."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.names_file.write_text(json.dumps(self.names))
+
     def kafka(self, name: str) -> LocalKafka:
         """The local broker of region ``name``."""
         return LocalKafka(self.settings, home=self.dir / name, extra_properties=REGION_BROKER_PROPERTIES,
@@ -94,8 +105,7 @@ class RegionSet:
 
     def start_brokers(self, timeout: float = 120.0) -> dict[str, BrokerState]:
         """Start (or reuse) every region's broker, in parallel; returns their states."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.names_file.write_text(json.dumps(self.names))
+        self.record()
         self.kafka(self.names[0]).fetch()  # one download for all
         with ThreadPoolExecutor(len(self.names)) as pool:
             states = list(pool.map(lambda name: self.kafka(name).start(timeout=timeout), self.names))
