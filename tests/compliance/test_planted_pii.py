@@ -262,6 +262,9 @@ def test_planted_personal_data_is_nowhere_in_clear(worker: Settings) -> None:
     assert not any(b"planted-diag" in p for p in letters)  # nor a part of one cut off by a truncated record
     assert any(b"patient.diagnosis" in p and b"redac" in p for p in letters)  # the protobuf one: masked in place
 
+    remotes = {r for (r,) in run_query(settings, "SELECT DISTINCT remote FROM access_log").rows}
+    assert remotes and all(r.startswith("pii:") for r in remotes), remotes  # our own requests' address, too
+
     # ---- and nowhere in clear: every column of every table
     found = {table: in_clear_in_table(settings, table) for table in tables() if table != "subject_keys"}
     assert {t: f for t, f in found.items() if f} == {}
