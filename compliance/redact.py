@@ -217,10 +217,11 @@ class Redactor:
         resources: dict[int, dict[str, str]] = {}
         span_rules = self.policy.otlp_span
         for row in rows:
+            original = row["ResourceAttributes"]
             resource = self._resource(row, resources)
             tenant = resource["tenant"]
             attrs = row["SpanAttributes"]
-            subject = partial(self.subject, attrs, resource)
+            subject = partial(self.subject, attrs, original)  # named in clear: its key is found by the clear name
             row["SpanAttributes"] = self.mapping(tenant, attrs, span_rules, subject)
             row["Events.Attributes"] = [self.mapping(tenant, a, span_rules, subject) for a in row["Events.Attributes"]]
             row["Links.Attributes"] = [self.mapping(tenant, a, span_rules, subject) for a in row["Links.Attributes"]]
