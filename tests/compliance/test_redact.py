@@ -115,3 +115,20 @@ def test_a_protobuf_dead_letter_still_parses_with_its_personal_data_masked() -> 
 def test_free_text_reasons_are_scanned() -> None:
     assert scrub_text("store: cannot parse '203.0.113.9' for user x@y.org", POLICY) == \
         "store: cannot parse 'redacted:ipv4' for user redacted:email"
+
+
+def test_a_spans_subject_named_by_its_resource_is_found_by_its_clear_name(redactor: Redactor) -> None:
+    request = span_request(1_700_000_000 * 10**9, bytes(range(16)))
+    resource = request.resource_spans[0].resource
+    resource.attributes.add(key="enduser.id", value=resource.attributes[0].value.__class__(string_value="carol"))
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    kept = [kv for kv in span.attributes if kv.key != "enduser.id"]
+    del span.attributes[:]
+    span.attributes.extend(kept)
+    rows = span_rows(request)
+    rows[0]["ResourceAttributes"]["tenant"] = "acme"
+    redactor.spans(rows)
+    assert rows[0]["ResourceAttributes"]["enduser.id"] == pseudonym("acme", "carol")
+    keys = redactor.keys
+    assert keys is not None and rows[0]["SpanAttributes"]["patient.diagnosis"].startswith(
+        f"enc:v1:{keys.subject_ref('acme', 'carol')}:")
