@@ -221,7 +221,7 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
     @field_validator("registry_path", "oidc_jwks_path", "state_key_path", "pii_key_path", "pii_policy_path",
-                     mode="before")
+                     "state_dir", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
         """An empty variable (``M1_REGISTRY_PATH=``) means the default, not the current directory."""
@@ -338,6 +338,10 @@ class Settings(BaseSettings):
                                          "clearing) are checked.")
     incident_clear_seconds: float = Field(default=300.0, gt=0, description="An incident resolves after this long "
                                           "without an anomaly of its service and region; the next opens a new one.")
+
+    # -- scale-out (#14): several workers in one consumer group (streams/batch_consumer.py, sinks/state_files.py).
+    state_dir: Path | None = Field(default=None, description="Directory of model checkpoints shared by every worker "
+                                   "of one machine (embedded store); empty means the store's model_state table.")
 
 
 @lru_cache(maxsize=1)
