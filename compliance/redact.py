@@ -7,7 +7,7 @@ after decoding:
   ``audit.ingest``). Map fields (labels, attributes, details) by key, other text fields by name;
   whatever the policy does not classify is scanned by the detectors. ``tenant`` and ``ts`` are
   never touched. A metric point's values form its series key, which must be the same for the
-  same point every time: there ``encrypt`` (a fresh nonce each time) becomes ``pseudonymise``.
+  same point every time and outlive an erasure: there ``encrypt`` becomes ``pseudonymise``.
 * :meth:`Redactor.spans` / :meth:`Redactor.metric_rows`: OTLP rows (``streams.otlp_pipeline``),
   in place: resource, span, span event and link, data point and exemplar attributes, span and
   metric names, status messages. Data point attributes become metric labels (stable, as above).
@@ -144,7 +144,7 @@ class Redactor:
         return self.pseudonymise(tenant, hit.text)
 
     def _sealed_value(self, tenant: str, subject: str, value: str) -> str:
-        """Encrypted once per (tenant, subject, value) while remembered, so a replay gives the same token."""
+        """The subject's token for ``value`` (deterministic, ``SubjectKeys.encrypt``), remembered to spare the cipher."""
         key = (tenant, subject, value)
         token = self._sealed.get(key)
         if token is None:

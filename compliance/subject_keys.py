@@ -7,6 +7,10 @@ it), cached in memory. A token is ``enc:v1:<subject_ref>:<base64url(nonce + ciph
 subject reference is a keyed HMAC of (tenant, subject), never the subject, so a token names whose
 key opens it without telling who that is; the tenant and reference are bound into the ciphertext
 (GCM associated data), so a token moved to another tenant or subject does not decrypt.
+Encryption is deterministic: the nonce is an HMAC of the plaintext under a key derived from the
+subject's data key (as in SIV modes; a nonce repeats only with its plaintext), so a replayed
+record gets the very token it got the first time (audit ingest dedupes replays by content).
+That reveals only whether two tokens of one subject hold the same value, as a pseudonym would.
 
 :meth:`SubjectKeys.erase` deletes the key row with a synchronous mutation, merges the table, and
 waits until the engine has removed the outdated parts that held it, so the key is gone from every
@@ -22,6 +26,8 @@ create exactly one key.
 >>> keys = SubjectKeys(store, ref_secret=bytes(32))
 >>> token = keys.encrypt("acme", "alice@example.com", "Alice Liddell")
 >>> token.startswith("enc:v1:" + keys.subject_ref("acme", "alice@example.com") + ":")
+True
+>>> keys.encrypt("acme", "alice@example.com", "Alice Liddell") == token  # deterministic
 True
 >>> keys.decrypt("acme", token)
 'Alice Liddell'
@@ -39,11 +45,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 from weakref import WeakKeyDictionary
 
 import pyarrow as pa
@@ -96,7 +102,7 @@ class SubjectKeys:
     def __init__(self, store: Store, ref_secret: bytes) -> None:
         self.store = store
         self._ref_secret = ref_secret
-        self._cache: dict[tuple[str, str], AESGCM] = {}
+        self._cache: dict[tuple[str, str], _Cipher] = {}
         self._lock = threading.Lock()
         self._erase_listeners: list[Callable[[str, str], None]] = []
 
@@ -122,8 +128,10 @@ class SubjectKeys:
     def encrypt(self, tenant: str, subject: str, plaintext: str) -> str:
         """``plaintext`` encrypted with the subject's key (made on first use): ``enc:v1:<ref>:<b64>``."""
         ref = self.subject_ref(tenant, subject)
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = self._key(tenant, ref, create=True).encrypt(nonce, plaintext.encode(), _aad(tenant, ref))
+        cipher = self._key(tenant, ref, create=True)
+        clear = plaintext.encode()
+        nonce = hmac.new(cipher.nonce_key, clear, hashlib.sha256).digest()[:NONCE_BYTES]
+        sealed = cipher.aead.encrypt(nonce, clear, _aad(tenant, ref))
         return f"{PREFIX}{ref}:{base64.urlsafe_b64encode(nonce + sealed).decode().rstrip('=')}"
 
     def decrypt(self, tenant: str, token: str) -> str:
@@ -135,7 +143,7 @@ class SubjectKeys:
         ref, body = match.groups()
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         try:
-            clear = self._key(tenant, ref, create=False).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(tenant, ref))
+            clear = self._key(tenant, ref, create=False).aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(tenant, ref))
         except InvalidTag:
             raise ValueError("token does not authenticate under its subject's key (altered, or another tenant's)") from None
         return clear.decode()
@@ -171,7 +179,7 @@ class SubjectKeys:
             "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = {t:String} AND NOT active",
             {"t": TABLE}).rows[0][0]
 
-    def _key(self, tenant: str, ref: str, create: bool) -> AESGCM:
+    def _key(self, tenant: str, ref: str, create: bool) -> _Cipher:
         tenant = check_tenant(tenant)
         if (cipher := self._cache.get((tenant, ref))) is not None:
             return cipher
@@ -186,13 +194,20 @@ class SubjectKeys:
                                               "created_at": pa.array([int(time.time() * 1000)], TS_TYPE)})
                     if not self.store.embedded:  # workers sharing a server: the first key stored wins for all
                         key = self._stored(tenant, ref) or key
-                cipher = self._cache[(tenant, ref)] = AESGCM(key)
+                cipher = self._cache[(tenant, ref)] = _Cipher(AESGCM(key), hmac.new(key, b"nonce", hashlib.sha256).digest())
             return cipher
 
     def _stored(self, tenant: str, ref: str) -> bytes | None:
         rows = self.store.query(f"SELECT key FROM {TABLE} WHERE tenant = {{t:String}} AND subject_ref = {{r:String}} "
                                 "ORDER BY created_at, key LIMIT 1", {"t": tenant, "r": ref}).rows
         return bytes.fromhex(rows[0][0]) if rows else None
+
+
+class _Cipher(NamedTuple):
+    """A subject's AEAD and the key its nonces are derived with (both from its data key)."""
+
+    aead: AESGCM
+    nonce_key: bytes
 
 
 def _aad(tenant: str, ref: str) -> bytes:
