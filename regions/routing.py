@@ -4,18 +4,25 @@ Interface (stable; the region agent, the simulation and the API call exactly the
 
     router = Router({"eu": {"eu-west": 12.0, "us-east": 85.0}, ...})  # geo -> region -> RTT ms
     router = Router.for_regions(["eu-west", "us-east"])  # no proximity configured (see below)
-    router.measure(geo, region, rtt_ms)       # a measured latency (smoothed) replaces the configured one
+    router.measure(geo, region, rtt_ms)       # a measured latency: evidence for or against the order
     table = router.route(states, decided_at)  # -> RoutingTable from the verdict's states
     table.regions_for(geo) -> list[str]       # KeyError for an unknown geography
     table.records(since=previous)             # [(key, value)] for the compacted topic, key = geo
     RoutingTable.from_records(values)         # the newest table back from the topic's values
 
-Order: by cost (the smoothed measured RTT where there is one, else the configured proximity),
-ties by region name. Down regions are left out; degraded ones keep their place (they still
-serve; /v1/regions shows their state). The router has no clock and no state but the costs, so a
-table is a function of the verdict and the costs: the agent calls :meth:`Router.route` with the
-verdict right after every decision, so routing changes within the same decision as the failover
-or recovery that causes it. ``version`` goes up by one whenever any geography's route changes.
+Order: the configured proximity (ties by region name) is the prior; measurements reorder two
+regions only when they prove it wrong. For each (geography, region) the router keeps a running
+mean and variance of the measured log RTT (a plain mean at first, then exponential with weight
+``smoothing``; the mean restarts on a level shift, two measurements in a row more than ``jump``
+off to the same side). Two regions a before b in the prior swap when a's mean exceeds b's by
+more than ``evidence`` standard errors of the difference, and swap back when it is no longer
+``settle`` of them (hysteresis). A near tie (two regions 0.5 % apart, each probe 3 % off) thus
+keeps the configured order, and a real change (a route ×2) reorders within two measurements.
+Down regions are left out; degraded ones keep their place (they still serve; /v1/regions shows
+their state). A table is a function of the verdict and the router's order: the agent calls
+:meth:`Router.route` with the verdict right after every decision, so routing changes within the
+same decision as the failover or recovery that causes it. ``version`` goes up by one whenever
+any geography's route changes.
 
 On the compacted topic each geography is one record keyed by its name; its value is a
 :class:`Route` (``schema`` ``route/1``) carrying the table's version, so the newest value per
@@ -36,6 +43,8 @@ key is the current route and a reader can tell which decision it came from.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterable, Mapping
 
 import msgspec
@@ -91,16 +100,18 @@ _route_decoder = msgspec.json.Decoder(Route)
 
 
 class Router:
-    """Costs (RTT ms) from each geography to each region, and the tables they give."""
+    """The configured order of each geography's regions, reordered where measurements prove it wrong."""
 
-    def __init__(self, proximity: Mapping[str, Mapping[str, float]], smoothing: float = 0.02, jump: float = 0.15):
-        if not 0 < smoothing <= 1 or jump <= 0:
-            raise ValueError("need smoothing in (0, 1] and jump > 0")
-        self.smoothing, self.jump = smoothing, jump
+    def __init__(self, proximity: Mapping[str, Mapping[str, float]], smoothing: float = 0.02, jump: float = 0.15,
+                 evidence: float = 3.0, settle: float = 1.0):
+        if not 0 < smoothing <= 1 or jump <= 0 or not 0 <= settle < evidence:
+            raise ValueError("need smoothing in (0, 1], jump > 0 and 0 <= settle < evidence")
+        self.smoothing, self.jump, self.evidence, self.settle = smoothing, math.log1p(jump), evidence, settle
         self._configured = {g: dict(costs) for g, costs in sorted(proximity.items())}
-        self._measured: dict[tuple[str, str], float] = {}
-        self._outlier: dict[tuple[str, str], float] = {}  # relative offset of a lone far-off measurement
-        self._order: dict[str, list[str]] = {}  # each geography's regions by cost, until a cost changes
+        self._prior = {g: sorted(costs, key=lambda r: (costs[r], r)) for g, costs in self._configured.items()}
+        self._stats: dict[tuple[str, str], _Latency] = {}
+        self._swapped: set[tuple[str, str, str]] = set()  # (geo, a, b): b goes before a, a first in the prior
+        self._order: dict[str, list[str]] = {}  # each geography's regions, until a pair swaps
 
     @classmethod
     def for_regions(cls, regions: Iterable[str]) -> Router:
@@ -118,29 +129,26 @@ class Router:
         return list(self._configured)
 
     def cost(self, geo: str, region: str) -> float:
-        """The smoothed measured RTT if any, else the configured one."""
-        return self._measured.get((geo, region), self._configured[geo][region])
+        """The running mean of the measured RTT (geometric) if any, else the configured one."""
+        stats = self._stats.get((geo, region))
+        return math.exp(stats.mean) if stats else self._configured[geo][region]
 
     def measure(self, geo: str, region: str, rtt_ms: float) -> None:
-        """Fold a measured RTT into the cost. The first measurement is taken whole; one within
-        ``jump`` (relative) of the cost is smoothed in (weight ``smoothing``); one further off
-        is held as a possible outlier, and taken whole when the next is off to the same side
-        (a level shift: a route changed), so noise is averaged out but a real change is followed
-        within two measurements."""
+        """Fold a measured RTT into the running mean and variance of the pair's log RTT, then
+        re-test each pair of the geography's regions it belongs to. A measurement more than
+        ``jump`` (relative) off the mean is held; a second one off to the same side is a level
+        shift (a route changed): the mean restarts from the two."""
         if region not in self._configured[geo]:
             raise KeyError(f"{region!r} is not a region of geography {geo!r}")
         key = (geo, region)
-        self._order.pop(geo, None)
-        old = self._measured.get(key)
-        off = 0.0 if old is None else rtt_ms / old - 1.0
-        if old is None or (abs(off) > self.jump and self._outlier.get(key, 0.0) * off > 0):
-            self._measured[key] = rtt_ms
-            self._outlier.pop(key, None)
-        elif abs(off) > self.jump:
-            self._outlier[key] = off
+        if key in self._stats:
+            self._stats[key].fold(math.log(rtt_ms), self.smoothing, self.jump)
         else:
-            self._measured[key] = old + self.smoothing * (rtt_ms - old)
-            self._outlier.pop(key, None)
+            self._stats[key] = _Latency(math.log(rtt_ms))
+        prior = self._prior[geo]
+        for a, b in itertools.combinations(prior, 2):
+            if region in (a, b) and self._retest(geo, a, b):
+                self._order.pop(geo, None)
 
     def route(self, states: Mapping[str, HealthState], decided_at: float,
               previous: RoutingTable | None = None) -> RoutingTable:
@@ -152,7 +160,78 @@ class Router:
             return previous
         return RoutingTable((previous.version if previous else 0) + 1, decided_at, routes)
 
+    def _retest(self, geo: str, a: str, b: str) -> bool:
+        """Swap ``b`` (after ``a`` in the prior) ahead of ``a`` when ``a``'s mean log RTT exceeds
+        ``b``'s by more than ``evidence`` standard errors of the difference; swap back when it is
+        no longer ``settle`` of them. True if the pair's order changed."""
+        sa, sb = self._stats.get((geo, a)), self._stats.get((geo, b))
+        if sa is None or sb is None or min(sa.seen, sb.seen) < _MIN_SEEN:
+            return False  # no evidence yet: the pair keeps its order
+        diff = sa.mean - sb.mean
+        se = math.sqrt(sa.noise * sa.weight + sb.noise * sb.weight)
+        z = diff / se if se > 0 else math.copysign(math.inf, diff) if diff else 0.0
+        pair = (geo, a, b)
+        swapped = pair in self._swapped
+        if not swapped and z > self.evidence:
+            self._swapped.add(pair)
+        elif swapped and z < self.settle:
+            self._swapped.discard(pair)
+        return swapped != (pair in self._swapped)
+
     def _ordered(self, geo: str) -> list[str]:
+        """The prior order, with each region moved behind every region it lost a test to (a
+        region's place: how many go before it, ties by the prior)."""
         if geo not in self._order:
-            self._order[geo] = sorted(self._configured[geo], key=lambda r: (self.cost(geo, r), r))
+            prior = self._prior[geo]
+            behind = dict.fromkeys(prior, 0)
+            for a, b in itertools.combinations(prior, 2):
+                behind[a if (geo, a, b) in self._swapped else b] += 1
+            self._order[geo] = sorted(prior, key=lambda r: (behind[r], prior.index(r)))
         return self._order[geo]
+
+
+_MIN_SEEN = 3  # residuals a pair's two noise estimates need before they are evidence
+_NOISE_WINDOW = 100  # measurements the noise variance is averaged over (exponentially, after the first)
+_CUSUM_DRIFT, _CUSUM_LIMIT = 0.5, 8.0  # in standard deviations of one measurement
+
+
+class _Latency:
+    """Running statistics of one (geography, region)'s measured log RTT."""
+
+    __slots__ = ("mean", "weight", "noise", "seen", "held", "rise", "fall")
+
+    def __init__(self, x: float):
+        self.mean = x  # running mean of log RTT since the last level shift
+        self.weight = 1.0  # variance of the mean, in units of one measurement's variance
+        self.noise = 0.0  # variance of one measurement (log RTT), estimated from the residuals
+        self.seen = 0  # residuals folded into ``noise``
+        self.held: float | None = None  # a lone far-off measurement, not folded in (yet)
+        self.rise, self.fall = [0.0, 0.0, 0], [0.0, 0.0, 0]  # CUSUM up / down: score, sum and count of x
+
+    def fold(self, x: float, smoothing: float, jump: float) -> None:
+        """Fold log RTT ``x`` in (``jump`` in log units); see :meth:`Router.measure`."""
+        off = x - self.mean
+        if abs(off) > jump:
+            if self.held is not None and (self.held - self.mean) * off > 0:  # twice, same side: a level shift
+                self._restart((self.held + x) / 2, 2)
+            else:
+                self.held = x
+            return
+        self.held = None
+        if self.seen >= _MIN_SEEN and self.noise > 0:  # a smaller shift: a two-sided CUSUM of the residuals
+            z = off / math.sqrt(self.noise * (1.0 + self.weight))
+            for side, sign in ((self.rise, 1.0), (self.fall, -1.0)):
+                score = side[0] + sign * z - _CUSUM_DRIFT
+                side[:] = [score, side[1] + x, side[2] + 1] if score > 0 else [0.0, 0.0, 0]
+                if score > _CUSUM_LIMIT:  # the mean restarts from the measurements since the shift began
+                    self._restart(side[1] / side[2], side[2])
+                    return
+        self.seen += 1
+        self.noise += (off * off / (1.0 + self.weight) - self.noise) / min(self.seen, _NOISE_WINDOW)
+        a = max(smoothing, self.weight / (1.0 + self.weight))  # the plain mean at first, then exponential
+        self.mean += a * off
+        self.weight = (1.0 - a) ** 2 * self.weight + a * a
+
+    def _restart(self, mean: float, count: int) -> None:
+        self.mean, self.weight, self.held = mean, 1.0 / count, None
+        self.rise, self.fall = [0.0, 0.0, 0], [0.0, 0.0, 0]

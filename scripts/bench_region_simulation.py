@@ -6,10 +6,11 @@ than 0.1 % false failovers per decision on every training seed is chosen; then t
 policy, alone, is run on the *held-out* seeds, and only those numbers are the result (for
 docs/benchmarks.md, "Multi-region simulation"). Candidates: heartbeats missed before down
 (``down_missed``; degraded after 2, or at once when that is 2) x beats in a row to leave down (``recover_beats``)
-x the latency smoothing of the router (``smoothing``).
+x the latency smoothing of the router (``smoothing``) x the standard errors of evidence the
+router needs to reorder two regions against the configured proximity (``evidence``).
 
 Run:  .venv/bin/python scripts/bench_region_simulation.py --hours 3 --train 1,2 --test 11,12,13,14,15 \
-          --down-missed 2,3 --recover-beats 2,3 --smoothing 0.02,0.05
+          --down-missed 2 --recover-beats 2 --smoothing 0.02,0.05 --evidence 2,3,4
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ BAR_ACCURACY, BAR_FALSE = 0.999, 0.001
 
 def _seeds(text: str) -> list[int]:
     return [int(s) for s in text.split(",") if s.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(s) for s in text.split(",") if s.strip()]
 
 
 def _pooled(reports: list[SimReport]) -> dict[str, object]:
@@ -63,12 +68,13 @@ def main(hours: float = typer.Option(6.0, help="Simulated hours per seed."),
          down_missed: str = typer.Option("2,3,4", help="Candidates: heartbeats missed before down."),
          recover_beats: str = typer.Option("1,2,3", help="Candidates: beats in a row to leave down."),
          smoothing: str = typer.Option("0.02,0.05", help="Candidates: the router's latency smoothing."),
-         shipped: bool = typer.Option(False, help="Also run the shipped defaults (HealthPolicy(), Router's "
-                                                  "smoothing) on the held-out seeds, for comparison.")) -> None:
+         evidence: str = typer.Option("2,3,4", help="Candidates: standard errors the router needs to reorder."),
+         shipped: bool = typer.Option(False, help="Also run the shipped defaults (HealthPolicy(), the router's "
+                                                  "smoothing and evidence) on the held-out seeds, for comparison.")) -> None:
     """Grid on the training seeds, the chosen policy on the held-out seeds; prints JSON at the end."""
-    candidates = [(HealthPolicy(degraded_missed=min(2, d), down_missed=d, recover_beats=b), a)
-                  for d, b, a in itertools.product(_seeds(down_missed), _seeds(recover_beats),
-                                                   [float(x) for x in smoothing.split(",")])]
+    candidates = [(HealthPolicy(degraded_missed=min(2, d), down_missed=d, recover_beats=b), a, k)
+                  for d, b, a, k in itertools.product(_seeds(down_missed), _seeds(recover_beats),
+                                                      _floats(smoothing), _floats(evidence))]
     train_seeds, test_seeds = _seeds(train), _seeds(test)
     if set(train_seeds) & set(test_seeds):
         raise typer.BadParameter("training and held-out seeds must differ")
@@ -77,11 +83,11 @@ def main(hours: float = typer.Option(6.0, help="Simulated hours per seed."),
     with Progress(console=console) as progress:
         task = progress.add_task("simulating", total=runs * hours * 3600)
 
-        def run(candidate: tuple[HealthPolicy, float], seed: int) -> SimReport:
+        def run(candidate: tuple[HealthPolicy, float, float], seed: int) -> SimReport:
             done = progress.tasks[task].completed
-            policy, alpha = candidate
+            policy, alpha, k = candidate
             report = simulate(SimConfig(regions=regions, geos=geos, hours=hours, seed=seed, policy=policy,
-                                        smoothing=alpha),
+                                        smoothing=alpha, evidence=k),
                               progress=lambda s: progress.update(task, completed=done + s))
             progress.update(task, completed=done + hours * 3600)
             return report
@@ -91,11 +97,11 @@ def main(hours: float = typer.Option(6.0, help="Simulated hours per seed."),
             pooled = _pooled(reports)
             ok = all(r.false_failover_rate <= BAR_FALSE for r in reports)
             scores.append((ok, pooled["accuracy"], candidate, pooled))
-        table = Table("down_missed", "recover_beats", "smoothing", "accuracy (train)", "false failovers",
-                      "detection p50/p99 s", "eligible")
-        for ok, accuracy, (policy, alpha), pooled in scores:
+        table = Table("down_missed", "recover_beats", "smoothing", "evidence", "accuracy (train)",
+                      "false failovers", "detection p50/p99 s", "eligible")
+        for ok, accuracy, (policy, alpha, k), pooled in scores:
             det = pooled["detection_s"]
-            table.add_row(str(policy.down_missed), str(policy.recover_beats), str(alpha), f"{accuracy:.5%}",
+            table.add_row(str(policy.down_missed), str(policy.recover_beats), str(alpha), str(k), f"{accuracy:.5%}",
                           str(pooled["false_failovers"]), f"{det['p50']:.2f} / {det['p99']:.2f}", "yes" if ok else "no")
         console.print(table)
         eligible = [s for s in scores if s[0]]
@@ -103,14 +109,15 @@ def main(hours: float = typer.Option(6.0, help="Simulated hours per seed."),
             raise typer.Exit(1)
         _, _, chosen, _ = max(eligible, key=lambda s: s[1])
         held_out = [run(chosen, seed) for seed in test_seeds]
-        defaults = [run((HealthPolicy(), SimConfig().smoothing), seed) for seed in test_seeds] if shipped else []
+        shipped_candidate = (HealthPolicy(), SimConfig().smoothing, SimConfig().evidence)
+        defaults = [run(shipped_candidate, seed) for seed in test_seeds] if shipped else []
     result = _pooled(held_out)
     if defaults:
         result["shipped_defaults"] = _pooled(defaults)
     result.update(chosen={"down_missed": chosen[0].down_missed, "degraded_missed": chosen[0].degraded_missed,
-                          "recover_beats": chosen[0].recover_beats, "smoothing": chosen[1]},
+                          "recover_beats": chosen[0].recover_beats, "smoothing": chosen[1], "evidence": chosen[2]},
                   train=[{"down_missed": p.down_missed, "recover_beats": p.recover_beats, "smoothing": a,
-                          "eligible": ok, **pooled} for ok, _, (p, a), pooled in scores],
+                          "evidence": k, "eligible": ok, **pooled} for ok, _, (p, a, k), pooled in scores],
                   train_seeds=train_seeds, test_seeds=test_seeds, hours=hours, regions=regions, geos=geos,
                   per_seed=[r.summary() for r in held_out],
                   bars={"accuracy > 99.9 %": result["accuracy"] > BAR_ACCURACY,

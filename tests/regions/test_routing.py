@@ -3,6 +3,9 @@ route change within the same decision as the failover or recovery that causes it
 
 from __future__ import annotations
 
+import math
+import random
+
 import msgspec
 import pytest
 
@@ -39,27 +42,90 @@ def test_version_moves_only_when_a_route_changes():
     assert [k for k, _ in t4.records(since=t3)] == [b"de", b"in", b"us"]
 
 
-def test_measured_latency_is_smoothed_ignores_a_lone_outlier_and_follows_a_level_shift():
-    router = Router(PROXIMITY, smoothing=0.5, jump=0.15)
-    router.measure("de", "us-east", 10.0)  # the first measurement is taken whole: us-east now nearest
-    assert router.route(ALL_UP, 1.0).regions_for("de") == ["us-east", "eu-west", "ap-south"]
+def _probe(router: Router, geo: str, true_ms: dict[str, float], rounds: int, rng: random.Random,
+           noise: float = 0.03) -> None:
+    """``rounds`` probes of every region, each off by a log-normal error ``noise``, as clients measure."""
+    for _ in range(rounds):
+        for region, ms in true_ms.items():
+            router.measure(geo, region, ms * math.exp(rng.gauss(0.0, noise)))
+
+
+def test_a_near_tie_measured_with_noisy_probes_keeps_the_configured_order():
+    """us-east 0.5 % further than eu-west, each probe 3 % off: ranked by the measured means alone
+    (no evidence needed) they swap now and then; the router keeps the configured order."""
+    near_tie = {"eu-west": 50.0, "us-east": 50.25, "ap-south": 130.0}
+    naive_flips = 0
+    for seed in range(5):
+        routers = {"evidence": Router(PROXIMITY), "naive": Router(PROXIMITY, evidence=1e-9, settle=0.0)}
+        for name, router in routers.items():
+            rng, flips = random.Random(seed), 0
+            for _ in range(200):  # 200 rounds = 17 min of 5 s probes
+                _probe(router, "de", near_tie, 1, rng)
+                flips += router.route(ALL_UP, 1.0).regions_for("de")[0] != "eu-west"
+            if name == "evidence":
+                assert flips == 0, seed
+                assert abs(router.cost("de", "eu-west") / 50.0 - 1) < 0.01  # the means follow the probes
+            naive_flips += flips
+    assert naive_flips > 10
+
+
+def test_a_real_latency_change_reorders_within_a_few_measurements_and_back():
+    rng = random.Random(1)
+    for factor in (2.0, 1.08):  # a route doubled: the jump rule; 8 %: the CUSUM
+        router = Router(PROXIMITY)
+        base = {"eu-west": 50.0, "us-east": 50.25, "ap-south": 130.0}
+        _probe(router, "de", base, 100, rng)
+        rounds = 0
+        while router.route(ALL_UP, 1.0).regions_for("de")[0] == "eu-west":
+            _probe(router, "de", {**base, "eu-west": 50.0 * factor}, 1, rng)
+            rounds += 1
+            assert rounds <= (2 if factor == 2.0 else 15), factor
+        rounds = 0
+        while router.route(ALL_UP, 1.0).regions_for("de")[0] == "us-east":  # the change ends
+            _probe(router, "de", base, 1, rng)
+            rounds += 1
+            assert rounds <= (2 if factor == 2.0 else 15), factor
+
+
+def test_a_swap_needs_evidence_standard_errors_and_holds_until_under_settle():
+    """Hysteresis: swapped past ``evidence`` standard errors, back only under ``settle`` of them."""
+    router = Router(PROXIMITY, evidence=3.0, settle=1.0)
+    rng = random.Random(2)
+    _probe(router, "de", {"eu-west": 50.0, "us-east": 48.0}, 60, rng)  # 4 % apart: proven
+    assert router.route(ALL_UP, 1.0).regions_for("de")[:2] == ["us-east", "eu-west"]
+    swaps, order = 0, ["us-east", "eu-west"]
+    for _ in range(300):  # 1.5 % apart: about 3.5 standard errors, in the band: no flapping
+        _probe(router, "de", {"eu-west": 50.0, "us-east": 49.25}, 1, rng)
+        now = router.route(ALL_UP, 1.0).regions_for("de")[:2]
+        swaps, order = swaps + (now != order), now
+    assert swaps == 0 and order == ["us-east", "eu-west"]
+    flapping = Router(PROXIMITY, evidence=3.0, settle=2.999)  # no band: the same probes flap
+    rng, swaps, order = random.Random(2), 0, ["eu-west", "us-east"]
+    _probe(flapping, "de", {"eu-west": 50.0, "us-east": 48.0}, 60, rng)
+    for _ in range(300):
+        _probe(flapping, "de", {"eu-west": 50.0, "us-east": 49.25}, 1, rng)
+        now = flapping.route(ALL_UP, 1.0).regions_for("de")[:2]
+        swaps, order = swaps + (now != order), now
+    assert swaps > 2
+
+
+def test_a_lone_outlier_is_ignored_and_unmeasured_pairs_keep_the_configured_order():
+    router = Router(PROXIMITY)
+    router.measure("de", "us-east", 5.0)  # one measurement, nothing for eu-west: no evidence
+    assert router.route(ALL_UP, 1.0).regions_for("de") == ["eu-west", "us-east", "ap-south"]
+    rng = random.Random(3)
+    _probe(router, "de", {"eu-west": 20.0, "us-east": 40.0}, 20, rng, noise=0.01)
+    router.measure("de", "eu-west", 80.0)  # far off, once: held, not folded in
     router.measure("de", "eu-west", 20.0)
-    router.measure("de", "us-east", 11.0)  # within 15 %: smoothed
-    assert router.cost("de", "us-east") == 10.5
-    router.measure("de", "us-east", 40.0)  # far off: held
-    router.measure("de", "us-east", 10.5)
-    router.measure("de", "us-east", 40.0)  # far off again, but not twice in a row
-    assert router.cost("de", "us-east") == 10.5
-    router.measure("de", "us-east", 5.0)  # far off to the other side: no shift either
-    assert router.route(ALL_UP, 2.0).regions_for("de") == ["us-east", "eu-west", "ap-south"]
-    router.measure("de", "us-east", 42.0)
-    router.measure("de", "us-east", 41.0)  # twice in a row, the same side: the route changed
-    assert router.cost("de", "us-east") == 41.0
-    assert router.route(ALL_UP, 3.0).regions_for("de") == ["eu-west", "us-east", "ap-south"]
+    router.measure("de", "eu-west", 80.0)  # far off again, but not twice in a row
+    assert abs(router.cost("de", "eu-west") / 20.0 - 1) < 0.02
+    assert router.route(ALL_UP, 1.0).regions_for("de")[:2] == ["eu-west", "us-east"]
     with pytest.raises(KeyError):
         router.measure("de", "mars", 1.0)
     with pytest.raises(ValueError):
         Router(PROXIMITY, smoothing=0.0)
+    with pytest.raises(ValueError):
+        Router(PROXIMITY, evidence=1.0, settle=2.0)
 
 
 def test_records_round_trip_through_compaction_order():
