@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,36 @@ class Specs:
         return True
 
 
+class TableState(MutableMapping[str, str]):
+    """The engine's key-value state over a Faust table, its changelog records sent explicitly to
+    the partition of the key's tenant (every key starts ``<kind>:<tenant>``): the partition of
+    ``workflow_signals`` that carries that tenant's inputs, whichever input of a batch wrote it."""
+
+    def __init__(self, table: Any, partitions: int) -> None:
+        self.table = table
+        self.partitions = partitions
+
+    def _partition(self, key: str) -> int:
+        return partition_of(key[2:].split("|", 1)[0].encode(), self.partitions)
+
+    def __getitem__(self, key: str) -> str:
+        return self.table.data[key]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.table.data[key] = value
+        self.table.send_changelog(self._partition(key), key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.table.data[key]
+        self.table.send_changelog(self._partition(key), key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.table.data.keys()))
+
+    def __len__(self) -> int:
+        return len(self.table.data)
+
+
 def source_topics(settings: Settings) -> dict[str, str]:
     """Source name -> topic."""
     return {"anomalies": settings.topic_anomalies, "bottlenecks": settings.topic_bottlenecks,
@@ -98,7 +128,7 @@ def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher)
     specs = Specs(workflows_dir(settings))
     table = app.Table("workflow_state", partitions=settings.topic_partitions, schema=faust.Schema(
         key_type=str, value_type=str, key_serializer="json", value_serializer="raw"))
-    engine = Engine(specs.current, table, clear_after=settings.incident_clear_seconds)
+    engine = Engine(specs.current, TableState(table, settings.topic_partitions), clear_after=settings.incident_clear_seconds)
     signals = app.topic(settings.topic_workflow_signals, key_serializer="raw", value_serializer="raw",
                         partitions=settings.topic_partitions)
     bottlenecks = Bottlenecks(store)
@@ -117,8 +147,7 @@ def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher)
             "json": body if isinstance(body, dict) else {}})
         await publisher.publish([(settings.topic_workflow_signals, v["tenant"].encode(), encode_input(control))])
 
-    async def carry_out(effects: list[Effect]) -> None:
-        records: list[OutputRecord] = []
+    async def carry_out(effects: list[Effect], records: list[OutputRecord]) -> None:
         for effect in effects:
             if effect.kind == "notification":
                 n = effect.value
@@ -137,31 +166,36 @@ def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher)
         if records:
             await publisher.publish(records)
 
+    def apply(event: Any, now: float) -> list[Effect]:
+        """One input applied; raises ValueError for one that is not valid."""
+        try:
+            item = decode_input(event.value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ValueError(f"workflows: bad input: {exc}") from None
+        if isinstance(item, Control) and item.action == "tick":
+            if specs.reload():
+                engine.specs = dict(specs.current)
+            n = settings.topic_partitions
+            return engine.tick(now, [t for t in engine.tenants() if partition_of(t.encode(), n) == event.message.partition])
+        try:
+            return engine.handle(item, now)
+        except (ValueError, TypeError) as exc:  # a control naming nothing valid
+            raise ValueError(f"workflows: {exc}") from None
+
     @app.agent(signals, name="workflow_engine")
     async def run_engine(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                item = decode_input(event.value)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await publisher.publish(alert_records(settings, [dead_letter(
-                    records_of([event])[0], f"workflows: bad input: {exc}", time.time(), settings.max_payload_bytes)], []))
-                continue
-            now = time.time()
-            if isinstance(item, Control) and item.action == "tick":
-                if specs.reload():
-                    engine.specs = dict(specs.current)
-                n = settings.topic_partitions
-                mine = [t for t in engine.tenants() if partition_of(t.encode(), n) == message.partition]
-                effects = engine.tick(now, mine)
-            else:
+        # A batch's effects are published together before the next batch is read (then its
+        # offsets may be committed): a crash replays the inputs whose effects may not be out.
+        async for events in stream.take_events(500, within=0.005):
+            effects: list[Effect] = []
+            letters = []
+            for event in events:
+                now = time.time()
                 try:
-                    effects = engine.handle(item, now)
-                except (ValueError, TypeError) as exc:  # a control naming nothing valid
-                    await publisher.publish(alert_records(settings, [dead_letter(
-                        records_of([event])[0], f"workflows: {exc}", now, settings.max_payload_bytes)], []))
-                    continue
-            await carry_out(effects)
+                    effects += apply(event, now)
+                except ValueError as exc:
+                    letters.append(dead_letter(records_of([event])[0], str(exc), now, settings.max_payload_bytes))
+            await carry_out(effects, alert_records(settings, letters, []))
 
     @app.timer(settings.workflow_tick_seconds, on_leader=True, name="workflow_tick")
     async def tick() -> None:

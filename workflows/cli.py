@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from m1.query_client import QueryError, api_call
 from m1.settings import get_settings
@@ -130,7 +130,7 @@ def silence_add(tenant: str = TENANT,
 @silences_app.command("list")
 def silence_list(tenant: str = TENANT) -> None:
     """The tenant's silences and maintenance windows not yet ended."""
-    table = Table("id", "kind", "from", "until", "matchers", "comment", "by")
+    table = Table(Column("id", no_wrap=True), "kind", "from", "until", "matchers", "comment", "by")
     for s in _call("GET", f"/v1/tenants/{tenant}/silences")["items"]:
         table.add_row(s["id"], s["kind"], str(s["starts_at"]), str(s["ends_at"]), json.dumps(s["matchers"]),
                       s["comment"], s["created_by"])
@@ -149,7 +149,7 @@ def incident_list(tenant: str = TENANT,
                   status: str = typer.Option(None, "--status", help="open, acknowledged or resolved.")) -> None:
     """The tenant's incidents, newest first."""
     query = f"?status={status}" if status else ""
-    table = Table("id", "status", "severity", "service", "region", "started", "title")
+    table = Table(Column("id", no_wrap=True), "status", "severity", "service", "region", "started", "title")
     for i in _call("GET", f"/v1/tenants/{tenant}/incidents{query}")["items"]:
         table.add_row(i["id"], i["status"], i["severity"], i["service"], i["region"], str(i["started_at"]), i["title"])
     console.print(table)

@@ -142,7 +142,7 @@ def from_source(source: str, raw: bytes, received: float = 0.0) -> Signal:
             raise ValueError("not a JSON object")
         signal = _PARSERS[source](record)
     except (KeyError, TypeError, msgspec.DecodeError) as exc:
-        raise ValueError(f"workflows: not a {source} record: {type(exc).__name__}: {exc}") from None
+        raise ValueError(f"workflows: not a record of {source}: {type(exc).__name__}: {exc}") from None
     if signal.severity not in SEVERITIES:
         raise ValueError(f"workflows: unknown severity {signal.severity!r}")
     return msgspec.structs.replace(signal, received=received)
