@@ -6,8 +6,10 @@ is sealed with an HMAC under the deployment's key (:func:`load_state_key`), chec
 anything is unpickled: whoever can write ``model_state`` but not read the key file cannot make
 the worker run code, nor move one series' state to another.
 
-Both stream pipelines keep their models in a :class:`models.bank.ModelBank` and use these
-two functions to save what changed and to load what a restart or an eviction lost.
+Both stream pipelines keep their models in a :class:`models.bank.ModelBank` and save what changed
+and load what a restart, an eviction or a rebalance lost through a :class:`StateLocation`
+(:func:`state_location`): this table, or with ``M1_STATE_DIR`` files that every worker of one
+machine shares (``sinks.state_files``, for several workers on the embedded store).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyarrow as pa
 
 from models.bank import ModelBank
 from sinks.clickhouse import TS_TYPE
+from sinks.state_files import StateDirectory
 
 #: Bytes of a new state key (HMAC-SHA256 keys should be at least the hash's size).
 KEY_BYTES = 32
@@ -72,6 +75,34 @@ class StoreLike(Protocol):
     def insert(self, table: str, columns: dict) -> int: ...
 
     def query(self, sql: str, parameters: dict | None = None) -> Any: ...
+
+
+class StateLocation(Protocol):
+    """Where a pipeline's model checkpoints live."""
+
+    def save(self, bank: ModelBank) -> int: ...
+
+    def restore_missing(self, bank: ModelBank, series: list[str]) -> None: ...
+
+
+class StateTable:
+    """Checkpoints in the store's ``model_state`` table (:func:`save_checkpoint`, :func:`restore_missing`)."""
+
+    def __init__(self, store: StoreLike):
+        self.store = store
+
+    def save(self, bank: ModelBank) -> int:
+        return save_checkpoint(self.store, bank)
+
+    def restore_missing(self, bank: ModelBank, series: list[str]) -> None:
+        restore_missing(self.store, bank, series)
+
+
+def state_location(state_dir: Path | None, store: StoreLike) -> StateLocation:
+    """Files under ``state_dir`` (``M1_STATE_DIR``) if given, else the store's ``model_state`` table."""
+    if state_dir is None:
+        return StateTable(store)
+    return StateDirectory(state_dir)
 
 
 def save_checkpoint(store: StoreLike, bank: ModelBank) -> int:

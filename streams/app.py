@@ -98,6 +98,7 @@ def build_app(settings: Settings) -> faust.App:
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
         # the records of a batch the store kept rejecting
         dead_letters=observed.counting_dead_letters(batch_dead_letters(pipeline, publisher, settings)),
+        forget=[pipeline.forget, forecasting.forget],  # the models of partitions another worker took
     ))
     observed.watch_lag(consumer.lag)  # asked of the broker at each scrape
 

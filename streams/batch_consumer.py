@@ -18,6 +18,18 @@ handled before them are committed. After a crash the consumer resumes from the l
 checkpoint, so each detector re-learns exactly the points it had not saved, and the store's
 ReplacingMergeTree tables hide the rows written twice.
 
+Several workers may share the group (scale-out): every series lives in one partition (records
+are keyed by series; ``streams.metrics_pipeline`` re-keys the others), so one worker scores it.
+When a rebalance takes partitions away, the consumer first checkpoints (waiting for the batch in
+hand; a batch waiting for the store is given up) and commits, before the group hands them to
+another worker, then drops the models of the series it read from partitions it lost (``forget``);
+a worker that gets a partition restores each series' saved state when its first point comes
+(``restore_missing``). Checkpoints must then live where every worker finds them: the model_state
+table of a ClickHouse server, or with the embedded store a directory the workers share
+(``M1_STATE_DIR``, ``sinks.state_files``). If that checkpoint fails, the models of every revoked
+partition are dropped, so state and offsets go back to the last checkpoint together. A worker
+that crashes hands over its last checkpoint and commit, which match (see above).
+
 With ``M1_TENANT_TOPICS`` the consumer reads every tenant's ``<tenant>.<topic>`` instead of
 ``topic``: it subscribes by pattern and refreshes its metadata every
 ``TENANT_TOPICS_REFRESH_MS``, so a new tenant's topic is read within that time.
@@ -28,11 +40,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
@@ -62,6 +74,8 @@ class KafkaEvent:
 BatchHandler = Callable[[Sequence[KafkaEvent]], Awaitable[None]]
 #: Dead-letters every record of a batch with the given reason (once the store rejected it too often).
 BatchDeadLetters = Callable[[Sequence[KafkaEvent], str], Awaitable[None]]
+#: Drops the models of the given series (their partitions went to another worker).
+Forget = Callable[[Iterable[str]], object]
 
 TENANT_TOPICS_REFRESH_MS = 30_000
 #: Longest wait of one poll of the paused partitions while a batch is retried.
@@ -79,11 +93,14 @@ class BatchConsumer(Service):
 
     ``dead_letters`` takes the records of a batch the store rejected ``M1_STORE_RETRY_ATTEMPTS``
     times; without it such a batch is retried like any other failure.
+
+    ``forget`` callables drop the models of the series (record keys) read from partitions this
+    consumer lost in a rebalance (see the module docstring).
     """
 
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
                  checkpoints: list[Callable[[], object]], checkpoint_due: Callable[[], bool] = lambda: False,
-                 dead_letters: BatchDeadLetters | None = None, **kwargs: object):
+                 dead_letters: BatchDeadLetters | None = None, forget: Sequence[Forget] = (), **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
@@ -92,12 +109,16 @@ class BatchConsumer(Service):
         self.checkpoints = checkpoints
         self.checkpoint_due = checkpoint_due
         self.dead_letters = dead_letters
+        self.forget = forget
         self.retry = RetryPolicy.of(settings)
         self._batch_assignment: frozenset[TopicPartition] = frozenset()  # the partitions when the batch was read
         self._consumer: AIOKafkaConsumer | None = None
         self._between_batches = asyncio.Lock()
         self._handled: dict[TopicPartition, int] = {}  # next offset per partition, not yet committed
         self._next: dict[TopicPartition, int] = {}  # next offset to handle per partition (lag())
+        self._keys: dict[TopicPartition, set[bytes]] = {}  # record keys handled per partition (forget)
+        self._revoking = False  # a rebalance waits for the batch in hand
+        self._saved_at_revoke = True  # whether the last revocation's checkpoint succeeded
 
     async def on_start(self) -> None:
         tenant_topics = self.settings.tenant_topics
@@ -113,10 +134,11 @@ class BatchConsumer(Service):
             **({"metadata_max_age_ms": TENANT_TOPICS_REFRESH_MS} if tenant_topics else {}),
             **client_kwargs(self.settings),
         )
+        listener = _Rebalance(self)
         if tenant_topics:
-            self._consumer.subscribe(pattern=tenant_topic_pattern(self.topic))
+            self._consumer.subscribe(pattern=tenant_topic_pattern(self.topic), listener=listener)
         else:
-            self._consumer.subscribe([self.topic])
+            self._consumer.subscribe([self.topic], listener=listener)
         await self._consumer.start()
 
     async def on_stop(self) -> None:
@@ -126,9 +148,10 @@ class BatchConsumer(Service):
             if self._consumer is not None:
                 await self._consumer.stop()
 
-    async def checkpoint(self) -> None:
-        """Save the models, then commit the offsets of every batch handled before. If a save
-        fails (the store is down, say), nothing is committed: those offsets wait for the next."""
+    async def checkpoint(self) -> bool:
+        """Save the models, then commit the offsets of every batch handled before; returns whether
+        the models were saved. If a save fails (the store is down, say), nothing is committed:
+        those offsets wait for the next."""
         async with self._between_batches:
             try:
                 for save in self.checkpoints:
@@ -136,9 +159,31 @@ class BatchConsumer(Service):
             except Exception:
                 log.exception("checkpoint failed; offsets of %d partitions stay uncommitted until one succeeds",
                               len(self._handled))
-                return
+                return False
             offsets, self._handled = self._handled, {}
             await self._commit(offsets)
+            return True
+
+    async def partitions_revoked(self) -> None:
+        """Before the group moves partitions: checkpoint and commit (see the module docstring)."""
+        self._revoking = True  # a batch waiting for the store gives up (backoff)
+        try:
+            self._saved_at_revoke = await self.checkpoint()
+        finally:
+            self._revoking = False
+
+    def partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """After the group moved partitions: forget the series of those lost, or of all if the
+        revocation's checkpoint failed (their saved state and commit are older than the models)."""
+        kept = set(assigned) if self._saved_at_revoke else set()
+        lost = [tp for tp in self._keys if tp not in kept]
+        if not self._saved_at_revoke:
+            self._handled = {}  # read again from the last commit
+        series = {key.decode() for tp in lost for key in self._keys.pop(tp)}
+        if series:
+            log.info("%d partitions of %s went elsewhere; their %d series' models are dropped", len(lost), self.topic, len(series))
+            for forget in self.forget:
+                forget(series)
 
     @Service.task
     async def _checkpoint_clock(self) -> None:
@@ -162,6 +207,8 @@ class BatchConsumer(Service):
                 for event in events:
                     tp = TopicPartition(event.message.topic, event.message.partition)
                     self._handled[tp] = max(self._handled.get(tp, 0), event.message.offset + 1)
+                    if event.key is not None:
+                        self._keys.setdefault(tp, set()).add(event.key)
                 self._next.update(self._handled)
             if self.checkpoint_due():
                 await self.checkpoint()
@@ -205,7 +252,7 @@ class BatchConsumer(Service):
         assert self._consumer is not None
         deadline = time.monotonic() + seconds
         while not self.should_stop and (left := deadline - time.monotonic()) > 0:
-            if self._consumer.assignment() != self._batch_assignment:
+            if self._revoking or self._consumer.assignment() != self._batch_assignment:
                 log.warning("a rebalance changed the partitions while a batch waited; it is read again from the last commit")
                 self.resume_input()
                 return False
@@ -258,3 +305,16 @@ class BatchConsumer(Service):
         for tp, offset in first.items():
             if tp in assigned:
                 self._consumer.seek(tp, offset)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """aiokafka's rebalance callbacks, handed to the consumer's own methods."""
+
+    def __init__(self, consumer: BatchConsumer):
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.consumer.partitions_revoked()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.consumer.partitions_assigned(assigned)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress
@@ -68,7 +69,7 @@ from models.forecasting.registry import make_forecaster
 from models.forecasting.scaling import ScalingPolicy
 from models.ordered import fresh_mask
 from schemas.events import EventDecoder, MetricPoint
-from sinks.model_state import StoreLike, load_state_key, restore_missing, save_checkpoint
+from sinks.model_state import StoreLike, load_state_key, state_location
 from sinks.clickhouse import TS_TYPE
 from streams.metrics_pipeline import Record, decode_batch, topic_tenants
 from streams.tracing import stage
@@ -196,6 +197,7 @@ class ForecastPipeline:
         self.cost_model = f"cost:{settings.forecast_model}"
         self.bank = ModelBank(f"forecast:{settings.forecast_model}", max_series=settings.max_series, factory=SeriesModels,
                               key=load_state_key(settings.state_key_file))
+        self.state = state_location(settings.state_dir, store)  # where checkpoints go (M1_STATE_DIR)
         self._lock = threading.RLock()
 
     @cached_property
@@ -305,17 +307,24 @@ class ForecastPipeline:
     # --- state ---------------------------------------------------------------------------
 
     def checkpoint(self) -> int:
-        """Write changed series state to ``model_state``; returns how many series were saved.
+        """Write changed series state to :attr:`state`; returns how many series were saved.
 
         Call it only between batches whose outputs were delivered (the agent does): a series
         never learns a point twice, so a checkpoint taken after learning a point but before its
         outputs reached Kafka would lose those outputs in a replay.
         """
         with self._lock, stage("checkpoint"):
-            return save_checkpoint(self.store, self.bank)
+            return self.state.save(self.bank)
+
+    def forget(self, series: Iterable[str]) -> None:
+        """Drop the models of ``series``: their partitions went to another worker, which saves their
+        state from now on; a later use restores it from :attr:`state` (``streams.batch_consumer``)."""
+        with self._lock:
+            for key in series:
+                self.bank.discard(key)
 
     def _restore(self, series: list[str]) -> None:
-        restore_missing(self.store, self.bank, series)
+        self.state.restore_missing(self.bank, series)
 
     # --- sink ----------------------------------------------------------------------------
 

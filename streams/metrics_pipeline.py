@@ -21,7 +21,7 @@ import struct
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -38,7 +38,7 @@ from models.registry import make_detector
 from models.detectors.threshold import Thresholds
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint, encode
 from sinks.clickhouse import TS_TYPE, Store
-from sinks.model_state import load_state_key, restore_missing, save_checkpoint
+from sinks.model_state import load_state_key, state_location
 from streams.tracing import stage
 from tenancy.quotas import IngestQuotas
 
@@ -116,6 +116,7 @@ class MetricsPipeline:
                               config=settings.changed_detector_options(), key=load_state_key(settings.state_key_file))
         self.quotas = IngestQuotas(settings)
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
+        self.state = state_location(settings.state_dir, store)  # where checkpoints go (M1_STATE_DIR)
         self._lock = threading.RLock()  # the bank is shared with the OTLP agents' threads
         self.tenant_of = topic_tenants(settings)
 
@@ -161,12 +162,19 @@ class MetricsPipeline:
             dead_letters.extend(dead_letter(record, reason, now, self.settings.max_payload_bytes) for record in over)
 
     def checkpoint(self) -> int:
-        """Write changed model state to the store; returns how many series were saved."""
+        """Write changed model state to :attr:`state`; returns how many series were saved."""
         with self._lock, stage("checkpoint"):
-            return save_checkpoint(self.store, self.bank)
+            return self.state.save(self.bank)
+
+    def forget(self, series: Iterable[str]) -> None:
+        """Drop the models of ``series``: their partitions went to another worker, which saves their
+        state from now on; a later use restores it from :attr:`state` (``streams.batch_consumer``)."""
+        with self._lock:
+            for key in series:
+                self.bank.discard(key)
 
     def _restore(self, series: list[str]) -> None:
-        restore_missing(self.store, self.bank, series)
+        self.state.restore_missing(self.bank, series)
 
     def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
         threshold = self.thresholds.warning
@@ -235,7 +243,9 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
     stamped more than ``max_future_seconds`` after it are among them, and with ``tenant_of``,
     points whose tenant is not their topic's), the records to re-key (to the topic they came
     from; a point ``redact`` changed is re-sent redacted) and the points of the rest, each as
-    ``redact`` returns it, by series."""
+    ``redact`` returns it, by series. Only a record keyed by its series is scored: each series then
+    lives in one partition, so one worker of the group scores its points, in order; a keyless
+    record or one keyed otherwise is re-keyed (it lands in its series' partition and is scored there)."""
     outcome = BatchOutcome()
     with stage("decode"):  # msgspec parses and checks the schema in one pass
         decoded: list[tuple[Record, MetricPoint, MetricPoint]] = []  # (record, point, point redacted)
@@ -249,11 +259,11 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
                 decoded.append((record, point, redact(point)))
             except InvalidEvent as exc:
                 outcome.dead_letters.append(dead_letter(record, exc.reason, now, decoder.max_bytes))
-    with stage("validate"):  # a record keyed otherwise belongs to another partition
+    with stage("validate"):  # a record keyed otherwise, or not at all, belongs to its series' partition
         by_series: dict[str, list[MetricPoint]] = defaultdict(list)
         for record, original, point in decoded:
             series = point.series_key
-            if record.key is not None and record.key != series.encode():
+            if record.key != series.encode():
                 outcome.rekeyed.append((record.topic, series.encode(), record.value if point is original else encode(point)))
                 continue
             by_series[series].append(point)

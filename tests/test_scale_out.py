@@ -1,0 +1,181 @@
+"""More workers, same results (#14): a consumer group of workers that grows from 2 to 3 and
+loses one to SIGKILL mid-stream stores the same points, publishes the same anomalies (same
+scores) and ends with the same model states as one worker given the same input.
+
+Real broker, real worker processes, each with its own home and chdb store (read through its
+API), sharing one checkpoint directory (``M1_STATE_DIR``) and the keys as workers of one
+machine do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
+
+from m1.kafka_local import free_port
+from m1.kafka_security import client_kwargs
+from m1.query_client import run_query
+from m1.settings import Settings
+from m1.worker_process import WorkerProcess
+from models.bank import MAC_BYTES
+from schemas.events import MetricPoint, encode
+from tenancy.names import PLATFORM
+from tests.helpers import isolated_settings, new_key, produce, start_worker, wait_for
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+SERIES, POINTS, PARTITIONS = 40, 250, 6
+SPIKES = (180, 210, 240)  # after the ensemble's warm-up
+
+
+def workload() -> list[tuple[bytes, bytes]]:
+    """SERIES keyed series (every 4th a forecast metric) of POINTS each, interleaved in time, with spikes."""
+    out = []
+    for i in range(POINTS):
+        for s in range(SERIES):
+            metric = "cpu_pct" if s % 4 == 0 else "latency_ms"
+            value = 50.0 + 5.0 * math.sin(i / 7.0 + s) + ((i * 31 + s * 17) % 11) / 5.0
+            if i in SPIKES and (i + s) % 3 == 0:
+                value *= 4
+            p = MetricPoint(T0 + 60 * i, "scale", "eu-west-1", f"svc{s % 5}", metric, value, {"host": f"h{s}"})
+            out.append((p.series_key.encode(), encode(p)))
+    return out
+
+
+def group(root: Path, bootstrap: str) -> Settings:
+    """The settings every member of one consumer group shares: topics, group, checkpoint directory, keys
+    (the personal-data key is the test's: both runs must make the same series keys)."""
+    return isolated_settings(root / "w0", bootstrap, topic_partitions=PARTITIONS, state_dir=root / "state",
+                             state_key_path=root / "state.key", pii_key_path=root.parent / "pii.key")
+
+
+def member(shared: Settings, home: Path) -> Settings:
+    """A member of the group with its own home (store, registry, API key) and port."""
+    settings = shared.model_copy(update={"home": home, "web_port": free_port()})
+    return settings.model_copy(update={"api_key": SecretStr(new_key(settings, PLATFORM, ["platform-admin"]))})
+
+
+async def _topic_state(settings: Settings, group_id: str | None) -> tuple[dict, dict]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id, enable_auto_commit=False,
+                                **client_kwargs(settings))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.topic_metrics, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(tps)
+        committed = {tp: await consumer.committed(tp) for tp in tps} if group_id else {}
+        return ends, committed
+    finally:
+        await consumer.stop()
+
+
+def handled(settings: Settings) -> bool:
+    """Whether the group committed every record of the metrics topic (so their outputs were delivered)."""
+    ends, committed = asyncio.run(_topic_state(settings, f"{settings.app_id}-metrics"))
+    return all((committed[tp] or 0) >= end for tp, end in ends.items())
+
+
+def anomalies(settings: Settings) -> dict[tuple[str, float], float]:
+    """Score by (series, ts) of every record on the anomalies topic; a record published twice
+    (a replay after the crash) must carry the same score."""
+
+    async def run() -> list[dict]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
+                                    enable_auto_commit=False, **client_kwargs(settings))
+        await consumer.start()
+        try:
+            tps = [TopicPartition(settings.topic_anomalies, p) for p in range(PARTITIONS)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            out: list[dict] = []
+            async with asyncio.timeout(60):
+                while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+                    for part in (await consumer.getmany(timeout_ms=500)).values():
+                        out.extend(json.loads(r.value) for r in part)
+            return out
+        finally:
+            await consumer.stop()
+
+    scores: dict[tuple[str, float], float] = {}
+    for a in asyncio.run(run()):
+        key = (a["series"], a["ts"])
+        assert scores.setdefault(key, a["score"]) == pytest.approx(a["score"], abs=1e-9), key
+    return scores
+
+
+def points(workers: list[Settings]) -> set[tuple]:
+    """The union of the workers' stored points (a row stored twice, by a crashed worker and by the
+    worker that replayed its batch, must be the same row)."""
+    rows: set[tuple] = set()
+    for settings in workers:
+        rows |= set(run_query(settings, "SELECT series, toUnixTimestamp64Milli(ts), value, score, is_anomaly "
+                                        "FROM metric_points FINAL WHERE tenant = 'scale'").rows)
+    assert len({r[:2] for r in rows}) == len(rows), "a point stored with two different scores"
+    return rows
+
+
+def states(settings: Settings) -> dict[str, tuple[int, bytes]]:
+    """Each checkpoint file's points and model, by path. The model is compared pickled again: a
+    restored model pickles its shared references apart, the same state in other bytes."""
+    root = settings.state_dir
+    assert root is not None
+    out = {}
+    for f in root.rglob("*"):
+        if f.is_file() and not f.name.startswith("."):  # the test's own files: their pickles are trusted
+            data = f.read_bytes()
+            out[str(f.relative_to(root))] = (int.from_bytes(data[:8], "big", signed=True),
+                                             pickle.dumps(pickle.loads(data[9 + MAC_BYTES:]), protocol=pickle.HIGHEST_PROTOCOL))
+    return out
+
+
+def single_run(root: Path, bootstrap: str, data: list[tuple[bytes, bytes]]) -> tuple[dict, set, dict]:
+    settings = group(root, bootstrap)
+    worker = start_worker(settings)
+    try:
+        produce(settings, data)
+        assert wait_for(lambda: handled(settings), timeout=90)
+        stored = points([settings])
+    finally:
+        worker.stop()
+    return anomalies(settings), stored, states(settings)
+
+
+@pytest.mark.slow
+def test_two_then_three_workers_one_killed_match_one_worker(tmp_path: Path, kafka_bootstrap: str) -> None:
+    data = workload()
+    one_anomalies, one_points, one_states = single_run(tmp_path / "one", kafka_bootstrap, data)
+    assert len(one_points) == len(data) and one_anomalies  # the workload has spikes the detectors flag
+    assert len(one_states) == SERIES + SERIES // 4  # a detector per series, a forecaster per cpu_pct series
+
+    shared = group(tmp_path / "many", kafka_bootstrap)
+    homes = [shared.home, tmp_path / "many" / "w1", tmp_path / "many" / "w2"]
+    members = [shared] + [member(shared, home) for home in homes[1:]]
+    third = len(data) // 3
+    workers = [start_worker(members[0]), start_worker(members[1])]  # two workers
+    try:
+        produce(members[0], data[:third])
+        workers.append(start_worker(members[2]))  # a third joins mid-stream
+        produce(members[0], data[third : 2 * third])
+        assert wait_for(lambda: int(run_query(members[1], "SELECT count() FROM metric_points").rows[0][0]) > 0, timeout=60)
+        workers[1].kill()  # SIGKILL: no final checkpoint; its partitions go back to their last commit
+        produce(members[0], data[2 * third :])
+        assert wait_for(lambda: handled(shared), timeout=120)
+    finally:
+        for worker in workers:
+            worker.stop()
+    workers[1] = WorkerProcess(members[1], workers[1].log_path).start()  # only to read its store (all is committed)
+    try:
+        many_points = points(members)
+    finally:
+        workers[1].stop()
+
+    assert many_points == one_points
+    many_anomalies = anomalies(shared)
+    assert many_anomalies.keys() == one_anomalies.keys()
+    assert all(many_anomalies[k] == pytest.approx(one_anomalies[k], abs=1e-9) for k in one_anomalies)
+    assert states(shared) == one_states
