@@ -12,6 +12,10 @@ COPY traces traces
 COPY tenancy tenancy
 COPY api api
 COPY audit audit
+COPY compliance compliance
+COPY workflows workflows
+COPY integrations integrations
+COPY regions regions
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin m1 \
     && mkdir -p /data && chown m1 /data && chmod 0700 /data
