@@ -103,7 +103,7 @@ class Router:
     """The configured order of each geography's regions, reordered where measurements prove it wrong."""
 
     def __init__(self, proximity: Mapping[str, Mapping[str, float]], smoothing: float = 0.02, jump: float = 0.15,
-                 evidence: float = 3.0, settle: float = 1.0):
+                 evidence: float = 2.0, settle: float = 1.0):
         if not 0 < smoothing <= 1 or jump <= 0 or not 0 <= settle < evidence:
             raise ValueError("need smoothing in (0, 1], jump > 0 and 0 <= settle < evidence")
         self.smoothing, self.jump, self.evidence, self.settle = smoothing, math.log1p(jump), evidence, settle

@@ -24,7 +24,9 @@ The world
   relayed through a third region.
 - Every ``probe_interval`` s each geography measures its RTT to each reachable region (true
   RTT times a log-normal error, sigma ``probe_noise``); the measurements reach every region
-  (a mirrored topic), so one Router's costs stand for every region's.
+  (a mirrored topic), so one Router's statistics stand for every region's. The Router's
+  configured proximity is the RTT without latency changes (the geography's known distance
+  order): it is the prior that the measurements overrule only with evidence.
 - Each second every geography sends one request. It asks the nearest region that can be
   reached for its routing table and goes to the first region listed for it. It is *accurate*
   when that is the nearest region that is up and reachable, by true RTT.
@@ -88,7 +90,7 @@ class SimConfig:
     policy: HealthPolicy = HealthPolicy()
     smoothing: float = 0.02
     jump: float = 0.15
-    evidence: float = 3.0
+    evidence: float = 2.0
     settle: float = 1.0
     probe_interval: float = 5.0
     probe_noise: float = 0.03

@@ -10,7 +10,7 @@ x the latency smoothing of the router (``smoothing``) x the standard errors of e
 router needs to reorder two regions against the configured proximity (``evidence``).
 
 Run:  .venv/bin/python scripts/bench_region_simulation.py --hours 3 --train 1,2 --test 11,12,13,14,15 \
-          --down-missed 2 --recover-beats 2 --smoothing 0.02,0.05 --evidence 2,3,4
+          --down-missed 2 --recover-beats 2 --smoothing 0.02,0.005 --evidence 2,3,4 --shipped
 """
 
 from __future__ import annotations
