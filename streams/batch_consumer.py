@@ -172,7 +172,7 @@ class BatchConsumer(Service):
         finally:
             self._revoking = False
 
-    def partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    async def partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """After the group moved partitions: forget the series of those lost, or of all if the
         revocation's checkpoint failed (their saved state and commit are older than the models)."""
         kept = set(assigned) if self._saved_at_revoke else set()
@@ -182,8 +182,8 @@ class BatchConsumer(Service):
         series = {key.decode() for tp in lost for key in self._keys.pop(tp)}
         if series:
             log.info("%d partitions of %s went elsewhere; their %d series' models are dropped", len(lost), self.topic, len(series))
-            for forget in self.forget:
-                forget(series)
+            for forget in self.forget:  # in a thread: it waits for the pipeline's lock
+                await asyncio.get_running_loop().run_in_executor(None, forget, series)
 
     @Service.task
     async def _checkpoint_clock(self) -> None:
@@ -317,4 +317,4 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.consumer.partitions_revoked()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.consumer.partitions_assigned(assigned)
+        await self.consumer.partitions_assigned(assigned)
