@@ -24,8 +24,12 @@ from m1.kafka_security import client_kwargs
 from m1.query_client import run_query
 from m1.settings import Settings
 from m1.worker_process import WorkerProcess
-from models.bank import MAC_BYTES
-from schemas.events import MetricPoint, encode
+import numpy as np
+
+from models.bank import MAC_BYTES, ModelBank
+from schemas.events import EventDecoder, MetricPoint, encode
+from sinks.state_files import StateDirectory
+from streams.metrics_pipeline import Record, decode_batch
 from tenancy.names import PLATFORM
 from tests.helpers import isolated_settings, new_key, produce, start_worker, wait_for
 
@@ -46,6 +50,32 @@ def workload() -> list[tuple[bytes, bytes]]:
             p = MetricPoint(T0 + 60 * i, "scale", "eu-west-1", f"svc{s % 5}", metric, value, {"host": f"h{s}"})
             out.append((p.series_key.encode(), encode(p)))
     return out
+
+
+def test_keyless_records_are_rekeyed_not_scored_where_they_land() -> None:
+    """A keyless record may land in any partition, so any worker: it goes back keyed by its series."""
+    p = MetricPoint(T0, "scale", "eu-west-1", "api", "latency_ms", 1.0)
+    keyed, keyless = Record("m", 0, 0, p.series_key.encode(), encode(p)), Record("m", 1, 0, None, encode(p))
+    outcome = decode_batch(EventDecoder(MetricPoint), [keyed, keyless], T0, 60.0, redact=lambda point: point)
+    assert outcome.rekeyed == [("m", p.series_key.encode(), keyless.value)]
+    assert [point.ts for point in outcome.points[p.series_key]] == [T0]  # the keyed one only
+
+
+def test_a_state_file_moved_to_another_series_is_refused(tmp_path: Path) -> None:
+    """Files in the shared directory are sealed as table rows are: one copied over another series'
+    file is not unpickled, and that series starts afresh."""
+    bank, files = ModelBank("zscore", key=bytes(32)), StateDirectory(tmp_path)
+    bank.score_learn("a|x", np.arange(5.0), np.arange(5.0))
+    bank.score_learn("b|x", np.arange(3.0), np.arange(3.0))
+    assert files.save(bank) == 2
+    fresh = ModelBank("zscore", key=bytes(32))
+    files.restore_missing(fresh, ["a|x", "b|x"])
+    assert (fresh.points("a|x"), fresh.points("b|x")) == (5, 3)
+    path_of = {f.read_bytes()[:8]: f for f in tmp_path.rglob("*") if f.is_file()}
+    path_of[(3).to_bytes(8, "big")].write_bytes(path_of[(5).to_bytes(8, "big")].read_bytes())  # a's state as b's
+    moved = ModelBank("zscore", key=bytes(32))
+    files.restore_missing(moved, ["a|x", "b|x"])
+    assert (moved.points("a|x"), moved.points("b|x")) == (5, 0)
 
 
 def group(root: Path, bootstrap: str) -> Settings:
