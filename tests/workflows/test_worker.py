@@ -69,47 +69,54 @@ def test_state_survives_sigkill_and_ack_resolve_through_the_api(make_settings, t
                              topic_notifications=f"notifications-{run}", topic_region_events=f"region-events-{run}",
                              workflow_tick_seconds=0.5, incident_clear_seconds=60.0)
     add_tenant(settings, "acme")
-    worker = start_worker(settings)
-    produce(settings, [anomaly(time.time())], topic=settings.topic_anomalies)
-    first = notifications(settings, lambda ns: told(ns, "chat", "trigger"))
-    assert told(first, "chat", "trigger") and not told(first, "pager", "trigger")
-    (n,) = [x for x in first if x["receiver"]["name"] == "chat"]
-    assert n["incident"]["service"] == "api" and n["incident"]["status"] == "open"
-    assert n["enrichment"]["alerts"][0]["series"] == "acme|eu|api|latency_ms|"
-    incident = n["incident"]["id"]
-    worker.kill()  # the run waits for an ack: its state is only in the table's changelog now
+    workers = []
+    try:
+        workers.append(start_worker(settings))
+        worker = workers[-1]
+        produce(settings, [anomaly(time.time())], topic=settings.topic_anomalies)
+        first = notifications(settings, lambda ns: told(ns, "chat", "trigger"))
+        assert told(first, "chat", "trigger") and not told(first, "pager", "trigger")
+        (n,) = [x for x in first if x["receiver"]["name"] == "chat"]
+        assert n["incident"]["service"] == "api" and n["incident"]["status"] == "open"
+        assert n["enrichment"]["alerts"][0]["series"] == "acme|eu|api|latency_ms|"
+        incident = n["incident"]["id"]
+        worker.kill()  # the run waits for an ack: its state is only in the table's changelog now
 
-    worker = start_worker(settings)
-    produce(settings, [anomaly(time.time())], topic=settings.topic_anomalies)  # still anomalous
-    escalated = notifications(settings, lambda ns: told(ns, "pager", "trigger"))
-    (page,) = [x for x in escalated if x["receiver"]["name"] == "pager"]
-    assert page["incident"]["id"] == incident and page["enrichment"]["level"] == 1
-    assert len(told(escalated, "chat", "trigger")) == 1  # the first notification was not made again
+        workers.append(start_worker(settings))
+        worker = workers[-1]
+        produce(settings, [anomaly(time.time())], topic=settings.topic_anomalies)  # still anomalous
+        escalated = notifications(settings, lambda ns: told(ns, "pager", "trigger"))
+        (page,) = [x for x in escalated if x["receiver"]["name"] == "pager"]
+        assert page["incident"]["id"] == incident and page["enrichment"]["level"] == 1
+        assert len(told(escalated, "chat", "trigger")) == 1  # the first notification was not made again
 
-    assert wait_for(lambda: scalar(settings, f"SELECT count() FROM incidents FINAL WHERE id = '{incident}'") == 1, 30)
-    acked = m1(settings, "incidents", "ack", incident, "--tenant", "acme")
-    assert acked.returncode == 0, acked.stdout + acked.stderr
-    after_ack = notifications(settings, lambda ns: len(told(ns, "chat", "acknowledge") | told(ns, "pager", "acknowledge")) == 2)
-    assert told(after_ack, "chat", "acknowledge") and told(after_ack, "pager", "acknowledge")
-    changes = read_json(settings, settings.topic_incidents, lambda rs: any(r["status"] == "acknowledged" for r in rs))
-    assert [r["status"] for r in changes if r["id"] == incident][:2] == ["open", "acknowledged"]
+        assert wait_for(lambda: scalar(settings, f"SELECT count() FROM incidents FINAL WHERE id = '{incident}'") == 1, 30)
+        acked = m1(settings, "incidents", "ack", incident, "--tenant", "acme")
+        assert acked.returncode == 0, acked.stdout + acked.stderr
+        after_ack = notifications(settings, lambda ns: len(told(ns, "chat", "acknowledge") | told(ns, "pager", "acknowledge")) == 2)
+        assert told(after_ack, "chat", "acknowledge") and told(after_ack, "pager", "acknowledge")
+        changes = read_json(settings, settings.topic_incidents, lambda rs: any(r["status"] == "acknowledged" for r in rs))
+        assert [r["status"] for r in changes if r["id"] == incident][:2] == ["open", "acknowledged"]
 
-    silenced = m1(settings, "silences", "add", "--tenant", "acme", "--for", "1h", "--service", "web", "--comment", "deploy")
-    assert silenced.returncode == 0, silenced.stdout + silenced.stderr
-    silence_id = silenced.stdout.split()[1]
-    listed = m1(settings, "silences", "list", "--tenant", "acme")
-    assert silence_id in listed.stdout and "deploy" in listed.stdout
-    assert m1(settings, "silences", "expire", silence_id, "--tenant", "acme").returncode == 0
-    assert silence_id not in m1(settings, "silences", "list", "--tenant", "acme").stdout
+        silenced = m1(settings, "silences", "add", "--tenant", "acme", "--for", "1h", "--service", "web", "--comment", "deploy")
+        assert silenced.returncode == 0, silenced.stdout + silenced.stderr
+        silence_id = silenced.stdout.split()[1]
+        listed = m1(settings, "silences", "list", "--tenant", "acme")
+        assert silence_id in listed.stdout and "deploy" in listed.stdout
+        assert m1(settings, "silences", "expire", silence_id, "--tenant", "acme").returncode == 0
+        assert silence_id not in m1(settings, "silences", "list", "--tenant", "acme").stdout
 
-    # no more anomalies: a minute later the group and the incident resolve, and both receivers are told
-    resolved = notifications(settings, lambda ns: len(told(ns, "chat", "resolve") | told(ns, "pager", "resolve")) == 2)
-    assert told(resolved, "chat", "resolve") and told(resolved, "pager", "resolve")
-    assert wait_for(lambda: scalar(settings, f"SELECT status FROM incidents FINAL WHERE id = '{incident}'") == "resolved", 60)
-    kinds = scalar(settings, f"SELECT groupArray(kind) FROM (SELECT kind FROM incident_timeline FINAL "
-                             f"WHERE incident_id = '{incident}' ORDER BY ts)")
-    assert list(kinds) == ["opened", "acknowledged", "resolved"], kinds
-    assert wait_for(lambda: scalar(settings, "SELECT countIf(reached AND state = 'resolved') FROM workflow_runs FINAL") == 1, 30)
-    listed = m1(settings, "incidents", "list", "--tenant", "acme", "--status", "resolved")
-    assert incident in listed.stdout, listed.stdout + listed.stderr
-    assert worker.stop() == 0
+        # no more anomalies: a minute later the group and the incident resolve, and both receivers are told
+        resolved = notifications(settings, lambda ns: len(told(ns, "chat", "resolve") | told(ns, "pager", "resolve")) == 2)
+        assert told(resolved, "chat", "resolve") and told(resolved, "pager", "resolve")
+        assert wait_for(lambda: scalar(settings, f"SELECT status FROM incidents FINAL WHERE id = '{incident}'") == "resolved", 60)
+        kinds = scalar(settings, f"SELECT groupArray(kind) FROM (SELECT kind FROM incident_timeline FINAL "
+                                 f"WHERE incident_id = '{incident}' ORDER BY ts)")
+        assert list(kinds) == ["opened", "acknowledged", "resolved"], kinds
+        assert wait_for(lambda: scalar(settings, "SELECT countIf(reached AND state = 'resolved') FROM workflow_runs FINAL") == 1, 30)
+        listed = m1(settings, "incidents", "list", "--tenant", "acme", "--status", "resolved")
+        assert incident in listed.stdout, listed.stdout + listed.stderr
+        assert worker.stop() == 0
+    finally:  # a failed run leaves no worker behind
+        for w in workers:
+            w.kill()
