@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from workflows.engine import Engine, Effect
-from workflows.signals import Control, Signal
+from schemas.events import RegionEvent, encode
+from streams.forecast_pipeline import CostEvent
+from workflows.engine import Effect, Engine
+from workflows.signals import Control, Signal, from_source
 from workflows.spec import parse
 
 SPEC = """
@@ -230,3 +233,18 @@ def test_a_signal_of_a_known_alert_does_not_rewrite_the_tenant_state() -> None:
     e.handle(sig(20), now=20)
     assert e.store["t:acme"] == before  # only the group and the incident changed (one changelog record each)
     assert e.tick(21, e.tenants()) == [] and e.store["t:acme"] == before  # nothing due: no group looked at
+
+
+def test_sources_as_their_producers_write_them() -> None:
+    event = RegionEvent(ts=5.0, tenant="platform", region="eu-west", kind="failover", observer="us-east",
+                        previous="degraded", state="down", reason="no heartbeat for 3 s")
+    s = from_source("region_events", encode(event))
+    assert (s.tenant, s.region, s.severity, s.labels, s.source) == ("platform", "eu-west", "critical",
+                                                                    {"event": "failover"}, "region_events")
+    cost = CostEvent(ts=1.0, tenant="acme", region="eu", service="api", metric="cost_usd", series="acme|eu|api|cost_usd|",
+                     period="month", until=2.0, spent=10.0, point=90.0, lower=80.0, upper=99.0, total=100.0,
+                     coverage=0.9, model="cost")
+    c = from_source("costs", msgspec.json.encode(cost))
+    assert (c.value, c.labels["period"], c.severity) == (100.0, "month", "info")
+    with pytest.raises(ValueError, match="not a cost projection"):
+        from_source("costs", b'{"kind": "forecast", "ts": 1}')
