@@ -184,7 +184,8 @@ def _ts(seconds: list[float]) -> pa.Array:
 
 
 def seed(store: Store, tenant: str, n: int = 20) -> None:
-    """``n`` rows of ``tenant`` in every table the API lists (anomalies: alternating severities)."""
+    """``n`` rows of ``tenant`` in every table the API lists (anomalies: alternating severities;
+    silences: ending a year from ``NOW``)."""
     times = [NOW - 60 * (n - i) for i in range(n)]
     service, series = f"{tenant}-api", f"{tenant}|eu|{tenant}-api|rps|host={tenant}-h"
     base = {"tenant": [tenant] * n, "region": ["eu"] * n, "service": [service] * n, "metric": ["rps"] * n,
@@ -219,6 +220,16 @@ def seed(store: Store, tenant: str, n: int = 20) -> None:
         "service": [f"{tenant}-db"] * n, "operation": [f"{tenant}-select"] * n, "share": [0.5] * n,
         "critical_ms": [6.0] * n, "on_path_traces": pa.array([10] * n, type=pa.uint32()), "rule": [""] * n,
         "message": [f"{tenant} 50%"] * n, "evidence": pa.array([[]] * n, type=pa.map_(pa.string(), pa.float64()))})
+    store.insert("incidents", {
+        "tenant": [tenant] * n, "id": [f"{tenant}-inc-{i}" for i in range(n)], "service": [service] * n,
+        "region": ["eu"] * n, "title": [f"{service} rps"] * n, "severity": ["critical"] * n, "status": ["open"] * n,
+        "started_at": _ts(times), "updated_at": _ts(times), "resolved_at": pa.array([None] * n, type=TS_TYPE),
+        "signals": pa.array([1] * n, type=pa.uint64()), "series": pa.array([[series]] * n, type=pa.list_(pa.string())),
+        "labels": pa.array([[]] * n, type=pa.map_(pa.string(), pa.string()))})
+    store.insert("silences", {
+        "tenant": [tenant] * n, "id": [f"{tenant}-sil-{i}" for i in range(n)], "kind": ["silence"] * n,
+        "starts_at": _ts(times), "ends_at": _ts([NOW + 3600 * 24 * 365] * n), "matchers": ['{"service":["%s"]}' % service] * n,
+        "comment": [f"{tenant} maintenance"] * n, "created_by": [f"{tenant}-admin"] * n, "version": _ts(times)})
     trace = TRACE_IDS[tenant]
     spans = [(f"{i:016x}", "" if i == 0 else f"{0:016x}", f"{tenant}-checkout" if i == 0 else f"{tenant}-db") for i in range(3)]
     store.insert("otel_traces", {
