@@ -50,6 +50,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import NamedTuple
+import weakref
 from weakref import WeakKeyDictionary
 
 import pyarrow as pa
@@ -116,8 +117,9 @@ class SubjectKeys:
         erases (GDPR) share its cache, so an erased key is never used again from memory."""
         with _SHARED_LOCK:
             keys = _SHARED.get(store)
-            if keys is None:
-                keys = _SHARED[store] = cls(store, pii_secret(settings))
+            if keys is None:  # through a proxy: a strong reference would keep the store (its
+                # engine) alive as long as this weak-keyed entry, that is forever
+                keys = _SHARED[store] = cls(weakref.proxy(store), pii_secret(settings))
             return keys
 
     def subject_ref(self, tenant: str, subject: str) -> str:

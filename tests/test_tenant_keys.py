@@ -277,6 +277,9 @@ NOT_LED_BY_TENANT = {
     "dead_letters": "(topic, partition, offset): a record's own Kafka coordinates; tenant topics are the tenant's own",
     "model_state": "(detector, series): the series key starts with the tenant, a name that cannot hold its '|'",
     "schema_migrations": "the store's own DDL versions, no tenant's rows",
+    "region_events": "platform data (regions fail over for every tenant): no tenant column, no tenant SQL",
+    "region_lag": "platform data: replication lag between regions, no tenant column",
+    "routes": "platform data: the routing table of client geographies, no tenant column",
 }
 
 
