@@ -168,7 +168,7 @@ def single_run(root: Path, bootstrap: str, data: list[tuple[bytes, bytes]]) -> t
     worker = start_worker(settings)
     try:
         produce(settings, data)
-        assert wait_for(lambda: handled(settings), timeout=90)
+        assert wait_for(lambda: handled(settings), timeout=300)
         stored = points([settings])
     finally:
         worker.stop()
@@ -191,10 +191,10 @@ def test_two_then_three_workers_one_killed_match_one_worker(tmp_path: Path, kafk
         produce(members[0], data[:third])
         workers.append(start_worker(members[2]))  # a third joins mid-stream
         produce(members[0], data[third : 2 * third])
-        assert wait_for(lambda: int(run_query(members[1], "SELECT count() FROM metric_points").rows[0][0]) > 0, timeout=60)
+        assert wait_for(lambda: int(run_query(members[1], "SELECT count() FROM metric_points").rows[0][0]) > 0, timeout=180)
         workers[1].kill()  # SIGKILL: no final checkpoint; its partitions go back to their last commit
         produce(members[0], data[2 * third :])
-        assert wait_for(lambda: handled(shared), timeout=120)
+        assert wait_for(lambda: handled(shared), timeout=300)
     finally:
         for worker in workers:
             worker.stop()
