@@ -41,6 +41,9 @@ def isolated_settings(home: Path, bootstrap: str, **overrides: object) -> Settin
         topic_notifications=f"notifications-{run}",  # integrations (#12): each worker its own outbox
         topic_notification_retries=f"notification-retries-{run}",
         topic_deliveries=f"deliveries-{run}",
+        topic_workflow_signals=f"workflow-signals-{run}",  # the engine ticks every partition it is configured with
+        topic_incidents=f"incidents-{run}",
+        topic_workflow_runs=f"workflow-runs-{run}",
         topic_partitions=2,
         web_port=free_port(),
         batch_size=500,
