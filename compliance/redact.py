@@ -54,6 +54,7 @@ from compliance.policy import EVENT_TYPES, STRUCTURAL, FieldRules, Policy, load_
 from compliance.pseudonym import Pseudonymiser
 from compliance.subject_keys import SubjectKeys
 from m1.settings import Settings, get_settings
+from schemas.otlp import read_varint
 
 #: ``encrypt(tenant, subject, plaintext) -> "enc:v1:..."`` (``SubjectKeys.encrypt``).
 Encrypt = Callable[[str, str, str], str]
@@ -345,34 +346,25 @@ def _scrub_protobuf(text: str, policy: Policy) -> str:
         masked = policy.detector.replace(text[start:end], lambda hit: _mask(hit.detector, hit.text))
         out[start:end] = masked
 
-    def varint(pos: int, end: int) -> tuple[int | None, int]:
-        value = shift = 0
-        while pos < end and shift < 64:
-            byte = ord(text[pos])
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value, pos
-            shift += 7
-        return None, pos
+    raw = text.encode("latin-1")  # the bytes again: one character per byte
 
     def walk(start: int, end: int, depth: int) -> int:
         """Scrub the fields in [start, end); returns where parsing stopped (``end`` if it all parsed)."""
         pos = start
         while pos < end:
             field_start = pos
-            tag, pos = varint(pos, end)
+            tag, pos = read_varint(raw, pos, end)
             if tag is None or tag >> 3 == 0:
                 return field_start
             wire = tag & 7
             if wire == 0:
-                value, pos = varint(pos, end)
+                value, pos = read_varint(raw, pos, end)
                 if value is None:
                     return field_start
             elif wire in (1, 5):
                 pos += 8 if wire == 1 else 4
             elif wire == 2:
-                size, pos = varint(pos, end)
+                size, pos = read_varint(raw, pos, end)
                 if size is None or pos + size > end:
                     return field_start
                 body = text[pos:pos + size]

@@ -135,7 +135,7 @@ def _wire_error(data: memoryview, descriptor: Descriptor, base: int, path: str) 
     pos = 0
     while pos < len(data):
         start = pos
-        tag, pos = _varint(data, pos)
+        tag, pos = read_varint(data, pos)
         if tag is None:
             return f"{path}: truncated field tag at byte {base + start}"
         number, wire_type = tag >> 3, tag & 7
@@ -144,7 +144,7 @@ def _wire_error(data: memoryview, descriptor: Descriptor, base: int, path: str) 
         if number == 0:
             return f"{path}: invalid field number 0 at byte {base + start}"
         if wire_type == 0:
-            value, pos = _varint(data, pos)
+            value, pos = read_varint(data, pos)
             if value is None:
                 return f"{name}: truncated varint at byte {base + start}"
         elif wire_type in (1, 5):
@@ -152,7 +152,7 @@ def _wire_error(data: memoryview, descriptor: Descriptor, base: int, path: str) 
             if pos > len(data):
                 return f"{name}: truncated fixed-width value at byte {base + start}"
         elif wire_type == 2:
-            length, pos = _varint(data, pos)
+            length, pos = read_varint(data, pos)
             if length is None:
                 return f"{name}: truncated length at byte {base + start}"
             if pos + length > len(data):
@@ -174,10 +174,16 @@ def _wire_error(data: memoryview, descriptor: Descriptor, base: int, path: str) 
     return None
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int | None, int]:
-    """(value, next position) of the varint at ``pos``; value is None if it runs off the end."""
+def read_varint(data: bytes | memoryview, pos: int, end: int | None = None) -> tuple[int | None, int]:
+    """(value, next position) of the protobuf varint at ``pos`` of ``data`` (read up to ``end``,
+    default its length); value is None if it runs off the end or past 64 bits.
+
+    >>> read_varint(b"\\x96\\x01", 0), read_varint(b"\\x96", 0)
+    ((150, 2), (None, 1))
+    """
+    end = len(data) if end is None else end
     value = shift = 0
-    while pos < len(data) and shift < 64:
+    while pos < end and shift < 64:
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
