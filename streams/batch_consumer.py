@@ -96,11 +96,15 @@ class BatchConsumer(Service):
 
     ``forget`` callables drop the models of the series (record keys) read from partitions this
     consumer lost in a rebalance (see the module docstring).
+
+    ``by_pattern`` (default: ``M1_TENANT_TOPICS``) subscribes to every tenant's ``topic``; an
+    internal topic of the pipeline is read by name (``False``).
     """
 
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
                  checkpoints: list[Callable[[], object]], checkpoint_due: Callable[[], bool] = lambda: False,
-                 dead_letters: BatchDeadLetters | None = None, forget: Sequence[Forget] = (), **kwargs: object):
+                 dead_letters: BatchDeadLetters | None = None, forget: Sequence[Forget] = (),
+                 by_pattern: bool | None = None, **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
@@ -110,6 +114,7 @@ class BatchConsumer(Service):
         self.checkpoint_due = checkpoint_due
         self.dead_letters = dead_letters
         self.forget = forget
+        self.by_pattern = settings.tenant_topics if by_pattern is None else by_pattern
         self.retry = RetryPolicy.of(settings)
         self._batch_assignment: frozenset[TopicPartition] = frozenset()  # the partitions when the batch was read
         self._consumer: AIOKafkaConsumer | None = None
@@ -121,7 +126,7 @@ class BatchConsumer(Service):
         self._saved_at_revoke = True  # whether the last revocation's checkpoint succeeded
 
     async def on_start(self) -> None:
-        tenant_topics = self.settings.tenant_topics
+        tenant_topics = self.by_pattern
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=self.group_id,

@@ -3,12 +3,15 @@
 ``register_otel(app, settings, store, metrics, publisher)`` (one line in ``streams.app.build_app``):
 
 * sets up self-tracing from the ``OTEL_*`` variables when they ask for it (``m1.telemetry``);
-* agents for ``otlp_spans`` and ``otlp_metrics`` (``streams.otlp_pipeline``), which send dead
-  letters and anomalies like the metrics agent, and acknowledge a batch only after that; with
-  ``M1_TENANT_TOPICS``, batch consumers subscribed to every tenant's topics by pattern instead
-  (Faust's consumer subscribes by name only). Both retry a failed batch as ``streams.retry``
-  says, and dead-letter a batch the store kept rejecting like the metrics topic's consumer;
-* a timer closing RED minutes of a topic that went quiet;
+* batch consumers (``streams.batch_consumer``) of ``otlp_spans`` and ``otlp_metrics`` (with
+  ``M1_TENANT_TOPICS``, every tenant's, by pattern) and of the internal RED topic
+  (``streams.red``), handled by ``streams.otlp_pipeline``: they send dead letters and the records
+  forwarded for scoring (RED spans keyed by tenant and service, metric points keyed by series)
+  and commit a batch only after that. They retry a failed batch as ``streams.retry`` says, and
+  dead-letter a batch the store kept rejecting like the metrics topic's consumer. The RED
+  topic's consumer checkpoints the RED state of its keys with its commits and before a
+  rebalance moves them, and drops the state of keys it lost (#14);
+* a timer closing the RED minutes of keys that went quiet;
 * the bottleneck job (``streams.bottleneck_job``) on a leader-only timer every
   ``M1_BOTTLENECK_SECONDS``, publishing each report on the bottlenecks topic; ``register_otel``
   returns the same run for one tenant (an ``api.handlers.RunBottlenecks``) for the API to call
@@ -19,21 +22,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import faust
 import msgspec
 
 from m1.pipeline_metrics import PipelineMetrics
 from m1.telemetry import setup_tracing_if_configured
-from streams.batch_consumer import BatchConsumer, BatchDeadLetters, BatchHandler, KafkaEvent
+from m1.topics import ensure_topics
+from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
 from streams.bottleneck_job import BottleneckJob
 from streams.metrics_handler import alert_records, batch_dead_letters, records_of
 from streams.metrics_pipeline import MetricsPipeline, Record
 from streams.otlp_pipeline import OtlpOutcome, OtlpPipeline
 from streams.publisher import Publisher
-from streams.retry import AgentBackpressure, RetryPolicy, handle_batch
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
@@ -56,15 +58,17 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
     dead_letters = batch_dead_letters(metrics, publisher, settings)
     if observed is not None:
         dead_letters = observed.counting_dead_letters(dead_letters)
+    ensure_topics(settings, [pipeline.red_topic])
     for process, topic, name in ((pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans"),
                                  (pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics")):
-        handler = otlp_handler(process, topic, name, publisher, settings, observed)
-        if settings.tenant_topics:
-            app.service(BatchConsumer(settings, topic, group_id=f"{settings.app_id}-{name}", handler=handler, checkpoints=[],
-                                      dead_letters=dead_letters))
-        else:
-            raw_topic = app.topic(topic, key_serializer="raw", value_serializer="raw")
-            app.agent(raw_topic, name=name)(otlp_agent(handler, dead_letters, settings))
+        app.service(BatchConsumer(settings, topic, group_id=f"{settings.app_id}-{name}", checkpoints=[],
+                                  handler=otlp_handler(process, topic, name, publisher, settings, observed),
+                                  dead_letters=dead_letters))
+    app.service(BatchConsumer(settings, pipeline.red_topic, group_id=f"{settings.app_id}-otlp_red", by_pattern=False,
+                              handler=otlp_handler(pipeline.aggregate_red, pipeline.red_topic, "otlp_red", publisher,
+                                                   settings, observed),
+                              checkpoints=[pipeline.checkpoint_red], forget=[pipeline.forget_red],
+                              dead_letters=dead_letters))
 
     @app.timer(IDLE_CHECK_SECONDS, name="otlp_red_idle")
     async def close_idle_red_minutes() -> None:
@@ -109,28 +113,16 @@ def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, nam
             await _send_outcome(outcome, publisher, settings)
             record_outcome(span, spans=outcome.spans, gauge=outcome.gauge, sum=outcome.sum,
                            stored=outcome.stored, dead_letters=len(outcome.dead_letters),
-                           anomalies=len(outcome.anomalies), unscored=len(outcome.unscored))
+                           anomalies=len(outcome.anomalies), unscored=len(outcome.unscored),
+                           rekeyed=len(outcome.rekeyed))
             if observed is not None:
                 observed.outputs(outcome.stored, [letter.reason for letter in outcome.dead_letters])
 
     return handle
 
 
-def otlp_agent(handler: BatchHandler, dead_letters: BatchDeadLetters, settings: Settings) -> Any:
-    """An agent function that hands the batches of its stream to ``handler``, retrying a failed
-    batch (the agent reads no further meanwhile) and dead-lettering one the store kept rejecting."""
-    policy, backpressure = RetryPolicy.of(settings), AgentBackpressure()
-
-    async def agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.flush_seconds):
-            await handle_batch(partial(handler, events), partial(dead_letters, events), policy, backpressure,
-                               f"batch of {len(events)} records of {events[0].message.topic}")
-
-    return agent
-
-
 async def _send_outcome(outcome: OtlpOutcome, publisher: Publisher, settings: Settings) -> None:
-    if not (outcome.dead_letters or outcome.anomalies):
+    if not (outcome.dead_letters or outcome.anomalies or outcome.rekeyed):
         return
     with stage("produce"):
-        await publisher.publish(alert_records(settings, outcome.dead_letters, outcome.anomalies))
+        await publisher.publish(alert_records(settings, outcome.dead_letters, outcome.anomalies) + outcome.rekeyed)

@@ -1,4 +1,4 @@
-"""The OTLP paths for one batch of Kafka records, without Faust: decode, store, score.
+"""The OTLP paths for one batch of Kafka records, without Faust: decode, store, forward to scoring.
 
 Records are what the OpenTelemetry Collector's Kafka exporter writes: one
 ``ExportTraceServiceRequest`` (topic ``otlp_spans``) or ``ExportMetricsServiceRequest``
@@ -6,11 +6,12 @@ Records are what the OpenTelemetry Collector's Kafka exporter writes: one
 
 * Spans go to ``otel_traces`` (the RED rollup ``otel_red_1m`` follows by materialized view).
   Per operation (service, span name) and minute, the p90 duration and the error rate become
-  metric points ``span.duration.p90_ms`` / ``span.error_rate`` (label ``operation``) that are
-  scored and stored by the metrics path (:meth:`MetricsPipeline.score_and_store`), so duration
+  metric points ``span.duration.p90_ms`` / ``span.error_rate`` (label ``operation``): the spans
+  go through the RED topic keyed by tenant and service (``streams.red``), and the minutes' points
+  to the metrics topic keyed by series, where the metrics path scores and stores them, so duration
   and error-rate anomalies reach the anomalies table and topic like any other.
 * Gauge and sum points go to ``otel_metrics_gauge`` / ``otel_metrics_sum`` and, as plain
-  metric points, through the same scoring into ``metric_points``.
+  metric points keyed by series, to the metrics topic, hence into ``metric_points``.
 * A record that is not a valid request (truncated protobuf, bad JSON, wrong id length) is
   dead-lettered with the decoder's reason, in the metrics path's ``DeadLetter`` format.
 * With ``M1_TENANT_TOPICS`` a record belongs to its topic's tenant (:func:`claim_for_topic`): one
@@ -20,16 +21,13 @@ Records are what the OpenTelemetry Collector's Kafka exporter writes: one
   metrics path's redactor) before anything is stored or scored: attributes, names and messages
   hold pseudonyms or redaction marks, so do the metric points and RED series made from them.
 
-As in the metrics path, :meth:`process_spans` / :meth:`process_metrics` return what must go
-back to Kafka, and the caller acknowledges the batch only after sending it.
+As in the metrics path, :meth:`process_spans` / :meth:`process_metrics` / :meth:`aggregate_red`
+return what must go to Kafka, and the caller acknowledges the batch only after sending it.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import threading
-from array import array
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -37,15 +35,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import numpy as np
 import pyarrow as pa
 
 from m1.settings import Settings
-from schemas.events import MetricPoint
+from m1.topics import tenant_topic
+from schemas.events import MetricPoint, encode
 from schemas.otlp import ENCODINGS, DecodeError, decode_metrics, decode_traces, metric_points, metric_rows, span_rows
 from sinks.clickhouse import Store
+from sinks.model_state import load_state_key
 from streams.metrics_pipeline import (BatchOutcome, MetricsPipeline, Record, TopicTenants, dead_letter, tenant_mismatch,
                                      too_far_ahead, topic_tenants)
+from streams.red import RED_GRACE_SECONDS, RedBank, decode_red, red_records, red_topic, resource_tenant
 from streams.tracing import stage
 
 log = logging.getLogger(__name__)
@@ -74,16 +74,6 @@ GAUGE_COLUMNS: dict[str, pa.DataType] = {
     "Exemplars.Value": pa.list_(pa.float64()), "Exemplars.SpanId": _STRS, "Exemplars.TraceId": _STRS,
 }
 SUM_COLUMNS: dict[str, pa.DataType] = {**GAUGE_COLUMNS, "AggregationTemporality": pa.int32(), "IsMonotonic": pa.bool_()}
-
-#: RED minutes close once spans this much later have been seen (or the topic is this long idle).
-RED_GRACE_SECONDS = 60.0
-#: Bounds of the RED state of one tenant: open (operation, minute) buckets, and durations kept
-#: per bucket (a uniform sample beyond it, so its p90 is an estimate; counts stay exact).
-RED_MAX_OPEN_PER_TENANT = 2_000
-RED_MAX_SAMPLES = 2_048
-RED_DURATION_METRIC = "span.duration.p90_ms"
-RED_ERROR_METRIC = "span.error_rate"
-
 
 def arrow_columns(rows: list[dict[str, Any]], types: Mapping[str, pa.DataType]) -> dict[str, pa.Array]:
     """Rows of ``schemas.otlp`` as typed Arrow columns (maps from dicts, ns timestamps from ints)."""
@@ -114,106 +104,6 @@ class OtlpOutcome(BatchOutcome):
     unscored: list[str] = field(default_factory=list)  # why points could not be scored
 
 
-@dataclass
-class _Minute:
-    durations_ms: array = field(default_factory=lambda: array("d"))  # all, or a uniform sample of ``spans``
-    spans: int = 0
-    errors: int = 0
-
-
-class RedMinutes:
-    """Per operation and minute: span durations and errors, until the minute is complete.
-
-    Event time drives it, per tenant: a tenant's minute closes when a span of that tenant
-    ending ``grace`` seconds after the minute has been seen, or when no span arrived for
-    ``grace`` seconds (``close_idle``). Spans of a minute that already closed (late or
-    replayed) are dropped here: the exact RED numbers are in ``otel_red_1m``; these feed the
-    detectors. One tenant's clock (or a span stamped years ahead) closes only its own minutes.
-
-    A tenant's state is bounded: at most ``max_open`` open buckets (a new bucket beyond it first
-    closes the tenant's oldest minute early) of at most ``max_samples`` durations each (reservoir
-    sampling beyond it, seeded, so a replay gives the same numbers).
-    """
-
-    def __init__(self, grace_seconds: float = RED_GRACE_SECONDS, max_open: int = RED_MAX_OPEN_PER_TENANT,
-                 max_samples: int = RED_MAX_SAMPLES) -> None:
-        self.grace_ns = int(grace_seconds * 1e9)
-        self.max_open, self.max_samples = max_open, max_samples
-        self.open: dict[tuple[str, str, str, str, int], _Minute] = {}
-        self.open_per_tenant: dict[str, int] = defaultdict(int)
-        self._sample = random.Random(0)
-        self.watermark_ns: dict[str, int] = defaultdict(int)  # per tenant: latest span end seen
-        self.closed_ns: dict[str, int] = defaultdict(int)  # per tenant: minutes starting before are closed
-        self._last_add = time.monotonic()
-        self._lock = threading.Lock()
-
-    def add(self, rows: Iterable[dict[str, Any]]) -> list[MetricPoint]:
-        """Account spans (``otel_traces`` rows); returns the points of minutes that closed."""
-        with self._lock:
-            self._last_add = time.monotonic()
-            tenants = set()
-            early: list[MetricPoint] = []  # minutes closed early to keep a tenant within max_open
-            for row in rows:
-                start, resource = row["Timestamp"], row["ResourceAttributes"]
-                tenant = _tenant(resource)
-                tenants.add(tenant)
-                minute = start // 60_000_000_000 * 60_000_000_000
-                self.watermark_ns[tenant] = max(self.watermark_ns[tenant], start + row["Duration"])
-                if minute < self.closed_ns[tenant]:
-                    continue
-                key = (tenant, _region(resource), row["ServiceName"], row["SpanName"][:256], minute)
-                if key not in self.open:
-                    while self.open_per_tenant[tenant] >= self.max_open and minute >= self.closed_ns[tenant]:
-                        oldest = min(k[4] for k in self.open if k[0] == tenant)
-                        early += self._close(tenant, oldest + 60_000_000_000)
-                    if minute < self.closed_ns[tenant]:
-                        continue
-                    self.open[key] = _Minute()
-                    self.open_per_tenant[tenant] += 1
-                self._account(self.open[key], row["Duration"] / 1e6, row["StatusCode"] == "Error")
-            return early + [p for tenant in sorted(tenants)
-                            for p in self._close(tenant, self.watermark_ns[tenant] - self.grace_ns)]
-
-    def _account(self, bucket: _Minute, duration_ms: float, error: bool) -> None:
-        bucket.spans += 1
-        bucket.errors += error
-        if len(bucket.durations_ms) < self.max_samples:
-            bucket.durations_ms.append(duration_ms)
-        elif (slot := self._sample.randrange(bucket.spans)) < self.max_samples:
-            bucket.durations_ms[slot] = duration_ms
-
-    def close_idle(self) -> list[MetricPoint]:
-        """Close every open minute if no span arrived for the grace period."""
-        with self._lock:
-            if time.monotonic() - self._last_add < self.grace_ns / 1e9 or not self.open:
-                return []
-            tenants = sorted({key[0] for key in self.open})
-            return [p for t in tenants for p in self._close(t, max(self.watermark_ns[t], time.time_ns()))]
-
-    def _close(self, tenant: str, upto_ns: int) -> list[MetricPoint]:
-        limit = upto_ns // 60_000_000_000 * 60_000_000_000 - 60_000_000_000  # last minute wholly before upto_ns
-        closed = self.closed_ns[tenant] = max(self.closed_ns[tenant], limit + 60_000_000_000)
-        points = []
-        for key in [k for k in self.open if k[0] == tenant and k[4] < closed]:
-            _, region, service, operation, minute = key
-            bucket = self.open.pop(key)
-            self.open_per_tenant[tenant] -= 1
-            ts, labels = minute / 1e9, {"operation": operation}
-            p90 = float(np.percentile(bucket.durations_ms, 90))
-            rate = bucket.errors / bucket.spans
-            points.append(MetricPoint(ts, tenant, region, service, RED_DURATION_METRIC, p90, labels))
-            points.append(MetricPoint(ts, tenant, region, service, RED_ERROR_METRIC, rate, labels))
-        return points
-
-
-def _tenant(resource: Mapping[str, str]) -> str:
-    return resource.get("tenant") or resource.get("m1.tenant") or "default"
-
-
-def _region(resource: Mapping[str, str]) -> str:
-    return resource.get("cloud.region") or "unknown"
-
-
 def claim_for_topic(rows: list[dict[str, Any]], topic: str, tenant_of: TopicTenants) -> str | None:
     """Why the rows of one record of ``topic`` are refused (a resource naming another tenant than
     the topic's, or a topic of no tenant), or None after giving every resource the topic's tenant."""
@@ -241,7 +131,16 @@ def by_series(points: Iterable[MetricPoint]) -> dict[str, list[MetricPoint]]:
 
 
 class OtlpPipeline:
-    """Decode, store and score batches of OTLP records from Kafka."""
+    """Decode and store batches of OTLP records from Kafka; forward what is scored to where it is
+    partitioned by what it aggregates (#14):
+
+    * OTLP metric points go to the metrics topic keyed by series (``outcome.rekeyed``): the worker
+      owning the series' partition scores them, as any metric point;
+    * the spans that feed the RED detectors go to the RED topic (:func:`streams.red.red_topic`)
+      keyed by tenant and service; :meth:`aggregate_red` (the worker owning that partition) accounts
+      them in :attr:`red` and forwards each closed minute's points to the metrics topic the same way.
+
+    The caller sends ``outcome.rekeyed`` (with dead letters) before acknowledging the batch."""
 
     def __init__(self, settings: Settings, store: Store, metrics: MetricsPipeline,
                  red_grace_seconds: float = RED_GRACE_SECONDS) -> None:
@@ -251,7 +150,8 @@ class OtlpPipeline:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.red = RedMinutes(red_grace_seconds)
+        self.red = RedBank(load_state_key(settings.state_key_file), red_grace_seconds)
+        self.red_topic = red_topic(settings)
         self.tenant_of = topic_tenants(settings)
 
     def process_spans(self, records: list[Record]) -> OtlpOutcome:
@@ -261,7 +161,7 @@ class OtlpPipeline:
         with stage("decode"):
             requests = self._decode(records, decode_traces, outcome, now)
         with stage("validate"):  # ids of the right length; service, tenant from the resource
-            rows: list[dict[str, Any]] = []
+            claimed: list[tuple[Record, list[dict[str, Any]]]] = []
             for record, request in requests:
                 try:
                     record_rows = span_rows(request)
@@ -269,11 +169,13 @@ class OtlpPipeline:
                 except DecodeError as exc:
                     outcome.dead_letters.append(dead_letter(record, exc.reason, now, self.settings.max_payload_bytes))
                     continue
-                rows += record_rows
+                claimed.append((record, record_rows))
+        rows = [row for _, record_rows in claimed for row in record_rows]
         with stage("sink", **{"db.collection.name": "otel_traces"}):
             outcome.spans = self.store.insert("otel_traces", arrow_columns(rows, TRACE_COLUMNS)) if rows else 0
-        red_points = self.red.add(self._scorable_spans(rows, now, outcome))
-        outcome.stored, outcome.anomalies = self.metrics.score_and_store(by_series(red_points), now, outcome.dead_letters)
+        for record, record_rows in claimed:
+            outcome.rekeyed += red_records(self._scorable_spans(record_rows, now, outcome), self.red_topic,
+                                           f"{record.topic}:{record.partition}", record.offset)
         return outcome
 
     def process_metrics(self, records: list[Record]) -> OtlpOutcome:
@@ -307,16 +209,49 @@ class OtlpPipeline:
         with stage("sink", **{"db.collection.name": "otel_metrics_gauge,otel_metrics_sum"}):
             outcome.gauge = self.store.insert("otel_metrics_gauge", arrow_columns(gauge, GAUGE_COLUMNS)) if gauge else 0
             outcome.sum = self.store.insert("otel_metrics_sum", arrow_columns(sums, SUM_COLUMNS)) if sums else 0
-        outcome.stored, outcome.anomalies = self.metrics.score_and_store(by_series(points), now, outcome.dead_letters)
+        outcome.rekeyed = self._to_metrics_topic(points)
+        return outcome
+
+    def aggregate_red(self, records: list[Record]) -> OtlpOutcome:
+        """One batch of the RED topic: account each key's spans (its saved state restored first)
+        and forward the points of the minutes that closed."""
+        now = time.time()
+        outcome = OtlpOutcome()
+        batches = []
+        with stage("decode"):
+            for record in records:
+                try:
+                    batches.append((record.key.decode() if record.key else "", decode_red(record.value or b"")))
+                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                    outcome.dead_letters.append(dead_letter(record, f"not a RED record: {exc}", now,
+                                                            self.settings.max_payload_bytes))
+        with stage("score"):
+            self.metrics.state.restore_missing(self.red, sorted({key for key, _ in batches}))
+            outcome.rekeyed = self._to_metrics_topic(self.red.add(batches))
         return outcome
 
     def close_idle_minutes(self) -> OtlpOutcome:
-        """Score the RED minutes left open when spans stopped coming (called by a timer)."""
+        """Forward the RED minutes left open when a key's spans stopped coming (called by a timer)."""
         outcome = OtlpOutcome()
-        points = self.red.close_idle()
-        if points:
-            outcome.stored, outcome.anomalies = self.metrics.score_and_store(by_series(points), time.time(), outcome.dead_letters)
+        outcome.rekeyed = self._to_metrics_topic(self.red.close_idle())
         return outcome
+
+    def checkpoint_red(self) -> int:
+        """Save the changed RED state where the detectors' goes; returns how many keys were saved."""
+        with stage("checkpoint"):
+            return self.metrics.state.save(self.red)
+
+    def forget_red(self, keys: Iterable[str]) -> None:
+        """Drop the RED state of ``keys`` (their partitions went to another worker)."""
+        for key in keys:
+            self.red.discard(key)
+
+    def _to_metrics_topic(self, points: list[MetricPoint]) -> list[tuple[str, bytes, bytes]]:
+        """``points`` as metric/1 records keyed by series, each series in time order, to the metrics
+        topic (with tenant topics, their tenant's)."""
+        base = self.settings.topic_metrics
+        return [(tenant_topic(p.tenant, base) if self.tenant_of else base, p.series_key.encode(), encode(p))
+                for p in sorted(points, key=lambda p: p.ts)]
 
     def _scorable_spans(self, rows: list[dict[str, Any]], now: float, outcome: OtlpOutcome) -> list[dict[str, Any]]:
         """The spans that may feed the RED detectors: not those ending more than
@@ -340,7 +275,7 @@ class OtlpPipeline:
         Then ``redact`` the rows (in place) as that tenant's."""
         if self.tenant_of is None:
             for row in rows:
-                row["ResourceAttributes"]["tenant"] = _tenant(row["ResourceAttributes"])
+                row["ResourceAttributes"]["tenant"] = resource_tenant(row["ResourceAttributes"])
         elif reason := claim_for_topic(rows, record.topic, self.tenant_of):
             raise DecodeError(reason)
         redact(rows)

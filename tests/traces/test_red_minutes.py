@@ -1,4 +1,5 @@
-"""Per-minute RED accounting that feeds the detectors: minutes close on each tenant's event time."""
+"""Per-minute RED accounting that feeds the detectors: minutes close on each tenant's event time;
+spans reach it through the RED topic keyed by tenant and service, whose state is saved per key."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from pathlib import Path
 
 from m1.settings import Settings
 from sinks.clickhouse import Store
+from schemas.events import decode_metric
+from sinks.state_files import StateDirectory
 from streams.metrics_pipeline import MetricsPipeline, Record
-from streams.otlp_pipeline import RED_DURATION_METRIC, OtlpPipeline, RedMinutes
+from streams.otlp_pipeline import OtlpPipeline
+from streams.red import RED_DURATION_METRIC, RedBank, RedMinutes, RedSpans, decode_red, red_records
 from traces.generator import to_request
 from traces.model import Span
 
@@ -77,4 +81,61 @@ def test_a_span_ending_too_far_ahead_is_stored_but_does_not_move_its_tenants_min
     outcome = pipeline.process_spans([Record("otlp_spans", 0, 0, None, request.SerializeToString())])
     assert outcome.spans == 3 and len(outcome.unscored) == 2
     assert all("ahead of the worker's clock" in reason for reason in outcome.unscored)
-    assert pipeline.red.watermark_ns["default"] == now + 10**6  # only the on-time span moved the tenant's clock
+    [(topic, key, value)] = outcome.rekeyed  # the on-time span only, to the RED topic under its key
+    assert (topic, key) == (pipeline.red_topic, b"default|cart")
+    pipeline.aggregate_red([Record(topic, 0, 0, key, value)])
+    assert pipeline.red.minutes("default|cart").watermark_ns["default"] == now + 10**6  # only the on-time span moved the clock
+
+
+def red_record(key: str, spans: list[dict], offset: int, source: str = "otlp_spans:0") -> tuple[str, RedSpans]:
+    [(_, encoded_key, value)] = red_records(spans, "red", source, offset)
+    assert encoded_key.decode() == key
+    return key, decode_red(value)
+
+
+def test_a_replayed_source_record_is_accounted_once() -> None:
+    bank = RedBank(bytes(32), grace_seconds=30)
+    first = red_record("a|cart", [span("a", T0 + 5 * 10**9, 10.0)], offset=4)
+    assert bank.add([first, first, red_record("a|cart", [span("a", T0 + 6 * 10**9, 30.0)], offset=3)]) == []
+    assert bank.minutes("a|cart").open[("a", "unknown", "cart", "GET /cart", T0)].spans == 1
+    points = bank.add([red_record("a|cart", [span("a", T0 + MINUTE + 45 * 10**9)], offset=5)])
+    assert closed(points, "a") == [(T0 / 1e9, 10.0)]
+
+
+def test_red_state_saved_and_restored_by_key_continues_as_if_never_moved(tmp_path: Path) -> None:
+    """A key checkpointed by one worker and restored by another closes the same minutes with the same numbers."""
+    batches = [red_record("a|cart", [span("a", T0 + i * 7 * 10**9, float(i), error=i % 3 == 0)], offset=i) for i in range(30)]
+    whole = RedBank(bytes(32), grace_seconds=30)
+    expected = whole.add(batches)
+    first, files = RedBank(bytes(32), grace_seconds=30), StateDirectory(tmp_path)
+    points = first.add(batches[:17])
+    assert files.save(first) == 1 and files.save(first) == 0  # only what changed
+    second = RedBank(bytes(32), grace_seconds=30)
+    files.restore_missing(second, ["a|cart"])
+    points += second.add(batches[15:])  # two records replayed: accounted once
+    assert points == expected and len(expected) == 4
+
+
+def test_red_state_under_another_key_or_altered_is_refused(tmp_path: Path) -> None:
+    bank, files = RedBank(bytes(32)), StateDirectory(tmp_path)
+    bank.add([red_record("a|cart", [span("a", T0)], offset=0), red_record("b|cart", [span("b", T0)], offset=0)])
+    assert files.save(bank) == 2
+    files._path(bank, "b|cart").write_bytes(files._path(bank, "a|cart").read_bytes())  # a's state as b's
+    fresh = RedBank(bytes(32))
+    files.restore_missing(fresh, ["a|cart", "b|cart"])
+    assert fresh.minutes("a|cart").open and not fresh.minutes("b|cart").open
+    other_key = RedBank(bytes([1]) * 32)
+    files.restore_missing(other_key, ["a|cart"])
+    assert not other_key.minutes("a|cart").open
+
+
+def test_closed_red_minutes_go_to_the_metrics_topic_keyed_by_series(store: Store, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1")
+    pipeline = OtlpPipeline(settings, store, MetricsPipeline(settings, store), red_grace_seconds=30)
+    records = [Record(pipeline.red_topic, 0, i, *red_records([span("a", T0 + i * 50 * 10**9)], pipeline.red_topic,
+                                                           "otlp_spans:1", i)[0][1:]) for i in range(3)]
+    outcome = pipeline.aggregate_red(records)
+    points = [decode_metric(value) for _, _, value in outcome.rekeyed]
+    assert {topic for topic, _, _ in outcome.rekeyed} == {settings.topic_metrics}
+    assert [key for _, key, _ in outcome.rekeyed] == [p.series_key.encode() for p in points]
+    assert sorted(p.metric for p in points) == ["span.duration.p90_ms", "span.error_rate"] and outcome.stored == 0
