@@ -199,8 +199,10 @@ class Settings(BaseSettings):
     topic_region_views: str = Field(default="region_views", description="Each region's local health view of every "
                                     "region (region_view/1), mirrored; the shared verdict is computed from them.")
     health_degraded_missed: int = Field(default=2, ge=1, description="Heartbeats missed before a region is degraded.")
-    health_down_missed: int = Field(default=3, ge=1, description="Heartbeats missed before a region is down (failover).")
-    health_recover_beats: int = Field(default=3, ge=1, description="Heartbeats in a row, one interval apart, to leave down.")
+    health_down_missed: int | None = Field(default=None, ge=1, description="Heartbeats missed before a region is down "
+                                           "(failover); unset: 2 with 3+ regions, 3 with 2 (regions/health.py).")
+    health_recover_beats: int | None = Field(default=None, ge=1, description="Heartbeats in a row, one interval apart, "
+                                             "to leave down; unset: 2 with 3+ regions, 3 with 2 (regions/health.py).")
     health_lag_degraded_seconds: float = Field(default=1.0, ge=0, description="Replication lag above which a region is degraded.")
     health_lag_healthy_seconds: float = Field(default=0.5, ge=0, description="Lag a degraded region must get under to be healthy.")
     health_anomaly_hold_seconds: float = Field(default=60.0, ge=0, description="How long an error-rate anomaly keeps a region degraded.")

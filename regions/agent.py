@@ -17,8 +17,9 @@ alone, writing only to topics. Everything goes to and comes from the region's ow
   offered to the :class:`~regions.verdict.VerdictBoard`, the verdict's changes published as
   ``region_event/1`` (``failover``, ``recovery``, ``degraded``), and the routing table recomputed
   from the verdict in the same decision (:mod:`regions.routing`), its changed routes published on
-  the compacted ``routing`` topic. A failover is thus published ``M1_HEALTH_DOWN_MISSED``
-  intervals after the region's last heartbeat arrived, plus at most one interval.
+  the compacted ``routing`` topic. A failover is thus published ``M1_HEALTH_DOWN_MISSED`` (unset:
+  2 with three or more regions, 3 with two) intervals after the region's last heartbeat arrived,
+  plus at most one interval.
 * Every :data:`OFFSET_PROBE_SECONDS`, MirrorMaker's offset lag of each source → this region, when
   the other clusters' addresses are known (``M1_REGION_BOOTSTRAPS``, or the local set under
   ``<home>/regions``).
@@ -127,7 +128,8 @@ class RegionAgent(Service):
         """Lag, health and warm-up counted from ``now``: the agent's start (a worker builds it
         long before it starts)."""
         self.tracker = LagTracker(self.region, self.settings.lag_window_seconds, since=now)
-        self.health = RegionHealth(self.region, self.regions, HealthPolicy.from_settings(self.settings), now=now)
+        self.health = RegionHealth(self.region, self.regions, HealthPolicy.from_settings(self.settings, len(self.regions)),
+                                   now=now)
         self.warm_until = now + WARM_UP_SECONDS
         self._heard: set[str] = set()  # regions whose heartbeats sent since the start arrived
 

@@ -87,7 +87,7 @@ class SimConfig:
     hours: float = 6.0
     seed: int = 1
     tick: float = 0.25
-    policy: HealthPolicy = HealthPolicy()
+    policy: HealthPolicy | None = None  # None: the shipped policy of a set of `regions` (HealthPolicy.for_set)
     smoothing: float = 0.02
     jump: float = 0.15
     evidence: float = 2.0
@@ -107,6 +107,8 @@ class SimConfig:
             raise ValueError(f"regions must be 2..{len(LOCATIONS)}")
         if self.geos < 1 or self.hours <= 0 or self.tick <= 0:
             raise ValueError("need geos >= 1, hours > 0 and tick > 0")
+        if self.policy is None:
+            object.__setattr__(self, "policy", HealthPolicy.for_set(self.regions))
 
 
 @dataclass

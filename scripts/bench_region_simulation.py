@@ -69,7 +69,7 @@ def main(hours: float = typer.Option(6.0, help="Simulated hours per seed."),
          recover_beats: str = typer.Option("1,2,3", help="Candidates: beats in a row to leave down."),
          smoothing: str = typer.Option("0.02,0.05", help="Candidates: the router's latency smoothing."),
          evidence: str = typer.Option("2,3,4", help="Candidates: standard errors the router needs to reorder."),
-         shipped: bool = typer.Option(False, help="Also run the shipped defaults (HealthPolicy(), the router's "
+         shipped: bool = typer.Option(False, help="Also run the shipped defaults (HealthPolicy.for_set(regions), the router's "
                                                   "smoothing and evidence) on the held-out seeds, for comparison.")) -> None:
     """Grid on the training seeds, the chosen policy on the held-out seeds; prints JSON at the end."""
     candidates = [(HealthPolicy(degraded_missed=min(2, d), down_missed=d, recover_beats=b), a, k)
@@ -109,7 +109,7 @@ def main(hours: float = typer.Option(6.0, help="Simulated hours per seed."),
             raise typer.Exit(1)
         _, _, chosen, _ = max(eligible, key=lambda s: s[1])
         held_out = [run(chosen, seed) for seed in test_seeds]
-        shipped_candidate = (HealthPolicy(), SimConfig().smoothing, SimConfig().evidence)
+        shipped_candidate = (HealthPolicy.for_set(regions), SimConfig().smoothing, SimConfig().evidence)
         defaults = [run(shipped_candidate, seed) for seed in test_seeds] if shipped else []
     result = _pooled(held_out)
     if defaults:

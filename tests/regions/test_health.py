@@ -141,11 +141,18 @@ def test_inconsistent_policies_are_refused(kwargs):
         HealthPolicy(**kwargs)
 
 
-def test_the_settings_defaults_are_the_policy_defaults_and_env_overrides_them(monkeypatch):
+def test_the_shipped_thresholds_depend_on_the_set_and_env_overrides_them(monkeypatch):
     from m1.settings import Settings
+    from regions.simulation import SimConfig
 
-    assert HealthPolicy.from_settings(Settings()) == HealthPolicy()
+    for regions, expected in ((2, (3, 3)), (3, (2, 2)), (5, (2, 2))):
+        policy = HealthPolicy.from_settings(Settings(), regions)
+        assert (policy.down_missed, policy.recover_beats) == expected, regions
+        assert policy == HealthPolicy.for_set(regions) == SimConfig(regions=regions).policy
+    assert HealthPolicy.for_set(2) == HealthPolicy()
     monkeypatch.setenv("M1_HEALTH_DOWN_MISSED", "5")
     monkeypatch.setenv("M1_HEARTBEAT_INTERVAL", "0.5")
-    policy = HealthPolicy.from_settings(Settings())
-    assert (policy.down_missed, policy.heartbeat_interval) == (5, 0.5)
+    policy = HealthPolicy.from_settings(Settings(), 3)
+    assert (policy.down_missed, policy.recover_beats, policy.heartbeat_interval) == (5, 2, 0.5)
+    monkeypatch.setenv("M1_HEALTH_DOWN_MISSED", "1")  # degraded can never come after down
+    assert HealthPolicy.from_settings(Settings(), 3).degraded_missed == 1
