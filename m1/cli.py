@@ -90,13 +90,21 @@ def kafka_status(region: str = REGION_OPTION) -> None:
 
 
 @app.command()
-def worker(loglevel: str = typer.Option("warn", help="crit, error, warn, info or debug.")) -> None:
+def worker(loglevel: str = typer.Option("warn", help="crit, error, warn, info or debug."),
+           role: str = typer.Option("all", help="all: the whole pipeline, owning the store. store-owner: all but "
+                                                "scoring the metrics topic; inserts what scorers forward. scorer: "
+                                                "scores the metrics topic only and forwards its inserts to the store "
+                                                "owner (opens no store, serves no API; needs M1_STATE_DIR). "
+                                                "See docs/scale-out.md.")) -> None:
     """Run the pipeline worker until interrupted (uses the local broker unless M1_KAFKA_BOOTSTRAP is set)."""
     from faust import Worker
 
-    from streams.app import build_app
+    from streams.app import ROLES, build_app
 
-    faust_app = build_app(get_settings())
+    if role not in ROLES:
+        console.print(f"[red]--role {role}:[/] expected one of {', '.join(ROLES)}")
+        raise typer.Exit(2)
+    faust_app = build_app(get_settings(), role)
     Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 

@@ -37,26 +37,36 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A pipeline worker in a child process, with its log in a file."""
+    """A pipeline worker (``role``: see ``m1 worker --help``) in a child process, with its log in a file."""
 
-    def __init__(self, settings: Settings, log_path: Path):
+    def __init__(self, settings: Settings, log_path: Path, role: str = "all"):
         self.settings = settings
         self.log_path = log_path
+        self.role = role
         self.proc: subprocess.Popen | None = None
+        self._log_start = 0  # where this start's output begins in the log
+
+    def is_up(self) -> bool:
+        """Whether the child's API answers ``GET /v1/health`` (a scorer, which serves none: whether
+        Faust logged that the worker is ready)."""
+        if self.role == "scorer":
+            return self.log_path.exists() and b"Ready" in self.log_path.read_bytes()[self._log_start:]
+        return worker_is_up(self.settings, timeout=0.5)
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
-        """Start the child and wait until its API answers ``GET /v1/health``."""
+        """Start the child and wait until it is up (:meth:`is_up`)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "m1.cli", "worker", "--loglevel", "info"],
+                [sys.executable, "-m", "m1.cli", "worker", "--loglevel", "info", "--role", self.role],
                 env=settings_env(self.settings),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout
-        while not worker_is_up(self.settings, timeout=0.5):
+        while not self.is_up():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the worker exited with {self.proc.returncode}; see {self.log_path}")
             if time.monotonic() > deadline:

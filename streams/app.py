@@ -1,10 +1,20 @@
 """Wiring: the Faust app, its publisher, the store and the agents, all in one place.
 
-``build_app(settings)`` returns a ready Faust app; ``m1 worker`` runs it. The worker
+``build_app(settings, role)`` returns a ready Faust app; ``m1 worker --role`` runs it. The worker
 process owns the store (chdb allows one process per data directory), so it also serves
 the authenticated HTTP API (``api/``, every route under ``/v1``) on ``M1_WEB_PORT`` for
 every other process, its own health in Prometheus' format included (``GET /v1/metrics``,
 ``m1.pipeline_metrics``); Faust's own web server is off (see ``api.service``).
+
+Roles (#14, item 5; docs/scale-out.md):
+
+* ``all`` (the default): everything above, the metrics topic's scoring included;
+* ``store-owner``: everything but the metrics topic's scoring; it also inserts what scorers
+  forward (``sinks.forwarding``) and commits only after the inserts;
+* ``scorer``: only the metrics topic's batch consumer (metrics and forecasting paths), with a
+  :class:`sinks.forwarding.ForwardingStore` instead of the store: it opens no store, serves no
+  API, and needs ``M1_STATE_DIR`` for its checkpoints. Several scorers share the metrics topic's
+  consumer group like several workers do.
 """
 
 from __future__ import annotations
@@ -25,13 +35,17 @@ from m1.settings import Settings
 from m1.topics import ensure_topics
 from regions.agent import RegionAgent
 from regions.status import RegionStatus
+from compliance.redact import Redactor
 from sinks.clickhouse import Store, connect
+from sinks.forwarding import ForwardingStore, InsertApplier, inserts_topic
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
 from streams.forecast_handler import ForecastHandler, forecast_handler
 from streams.metrics_handler import MetricsHandler, batch_dead_letters, metrics_handler
+from streams.forecast_pipeline import ForecastPipeline
 from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
 from streams.publisher import Publisher
+from streams.tracing import in_thread
 from tenancy.registry import Registry
 from workflows.agents import wire as workflows_wire
 
@@ -77,9 +91,59 @@ def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler,
     return handle
 
 
-def build_app(settings: Settings) -> faust.App:
-    """The pipeline's Faust app: topics, store, the metrics batch consumer with its metrics and
-    forecasting handlers, the OTLP agents, timers and the HTTP API."""
+#: ``m1 worker --role``: see the module docstring.
+ROLES = ("all", "store-owner", "scorer")
+
+
+def metrics_consumer(settings: Settings, pipeline: MetricsPipeline, forecast: ForecastHandler,
+                     forecasting: ForecastPipeline, publisher: Publisher, observed: PipelineMetrics) -> BatchConsumer:
+    """The metrics topic's batch consumer: scoring, then forecasting, checkpointed with its commits."""
+    return BatchConsumer(
+        settings, settings.topic_metrics, group_id=f"{settings.app_id}-metrics",
+        handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings), forecast, observed),
+        checkpoints=[pipeline.checkpoint, forecasting.checkpoint, observed.checkpointed],  # the last only if all saved
+        checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
+        # the records of a batch the store kept rejecting
+        dead_letters=observed.counting_dead_letters(batch_dead_letters(pipeline, publisher, settings)),
+        forget=[pipeline.forget, forecasting.forget],  # the models of partitions another worker took
+    )
+
+
+def forwarded_inserts(settings: Settings, store: Store) -> BatchConsumer:
+    """The store owner's consumer of what scorers forward: each batch inserted, then committed."""
+    applier = InsertApplier(store.insert)
+
+    async def handle(events: Sequence[KafkaEvent]) -> None:
+        await in_thread(applier.apply, [(event.key, event.value or b"") for event in events])
+
+    return BatchConsumer(settings, inserts_topic(settings.app_id), group_id=f"{settings.app_id}-store-owner",
+                         handler=handle, checkpoints=[], by_pattern=False)
+
+
+def build_scorer_app(settings: Settings) -> faust.App:
+    """A scorer process: the metrics topic's consumer, its inserts forwarded to the store owner."""
+    if settings.state_dir is None:
+        raise ValueError("a scorer keeps its checkpoints in M1_STATE_DIR (shared with every worker of the group); set it")
+    ensure_topics(settings)
+    ensure_topics(settings, [inserts_topic(settings.app_id)])
+    app = make_faust_app(settings.model_copy(update={"app_id": f"{settings.app_id}-scorer"}))  # not the owner's group
+    publisher = app.service(Publisher(settings))
+    store = ForwardingStore(inserts_topic(settings.app_id), publisher.publish, lambda: publisher.loop)
+    observed = PipelineMetrics()
+    # subject keys live in the store: values the policy encrypts are redacted here (docs/scale-out.md)
+    pipeline = MetricsPipeline(settings, store, Redactor.from_settings(settings))
+    forecast, forecasting = forecast_handler(settings, store, publisher)
+    app.service(metrics_consumer(settings, pipeline, forecast, forecasting, publisher, observed))
+    return app
+
+
+def build_app(settings: Settings, role: str = "all") -> faust.App:
+    """The pipeline's Faust app for ``role`` (see the module docstring): topics, store, the metrics
+    batch consumer with its metrics and forecasting handlers, the OTLP agents, timers and the HTTP API."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    if role == "scorer":
+        return build_scorer_app(settings)
     ensure_topics(settings)
     app = make_faust_app(settings)
     publisher = app.service(Publisher(settings))  # every output record goes out through it
@@ -91,15 +155,11 @@ def build_app(settings: Settings) -> faust.App:
     forecast, forecasting = forecast_handler(settings, store, publisher)  # forecasts, costs, replica advice
     observed.watch_bank("detectors", pipeline.bank.__len__)
     observed.watch_bank("forecasters", forecasting.bank.__len__)
-    consumer = app.service(BatchConsumer(
-        settings, settings.topic_metrics, group_id=f"{settings.app_id}-metrics",
-        handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings), forecast, observed),
-        checkpoints=[pipeline.checkpoint, forecasting.checkpoint, observed.checkpointed],  # the last only if all saved
-        checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
-        # the records of a batch the store kept rejecting
-        dead_letters=observed.counting_dead_letters(batch_dead_letters(pipeline, publisher, settings)),
-        forget=[pipeline.forget, forecasting.forget],  # the models of partitions another worker took
-    ))
+    if role == "all":
+        consumer = app.service(metrics_consumer(settings, pipeline, forecast, forecasting, publisher, observed))
+    else:  # the store owner: scorers score the metrics topic and forward their inserts here
+        ensure_topics(settings, [inserts_topic(settings.app_id)])
+        consumer = app.service(forwarded_inserts(settings, store))
     observed.watch_lag(consumer.lag)  # asked of the broker at each scrape
 
     run_bottlenecks = register_otel(app, settings, store, pipeline, publisher, observed)  # OTLP agents, bottleneck job, self-tracing

@@ -176,6 +176,7 @@ class OtlpPipeline:
         for record, record_rows in claimed:
             outcome.rekeyed += red_records(self._scorable_spans(record_rows, now, outcome), self.red_topic,
                                            f"{record.topic}:{record.partition}", record.offset)
+        self._store_dead_letters(outcome, now)
         return outcome
 
     def process_metrics(self, records: list[Record]) -> OtlpOutcome:
@@ -210,6 +211,7 @@ class OtlpPipeline:
             outcome.gauge = self.store.insert("otel_metrics_gauge", arrow_columns(gauge, GAUGE_COLUMNS)) if gauge else 0
             outcome.sum = self.store.insert("otel_metrics_sum", arrow_columns(sums, SUM_COLUMNS)) if sums else 0
         outcome.rekeyed = self._to_metrics_topic(points)
+        self._store_dead_letters(outcome, now)
         return outcome
 
     def aggregate_red(self, records: list[Record]) -> OtlpOutcome:
@@ -228,6 +230,7 @@ class OtlpPipeline:
         with stage("score"):
             self.metrics.state.restore_missing(self.red, sorted({key for key, _ in batches}))
             outcome.rekeyed = self._to_metrics_topic(self.red.add(batches))
+        self._store_dead_letters(outcome, now)
         return outcome
 
     def close_idle_minutes(self) -> OtlpOutcome:
@@ -245,6 +248,10 @@ class OtlpPipeline:
         """Drop the RED state of ``keys`` (their partitions went to another worker)."""
         for key in keys:
             self.red.discard(key)
+
+    def _store_dead_letters(self, outcome: OtlpOutcome, now: float) -> None:
+        if outcome.dead_letters:  # the metrics path's way in for dead letters (nothing to score here)
+            self.metrics.score_and_store({}, now, outcome.dead_letters)
 
     def _to_metrics_topic(self, points: list[MetricPoint]) -> list[tuple[str, bytes, bytes]]:
         """``points`` as metric/1 records keyed by series, each series in time order, to the metrics
