@@ -1,0 +1,167 @@
+"""More workers, same results, on the OTLP paths (#14, item 4): RED minutes and OTLP series are
+partitioned by what they aggregate, so a group of workers that grows from 2 to 3, loses one
+(stopped) mid-stream and gets it back stores the same RED points (p90s, error rates, their
+scores), the same OTLP gauge points, publishes the same anomalies and ends with the same
+detector and RED states as one worker given the same input.
+
+Each run waits until the last minutes (those of the spans that close the workload's) were closed
+by the idle timer too, so the runs' final states do not depend on when they stopped.
+
+Real broker, real worker processes, each with its own store, sharing ``M1_STATE_DIR`` and keys.
+Each service's spans and each host's gauge points come in records keyed by it (one source
+partition, in order), as a collector routing by service would send them.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from m1.query_client import run_query
+from m1.settings import Settings
+from m1.worker_process import WorkerProcess
+from models.bank import MAC_BYTES
+from streams.red import RED_GRACE_SECONDS, RedBank, _Saved
+from tests.helpers import produce, start_worker, wait_for
+from tests.test_scale_out import anomalies, group, handled, member
+from traces.generator import to_request
+from traces.model import Span
+
+MINUTE_NS = 60 * 10**9
+SERVICES, OPERATIONS, MINUTES, HOSTS = 6, 2, 45, 4
+TENANT = "otlp-scale"
+SLOW = {(38, 0), (38, 2), (42, 4)}  # (minute, service): p90 x30
+FAILING = {(40, 1)}  # half the spans fail
+
+
+def start_ns() -> int:
+    return (time.time_ns() - 3 * 3600 * 10**9) // MINUTE_NS * MINUTE_NS
+
+
+def span_record(t0: int, minute: int, service: int) -> bytes:
+    spans = []
+    for i in range(20):
+        begin = t0 + minute * MINUTE_NS + i * 2_900_000_000
+        ms = 20.0 + 3 * service + (i * 7 + minute * 3) % 11
+        if (minute, service) in SLOW:
+            ms *= 30
+        error = (minute, service) in FAILING and i % 2 == 0
+        spans.append(Span(f"{minute:08x}{service:08x}{i:016x}", f"{service:04x}{minute:04x}{i:08x}", "", f"svc{service}",
+                          f"op{i % OPERATIONS}", begin, begin + int(ms * 1e6), status="Error" if error else "Ok",
+                          kind="Server"))
+    return to_request(spans, {"tenant": TENANT, "cloud.region": "eu-west-1"}).SerializeToString()
+
+
+def gauge_record(t0: int, minute: int, host: int) -> bytes:
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    rm.resource.attributes.extend([KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in
+                                   (("service.name", "api"), ("tenant", TENANT), ("cloud.region", "eu-west-1"))])
+    metric = rm.scope_metrics.add().metrics.add(name="queue.depth", unit="1")
+    for i in range(6):
+        value = 100.0 + host + (i * 5 + minute * 3) % 13 + (400.0 if minute == 40 and i == 3 else 0.0)
+        metric.gauge.data_points.add(time_unix_nano=t0 + minute * MINUTE_NS + i * 10 * 10**9, as_double=value,
+                                     attributes=[KeyValue(key="host.name", value=AnyValue(string_value=f"h{host}"))])
+    return request.SerializeToString()
+
+
+def workload(t0: int) -> list[tuple[str, bytes, bytes]]:
+    """(kind, key, value) in time order; then one span per service two minutes past the grace,
+    which closes every minute of the workload."""
+    out = []
+    for minute in range(MINUTES):
+        out += [("spans", f"svc{s}".encode(), span_record(t0, minute, s)) for s in range(SERVICES)]
+        out += [("metrics", f"h{h}".encode(), gauge_record(t0, minute, h)) for h in range(HOSTS)]
+    flush = MINUTES + 1 + int(RED_GRACE_SECONDS // 60)
+    return out + [("spans", f"svc{s}".encode(), span_record(t0, flush, s)) for s in range(SERVICES)]
+
+
+def send(settings: Settings, data: list[tuple[str, bytes, bytes]]) -> None:
+    for kind, topic in (("spans", settings.topic_otlp_spans), ("metrics", settings.topic_otlp_metrics)):
+        produce(settings, [(key, value) for k, key, value in data if k == kind], topic=topic)
+
+
+def rows(workers: list[Settings]) -> set[tuple]:
+    """The union of the workers' stored points of the tenant (RED and gauge)."""
+    out: set[tuple] = set()
+    for settings in workers:
+        out |= set(run_query(settings, "SELECT series, toUnixTimestamp64Milli(ts), value, score, is_anomaly "
+                                       f"FROM metric_points FINAL WHERE tenant = '{TENANT}'").rows)
+    assert len({r[:2] for r in out}) == len(out), "a point stored with two different scores"
+    return out
+
+
+def states(settings: Settings) -> tuple[dict, dict]:
+    """Detector checkpoints (points, model re-pickled) by path, and RED states (without the source
+    offsets, whose topic names differ between runs) by path."""
+    assert settings.state_dir is not None
+    models, red = {}, {}
+    for f in settings.state_dir.rglob("*"):
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        path, data = str(f.relative_to(settings.state_dir)), f.read_bytes()
+        if path.startswith(RedBank.state_key):
+            saved = msgspec.msgpack.decode(data[8 + 32:], type=_Saved)
+            red[path] = (saved.open, saved.watermark_ns, saved.closed_ns, saved.sampler)
+        else:
+            models[path] = (data[:8], pickle.dumps(pickle.loads(data[9 + MAC_BYTES:]), protocol=pickle.HIGHEST_PROTOCOL))
+    return models, red
+
+
+def everything_stored(workers: list[Settings], expected: int) -> bool:
+    return len({r[:2] for r in rows(workers)}) >= expected
+
+
+@pytest.mark.slow
+def test_two_then_three_workers_one_stopped_match_one_worker_on_otlp(tmp_path: Path, kafka_bootstrap: str) -> None:
+    data = workload(start_ns())
+    # every minute's p90 and error rate per operation (the closing spans' minute by the idle timer), the gauges
+    expected = SERVICES * OPERATIONS * (MINUTES + 1) * 2 + HOSTS * MINUTES * 6
+    wait = 300 + RED_GRACE_SECONDS
+
+    one = group(tmp_path / "one", kafka_bootstrap)
+    worker = start_worker(one)
+    try:
+        send(one, data)
+        assert wait_for(lambda: everything_stored([one], expected), timeout=wait)
+        assert wait_for(lambda: handled(one), timeout=120)
+        one_rows = rows([one])
+    finally:
+        worker.stop()
+    one_anomalies, one_states = anomalies(one), states(one)
+    assert len(one_rows) == expected
+    assert {s for s, _ in one_anomalies} >= {f"{TENANT}|eu-west-1|svc0|span.duration.p90_ms|operation=op0",
+                                             f"{TENANT}|eu-west-1|svc1|span.error_rate|operation=op0",
+                                             f"{TENANT}|eu-west-1|api|queue.depth|host.name=h0"}
+    assert len(one_states[0]) == SERVICES * OPERATIONS * 2 + HOSTS and len(one_states[1]) == SERVICES
+
+    shared = group(tmp_path / "many", kafka_bootstrap)
+    members = [shared] + [member(shared, tmp_path / "many" / f"w{i}") for i in (1, 2)]
+    third = len(data) // 3
+    workers = [start_worker(members[0]), start_worker(members[1])]
+    try:
+        send(shared, data[:third])
+        workers.append(start_worker(members[2]))  # a third joins mid-stream
+        send(shared, data[third : 2 * third])
+        assert wait_for(lambda: everything_stored(members[1:2], 1), timeout=180)
+        workers[1].stop()  # leaves mid-stream: its RED keys and models are checkpointed on the way out
+        send(shared, data[2 * third :])
+        workers[1] = WorkerProcess(members[1], workers[1].log_path).start()  # and comes back
+        assert wait_for(lambda: everything_stored(members, expected), timeout=wait)
+        assert wait_for(lambda: handled(shared), timeout=120)
+        many_rows = rows(members)
+    finally:
+        for w in workers:
+            w.stop()
+
+    assert many_rows == one_rows
+    many_anomalies = anomalies(shared)
+    assert many_anomalies.keys() == one_anomalies.keys()
+    assert all(many_anomalies[k] == pytest.approx(one_anomalies[k], abs=1e-9) for k in one_anomalies)
+    assert states(shared) == one_states
