@@ -123,7 +123,8 @@ class AuditIngest:
         now = self.clock()
         signed = [(state, self.signer.sign(tenant, state.chain.size, state.chain.frontier.root(), int(now * 1000)))
                   for tenant in tenants if due(state := self._tenants[tenant])]
-        log.insert_heads(self.store, [head for _, head in signed])
+        log.insert_heads(self.store, [head for _, head in signed],
+                         [log.Anchor(state.chain.frontier.nodes, state.chain.head) for state, _ in signed])
         for state, head in signed:  # only once stored: a failed insert signs them again next time
             state.head_size, state.head_at = head.tree_size, now
         return [head for _, head in signed]

@@ -8,8 +8,9 @@ queries with the tenant passed as a parameter.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
 from audit.chain import Row
@@ -76,13 +77,43 @@ def known_ids(store: Store, tenant: str, ids: Iterable[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
-def insert_heads(store: Store, heads: Sequence[TreeHead]) -> int:
+def insert_heads(store: Store, heads: Sequence[TreeHead], anchors: Sequence[Anchor] | None = None) -> int:
+    """Insert signed tree heads, each with its :class:`Anchor` (the same order; ``None``: heads
+    without one, which cannot anchor a verification after retention)."""
     if not heads:
         return 0
+    if anchors is None:
+        anchors = [Anchor([], b"")] * len(heads)
     return store.insert("audit_checkpoints", {
         "tenant": [h.tenant for h in heads], "tree_size": pa.array([h.tree_size for h in heads], type=pa.uint64()),
         "root": [h.root for h in heads], "ts": pa.array([h.timestamp_ms for h in heads], type=TS_TYPE),
-        "key_id": [h.key_id for h in heads], "signature": [h.signature for h in heads]})
+        "key_id": [h.key_id for h in heads], "signature": [h.signature for h in heads],
+        "frontier": ["".join(n.hex() for n in a.nodes) for a in anchors], "chain_hash": [a.chain_hash.hex() for a in anchors]})
+
+
+class Anchor(NamedTuple):
+    """What a tree head keeps so the chain can be verified after its events expire: the
+    Merkle frontier's nodes (``audit.merkle.Frontier.nodes``) and the last event's chain hash."""
+
+    nodes: list[bytes]
+    chain_hash: bytes
+
+
+def anchor(store: Store, tenant: str, tree_size: int) -> Anchor | None:
+    """The anchor stored with the tenant's head of ``tree_size`` (``None``: a head written before
+    anchors were kept, or none)."""
+    rows = store.query("SELECT frontier, chain_hash FROM audit_checkpoints WHERE tenant = {t:String} AND "
+                       "tree_size = {n:UInt64} AND chain_hash != '' ORDER BY ts LIMIT 1", {"t": tenant, "n": tree_size}).rows
+    if not rows:
+        return None
+    frontier, chain_hash = rows[0]
+    return Anchor([bytes.fromhex(frontier[i:i + 64]) for i in range(0, len(frontier), 64)], bytes.fromhex(chain_hash))
+
+
+def seqs(store: Store, tenant: str) -> np.ndarray:
+    """The sequence numbers of a tenant's rows, ascending (int64)."""
+    return store.query_arrow("SELECT toInt64(seq) AS seq FROM audit_log WHERE tenant = {t:String} ORDER BY seq",
+                             {"t": tenant}).column("seq").to_numpy()
 
 
 def heads(store: Store, tenant: str) -> list[TreeHead]:

@@ -75,6 +75,28 @@ class Frontier:
         for leaf in leaves:
             self.append(leaf)
 
+    @property
+    def nodes(self) -> list[bytes]:
+        """The perfect subtrees' roots, leftmost first: with :attr:`size`, all a later root needs."""
+        return list(self._stack)
+
+    @classmethod
+    def restore(cls, size: int, nodes: Sequence[bytes]) -> Frontier:
+        """The frontier of a tree of ``size`` leaves from its :attr:`nodes` (one per bit set in
+        ``size``; ``ValueError`` otherwise). Whether they are the right ones, only a root can tell.
+
+        >>> leaves = [leaf_hash(bytes([i])) for i in range(11)]
+        >>> first = Frontier(); first.extend(leaves[:7])
+        >>> f = Frontier.restore(7, first.nodes)
+        >>> f.extend(leaves[7:]); f.root() == tree_hash(leaves)
+        True
+        """
+        if len(nodes) != size.bit_count():
+            raise ValueError(f"a tree of {size} leaves has {size.bit_count()} frontier nodes, not {len(nodes)}")
+        frontier = cls()
+        frontier.size, frontier._stack = size, list(nodes)
+        return frontier
+
     def root(self) -> bytes:
         if not self._stack:
             return _sha256(b"").digest()

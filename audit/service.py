@@ -3,7 +3,8 @@ sends the pipeline's own audit events (configuration at start, every API access 
 the tree heads the checkpoint clock signs.
 
 ``streams.app.build_app`` calls :func:`wire` once; it returns the listener the API calls with
-every access decision (``ApiService(access_listener=...)``).
+every access decision (``ApiService(access_listener=...)``). It also adds the clock that applies
+the retention rules again every hour (``compliance.retention``): the trail's horizon moves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from audit.ingest import AuditIngest
 from audit.paths import key_file
 from audit.signer import Signer
 from compliance.redact import Redactor
+from compliance.retention import Retention, RetentionClock
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from sinks.clickhouse import Store
@@ -101,6 +103,7 @@ def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher,
     ingest = make_ingest(settings, store, redactor)
     events.send(settings, [events.config_event(settings)])  # on the broker before the worker starts
     outbox = app.service(Outbox(publisher, due=lambda: events.head_records(settings, ingest.due_heads())))
+    app.service(RetentionClock(Retention(settings, store)))  # the trail's retention horizon moves with time
 
     async def handle(batch: Sequence[KafkaEvent]) -> None:
         outcome = await in_thread(ingest.process, [e.value for e in batch])

@@ -125,6 +125,7 @@ class FieldRules:
     """
 
     def __init__(self, rules: Mapping[str, str]) -> None:
+        self.rules = dict(rules)
         self.exact = {name: c for name, c in rules.items() if "*" not in name}
         self._globs = [(re.compile(fnmatch.translate(name)), c) for name, c in rules.items() if "*" in name]
         self._cache: dict[str, str | None] = {}
@@ -143,6 +144,10 @@ class FieldRules:
 
     def __bool__(self) -> bool:
         return bool(self.exact or self._globs)
+
+    def names_of(self, data_class: str) -> list[str]:
+        """The names and ``*`` globs classified ``data_class``, in file order."""
+        return [name for name, c in self.rules.items() if c == data_class]
 
 
 class Policy:
