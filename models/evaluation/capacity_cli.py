@@ -18,7 +18,9 @@ from rich.progress import track
 from rich.table import Table
 
 from models.evaluation.cost_projection import METHODS, PROXIES, cross_validate as cost_cv, error, is_cost_proxy, \
-    project_series
+    project_months, project_series, source_of
+from models.evaluation.risk import Decisions, hpa_headroom_for, hpa_score, score
+from models.evaluation.risk_allocation import held_out_runs, hindsight_allocation
 from models.evaluation.risk_cv import GRID, Outcome, cross_validate, outcome, replay_grid
 from models.evaluation.series import LoadSeries, default_asd_data, default_scaling_data, load_corpus, read_series
 
@@ -71,12 +73,38 @@ def verdict(folds: list[Outcome], total: Outcome, target: float) -> list[str]:
     ]
 
 
+def allocation_lines(corpus: list[LoadSeries], folds: list[Outcome], held_out: list[Decisions], total: Outcome,
+                     target: float, window: int) -> list[str]:
+    """Why one pooled HPA headroom is cheaper, and what per-series risk budgets could gain (in hindsight)."""
+    scores = [score(d.planned, d) for d in held_out]
+    hpa = [score(d.last_peak * (1.0 + total.hpa_headroom), d) for d in held_out]
+    top = sorted(range(len(held_out)), key=lambda i: -scores[i].replicas)[:3]
+    lines = [f"dearest series (planner overload %, share of its replica-hours | pooled HPA): " + "; ".join(
+        f"{held_out[i].name} {_pct(scores[i].rate)} %, {scores[i].replicas / total.planner.replicas:.0%} | "
+        f"{_pct(hpa[i].rate)} %, {hpa[i].replicas / total.hpa_pooled.replicas:.0%}" for i in top)]
+    capped = hpa_headroom_for(held_out, 2 * target, worst=True)
+    at_cap = hpa_score(held_out, capped)
+    lines.append(f"one HPA headroom with no series above {2 * target:.0%}: headroom {capped:.3f}, pooled overload "
+                 f"{_pct(at_cap.rate)} %, RH / oracle {at_cap.cost:.3f} (planner {total.planner.cost:.3f}): "
+                 f"{'planner cheaper' if total.planner.replicas < at_cap.replicas else 'HPA cheaper'}")
+    multiples, alloc = hindsight_allocation(held_out_runs(corpus, folds, target, window=window), target, 2 * target)
+    matched = hpa_score(held_out, hpa_headroom_for(held_out, alloc.rate))
+    raised = sorted((n for n, m in multiples.items() if m > 1.0), key=lambda n: -multiples[n])
+    lines.append(f"per-series targets chosen in hindsight (multiples of {target:.0%}, each series <= {2 * target:.0%}): "
+                 f"pooled overload {_pct(alloc.rate)} %, RH / oracle {alloc.cost:.3f} vs one HPA headroom at that rate "
+                 f"{matched.cost:.3f}: {'Pareto-better' if alloc.replicas < matched.replicas else 'NOT Pareto-better'}; "
+                 f"raised: " + ", ".join(f"{n} x{multiples[n]:g}" for n in raised[:6]) + (" ..." if len(raised) > 6 else ""))
+    return lines
+
+
 def scaling(
     nab: Path = typer.Option(None, help="NAB realAWSCloudwatch directory; default $M1_NAB_DIR/realAWSCloudwatch."),
     asd: Path = typer.Option(None, help="ASD data directory (<server>/<series>.csv); default $M1_ASD_DIR or "
                                         "../shared/datasets/asd/data."),
     target: list[float] = typer.Option([0.01, 0.05, 0.1], help="Target overload rates (repeatable)."),
     window: int = typer.Option(12, min=1, help="Decision window, in points."),
+    allocation: bool = typer.Option(False, help="Also: one HPA headroom capped per series, and per-series targets "
+                                                "chosen in hindsight (models.evaluation.risk_allocation)."),
 ) -> None:
     """Held-out overload rate and replica-hours of the risk planner per target, against HPA.
 
@@ -97,13 +125,18 @@ def scaling(
         console.print(report(folds, [*subsets, total], t))
         for line in verdict(folds, total, t):
             console.print(line)
+        if allocation:
+            for line in allocation_lines(corpus, folds, held_out, total, t, window):
+                console.print(line)
 
 
 def cost(
     data: Path = typer.Option(None, help="Directory of usage CSVs; default $M1_NAB_DIR/realAWSCloudwatch."),
     coverage: float = typer.Option(0.9, min=0.5, max=0.99, help="Interval coverage."),
+    calendar: bool = typer.Option(False, help="Project every whole calendar month of the series on its days 7, 14 and "
+                                              "21 (the bar as written) instead of 25/50/75 % of each series' span."),
 ) -> None:
-    """Held-out MAPE and interval coverage of period-end cost projections at 25/50/75 % of the period."""
+    """Held-out MAPE and interval coverage of period-end cost projections (leave one source out)."""
     data = data or default_scaling_data()
     corpus = [LoadSeries(p.stem, "usage", *read_series(p)) for p in sorted(data.glob("*.csv")) if is_cost_proxy(p.stem)]
     if not corpus:
@@ -114,32 +147,40 @@ def cost(
                   f"{'no series spans a calendar month, so days 7/14/21 are scored as 25/50/75 % of each span' if max(days.values()) < 28 else 'some series span a month'}")
     for pattern, (measure, price) in PROXIES.items():
         console.print(f"  {pattern}: {measure}, priced at {price}")
-    projections = [p for s in track(corpus, description="projecting", console=console) for p in project_series(s)]
+    project = project_months if calendar else project_series
+    projections = [p for s in track(corpus, description="projecting", console=console) for p in project(s, fold=source_of(s.name))]
+    if not projections:
+        raise typer.BadParameter("no series covers a whole calendar month")
+    at = (lambda f: f"day {round(28 * f)}") if calendar else (lambda f: f"{f:.0%} of the period")
     fractions = sorted({p.fraction for p in projections})
-    methods = Table(title="MAPE % by method over all series (not held out; for comparison)")
+    periods = len({(p.name, p.period) for p in projections})
+    console.print(f"{periods} periods ({'calendar months' if calendar else 'series spans'}) of {len(corpus)} series, "
+                  f"{len({source_of(s.name) for s in corpus})} sources (held out one source at a time)")
+    methods = Table(title="MAPE % by method over all periods (not held out; for comparison)")
     methods.add_column("method")
     for f in fractions:
-        methods.add_column(f"at {f:.0%}", justify="right")
+        methods.add_column(f"at {at(f)}", justify="right")
     for m in METHODS:
-        methods.add_row(m, *(f"{100 * sum(error(p, m) for p in projections if p.fraction == f) / len(corpus):.1f}"
+        methods.add_row(m, *(f"{100 * sum(error(p, m) for p in projections if p.fraction == f) / periods:.1f}"
                              for f in fractions))
     console.print(methods)
     held = cost_cv(projections, coverage)
-    per_series = Table(title=f"Held out (leave one series out): error % and whether the {coverage:.0%} interval covers")
-    per_series.add_column("series (fold)", no_wrap=True)
-    per_series.add_column("method chosen")
+    per_period = Table(title=f"Held out (leave one source out): error % and whether the {coverage:.0%} interval covers")
+    per_period.add_column("series (period)", no_wrap=True)
+    per_period.add_column("method chosen")
     for f in fractions:
-        per_series.add_column(f"at {f:.0%}", justify="right")
-    for s in corpus:
-        rows = sorted((h for h in held if h.name == s.name), key=lambda h: h.fraction)
-        per_series.add_row(s.name, rows[0].method, *(f"{100 * h.error:.1f} {'in' if h.covered else 'OUT'}" for h in rows))
+        per_period.add_column(f"at {at(f)}", justify="right")
+    for name, period in sorted({(h.name, h.period) for h in held}):
+        rows = sorted((h for h in held if (h.name, h.period) == (name, period)), key=lambda h: h.fraction)
+        per_period.add_row(f"{name} {period}".strip(), rows[0].method,
+                           *(f"{100 * h.error:.1f} {'in' if h.covered else 'OUT'}" for h in rows))
     for f in fractions:
-        at = [h for h in held if h.fraction == f]
-        worst = max(at, key=lambda h: h.error)
-        mape = sum(h.error for h in at) / len(at)
-        cov = sum(h.covered for h in at) / len(at)
-        width = sum((h.upper - h.lower) / 2 / abs(h.actual) for h in at) / len(at)
-        console.print(f"at {f:.0%} of the period: MAPE {100 * mape:.1f} %, coverage {cov:.3f} ({sum(h.covered for h in at)} "
-                      f"of {len(at)}), mean interval half-width {100 * width:.1f} % of the actual, "
-                      f"worst fold {worst.name} {100 * worst.error:.1f} %")
-    console.print(per_series)
+        at_f = [h for h in held if h.fraction == f]
+        worst = max(at_f, key=lambda h: h.error)
+        mape = sum(h.error for h in at_f) / len(at_f)
+        cov = sum(h.covered for h in at_f) / len(at_f)
+        width = sum((h.upper - h.lower) / 2 / abs(h.actual) for h in at_f) / len(at_f)
+        console.print(f"at {at(f)}: MAPE {100 * mape:.1f} %, coverage {cov:.3f} ({sum(h.covered for h in at_f)} "
+                      f"of {len(at_f)}), mean interval half-width {100 * width:.1f} % of the actual, "
+                      f"worst {f'{worst.name} {worst.period}'.strip()} {100 * worst.error:.1f} %")
+    console.print(per_period)

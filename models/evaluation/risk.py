@@ -10,7 +10,7 @@ units per replica (a fraction of the warm-up median; nothing later is peeked at)
 * a window is *overloaded* when its replicas cannot serve its actual peak;
 * the reactive rule of Kubernetes' Horizontal Pod Autoscaler runs
   ``replicas_needed(last peak * (1 + headroom))``; :func:`hpa_headroom_for` bisects the
-  smallest headroom whose pooled overload rate is at most a goal.
+  smallest headroom whose pooled overload rate (or every series' rate) is at most a goal.
 
 Replica-hours are counted in windows (every window has the same length, so ratios of sums
 are ratios of replica-hours).
@@ -115,20 +115,26 @@ def hpa_score(decisions: Sequence[Decisions], headroom: float) -> Score:
     return pooled([score(d.last_peak * (1.0 + headroom), d) for d in decisions])
 
 
-def hpa_headroom_for(decisions: Sequence[Decisions], goal: float, iterations: int = 50) -> float:
+def hpa_headroom_for(decisions: Sequence[Decisions], goal: float, iterations: int = 50, worst: bool = False) -> float:
     """The smallest headroom (to ``2**-iterations`` relative) at which HPA's pooled overload rate
-    is at most ``goal``: doubled from 1 until it is reached, then bisected."""
+    is at most ``goal`` (with ``worst``: every series' own rate): doubled from 1 until it is
+    reached, then bisected (overloads never grow with the headroom)."""
+    def rate(headroom: float) -> float:
+        if worst:
+            return max(score(d.last_peak * (1.0 + headroom), d).rate for d in decisions)
+        return hpa_score(decisions, headroom).rate
+
     hi = 1.0
-    while hpa_score(decisions, hi).rate > goal:
+    while rate(hi) > goal:
         hi *= 2.0
         if hi > 1e12:
             raise ValueError(f"no headroom reaches an overload rate of {goal}")
     lo = 0.0
-    if hpa_score(decisions, lo).rate <= goal:
+    if rate(lo) <= goal:
         return lo
     for _ in range(iterations):
         mid = (lo + hi) / 2.0
-        lo, hi = (lo, mid) if hpa_score(decisions, mid).rate <= goal else (mid, hi)
+        lo, hi = (lo, mid) if rate(mid) <= goal else (mid, hi)
     return hi
 
 

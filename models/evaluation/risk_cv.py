@@ -29,16 +29,16 @@ from models.evaluation.series import LoadSeries
 from models.forecasting.risk import RiskPlanner
 
 GRID: list[dict] = [
-    dict(scale=scale, base_windows=b, memory=m, adapt_rate=a, smoothing=s, tail=t)
-    for scale, b, m, a, s, t in itertools.product(("spread", "ratio"), (1, 3), (100, 300, 1000), (0.0, 0.005, 0.02),
-                                                  (0.05, 0.2), (0, 20))
+    dict(scale=scale, base_windows=b, memory=m, adapt_rate=a, smoothing=s, tail=t, season=p)
+    for scale, b, m, a, s, t, p in itertools.product(("spread", "ratio"), (1, 3), (100, 300, 1000), (0.0, 0.005, 0.02),
+                                                     (0.05, 0.2), (0, 20), (0, 24))
 ]
 
 
 def describe(config: dict) -> str:
-    """A short label of a configuration, e.g. ``spread b1 m300 a0.005 s0.2 t0``."""
+    """A short label of a configuration, e.g. ``spread b1 m300 a0.005 s0.2 t0 p24``."""
     return (f"{config['scale']} b{config['base_windows']} m{config['memory']} "
-            f"a{config['adapt_rate']:g} s{config['smoothing']:g} t{config['tail']}")
+            f"a{config['adapt_rate']:g} s{config['smoothing']:g} t{config['tail']} p{config.get('season', 0)}")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ capacity provisioned for them (``target``, e.g. 0.05). :class:`RiskPlanner` spli
 into consecutive windows of ``window`` values (aligned to the values it has learned) and, at
 the end of every window, plans the peak of the next one:
 
-* ``base`` is the median of the last ``base_windows`` window peaks;
+* ``base`` is the median of the last ``base_windows`` window peaks; with ``season > 0``, at
+  least the peak of the window one season (``season`` windows, e.g. 24 one-hour windows for a
+  day) before the one planned, so a load that repeats daily is planned from its last repeat;
 * each finished window leaves a *score*, its peak against the base planned for it, in one of
   two scales (``scale``). ``"spread"``: ``(peak - base) / s`` with ``s`` an exponentially weighted
   mean of the absolute change between consecutive window peaks plus ``floor`` times an
@@ -39,7 +41,7 @@ the end of every window, plans the peak of the next one:
 
 Both means use the weight ``smoothing`` (a plain mean while fewer than ``1 / smoothing``
 values have been seen, so an early window does not weigh as much as the whole history). State is bounded: ``memory`` scores,
-``base_windows`` peaks and a few floats. The defaults are the configuration that
+``max(base_windows, season)`` peaks and a few floats. The defaults are the configuration that
 leave-one-group-out selection chose in every fold for a 5 % target and in 8 of 13 for 10 %
 (the others: 1000 scores); for 1 %, 10 of 13 folds chose them without the tail (``tail=0``)
 (``m1 eval scaling``, docs/benchmarks-forecast.md, re-run after the second window stopped
@@ -55,6 +57,7 @@ being scored).
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import deque
@@ -69,13 +72,13 @@ class RiskPlanner:
     def __init__(self, window: int = 12, target: float = 0.05, base_windows: int = 1, memory: int = 100,
                  adapt_rate: float = 0.02, scale: Literal["spread", "ratio"] = "spread", floor: float = 0.01,
                  smoothing: float = 0.05, capacity: float = 0.0, tail: int = 20, min_replicas: int = 1,
-                 max_replicas: int | None = None):
+                 max_replicas: int | None = None, season: int = 0):
         if window < 1 or base_windows < 1 or memory < 1 or not 0.0 < target < 1.0:
             raise ValueError("need window, base_windows, memory >= 1 and 0 < target < 1")
         if min_replicas < 0 or (max_replicas is not None and max_replicas < min_replicas):
             raise ValueError("need 0 <= min_replicas <= max_replicas")
-        if adapt_rate < 0 or floor < 0 or capacity < 0 or tail < 0 or not 0.0 < smoothing <= 1.0 or scale not in ("spread", "ratio"):
-            raise ValueError("need adapt_rate, floor, capacity, tail >= 0, 0 < smoothing <= 1, scale 'spread' or 'ratio'")
+        if adapt_rate < 0 or floor < 0 or capacity < 0 or tail < 0 or season < 0 or not 0.0 < smoothing <= 1.0 or scale not in ("spread", "ratio"):
+            raise ValueError("need adapt_rate, floor, capacity, tail, season >= 0, 0 < smoothing <= 1, scale 'spread' or 'ratio'")
         self.window = window
         self.target = target
         self.adapt_rate = adapt_rate
@@ -86,8 +89,10 @@ class RiskPlanner:
         self.tail = tail
         self.min_replicas = min_replicas
         self.max_replicas = max_replicas  # None: no upper limit
+        self.base_windows = base_windows
+        self.season = season
         self.alpha = target
-        self.peaks: deque[float] = deque(maxlen=base_windows)
+        self.peaks: deque[float] = deque(maxlen=max(base_windows, season))
         self.scores = SortedWindow(memory)
         self.level = 0.0  # EW mean of window peaks
         self.change = 0.0  # EW mean of |change| between consecutive window peaks
@@ -120,8 +125,14 @@ class RiskPlanner:
             self.change += weight * (abs(peak - self.peaks[-1]) - self.change)
         self.level += max(self.smoothing, 1.0 / self.windows) * (peak - self.level)
         self.peaks.append(peak)
-        self.base = float(statistics.median(self.peaks))
+        self.base = self._base()
         self.plan = self._planned()
+
+    def _base(self) -> float:
+        """The median of the last ``base_windows`` peaks, at least the peak one season before the next window."""
+        n = len(self.peaks)
+        base = float(statistics.median(itertools.islice(self.peaks, max(n - self.base_windows, 0), n)))
+        return max(base, self.peaks[n - self.season]) if self.season and n >= self.season else base
 
     def _unit(self) -> float:
         """``s`` (spread) or ``c`` (ratio) of the module docstring, for the current state."""

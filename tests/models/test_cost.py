@@ -134,3 +134,40 @@ def test_cost_cross_validation_holds_each_series_out_of_its_method_and_interval(
     flat = next(h for h in held if h.name == "flat")
     assert flat.method.startswith("recent") and flat.error == pytest.approx(0.0)
     assert flat.upper - flat.lower == pytest.approx(0.0)  # the others' recent projections were exact too
+
+
+def test_calendar_months_are_projected_on_their_days_7_14_21_from_the_past_only():
+    from models.evaluation.cost_projection import METHODS, project_months
+    from models.evaluation.series import LoadSeries
+
+    start = datetime(2024, 1, 20, tzinfo=timezone.utc).timestamp()  # whole February and March, part of January/April
+    hours = int((datetime(2024, 4, 5, tzinfo=timezone.utc).timestamp() - start) // 3600)
+    # a rate of 1 per hour, 3 per hour from March 10th: March's day-7 run rate is exact, its day 14 is not
+    march10 = datetime(2024, 3, 10, tzinfo=timezone.utc).timestamp()
+    ts = [start + 3600.0 * i for i in range(hours)]
+    projections = project_months(LoadSeries("s", "usage", ts, [3.0 if t >= march10 else 1.0 for t in ts]), fold="src")
+    assert [(p.period, p.fraction) for p in projections] == [(m, d / 28) for m in ("2024-02", "2024-03") for d in (7, 14, 21)]
+    assert all(p.fold == "src" for p in projections)
+    february, march = projections[:3], projections[3:]
+    for p in february:
+        assert p.actual == pytest.approx(29 * 24) and p.spent == pytest.approx(28 * 24 * p.fraction)
+        for method in METHODS[1:]:
+            assert p.projected[method] == pytest.approx(p.actual)  # a constant rate: every run rate is exact
+    assert march[0].actual == pytest.approx(9 * 24 + 3 * 22 * 24)
+    assert march[0].projected["run-rate"] == pytest.approx(31 * 24)  # on day 7 the step up is still in the future
+    assert march[1].projected["recent-2d"] == pytest.approx(9 * 24 + 3 * 5 * 24 + 3 * 17 * 24)  # spent + the last 2 days' rate
+
+
+def test_sources_priced_two_ways_are_held_out_together():
+    from models.evaluation.cost_projection import cross_validate, project_series, source_of
+
+    assert source_of("exchange-2_cpc_results") == source_of("exchange-2_cpm_results") == "exchange-2"
+    assert source_of("ec2_cpu_utilization_24ae8d") != source_of("rds_cpu_utilization_cc0c53")
+    # twins of one source that no other source resembles: held out together, neither helps the other
+    series = [_usage(f"exchange-{k}_cpc_results", [1.0 + k] * 8) for k in range(5)]
+    twins = [_usage(f"exchange-9_{kind}_results", [1.0] * 5 + [9.0] * 3) for kind in ("cpc", "cpm")]
+    held = cross_validate([p for s in series + twins for p in project_series(s, fractions=(0.75,), fold=source_of(s.name))])
+    twin = [h for h in held if h.name.startswith("exchange-9")]
+    assert len(twin) == 2 and all(h.error > 0.05 for h in twin)  # chosen on flat sources: the jump is missed
+    held_apart = cross_validate([p for s in series + twins for p in project_series(s, fractions=(0.75,))])
+    assert all(h.error < 0.01 for h in held_apart if h.name.startswith("exchange-9"))  # each learns from its twin
