@@ -156,10 +156,11 @@ class Redactor:
             self._sealed[key] = token
         return token
 
-    def forget_subject(self, tenant: str, subject: str) -> None:
-        """Drop the remembered tokens of a subject: call it when its key is erased (through
-        :attr:`keys`), so that values arriving later are encrypted under a new key."""
-        self._sealed = {k: v for k, v in self._sealed.items() if k[:2] != (tenant, subject)}
+    def forget_subject(self, tenant: str, ref: str) -> None:
+        """Drop the remembered tokens of the subject whose reference is ``ref``: :attr:`keys` calls
+        it when the key is erased, so that values arriving later are encrypted under a new key."""
+        sealed_by = f"enc:v1:{ref}:"  # a token names its subject's reference
+        self._sealed = {k: v for k, v in self._sealed.items() if not (k[0] == tenant and v.startswith(sealed_by))}
 
     def mapping(self, tenant: str, values: dict[str, str], rules: FieldRules, subject: Subject = None,
                 stable: bool = False, keep: frozenset[str] = frozenset()) -> dict[str, str]:

@@ -14,9 +14,16 @@ That reveals only whether two tokens of one subject hold the same value, as a ps
 
 :meth:`SubjectKeys.erase` deletes the key row with a synchronous mutation, merges the table, and
 waits until the engine has removed the outdated parts that held it, so the key is gone from every
-file of the store; from then on :meth:`SubjectKeys.decrypt` raises :class:`KeyErased`. One process
-(the worker, which owns the store) writes keys: a lock makes the first encryption of a subject
-create exactly one key.
+file of the store; from then on :meth:`SubjectKeys.decrypt` raises :class:`KeyErased`. A lock
+makes the first encryption of a subject in a process create exactly one key.
+
+Several workers on one store (a shared ClickHouse server) each cache keys: an erasure also writes
+a tombstone (``subject_key_erasures``), and before using a cached key every instance re-reads the
+tombstones newer than its last look if that look is :data:`ERASURE_CHECK_SECONDS` old; the
+erasure answers only after that long, so once it has answered no worker of the store encrypts or
+decrypts with the key again. Nothing writes a cached key back: a subject seen after its erasure
+gets a new key. Workers with stores of their own learn of an erasure from
+:mod:`compliance.erasure_notices`.
 
 >>> import tempfile
 >>> from m1.settings import Settings
@@ -70,6 +77,11 @@ TOKEN = re.compile(r"enc:v1:([0-9a-f]{32}):([A-Za-z0-9_-]+)")
 NONCE_BYTES = 12
 #: Longest wait for the engine to remove the parts that held an erased key (it checks every second).
 ERASE_TIMEOUT_SECONDS = 30.0
+ERASURES = "subject_key_erasures"
+#: Longest time a cached key is used without looking for new erasure tombstones.
+ERASURE_CHECK_SECONDS = 1.0
+#: Tombstones are re-read from this long before the newest one seen (inserts seen late by a replica).
+TOMBSTONE_OVERLAP_MS = 10_000
 
 
 _SHARED: WeakKeyDictionary[Store, SubjectKeys] = WeakKeyDictionary()
@@ -106,9 +118,14 @@ class SubjectKeys:
         self._cache: dict[tuple[str, str], _Cipher] = {}
         self._lock = threading.Lock()
         self._erase_listeners: list[Callable[[str, str], None]] = []
+        self._checked = float("-inf")  # time.monotonic() when the tombstones were last read
+        self._tombstones_from = 0  # epoch ms: tombstones before this were seen
+        self._seen: set[tuple[str, str, int]] = set()  # tombstones of the overlap window already acted on
+        self._check_lock = threading.Lock()
 
     def on_erase(self, listener: Callable[[str, str], None]) -> None:
-        """Call ``listener(tenant, subject)`` after each erasure (e.g. to drop tokens remembered for the subject)."""
+        """Call ``listener(tenant, subject_ref)`` when a subject's key is erased, here or (seen by its
+        tombstone) by another instance on the store: e.g. to drop tokens remembered for the subject."""
         self._erase_listeners.append(listener)
 
     @classmethod
@@ -153,16 +170,33 @@ class SubjectKeys:
     def has_key(self, tenant: str, subject: str) -> bool:
         """Whether the subject has a key (it had a field encrypted and was not erased since)."""
         ref = self.subject_ref(tenant, subject)
+        self._fresh()
         return (tenant, ref) in self._cache or self._stored(tenant, ref) is not None
 
+    def _fresh(self) -> None:
+        """Look for new tombstones if the last look is :data:`ERASURE_CHECK_SECONDS` old."""
+        if time.monotonic() - self._checked >= ERASURE_CHECK_SECONDS:
+            self.check_erasures()
+
     def erase(self, tenant: str, subject: str) -> bool:
-        """Destroy the subject's key: delete its row (mutations_sync), merge the table (OPTIMIZE
-        FINAL), and wait until no outdated part that held it is left on disk. True if there was a
-        key. ``TimeoutError`` if the engine kept an outdated part longer than
-        :data:`ERASE_TIMEOUT_SECONDS` (the key is deleted; its old part's file is not yet)."""
-        tenant, ref = check_tenant(tenant), self.subject_ref(tenant, subject)
+        """:meth:`erase_ref` of the subject."""
+        return self.erase_ref(tenant, self.subject_ref(tenant, subject))
+
+    def erase_ref(self, tenant: str, ref: str) -> bool:
+        """Destroy the key of the subject ``ref``: write its tombstone, delete its row
+        (mutations_sync), merge the table (OPTIMIZE FINAL), wait until no outdated part that held
+        it is left on disk, and until every instance on the store has looked at the tombstones
+        since (:data:`ERASURE_CHECK_SECONDS`). True if there was a key. ``TimeoutError`` if the
+        engine kept an outdated part longer than :data:`ERASE_TIMEOUT_SECONDS` (the key is
+        deleted; its old part's file is not yet)."""
+        tenant = check_tenant(tenant)
         with self._lock:
             existed = self._cache.pop((tenant, ref), None) is not None or self._stored(tenant, ref) is not None
+            self.store.command(f"INSERT INTO {ERASURES} (tenant, subject_ref) VALUES ({quote(tenant)}, {quote(ref)})")
+            told = time.monotonic()
+            at = self.store.query(f"SELECT toUnixTimestamp64Milli(max(erased_at)) FROM {ERASURES} WHERE tenant = {{t:String}} "
+                                  "AND subject_ref = {r:String}", {"t": tenant, "r": ref}).rows[0][0]
+            self._seen.add((tenant, ref, int(at)))  # told below: not again when the tombstones are read
             self.store.command(f"ALTER TABLE {TABLE} DELETE WHERE tenant = {quote(tenant)} AND subject_ref = {quote(ref)} "
                                "SETTINGS mutations_sync = 2")
             self.store.command(f"OPTIMIZE TABLE {TABLE} FINAL")
@@ -172,8 +206,33 @@ class SubjectKeys:
                 raise TimeoutError(f"the engine still keeps outdated parts of {TABLE} after {ERASE_TIMEOUT_SECONDS:.0f} s")
             time.sleep(0.2)
         for listener in self._erase_listeners:
-            listener(tenant, subject)
+            listener(tenant, ref)
+        time.sleep(max(0.0, told + ERASURE_CHECK_SECONDS - time.monotonic()))
         return existed
+
+    def check_erasures(self) -> list[tuple[str, str]]:
+        """Read the tombstones written since the last look (by any instance on the store), drop
+        their keys from the cache and tell the listeners; returns their ``(tenant, ref)``."""
+        with self._check_lock:
+            return self._check_erasures()
+
+    def _check_erasures(self) -> list[tuple[str, str]]:
+        started = time.monotonic()
+        rows = self.store.query(f"SELECT tenant, subject_ref, toUnixTimestamp64Milli(erased_at) FROM {ERASURES} "
+                                "WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}) ORDER BY erased_at",
+                                {"since": self._tombstones_from - TOMBSTONE_OVERLAP_MS}).rows
+        new = [(t, r, int(ms)) for t, r, ms in rows if (t, r, int(ms)) not in self._seen]
+        with self._lock:
+            for tenant, ref, _ in new:
+                self._cache.pop((tenant, ref), None)
+        if rows:
+            self._tombstones_from = max(self._tombstones_from, int(rows[-1][2]))
+        self._seen = {row for row in self._seen | set(new) if row[2] >= self._tombstones_from - TOMBSTONE_OVERLAP_MS}
+        for tenant, ref, _ in new:
+            for listener in self._erase_listeners:
+                listener(tenant, ref)
+        self._checked = started
+        return [(tenant, ref) for tenant, ref, _ in new]
 
     def outdated_parts(self) -> int:
         """Parts of the key table the engine replaced but has not removed from disk yet."""
@@ -183,6 +242,7 @@ class SubjectKeys:
 
     def _key(self, tenant: str, ref: str, create: bool) -> _Cipher:
         tenant = check_tenant(tenant)
+        self._fresh()
         if (cipher := self._cache.get((tenant, ref))) is not None:
             return cipher
         with self._lock:

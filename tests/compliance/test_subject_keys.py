@@ -1,15 +1,20 @@
 """Subject keys on the real engine: round trip, binding to tenant and subject, one key per subject,
-persistence across a restart, and erasure that leaves no key byte in any file of the store."""
+persistence across a restart, erasure that leaves no key byte in any file of the store, and that
+every instance on the store (workers sharing a server) stops using at once."""
 
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from compliance.subject_keys import TABLE, KeyErased, SubjectKeys, pii_secret
+from compliance.policy import load_policy
+from compliance.pseudonym import Pseudonymiser
+from compliance.redact import Redactor
+from compliance.subject_keys import ERASURE_CHECK_SECONDS, TABLE, KeyErased, SubjectKeys, pii_secret
 from m1.settings import Settings
 from sinks.clickhouse import Store, connect
 from sinks.sql_guard import QueryRefused
@@ -96,7 +101,31 @@ def test_erase_destroys_the_key_everywhere(store: Store, settings: Settings) -> 
     assert keys.outdated_parts() == 0
     assert files_holding(settings.chdb_path, needles) == []
     assert keys.erase("acme", "alice") is False
-    assert told == [("acme", "alice")] * 2
+    assert told == [("acme", keys.subject_ref("acme", "alice"))] * 2
+
+
+def test_every_instance_on_the_store_stops_using_an_erased_key(store: Store) -> None:
+    """Two workers sharing one store (one ClickHouse server), each with its cache: once worker A's
+    erasure answers, worker B neither decrypts nor encrypts with the key it cached, forgets the
+    tokens it remembered, and a record B sees afterwards gets a new key (the old one stays gone)."""
+    a, b = SubjectKeys(store, bytes(32)), SubjectKeys(store, bytes(32))
+    redactor = Redactor(load_policy(), Pseudonymiser(bytes(32)), b.encrypt, b)
+    old = b.encrypt("acme", "dora", "asthma")
+    assert redactor._sealed_value("acme", "dora", "asthma") == old  # remembered by B's redactor
+    assert a.decrypt("acme", old) == "asthma" and b.decrypt("acme", old) == "asthma"  # both caches hold the key
+    started = time.monotonic()
+    assert a.erase("acme", "dora") is True
+    assert time.monotonic() - started >= ERASURE_CHECK_SECONDS  # it answers once every instance has looked
+    for keys in (b, a):
+        with pytest.raises(KeyErased):
+            keys.decrypt("acme", old)  # B's cached key is dropped, at once
+    new = redactor._sealed_value("acme", "dora", "asthma")
+    assert new != old and b.decrypt("acme", new) == "asthma"  # a new key, not the old one written back
+    for keys in (a, b):
+        with pytest.raises(ValueError, match="does not authenticate"):
+            keys.decrypt("acme", old)  # the new key does not open the old tokens
+    [(_, ref, key)] = [row for row in stored_keys(store) if row[1] == a.subject_ref("acme", "dora")]
+    assert a.decrypt("acme", new) == "asthma" and ref == b.subject_ref("acme", "dora") and len(key) == 64
 
 
 def test_no_api_sql_reads_the_keys(store: Store) -> None:
