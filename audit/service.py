@@ -4,7 +4,9 @@ the tree heads the checkpoint clock signs.
 
 ``streams.app.build_app`` calls :func:`wire` once; it returns the listener the API calls with
 every access decision (``ApiService(access_listener=...)``). It also adds the clock that applies
-the retention rules again every hour (``compliance.retention``): the trail's horizon moves.
+the retention rules again every hour (``compliance.retention``): the trail's horizon moves; and
+the consumer of erasure notices (``compliance.erasure_notices``): an erasure through another
+worker destroys the key on this worker's store too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from audit import events
 from audit.ingest import AuditIngest
 from audit.paths import key_file
 from audit.signer import Signer
+from compliance import erasure_notices
 from compliance.redact import Redactor
 from compliance.retention import Retention, RetentionClock
 from m1.settings import Settings
@@ -104,6 +107,7 @@ def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher,
     events.send(settings, [events.config_event(settings)])  # on the broker before the worker starts
     outbox = app.service(Outbox(publisher, due=lambda: events.head_records(settings, ingest.due_heads())))
     app.service(RetentionClock(Retention(settings, store)))  # the trail's retention horizon moves with time
+    erasure_notices.wire(app, settings, store, publisher)  # erasures through other workers reach this store
 
     async def handle(batch: Sequence[KafkaEvent]) -> None:
         outcome = await in_thread(ingest.process, [e.value for e in batch])

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from audit import events
-from compliance import policy_cli
+from compliance import erasure_notices, policy_cli
 from compliance.report import FRAMEWORKS, markdown
 from compliance.service import Compliance
 from m1.query_client import QueryError, api_call, worker_is_up
@@ -67,7 +67,10 @@ def _call(what: str, method: str, path: str, body: Any, direct: Callable[[Compli
             async def audit(audit_events: Any) -> None:
                 await asyncio.to_thread(events.send, settings, list(audit_events))
 
-            return asyncio.run(direct(Compliance(settings, store, audit)))
+            async def notify(tenant: str, ref: str) -> None:
+                await asyncio.to_thread(erasure_notices.send, settings, tenant, ref)
+
+            return asyncio.run(direct(Compliance(settings, store, audit, notify)))
         except ValueError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None

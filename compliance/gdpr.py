@@ -17,7 +17,8 @@ arrays included); tables with a tenant column are searched on the tenant's rows 
 Both are audited: ``gdpr.export`` and ``gdpr.erase`` ``audit/1`` events (resource
 ``subject:<subject_ref>``, never the subject itself, since the audit chain is never rewritten) go to
 the audit topic through ``audit`` before the answer; the API's own ``api.request`` event says who
-asked.
+asked. An erasure is also sent through ``notify`` (the worker and the command line: an erasure
+notice, :mod:`compliance.erasure_notices`), so workers with stores of their own erase it too.
 
 >>> import asyncio, tempfile
 >>> from m1.settings import Settings
@@ -71,16 +72,19 @@ MAX_ROWS_PER_TABLE = 100_000
 ERASED = "enc:erased"
 
 Audit = Callable[[Sequence[AuditEvent]], Awaitable[object]]
+#: ``notify(tenant, subject_ref)`` after an erasure: tell the deployment's other stores (compliance.erasure_notices).
+Notify = Callable[[str, str], Awaitable[object]]
 
 
 class Gdpr:
     """Export and erasure of one tenant's data subjects over ``store``; ``audit`` sends audit
     events to the audit topic (the worker: its publisher) and returns once they are sent."""
 
-    def __init__(self, settings: Settings, store: Store, audit: Audit) -> None:
+    def __init__(self, settings: Settings, store: Store, audit: Audit, notify: Notify | None = None) -> None:
         self.settings = settings
         self.store = store
         self.audit = audit
+        self.notify = notify
         self.keys = SubjectKeys.from_settings(settings, store)
         self.pseudonymise = Pseudonymiser.from_settings(settings)
 
@@ -94,6 +98,8 @@ class Gdpr:
             await self.audit([events.event(self.settings, f"gdpr.{right}", resource, "failure",
                                            {"error": type(exc).__name__}, actor=actor, tenant=tenant)])
             raise
+        if right == "erase" and self.notify is not None:  # the other stores of the deployment erase it too
+            await self.notify(tenant, answer["subject_ref"])
         details = ({"rows": answer["rows"], "tables": len(answer["tables"])} if right == "export" else
                    {"key_destroyed": answer["key_destroyed"], "rows_with_tokens": answer["rows_with_tokens"],
                     "seconds": round(answer["seconds"], 3)})

@@ -1,5 +1,5 @@
 """What the API's compliance routes run where the store is (the worker): GDPR rights, legal holds,
-retention, the compliance report. Every change is audited (an ``audit/1`` event sent through
+retention, the compliance report. An erasure is also sent to the other stores as an erasure notice. Every change is audited (an ``audit/1`` event sent through
 ``audit`` before the answer): ``gdpr.export``, ``gdpr.erase``, ``compliance.legal-hold``,
 ``compliance.retention-apply``.
 """
@@ -11,7 +11,8 @@ from typing import Any
 
 from audit import events
 from compliance import report
-from compliance.gdpr import Audit, Gdpr
+from compliance import erasure_notices
+from compliance.gdpr import Audit, Gdpr, Notify
 from compliance.retention import Retention
 from m1.settings import Settings
 from schemas.events import AuditEvent
@@ -24,11 +25,11 @@ from tenancy.names import PLATFORM, check_tenant
 class Compliance:
     """GDPR rights, retention and the report over ``store``; ``audit`` sends audit events (see module)."""
 
-    def __init__(self, settings: Settings, store: Store, audit: Audit) -> None:
+    def __init__(self, settings: Settings, store: Store, audit: Audit, notify: Notify | None = None) -> None:
         self.settings = settings
         self.store = store
         self.audit = audit
-        self.gdpr = Gdpr(settings, store, audit)
+        self.gdpr = Gdpr(settings, store, audit, notify)
         self.retention = Retention(settings, store)
 
     @classmethod
@@ -37,7 +38,10 @@ class Compliance:
         async def audit(audit_events: Sequence[AuditEvent]) -> int:
             return await publisher.publish(events.records(settings, audit_events))
 
-        return cls(settings, store, audit)
+        async def notify(tenant: str, ref: str) -> int:
+            return await publisher.publish(erasure_notices.records(settings, tenant, ref))
+
+        return cls(settings, store, audit, notify)
 
     async def hold(self, tenant: str, held: bool, actor: str, reason: str = "") -> dict[str, Any]:
         """Put a tenant on legal hold or release it; the TTL rules follow at once."""
