@@ -82,13 +82,20 @@ class ModelBank:
     ``detector`` names the kind (and the checkpoints); ``factory`` makes a fresh model
     (default: ``make_detector(detector)``); ``key`` seals and opens checkpoints (default: a key
     of this process only, so a deployment passes its own, see ``sinks.model_state``).
+    ``adopt`` turns a model just unpickled (restored or evicted) into the form the bank holds
+    and ``export`` a held model into the object to pickle (default: both as they are; the fast
+    path's :class:`~models.detectors.fast_ensemble.EnsemblePool` holds slot handles and pickles
+    the point-by-point models they stand for).
     """
 
     def __init__(self, detector: str, max_series: int = 100_000, factory: Callable[[], Any] | None = None,
-                 config: Mapping[str, Any] | None = None, key: bytes | None = None):
+                 config: Mapping[str, Any] | None = None, key: bytes | None = None,
+                 adopt: Callable[[Any], Any] | None = None, export: Callable[[Any], Any] | None = None):
         self.detector = detector
         self.max_series = max_series
         self.factory = factory or partial(make_detector, detector)
+        self.adopt = adopt or _as_is
+        self.export = export or _as_is
         self.config = dict(config or {})
         self.key = key or _PROCESS_KEY
         # Live models by tenant, least recently used first: series -> (model, points, use stamp).
@@ -145,7 +152,7 @@ class ModelBank:
             model, seen, _ = live[series]
         elif series in self._evicted:
             _, seen, state = self._evicted.pop(series)
-            model = pickle.loads(state)  # pickled by this bank, never left memory
+            model = self.adopt(pickle.loads(state))  # pickled by this bank, never left memory
         else:
             model, seen = self.factory(), 0
         try:
@@ -193,7 +200,7 @@ class ModelBank:
                 refused += 1
                 continue
             try:
-                self._put(series, pickle.loads(state), points)
+                self._put(series, self.adopt(pickle.loads(state)), points)
             except Exception:
                 log.exception("the saved %s state of %s does not load; it starts afresh", self.detector, series)
         if refused:
@@ -236,7 +243,7 @@ class ModelBank:
             live = self._where.get(series)
             if live is not None:
                 model, seen, _ = live[series]
-                rows.append((series, seen, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)))
+                rows.append((series, seen, pickle.dumps(self.export(model), protocol=pickle.HIGHEST_PROTOCOL)))
         self._dirty.clear()
         return [(series, seen, self.seal(series, seen, state)) for series, seen, state in rows]
 
@@ -285,5 +292,9 @@ class ModelBank:
             del self._where[series]
             self._changed(tenant, live)
             if series in self._dirty:
-                self._evicted[series] = (series, seen, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+                self._evicted[series] = (series, seen, pickle.dumps(self.export(model), protocol=pickle.HIGHEST_PROTOCOL))
                 self._dirty.discard(series)
+
+
+def _as_is(model: T) -> T:
+    return model

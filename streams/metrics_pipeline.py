@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 import msgspec
 import numpy as np
@@ -33,6 +34,7 @@ from compliance.redact import Redactor, scrub_dead_letter
 from m1.settings import Settings
 from m1.topics import tenant_of_topic
 from models.bank import ModelBank
+from models.detectors.fast_ensemble import EnsemblePool, export
 from models.ordered import InOrder
 from models.registry import make_detector
 from models.detectors.threshold import Thresholds
@@ -43,6 +45,7 @@ from streams.tracing import stage
 from tenancy.quotas import IngestQuotas
 
 LABELS_TYPE = pa.map_(pa.string(), pa.string())
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,12 @@ class MetricsPipeline:
         make_detector(settings.detector, **options)  # a bad configuration fails here, at start
         # InOrder: a replayed or twice-forwarded point is scored and stored again, never learned again.
         # Checkpoints of models built with other (non-default) options are not restored.
+        factory = lambda: InOrder(make_detector(settings.detector, **options))  # noqa: E731
+        # the default ensemble runs compiled, all series of a batch in one call (models.detectors.fast_ensemble)
+        self.pool = EnsemblePool.serving(factory, capacity=settings.max_series + 1)
         self.bank = ModelBank(settings.detector, max_series=settings.max_series,
-                              factory=lambda: InOrder(make_detector(settings.detector, **options)),
+                              factory=factory if self.pool is None else self.pool.new,
+                              adopt=None if self.pool is None else self.pool.adopt, export=export,
                               config=settings.changed_detector_options(), key=load_state_key(settings.state_key_file))
         self.quotas = IngestQuotas(settings)
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)
@@ -178,38 +185,42 @@ class MetricsPipeline:
 
     def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
         threshold = self.thresholds.warning
-        points: list[MetricPoint] = []
-        series_col: list[str] = []
-        scores: list[np.ndarray] = []
-        anomalies: list[Anomaly] = []
-        for series, batch in by_series.items():
-            values = np.fromiter((p.value for p in batch), dtype=np.float64, count=len(batch))
-            times = np.fromiter((p.ts for p in batch), dtype=np.float64, count=len(batch))
-            series_scores = self.bank.score_learn(series, values, times)
-            points.extend(batch)
-            series_col.extend([series] * len(batch))
-            scores.append(series_scores)
-            for i in np.flatnonzero(series_scores >= threshold):
-                p, score = batch[i], float(series_scores[i])
-                anomalies.append(
-                    Anomaly(p.ts, p.tenant, p.region, p.service, p.metric, series, p.value, score,
-                            self.thresholds.severity(score), self.bank.detector)
-                )
-        all_scores = np.concatenate(scores) if scores else np.empty(0)
+        points = [p for batch in by_series.values() for p in batch]
+        series_col = [series for series, batch in by_series.items() for _ in batch]
+        values = [p.value for p in points]
+        scores = self._score_series(by_series, np.array(values, dtype=np.float64),
+                                    np.fromiter((p.ts for p in points), dtype=np.float64, count=len(points)))
+        anomalies = []
+        for i in np.flatnonzero(scores >= threshold).tolist():
+            p, score = points[i], float(scores[i])
+            anomalies.append(Anomaly(p.ts, p.tenant, p.region, p.service, p.metric, series_col[i], p.value, score,
+                                     self.thresholds.severity(score), self.bank.detector))
         columns = {
             "ts": pa.array([int(p.ts * 1000) for p in points], type=TS_TYPE),
             "tenant": [p.tenant for p in points],
             "region": [p.region for p in points],
             "service": [p.service for p in points],
             "metric": [p.metric for p in points],
-            "labels": pa.array([list(p.labels.items()) for p in points], type=LABELS_TYPE),
+            "labels": pa.array([p.labels for p in points], type=LABELS_TYPE),
             "series": series_col,
-            "value": pa.array([p.value for p in points], type=pa.float64()),
-            "score": pa.array(all_scores.astype(np.float32)),
-            "is_anomaly": pa.array((all_scores >= threshold).astype(np.uint8)),
+            "value": pa.array(values, type=pa.float64()),
+            "score": pa.array(scores.astype(np.float32)),
+            "is_anomaly": pa.array((scores >= threshold).astype(np.uint8)),
             "ingested_at": pa.array([int(now * 1000)] * len(points), type=TS_TYPE),
         }
         return columns, anomalies
+
+    def _score_series(self, by_series: dict[str, list[MetricPoint]], xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Scores of ``xs``/``ts``, the points of ``by_series`` in its order (score then learn, each
+        series in record order)."""
+        starts = np.zeros(len(by_series) + 1, dtype=np.int64)
+        np.cumsum([len(batch) for batch in by_series.values()], out=starts[1:])
+        if self.pool is None:
+            return np.concatenate([self.bank.score_learn(series, xs[a:b], ts[a:b])
+                                   for series, a, b in zip(by_series, starts.tolist(), starts[1:].tolist())] or [xs[:0]])
+        # the bank hands out each series' slot (creating, restoring, evicting); one compiled call scores them all
+        handles = (self.bank.apply(series, b - a, _itself) for series, a, b in zip(by_series, starts.tolist(), starts[1:].tolist()))
+        return self.pool.score_flat(handles, starts, xs, ts)
 
     def _store_anomalies(self, anomalies: list[Anomaly], now: float) -> None:
         if not anomalies:
@@ -327,3 +338,7 @@ def dead_letter(record: Record, reason: str, now: float, keep_bytes: int) -> Dea
     scrubbed, reason = scrub_dead_letter(value, reason)
     payload = base64.b64encode(scrubbed[:keep_bytes]).decode()
     return DeadLetter(reason, record.topic, record.partition, record.offset, payload, now, len(value))
+
+
+def _itself(model: T) -> T:
+    return model

@@ -13,6 +13,7 @@ last ``rarity_horizon`` ones (a deviation that keeps recurring is a pattern).
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,10 @@ class CalibratedDetector(Detector):
             out[i] = step(x, t)
         return out
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The state without the memo of the last peek (:meth:`_raw_cached`): a memo, not state."""
+        return dict(self.__dict__, _cache=None)
+
     # -- Detector interface -------------------------------------------------
     def _raw_cached(self, x: float, t: float) -> float:
         if self._cache is not None and self._cache[0] == x and self._cache[1] == t:
@@ -102,6 +107,7 @@ class CalibratedDetector(Detector):
 
     def z_learn_one(self, x: float, t: float) -> float:
         """Calibrated (and gated) z of ``x`` before learning it, unsuppressed; learns it."""
+        self._cache = None  # the memo of a peek is of the state before this point
         raw = self.raw_learn_one(x, t)
         if raw != raw:  # NaN: not ready; neither calibrated nor gated (z_learn and gate.learn skip it)
             return 0.0

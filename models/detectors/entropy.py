@@ -74,7 +74,7 @@ class RelativeEntropy(CalibratedDetector):
         return self._buf[max(0, self._len - self._keep) : self._len]
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__, _buf=self.values.copy(), _terms=None)
+        state = dict(super().__getstate__(), _buf=self.values.copy(), _terms=None)
         state["_len"] = len(state["_buf"])
         return state
 
