@@ -58,6 +58,7 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
     dead_letters = batch_dead_letters(metrics, publisher, settings)
     if observed is not None:
         dead_letters = observed.counting_dead_letters(dead_letters)
+        observed.watch_bank("red", pipeline.red.__len__)  # RED states held (tenant and service)
     ensure_topics(settings, [pipeline.red_topic])
     for process, topic, name in ((pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans"),
                                  (pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics")):
