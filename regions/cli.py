@@ -2,11 +2,14 @@
 region's agent.
 
 ``m1 regions start --regions eu-west,us-east,ap-south`` starts one KRaft cluster per region and
-MirrorMaker 2 between them (:mod:`regions.cluster`); ``status`` shows each broker, MirrorMaker
-and the replication lag the agents last measured; ``stop`` stops them all.
+MirrorMaker 2 between them (:mod:`regions.cluster`); ``status`` shows each broker, MirrorMaker,
+its watchdog's restarts and the replication lag the agents last measured; ``stop`` stops them all;
+``watchdog`` restarts MirrorMaker when a flow is stuck (:mod:`regions.watchdog`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -59,6 +62,7 @@ def status(window: float = typer.Option(3.0, help="Seconds to read the agents' l
 
     from regions.cluster import RegionSet
     from regions.lag import latest_lag
+    from regions.watchdog import WatchdogStatus
 
     region_set = RegionSet(get_settings())
     table = Table("part", "state", "address / pid")
@@ -70,6 +74,11 @@ def status(window: float = typer.Option(3.0, help="Seconds to read the agents' l
     mirror = region_set.mirror.status()
     down |= mirror is None
     table.add_row("MirrorMaker 2", "up" if mirror else "[red]down[/]", f"pid {mirror.pid}" if mirror else "")
+    dog = WatchdogStatus.read(region_set.watchdog_file)
+    if dog is not None:
+        down |= dog.gave_up
+        state = "[red]gave up[/]" if dog.gave_up else ("stuck: " + ", ".join(dog.stuck) if dog.stuck else "flows advancing")
+        table.add_row("MirrorMaker watchdog", state, f"{dog.restarts} restart(s)")
     console.print(table)
     live = {r.name: r.broker.bootstrap for r in region_set.status() if r.broker}
     lags = asyncio.run(latest_lag(get_settings(), live, window))
@@ -83,6 +92,39 @@ def status(window: float = typer.Option(3.0, help="Seconds to read the agents' l
         console.print("no lag measured yet (run `m1 regions agent --region <name>` or workers with M1_REGION)")
     if down:
         raise typer.Exit(1)
+
+
+@app.command("watchdog")
+def watchdog(stall: float = typer.Option(30.0, help="Seconds a flow may deliver nothing while its source "
+                                                    "produces before MirrorMaker 2 is restarted."),
+             max_restarts: int = typer.Option(5, help="Restarts within an hour before giving up."),
+             mirror_dir: Path | None = typer.Option(None, help="The directory of the MirrorMaker to watch "
+                                                              "(default: the local set's, <home>/regions/mirror).")) -> None:
+    """Watch every flow of a MirrorMaker 2 started by m1 and restart it when one is stuck (bounded,
+    with backoff; counted in `m1 regions status`), until interrupted. Run it where MirrorMaker runs."""
+    import asyncio
+    import logging
+
+    from m1.kafka_local import KafkaError
+    from regions.cluster import RegionSet
+    from regions.mirror import MirrorMaker
+    from regions.watchdog import MirrorWatchdog, RestartBudget
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = get_settings()
+    try:
+        mirror = MirrorMaker.recorded(settings, mirror_dir or RegionSet(settings).mirror.dir)
+    except KafkaError as exc:
+        console.print(f"[red]{exc}[/] (m1 regions start starts one)")
+        raise typer.Exit(2) from None
+    clusters = mirror.recorded_clusters()
+    dog = MirrorWatchdog(settings, clusters, [mirror], mirror.dir / "watchdog.json", stall_s=stall,
+                         budget=RestartBudget(max_restarts=max_restarts))
+    console.print(f"watching {len(dog.clocks)} flows between {', '.join(clusters)} (stall: {stall:.0f}s)")
+    try:
+        asyncio.run(dog.run())
+    except KeyboardInterrupt:
+        pass
 
 
 def agent_settings(region: str):  # noqa: ANN201 - Settings

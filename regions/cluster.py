@@ -98,6 +98,11 @@ class RegionSet:
     def mirror(self) -> MirrorMaker:
         return MirrorMaker(self.settings, self.dir / "mirror")
 
+    @property
+    def watchdog_file(self) -> Path:
+        """Where ``m1 regions watchdog`` keeps its status (regions/watchdog.py)."""
+        return self.dir / "mirror" / "watchdog.json"
+
     def bootstraps(self) -> dict[str, str]:
         """host:port of every region's broker as last started (running or not)."""
         found = {name: self.kafka(name).recorded_bootstrap() for name in self.names}

@@ -11,7 +11,11 @@ target cluster's prefix (``<target>.offset.flush.interval.ms``; a top-level one 
 every internal topic has replication factor 1 (single-broker clusters).
 
 Its config, log and state (``mirror.json``: pid and the clusters) live in the directory given
-(``<home>/regions/mirror``); ``stop`` sends SIGTERM, then SIGKILL.
+(``<home>/regions/mirror``); ``stop`` sends SIGTERM, then SIGKILL. With ``targets``, the process
+runs only the flows *into* those clusters (MirrorMaker's ``--clusters``): one such process per
+region, placed in its target region ("consume remotely, produce locally"), is how a real
+deployment runs it; ``netns`` starts it inside a network namespace (``ip netns exec``, for tests).
+:mod:`regions.watchdog` restarts a process whose flows stop advancing.
 
 >>> text = mirror_properties({"a": "127.0.0.1:1", "b": "127.0.0.1:2"})
 >>> "a->b.enabled=true" in text and "b->a.enabled=true" in text
@@ -23,8 +27,11 @@ True
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -74,6 +81,8 @@ class MirrorState:
 
     pid: int
     clusters: dict[str, str] = field(default_factory=dict)  # region -> bootstrap
+    targets: list[str] | None = None  # None: every flow of the mesh
+    netns: str | None = None
 
 
 def mirror_properties(clusters: dict[str, str]) -> str:
@@ -90,12 +99,43 @@ def mirror_properties(clusters: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class MirrorMaker:
-    """Starts, checks and stops one dedicated MirrorMaker 2 process living in ``directory``."""
+def flows(clusters: list[str], targets: list[str] | None = None) -> list[tuple[str, str]]:
+    """The ``(source, target)`` flows of a full mesh between ``clusters``, into ``targets`` only
+    when given.
 
-    def __init__(self, settings: Settings, directory: Path):
+    >>> flows(["a", "b", "c"], targets=["b"])
+    [('a', 'b'), ('c', 'b')]
+    """
+    return [(src, dst) for dst in clusters if targets is None or dst in targets for src in clusters if src != dst]
+
+
+class MirrorMaker:
+    """Starts, checks and stops one dedicated MirrorMaker 2 process living in ``directory``: the
+    whole mesh, or only the flows into ``targets``; in network namespace ``netns`` when given."""
+
+    def __init__(self, settings: Settings, directory: Path, targets: list[str] | None = None,
+                 netns: str | None = None):
         self.settings = settings
         self.dir = directory.resolve()
+        self.targets = list(targets) if targets is not None else None
+        self.netns = netns
+
+    @classmethod
+    def recorded(cls, settings: Settings, directory: Path) -> MirrorMaker:
+        """The MirrorMaker last started in ``directory``, as it was started (targets, namespace)."""
+        state = cls(settings, directory)._recorded()
+        if state is None:
+            raise KafkaError(f"no MirrorMaker was started in {directory}")
+        return cls(settings, directory, state.targets, state.netns)
+
+    def recorded_clusters(self) -> dict[str, str]:
+        """The clusters it was last started between (``{}`` if never)."""
+        state = self._recorded()
+        return dict(state.clusters) if state is not None else {}
+
+    def flows(self, clusters: list[str]) -> list[tuple[str, str]]:
+        """The flows this process runs between ``clusters``."""
+        return flows(clusters, self.targets)
 
     @property
     def state_file(self) -> Path:
@@ -115,7 +155,7 @@ class MirrorMaker:
         and wait until every cluster holds every other one's mirrored ``heartbeats``."""
         running = self.status()
         if running is not None:
-            if running.clusters == clusters:
+            if running.clusters == clusters and running.targets == self.targets:
                 return running
             self.stop()
         libs = LocalKafka(self.settings).fetch()
@@ -125,13 +165,16 @@ class MirrorMaker:
         log4j = self.dir / "log4j.properties"
         log4j.write_text(LOG4J_PROPERTIES.format(log_file=self.log_file))
         cmd = ["java", HEAP, f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*", MAIN_CLASS, str(config)]
+        cmd = (["ip", "netns", "exec", self.netns] if self.netns else []) + cmd  # ip execs java: same pid
+        if self.targets is not None:
+            cmd += ["--clusters", *self.targets]
         with open(self.dir / "stdout.log", "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        state = MirrorState(pid=proc.pid, clusters=dict(clusters))
+        state = MirrorState(pid=proc.pid, clusters=dict(clusters), targets=self.targets, netns=self.netns)
         self.state_file.write_text(json.dumps(state.__dict__))
         deadline = time.monotonic() + timeout
-        while not asyncio.run(mirrored_heartbeats_everywhere(clusters)):
+        while not asyncio.run(mirrored_heartbeats_everywhere(clusters, self.targets)):
             if proc.poll() is not None:
                 raise KafkaError(f"MirrorMaker exited with {proc.returncode}; see {self.log_file}")
             if time.monotonic() > deadline:
@@ -140,9 +183,22 @@ class MirrorMaker:
         return state
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Stop MirrorMaker (SIGTERM, then SIGKILL after ``timeout``); ``False`` if none ran."""
+        """Stop MirrorMaker (SIGTERM, then SIGKILL after ``timeout``; a stopped process is
+        continued so that it can shut down cleanly); ``False`` if none ran."""
         state = self._recorded()
-        return state is not None and terminate(state.pid, timeout)
+        if state is None or not _pid_alive(state.pid):
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, signal.SIGCONT)
+        return terminate(state.pid, timeout)
+
+    def restart(self, timeout: float = 120.0, stop_timeout: float = 10.0) -> MirrorState:
+        """Stop the running process (wedged or not) and start it again between the same clusters."""
+        state = self._recorded()
+        if state is None:
+            raise KafkaError(f"no MirrorMaker was started in {self.dir}")
+        self.stop(stop_timeout)
+        return self.start(state.clusters, timeout)
 
     def _recorded(self) -> MirrorState | None:
         try:
@@ -151,11 +207,14 @@ class MirrorMaker:
             return None
 
 
-async def mirrored_heartbeats_everywhere(clusters: dict[str, str]) -> bool:
-    """True when each cluster holds ``<other>.heartbeats`` for every other cluster."""
+async def mirrored_heartbeats_everywhere(clusters: dict[str, str], targets: list[str] | None = None) -> bool:
+    """True when each cluster (of ``targets`` when given) holds ``<other>.heartbeats`` for every
+    other cluster."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     for name, bootstrap in clusters.items():
+        if targets is not None and name not in targets:
+            continue
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
         try:
             await admin.start()

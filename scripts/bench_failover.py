@@ -31,6 +31,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the partition lab lives with the tests
+from regions.health import HealthPolicy  # noqa: E402
 from tests.regions.mesh import NAMES, Mesh, Tail, events, mesh  # noqa: E402
 
 console = Console()
@@ -121,7 +122,8 @@ def main(trials: int = typer.Option(10, min=1, help="Trials of each kind."),
     console.print(table)
     console.print(f"mesh stalls (no return to all-healthy within 180 s; MirrorMaker restarted): {len(stalls)}")
     console.print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                  f"load {os.getloadavg()[0]:.1f}; heartbeat 1 s, down after 3 missed (the defaults)")
+                  f"load {os.getloadavg()[0]:.1f}; heartbeat 1 s, down after {HealthPolicy.for_set(len(names)).down_missed} "
+                  "missed (the defaults)")
 
 
 if __name__ == "__main__":

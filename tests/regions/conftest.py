@@ -1,27 +1,36 @@
-"""Session fixtures of the multi-region tests: two and three local clusters with MirrorMaker 2.
+"""Session fixtures of the multi-region tests: two local clusters with MirrorMaker 2 (loopback), and
+three regions in network namespaces with MirrorMaker 2 and an agent each (tests/regions/mesh.py).
 
-Each set lives in its own tmp home (``<home>/regions/<name>``, ports picked free) and is stopped at
-the end of the session. Memory: about 1.3 GB for two brokers and MirrorMaker, 2.5 GB for three;
-a session that uses only one of the fixtures starts only that set. The agents the tests start
-beat every 0.5 s (the default is 1 s), which halves the time to a failover or recovery.
+Each set is started once per session, in its own tmp home, and only by a session that uses it;
+it is stopped at the end. The three-region set is shared by the failover, partition, split-brain
+and watchdog tests: :func:`regions_mesh` puts it back to its start before each test
+(:meth:`Mesh.reset`: links healed, loss and WAN delay off, dead parts restarted) and waits until
+every agent sees every region healthy, instead of starting new clusters. Memory: about 1.3 GB for
+the two-cluster set, about 3.5 GB for the three regions (a MirrorMaker per region).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
 from m1.settings import Settings
 from regions.cluster import RegionSet
+from tests.regions.mesh import NAMES, Mesh, mesh
 
 TWO = ["eu-west", "us-east"]
-THREE = ["eu-west", "us-east", "ap-south"]
+#: The regions reached through a WAN proxy (no delay until a test sets one), and the watchdog's stall.
+FAR = "ap-south"
+WATCHDOG_STALL_S = 20.0
 
 
-def _region_set(tmp_path_factory: pytest.TempPathFactory, names: list[str]) -> Iterator[RegionSet]:
-    home = tmp_path_factory.mktemp(f"regions-{len(names)}")
-    region_set = RegionSet(Settings(home=home, regions=names, heartbeat_interval=0.5), names)
+@pytest.fixture(scope="session")
+def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegionSet]:
+    """eu-west and us-east, MirrorMaker 2 both ways; agents started by the tests beat every 0.5 s."""
+    home = tmp_path_factory.mktemp("regions-2")
+    region_set = RegionSet(Settings(home=home, regions=TWO, heartbeat_interval=0.5), TWO)
     try:
         region_set.start()
         yield region_set
@@ -30,15 +39,22 @@ def _region_set(tmp_path_factory: pytest.TempPathFactory, names: list[str]) -> I
 
 
 @pytest.fixture(scope="session")
-def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegionSet]:
-    """eu-west and us-east, MirrorMaker 2 both ways."""
-    yield from _region_set(tmp_path_factory, TWO)
+def shared_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """eu-west, us-east and ap-south in namespaces (ap-south behind a WAN proxy), a MirrorMaker per
+    region in its namespace, each supervised by ``m1 regions watchdog`` beside it, and an agent per
+    region (lag window 4 s)."""
+    with mesh(tmp_path_factory.mktemp("mesh"), NAMES, latency={FAR: 0.0},
+              agent_env={"M1_LAG_WINDOW_SECONDS": "4"}) as running:
+        running.start_watchdogs(stall_s=WATCHDOG_STALL_S)
+        yield running
 
 
-@pytest.fixture(scope="session")
-def three_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegionSet]:
-    """eu-west, us-east and ap-south, MirrorMaker 2 in a full mesh."""
-    yield from _region_set(tmp_path_factory, THREE)
+@pytest.fixture
+def regions_mesh(shared_mesh: Mesh) -> Mesh:
+    """The shared three regions, reset and with every region healthy everywhere."""
+    shared_mesh.reset()
+    asyncio.run(shared_mesh.ready())
+    return shared_mesh
 
 
 def region_settings(region_set: RegionSet, region: str) -> Settings:

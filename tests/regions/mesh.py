@@ -1,12 +1,21 @@
 """Regions whose brokers live in network namespaces (tests/regions/netns.py), with MirrorMaker 2 and
 one region agent per region (``m1 regions agent``) in the root namespace, and readers of what the
-agents publish. Used by the partition tests and scripts/bench_failover.py.
+agents publish. Used by the failover, partition, split-brain and watchdog tests (one set for the
+whole session: tests/regions/conftest.py) and scripts/bench_failover.py.
 
-Topology: the root namespace is the "internet". Each region's broker sits behind its own link;
-MirrorMaker 2 and every agent reach the brokers over those links, so cutting a region's link
-(``mesh.brokers[name].link.cut()``) partitions the region from everyone while its broker keeps
-running, and killing its broker (:meth:`Mesh.kill_broker`) is a crash. A region started with a
-``latency`` is reached by everyone through a WAN proxy (``mesh.brokers[name].proxy``).
+Topology: the root namespace is the "internet". Each region's broker sits behind its own link, and
+the namespaces reach each other through the root namespace (:meth:`Lab.route`). MirrorMaker 2 runs
+as one process per region, *inside* that region's namespace, with the flows into it (MirrorMaker's
+``--clusters <region>``: consume remotely, produce locally, as a real deployment places it). So:
+
+- cutting a region's link (``mesh.brokers[name].link.cut()``) partitions the region from everyone
+  while its broker keeps running; killing its broker (:meth:`Mesh.kill_broker`) is a crash;
+- cutting the path between two regions (:meth:`Mesh.cut_between`: root FORWARD rules) stops both
+  flows between them and nothing else: a split brain, each still reaching the third region;
+- a region started with a ``latency`` is reached by everyone through a WAN proxy
+  (``mesh.brokers[name].proxy``).
+
+``m1 regions watchdog`` may supervise each MirrorMaker from its namespace (:meth:`Mesh.start_watchdogs`). :meth:`Mesh.reset` puts a set that a test changed back to its start.
 
 :class:`Tail` reads one topic of one cluster from the beginning, decoded, and waits for a record
 that satisfies a predicate: the failover event of a region, a routing change, a lag report.
@@ -21,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -33,6 +43,7 @@ from m1.settings import Settings
 from regions.health import HealthState, RegionView
 from regions.lag import RegionLag, decode_lag
 from regions.mirror import MirrorMaker
+from regions.watchdog import WatchdogStatus
 from regions.routing import Route
 from regions.verdict import decode_view
 from schemas.events import RegionEvent
@@ -107,13 +118,22 @@ class Mesh:
     lab: Lab
     home: Path
     brokers: dict[str, NetnsBroker]
-    mirror: MirrorMaker
+    mirrors: dict[str, MirrorMaker]  # target region -> the MirrorMaker running the flows into it
     agent_env: dict[str, str] = field(default_factory=dict)
     agents: dict[str, subprocess.Popen] = field(default_factory=dict)
+    watchdogs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
     def bootstraps(self) -> dict[str, str]:
         return {name: broker.bootstrap for name, broker in self.brokers.items()}
+
+    def start_mirror(self, region: str) -> None:
+        """Start (or reuse) the MirrorMaker of the flows into ``region``, in its namespace."""
+        track(self.mirrors[region].start(self.bootstraps, timeout=300).pid)
+
+    def mirror_pid(self, region: str) -> int | None:
+        state = self.mirrors[region].status()
+        return state.pid if state else None
 
     def start_agent(self, region: str) -> None:
         """Run ``m1 regions agent --region <region>`` (logs in ``<home>/agent-<region>.log``)."""
@@ -142,12 +162,57 @@ class Mesh:
         self.brokers[region].kafka.start(timeout=180)
 
     def restart_mirror(self) -> None:
-        """Stop MirrorMaker 2 and start it again between the same clusters."""
-        self.mirror.stop(timeout=10)
-        track(self.mirror.start(self.bootstraps, timeout=300).pid)
+        """Restart every MirrorMaker between the same clusters."""
+        for mirror in self.mirrors.values():
+            track(mirror.restart(timeout=300).pid)
 
     def broker_alive(self, region: str) -> bool:
         return _pid_alive(self.brokers[region].kafka._recorded().pid)
+
+    def cut_between(self, a: str, b: str) -> None:
+        """Cut only the path between regions ``a`` and ``b`` (see the module docstring)."""
+        self.lab.cut_between(self.brokers[a].link, self.brokers[b].link)
+
+    def start_watchdogs(self, stall_s: float) -> None:
+        """``m1 regions watchdog`` beside each MirrorMaker, in its region's namespace (it probes the
+        sources from where MirrorMaker reaches them); logs in ``<home>/watchdog-<region>.log``."""
+        for region, mirror in self.mirrors.items():
+            env = {**os.environ, "M1_HOME": str(self.home / f"watchdog-{region}")}
+            with open(self.home / f"watchdog-{region}.log", "ab") as log:
+                proc = subprocess.Popen(["ip", "netns", "exec", self.brokers[region].link.ns, M1, "regions", "watchdog",
+                                         "--mirror-dir", str(mirror.dir), "--stall", str(stall_s), "--max-restarts", "10"],
+                                        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+            self.watchdogs[region] = proc
+            self.lab.defer(lambda proc=proc: terminate(proc.pid, timeout=10) and proc.wait(10))
+
+    def watchdog_status(self, region: str) -> WatchdogStatus:
+        """What the watchdog of the flows into ``region`` last wrote (what ``m1 regions status`` shows)."""
+        return WatchdogStatus.read(self.mirrors[region].dir / "watchdog.json") or WatchdogStatus()
+
+    def reset(self) -> None:
+        """Undo what a test may have left: cuts, loss and WAN delay removed, dead brokers, mirrors
+        and agents started again (a stopped mirror is continued)."""
+        self.lab.heal_between()
+        for name, broker in self.brokers.items():
+            broker.link.heal()
+            broker.link.clear_loss()
+            if broker.proxy is not None:
+                broker.proxy.set_latency(0.0)
+            if not self.broker_alive(name):
+                self.restart_broker(name)
+        for name in self.brokers:
+            pid = self.mirror_pid(name)
+            if pid is not None:
+                os.kill(pid, signal.SIGCONT)
+            else:
+                self.start_mirror(name)
+        for name, proc in self.agents.items():
+            if proc.poll() is not None:
+                self.start_agent(name)
+        for name, proc in self.watchdogs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the watchdog of {name} exited ({proc.returncode}): see {self.home}/watchdog-{name}.log")
 
     async def ready(self, timeout: float = 180.0) -> None:
         """Wait until every agent publishes a view with every region healthy."""
@@ -165,15 +230,18 @@ class Mesh:
 def mesh(home: Path, names: list[str] = NAMES, latency: dict[str, float] | None = None,
          agent_env: dict[str, str] | None = None) -> Iterator[Mesh]:
     """Brokers in namespaces (``latency``: regions behind a WAN proxy, one-way seconds; 0 = a proxy
-    that does not delay yet), MirrorMaker 2 between them and an agent per region; all stopped and
-    removed on the way out."""
+    that does not delay yet) routed to each other, one MirrorMaker 2 per region in its namespace
+    and an agent per region; all stopped and removed on the way out."""
     with lab() as made:
         brokers = {name: made.broker(home / name, (latency or {}).get(name)) for name in names}
-        mirror = MirrorMaker(Settings(home=home), home / "mirror")
-        made.defer(lambda: mirror.stop(timeout=10))
-        track(mirror.start({name: broker.bootstrap for name, broker in brokers.items()}, timeout=300).pid)
-        running = Mesh(made, home, brokers, mirror, dict(agent_env or {}))
+        made.route()
+        mirrors = {name: MirrorMaker(Settings(home=home), home / f"mirror-{name}", targets=[name],
+                                     netns=broker.link.ns) for name, broker in brokers.items()}
+        running = Mesh(made, home, brokers, mirrors, dict(agent_env or {}))
+        for name, mirror in mirrors.items():
+            made.defer(lambda mirror=mirror: mirror.stop(timeout=10))
+        with ThreadPoolExecutor(len(names)) as pool:  # together: each waits for the others' heartbeats
+            list(pool.map(running.start_mirror, names))
         for name in names:
             running.start_agent(name)
         yield running
-

@@ -16,8 +16,16 @@ namespace side ``.2``, chosen free on this machine).
 - WAN latency: :func:`start_broker` with ``latency`` advertises the broker's listener through a
   :class:`regions.wan_proxy.BackgroundWanProxy` on the root side of the link, so every client
   reaches it over the delayed path.
+- Namespace to namespace: :meth:`Lab.route` gives every namespace of the lab a route to the others
+  through the root namespace (``10.213.0.0/16`` via its root-side address; IPv4 forwarding on for
+  the lab's life, then back to what it was). :meth:`Lab.cut_between` then cuts only the traffic
+  between two namespaces, with iptables ``FORWARD`` DROP rules in the root namespace matching their
+  two addresses (both ways): each still reaches the root namespace and every other namespace.
+  ``heal_between`` removes them. These are the only rules this module adds in the root namespace;
+  they carry ``m1p-<pid>-pair`` comments, and :meth:`Lab.close` and :func:`sweep_stale` (for a
+  dead run's) delete them.
 
-All iptables rules live inside the namespaces, so deleting a namespace removes its rules, its
+The other iptables rules live inside the namespaces, so deleting a namespace removes its rules, its
 veth pair and (after :func:`remove_link` kills them) the processes in it. Cleanup is guaranteed by
 three guards: :func:`lab` (a context manager for fixtures of any scope: its exit is the
 finalizer; it also stops what was given to :meth:`Lab.defer`), this module's ``atexit`` hook and
@@ -220,9 +228,29 @@ def _names() -> tuple[list[str], list[str]]:
             [name for name in links if _NAME.match(name)])
 
 
+_PAIR = re.compile(rf"{PREFIX}-(\d+)-pair")
+
+
+def _root_pair_rules(pid: int | None = None) -> list[str]:
+    """This module's ``FORWARD`` rules in the root namespace (``iptables -S`` lines), of run ``pid``
+    only when given."""
+    if shutil.which("iptables") is None:
+        return []
+    return [line for line in _run("iptables", "-w", "-S", "FORWARD").splitlines()
+            if (m := _PAIR.search(line)) and (pid is None or int(m[1]) == pid)]
+
+
+def _delete_root_rule(line: str) -> None:
+    """Delete one rule given as an ``iptables -S`` line (``-A CHAIN ...``)."""
+    import shlex
+
+    words = shlex.split(line)
+    subprocess.run(["iptables", "-w", "-D", *words[1:]], capture_output=True, timeout=30)
+
+
 def leftovers(pid: int | None = None) -> list[str]:
     """Namespaces and root-side veths of this module (of process ``pid`` only, when given), and any
-    of its iptables rules in the root namespace (it never adds any there)."""
+    of its iptables rules in the root namespace (only :meth:`Lab.cut_between` adds some)."""
     namespaces, links = _names()
     found = [n for n in namespaces + links if pid is None or int(_NAME.match(n)[1]) == pid]
     if shutil.which("iptables"):
@@ -250,6 +278,10 @@ def sweep_stale() -> list[str]:
     """Remove what runs of processes that no longer exist left behind (a SIGKILLed test run):
     their namespaces, veths and the root-namespace processes they recorded with :func:`track`."""
     removed = []
+    for line in _root_pair_rules():
+        if not Path(f"/proc/{_PAIR.search(line)[1]}").exists():
+            _delete_root_rule(line)
+            removed.append(line)
     for record in PIDS_DIR.glob("*.pids") if PIDS_DIR.exists() else []:
         if Path(f"/proc/{record.stem}").exists():
             continue
@@ -333,6 +365,7 @@ class Lab:
         self.links: list[Link] = []
         self.brokers: list[NetnsBroker] = []
         self._deferred: list[Callable[[], object]] = []
+        self._pair_rules: list[list[str]] = []
         _open_labs.add(self)
 
     def link(self) -> Link:
@@ -345,11 +378,41 @@ class Lab:
         self.brokers.append(broker)
         return broker
 
+    def route(self) -> None:
+        """Let the lab's namespaces reach each other through the root namespace (see the module
+        docstring); forwarding goes back to its old value when the lab closes."""
+        forward = Path("/proc/sys/net/ipv4/ip_forward")
+        before = forward.read_text().strip()
+        if before != "1":
+            forward.write_text("1\n")
+            self.defer(lambda: forward.write_text(before + "\n"))
+        for link in self.links:
+            _run("ip", "route", "replace", str(SUPERNET), "via", link.host_addr, netns=link.ns)
+
+    def cut_between(self, a: Link, b: Link) -> None:
+        """Drop everything between namespaces ``a`` and ``b`` (both ways) in the root's FORWARD chain."""
+        tag = f"{PREFIX}-{os.getpid()}-pair"
+        for src, dst in ((a, b), (b, a)):
+            rule = ["FORWARD", "-s", src.ns_addr, "-d", dst.ns_addr, "-m", "comment", "--comment", tag, "-j", "DROP"]
+            _run("iptables", "-w", "-I", *rule)
+            self._pair_rules.append(rule)
+
+    def heal_between(self) -> None:
+        """Remove every cut :meth:`cut_between` made."""
+        while self._pair_rules:
+            subprocess.run(["iptables", "-w", "-D", *self._pair_rules.pop()], capture_output=True, timeout=30)
+
+    def pair_dropped(self) -> int:
+        """Packets the FORWARD cuts dropped so far."""
+        out = _run("iptables", "-w", "-L", "FORWARD", "-v", "-n", "-x")
+        return sum(int(line.split()[0]) for line in out.splitlines()[2:] if f"{PREFIX}-{os.getpid()}-pair" in line)
+
     def defer(self, undo: Callable[[], object]) -> None:
         """Call ``undo`` on ``close``, before the namespaces go (last deferred, first called)."""
         self._deferred.append(undo)
 
     def close(self) -> None:
+        self.heal_between()
         while self._deferred:
             try:
                 self._deferred.pop()()

@@ -1,15 +1,15 @@
-"""Item 7 of issue #10: a partition, not a crash. A region's broker runs in a network namespace the
-test creates (tests/regions/netns.py); the broker stays up while its link is cut, made lossy or
-slowed to WAN latency, and clients in the root namespace see exactly that.
+"""Item 7 of issue #10: a partition, not a crash. The regions' brokers run in network namespaces
+(tests/regions/netns.py; the shared set of tests/regions/conftest.py); a broker stays up while its
+link is cut, made lossy or slowed to WAN latency, and clients in the root namespace see exactly that.
 
 Kafka client level (this module's first part): a producer and a consumer in the root namespace lose
 the broker when the link is cut and regain it, with every acknowledged record delivered; a lossy
 link delivers everything; a WAN link delays every acknowledgement by at least its round trip.
 
-Region level (second part; tests/regions/mesh.py): three regions with MirrorMaker 2 and their
-agents. A region whose link is cut is failed over by both others (routing moves its geography) and
-recovers when the link heals, with no other region failed over; 5 % loss fails nobody over; a
-150 ms WAN raises the measured replication lag by at least 150 ms and fails nobody over.
+Region level (second part): the three regions with MirrorMaker 2 and their agents. A region whose
+link is cut is failed over by both others (routing moves its geography) and recovers when the link
+heals, with no other region failed over; 5 % loss fails nobody over; a 150 ms WAN raises the
+measured replication lag by at least 150 ms and fails nobody over.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -26,24 +26,26 @@ from aiokafka.errors import KafkaError
 
 from m1.kafka_local import _pid_alive
 from schemas.events import RegionEvent
-from tests.regions.mesh import NAMES, Mesh, events, lags, mesh, routes
-from tests.regions.netns import NetnsBroker, lab
+from tests.regions.conftest import FAR
+from tests.regions.mesh import NAMES, Mesh, events, lags, routes
+from tests.regions.netns import NetnsBroker
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
+CUT = "us-east"  # reached directly; FAR (ap-south) through a WAN proxy (no delay unless a test sets one)
 
 
-@pytest.fixture(scope="module")
-def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsBroker]:
+@pytest.fixture
+def region(regions_mesh: Mesh) -> NetnsBroker:
     """A broker in a namespace of its own, behind a link the tests cut and heal."""
-    with lab() as made:
-        yield made.broker(tmp_path_factory.mktemp("region"))
+    return regions_mesh.brokers[CUT]
 
 
-@pytest.fixture(scope="module")
-def far_region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsBroker]:
-    """A broker in a namespace whose listener is advertised through a 100 ms (one way) WAN proxy."""
-    with lab() as made:
-        yield made.broker(tmp_path_factory.mktemp("far-region"), latency=0.1)
+@pytest.fixture
+def far_region(regions_mesh: Mesh) -> NetnsBroker:
+    """A broker in a namespace whose listener is advertised through a WAN proxy, 100 ms one way."""
+    broker = regions_mesh.brokers[FAR]
+    broker.proxy.set_latency(0.1)
+    return broker
 
 
 def _producer(bootstrap: str) -> AIOKafkaProducer:
@@ -137,23 +139,13 @@ async def test_wan_latency_delays_every_acknowledgement(far_region: NetnsBroker)
         slower = [await _send_until_acked(producer, topic, b"250ms-%d" % i, timeout=30) for i in range(10)]
     finally:
         await producer.stop()
-        far_region.proxy.set_latency(0.1)
+        far_region.proxy.set_latency(0.0)
     assert min(slow) >= 0.2  # a produce request and its acknowledgement: one round trip
     assert min(slower) >= 0.5
     assert statistics.median(slower) > statistics.median(slow)
 
 
 # -- region level: three regions, MirrorMaker 2 and their agents; one region partitioned ----------------
-CUT, FAR = "us-east", "ap-south"  # us-east is reached directly; ap-south through a WAN proxy (0 ms at first)
-
-
-@pytest.fixture(scope="module")
-def regions3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with mesh(tmp_path_factory.mktemp("regions3"), NAMES, latency={FAR: 0.0},
-              agent_env={"M1_LAG_WINDOW_SECONDS": "4"}) as running:
-        yield running
-
-
 def _failover_of(region: str, since: float) -> Callable[[RegionEvent], bool]:
     return lambda e: e.kind == "failover" and e.region == region and e.ts >= since
 
@@ -168,72 +160,69 @@ async def _failovers_since(running: Mesh, since: float, observers: list[str]) ->
     return found
 
 
-async def test_cut_region_is_failed_over_by_the_others_and_recovers_when_healed(regions3: Mesh) -> None:
-    await regions3.ready()
+async def test_cut_region_is_failed_over_by_the_others_and_recovers_when_healed(regions_mesh: Mesh) -> None:
     survivors = [name for name in NAMES if name != CUT]
-    link = regions3.brokers[CUT].link
+    link = regions_mesh.brokers[CUT].link
     cut_at = time.time()
     link.cut()
     try:
         for observer in survivors:
-            async with events(regions3.bootstraps[observer]) as tail:
+            async with events(regions_mesh.bootstraps[observer]) as tail:
                 event = await tail.until(_failover_of(CUT, cut_at), 30)
             assert event is not None, f"{observer} did not fail {CUT} over within 30 s"
             assert event.observer == observer and set(event.views) >= set(survivors)
-            async with routes(regions3.bootstraps[observer]) as tail:
+            async with routes(regions_mesh.bootstraps[observer]) as tail:
                 moved = await tail.until(lambda r: r.geo == CUT and r.decided_at >= cut_at, 10)
             assert moved is not None and CUT not in moved.regions and moved.regions  # its clients go elsewhere
-        assert regions3.broker_alive(CUT)  # a partition, not a crash
+        assert regions_mesh.broker_alive(CUT)  # a partition, not a crash
         assert link.dropped() > 0
     finally:
         healed_at = time.time()
         link.heal()
     for observer in survivors:
-        async with events(regions3.bootstraps[observer]) as tail:
+        async with events(regions_mesh.bootstraps[observer]) as tail:
             back = await tail.until(lambda e: e.kind == "recovery" and e.region == CUT and e.ts >= healed_at, 90)
         assert back is not None, f"{observer} did not see {CUT} recover within 90 s of the heal"
-        async with routes(regions3.bootstraps[observer]) as tail:
+        async with routes(regions_mesh.bootstraps[observer]) as tail:
             assert await tail.until(lambda r: r.geo == CUT and r.decided_at >= healed_at and r.regions[0] == CUT, 10)
-    assert not [e for e in await _failovers_since(regions3, cut_at, survivors) if e.region != CUT]
+    assert not [e for e in await _failovers_since(regions_mesh, cut_at, survivors) if e.region != CUT]
 
 
-async def test_modest_loss_is_no_failover(regions3: Mesh) -> None:
-    await regions3.ready()
-    link = regions3.brokers[CUT].link
+async def test_modest_loss_is_no_failover(regions_mesh: Mesh) -> None:
+    link = regions_mesh.brokers[CUT].link
     began = time.time()
     link.set_loss(0.05)
     try:
-        async with lags(regions3.bootstraps["eu-west"]) as tail:
-            await tail.until(lambda r: False, 30)  # 30 s of 5 % loss each way
+        async with lags(regions_mesh.bootstraps["eu-west"]) as tail:
+            await tail.until(lambda r: False, 15)  # 15 s of 5 % loss each way: 15 heartbeats, 7 times the down threshold
         assert link.dropped() > 0
     finally:
         link.clear_loss()
     heard = [r for r in tail.seen if r.source == CUT and r.ts >= began + 5]
     assert heard and all(r.samples > 0 for r in heard)  # its heartbeats kept arriving
-    assert await _failovers_since(regions3, began, NAMES) == []
+    assert await _failovers_since(regions_mesh, began, NAMES) == []
 
 
-async def test_wan_latency_grows_replication_lag_without_failover(regions3: Mesh) -> None:
-    await regions3.ready()
-    proxy = regions3.brokers[FAR].proxy
+async def test_wan_latency_grows_replication_lag_without_failover(regions_mesh: Mesh) -> None:
+    proxy = regions_mesh.brokers[FAR].proxy
     assert proxy is not None
 
-    async def lag_p50_ms(since: float) -> float:
-        """Median of the eu-west agent's p50 lag of FAR -> eu-west over 5 reports after ``since``."""
-        async with lags(regions3.bootstraps["eu-west"]) as tail:
-            await tail.until(lambda r: r.source == FAR and r.ts >= since + 5 and r.lag_p50_ms is not None, 60)
-            await tail.until(lambda r: False, 5)
+    async def lag_p50_ms(start: float, end: float) -> float:
+        """Median of the eu-west agent's p50 lag of FAR -> eu-west over its reports from ``start`` to
+        ``end`` (its reports are in time order: once one after ``end`` is read, all are)."""
+        async with lags(regions_mesh.bootstraps["eu-west"]) as tail:
+            await tail.until(lambda r: r.ts > end, 60)
         return statistics.median(r.lag_p50_ms for r in tail.seen
-                                 if r.source == FAR and r.ts >= since and r.lag_p50_ms is not None)
+                                 if r.source == FAR and start <= r.ts <= end and r.lag_p50_ms is not None)
 
     began = time.time()
-    near = await lag_p50_ms(began + 4)  # a whole lag window (4 s) after the start
+    near = await lag_p50_ms(began, began + 4)
     slowed_at = time.time()
     proxy.set_latency(0.15)
     try:
-        far = await lag_p50_ms(slowed_at + 4)
+        far = await lag_p50_ms(slowed_at + 4, slowed_at + 8)  # a whole lag window (4 s) after the change
     finally:
         proxy.set_latency(0.0)
     print(f"replication lag {FAR} -> eu-west p50: {near:.0f} ms direct, {far:.0f} ms over a 150 ms (one way) WAN")
     assert far >= near + 150  # at least one crossing of the WAN more
-    assert await _failovers_since(regions3, began, NAMES) == []
+    assert await _failovers_since(regions_mesh, began, NAMES) == []
