@@ -26,7 +26,7 @@ Memory is bounded: one window per tracked step plus ``horizon`` pending forecast
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -52,18 +52,25 @@ class ConformalIntervals:
 
     def observe(self, y: float) -> None:
         """Score the pending forecasts whose target is this value ``y`` (tracked steps only)."""
+        pending, levels, adapt = self.pending, self.levels, self.adapt_rate
+        waiting = len(pending)
         for index, step in enumerate(self.steps):
             lag = step - 1  # the forecast issued `step` values ago predicted y as its step
-            if lag >= len(self.pending) or lag >= len(self.pending[lag]):
+            if lag >= waiting:
                 break
-            error = abs(y - self.pending[lag][lag])
-            if not math.isfinite(error):
-                continue  # a diverged forecast says nothing about the spread of good ones
+            issued = pending[lag]
+            if lag >= len(issued):
+                break
+            error = abs(y - issued[lag])
+            if error - error != 0.0:  # not finite: a diverged forecast says nothing about the spread of good ones
+                continue
             errors = self.residuals[index]
-            if self.adapt_rate and len(errors):
-                miss = errors.count_below(error) >= self._rank(index)
-                level = self.levels[index] + self.adapt_rate * (miss - (1.0 - self.coverage))
-                self.levels[index] = min(max(level, 0.0), 1.0)
+            n = len(errors.ring)
+            if adapt and n:  # _rank() and count_below(), inlined: the per-point path
+                rank = min(max(math.ceil((n + 1) * levels[index]), 1), n)
+                miss = bisect_left(errors.sorted, error) >= rank
+                level = levels[index] + adapt * (miss - (1.0 - self.coverage))
+                levels[index] = min(max(level, 0.0), 1.0)
             errors.push(error)
 
     def _rank(self, index: int) -> int:
