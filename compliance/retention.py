@@ -313,9 +313,16 @@ class Retention:
     def apply(self, materialize: bool) -> list[str]:
         """Set every target table's TTL to :meth:`plan`; with ``materialize``, also delete the rows
         expired now (rewrites parts; otherwise the engine does it at its TTL merges). Returns the
-        tables changed (all of them when materializing)."""
+        tables changed (all of them when materializing).
+
+        Parts written before a rule changed keep the TTL information of the old one, and TTL
+        merges go by it: the audit tables, whose rule changes whenever their horizon moves, have it
+        recalculated at once (a background mutation that rewrites no part:
+        ``materialize_ttl_recalculate_only``, schemas/ddl/112_audit_anchors.sql); for the others,
+        a changed rule reaches old parts with ``materialize``."""
         changed = []
         applied = self.applied()
+        trail = {t.table for t in TARGETS if t.trail}
         for table, rule in self.plan().items():
             if rule is None:
                 if applied[table] is not None:
@@ -323,9 +330,14 @@ class Retention:
                     changed.append(table)
                 continue
             self.store.command(f"ALTER TABLE {table} MODIFY TTL {rule} SETTINGS materialize_ttl_after_modify = 0")
+            moved = self.applied()[table] != applied[table]
             if materialize:  # MODIFY TTL materializes nothing when the rule is unchanged
                 self.store.command(f"ALTER TABLE {table} MATERIALIZE TTL SETTINGS mutations_sync = 2")
-            if materialize or self.applied()[table] != applied[table]:
+                if table in trail:  # recalculated only: the merge deletes
+                    self.store.command(f"OPTIMIZE TABLE {table} FINAL")
+            elif moved and table in trail:
+                self.store.command(f"ALTER TABLE {table} MATERIALIZE TTL")
+            if materialize or moved:
                 changed.append(table)
         return changed
 

@@ -7,3 +7,9 @@
 ALTER TABLE {database}.audit_checkpoints ADD COLUMN IF NOT EXISTS frontier String DEFAULT ''
 ;
 ALTER TABLE {database}.audit_checkpoints ADD COLUMN IF NOT EXISTS chain_hash String DEFAULT ''
+;
+-- The trail's TTL rule changes whenever its horizon moves (compliance/retention.py): re-materializing
+-- it then only recalculates the parts' TTL information, and the TTL merges delete (no part rewrite).
+ALTER TABLE {database}.audit_log MODIFY SETTING materialize_ttl_recalculate_only = 1
+;
+ALTER TABLE {database}.audit_checkpoints MODIFY SETTING materialize_ttl_recalculate_only = 1

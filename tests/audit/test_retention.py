@@ -18,6 +18,7 @@ from compliance.retention import Retention
 from m1.settings import Settings
 from sinks.clickhouse import Store, connect
 from tests.audit.support import ingest, payload
+from tests.helpers import wait_for
 
 DAY = 86_400.0
 
@@ -73,6 +74,19 @@ def test_expired_events_are_reported_as_such_and_the_rest_is_verified(settings: 
     strict = verify_tenant(store, "acme", trusted, expire_before_ms=int((time.time() - 200 * DAY) * 1000))
     assert strict.problem is not None and strict.problem.seq == 0 and "no signed tree head old enough" in strict.problem.reason
     assert verify_tenant(store, "acme", trusted).problem.seq == 0  # kept forever: no gap allowed
+
+
+def test_the_worker_s_hourly_apply_lets_ttl_merges_delete(settings: Settings, store: Store) -> None:
+    """Without `retention apply`: the rule moves to the new horizon, the old parts' TTL information
+    is recalculated in the background, and a merge (here forced) deletes up to the anchor."""
+    chain(settings, store, "acme")
+    assert {"audit_log", "audit_checkpoints"} <= set(Retention(settings, store).apply(materialize=False))
+    assert wait_for(lambda: store.query("SELECT count() FROM system.mutations WHERE database = currentDatabase() "
+                                        "AND table LIKE 'audit_%' AND NOT is_done").rows == [(0,)], timeout=60)
+    for table in ("audit_log", "audit_checkpoints"):
+        store.command(f"OPTIMIZE TABLE {table} FINAL")
+    assert seqs(store, "acme") == list(range(30, 45))
+    assert verify_configured(settings, store, "acme").expired == 30
 
 
 def test_tampering_after_the_anchor_is_still_found(settings: Settings, store: Store) -> None:
