@@ -28,7 +28,7 @@ from m1.settings import Settings
 from m1.worker_process import WorkerProcess
 from models.bank import MAC_BYTES
 from streams.red import RED_GRACE_SECONDS, RedBank, _Saved
-from tests.helpers import produce, start_worker, wait_for
+from tests.helpers import produce, wait_for
 from tests.test_scale_out import anomalies, group, handled, member
 from traces.generator import to_request
 from traces.model import Span
@@ -120,6 +120,11 @@ def otlp_group(root: Path, bootstrap: str) -> Settings:
     return group(root, bootstrap).model_copy(update={"detector": "zscore"})
 
 
+def start(settings: Settings) -> WorkerProcess:
+    """A worker of the group, given time to come up on a loaded machine."""
+    return WorkerProcess(settings, settings.home / f"worker-{settings.web_port}.log").start(timeout=240)
+
+
 def everything_stored(workers: list[Settings], expected: int) -> bool:
     """Whether the workers stored ``expected`` points (a worker too loaded to answer its health
     check in time makes the query try its store directly, which it holds: not yet, then)."""
@@ -137,7 +142,7 @@ def test_two_then_three_workers_one_stopped_match_one_worker_on_otlp(tmp_path: P
     wait = 300 + RED_GRACE_SECONDS
 
     one = otlp_group(tmp_path / "one", kafka_bootstrap)
-    worker = start_worker(one)
+    worker = start(one)
     try:
         send(one, data)
         assert wait_for(lambda: everything_stored([one], expected), timeout=wait)
@@ -155,15 +160,15 @@ def test_two_then_three_workers_one_stopped_match_one_worker_on_otlp(tmp_path: P
     shared = otlp_group(tmp_path / "many", kafka_bootstrap)
     members = [shared] + [member(shared, tmp_path / "many" / f"w{i}") for i in (1, 2)]
     third = len(data) // 3
-    workers = [start_worker(members[0]), start_worker(members[1])]
+    workers = [start(members[0]), start(members[1])]
     try:
         send(shared, data[:third])
-        workers.append(start_worker(members[2]))  # a third joins mid-stream
+        workers.append(start(members[2]))  # a third joins mid-stream
         send(shared, data[third : 2 * third])
         assert wait_for(lambda: everything_stored(members[1:2], 1), timeout=180)
         workers[1].stop()  # leaves mid-stream: its RED keys and models are checkpointed on the way out
         send(shared, data[2 * third :])
-        workers[1] = WorkerProcess(members[1], workers[1].log_path).start()  # and comes back
+        workers[1] = start(members[1])  # and comes back
         assert wait_for(lambda: everything_stored(members, expected), timeout=wait)
         assert wait_for(lambda: handled(shared), timeout=120)
         many_rows = rows(members)
