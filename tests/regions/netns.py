@@ -23,7 +23,8 @@ namespace side ``.2``, chosen free on this machine).
   two addresses (both ways): each still reaches the root namespace and every other namespace.
   ``heal_between`` removes them. These are the only rules this module adds in the root namespace;
   they carry ``m1p-<pid>-pair`` comments, and :meth:`Lab.close` and :func:`sweep_stale` (for a
-  dead run's) delete them.
+  dead run's) delete them; the old forwarding value is kept in ``/run/m1p/<pid>.forward`` so that
+  :func:`sweep_stale` puts it back after a killed run.
 
 The other iptables rules live inside the namespaces, so deleting a namespace removes its rules, its
 veth pair and (after :func:`remove_link` kills them) the processes in it. Cleanup is guaranteed by
@@ -64,6 +65,7 @@ SUPERNET = ipaddress.ip_network("10.213.0.0/16")
 _NAME = re.compile(rf"^{PREFIX}[-hn](\d+)[-x](\d+)$")
 #: ``<run pid>.pids``: the root-namespace processes each run started (see :func:`track`).
 PIDS_DIR = Path("/run/m1p")
+FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
 def require() -> None:
@@ -253,9 +255,7 @@ def leftovers(pid: int | None = None) -> list[str]:
     of its iptables rules in the root namespace (only :meth:`Lab.cut_between` adds some)."""
     namespaces, links = _names()
     found = [n for n in namespaces + links if pid is None or int(_NAME.match(n)[1]) == pid]
-    if shutil.which("iptables"):
-        found += [line for line in _run("iptables", "-w", "-S").splitlines() if f"{PREFIX}-" in line]
-    return found
+    return found + _root_pair_rules(pid)
 
 
 def _started(pid: int) -> str | None:
@@ -282,6 +282,12 @@ def sweep_stale() -> list[str]:
         if not Path(f"/proc/{_PAIR.search(line)[1]}").exists():
             _delete_root_rule(line)
             removed.append(line)
+    for record in PIDS_DIR.glob("*.forward") if PIDS_DIR.exists() else []:
+        if not Path(f"/proc/{record.stem}").exists():  # a killed run turned forwarding on: put it back
+            value = record.read_text().strip()
+            FORWARD.write_text(value + "\n")
+            record.unlink()
+            removed.append(f"ip_forward={value}")
     for record in PIDS_DIR.glob("*.pids") if PIDS_DIR.exists() else []:
         if Path(f"/proc/{record.stem}").exists():
             continue
@@ -381,11 +387,18 @@ class Lab:
     def route(self) -> None:
         """Let the lab's namespaces reach each other through the root namespace (see the module
         docstring); forwarding goes back to its old value when the lab closes."""
-        forward = Path("/proc/sys/net/ipv4/ip_forward")
-        before = forward.read_text().strip()
+        before = FORWARD.read_text().strip()
         if before != "1":
-            forward.write_text("1\n")
-            self.defer(lambda: forward.write_text(before + "\n"))
+            PIDS_DIR.mkdir(parents=True, exist_ok=True)
+            record = PIDS_DIR / f"{os.getpid()}.forward"
+            record.write_text(before)  # for sweep_stale, if this run is killed
+            FORWARD.write_text("1\n")
+
+            def restore() -> None:
+                FORWARD.write_text(before + "\n")
+                record.unlink(missing_ok=True)
+
+            self.defer(restore)
         for link in self.links:
             _run("ip", "route", "replace", str(SUPERNET), "via", link.host_addr, netns=link.ns)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from m1.kafka_local import _pid_alive
-from tests.regions.netns import Lab, Link, lab, leftovers, require, sweep_stale
+from tests.regions.netns import FORWARD, Lab, Link, lab, leftovers, require, sweep_stale
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = "import socket,sys\ns=socket.create_server((sys.argv[1],7777))\nwhile True:\n c,_=s.accept(); c.sendall(c.recv(1)); c.close()"
@@ -78,7 +78,8 @@ import os
 with lab() as made:
     link = made.link()
     link.cut(); link.set_loss(0.2)
-    made.link()
+    other = made.link()
+    made.route(); made.cut_between(link, other)  # two FORWARD rules in the root namespace
     sleeper = subprocess.Popen(["ip", "netns", "exec", link.ns, "sleep", "300"])
     outside = subprocess.Popen(["sleep", "300"], start_new_session=True)  # in the root namespace
     track(outside.pid)
@@ -101,7 +102,7 @@ def _run_script(mode: str) -> tuple[subprocess.Popen, list[int]]:
 def test_nothing_is_left_when_a_run_fails_or_is_terminated(mode: str) -> None:
     require()
     proc, made = _run_script(mode)
-    assert made[:2] == [4, 4]  # two namespaces and two veths existed, with the cut and the loss rules
+    assert made[:2] == [6, 4]  # two namespaces, two veths and two root FORWARD rules; the cut and the loss rules
     if mode == "sigterm":
         proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) != 0
@@ -111,12 +112,13 @@ def test_nothing_is_left_when_a_run_fails_or_is_terminated(mode: str) -> None:
 
 def test_a_killed_run_is_swept_by_the_next() -> None:
     require()
+    forwarding = FORWARD.read_text()
     proc, made = _run_script("kill")
-    assert made[:2] == [4, 4]
+    assert made[:2] == [6, 4]
     proc.kill()
     proc.wait(30)
-    assert len(leftovers(proc.pid)) == 4 and _pid_alive(made[2]) and _pid_alive(made[3])  # SIGKILL: no hook ran
+    assert len(leftovers(proc.pid)) == 6 and _pid_alive(made[2]) and _pid_alive(made[3])  # SIGKILL: no hook ran
     swept = sweep_stale()
-    assert len([name for name in swept if f"{proc.pid}" in name]) >= 2 and f"pid {made[3]}" in swept
-    assert leftovers(proc.pid) == []
+    assert len([name for name in swept if f"{proc.pid}" in name]) >= 4 and f"pid {made[3]}" in swept
+    assert leftovers(proc.pid) == [] and FORWARD.read_text() == forwarding  # forwarding back as it was
     assert not _pid_alive(made[2]) and not _pid_alive(made[3])
