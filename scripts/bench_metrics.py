@@ -3,11 +3,18 @@
 It loads a topic with N points, then measures, in the same run and over the same topic:
 1. the ceiling: a bare aiokafka consume-and-decode loop (msgspec, no scoring, no sink);
 2. the full path: one worker process (Faust consume, decode, validate, score, sink to chdb),
-   timed by the store's own ``ingested_at`` stamps (first to last batch) and end to end;
-3. the pipeline alone, in this process, without Kafka: decode, score and insert per point
+   timed by the store's own ``ingested_at`` stamps (first to last batch) and end to end, and
+   as a share of the ceiling;
+3. with ``--rate R`` (default 10,000), the same worker, now warm, fed live at R points/s for
+   ``--live-seconds``: end-to-end latency histograms from produce to a visible row and to an
+   anomaly on its topic (``scripts/bench_latency.py``);
+4. the worker's resident memory (process tree, now and peak) with ``--series`` live series;
+5. the pipeline alone, in this process, without Kafka: decode, score and insert per point
    (the personal-data policy included, as in the worker).
+It prints the machine, its load and the command first, so a result table stands on its own.
 
 Run:  .venv/bin/python scripts/bench_metrics.py --points 200000 --series 1000 [--stage-times]
+      .venv/bin/python scripts/bench_metrics.py --points 200000 --series 10000 --rate 0
 
 ``--redaction-only`` measures just what the personal-data policy adds per point, in this
 process, without a broker: decode alone, then decode + redact, on the workload's points as they
@@ -18,11 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
@@ -30,12 +41,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from bench_latency import histogram, live_latency, summary, tree_rss  # scripts/
 from compliance.redact import Redactor
 from m1.kafka_local import LocalKafka, free_port
 from m1.kafka_security import client_kwargs
 from m1.local_key import local_admin_key
 from m1.producer import make_producer
-from m1.query_client import run_query
+from m1.query_client import QueryError, QueryResult, run_query
 from m1.settings import Settings
 from m1.topics import ensure_topics
 from m1.worker_process import WorkerProcess
@@ -44,7 +56,7 @@ from schemas.events import decode_metric, encode
 from sinks.clickhouse import Store, connect
 from streams.metrics_pipeline import MetricsPipeline, Record
 
-console = Console()
+console = Console(width=150)
 
 
 def main(
@@ -55,9 +67,15 @@ def main(
     forecasting: bool = typer.Option(True, help="Keep the forecasting handler on (it learns the load metrics)."),
     stage_times: bool = typer.Option(False, help="Trace the worker to a local OTLP receiver and show where its batch time goes."),
     redaction_only: bool = typer.Option(False, help="Only the cost of the personal-data policy per point, in process."),
+    rate: float = typer.Option(10_000, help="Then feed the warm worker live at this many points/s for the latency "
+                                            "histograms (0: skip)."),
+    live_seconds: float = typer.Option(30.0, help="Seconds of the live feed."),
 ) -> None:
     """Measure the bare consume+decode ceiling and the full per-worker metrics path."""
     home = Path(tempfile.mkdtemp(prefix="m1-bench-"))
+    console.print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+                  f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    console.print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
     if redaction_only:
         table = Table(title=f"personal-data policy on the metrics path: {points:,} points, {series:,} series")
         table.add_column("measurement")
@@ -78,10 +96,20 @@ def main(
     try:
         records = load_topic(settings, points, series)
         ceiling = asyncio.run(bare_consume(settings, points))
+        live: dict[str, object] = {}
+
+        def then(worker: WorkerProcess) -> None:  # the warm worker: live latency, then its memory
+            if rate > 0:
+                workload = Workload(tenants=10, regions=3, series=series, anomalies=series // 20,
+                                    ticks=-(-points // series), seed=1)
+                live["latency"] = live_latency(settings, workload, -(-points // series), rate, live_seconds)
+            assert worker.proc is not None
+            live["rss"] = tree_rss(worker.proc.pid)
+
         if stage_times:
-            full, end_to_end, stages = traced_full_path(settings, points)
+            full, end_to_end, stages = traced_full_path(settings, points, then)
         else:
-            (full, end_to_end), stages = full_path(settings, points), {}
+            (full, end_to_end), stages = full_path(settings, points, then), {}
         alone = in_process(records, detector, home / "inproc")
     finally:
         broker.stop()
@@ -91,15 +119,33 @@ def main(
     table.add_column("points/s", justify="right")
     table.add_row("ceiling: bare aiokafka consume + msgspec decode", f"{ceiling:,.0f}")
     table.add_row("full path, one worker (store ingested_at span)", f"{full:,.0f}")
+    table.add_row("  as a share of the ceiling", f"{full / ceiling:.1%}")
     table.add_row("full path, one worker (end to end incl. group join)", f"{end_to_end:,.0f}")
-    for stage, rate in alone.items():
-        table.add_row(f"pipeline alone, no Kafka: {stage}", f"{rate:,.0f}")
+    for stage, stage_rate in alone.items():
+        table.add_row(f"pipeline alone, no Kafka: {stage}", f"{stage_rate:,.0f}")
     console.print(table)
+    rss, peak = live["rss"]  # type: ignore[misc]
+    console.print(f"worker memory with {series:,} series: {rss / 2**20:,.0f} MiB resident, {peak / 2**20:,.0f} MiB peak")
+    if "latency" in live:
+        print_latency(live["latency"], rate, series)  # type: ignore[arg-type]
     if stages:
         print_stages(stages, points)
 
 
-def traced_full_path(settings: Settings, points: int) -> tuple[float, float, dict[str, dict[str, float]]]:
+def print_latency(latencies: dict, rate: float, series: int) -> None:
+    """Percentiles and histogram of each end-to-end latency."""
+    table = Table(title=f"end to end at {rate:,.0f} points/s ({series:,} series), produce to ...")
+    for column in ("measure", "n", "p50 s", "p90 s", "p99 s", "max s", *(label for label, _ in histogram(np.zeros(0)))):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for name, values in latencies.items():
+        s = summary(values)
+        table.add_row(name, f"{s['n']:,}", *(f"{s[k]:.3f}" for k in ("p50", "p90", "p99", "max")),
+                      *(f"{count:,}" for _, count in histogram(values)))
+    console.print(table)
+
+
+def traced_full_path(settings: Settings, points: int, then: Callable[[WorkerProcess], None] | None = None
+                     ) -> tuple[float, float, dict[str, dict[str, float]]]:
     """:func:`full_path` with the worker's self-tracing exported to a receiver in a child process;
     also returns, per handler (``metrics``, ``forecast``), the seconds spent in each stage span."""
     from bench_tracing import ReceiverProcess  # scripts/: the receiver runs outside this process
@@ -109,7 +155,7 @@ def traced_full_path(settings: Settings, points: int) -> tuple[float, float, dic
     os.environ.update({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
                        "OTEL_SERVICE_NAME": "m1-worker-bench", "OTEL_SDK_DISABLED": "false"})
     try:
-        full, end_to_end = full_path(settings, points)  # the worker exports its last spans when it stops
+        full, end_to_end = full_path(settings, points, then)  # the worker exports its last spans when it stops
         return full, end_to_end, {agent: receiver.stage_seconds(agent) for agent in ("metrics", "forecast")}
     finally:
         os.environ.clear()
@@ -203,7 +249,10 @@ async def bare_consume(settings: Settings, points: int) -> float:
         await consumer.stop()
 
 
-def full_path(settings: Settings, points: int) -> tuple[float, float]:
+def full_path(settings: Settings, points: int, then: Callable[[WorkerProcess], None] | None = None
+              ) -> tuple[float, float]:
+    """Points/s of one worker process storing the loaded topic (ingested_at span, end to end);
+    ``then(worker)`` runs once it has stored them all, before it stops."""
     worker = WorkerProcess(settings, settings.home / "bench-worker.log")
     start = time.perf_counter()
     worker.start()
@@ -212,18 +261,31 @@ def full_path(settings: Settings, points: int) -> tuple[float, float]:
         with Progress(console=console) as progress:
             task = progress.add_task("worker storing", total=points)
             while stored < points:
-                stored = run_query(settings, "SELECT count() FROM metric_points").rows[0][0]
+                stored = patient_query(settings, "SELECT count() FROM metric_points").rows[0][0]
                 progress.update(task, completed=stored)
                 time.sleep(0.2)
         end_to_end = points / (time.perf_counter() - start)
-        first, last = run_query(settings, "SELECT toUnixTimestamp64Milli(min(ingested_at)), "
+        first, last = patient_query(settings, "SELECT toUnixTimestamp64Milli(min(ingested_at)), "
                                           "toUnixTimestamp64Milli(max(ingested_at)) FROM metric_points").rows[0]
-        batch_rows = run_query(settings, "SELECT count() FROM metric_points WHERE ingested_at = "
+        batch_rows = patient_query(settings, "SELECT count() FROM metric_points WHERE ingested_at = "
                                          "(SELECT min(ingested_at) FROM metric_points)").rows[0][0]
+        if then is not None:
+            then(worker)
         # The first batch's own work precedes its stamp: count it out of the span.
         return (points - batch_rows) / max((last - first) / 1000.0, 1e-9), end_to_end
     finally:
         worker.stop()
+
+
+def patient_query(settings: Settings, sql: str, tries: int = 10) -> QueryResult:
+    """``run_query`` through the worker's API, asked again when a loaded machine makes the worker
+    miss the health check (then the query would try to open the store the worker holds)."""
+    for _ in range(tries - 1):
+        try:
+            return run_query(settings, sql)
+        except QueryError:
+            time.sleep(1.0)
+    return run_query(settings, sql)
 
 
 def in_process(records: list[tuple[bytes, bytes]], detector: str, home: Path) -> dict[str, float]:

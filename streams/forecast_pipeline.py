@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress
@@ -71,7 +70,7 @@ from models.ordered import fresh_mask
 from schemas.events import EventDecoder, MetricPoint
 from sinks.model_state import StoreLike, load_state_key, state_location
 from sinks.clickhouse import TS_TYPE
-from streams.metrics_pipeline import Record, decode_batch, topic_tenants
+from streams.metrics_pipeline import Record, SavedModels, decode_batch, topic_tenants
 from streams.tracing import stage
 
 
@@ -170,8 +169,12 @@ class SeriesModels:
         return (self.last_ts - self.first_ts) / (self.n - 1)
 
 
-class ForecastPipeline:
-    """Run the per-series forecasters, cost projectors and scaling on decoded metric points."""
+class ForecastPipeline(SavedModels):
+    """Run the per-series forecasters, cost projectors and scaling on decoded metric points.
+
+    Call :meth:`checkpoint` only between batches whose outputs were delivered (the agent does): a
+    series never learns a point twice, so a checkpoint taken after learning a point but before its
+    outputs reached Kafka would lose those outputs in a replay."""
 
     def __init__(self, settings: Settings, store: StoreLike):
         if settings.forecast_every < 1 or settings.scaling_window < 1:
@@ -303,28 +306,6 @@ class ForecastPipeline:
         return RecommendationEvent(p.ts, p.ts + window * models.spacing, p.tenant, p.region, p.service, p.metric,
                                    series, policy.replicas_for(peak), peak, p.value, policy.capacity_per_replica,
                                    policy.headroom, window)
-
-    # --- state ---------------------------------------------------------------------------
-
-    def checkpoint(self) -> int:
-        """Write changed series state to :attr:`state`; returns how many series were saved.
-
-        Call it only between batches whose outputs were delivered (the agent does): a series
-        never learns a point twice, so a checkpoint taken after learning a point but before its
-        outputs reached Kafka would lose those outputs in a replay.
-        """
-        with self._lock, stage("checkpoint"):
-            return self.state.save(self.bank)
-
-    def forget(self, series: Iterable[str]) -> None:
-        """Drop the models of ``series``: their partitions went to another worker, which saves their
-        state from now on; a later use restores it from :attr:`state` (``streams.batch_consumer``)."""
-        with self._lock:
-            for key in series:
-                self.bank.discard(key)
-
-    def _restore(self, series: list[str]) -> None:
-        self.state.restore_missing(self.bank, series)
 
     # --- sink ----------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from models.registry import make_detector
 from models.detectors.threshold import Thresholds
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint, encode
 from sinks.clickhouse import TS_TYPE, Store
-from sinks.model_state import load_state_key, state_location
+from sinks.model_state import StateLocation, load_state_key, state_location
 from streams.tracing import stage
 from tenancy.quotas import IngestQuotas
 
@@ -102,7 +102,31 @@ class BatchOutcome:
     sources: dict[str, list[Record]] = field(default_factory=lambda: defaultdict(list))
 
 
-class MetricsPipeline:
+class SavedModels:
+    """A pipeline's model bank as checkpoints see it: its ``bank``, where its state goes (``state``)
+    and the lock that guards both (``_lock``). Shared by the metrics and forecasting pipelines."""
+
+    bank: ModelBank
+    state: StateLocation
+    _lock: threading.RLock
+
+    def checkpoint(self) -> int:
+        """Write changed model state to :attr:`state`; returns how many series were saved."""
+        with self._lock, stage("checkpoint"):
+            return self.state.save(self.bank)
+
+    def forget(self, series: Iterable[str]) -> None:
+        """Drop the models of ``series``: their partitions went to another worker, which saves their
+        state from now on; a later use restores it from :attr:`state` (``streams.batch_consumer``)."""
+        with self._lock:
+            for key in series:
+                self.bank.discard(key)
+
+    def _restore(self, series: list[str]) -> None:
+        self.state.restore_missing(self.bank, series)
+
+
+class MetricsPipeline(SavedModels):
     """Decode, validate, score per series and store batches of metric records."""
 
     def __init__(self, settings: Settings, store: Store, redactor: Redactor | None = None):
@@ -167,21 +191,6 @@ class MetricsPipeline:
                 del by_series[series]
             over = sources[series][admitted:] if sources else [derived_record(p) for p in batch[admitted:]]
             dead_letters.extend(dead_letter(record, reason, now, self.settings.max_payload_bytes) for record in over)
-
-    def checkpoint(self) -> int:
-        """Write changed model state to :attr:`state`; returns how many series were saved."""
-        with self._lock, stage("checkpoint"):
-            return self.state.save(self.bank)
-
-    def forget(self, series: Iterable[str]) -> None:
-        """Drop the models of ``series``: their partitions went to another worker, which saves their
-        state from now on; a later use restores it from :attr:`state` (``streams.batch_consumer``)."""
-        with self._lock:
-            for key in series:
-                self.bank.discard(key)
-
-    def _restore(self, series: list[str]) -> None:
-        self.state.restore_missing(self.bank, series)
 
     def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
         threshold = self.thresholds.warning
