@@ -110,6 +110,13 @@ def anchor(store: Store, tenant: str, tree_size: int) -> Anchor | None:
     return Anchor([bytes.fromhex(frontier[i:i + 64]) for i in range(0, len(frontier), 64)], bytes.fromhex(chain_hash))
 
 
+def seq_range(store: Store, tenant: str) -> tuple[int, int, int]:
+    """``(lowest seq, highest seq, rows)`` of a tenant's rows (0, 0, 0 without any)."""
+    low, high, count = store.query("SELECT min(seq), max(seq), count() FROM audit_log WHERE tenant = {t:String}",
+                                   {"t": tenant}).rows[0]
+    return int(low), int(high), int(count)
+
+
 def seqs(store: Store, tenant: str) -> np.ndarray:
     """The sequence numbers of a tenant's rows, ascending (int64)."""
     return store.query_arrow("SELECT toInt64(seq) AS seq FROM audit_log WHERE tenant = {t:String} ORDER BY seq",

@@ -132,10 +132,12 @@ def _start(store: Store, tenant: str, heads: list[TreeHead], trusted: dict[str, 
     old enough for retention to have deleted every event it covers, if it proves itself (trusted
     signature, frontier folding to its signed root); without one, genesis and the problem at the
     first missing seq. Gaps after the anchor are left to the chain check."""
-    present = log.seqs(store, tenant)
-    contiguous = not (np.diff(present) > 1).any() if len(present) else not heads
-    if contiguous and (not len(present) or present[0] == 0):
+    low, high, count = log.seq_range(store, tenant)
+    if count == 0 and not heads or low == 0 and high + 1 == count:  # the usual case: one aggregate read
         return _Start(), None
+    present = log.seqs(store, tenant)
+    if len(present) and present[0] == 0 and not (np.diff(present) > 1).any():
+        return _Start(), None  # no gap, only duplicates: the chain check names them
     gap = np.flatnonzero(np.diff(present) > 1)
     first_missing = 0 if not len(present) or present[0] != 0 else int(present[gap[0]]) + 1
     old = [h for h in heads if expire_before_ms is not None and h.timestamp_ms <= expire_before_ms]
