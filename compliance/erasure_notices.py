@@ -9,15 +9,17 @@ references to agree), so a producer without the secret cannot have anyone's data
 
 Every store has one consumer group on the topic (:func:`group_id`, from where the store is), read
 from the start: each store applies every notice once (:meth:`SubjectKeys.erase_ref`: the key row,
-the parts that held it, a tombstone), including those sent while its worker was down; workers
+the parts that held it, a tombstone), including those sent while its worker was down. Only a key
+made at or before the notice's time goes: a key made since, for values that arrived after the
+erasure, stays when an old notice is read again (clocks of the hosts must agree to a second). Workers
 sharing a store (one ClickHouse server) share its group, and those that do not apply a notice drop
 the key through its tombstone (:mod:`compliance.subject_keys`). Each application is audited as
 ``gdpr.erase-applied`` (details: the store, whether a key was there), the evidence that every
 store has done it.
 
 >>> value = notice(bytes(32), "acme", "0" * 32, 1_700_000_000_000)
->>> read(bytes(32), value)
-('acme', '00000000000000000000000000000000')
+>>> n = read(bytes(32), value); n.tenant, n.subject_ref[:4], n.at_ms
+('acme', '0000', 1700000000000)
 >>> read(bytes(32), value.replace(b"acme", b"acmf")) is None, read(b"another secret", value) is None
 (True, True)
 """
@@ -78,8 +80,8 @@ def notice(secret: bytes, tenant: str, ref: str, at_ms: int) -> bytes:
     return msgspec.json.encode(Notice(tenant, ref, at_ms, _mac(secret, tenant, ref, at_ms)))
 
 
-def read(secret: bytes, value: bytes | None) -> tuple[str, str] | None:
-    """``(tenant, subject_ref)`` of an authentic notice; ``None`` (logged) for anything else."""
+def read(secret: bytes, value: bytes | None) -> Notice | None:
+    """The notice, if authentic; ``None`` (logged) for anything else."""
     try:
         n = msgspec.json.decode(value or b"", type=Notice)
     except msgspec.DecodeError:
@@ -88,7 +90,7 @@ def read(secret: bytes, value: bytes | None) -> tuple[str, str] | None:
     if not hmac.compare_digest(n.mac, _mac(secret, n.tenant, n.subject_ref, n.at_ms)):
         log.warning("erasure notices: a notice for tenant %r does not authenticate; skipped", n.tenant)
         return None
-    return n.tenant, n.subject_ref
+    return n
 
 
 def records(settings: Settings, tenant: str, ref: str) -> list[tuple[str, bytes, bytes]]:
@@ -119,8 +121,9 @@ def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher)
     secret, group = pii_secret(settings), group_id(settings)
 
     def apply(batch: Sequence[KafkaEvent]) -> list[tuple[str, str, bool]]:
-        erased = [found for e in batch if (found := read(secret, e.value)) is not None]
-        return [(tenant, ref, keys.erase_ref(tenant, ref)) for tenant, ref in dict.fromkeys(erased)]
+        notices = [n for e in batch if (n := read(secret, e.value)) is not None]
+        return [(n.tenant, n.subject_ref, keys.erase_ref(n.tenant, n.subject_ref, made_before_ms=n.at_ms))
+                for n in notices]
 
     async def handle(batch: Sequence[KafkaEvent]) -> None:
         applied = await in_thread(apply, batch)

@@ -182,23 +182,27 @@ class SubjectKeys:
         """:meth:`erase_ref` of the subject."""
         return self.erase_ref(tenant, self.subject_ref(tenant, subject))
 
-    def erase_ref(self, tenant: str, ref: str) -> bool:
-        """Destroy the key of the subject ``ref``: write its tombstone, delete its row
-        (mutations_sync), merge the table (OPTIMIZE FINAL), wait until no outdated part that held
-        it is left on disk, and until every instance on the store has looked at the tombstones
-        since (:data:`ERASURE_CHECK_SECONDS`). True if there was a key. ``TimeoutError`` if the
-        engine kept an outdated part longer than :data:`ERASE_TIMEOUT_SECONDS` (the key is
-        deleted; its old part's file is not yet)."""
+    def erase_ref(self, tenant: str, ref: str, made_before_ms: int | None = None) -> bool:
+        """Destroy the key of the subject ``ref`` (only if made at or before ``made_before_ms``,
+        epoch ms, when given: a notice of an old erasure leaves a key made since for new data):
+        write its tombstone, delete its row (mutations_sync), merge the table (OPTIMIZE FINAL),
+        wait until no outdated part that held it is left on disk, and until every instance on
+        the store has looked at the tombstones since (:data:`ERASURE_CHECK_SECONDS`). True if
+        there was such a key. ``TimeoutError`` if the engine kept an outdated part longer than
+        :data:`ERASE_TIMEOUT_SECONDS` (the key is deleted; its old part's file is not yet)."""
         tenant = check_tenant(tenant)
+        made = "" if made_before_ms is None else f" AND created_at <= fromUnixTimestamp64Milli({int(made_before_ms)})"
         with self._lock:
-            existed = self._cache.pop((tenant, ref), None) is not None or self._stored(tenant, ref) is not None
+            self._cache.pop((tenant, ref), None)  # read again from the store, if it stays
+            existed = self.store.query(f"SELECT count() FROM {TABLE} WHERE tenant = {{t:String}} AND subject_ref = "
+                                       f"{{r:String}}{made}", {"t": tenant, "r": ref}).rows[0][0] > 0
             self.store.command(f"INSERT INTO {ERASURES} (tenant, subject_ref) VALUES ({quote(tenant)}, {quote(ref)})")
             told = time.monotonic()
             at = self.store.query(f"SELECT toUnixTimestamp64Milli(max(erased_at)) FROM {ERASURES} WHERE tenant = {{t:String}} "
                                   "AND subject_ref = {r:String}", {"t": tenant, "r": ref}).rows[0][0]
             self._seen.add((tenant, ref, int(at)))  # told below: not again when the tombstones are read
-            self.store.command(f"ALTER TABLE {TABLE} DELETE WHERE tenant = {quote(tenant)} AND subject_ref = {quote(ref)} "
-                               "SETTINGS mutations_sync = 2")
+            self.store.command(f"ALTER TABLE {TABLE} DELETE WHERE tenant = {quote(tenant)} AND subject_ref = {quote(ref)}"
+                               f"{made} SETTINGS mutations_sync = 2")
             self.store.command(f"OPTIMIZE TABLE {TABLE} FINAL")
         deadline = time.monotonic() + ERASE_TIMEOUT_SECONDS
         while self.outdated_parts():
