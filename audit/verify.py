@@ -42,6 +42,7 @@ from audit.paths import key_file, witness_file
 from audit.chain import GENESIS, ChainBroken, verify_columns
 from audit.merkle import Frontier
 from audit.sth import TreeHead, verify as signature_ok
+from compliance.retention import Retention
 from m1.settings import Settings
 from sinks.clickhouse import Store
 
@@ -77,8 +78,6 @@ class Report:
 def verify_configured(settings: Settings, store: Store, tenant: str, since_seq: int = 0) -> Report:
     """:func:`verify_tenant` with the configured key history, the witness file's head and the
     configured audit retention (which heads may anchor a trail whose oldest events expired)."""
-    from compliance.retention import Retention  # compliance builds on audit's events, audit on its retention
-
     return verify_tenant(store, tenant, keys.trusted_keys(key_file(settings)),
                          load_witness(witness_file(settings)).get(tenant), since_seq,
                          Retention(settings, store).audit_expiry_ms(tenant))
