@@ -36,26 +36,29 @@ BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # upper bounds (s) of the printed his
 
 
 def live_latency(settings: Settings, workload: Workload, first_tick: int, rate: float, seconds: float,
-                 poll: float = 0.1) -> dict[str, np.ndarray]:
-    """Latencies (s) of ``{"row visible": ..., "anomaly on topic": ...}`` while producing
-    ``workload`` from tick ``first_tick`` at ``rate`` points/s for ``seconds`` (see the module)."""
+                 poll: float = 0.1, drain: float = 120.0) -> tuple[int, dict[str, np.ndarray]]:
+    """Points produced and the latencies (s) ``{"row visible": ..., "anomaly on topic": ...}``
+    of producing ``workload`` from tick ``first_tick`` at ``rate`` points/s for ``seconds`` (see
+    the module); waits up to ``drain`` s after the last send for every row to be visible (a
+    worker slower than ``rate`` shows as a long tail, and as fewer rows than points if it never catches up)."""
     start = time.time()
     rows: list[float] = []
     anomalies: list[float] = []
     done = threading.Event()
     poller = threading.Thread(target=_poll_rows, args=(settings, start, poll, rows, done), daemon=True)
     poller.start()
+    produced = 0
     try:
-        asyncio.run(_produce_and_listen(settings, workload, first_tick, rate, seconds, anomalies))
+        produced = asyncio.run(_produce_and_listen(settings, workload, first_tick, rate, seconds, anomalies, rows, drain))
     finally:
-        time.sleep(5.0)  # the last points' rows and anomalies
         done.set()
         poller.join()
-    return {"row visible": np.array(rows), "anomaly on topic": np.array(anomalies)}
+    return produced, {"row visible": np.array(rows), "anomaly on topic": np.array(anomalies)}
 
 
 async def _produce_and_listen(settings: Settings, workload: Workload, first_tick: int, rate: float, seconds: float,
-                              anomalies: list[float]) -> None:
+                              anomalies: list[float], rows: list[float], drain: float) -> int:
+    """Points sent; returns once their rows are all visible, or ``drain`` s after the last send."""
     consumer = AIOKafkaConsumer(settings.topic_anomalies, bootstrap_servers=settings.bootstrap,
                                 auto_offset_reset="latest", enable_auto_commit=False, **client_kwargs(settings))
     await consumer.start()
@@ -82,7 +85,11 @@ async def _produce_and_listen(settings: Settings, workload: Workload, first_tick
                     await producer.send(settings.topic_metrics, encode(point), key=point.series_key.encode())
                 sent += min(100, len(points) - chunk)
         await producer.flush()
-        await asyncio.sleep(5.0)
+        deadline = time.time() + drain
+        while len(rows) < sent and time.time() < deadline:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)  # the last anomalies
+        return sent
     finally:
         await producer.stop()
         listening.cancel()

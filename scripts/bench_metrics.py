@@ -127,14 +127,16 @@ def main(
     rss, peak = live["rss"]  # type: ignore[misc]
     console.print(f"worker memory with {series:,} series: {rss / 2**20:,.0f} MiB resident, {peak / 2**20:,.0f} MiB peak")
     if "latency" in live:
-        print_latency(live["latency"], rate, series)  # type: ignore[arg-type]
+        produced, latencies = live["latency"]  # type: ignore[misc]
+        print_latency(latencies, rate, series, produced)
     if stages:
         print_stages(stages, points)
 
 
-def print_latency(latencies: dict, rate: float, series: int) -> None:
+def print_latency(latencies: dict, rate: float, series: int, produced: int) -> None:
     """Percentiles and histogram of each end-to-end latency."""
-    table = Table(title=f"end to end at {rate:,.0f} points/s ({series:,} series), produce to ...")
+    table = Table(title=f"end to end at {rate:,.0f} points/s ({series:,} series, {produced:,} points produced, "
+                        f"one spike per series), produce to ...")
     for column in ("measure", "n", "p50 s", "p90 s", "p99 s", "max s", *(label for label, _ in histogram(np.zeros(0)))):
         table.add_column(column, justify="left" if column == "measure" else "right")
     for name, values in latencies.items():
