@@ -26,6 +26,11 @@ def _names(regions: str) -> list[str] | None:
     return [name.strip() for name in regions.split(",") if name.strip()] or None
 
 
+def _ms(value: float | None) -> str:
+    """A lag in ms, or ``-`` when none was measured in the window."""
+    return "-" if value is None else f"{value:.1f}"
+
+
 @app.command("start")
 def start(regions: str = typer.Option("", help="Comma list of region names (default: the set last started "
                                                "here, else eu-west,us-east,ap-south)."),
@@ -85,7 +90,7 @@ def status(window: float = typer.Option(3.0, help="Seconds to read the agents' l
     if lags:
         lag_table = Table("source", "target", "lag p50 ms", "lag p99 ms", "skew ms", "offset lag", "heartbeats lost")
         for row in lags:
-            lag_table.add_row(row.source, row.target, f"{row.lag_p50_ms:.1f}", f"{row.lag_p99_ms:.1f}",
+            lag_table.add_row(row.source, row.target, _ms(row.lag_p50_ms), _ms(row.lag_p99_ms),
                               f"{row.skew_ms:+.1f}", str(row.offset_lag), str(row.missing))
         console.print(lag_table)
     else:

@@ -1,9 +1,10 @@
-"""Session fixtures of the multi-region tests: two local clusters with MirrorMaker 2 (loopback), and
-three regions in network namespaces with MirrorMaker 2 and an agent each (tests/regions/mesh.py).
+"""Fixtures of the multi-region tests: two local clusters with MirrorMaker 2 (loopback), and three
+regions in network namespaces with MirrorMaker 2 and an agent each (tests/regions/mesh.py).
 
-Each set is started once per session, in its own tmp home, and only by a session that uses it;
-it is stopped at the end. The three-region set is shared by the failover, partition, split-brain
-and watchdog tests: :func:`regions_mesh` puts it back to its start before each test
+Each set is started only when a test uses it, in its own tmp home: the two clusters for the module
+that uses them; the three regions once per session, shared by the failover, partition,
+split-brain and watchdog tests, which run last and together (:func:`pytest_collection_modifyitems`).
+:func:`regions_mesh` puts the three regions back to their start before each test
 (:meth:`Mesh.reset`: links healed, loss and WAN delay off, dead parts restarted) and waits until
 every agent sees every region healthy, instead of starting new clusters. Memory: about 1.3 GB for
 the two-cluster set, about 3.5 GB for the three regions (a MirrorMaker per region).
@@ -26,7 +27,13 @@ FAR = "ap-south"
 WATCHDOG_STALL_S = 20.0
 
 
-@pytest.fixture(scope="session")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of the shared three regions run last, together: the set stays up from the first of
+    them to the end of the session, and nothing else competes with it for the machine."""
+    items.sort(key=lambda item: "regions_mesh" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="module")
 def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegionSet]:
     """eu-west and us-east, MirrorMaker 2 both ways; agents started by the tests beat every 0.5 s."""
     home = tmp_path_factory.mktemp("regions-2")

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 from m1.cli import app
 from m1.kafka_local import _pid_alive
-from m1.settings import Settings
+from m1.settings import Settings, get_settings
 from regions.cluster import RegionSet
 from regions.watchdog import FlowClock, RestartBudget
 from tests.regions.conftest import WATCHDOG_STALL_S
@@ -106,6 +107,15 @@ async def test_a_wedged_mirrormaker_is_restarted_and_nothing_is_lost(regions_mes
     assert [e for e in tail.seen if e.ts >= stopped_at and e.kind == "failover"] == []
 
 
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    """The CLI reads M1_HOME anew (get_settings is cached per process)."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_settings")
 def test_m1_regions_status_shows_the_watchdogs_restarts_and_giving_up(tmp_path: Path) -> None:
     region_set = RegionSet(Settings(home=tmp_path), ["eu-west", "us-east"])
     region_set.record()
