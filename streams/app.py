@@ -126,6 +126,7 @@ def build_scorer_app(settings: Settings) -> faust.App:
         raise ValueError("a scorer keeps its checkpoints in M1_STATE_DIR (shared with every worker of the group); set it")
     ensure_topics(settings)
     ensure_topics(settings, [inserts_topic(settings.app_id)])
+    settings.home.mkdir(parents=True, exist_ok=True)  # Faust's data directory goes there (no store does)
     app = make_faust_app(settings.model_copy(update={"app_id": f"{settings.app_id}-scorer"}))  # not the owner's group
     publisher = app.service(Publisher(settings))
     store = ForwardingStore(inserts_topic(settings.app_id), publisher.publish, lambda: publisher.loop)

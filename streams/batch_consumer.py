@@ -76,6 +76,8 @@ BatchHandler = Callable[[Sequence[KafkaEvent]], Awaitable[None]]
 BatchDeadLetters = Callable[[Sequence[KafkaEvent], str], Awaitable[None]]
 #: Drops the models of the given series (their partitions went to another worker).
 Forget = Callable[[Iterable[str]], object]
+#: After a rebalance, told the partitions assigned and those lost (blocking: run in a thread).
+Moved = Callable[[set[TopicPartition], list[TopicPartition]], object]
 
 TENANT_TOPICS_REFRESH_MS = 30_000
 #: Longest wait of one poll of the paused partitions while a batch is retried.
@@ -97,6 +99,8 @@ class BatchConsumer(Service):
     ``forget`` callables drop the models of the series (record keys) read from partitions this
     consumer lost in a rebalance (see the module docstring).
 
+    ``moved`` callables are told, after ``forget``, the partitions assigned and those lost.
+
     ``by_pattern`` (default: ``M1_TENANT_TOPICS``) subscribes to every tenant's ``topic``; an
     internal topic of the pipeline is read by name (``False``).
     """
@@ -104,7 +108,7 @@ class BatchConsumer(Service):
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
                  checkpoints: list[Callable[[], object]], checkpoint_due: Callable[[], bool] = lambda: False,
                  dead_letters: BatchDeadLetters | None = None, forget: Sequence[Forget] = (),
-                 by_pattern: bool | None = None, **kwargs: object):
+                 by_pattern: bool | None = None, moved: Sequence[Moved] = (), **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
@@ -115,6 +119,7 @@ class BatchConsumer(Service):
         self.dead_letters = dead_letters
         self.forget = forget
         self.by_pattern = settings.tenant_topics if by_pattern is None else by_pattern
+        self.moved = moved
         self.retry = RetryPolicy.of(settings)
         self._batch_assignment: frozenset[TopicPartition] = frozenset()  # the partitions when the batch was read
         self._consumer: AIOKafkaConsumer | None = None
@@ -189,6 +194,8 @@ class BatchConsumer(Service):
             log.info("%d partitions of %s went elsewhere; their %d series' models are dropped", len(lost), self.topic, len(series))
             for forget in self.forget:  # in a thread: it waits for the pipeline's lock
                 await asyncio.get_running_loop().run_in_executor(None, forget, series)
+        for moved in self.moved:
+            await asyncio.get_running_loop().run_in_executor(None, moved, set(assigned), lost)
 
     @Service.task
     async def _checkpoint_clock(self) -> None:

@@ -69,6 +69,7 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
                               handler=otlp_handler(pipeline.aggregate_red, pipeline.red_topic, "otlp_red", publisher,
                                                    settings, observed),
                               checkpoints=[pipeline.checkpoint_red], forget=[pipeline.forget_red],
+                              moved=[pipeline.moved_red],
                               dead_letters=dead_letters))
 
     @app.timer(IDLE_CHECK_SECONDS, name="otlp_red_idle")

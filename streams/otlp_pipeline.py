@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+from aiokafka import TopicPartition
 
 from m1.settings import Settings
 from m1.topics import tenant_topic
@@ -45,7 +46,7 @@ from sinks.clickhouse import Store
 from sinks.model_state import load_state_key
 from streams.metrics_pipeline import (BatchOutcome, MetricsPipeline, Record, TopicTenants, dead_letter, tenant_mismatch,
                                      too_far_ahead, topic_tenants)
-from streams.red import RED_GRACE_SECONDS, RedBank, decode_red, red_records, red_topic, resource_tenant
+from streams.red import RED_GRACE_SECONDS, RedBank, RedSpans, decode_red, red_records, red_topic, resource_tenant
 from streams.tracing import stage
 
 log = logging.getLogger(__name__)
@@ -219,17 +220,19 @@ class OtlpPipeline:
         and forward the points of the minutes that closed."""
         now = time.time()
         outcome = OtlpOutcome()
-        batches = []
+        batches: dict[str, list[tuple[str, RedSpans]]] = defaultdict(list)  # by partition, in order
         with stage("decode"):
             for record in records:
                 try:
-                    batches.append((record.key.decode() if record.key else "", decode_red(record.value or b"")))
+                    batches[f"{record.topic}:{record.partition}"].append(
+                        (record.key.decode() if record.key else "", decode_red(record.value or b"")))
                 except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                     outcome.dead_letters.append(dead_letter(record, f"not a RED record: {exc}", now,
                                                             self.settings.max_payload_bytes))
         with stage("score"):
-            self.metrics.state.restore_missing(self.red, sorted({key for key, _ in batches}))
-            outcome.rekeyed = self._to_metrics_topic(self.red.add(batches))
+            self.metrics.state.restore_missing(self.red, sorted({key for part in batches.values() for key, _ in part}))
+            outcome.rekeyed = self._to_metrics_topic([p for partition, part in batches.items()
+                                                      for p in self.red.add(part, partition)])
         self._store_dead_letters(outcome, now)
         return outcome
 
@@ -248,6 +251,12 @@ class OtlpPipeline:
         """Drop the RED state of ``keys`` (their partitions went to another worker)."""
         for key in keys:
             self.red.discard(key)
+
+    def moved_red(self, assigned: Iterable[TopicPartition], lost: Iterable[TopicPartition]) -> None:
+        """After a rebalance: drop the key lists of the partitions lost, restore every saved key of
+        those assigned (their open minutes close here, by the idle timer if no span comes again)."""
+        self.red.release(f"{tp.topic}:{tp.partition}" for tp in lost)
+        self.red.adopt([f"{tp.topic}:{tp.partition}" for tp in assigned], self.metrics.state)
 
     def _store_dead_letters(self, outcome: OtlpOutcome, now: float) -> None:
         if outcome.dead_letters:  # the metrics path's way in for dead letters (nothing to score here)

@@ -183,6 +183,7 @@ def red_records(rows: Iterable[dict[str, Any]], topic: str, source: str, offset:
 
 
 _ENCODER = msgspec.msgpack.Encoder()
+_INDEX = "index:"  # rows listing a partition's keys
 _DECODER = msgspec.msgpack.Decoder(RedSpans)
 
 
@@ -208,7 +209,12 @@ class RedBank:
     Thread-safe. The same protocol as :class:`models.bank.ModelBank` where checkpoints are concerned
     (``state_key``, ``missing``, ``restore``, ``checkpoint``, ``discard``): rows are
     ``(key, spans accounted, sealed state)``, the state msgpack (never unpickled) sealed with an
-    HMAC under the deployment's state key, so a row moved to another key or altered is refused."""
+    HMAC under the deployment's state key, so a row moved to another key or altered is refused.
+
+    Given the partition its spans came from (:meth:`add`), the bank also saves each partition's
+    keys (rows ``index:<topic>:<partition>``): a worker that is assigned a partition restores all
+    its keys at once (:meth:`adopt`), so the minutes a key left open are closed by the new owner's
+    idle timer even if no span of the key comes again."""
 
     state_key = "red@1"
 
@@ -219,6 +225,7 @@ class RedBank:
         self._seen: dict[str, dict[str, int]] = {}
         self._spans: dict[str, int] = {}
         self._dirty: set[str] = set()
+        self._index: dict[str, set[str]] = {}  # partition -> its keys
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
@@ -229,12 +236,15 @@ class RedBank:
         with self._lock:
             return self._state(key)
 
-    def add(self, batches: Iterable[tuple[str, RedSpans]]) -> list[MetricPoint]:
-        """Account ``(key, spans)`` in order, skipping spans of a source record already accounted;
-        returns the points of the minutes that closed."""
+    def add(self, batches: Iterable[tuple[str, RedSpans]], partition: str | None = None) -> list[MetricPoint]:
+        """Account ``(key, spans)`` (of ``partition``, ``topic:partition``, if given) in order, skipping
+        spans of a source record already accounted; returns the points of the minutes that closed."""
         points: list[MetricPoint] = []
         with self._lock:
             for key, batch in batches:
+                if partition is not None and key not in self._index.setdefault(_INDEX + partition, set()):
+                    self._index[_INDEX + partition].add(key)
+                    self._dirty.add(_INDEX + partition)
                 seen = self._seen.setdefault(key, {})
                 if batch.offset < seen.get(batch.source, -1) + 1:
                     continue  # a replayed source record: its spans are in this state already
@@ -253,7 +263,23 @@ class RedBank:
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         with self._lock:
-            return [k for k in keys if k not in self._minutes]
+            return [k for k in keys if k not in self._minutes and k not in self._index]
+
+    def adopt(self, partitions: Iterable[str], state: Any) -> None:
+        """Restore from ``state`` (a :class:`sinks.model_state.StateLocation`) every key saved for
+        ``partitions`` (``topic:partition``) that the bank does not hold."""
+        indexes = [_INDEX + p for p in partitions]
+        state.restore_missing(self, indexes)
+        with self._lock:
+            keys = sorted({key for index in indexes for key in self._index.get(index, ())})
+        state.restore_missing(self, keys)
+
+    def release(self, partitions: Iterable[str]) -> None:
+        """Drop the key lists of ``partitions`` (another worker owns them now)."""
+        with self._lock:
+            for partition in partitions:
+                self._index.pop(_INDEX + partition, None)
+                self._dirty.discard(_INDEX + partition)
 
     def discard(self, key: str) -> None:
         """Forget ``key`` (its partition went to another worker, which saves it from now on)."""
@@ -267,6 +293,8 @@ class RedBank:
         with self._lock:
             rows = [(key, self._spans.get(key, 0), self._seal(key, self._spans.get(key, 0), self._dump(key)))
                     for key in sorted(self._dirty) if key in self._minutes]
+            rows += [(index, len(keys), self._seal(index, len(keys), msgspec.msgpack.encode(sorted(keys))))
+                     for index, keys in sorted(self._index.items()) if index in self._dirty]
             self._dirty.clear()
             return rows
 
@@ -276,6 +304,9 @@ class RedBank:
             for key, spans, sealed in rows:
                 state = self._open(key, spans, sealed)
                 if key in self._minutes or state is None:
+                    continue
+                if key.startswith(_INDEX):
+                    self._index.setdefault(key, set()).update(msgspec.msgpack.decode(state, type=list[str]))
                     continue
                 saved = msgspec.msgpack.decode(state, type=_Saved)
                 red = self._state(key)

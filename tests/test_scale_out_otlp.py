@@ -125,6 +125,16 @@ def start(settings: Settings) -> WorkerProcess:
     return WorkerProcess(settings, settings.home / f"worker-{settings.web_port}.log").start(timeout=240)
 
 
+def wait_stored(workers: list[Settings], expected: int) -> None:
+    """Wait until the workers stored ``expected`` points; else fail saying which series lack points."""
+    if wait_for(lambda: everything_stored(workers, expected), timeout=300 + RED_GRACE_SECONDS):
+        return
+    per_series: dict[str, int] = {}
+    for series, _, *_ in rows(workers):
+        per_series[series] = per_series.get(series, 0) + 1
+    pytest.fail(f"{sum(per_series.values())} of {expected} points stored: {sorted(per_series.items())}")
+
+
 def everything_stored(workers: list[Settings], expected: int) -> bool:
     """Whether the workers stored ``expected`` points (a worker too loaded to answer its health
     check in time makes the query try its store directly, which it holds: not yet, then)."""
@@ -139,13 +149,12 @@ def test_two_then_three_workers_one_stopped_match_one_worker_on_otlp(tmp_path: P
     data = workload(start_ns())
     # every minute's p90 and error rate per operation (the closing spans' minute by the idle timer), the gauges
     expected = SERVICES * OPERATIONS * (MINUTES + 1) * 2 + HOSTS * MINUTES * 6
-    wait = 300 + RED_GRACE_SECONDS
 
     one = otlp_group(tmp_path / "one", kafka_bootstrap)
     worker = start(one)
     try:
         send(one, data)
-        assert wait_for(lambda: everything_stored([one], expected), timeout=wait)
+        wait_stored([one], expected)
         assert wait_for(lambda: handled(one), timeout=120)
         one_rows = rows([one])
     finally:
@@ -169,7 +178,7 @@ def test_two_then_three_workers_one_stopped_match_one_worker_on_otlp(tmp_path: P
         workers[1].stop()  # leaves mid-stream: its RED keys and models are checkpointed on the way out
         send(shared, data[2 * third :])
         workers[1] = start(members[1])  # and comes back
-        assert wait_for(lambda: everything_stored(members, expected), timeout=wait)
+        wait_stored(members, expected)
         assert wait_for(lambda: handled(shared), timeout=120)
         many_rows = rows(members)
     finally:

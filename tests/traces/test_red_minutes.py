@@ -139,3 +139,19 @@ def test_closed_red_minutes_go_to_the_metrics_topic_keyed_by_series(store: Store
     assert {topic for topic, _, _ in outcome.rekeyed} == {settings.topic_metrics}
     assert [key for _, key, _ in outcome.rekeyed] == [p.series_key.encode() for p in points]
     assert sorted(p.metric for p in points) == ["span.duration.p90_ms", "span.error_rate"] and outcome.stored == 0
+
+
+def test_a_worker_assigned_a_partition_restores_all_its_keys_and_closes_their_minutes(tmp_path: Path) -> None:
+    """A key whose spans stopped before its partition moved is not left open forever: the new
+    owner restores every key saved for the partition, and its idle timer closes their minutes."""
+    files = StateDirectory(tmp_path)
+    old = RedBank(bytes(32), grace_seconds=0)
+    assert old.add([red_record("a|cart", [span("a", T0 + 5 * 10**9, 12.0)], offset=0)], partition="red:1") == []
+    old.add([red_record("b|cart", [span("b", T0)], offset=0)], partition="red:0")
+    files.save(old)
+    new = RedBank(bytes(32), grace_seconds=0)
+    new.adopt(["red:1"], files)
+    assert len(new) == 1 and closed(new.close_idle(), "a") == [(T0 / 1e9, 12.0)]
+    old.release(["red:1"])
+    old.discard("a|cart")
+    assert files.save(old) == 0  # the old owner no longer writes the partition's key list
