@@ -16,6 +16,10 @@ It prints the machine, its load and the command first, so a result table stands 
 Run:  .venv/bin/python scripts/bench_metrics.py --points 200000 --series 1000 [--stage-times]
       .venv/bin/python scripts/bench_metrics.py --points 200000 --series 10000 --rate 0
 
+``--cpu-split`` measures just where a worker's CPU goes per point, in this process, without a
+broker: decode (with the personal-data policy), score, store insert and forecasting, in CPU
+time over the second half of the batches (the first half warms the models up).
+
 ``--redaction-only`` measures just what the personal-data policy adds per point, in this
 process, without a broker: decode alone, then decode + redact, on the workload's points as they
 are and with two more labels per point that the policy pseudonymises (a client IP, an email).
@@ -54,7 +58,8 @@ from m1.worker_process import WorkerProcess
 from m1.workload import Workload
 from schemas.events import decode_metric, encode
 from sinks.clickhouse import Store, connect
-from streams.metrics_pipeline import MetricsPipeline, Record
+from streams.forecast_pipeline import ForecastPipeline
+from streams.metrics_pipeline import MetricsPipeline, Record, decode_batch
 
 console = Console(width=150)
 
@@ -67,6 +72,7 @@ def main(
     forecasting: bool = typer.Option(True, help="Keep the forecasting handler on (it learns the load metrics)."),
     stage_times: bool = typer.Option(False, help="Trace the worker to a local OTLP receiver and show where its batch time goes."),
     redaction_only: bool = typer.Option(False, help="Only the cost of the personal-data policy per point, in process."),
+    cpu_split: bool = typer.Option(False, help="Only the CPU per point of each stage, in process."),
     rate: float = typer.Option(10_000, help="Then feed the warm worker live at this many points/s for the latency "
                                             "histograms (0: skip)."),
     live_seconds: float = typer.Option(30.0, help="Seconds of the live feed."),
@@ -83,6 +89,14 @@ def main(
         table.add_column("µs / point", justify="right")
         for name, rate in redaction_cost(workload_records(points, series, time.time()), home).items():
             table.add_row(name, f"{rate:,.0f}", f"{1e6 / rate:.2f}")
+        console.print(table)
+        return
+    if cpu_split:
+        table = Table(title=f"CPU per point, in process (steady state): {points:,} points, {series:,} series")
+        for column in ("stage", "µs / point"):
+            table.add_column(column, justify="left" if column == "stage" else "right")
+        for name, micros in stage_cpu(workload_records(points, series, time.time()), home).items():
+            table.add_row(name, f"{micros:.1f}")
         console.print(table)
         return
     broker = LocalKafka(Settings(home=home / "broker"))
@@ -204,6 +218,47 @@ def redaction_cost(records: list[tuple[bytes, bytes]], home: Path) -> dict[str, 
                 redact(point)
         rates[name] = len(batch) / (time.process_time() - start)
     return rates
+
+
+def stage_cpu(records: list[tuple[bytes, bytes]], home: Path, batch: int = 5000) -> dict[str, float]:
+    """CPU µs per point of decode (+ redaction), score (+ bank and columns), the store inserts (of
+    both paths) and forecasting, over the second half of the batches; and of all of them."""
+    settings = Settings(home=home, snapshot_seconds=1e9)
+    store = Store(connect(settings))
+    store.migrate()
+    metrics, forecasts = MetricsPipeline(settings, store), ForecastPipeline(settings, store)
+    seconds = dict.fromkeys(("decode", "score", "insert", "forecast"), 0.0)
+    insert = store.insert
+
+    def timed_insert(*args: object, **kwargs: object) -> int:
+        start = time.process_time()
+        try:
+            return insert(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            seconds["insert"] += time.process_time() - start
+
+    store.insert = timed_insert  # type: ignore[method-assign]
+    batches = [[Record("bench", 0, i + j, k, v) for j, (k, v) in enumerate(records[i : i + batch])]
+               for i in range(0, len(records), batch)]
+    for number, records_batch in enumerate(batches):
+        if number == len(batches) // 2:
+            seconds = dict.fromkeys(seconds, 0.0)
+        now = time.time()
+        start = time.process_time()
+        outcome = decode_batch(metrics.decoder, records_batch, now, settings.max_future_seconds, metrics.tenant_of,
+                               redact=metrics.redactor.event)
+        seconds["decode"] += time.process_time() - start
+        start, inserted = time.process_time(), seconds["insert"]
+        metrics.score_and_store(outcome.points, now, outcome.dead_letters, outcome.sources)
+        seconds["score"] += time.process_time() - start - (seconds["insert"] - inserted)
+        start, inserted = time.process_time(), seconds["insert"]
+        forecasts.process_points(outcome.points)
+        seconds["forecast"] += time.process_time() - start - (seconds["insert"] - inserted)
+    store.close()
+    timed = sum(len(b) for b in batches[len(batches) // 2 :])
+    micros = {name: value / timed * 1e6 for name, value in seconds.items()}
+    micros["all four"] = sum(micros.values())
+    return micros
 
 
 def load_topic(settings: Settings, points: int, series: int) -> list[tuple[bytes, bytes]]:
