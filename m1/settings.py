@@ -297,8 +297,10 @@ class Settings(BaseSettings):
                                   "applied on every path before a write; empty means compliance/default_policy.yaml.")
     retention_days: Annotated[dict[str, int], NoDecode] = Field(
         default={"metrics": 400, "traces": 30, "dead_letters": 30, "access": 400, "audit": 2192},
-        description="Days rows of each retention class are kept (ClickHouse TTL, compliance/retention.py); 0 keeps "
-                    "them forever. Audit: 6 years (HIPAA 164.316(b)(2)). A class left out keeps its default.")
+        description="Days rows are kept (ClickHouse TTL, compliance/retention.py), per table group (metrics, traces, "
+                    "dead_letters, access, audit; 0 keeps them forever; audit: 6 years, HIPAA 164.316(b)(2)) and per "
+                    "personal-data class (direct_identifier, quasi_identifier, phi: rows carrying such a field expire "
+                    "after that many days; 0 leaves them to their group). A key left out keeps its default.")
     retention_tenant_days: Annotated[dict[str, int], NoDecode] = Field(
         default={}, description="Per-tenant exceptions, 'tenant:class=days' (e.g. acme:traces=7,acme:metrics=90).")
 
