@@ -79,7 +79,7 @@ def allocation_lines(corpus: list[LoadSeries], folds: list[Outcome], held_out: l
     scores = [score(d.planned, d) for d in held_out]
     hpa = [score(d.last_peak * (1.0 + total.hpa_headroom), d) for d in held_out]
     top = sorted(range(len(held_out)), key=lambda i: -scores[i].replicas)[:3]
-    lines = [f"dearest series (planner overload %, share of its replica-hours | pooled HPA): " + "; ".join(
+    lines = ["dearest series (planner overload %, share of its replica-hours | pooled HPA): " + "; ".join(
         f"{held_out[i].name} {_pct(scores[i].rate)} %, {scores[i].replicas / total.planner.replicas:.0%} | "
         f"{_pct(hpa[i].rate)} %, {hpa[i].replicas / total.hpa_pooled.replicas:.0%}" for i in top)]
     capped = hpa_headroom_for(held_out, 2 * target, worst=True)

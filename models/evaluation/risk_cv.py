@@ -30,7 +30,7 @@ from models.forecasting.risk import RiskPlanner
 
 GRID: list[dict] = [
     dict(scale=scale, base_windows=b, memory=m, adapt_rate=a, smoothing=s, tail=t, season=p)
-    for scale, b, m, a, s, t, p in itertools.product(("spread", "ratio"), (1, 3), (100, 300, 1000), (0.0, 0.005, 0.02),
+    for scale, b, m, a, s, t, p in itertools.product(("spread", "ratio"), (1, 3), (100, 300, 1000), (0.0, 0.005, 0.02, 0.05),
                                                      (0.05, 0.2), (0, 20), (0, 24))
 ]
 

@@ -70,9 +70,9 @@ class RiskPlanner:
     """Plans window peaks so that a ``target`` share of windows overload (module docstring)."""
 
     def __init__(self, window: int = 12, target: float = 0.05, base_windows: int = 1, memory: int = 100,
-                 adapt_rate: float = 0.02, scale: Literal["spread", "ratio"] = "spread", floor: float = 0.01,
+                 adapt_rate: float = 0.05, scale: Literal["spread", "ratio"] = "spread", floor: float = 0.01,
                  smoothing: float = 0.05, capacity: float = 0.0, tail: int = 20, min_replicas: int = 1,
-                 max_replicas: int | None = None, season: int = 0):
+                 max_replicas: int | None = None, season: int = 24):
         if window < 1 or base_windows < 1 or memory < 1 or not 0.0 < target < 1.0:
             raise ValueError("need window, base_windows, memory >= 1 and 0 < target < 1")
         if min_replicas < 0 or (max_replicas is not None and max_replicas < min_replicas):
