@@ -30,4 +30,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q pip==26.3
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+# compile the default ensemble's kernel once, into numba's cache (a worker's first batch would otherwise wait for it)
+.venv/bin/python -c 'import models.detectors.fast_ensemble as f; f.warm_up()'
 echo "installed: $(.venv/bin/m1 --help >/dev/null && echo 'm1 CLI ok')"

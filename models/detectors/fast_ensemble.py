@@ -58,6 +58,11 @@ def supported(model: Any) -> bool:
             and isinstance(views[1], RobustZ) and views[1].season is not None and type(views[2]) is ContextSurprise)
 
 
+def warm_up() -> None:
+    """Compile the kernel into numba's on-disk cache (or load it from there): ``scripts/install.sh``."""
+    EnsemblePool(lambda: InOrder(Ensemble()), capacity=1).new().score_learn_many(np.ones(3), np.arange(3.0))
+
+
 def export(model: Any) -> Any:
     """What a bank pickles of ``model``: a handle's point-by-point model, any other model as it is."""
     return model.export() if type(model) is FastSeries else model
