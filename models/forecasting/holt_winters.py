@@ -66,8 +66,11 @@ class HoltWintersForecaster(Forecaster):
 
     def _learn_model(self, y: float) -> None:
         model = self.model
+        if self.multiplicative or model._initialized:  # the per-point path: no copy of the first values
+            super()._learn_model(y)
+            return
         first = [*model._first_values, y]
-        if self.multiplicative or model._initialized or len(first) < max(2, self.season or 0):
+        if len(first) < max(2, self.season or 0):
             super()._learn_model(y)
             return
         level = statistics.fmean(first)
