@@ -42,10 +42,9 @@ the end of every window, plans the peak of the next one:
 Both means use the weight ``smoothing`` (a plain mean while fewer than ``1 / smoothing``
 values have been seen, so an early window does not weigh as much as the whole history). State is bounded: ``memory`` scores,
 ``max(base_windows, season)`` peaks and a few floats. The defaults are the configuration that
-leave-one-group-out selection chose in every fold for a 5 % target and in 8 of 13 for 10 %
-(the others: 1000 scores); for 1 %, 10 of 13 folds chose them without the tail (``tail=0``)
-(``m1 eval scaling``, docs/benchmarks-forecast.md, re-run after the second window stopped
-being scored).
+leave-one-group-out selection chose in every fold for a 5 % target (seasonal base of 24
+windows, adapt rate 0.05) and in 9 of 13 for 10 %; for 1 %, every fold chose them with 300
+scores and adapt rate 0.02 (``m1 eval scaling``, docs/benchmarks-forecast.md, session 6).
 
 >>> from models.forecasting.risk import RiskPlanner
 >>> planner = RiskPlanner(window=2, target=0.25, base_windows=1, memory=8, adapt_rate=0.0, scale="ratio", floor=0.0)
