@@ -237,15 +237,16 @@ class ModelBank:
 
     def checkpoint(self) -> list[StateRow]:
         """Sealed rows for every series changed or evicted since the last checkpoint."""
-        rows = list(self._evicted.values())
+        rows = [(series, seen, self.seal(series, seen, state)) for series, seen, state in self._evicted.values()]
         self._evicted.clear()
-        for series in self._dirty:
+        for series in self._dirty:  # sealed one by one: the pickles are not held twice
             live = self._where.get(series)
             if live is not None:
                 model, seen, _ = live[series]
-                rows.append((series, seen, pickle.dumps(self.export(model), protocol=pickle.HIGHEST_PROTOCOL)))
+                state = pickle.dumps(self.export(model), protocol=pickle.HIGHEST_PROTOCOL)
+                rows.append((series, seen, self.seal(series, seen, state)))
         self._dirty.clear()
-        return [(series, seen, self.seal(series, seen, state)) for series, seen, state in rows]
+        return rows
 
     def _put(self, series: str, model: Any, points: int) -> None:
         """Make ``series`` the most recently used model of its tenant."""
