@@ -9,6 +9,7 @@ import sys
 import pytest
 from pydantic import SecretStr
 from typer.main import get_command
+from typer.testing import CliRunner
 
 from m1.cli import app
 from m1.query_client import QueryError, run_query, worker_is_up
@@ -28,7 +29,13 @@ def command_paths(command=None, prefix: tuple[str, ...] = ()) -> list[tuple[str,
 
 @pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "m1")
 def test_every_command_has_help(path: tuple[str, ...]) -> None:
-    out = subprocess.run([sys.executable, "-m", "m1.cli", *path, "--help"], capture_output=True, text=True)
+    out = CliRunner().invoke(app, [*path, "--help"], prog_name="m1")
+    assert out.exit_code == 0, out.output
+    assert f"Usage: m1 {' '.join(path)}".rstrip() in out.output
+
+
+def test_the_installed_command_answers_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "m1.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "Usage:" in out.stdout
 
