@@ -98,8 +98,9 @@ def rows(workers: list[Settings]) -> set[tuple]:
 
 
 def states(settings: Settings) -> tuple[dict, dict]:
-    """Detector checkpoints (points, model re-pickled) by path, and RED states (without the source
-    offsets, whose topic names differ between runs) by path."""
+    """Detector checkpoints (points, model re-pickled) by path, and RED states by path: open minutes,
+    event-time clock and sampler (not the source offsets, whose topic names differ between runs,
+    nor how far the idle timer closed, which is the wall clock's time when it did)."""
     assert settings.state_dir is not None
     models, red = {}, {}
     for f in settings.state_dir.rglob("*"):
@@ -107,8 +108,10 @@ def states(settings: Settings) -> tuple[dict, dict]:
             continue
         path, data = str(f.relative_to(settings.state_dir)), f.read_bytes()
         if path.startswith(RedBank.state_key):
+            if all(isinstance(key, str) for key in msgspec.msgpack.decode(data[8 + 32:])):
+                continue  # a partition's list of keys (named after the run's own topic)
             saved = msgspec.msgpack.decode(data[8 + 32:], type=_Saved)
-            red[path] = (saved.open, saved.watermark_ns, saved.closed_ns, saved.sampler)
+            red[path] = (saved.open, saved.watermark_ns, saved.sampler)  # not closed_ns: the idle timer's wall clock
         else:
             models[path] = (data[:8], pickle.dumps(pickle.loads(data[9 + MAC_BYTES:]), protocol=pickle.HIGHEST_PROTOCOL))
     return models, red
