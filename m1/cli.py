@@ -99,12 +99,17 @@ def worker(loglevel: str = typer.Option("warn", help="crit, error, warn, info or
     """Run the pipeline worker until interrupted (uses the local broker unless M1_KAFKA_BOOTSTRAP is set)."""
     from faust import Worker
 
+    from m1.topics import TopicLayoutError
     from streams.app import ROLES, build_app
 
     if role not in ROLES:
         console.print(f"[red]--role {role}:[/] expected one of {', '.join(ROLES)}")
         raise typer.Exit(2)
-    faust_app = build_app(get_settings(), role)
+    try:
+        faust_app = build_app(get_settings(), role)
+    except TopicLayoutError as exc:
+        console.print(f"[red]cannot start:[/] {exc}")
+        raise typer.Exit(2) from None
     Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 

@@ -72,6 +72,10 @@ def ensure_tenant_topics(settings: Settings, tenant: str) -> list[str]:
     return ensure_topics(settings, [tenant_topic(tenant, base) for base in input_topics(settings)])
 
 
+class TopicLayoutError(RuntimeError):
+    """A topic exists with another partition count than the one the worker needs."""
+
+
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
     """Create missing topics with ``settings.topic_partitions``; returns the ones created."""
     wanted = names or pipeline_topics(settings)
@@ -92,3 +96,24 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
             await admin.close()
 
     return asyncio.run(create())
+
+
+def check_partitions(settings: Settings, names: list[str]) -> None:
+    """Raise :class:`TopicLayoutError` naming each of ``names`` whose partition count is not
+    ``settings.topic_partitions`` (a Faust table keeps a key's state on the partition its source
+    topic gives the key, so the two must be partitioned alike)."""
+
+    async def describe() -> dict[str, int]:
+        admin = admin_client(settings)
+        await admin.start()
+        try:
+            return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+        finally:
+            await admin.close()
+
+    wrong = {name: n for name, n in asyncio.run(describe()).items() if n != settings.topic_partitions}
+    if wrong:
+        found = ", ".join(f"{name} has {n}" for name, n in sorted(wrong.items()))
+        raise TopicLayoutError(f"topic partitions differ from M1_TOPIC_PARTITIONS={settings.topic_partitions}: "
+                               f"{found}. Set M1_TOPIC_PARTITIONS to match, or recreate the topic with "
+                               f"{settings.topic_partitions} partitions (its state table is partitioned alike).")

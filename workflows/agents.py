@@ -33,7 +33,7 @@ import msgspec
 from integrations import webhook
 from integrations.notification import encode as encode_notification
 from m1.settings import Settings
-from m1.topics import ensure_topics
+from m1.topics import check_partitions, ensure_topics
 from sinks.clickhouse import Store
 from streams.batch_consumer import BatchConsumer, KafkaEvent
 from streams.metrics_handler import alert_records, records_of
@@ -125,6 +125,7 @@ def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher)
     sources = source_topics(settings)
     ensure_topics(settings, [*sources.values(), settings.topic_workflow_signals, settings.topic_incidents,
                              settings.topic_workflow_runs, settings.topic_notifications])
+    check_partitions(settings, [settings.topic_workflow_signals])
     specs = Specs(workflows_dir(settings))
     table = app.Table("workflow_state", partitions=settings.topic_partitions, schema=faust.Schema(
         key_type=str, value_type=str, key_serializer="json", value_serializer="raw"))
