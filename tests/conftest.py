@@ -49,3 +49,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     store.migrate()
     yield store
     store.close()  # chdb: one data directory per process at a time
+
+
+@pytest.fixture
+def settings_store(settings: Settings) -> Iterator[Store]:
+    """A migrated embedded store opened with the test module's own ``settings`` fixture, closed after the test."""
+    store = Store(connect(settings))
+    store.migrate()
+    yield store
+    store.close()

@@ -6,7 +6,6 @@ retention still keeps, are still found with their first bad seq; a held tenant l
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from audit.paths import key_file
 from audit.verify import verify_configured, verify_tenant
 from compliance.retention import Retention
 from m1.settings import Settings
-from sinks.clickhouse import Store, connect
+from sinks.clickhouse import Store
 from tests.audit.support import ingest, payload
 from tests.helpers import wait_for
 
@@ -29,11 +28,8 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    store = Store(connect(settings))
-    store.migrate()
-    yield store
-    store.close()
+def store(settings_store: Store) -> Store:
+    return settings_store
 
 
 def chain(settings: Settings, store: Store, tenant: str) -> None:

@@ -4,7 +4,6 @@ what it checks and fails (with evidence) on one that does not; the score and the
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +16,7 @@ from compliance.redact import Redactor
 from compliance.retention import Retention
 from m1.settings import Settings
 from schemas.events import AuditEvent, encode
-from sinks.clickhouse import TS_TYPE, Store, connect
+from sinks.clickhouse import TS_TYPE, Store
 
 
 @pytest.fixture
@@ -26,11 +25,8 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    store = Store(connect(settings))
-    store.migrate()
-    yield store
-    store.close()
+def store(settings_store: Store) -> Store:
+    return settings_store
 
 
 def chain(settings: Settings, store: Store, actions: list[str], tenant: str = "acme") -> None:

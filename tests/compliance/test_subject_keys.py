@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from compliance.pseudonym import Pseudonymiser
 from compliance.redact import Redactor
 from compliance.subject_keys import ERASURE_CHECK_SECONDS, TABLE, KeyErased, SubjectKeys, pii_secret
 from m1.settings import Settings
-from sinks.clickhouse import Store, connect
+from sinks.clickhouse import Store
 from sinks.sql_guard import QueryRefused
 
 
@@ -26,11 +25,8 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    store = Store(connect(settings))
-    store.migrate()
-    yield store
-    store.close()
+def store(settings_store: Store) -> Store:
+    return settings_store
 
 
 def stored_keys(store: Store) -> list[tuple[str, str, str]]:
