@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from models.bank import ModelBank
+from sinks.checkpoints import Checkpointed
 from sinks.clickhouse import TS_TYPE
 from sinks.state_files import StateDirectory
 
@@ -80,9 +80,9 @@ class StoreLike(Protocol):
 class StateLocation(Protocol):
     """Where a pipeline's model checkpoints live."""
 
-    def save(self, bank: ModelBank) -> int: ...
+    def save(self, bank: Checkpointed) -> int: ...
 
-    def restore_missing(self, bank: ModelBank, series: list[str]) -> None: ...
+    def restore_missing(self, bank: Checkpointed, series: list[str]) -> None: ...
 
 
 class StateTable:
@@ -91,10 +91,10 @@ class StateTable:
     def __init__(self, store: StoreLike):
         self.store = store
 
-    def save(self, bank: ModelBank) -> int:
+    def save(self, bank: Checkpointed) -> int:
         return save_checkpoint(self.store, bank)
 
-    def restore_missing(self, bank: ModelBank, series: list[str]) -> None:
+    def restore_missing(self, bank: Checkpointed, series: list[str]) -> None:
         restore_missing(self.store, bank, series)
 
 
@@ -105,7 +105,7 @@ def state_location(state_dir: Path | None, store: StoreLike) -> StateLocation:
     return StateDirectory(state_dir)
 
 
-def save_checkpoint(store: StoreLike, bank: ModelBank) -> int:
+def save_checkpoint(store: StoreLike, bank: Checkpointed) -> int:
     """Write the bank's changed series to ``model_state``; returns how many were saved."""
     rows = bank.checkpoint()
     if rows:
@@ -123,7 +123,7 @@ def save_checkpoint(store: StoreLike, bank: ModelBank) -> int:
     return len(rows)
 
 
-def restore_missing(store: StoreLike, bank: ModelBank, series: list[str]) -> None:
+def restore_missing(store: StoreLike, bank: Checkpointed, series: list[str]) -> None:
     """Load the saved state of those ``series`` the bank does not hold (rows whose MAC does not
     verify are not unpickled: those series start afresh, see :meth:`ModelBank.restore`)."""
     missing = bank.missing(series)

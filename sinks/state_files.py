@@ -15,6 +15,7 @@ new owner skip learning the points in between, as :class:`models.ordered.InOrder
 point twice). With a ClickHouse server every worker shares the ``model_state`` table instead.
 
 >>> import tempfile, numpy as np
+>>> from models.bank import ModelBank
 >>> bank = ModelBank("zscore", key=bytes(32))
 >>> _ = bank.score_learn("acme|eu|api|latency_ms|", np.array([1.0, 1.1, 0.9]), np.arange(3.0))
 >>> files = StateDirectory(Path(tempfile.mkdtemp()))
@@ -32,7 +33,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from models.bank import ModelBank, StateRow
+from sinks.checkpoints import Checkpointed, StateRow
 
 
 class StateDirectory:
@@ -41,7 +42,7 @@ class StateDirectory:
     def __init__(self, root: Path):
         self.root = root
 
-    def save(self, bank: ModelBank) -> int:
+    def save(self, bank: Checkpointed) -> int:
         """Write the bank's changed series; returns how many were saved."""
         rows = bank.checkpoint()
         for series, points, sealed in rows:
@@ -52,8 +53,8 @@ class StateDirectory:
             os.replace(temporary, path)
         return len(rows)
 
-    def restore_missing(self, bank: ModelBank, series: list[str]) -> None:
-        """Load the saved state of those ``series`` the bank does not hold (see :meth:`ModelBank.restore`)."""
+    def restore_missing(self, bank: Checkpointed, series: list[str]) -> None:
+        """Load the saved state of those ``series`` the bank does not hold (see :meth:`Checkpointed.restore`)."""
         rows: list[StateRow] = []
         for key in bank.missing(series):
             try:
@@ -64,6 +65,6 @@ class StateDirectory:
         if rows:
             bank.restore(rows)
 
-    def _path(self, bank: ModelBank, series: str) -> Path:
+    def _path(self, bank: Checkpointed, series: str) -> Path:
         digest = hashlib.sha256(series.encode()).hexdigest()
         return self.root / bank.state_key / digest[:2] / digest
