@@ -81,17 +81,33 @@ class Tail(Generic[T]):
             if predicate(item):
                 return item
         while time.monotonic() < deadline:
-            batches = await self._consumer.getmany(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))))
-            for records in batches.values():
-                for record in records:
-                    try:
-                        item = self.decode(record.value)
-                    except (msgspec.MsgspecError, ValueError):
-                        continue
-                    self.seen.append(item)
-                    if predicate(item):
-                        return item
+            for item in await self._read(min(500, max(1, int((deadline - time.monotonic()) * 1000)))):
+                if predicate(item):
+                    return item
         return None
+
+    async def drain(self, timeout: float = 15.0) -> list[T]:
+        """Every record written until now (up to the end offsets at the call): ``seen``."""
+        deadline = time.monotonic() + timeout
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            await self._read(200)
+        ends = await self._consumer.end_offsets(list(self._consumer.assignment()))
+        for tp, end in ends.items():
+            while await self._consumer.position(tp) < end and time.monotonic() < deadline:
+                await self._read(300)
+        return self.seen
+
+    async def _read(self, timeout_ms: int) -> list[T]:
+        """One fetch: the records it brought, decoded (and added to ``seen``)."""
+        new = []
+        for records in (await self._consumer.getmany(timeout_ms=timeout_ms)).values():
+            for record in records:
+                try:
+                    new.append(self.decode(record.value))
+                except (msgspec.MsgspecError, ValueError):
+                    continue
+        self.seen += new
+        return new
 
 
 def events(bootstrap: str) -> Tail[RegionEvent]:

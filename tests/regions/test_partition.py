@@ -155,7 +155,7 @@ async def _failovers_since(running: Mesh, since: float, observers: list[str]) ->
     found = []
     for observer in observers:
         async with events(running.bootstraps[observer]) as tail:
-            await tail.until(lambda e: False, 2)
+            await tail.drain()
             found += [e for e in tail.seen if e.kind == "failover" and e.ts >= since]
     return found
 
