@@ -165,9 +165,8 @@ class RedSpans(msgspec.Struct, array_like=True, frozen=True):
 
     def rows(self) -> list[dict[str, Any]]:
         """The spans as the ``otel_traces`` rows :meth:`RedMinutes.add` reads."""
-        resource = {"tenant": self.tenant, "cloud.region": ""}
         return [{"Timestamp": start, "Duration": duration, "StatusCode": "Error" if error else "Ok",
-                 "ResourceAttributes": {**resource, "cloud.region": region}, "ServiceName": self.service,
+                 "ResourceAttributes": {"tenant": self.tenant, "cloud.region": region}, "ServiceName": self.service,
                  "SpanName": operation} for start, duration, error, region, operation in self.spans]
 
 
@@ -183,7 +182,7 @@ def red_records(rows: Iterable[dict[str, Any]], topic: str, source: str, offset:
 
 
 _ENCODER = msgspec.msgpack.Encoder()
-_INDEX = "index:"  # rows listing a partition's keys
+_INDEX = "index:"  # rows listing a partition's keys: their names have no '|', every aggregate key has one
 _DECODER = msgspec.msgpack.Decoder(RedSpans)
 
 
@@ -305,7 +304,7 @@ class RedBank:
                 state = self._open(key, spans, sealed)
                 if key in self._minutes or state is None:
                     continue
-                if key.startswith(_INDEX):
+                if "|" not in key:  # a partition's list of keys
                     self._index.setdefault(key, set()).update(msgspec.msgpack.decode(state, type=list[str]))
                     continue
                 saved = msgspec.msgpack.decode(state, type=_Saved)
