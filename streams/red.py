@@ -28,6 +28,7 @@ import numpy as np
 
 from m1.settings import Settings
 from schemas.events import MetricPoint
+from sinks.model_state import StateLocation
 
 #: RED minutes close once spans this much later have been seen (or the topic is this long idle).
 RED_GRACE_SECONDS = 60.0
@@ -205,8 +206,8 @@ class _Saved(msgspec.Struct, array_like=True):
 class RedBank:
     """:class:`RedMinutes` per aggregate key, saved and restored per key (see the module docstring).
 
-    Thread-safe. The same protocol as :class:`models.bank.ModelBank` where checkpoints are concerned
-    (``state_key``, ``missing``, ``restore``, ``checkpoint``, ``discard``): rows are
+    Thread-safe. A :class:`sinks.checkpoints.Checkpointed`, like :class:`models.bank.ModelBank`
+    (``state_key``, ``missing``, ``restore``, ``checkpoint``; and ``discard``): rows are
     ``(key, spans accounted, sealed state)``, the state msgpack (never unpickled) sealed with an
     HMAC under the deployment's state key, so a row moved to another key or altered is refused.
 
@@ -264,8 +265,8 @@ class RedBank:
         with self._lock:
             return [k for k in keys if k not in self._minutes and k not in self._index]
 
-    def adopt(self, partitions: Iterable[str], state: Any) -> None:
-        """Restore from ``state`` (a :class:`sinks.model_state.StateLocation`) every key saved for
+    def adopt(self, partitions: Iterable[str], state: StateLocation) -> None:
+        """Restore from ``state`` every key saved for
         ``partitions`` (``topic:partition``) that the bank does not hold."""
         indexes = [_INDEX + p for p in partitions]
         state.restore_missing(self, indexes)
