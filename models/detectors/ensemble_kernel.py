@@ -10,7 +10,8 @@ holds; :func:`score_batch` runs a whole batch of many series in one call.
 Layout (``C`` slots): windows ``w`` 0 (robust's history), 1 (seasonal history), 2 (seasonal values)
 in ``wring``/``wsorted`` ``[C, 3, size]`` with ``wmeta[C, 3, 5]`` = (len, head, sorted count,
 non-finite count, hint); the seasonal ``past`` ring ``[C, cap]`` with ``pmeta[C, 5]`` = (len, head,
-maxlen, lag, settling times held) and ``t0[C, 11]``; per view ``v`` calibrator ``cal[C, 3, 2]``
+maxlen, lag, settling times held), wrapping at its maxlen (a settled season touches only its
+first ``lag + halfwidth`` values) and ``t0[C, 11]``; per view ``v`` calibrator ``cal[C, 3, 2]``
 (mean, var) and ``caln[C, 3]``; rarity gates ``gclosed[C, 3, blocks, k]``, ``gopen``/``gtop[C, 3, k]``
 and ``gmeta[C, 3, 5]`` = (closed blocks, oldest block, open len, filled, top len); context
 ``ccounts[C, L*L]``, ``ctotals[C, L]``, ``crange[C, 4]`` = (lo, hi, lo_before, hi_before),
@@ -290,21 +291,21 @@ def _robust_raw(hring_meta, hsrt, vsrt, vmeta, fp, v, y, has_y, min_points):
 
 @njit(cache=True)
 def _past_at(past, pmeta, i):
-    """The i-th oldest value of the past ring."""
+    """The i-th oldest value of the past ring (which wraps at its maxlen ``pmeta[2]``)."""
     at = pmeta[1] + i
-    cap = len(past)
-    return past[at - cap] if at >= cap else past[at]
+    size = pmeta[2]
+    return past[at - size] if at >= size else past[at]
 
 
 @njit(cache=True)
 def _past_append(past, pmeta, x):
     """deque.append under the ring's maxlen ``pmeta[2]``: the oldest value goes once full."""
-    n, cap = pmeta[0], len(past)
-    if n == pmeta[2]:
-        pmeta[1] = pmeta[1] + 1 if pmeta[1] + 1 < cap else 0
+    n, size = pmeta[0], pmeta[2]
+    if n == size:
+        pmeta[1] = pmeta[1] + 1 if pmeta[1] + 1 < size else 0
         n -= 1
     at = pmeta[1] + n
-    past[at - cap if at >= cap else at] = x
+    past[at - size if at >= size else at] = x
     pmeta[0] = n + 1
 
 
@@ -341,11 +342,13 @@ def _settle_lag(past, pmeta, t0, t, season, k, max_season):
     low = k + 1 if k + 1 > 2 else 2
     lag = lag if low <= lag <= max_season else -1
     pmeta[3] = lag
-    keep = lag + k if lag + k > 1 else 1  # deque(past, maxlen=keep)
-    while pmeta[0] > keep:
-        pmeta[1] = pmeta[1] + 1 if pmeta[1] + 1 < len(past) else 0
-        pmeta[0] -= 1
-    pmeta[2] = keep
+    keep = lag + k if lag + k > 1 else 1  # deque(past, maxlen=keep): its last `keep` values, moved to the front
+    n = pmeta[0] if pmeta[0] < keep else keep
+    kept = np.empty(n)
+    for i in range(n):
+        kept[i] = _past_at(past, pmeta, pmeta[0] - n + i)
+    past[:n] = kept
+    pmeta[0], pmeta[1], pmeta[2] = n, 0, keep
     pmeta[4] = 0
 
 

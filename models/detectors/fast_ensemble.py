@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import math
+import mmap
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -137,8 +138,8 @@ class EnsemblePool:
                   "ccounts": (self.levels * self.levels,), "ctotals": (self.levels,), "crange": (4,), "cint": (2,),
                   "last_ts": (), "learned": (), "since": ()}
         ints = {"wmeta", "pmeta", "caln", "gmeta", "cint", "learned", "since"}
-        for name in FIELDS:  # np.empty: pages a slot never touches take no memory
-            grown = np.empty((capacity, *shapes[name]), dtype=np.int64 if name in ints else np.float64)
+        for name in FIELDS:
+            grown = _lazy((capacity, *shapes[name]), np.int64 if name in ints else np.float64)
             if self.capacity:
                 grown[: self.capacity] = self.state[name]
             self.state[name] = grown
@@ -218,6 +219,17 @@ class EnsemblePool:
         finally:
             self._pending = self._flush = None
         return out
+
+
+def _lazy(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A zeroed array whose pages take memory only once written: anonymous memory without
+    transparent huge pages (numpy asks for them on large arrays, and one write would then make
+    2 MiB of slots resident at once)."""
+    count = int(np.prod(shape))
+    memory = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(memory, dtype=dtype, count=count).reshape(shape)
 
 
 def _parameters(model: InOrder) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +313,7 @@ def _save(st: dict[str, np.ndarray], s: int, model: InOrder) -> None:
     seasonal.hist, seasonal.values = windows[1], windows[2]
     n, head, maxlen, lag, held = (int(v) for v in st["pmeta"][s])
     ring = st["past"][s]
-    at = (head + np.arange(n)) % len(ring)
+    at = (head + np.arange(n)) % maxlen
     seasonal.lag = lag
     seasonal.past = deque(ring[at].tolist(), maxlen=None if lag == 0 else maxlen)
     seasonal._t0 = st["t0"][s, :held].tolist()

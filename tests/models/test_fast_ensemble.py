@@ -187,3 +187,19 @@ def test_a_fresh_process_loads_the_compiled_kernel_from_its_cache() -> None:
     seconds = [float(subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                                     check=True).stdout) for _ in range(2)]
     assert seconds[1] < 10.0, seconds  # compiling the kernel takes tens of CPU seconds
+
+
+@pytest.mark.parametrize("step,lag", [(21600.0, 4), (17280.0, 5), (2 * 86400.0, -1)])
+def test_short_and_missing_seasons_match_the_definition(step: float, lag: int) -> None:
+    """Spacings whose daily season is a few points (the seasonal ring keeps fewer values than the
+    11 it held while the lag was measured) or none (seasonless) score and save alike."""
+    rng = np.random.default_rng(5)
+    ts = 1.7e9 + step * np.arange(3000)
+    xs = np.round(50 + 10 * np.sin(2 * np.pi * ts / 86400) + rng.normal(0, 1, len(ts)), 1)
+    xs[[900, 2000]] += 30
+    slow = reference()
+    expected = one_by_one(slow, xs, ts)
+    fast = EnsemblePool(reference).new()
+    np.testing.assert_allclose(in_random_batches(fast, xs, ts, seed=3, largest=50), expected, rtol=0, atol=TOLERANCE)
+    assert slow.detector.components[1].lag == lag
+    assert pickle.dumps(fast.export()) == pickle.dumps(slow)
