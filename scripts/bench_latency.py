@@ -105,25 +105,31 @@ async def _listen(consumer: AIOKafkaConsumer, anomalies: list[float]) -> None:
 
 
 def _poll_rows(settings: Settings, start: float, poll: float, rows: list[float], done: threading.Event) -> None:
-    """Collect, every ``poll`` s, the stamps of rows (of points stamped after ``start``) newly visible."""
+    """Collect, every ``poll`` s, the stamps of rows (of points stamped after ``start``) newly
+    visible: those stored (``ingested_at``) since 30 s before the latest one seen, less those
+    already counted, however late their points were."""
     seen: set[tuple[str, int]] = set()
-    since = int(start * 1000)
+    start_ms = int(start * 1000)
+    since = start_ms  # ingested_at from which rows may still be new
     while not done.is_set():
         asked = time.time()
         try:
-            result = run_query(settings, "SELECT series, toUnixTimestamp64Milli(ts) FROM metric_points "
-                                         f"WHERE ts >= fromUnixTimestamp64Milli(toInt64({since}))")
+            result = run_query(settings, "SELECT series, toUnixTimestamp64Milli(ts), toUnixTimestamp64Milli(ingested_at) "
+                                         f"FROM metric_points WHERE ts >= fromUnixTimestamp64Milli(toInt64({start_ms})) "
+                                         f"AND ingested_at >= fromUnixTimestamp64Milli(toInt64({since}))")
         except QueryError:  # a loaded worker missed its health check: ask again (rows seen late count late)
             time.sleep(poll)
             continue
-        answered = time.time()
-        for series, stamp in result.rows:
+        latest = since
+        for series, stamp, ingested in result.rows:
+            latest = max(latest, ingested)
             if (series, stamp) not in seen:
                 seen.add((series, stamp))
                 rows.append(asked - stamp / 1000.0)  # visible by the time the query was asked
-        if seen:  # only ask for the last few seconds again
-            since = max(since, int((answered - 5.0) * 1000))
-            seen = {key for key in seen if key[1] >= since}
+        if latest - 30_000 > since:  # forget what can no longer come back
+            since = latest - 30_000
+            result_keys = {(series, stamp) for series, stamp, ingested in result.rows if ingested >= since}
+            seen &= result_keys
         time.sleep(max(0.0, poll - (time.time() - asked)))
 
 
