@@ -4,8 +4,9 @@
 stamped with the wall-clock time it is sent, and plants one spike per series (50 noise widths).
 Two clocks are read against those stamps, as histograms:
 
-* **row visible**: a poller asks the worker's query API every ``poll`` seconds for the rows that
-  became visible since it last asked; a row's latency is the poll time minus its stamp (so it is
+* **row visible**: a poller asks the worker's query API every ``poll`` seconds for the rows of a
+  sample of the series (one in :data:`SAMPLE`: the queries run inside the worker) that became
+  visible since it last asked; a row's latency is the poll time minus its stamp (so it is
   over-stated by up to ``poll``);
 * **anomaly on its topic**: a consumer of the anomalies topic; an anomaly's latency is the time
   it is received minus its point's stamp.
@@ -36,7 +37,7 @@ BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # upper bounds (s) of the printed his
 
 
 def live_latency(settings: Settings, workload: Workload, first_tick: int, rate: float, seconds: float,
-                 poll: float = 0.1, drain: float = 120.0) -> tuple[int, dict[str, np.ndarray]]:
+                 poll: float = 0.2, drain: float = 120.0) -> tuple[int, dict[str, np.ndarray]]:
     """Points produced and the latencies (s) ``{"row visible": ..., "anomaly on topic": ...}``
     of producing ``workload`` from tick ``first_tick`` at ``rate`` points/s for ``seconds`` (see
     the module); waits up to ``drain`` s after the last send for every row to be visible (a
@@ -45,11 +46,12 @@ def live_latency(settings: Settings, workload: Workload, first_tick: int, rate: 
     rows: list[float] = []
     anomalies: list[float] = []
     done = threading.Event()
-    poller = threading.Thread(target=_poll_rows, args=(settings, start, poll, rows, done), daemon=True)
+    visible = [0]
+    poller = threading.Thread(target=_poll_rows, args=(settings, start, poll, rows, done, visible), daemon=True)
     poller.start()
     produced = 0
     try:
-        produced = asyncio.run(_produce_and_listen(settings, workload, first_tick, rate, seconds, anomalies, rows, drain))
+        produced = asyncio.run(_produce_and_listen(settings, workload, first_tick, rate, seconds, anomalies, visible, drain))
     finally:
         done.set()
         poller.join()
@@ -57,7 +59,7 @@ def live_latency(settings: Settings, workload: Workload, first_tick: int, rate: 
 
 
 async def _produce_and_listen(settings: Settings, workload: Workload, first_tick: int, rate: float, seconds: float,
-                              anomalies: list[float], rows: list[float], drain: float) -> int:
+                              anomalies: list[float], visible: list[int], drain: float) -> int:
     """Points sent; returns once their rows are all visible, or ``drain`` s after the last send."""
     consumer = AIOKafkaConsumer(settings.topic_anomalies, bootstrap_servers=settings.bootstrap,
                                 auto_offset_reset="latest", enable_auto_commit=False, **client_kwargs(settings))
@@ -86,7 +88,7 @@ async def _produce_and_listen(settings: Settings, workload: Workload, first_tick
                 sent += min(100, len(points) - chunk)
         await producer.flush()
         deadline = time.time() + drain
-        while len(rows) < sent and time.time() < deadline:
+        while visible[-1] < sent and time.time() < deadline:
             await asyncio.sleep(0.5)
         await asyncio.sleep(2.0)  # the last anomalies
         return sent
@@ -104,19 +106,27 @@ async def _listen(consumer: AIOKafkaConsumer, anomalies: list[float]) -> None:
             anomalies.extend(now - msgspec.json.decode(m.value)["ts"] for m in messages)
 
 
-def _poll_rows(settings: Settings, start: float, poll: float, rows: list[float], done: threading.Event) -> None:
-    """Collect, every ``poll`` s, the stamps of rows (of points stamped after ``start``) newly
-    visible: those stored (``ingested_at``) since 30 s before the latest one seen, less those
-    already counted, however late their points were."""
+#: Rows whose latency is collected: one series in SAMPLE (the poller's queries run inside the worker).
+SAMPLE = 20
+
+
+def _poll_rows(settings: Settings, start: float, poll: float, rows: list[float], done: threading.Event,
+               visible: list[int]) -> None:
+    """Every ``poll`` s: how many rows of points stamped after ``start`` are visible (into
+    ``visible``), and the latencies of a sample's rows (one series in :data:`SAMPLE`) newly
+    visible since the last ask (rows stored from 2 s before the latest one seen, less those counted)."""
     seen: set[tuple[str, int]] = set()
     start_ms = int(start * 1000)
-    since = start_ms  # ingested_at from which rows may still be new
+    since = start_ms  # ingested_at from which sampled rows may still be new
     while not done.is_set():
         asked = time.time()
         try:
             result = run_query(settings, "SELECT series, toUnixTimestamp64Milli(ts), toUnixTimestamp64Milli(ingested_at) "
                                          f"FROM metric_points WHERE ts >= fromUnixTimestamp64Milli(toInt64({start_ms})) "
-                                         f"AND ingested_at >= fromUnixTimestamp64Milli(toInt64({since}))")
+                                         f"AND ingested_at >= fromUnixTimestamp64Milli(toInt64({since})) "
+                                         f"AND cityHash64(series) % {SAMPLE} = 0")
+            visible.append(int(run_query(settings, "SELECT count() FROM metric_points WHERE "
+                                                   f"ts >= fromUnixTimestamp64Milli(toInt64({start_ms}))").rows[0][0]))
         except QueryError:  # a loaded worker missed its health check: ask again (rows seen late count late)
             time.sleep(poll)
             continue
@@ -126,10 +136,9 @@ def _poll_rows(settings: Settings, start: float, poll: float, rows: list[float],
             if (series, stamp) not in seen:
                 seen.add((series, stamp))
                 rows.append(asked - stamp / 1000.0)  # visible by the time the query was asked
-        if latest - 30_000 > since:  # forget what can no longer come back
-            since = latest - 30_000
-            result_keys = {(series, stamp) for series, stamp, ingested in result.rows if ingested >= since}
-            seen &= result_keys
+        if latest - 2_000 > since:  # batches are stored in the order of their ingested_at
+            since = latest - 2_000
+            seen = {(series, stamp) for series, stamp, ingested in result.rows if ingested >= since}
         time.sleep(max(0.0, poll - (time.time() - asked)))
 
 
