@@ -3,6 +3,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
+COPY core core
 COPY m1 m1
 COPY streams streams
 COPY models models

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from compliance.redact import Redactor
 from sinks.clickhouse import TS_TYPE, Store
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 
 log = logging.getLogger("m1.access")
 _own = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from api.openapi import document
 from api.route import Route
 from api.routes import ROUTES
 from compliance.redact import Redactor
-from m1.pipeline_metrics import PipelineMetrics
-from m1.settings import Settings
+from core.pipeline_metrics import PipelineMetrics
+from core.settings import Settings
 from sinks.clickhouse import QueryResult, Store
 from tenancy.authn import Authenticator
 from tenancy.registry import Registry

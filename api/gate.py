@@ -38,7 +38,7 @@ from api.answer import json_response
 from api.params import BadInput, parse_all
 from api.route import AUTHENTICATED, PUBLIC, Call, Refused, Route
 from tenancy.authn import AuthenticationBusy, AuthenticationError
-from tenancy.names import check_tenant
+from core.tenant_names import check_tenant
 from tenancy.principal import Principal
 from tenancy.quotas import LimiterPool, tenant_quotas
 from tenancy.registry import NotFound

@@ -17,7 +17,7 @@ from aiohttp import web
 from api.answer import json_value, rows_as_items
 from api.resources import Listing
 from api.route import Call, Handler, Refused
-from m1.pipeline_metrics import CONTENT_TYPE
+from core.pipeline_metrics import CONTENT_TYPE
 from tenancy.quotas import tenant_quotas
 from tenancy.registry import NotFound
 from tenancy.roles import ANY_TENANT, PERMISSIONS, ROLES, TENANT_GRANTABLE, check_roles

@@ -2,7 +2,7 @@
 
 >>> import asyncio
 >>> from aiohttp import web
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> async def demo():
 ...     server = ApiServer(Settings(web_port=0), web.Application())
 ...     await server.start()
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from m1.settings import Settings
+from core.settings import Settings
 
 
 class ApiServer:

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     from api.access import AccessEntry
     from compliance.service import Compliance
-    from m1.pipeline_metrics import PipelineMetrics
-    from m1.settings import Settings
+    from core.pipeline_metrics import PipelineMetrics
+    from core.settings import Settings
     from regions.status import RegionStatus
     from sinks.clickhouse import Store
     from api.handlers import RunBottlenecks

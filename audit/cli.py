@@ -22,9 +22,9 @@ from audit.proofs import ProofUnavailable, check_inclusion, consistency, prove
 from audit.paths import key_file, witness_file
 from audit.verify import Report, load_witness, save_witness, verify_now
 from m1.query_client import QueryError, api_call, worker_is_up
-from m1.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from sinks.clickhouse import Store, StoreUnavailable, connect
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 from traces.cli import parse_duration
 
 app = typer.Typer(help="The tamper-evident audit trail: verify, prove, rotate the signing key.",

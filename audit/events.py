@@ -9,7 +9,7 @@ each tenant and a replay is deduplicated like any other record. Actions:
 - ``audit.verify``: a run of ``m1 audit verify`` and its result;
 - ``audit.key-rotate``: a new signing key replaced the old one.
 
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> e = config_event(Settings(home="/tmp/x", kafka_bootstrap="k:9092"), now=1700000000.0)
 >>> e.action, e.tenant, len(e.details["settings_sha256"])
 ('config.start', 'platform', 64)
@@ -36,9 +36,9 @@ from urllib.parse import urlsplit
 import msgspec
 from pydantic import SecretStr
 
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import AuditEvent, encode
-from tenancy.names import PLATFORM, check_tenant
+from core.tenant_names import PLATFORM, check_tenant
 
 if TYPE_CHECKING:
     from api.access import AccessEntry
@@ -92,7 +92,7 @@ def records(settings: Settings, events: Iterable[AuditEvent]) -> list[tuple[str,
 
 def send(settings: Settings, events: Iterable[AuditEvent]) -> None:
     """Send ``events`` to the audit topic now and wait for the broker (for the CLI)."""
-    from m1.producer import make_producer
+    from core.kafka.producer import make_producer
 
     async def run() -> None:
         producer = make_producer(settings)

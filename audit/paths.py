@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from m1.settings import Settings
+from core.settings import Settings
 
 
 def key_file(settings: Settings) -> Path:

@@ -27,8 +27,8 @@ from audit.signer import Signer
 from compliance import erasure_notices
 from compliance.redact import Redactor
 from compliance.retention import Retention, RetentionClock
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from sinks.clickhouse import Store
 from streams.batch_consumer import BatchConsumer, KafkaEvent
 from streams.metrics_handler import alert_records, records_of

@@ -43,7 +43,7 @@ from audit.chain import GENESIS, ChainBroken, verify_columns
 from audit.merkle import Frontier
 from audit.sth import TreeHead, verify as signature_ok
 from compliance.retention import Retention
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import Store
 
 

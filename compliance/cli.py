@@ -28,7 +28,7 @@ from compliance import erasure_notices, policy_cli
 from compliance.report import FRAMEWORKS, markdown
 from compliance.service import Compliance
 from m1.query_client import QueryError, api_call, worker_is_up
-from m1.settings import get_settings
+from core.settings import get_settings
 from sinks.clickhouse import Store, StoreUnavailable, connect
 
 gdpr_app = typer.Typer(help="GDPR rights of a data subject: export (Art. 15/20), erase (Art. 17, crypto-shredding).",

@@ -38,8 +38,8 @@ import msgspec
 
 from audit import events
 from compliance.subject_keys import SubjectKeys, derived_key, pii_secret
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from sinks.clickhouse import Store
 from streams.batch_consumer import BatchConsumer, KafkaEvent
 from streams.publisher import Publisher
@@ -100,7 +100,7 @@ def records(settings: Settings, tenant: str, ref: str) -> list[tuple[str, bytes,
 
 def send(settings: Settings, tenant: str, ref: str) -> None:
     """Send the notice now and wait for the broker (for the command line, without a worker)."""
-    from m1.producer import make_producer
+    from core.kafka.producer import make_producer
 
     async def run() -> None:
         ensure_topics(settings, [topic(settings)])

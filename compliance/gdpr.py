@@ -21,7 +21,7 @@ asked. An erasure is also sent through ``notify`` (the worker and the command li
 notice, :mod:`compliance.erasure_notices`), so workers with stores of their own erase it too.
 
 >>> import asyncio, tempfile
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> from sinks.clickhouse import Store, connect
 >>> settings = Settings(home=tempfile.mkdtemp())
 >>> store = Store(connect(settings)); _ = store.migrate()
@@ -56,12 +56,12 @@ from audit import events
 from compliance.pseudonym import Pseudonymiser
 from compliance.subject_keys import TABLE as KEY_TABLE
 from compliance.subject_keys import TOKEN, KeyErased, SubjectKeys
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import AuditEvent
 from sinks.clickhouse import Store
 from sinks.sql_guard import TENANT_COLUMNS
 from streams.tracing import in_thread
-from tenancy.names import check_tenant
+from core.tenant_names import check_tenant
 
 FORMAT = "m1-gdpr-export/1"
 #: Tables never searched: the keys themselves, and the migration log.

@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from compliance.detect import DETECTORS, Detector
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import AuditEvent, MetricPoint, RegionHeartbeat, Span
 
 DataClass = Literal["direct_identifier", "quasi_identifier", "phi", "secret"]

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compliance.policy import FieldRules, Policy, PolicyError, load_policy
-from m1.settings import get_settings
+from core.settings import get_settings
 
 app = typer.Typer(help="The personal-data policy: check a file, show what it does.", no_args_is_help=True)
 FILE = typer.Argument(None, help="A policy file (default: M1_PII_POLICY_PATH, else the shipped default).")

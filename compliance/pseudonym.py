@@ -23,7 +23,7 @@ import hmac
 import re
 
 from compliance.subject_keys import derived_key, pii_secret
-from m1.settings import Settings
+from core.settings import Settings
 
 PREFIX = "pii:"
 _PSEUDONYM = re.compile(r"pii:[0-9a-f]{16}")

@@ -53,7 +53,7 @@ from compliance.detect import TOKEN, Hit
 from compliance.policy import EVENT_TYPES, STRUCTURAL, FieldRules, Policy, load_policy, policy_of
 from compliance.pseudonym import Pseudonymiser
 from compliance.subject_keys import SubjectKeys
-from m1.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from schemas.otlp import read_varint
 
 #: ``encrypt(tenant, subject, plaintext) -> "enc:v1:..."`` (``SubjectKeys.encrypt``).

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import NOT_FOR_SQL, Store
 
 DISCLAIMER = ("Automated evidence gathered by M1 Analytics from this deployment. It is not a certification, "

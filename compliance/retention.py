@@ -50,11 +50,11 @@ import pyarrow as pa
 from mode import Service
 
 from compliance.policy import DATA_CLASSES, FieldRules, Policy, policy_of
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import TS_TYPE, Store
 from sinks.sql_guard import quote
 from streams.tracing import in_thread
-from tenancy.names import check_tenant
+from core.tenant_names import check_tenant
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from compliance import report
 from compliance import erasure_notices
 from compliance.gdpr import Audit, Gdpr, Notify
 from compliance.retention import Retention
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import AuditEvent
 from sinks.clickhouse import Store
 from streams.publisher import Publisher
 from streams.tracing import in_thread
-from tenancy.names import PLATFORM, check_tenant
+from core.tenant_names import PLATFORM, check_tenant
 
 
 class Compliance:

@@ -26,7 +26,7 @@ gets a new key. Workers with stores of their own learn of an erasure from
 :mod:`compliance.erasure_notices`.
 
 >>> import tempfile
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> from sinks.clickhouse import Store, connect
 >>> store = Store(connect(Settings(home=tempfile.mkdtemp())))
 >>> _ = store.migrate()
@@ -64,11 +64,11 @@ import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import TS_TYPE, Store
 from sinks.model_state import load_state_key
 from sinks.sql_guard import quote
-from tenancy.names import check_tenant
+from core.tenant_names import check_tenant
 
 TABLE = "subject_keys"
 PREFIX = "enc:v1:"

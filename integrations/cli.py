@@ -15,7 +15,7 @@ from rich.table import Table
 from integrations import registry, secrets
 from integrations.context import Context
 from integrations.notification import Notification, Receiver, encode, notification_id
-from m1.settings import get_settings
+from core.settings import get_settings
 
 app = typer.Typer(help="Integrations: receivers of workflow notifications, and their delivery.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -98,7 +98,7 @@ def send_test(path: Path = typer.Argument(..., help="A workflow file (YAML)."),
     settings = get_settings()
     n = sample_notification(tenant, receivers[receiver], kind)
     if outbox:
-        from m1.producer import make_producer, send_all
+        from core.kafka.producer import make_producer, send_all
 
         async def publish() -> None:
             producer = make_producer(settings)

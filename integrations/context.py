@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from m1.settings import Settings
+from core.settings import Settings
 
 #: Publishes ``(topic, key, value)`` records and returns once Kafka acknowledged them.
 Publish = Callable[[Iterable[tuple[str, bytes | None, bytes]]], Awaitable[int]]

@@ -48,9 +48,9 @@ from integrations.breaker import Breaker
 from integrations.context import Context
 from integrations.notification import Notification
 from integrations.outcome import Outcome
-from m1.kafka_security import admin_client, client_kwargs
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.kafka.security import admin_client, client_kwargs
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from streams.metrics_pipeline import DeadLetter
 from streams.publisher import OutputRecord, Publisher
 from streams.retry import RetryPolicy

@@ -17,8 +17,8 @@ import msgspec
 import pyarrow as pa
 
 from integrations.delivery import Delivery, DeliveryService, delivery_topics
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from sinks.clickhouse import TS_TYPE, Store
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
 from streams.publisher import Publisher

@@ -10,7 +10,7 @@ from rich.table import Table
 from audit import cli as audit_cli
 from compliance import cli as compliance_cli
 from integrations import cli as integrations_cli
-from m1.settings import get_settings
+from core.settings import get_settings
 from models.evaluation import cli as nab_cli
 from models.evaluation import capacity_cli, forecast_cli
 from regions import cli as regions_cli
@@ -46,7 +46,7 @@ REGION_OPTION = typer.Option("", "--region", help="A region's own cluster (<home
 
 
 def _local_kafka(region: str):  # noqa: ANN202 - LocalKafka, imported lazily
-    from m1.kafka_local import LocalKafka
+    from core.kafka.local_broker import LocalKafka
     from regions.cluster import RegionSet
 
     return RegionSet(get_settings(), [region]).kafka(region) if region else LocalKafka(get_settings())
@@ -99,7 +99,7 @@ def worker(loglevel: str = typer.Option("warn", help="crit, error, warn, info or
     """Run the pipeline worker until interrupted (uses the local broker unless M1_KAFKA_BOOTSTRAP is set)."""
     from faust import Worker
 
-    from m1.topics import TopicLayoutError
+    from core.kafka.topics import TopicLayoutError
     from streams.app import ROLES, build_app
 
     if role not in ROLES:

@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from m1.kafka_local import LocalKafka
+from core.kafka.local_broker import LocalKafka
 from m1.local_key import key_file, local_admin_key, shown
-from m1.producer import make_producer
+from core.kafka.producer import make_producer
 from m1.query_client import run_query, worker_is_up
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from m1.worker_process import WorkerProcess
 from m1.workload import Workload
 from tenancy.registry import Registry

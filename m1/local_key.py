@@ -6,7 +6,7 @@ accepts it, and makes a new one when it was revoked or the registry is new. Only
 is ever shown (:func:`shown`).
 
 >>> import tempfile
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> settings = Settings(home=tempfile.mkdtemp())
 >>> first = local_admin_key(settings, "demo")
 >>> local_admin_key(settings, "demo") == first, oct(key_file(settings, "demo").stat().st_mode & 0o777)
@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from m1.settings import Settings
+from core.settings import Settings
 from tenancy.keys import parse_key
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 from tenancy.registry import Registry
 
 

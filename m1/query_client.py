@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import QueryResult, Store, StoreUnavailable, connect
 
 

@@ -6,34 +6,17 @@ the same broker, topics, store and web port.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pydantic import SecretStr
-
-from m1.kafka_security import login_of
+from core.child_env import settings_env
 from m1.query_client import worker_is_up
-from m1.settings import Settings
+from core.settings import Settings
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that reproduces ``settings`` in a child process (secrets included: the
-    environment of one's own child is as private as one's memory)."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:  # the field's default; an inherited variable must not override it
-            env.pop(f"M1_{name.upper()}", None)
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"M1_{name.upper()}"] = str(value)
-    env["M1_KAFKA_BOOTSTRAP"] = settings.bootstrap
-    env.update(login_of(settings).env())  # the login the settings resolve to (the local broker's, too)
-    return env
 
 
 class WorkerProcess:

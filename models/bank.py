@@ -56,7 +56,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, hmac
 
 from models.registry import make_detector
-from tenancy.quotas import series_tenant
+from core.tenant_names import series_tenant
 
 #: A checkpoint row: series key, points learned so far, sealed state (see :meth:`ModelBank.seal`).
 StateRow = tuple[str, int, bytes]

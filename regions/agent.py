@@ -41,8 +41,8 @@ from aiokafka import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from mode import Service, ServiceT
 
-from m1.kafka_security import client_kwargs
-from m1.settings import Settings
+from core.kafka.security import client_kwargs
+from core.settings import Settings
 from regions.feed import RegionFeed
 from regions.health import HealthPolicy, RegionHealth
 from regions.heartbeat import HeartbeatPublisher, decode_heartbeat

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from m1.settings import get_settings
+from core.settings import get_settings
 
 app = typer.Typer(help="Multi-region: local clusters with MirrorMaker 2, heartbeats, lag, health and routing.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -110,7 +110,7 @@ def watchdog(stall: float = typer.Option(30.0, help="Seconds a flow may deliver 
     import asyncio
     import logging
 
-    from m1.kafka_local import KafkaError
+    from core.kafka.local_broker import KafkaError
     from regions.cluster import RegionSet
     from regions.mirror import MirrorMaker
     from regions.watchdog import MirrorWatchdog, RestartBudget

@@ -1,6 +1,6 @@
 """A set of named local Kafka clusters, one per region, with MirrorMaker 2 between them.
 
-Each region is a single-node KRaft cluster (:class:`m1.kafka_local.LocalKafka`) in its own home
+Each region is a single-node KRaft cluster (:class:`core.kafka.local_broker.LocalKafka`) in its own home
 ``<home>/regions/<name>/`` with its own ports and data; MirrorMaker 2 (:mod:`regions.mirror`)
 runs beside them in ``<home>/regions/mirror/``. The set's names are recorded in
 ``<home>/regions/regions.json``, so ``stop`` and ``status`` need no arguments. The brokers are
@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from m1.kafka_local import BrokerState, LocalKafka
-from m1.settings import Settings
+from core.kafka.local_broker import BrokerState, LocalKafka
+from core.settings import Settings
 from regions.mirror import MirrorMaker, MirrorState
 
 #: Server properties of every region's broker (after a SIGKILL the restarted broker is fenced

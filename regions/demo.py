@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from m1.settings import Settings
+from core.settings import Settings
 from regions.cluster import RegionSet
 from regions.processes import start_agents, stop_agents
 from regions.watch import wait_for_event, wait_for_route

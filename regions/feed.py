@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from mode import Service
 
-from m1.kafka_security import client_kwargs
-from m1.settings import Settings
+from core.kafka.security import client_kwargs
+from core.settings import Settings
 from streams.publisher import OutputRecord, Publisher
 
 log = logging.getLogger(__name__)

@@ -133,7 +133,7 @@ class HealthPolicy:
 
     @classmethod
     def from_settings(cls, settings: Any, regions: int) -> HealthPolicy:
-        """The policy configured in m1/settings.py (``M1_HEARTBEAT_INTERVAL``, ``M1_HEALTH_*``) for a
+        """The policy configured in core/settings.py (``M1_HEARTBEAT_INTERVAL``, ``M1_HEALTH_*``) for a
         set of ``regions`` regions; an unset ``M1_HEALTH_DOWN_MISSED`` / ``M1_HEALTH_RECOVER_BEATS``
         takes the set's default (:func:`set_thresholds`)."""
         down_missed, recover_beats = set_thresholds(regions)

@@ -25,10 +25,10 @@ from collections.abc import Callable
 import msgspec
 from mode import Service
 
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import EventDecoder, RegionHeartbeat
 from streams.publisher import Publisher
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 
 log = logging.getLogger(__name__)
 #: A beat not acknowledged within this many intervals (at least 2 s) is given up.

@@ -46,12 +46,12 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from m1.kafka_security import client_kwargs
-from m1.settings import Settings
-from m1.topics import tenant_topic
+from core.kafka.security import client_kwargs
+from core.settings import Settings
+from core.kafka.topics import tenant_topic
 from schemas.events import MetricPoint, RegionHeartbeat
 from streams.publisher import OutputRecord
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 
 log = logging.getLogger(__name__)
 #: How long a cluster may take to answer the offset probe before its lag counts as unknown.

@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from m1.kafka_local import LOG4J_PROPERTIES, KafkaError, LocalKafka, _pid_alive, terminate
-from m1.settings import Settings
+from core.kafka.local_broker import LOG4J_PROPERTIES, KafkaError, LocalKafka, _pid_alive, terminate
+from core.settings import Settings
 
 MAIN_CLASS = "org.apache.kafka.connect.mirror.MirrorMaker"
 HEAP = "-Xmx512m"

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from m1.kafka_local import terminate
-from m1.settings import Settings
-from m1.worker_process import settings_env
+from core.kafka.local_broker import terminate
+from core.settings import Settings
+from core.child_env import settings_env
 from regions.agent import region_bootstraps
 
 

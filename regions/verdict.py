@@ -62,7 +62,7 @@ import msgspec
 
 from regions.health import HealthState, RegionView, event_kind
 from schemas.events import RegionEvent
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from m1.kafka_security import client_kwargs
-from m1.settings import Settings
+from core.kafka.security import client_kwargs
+from core.settings import Settings
 from regions.routing import Route
 from schemas.events import RegionEvent
 

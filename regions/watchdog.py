@@ -52,8 +52,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from m1.kafka_security import client_kwargs
-from m1.settings import Settings
+from core.kafka.security import client_kwargs
+from core.settings import Settings
 from regions.mirror import MirrorMaker
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ def serve(home: str, rows: int, ready: multiprocessing.Queue, stop: multiprocess
 
     from api.app import make_api
     from api.server import ApiServer
-    from m1.settings import Settings
+    from core.settings import Settings
     from sinks.clickhouse import TS_TYPE, Store, connect
     from tenancy.registry import Registry
 

@@ -28,7 +28,7 @@ from audit.merkle import Frontier
 from audit.signer import Signer
 from audit.verify import verify_tenant
 from compliance.redact import Redactor
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import AuditEvent, encode
 from sinks.clickhouse import Store, connect
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from m1.settings import Settings
+from core.settings import Settings
 from tests.integrations.fault_run import run_under_faults
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import faust
 import typer
 
-from m1.kafka_local import LocalKafka
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.kafka.local_broker import LocalKafka
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 
 
 def main(

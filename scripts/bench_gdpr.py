@@ -20,7 +20,7 @@ import time
 import pyarrow as pa
 
 from compliance.service import Compliance
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import TS_TYPE, Store, connect
 
 TENANT = "acme"

@@ -26,10 +26,10 @@ import msgspec
 import numpy as np
 from aiokafka import AIOKafkaConsumer
 
-from m1.kafka_security import client_kwargs
-from m1.producer import make_producer
+from core.kafka.security import client_kwargs
+from core.kafka.producer import make_producer
 from m1.query_client import QueryError, run_query
-from m1.settings import Settings
+from core.settings import Settings
 from m1.workload import Workload
 from schemas.events import encode
 

@@ -47,13 +47,13 @@ from rich.table import Table
 
 from bench_latency import histogram, live_latency, summary, tree_rss  # scripts/
 from compliance.redact import Redactor
-from m1.kafka_local import LocalKafka, free_port
-from m1.kafka_security import client_kwargs
+from core.kafka.local_broker import LocalKafka, free_port
+from core.kafka.security import client_kwargs
 from m1.local_key import local_admin_key
-from m1.producer import make_producer
+from core.kafka.producer import make_producer
 from m1.query_client import QueryError, QueryResult, run_query
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from m1.worker_process import WorkerProcess
 from m1.workload import Workload
 from schemas.events import decode_metric, encode

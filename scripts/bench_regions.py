@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
-from m1.settings import Settings
+from core.settings import Settings
 from regions.cluster import DEFAULT_REGIONS, RegionSet
 from regions.lag import RegionLag, percentile
 from regions.processes import start_agents, stop_agents

@@ -31,11 +31,11 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the workload loader of bench_metrics.py
 from bench_metrics import load_topic  # noqa: E402
 
-from m1.kafka_local import LocalKafka, free_port  # noqa: E402
+from core.kafka.local_broker import LocalKafka, free_port  # noqa: E402
 from m1.local_key import local_admin_key  # noqa: E402
 from m1.query_client import QueryError, run_query  # noqa: E402
-from m1.settings import Settings  # noqa: E402
-from m1.topics import ensure_topics  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.kafka.topics import ensure_topics  # noqa: E402
 from m1.worker_process import WorkerProcess  # noqa: E402
 
 console = Console()

@@ -10,7 +10,7 @@ In one run, against an OTLP/HTTP receiver this script starts on 127.0.0.1 in a c
     purpose: it only adds time to both sides, so the overhead measured here is an upper bound.
 (b) export success under load: the same loop, traced, for ``--load-seconds``; the receiver is
     stopped for ``--outage-seconds`` in the middle and started again on the same port. Success
-    rate = spans the SDK's exporter reported exported / spans it tried (``m1.telemetry.export_stats``),
+    rate = spans the SDK's exporter reported exported / spans it tried (``core.telemetry.export_stats``),
     cross-checked with spans ended vs spans the receiver got (spans dropped from a full queue never
     reach the exporter, so only that second number would show them).
 (c) coverage: a real worker process on a real local broker, tracing to the receiver; metric
@@ -46,12 +46,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from m1 import telemetry  # noqa: E402
-from m1.kafka_local import LocalKafka, free_port  # noqa: E402
+from core import telemetry  # noqa: E402
+from core.kafka.local_broker import LocalKafka, free_port  # noqa: E402
 from m1.local_key import local_admin_key  # noqa: E402
-from m1.producer import make_producer  # noqa: E402
+from core.kafka.producer import make_producer  # noqa: E402
 from m1.query_client import run_query  # noqa: E402
-from m1.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from m1.worker_process import WorkerProcess  # noqa: E402
 from m1.workload import Workload  # noqa: E402
 from sinks.clickhouse import Store, connect  # noqa: E402

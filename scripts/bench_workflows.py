@@ -35,10 +35,10 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import Progress
 
-from m1.kafka_local import LocalKafka, free_port
-from m1.kafka_security import client_kwargs
-from m1.producer import make_producer
-from m1.settings import Settings
+from core.kafka.local_broker import LocalKafka, free_port
+from core.kafka.security import client_kwargs
+from core.kafka.producer import make_producer
+from core.settings import Settings
 from m1.worker_process import WorkerProcess
 
 WORKFLOWS = """

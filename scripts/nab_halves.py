@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from m1.settings import Settings
+from core.settings import Settings
 from models.evaluation.cli import default_nab_data
 from models.evaluation.nab import load_profiles, run_benchmark
 

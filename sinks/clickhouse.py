@@ -22,7 +22,7 @@ through ``additional_table_filters`` = that tenant's rows; on a ClickHouse serve
 as the tenant's own read-only user, under its row policies (:mod:`sinks.server_access`).
 
 >>> import tempfile
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> store = Store(connect(Settings(home=tempfile.mkdtemp())))
 >>> store.migrate()[0]
 '001_metrics.sql'
@@ -52,9 +52,9 @@ import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.sql_guard import Catalog, QueryRefused, first_line, guard, load_catalog, tenant_condition
-from tenancy.names import check_tenant
+from core.tenant_names import check_tenant
 
 
 #: Arrow type of the DateTime64(3, 'UTC') columns.

@@ -51,10 +51,10 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from cryptography.hazmat.primitives import hashes, hmac
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import TENANT_SETTINGS, QueryLimits, Store, tenant_tables
 from sinks.sql_guard import quote, tenant_condition
-from tenancy.names import check_tenant
+from core.tenant_names import check_tenant
 
 TENANT_ROLE = "m1_tenant_reader"
 UNRESTRICTED_POLICY = "m1_unrestricted"

@@ -4,7 +4,7 @@
 process owns the store (chdb allows one process per data directory), so it also serves
 the authenticated HTTP API (``api/``, every route under ``/v1``) on ``M1_WEB_PORT`` for
 every other process, its own health in Prometheus' format included (``GET /v1/metrics``,
-``m1.pipeline_metrics``); Faust's own web server is off (see ``api.service``).
+``core.pipeline_metrics``); Faust's own web server is off (see ``api.service``).
 
 Roles (#14, item 5; docs/scale-out.md):
 
@@ -29,10 +29,10 @@ from audit import service as audit_service
 from compliance.service import Compliance
 from compliance.retention import Retention
 from integrations import worker as integrations_worker
-from m1.kafka_security import faust_credentials
-from m1.pipeline_metrics import PipelineMetrics
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.kafka.security import faust_credentials
+from core.pipeline_metrics import PipelineMetrics
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from regions.agent import RegionAgent
 from regions.status import RegionStatus
 from compliance.redact import Redactor

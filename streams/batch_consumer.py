@@ -48,9 +48,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
-from m1.kafka_security import client_kwargs
-from m1.settings import Settings
-from m1.topics import tenant_topic_pattern
+from core.kafka.security import client_kwargs
+from core.settings import Settings
+from core.kafka.topics import tenant_topic_pattern
 from streams.retry import RetryPolicy, handle_batch
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import TS_TYPE, Store
 from traces.analysis import Report, analyze
 from traces.store import entry_services, load_spans_from_store

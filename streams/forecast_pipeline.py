@@ -30,7 +30,7 @@ dead-letters the invalid ones (here they are only counted) and sends the others 
 their series key (they are learned when they come back).
 
 >>> from types import SimpleNamespace
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> from schemas.events import MetricPoint, encode
 >>> class NoStore:  # the pipeline only needs insert() and query()
 ...     def insert(self, table, columns): return 0
@@ -57,7 +57,7 @@ import msgspec
 import pyarrow as pa
 
 from compliance.redact import Redactor
-from m1.settings import Settings
+from core.settings import Settings
 from models.bank import ModelBank
 from models.forecasting.base import Forecaster
 from models.forecasting.cost import DAY, CostProjector

@@ -24,7 +24,7 @@ from streams.publisher import OutputRecord, Publisher
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
-    from m1.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from compliance.redact import Redactor, scrub_dead_letter
-from m1.settings import Settings
-from m1.topics import tenant_of_topic
+from core.settings import Settings
+from core.kafka.topics import tenant_of_topic
 from models.bank import ModelBank
 from models.detectors.fast_ensemble import EnsemblePool, export
 from models.ordered import InOrder
@@ -292,7 +292,7 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
     return outcome
 
 
-#: The tenant a topic belongs to (``m1.topics.tenant_of_topic`` bound to the settings).
+#: The tenant a topic belongs to (``core.kafka.topics.tenant_of_topic`` bound to the settings).
 TopicTenants = Callable[[str], str | None]
 
 

@@ -2,7 +2,7 @@
 
 ``register_otel(app, settings, store, metrics, publisher)`` (one line in ``streams.app.build_app``):
 
-* sets up self-tracing from the ``OTEL_*`` variables when they ask for it (``m1.telemetry``);
+* sets up self-tracing from the ``OTEL_*`` variables when they ask for it (``core.telemetry``);
 * batch consumers (``streams.batch_consumer``) of ``otlp_spans`` and ``otlp_metrics`` (with
   ``M1_TENANT_TOPICS``, every tenant's, by pattern) and of the internal RED topic
   (``streams.red``), handled by ``streams.otlp_pipeline``: they send dead letters and the records
@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 import faust
 import msgspec
 
-from m1.pipeline_metrics import PipelineMetrics
-from m1.telemetry import setup_tracing_if_configured
-from m1.topics import ensure_topics
+from core.pipeline_metrics import PipelineMetrics
+from core.telemetry import setup_tracing_if_configured
+from core.kafka.topics import ensure_topics
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
 from streams.bottleneck_job import BottleneckJob
 from streams.metrics_handler import alert_records, batch_dead_letters, records_of
@@ -40,7 +40,7 @@ from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
     from api.handlers import RunBottlenecks
-    from m1.settings import Settings
+    from core.settings import Settings
     from sinks.clickhouse import Store
 
 log = logging.getLogger(__name__)

@@ -38,8 +38,8 @@ import msgspec
 import pyarrow as pa
 from aiokafka import TopicPartition
 
-from m1.settings import Settings
-from m1.topics import tenant_topic
+from core.settings import Settings
+from core.kafka.topics import tenant_topic
 from schemas.events import MetricPoint, encode
 from schemas.otlp import ENCODINGS, DecodeError, decode_metrics, decode_traces, metric_points, metric_rows, span_rows
 from sinks.clickhouse import Store

@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
-from m1.producer import make_producer
-from m1.settings import Settings
+from core.kafka.producer import make_producer
+from core.settings import Settings
 
 #: ``(topic, key, value)``: one record to publish.
 OutputRecord = tuple[str, bytes | None, bytes]

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import MetricPoint
 from sinks.model_state import StateLocation
 

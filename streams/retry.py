@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Protocol
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 if TYPE_CHECKING:
-    from m1.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Span tree of one batch (``m1.stage`` names the stage; see docs/tracing.md)::
 W3C trace context in the records' headers (``traceparent``): every distinct context becomes
 a link of the batch span; when the whole batch carries one context, it is also the parent,
 so a single producer's trace continues through the pipeline. Tracers are no-ops unless
-``m1.telemetry`` set up a provider, so this costs next to nothing when tracing is off.
+``core.telemetry`` set up a provider, so this costs next to nothing when tracing is off.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
-from m1.telemetry import remote_span_contexts, tracer
+from core.telemetry import remote_span_contexts, tracer
 
 T = TypeVar("T")
 STAGES = ("consume", "decode", "validate", "score", "produce", "sink")

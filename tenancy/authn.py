@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from m1.settings import Settings
+from core.settings import Settings
 from tenancy import keys
 from tenancy.oidc import OidcVerifier, TokenError
 from tenancy.principal import Principal

@@ -5,7 +5,7 @@ they work whether or not a worker runs; a running worker sees a revocation or a 
 on its next request. Refusals (bad name, unknown tenant or role, ...) exit with status 2.
 
 When the configured Kafka uses SASL, ``tenants create`` also gives the tenant its Kafka user and
-ACLs (:func:`m1.kafka_security.provision_tenant`), and disabling or enabling a tenant removes or
+ACLs (:func:`core.kafka.security.provision_tenant`), and disabling or enabling a tenant removes or
 recreates them. On a ClickHouse server (``M1_CLICKHOUSE_URL``) creating or enabling a tenant
 applies its read-only user and row policies (:func:`sinks.server_access.apply_tenant_access`).
 """
@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from m1.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from tenancy.registry import Registry, Tenant
 from tenancy.roles import PERMISSIONS, ROLES
 
@@ -58,7 +58,7 @@ def _operator() -> str:
 
 
 def _kafka_sasl(settings: Settings) -> bool:
-    from m1.kafka_security import login_of
+    from core.kafka.security import login_of
 
     return login_of(settings).sasl
 
@@ -79,7 +79,7 @@ def _provision(settings: Settings, tenant: str) -> None:
     Kafka its user and topic ACLs (password printed once), on a ClickHouse server its read-only
     user and row policies. Both are idempotent (Kafka: a new password each time)."""
     if _kafka_sasl(settings):
-        from m1.kafka_security import provision_tenant
+        from core.kafka.security import provision_tenant
 
         with _outside_step("Kafka", tenant):
             password = provision_tenant(settings, tenant)
@@ -143,7 +143,7 @@ def tenants_disable(name: str = typer.Argument(..., help="Tenant to disable.")) 
     with _registry() as registry:
         _print_tenant(registry.disable_tenant(name))
     if _kafka_sasl(settings):
-        from m1.kafka_security import deprovision_tenant
+        from core.kafka.security import deprovision_tenant
 
         with _outside_step("Kafka", name):
             deprovision_tenant(settings, name)

@@ -22,8 +22,8 @@ from typing import Any
 
 import jwt
 
-from m1.settings import Settings
-from tenancy.names import PLATFORM, check_tenant
+from core.settings import Settings
+from core.tenant_names import PLATFORM, check_tenant
 from tenancy.principal import Principal
 from tenancy.registry import NotFound, Registry
 from tenancy.roles import PLATFORM_ROLES, check_roles

@@ -18,7 +18,7 @@ of ``wanted`` whole tokens as exist (the ingest path splits a batch at the quota
 :class:`Quotas` are a tenant's limits: settings defaults (``M1_QUOTA_*``) merged with the tenant's
 overrides in the registry (:func:`tenant_quotas`).
 
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> tenant_quotas(Settings(quota_points_per_second=1000), None, "acme")
 Quotas(points_per_second=1000.0, max_series=5000, requests_per_second=50.0)
 
@@ -44,19 +44,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from m1.settings import Settings
+from core.settings import Settings
+from core.tenant_names import series_tenant
 
 log = logging.getLogger(__name__)
 
 
-def series_tenant(series: str) -> str:
-    """The tenant of a series key: its prefix before the first ``|`` ("" if it has none).
-
-    >>> series_tenant("acme|eu-west-1|api|latency_ms|host=h1"), series_tenant("plain")
-    ('acme', '')
-    """
-    tenant, bar, _ = series.partition("|")
-    return tenant if bar else ""
 
 
 #: How long :func:`tenant_quotas` reuses a tenant's quotas before reading the registry again.

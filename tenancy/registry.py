@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from m1.settings import Settings
+from core.settings import Settings
 from tenancy import keys
-from tenancy.names import PLATFORM, check_tenant
+from core.tenant_names import PLATFORM, check_tenant
 from tenancy.roles import PLATFORM_ROLES, check_roles
 
 #: Per-tenant quota overrides the registry accepts (tenancy/quotas.py applies them).
@@ -234,7 +234,7 @@ class Registry:
         """A new key of ``tenant`` with ``roles``: its listing and the raw key, returned only here.
 
         platform-admin and monitoring keys (:data:`~tenancy.roles.PLATFORM_ROLES`) belong to the
-        :data:`~tenancy.names.PLATFORM` tenant only."""
+        :data:`~core.tenant_names.PLATFORM` tenant only."""
         roles = _key_roles(tenant, roles)
         key_id, raw = keys.new_key()
         salt = keys.new_salt()

@@ -71,7 +71,7 @@ ROLES: dict[str, frozenset[str]] = {
     "platform-admin": frozenset(PERMISSIONS),
 }
 
-#: Roles only keys and tokens of the platform tenant (``tenancy.names.PLATFORM``) may hold.
+#: Roles only keys and tokens of the platform tenant (``core.tenant_names.PLATFORM``) may hold.
 PLATFORM_ROLES = frozenset({"monitoring", "platform-admin"})
 #: Roles a tenant-admin may hand out in its own tenant (never a platform role).
 TENANT_GRANTABLE = frozenset(ROLES) - PLATFORM_ROLES

@@ -29,14 +29,14 @@ from api.app import make_api
 from api.gate import API
 from api.server import ApiServer
 from compliance.service import Compliance
-from m1.pipeline_metrics import PipelineMetrics
-from m1.settings import Settings
+from core.pipeline_metrics import PipelineMetrics
+from core.settings import Settings
 from regions.health import HealthState, RegionView
 from regions.routing import Router
 from regions.status import RegionSnapshot, RegionStatus
 from regions.verdict import decide
 from sinks.clickhouse import TS_TYPE, Store, connect
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 from tenancy.registry import Registry
 from tenancy.roles import PLATFORM_ROLES
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from m1.kafka_local import LocalKafka
-from m1.settings import Settings
+from core.kafka.local_broker import LocalKafka
+from core.settings import Settings
 from sinks.clickhouse import Store, connect
 from tests.helpers import isolated_settings
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import SecretStr
 
-from m1.kafka_local import free_port
-from m1.kafka_security import client_kwargs
-from m1.producer import make_producer, send_all
+from core.kafka.local_broker import free_port
+from core.kafka.security import client_kwargs
+from core.kafka.producer import make_producer, send_all
 from m1.query_client import run_query
-from m1.settings import Settings
+from core.settings import Settings
 from m1.worker_process import WorkerProcess
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 from tenancy.registry import Registry
 
 

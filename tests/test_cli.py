@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from m1.cli import app
 from m1.query_client import QueryError, run_query, worker_is_up
-from m1.settings import Settings
-from m1.worker_process import settings_env
+from core.settings import Settings
+from core.child_env import settings_env
 from tests.helpers import add_tenant, isolated_settings, new_key, start_worker, wait_for
 from traces.cli import bottlenecks_from_worker
 
@@ -94,7 +94,7 @@ def test_api_command_serves_the_store_no_worker_holds(tmp_path) -> None:
 def test_query_explains_a_store_another_process_holds(tmp_path) -> None:
     env = {**settings_env(isolated_settings(tmp_path, "127.0.0.1:1")), "M1_HOME": str(tmp_path)}
     holder = subprocess.Popen(  # a process other than a worker holds the data directory
-        [sys.executable, "-c", "import sys\nfrom m1.settings import Settings\nfrom sinks.clickhouse import "
+        [sys.executable, "-c", "import sys\nfrom core.settings import Settings\nfrom sinks.clickhouse import "
                                "Store, connect\nstore = Store(connect(Settings()))\nprint('open', flush=True)\n"
                                "sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)

@@ -25,7 +25,7 @@ from urllib.parse import quote
 import pyarrow as pa
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import Store, connect
 from streams.bottleneck_job import BottleneckJob
 from streams.forecast_pipeline import ForecastPipeline

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from schemas.events import EventDecoder, MetricPoint, encode
 from sinks.clickhouse import Store, connect
 from streams.app import metrics_then_forecasting

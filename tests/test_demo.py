@@ -8,7 +8,7 @@ from rich.console import Console
 
 from m1.demo import DemoOptions, run_demo
 from m1.local_key import key_file, shown
-from m1.settings import Settings
+from core.settings import Settings
 from tenancy.registry import Registry
 
 

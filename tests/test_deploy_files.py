@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import NOT_FOR_TENANT_SQL
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from models.detectors.hst import HSTDetector
 from sinks.clickhouse import Store, connect
 from streams.metrics_pipeline import MetricsPipeline

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from m1.query_client import run_query
-from m1.settings import Settings
-from m1.worker_process import settings_env
+from core.settings import Settings
+from core.child_env import settings_env
 from models.bank import STATE_VERSION
 from models.forecasting.cost import day_end, month_end, run_rate
 from models.forecasting.risk import RiskPlanner

@@ -17,10 +17,10 @@ from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, Topi
 from aiokafka.protocol.metadata import MetadataRequest
 from pydantic import SecretStr
 
-from m1.kafka_local import LocalKafka
-from m1.kafka_security import client_kwargs, deprovision_tenant, login_of, provision_tenant
-from m1.settings import Settings
-from m1.topics import ensure_topics, pipeline_topics, tenant_topic
+from core.kafka.local_broker import LocalKafka
+from core.kafka.security import client_kwargs, deprovision_tenant, login_of, provision_tenant
+from core.settings import Settings
+from core.kafka.topics import ensure_topics, pipeline_topics, tenant_topic
 from schemas.events import MetricPoint, encode
 from streams.app import make_faust_app
 from streams.batch_consumer import TENANT_TOPICS_REFRESH_MS, BatchConsumer, KafkaEvent
@@ -154,7 +154,7 @@ def test_a_forged_tenant_is_dead_lettered_by_the_worker(secure_kafka: LocalKafka
 def test_every_kind_of_client_logs_in_with_the_settings(secure_kafka: LocalKafka, tmp_path: Path) -> None:
     admin = as_admin(tmp_path, secure_kafka, tenant_topics=True)
     wrong = logged_in_as(admin, "admin", "not-the-password")
-    # admin client (m1.topics)
+    # admin client (core.kafka.topics)
     assert set(ensure_topics(admin)) == set(pipeline_topics(admin))
     with pytest.raises(KafkaConnectionError):
         ensure_topics(wrong, ["never-created"])
@@ -163,7 +163,7 @@ def test_every_kind_of_client_logs_in_with_the_settings(secure_kafka: LocalKafka
     topics = [tenant_topic(t, admin.topic_metrics) for t in (early, late)]
 
     async def services() -> list[KafkaEvent]:
-        # the worker's publisher (m1.producer.make_producer) and its batch consumer, subscribed by
+        # the worker's publisher (core.kafka.producer.make_producer) and its batch consumer, subscribed by
         # pattern: it reads a tenant provisioned while it runs, after its next metadata refresh
         seen: list[KafkaEvent] = []
 

@@ -6,8 +6,8 @@ import base64
 import time
 from pathlib import Path
 
-from m1.kafka_local import LocalKafka, cluster_id
-from m1.settings import Settings
+from core.kafka.local_broker import LocalKafka, cluster_id
+from core.settings import Settings
 from tests.helpers import isolated_settings, produce, scalar, start_worker, wait_for
 from tests.test_metrics_path import points
 

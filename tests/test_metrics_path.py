@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from m1.worker_process import WorkerProcess
 from schemas.events import MetricPoint, encode
 from m1.query_client import run_query

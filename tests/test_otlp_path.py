@@ -21,9 +21,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client.parser import text_string_to_metric_families
 
-from m1.producer import make_producer
+from core.kafka.producer import make_producer
 from m1.query_client import worker_url
-from m1.settings import Settings
+from core.settings import Settings
 from m1.worker_process import WorkerProcess
 from schemas.events import MetricPoint, encode
 from schemas.otlp import decode_traces, span_rows

@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics (m1/pipeline_metrics.py) without a worker: what each report
+"""The worker's Prometheus metrics (core/pipeline_metrics.py) without a worker: what each report
 does to the text a scrape reads."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from m1.pipeline_metrics import REASON_CLASSES, PipelineMetrics, reason_class
+from core.pipeline_metrics import REASON_CLASSES, PipelineMetrics, reason_class
 
 
 def samples(metrics: PipelineMetrics) -> dict[tuple[str, tuple], float]:

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from m1.kafka_local import free_port
-from m1.settings import Settings
-from tenancy.names import PLATFORM
+from core.kafka.local_broker import free_port
+from core.settings import Settings
+from core.tenant_names import PLATFORM
 from tests.helpers import isolated_settings, new_key, produce, start_worker, wait_for
 from tests.test_metrics_path import points
 

@@ -7,9 +7,9 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 
-from m1.producer import make_producer
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.kafka.producer import make_producer
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from streams.publisher import Publisher
 from tests.helpers import consume_records
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store
 from streams.metrics_pipeline import DERIVED_TOPIC, MetricsPipeline, Record

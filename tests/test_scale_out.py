@@ -19,10 +19,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
-from m1.kafka_local import free_port
-from m1.kafka_security import client_kwargs
+from core.kafka.local_broker import free_port
+from core.kafka.security import client_kwargs
 from m1.query_client import run_query
-from m1.settings import Settings
+from core.settings import Settings
 from m1.worker_process import WorkerProcess
 import numpy as np
 
@@ -30,7 +30,7 @@ from models.bank import MAC_BYTES, ModelBank
 from schemas.events import EventDecoder, MetricPoint, encode
 from sinks.state_files import StateDirectory
 from streams.metrics_pipeline import Record, decode_batch
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 from tests.helpers import isolated_settings, new_key, produce, start_worker, wait_for
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from m1.query_client import QueryError, run_query
-from m1.settings import Settings
+from core.settings import Settings
 from m1.worker_process import WorkerProcess
 from models.bank import MAC_BYTES
 from streams.red import RED_GRACE_SECONDS, RedBank, _Saved

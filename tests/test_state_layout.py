@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from m1.settings import Settings
+from core.settings import Settings
 from models.bank import STATE_VERSION
 from models.detectors.ensemble import COMPONENTS, Ensemble
 from models.forecasting.registry import FORECASTERS

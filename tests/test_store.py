@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from models.bank import STATE_VERSION
 from sinks.clickhouse import TS_TYPE, QueryFailed, Store, connect
 from sinks.sql_guard import QueryRefused

@@ -16,9 +16,9 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from m1.kafka_security import client_kwargs
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.kafka.security import client_kwargs
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store, connect
 from streams.batch_consumer import BatchConsumer, KafkaEvent

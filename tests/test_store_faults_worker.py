@@ -8,7 +8,7 @@ import base64
 import uuid
 from collections.abc import Callable
 
-from m1.settings import Settings
+from core.settings import Settings
 from m1.query_client import run_query
 from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store, connect

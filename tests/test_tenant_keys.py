@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import Store, connect
 from sinks.sql_guard import quote
 from streams.bottleneck_job import BottleneckJob

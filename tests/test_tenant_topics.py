@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from m1.settings import Settings
-from m1.topics import pipeline_topics, tenant_of_topic
+from core.settings import Settings
+from core.kafka.topics import pipeline_topics, tenant_of_topic
 from schemas.events import EventDecoder, MetricPoint, encode
 from schemas.otlp import metric_rows
 from streams.metrics_pipeline import Record, decode_batch, topic_tenants

@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from m1.query_client import QueryError, run_query, worker_url
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import MetricPoint, encode
 from tests.helpers import isolated_settings, new_key, produce, scalar, start_worker, wait_for
 

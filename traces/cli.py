@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from m1.query_client import QueryError, api_call, worker_is_up
-from m1.settings import get_settings
+from core.settings import get_settings
 from sinks.clickhouse import connect
 from traces.analysis import Report, analyze
 from traces.bottlenecks import Bottleneck

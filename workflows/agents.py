@@ -32,8 +32,8 @@ import msgspec
 
 from integrations import webhook
 from integrations.notification import encode as encode_notification
-from m1.settings import Settings
-from m1.topics import check_partitions, ensure_topics
+from core.settings import Settings
+from core.kafka.topics import check_partitions, ensure_topics
 from sinks.clickhouse import Store
 from streams.batch_consumer import BatchConsumer, KafkaEvent
 from streams.metrics_handler import alert_records, records_of

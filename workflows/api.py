@@ -20,9 +20,9 @@ from api.answer import rows_as_items
 from api.params import Choice, Limit, Text
 from api.resources import Listing, since, until
 from api.route import Call, Refused
-from m1.producer import make_producer
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.kafka.producer import make_producer
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from tenancy.registry import NotFound
 from workflows.records import store_silence
 from workflows.signals import Control, encode_input

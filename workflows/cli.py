@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from m1.query_client import QueryError, api_call
-from m1.settings import get_settings
+from core.settings import get_settings
 from traces.cli import parse_duration
 from workflows.dryrun import dry_run
 from workflows.spec import SpecError, load, load_dir

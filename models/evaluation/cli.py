@@ -59,7 +59,7 @@ def nab(
     M1_ENSEMBLE_RARITY_K), so a configuration can be evaluated before it is deployed. With --cv the scores
     are cross-validated (one process, scores cached per series): per fold, mean, worst and pooled, and each
     fold's score at its threshold +-0.02."""
-    from m1.settings import Settings
+    from core.settings import Settings
     from models.evaluation.nab import load_profiles, run_benchmark
     from models.registry import DETECTORS
 

@@ -14,7 +14,7 @@ from audit import keys, log
 from audit.paths import key_file
 from audit.verify import verify_configured, verify_tenant
 from compliance.retention import Retention
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import Store
 from tests.audit.support import ingest, payload
 from tests.helpers import wait_for

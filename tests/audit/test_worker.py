@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from m1.settings import Settings
-from m1.worker_process import settings_env
+from core.settings import Settings
+from core.child_env import settings_env
 from tests.audit.support import payload
 from tests.helpers import add_tenant, produce, read_json, scalar, start_worker, wait_for
 
@@ -83,6 +83,6 @@ def test_sigkill_mid_chain_then_replay_verifies(make_settings, tmp_path: Path) -
 
 def direct(settings: Settings, sql: str) -> None:
     """Run a statement on the store opened directly, in a child process (as an intruder with the files would)."""
-    code = "import sys; from m1.settings import Settings; from sinks.clickhouse import Store, connect; " \
+    code = "import sys; from core.settings import Settings; from sinks.clickhouse import Store, connect; " \
            "Store(connect(Settings())).command(sys.argv[1])"
     subprocess.run([sys.executable, "-c", code, sql], env=settings_env(settings), timeout=120, check=True)

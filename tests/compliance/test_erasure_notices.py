@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from m1.kafka_local import free_port
-from m1.producer import make_producer
+from core.kafka.local_broker import free_port
+from core.kafka.producer import make_producer
 from m1.query_client import api_call, run_query
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import AuditEvent, encode
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 from tests.helpers import add_tenant, isolated_settings, new_key, start_worker, wait_for
 
 TENANT, ALICE, PHI = "acme", "alice@example.com", "type 2 diabetes, HbA1c 8.1"

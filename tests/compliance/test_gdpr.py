@@ -22,7 +22,7 @@ from audit.verify import verify_now
 from compliance.redact import Redactor
 from compliance.service import Compliance
 from compliance.subject_keys import TABLE as KEY_TABLE
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import AuditEvent, encode
 from sinks.clickhouse import TS_TYPE, Store, connect
 

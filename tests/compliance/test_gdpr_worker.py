@@ -14,8 +14,8 @@ import pytest
 from pydantic import SecretStr
 
 from m1.query_client import QueryError, api_call
-from m1.settings import Settings
-from m1.worker_process import settings_env
+from core.settings import Settings
+from core.child_env import settings_env
 from schemas.events import AuditEvent, encode
 from sinks.clickhouse import Store, connect
 from tests.helpers import new_key, produce, scalar, start_worker, wait_for

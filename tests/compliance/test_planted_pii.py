@@ -26,10 +26,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from compliance.pseudonym import Pseudonymiser
 from compliance.subject_keys import SubjectKeys, pii_secret
-from m1.kafka_security import client_kwargs
+from core.kafka.security import client_kwargs
 from m1.query_client import QueryError, api_call, run_query
 import schemas
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import AuditEvent, MetricPoint, encode
 from tests.helpers import add_tenant, isolated_settings, produce, scalar, start_worker, wait_for
 

@@ -9,7 +9,7 @@ import pytest
 
 from compliance.detect import DETECTORS
 from compliance.policy import DATA_CLASSES, EVENT_TYPES, PolicyError, load_policy, load_policy_text, policy_of
-from m1.settings import Settings
+from core.settings import Settings
 
 VALID_HEAD = "version: 1\nclasses: {direct_identifier: pseudonymise, quasi_identifier: pseudonymise, phi: encrypt, secret: redact}\n"
 

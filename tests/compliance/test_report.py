@@ -14,7 +14,7 @@ from audit.signer import Signer
 from compliance import report
 from compliance.redact import Redactor
 from compliance.retention import Retention
-from m1.settings import Settings
+from core.settings import Settings
 from schemas.events import AuditEvent, encode
 from sinks.clickhouse import TS_TYPE, Store
 

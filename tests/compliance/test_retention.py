@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from compliance.retention import TARGETS, Retention, class_days, tenant_days
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import TS_TYPE, Store, connect
 
 DAY_MS = 86_400_000

@@ -14,7 +14,7 @@ from compliance.policy import load_policy
 from compliance.pseudonym import Pseudonymiser
 from compliance.redact import Redactor
 from compliance.subject_keys import ERASURE_CHECK_SECONDS, TABLE, KeyErased, SubjectKeys, pii_secret
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import Store
 from sinks.sql_guard import QueryRefused
 

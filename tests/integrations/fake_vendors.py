@@ -37,8 +37,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope
 
 from integrations.registry import schema
-from m1.kafka_local import free_port
-from m1.local_tls import ensure_broker_tls
+from core.kafka.local_broker import free_port
+from core.kafka.local_tls import ensure_broker_tls
 
 FAULTS = ("500", "429", "timeout", "reset")
 
@@ -282,7 +282,7 @@ class _Mailbox:
 
 
 class FakeSmtp:
-    """An SMTP server on 127.0.0.1 that requires STARTTLS (its certificate from ``m1.local_tls``)."""
+    """An SMTP server on 127.0.0.1 that requires STARTTLS (its certificate from ``core.kafka.local_tls``)."""
 
     def __init__(self, directory: Path):
         self.tls = ensure_broker_tls(directory)

@@ -19,10 +19,10 @@ import msgspec
 
 from integrations.delivery import delivery_topics
 from integrations.notification import Notification, Receiver, encode
-from m1.producer import make_producer, send_all
-from m1.settings import Settings
-from m1.topics import ensure_topics
-from m1.worker_process import settings_env
+from core.kafka.producer import make_producer, send_all
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
+from core.child_env import settings_env
 from tests.integrations.conftest import SECRET
 from tests.integrations.fake_vendors import FakeVendors
 

@@ -13,7 +13,7 @@ import pytest
 from integrations import registry, webhook
 from integrations.context import Context
 from integrations.notification import KINDS, Receiver
-from m1.settings import Settings
+from core.settings import Settings
 from tests.integrations.conftest import SECRET, notification
 from tests.integrations.fake_vendors import FakeSmtp, FakeVendors, verify
 

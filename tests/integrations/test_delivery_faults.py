@@ -15,9 +15,9 @@ import pytest
 
 from integrations.delivery import DeliveryService, Pending, delivery_topics
 from integrations.notification import Receiver, encode
-from m1.producer import make_producer, send_all
-from m1.settings import Settings
-from m1.topics import ensure_topics
+from core.kafka.producer import make_producer, send_all
+from core.settings import Settings
+from core.kafka.topics import ensure_topics
 from tests.helpers import consume_records, isolated_settings
 from tests.integrations.conftest import notification
 from tests.integrations.fake_vendors import FakeVendors

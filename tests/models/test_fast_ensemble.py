@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from m1.workload import Workload
 from models.bank import ModelBank
 from models.detectors.ensemble import Ensemble

@@ -274,7 +274,7 @@ def test_configuration_is_chosen_on_the_training_groups_only():
 
 
 def test_the_stream_plans_with_the_same_planner_at_each_services_target(tmp_path):
-    from m1.settings import Settings
+    from core.settings import Settings
     from schemas.events import MetricPoint
     from streams.forecast_pipeline import ForecastPipeline
     from tests.test_forecast_path import MemoryStore, records

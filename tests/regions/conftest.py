@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from regions.cluster import RegionSet
 from tests.regions.mesh import NAMES, Mesh, mesh
 

@@ -38,8 +38,8 @@ from typing import Generic, TypeVar
 import msgspec
 from aiokafka import AIOKafkaConsumer
 
-from m1.kafka_local import _pid_alive, terminate
-from m1.settings import Settings
+from core.kafka.local_broker import _pid_alive, terminate
+from core.settings import Settings
 from regions.health import HealthState, RegionView
 from regions.lag import RegionLag, decode_lag
 from regions.mirror import MirrorMaker

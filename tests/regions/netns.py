@@ -55,8 +55,8 @@ from pathlib import Path
 
 import pytest
 
-from m1.kafka_local import LocalKafka, free_port
-from m1.settings import Settings
+from core.kafka.local_broker import LocalKafka, free_port
+from core.settings import Settings
 from regions.cluster import REGION_BROKER_HEAP, REGION_BROKER_PROPERTIES
 from regions.wan_proxy import BackgroundWanProxy
 

@@ -142,7 +142,7 @@ def test_inconsistent_policies_are_refused(kwargs):
 
 
 def test_the_shipped_thresholds_depend_on_the_set_and_env_overrides_them(monkeypatch):
-    from m1.settings import Settings
+    from core.settings import Settings
     from regions.simulation import SimConfig
 
     for regions, expected in ((2, (3, 3)), (3, (2, 2)), (5, (2, 2))):

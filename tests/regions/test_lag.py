@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from regions.heartbeat import heartbeat
 from regions.lag import LagTracker, RegionLag, lag_records, skew_estimate
 

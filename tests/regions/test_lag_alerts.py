@@ -8,7 +8,7 @@ import random
 import time
 from pathlib import Path
 
-from m1.settings import Settings
+from core.settings import Settings
 from regions.heartbeat import heartbeat
 from regions.lag import LagTracker, lag_records
 from sinks.clickhouse import Store, connect

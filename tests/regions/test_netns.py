@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from m1.kafka_local import _pid_alive
+from core.kafka.local_broker import _pid_alive
 from tests.regions.netns import FORWARD, Lab, Link, lab, leftovers, require, sweep_stale
 
 ROOT = Path(__file__).resolve().parents[2]

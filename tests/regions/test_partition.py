@@ -24,7 +24,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from m1.kafka_local import _pid_alive
+from core.kafka.local_broker import _pid_alive
 from schemas.events import RegionEvent
 from tests.regions.conftest import FAR
 from tests.regions.mesh import NAMES, Mesh, events, lags, routes

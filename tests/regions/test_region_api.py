@@ -76,7 +76,7 @@ def test_auditors_and_anonymous_callers_are_refused(world: World) -> None:
 
 
 def test_m1_route_goes_through_the_api(world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from m1.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("M1_HOME", str(tmp_path))
     monkeypatch.setenv("M1_WEB_PORT", str(world.server.port))

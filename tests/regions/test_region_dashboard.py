@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from regions.health import HealthState, RegionView
 from regions.heartbeat import heartbeat
 from regions.lag import LagTracker

@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from m1.cli import app
-from m1.settings import Settings
+from core.settings import Settings
 from m1.worker_process import WorkerProcess
 from regions.cluster import RegionSet
 from regions.lag import RegionLag

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from m1.kafka_local import free_port
+from core.kafka.local_broker import free_port
 from regions.wan_proxy import BackgroundWanProxy, WanProxy
 
 

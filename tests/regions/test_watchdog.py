@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
 from m1.cli import app
-from m1.kafka_local import _pid_alive
-from m1.settings import Settings, get_settings
+from core.kafka.local_broker import _pid_alive
+from core.settings import Settings, get_settings
 from regions.cluster import RegionSet
 from regions.watchdog import FlowClock, RestartBudget
 from tests.regions.conftest import WATCHDOG_STALL_S

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from api.routes import ROUTES
-from tenancy.names import PLATFORM
+from core.tenant_names import PLATFORM
 from tenancy.roles import PLATFORM_ROLES
 from tests.api_world import ROLES, TRACE_IDS, World, make_world
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from models.bank import ModelBank
 from schemas.events import MetricPoint, encode
 from sinks.clickhouse import TS_TYPE, Store

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from pydantic import SecretStr
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import TS_TYPE, QueryLimits, Store, connect, tenant_tables
 from sinks.server_access import (apply_tenant_access, filters_setting, tenant_access_statements, tenant_conditions,
                                  tenant_dsn, tenant_user)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import TS_TYPE, QueryFailed, Store, connect
 from sinks.sql_guard import SCALAR_TOO, QueryRefused, parse
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from m1.settings import Settings
+from core.settings import Settings
 from tenancy.registry import Registry
 
 

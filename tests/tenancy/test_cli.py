@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from m1.cli import app
-from m1.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from tenancy.authn import AuthenticationError, Authenticator
 from tenancy.registry import Registry
 from tenancy.roles import PERMISSIONS, ROLES
@@ -112,7 +112,7 @@ def test_roles_list_shows_every_role_with_its_permissions(m1):
 
 
 def test_on_a_clickhouse_server_a_new_tenant_gets_its_user_or_a_clear_error(m1, tmp_path, monkeypatch):
-    from m1.kafka_local import free_port
+    from core.kafka.local_broker import free_port
 
     plain = m1("tenants", "create", "globex")
     assert plain.exit_code == 0 and "ClickHouse" not in plain.output  # embedded chdb: no users to make

@@ -11,9 +11,9 @@ from aiokafka.errors import SaslAuthenticationFailed, TopicAuthorizationFailedEr
 from typer.testing import CliRunner
 
 from m1.cli import app
-from m1.kafka_local import LocalKafka
-from m1.settings import Settings, get_settings
-from m1.topics import tenant_topic
+from core.kafka.local_broker import LocalKafka
+from core.settings import Settings, get_settings
+from core.kafka.topics import tenant_topic
 from tests.helpers import produce
 from tests.test_kafka_security import connect, logged_in_as
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from m1.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from schemas.otlp import decode_metrics, decode_traces, metric_rows, span_rows
 from sinks.clickhouse import Store, connect
 from streams.bottleneck_job import BottleneckJob

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import Store
 from schemas.events import decode_metric
 from sinks.state_files import StateDirectory

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import trace
 
-from m1 import telemetry
+from core import telemetry
 from tests.otlp_receiver import OtlpReceiver
 
 

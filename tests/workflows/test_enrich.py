@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from m1.settings import Settings
+from core.settings import Settings
 from sinks.clickhouse import Store, connect
 from streams.bottleneck_job import _columns, report_dict, report_rows
 from traces.analysis import Report

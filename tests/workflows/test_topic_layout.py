@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from m1.settings import Settings
-from m1.topics import TopicLayoutError, check_partitions, ensure_topics
-from m1.worker_process import settings_env
+from core.settings import Settings
+from core.kafka.topics import TopicLayoutError, check_partitions, ensure_topics
+from core.child_env import settings_env
 from tests.helpers import isolated_settings
 
 pytestmark = pytest.mark.kafka

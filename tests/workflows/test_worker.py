@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from m1.settings import Settings
-from m1.worker_process import settings_env
+from core.settings import Settings
+from core.child_env import settings_env
 from tests.helpers import add_tenant, produce, read_json, scalar, start_worker, wait_for
 
 WORKFLOWS = """

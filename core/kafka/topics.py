@@ -5,10 +5,10 @@ not exist yet would wait for a metadata refresh (minutes) after it appears.
 
 With ``M1_TENANT_TOPICS`` each tenant writes to its own input topics ``<tenant>.<base>`` (base:
 ``topic_metrics``, ``topic_otlp_spans``, ``topic_otlp_metrics``), which Kafka ACLs reserve to its
-principal (``m1.kafka_security.provision_tenant``); the worker subscribes to every tenant's by
+principal (``core.kafka.security.provision_tenant``); the worker subscribes to every tenant's by
 pattern and takes a record's tenant from its topic (:func:`tenant_of_topic`).
 
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> s = Settings(kafka_bootstrap="127.0.0.1:9092", tenant_topics=True)
 >>> tenant_of_topic(s, "acme.metrics"), tenant_of_topic(s, "acme.anomalies"), tenant_of_topic(s, "Acme.metrics")
 ('acme', None, None)
@@ -26,9 +26,9 @@ import re
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from m1.kafka_security import admin_client
-from m1.settings import Settings
-from tenancy.names import check_tenant
+from core.kafka.security import admin_client
+from core.settings import Settings
+from core.tenant_names import check_tenant
 
 
 def input_topics(settings: Settings) -> list[str]:

@@ -7,12 +7,12 @@ idempotent: a broker that is already running and answering is reused.
 
 ``start(secure=True)`` (``m1 kafka start --secure``) gives the broker a SASL_PLAINTEXT listener
 and a SASL_SSL one (``tls_port``; its certificate for 127.0.0.1 is signed by a CA of its own,
-``<M1_HOME>/kafka/ca.pem``, see ``m1.local_tls``), both SCRAM-SHA-512, the StandardAuthorizer
+``<M1_HOME>/kafka/ca.pem``, see ``core.kafka.local_tls``), both SCRAM-SHA-512, the StandardAuthorizer
 with ``allow.everyone.if.no.acl.found=false`` and one super user, ``User:admin``, whose random
 password is written to ``<M1_HOME>/kafka/admin.password`` (mode 0600) and added as a SCRAM
 credential when the storage is formatted. The controller listener (loopback, not advertised)
 authenticates the broker with SASL/PLAIN as the same user.
-:meth:`LocalKafka.admin_login` reads that login back; ``m1.kafka_security`` lends it to every
+:meth:`LocalKafka.admin_login` reads that login back; ``core.kafka.security`` lends it to every
 client whose settings name no cluster and no login. A broker formatted secured stays secured.
 
 A ``LocalKafka`` may also be given its own directory (``home``; several clusters on one machine,
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from m1.kafka_security import KafkaLogin, login_kwargs
-from m1.local_tls import ensure_broker_tls, write_private
+from core.kafka.security import KafkaLogin, login_kwargs
+from core.kafka.local_tls import ensure_broker_tls, write_private
 
 if TYPE_CHECKING:
-    from m1.settings import Settings
+    from core.settings import Settings
 
 POM_TEMPLATE = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>

@@ -28,3 +28,13 @@ def check_tenant(name: str) -> str:
         raise ValueError(f"invalid tenant name {name!r}: 2-32 characters, a lower-case letter first, "
                          "then lower-case letters, digits or '-'")
     return name
+
+
+def series_tenant(series: str) -> str:
+    """The tenant of a series key: its prefix before the first ``|`` ("" if it has none).
+
+    >>> series_tenant("acme|eu-west-1|api|latency_ms|host=h1"), series_tenant("plain")
+    ('acme', '')
+    """
+    tenant, bar, _ = series.partition("|")
+    return tenant if bar else ""

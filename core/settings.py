@@ -1,6 +1,6 @@
 """All configuration, in one typed object read from ``M1_*`` environment variables.
 
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> Settings(kafka_bootstrap="127.0.0.1:9092").kafka_url
 'kafka://127.0.0.1:9092'
 """
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     bottleneck_seconds: float = Field(default=60.0, description="How often the bottleneck job runs; 0 disables the timer.")
     bottleneck_window_seconds: int = Field(default=900, description="Window of spans the bottleneck job analyses.")
 
-    # Kafka security (m1/kafka_security.py): every Kafka client of the project connects with these.
+    # Kafka security (core/kafka/security.py): every Kafka client of the project connects with these.
     # Left at PLAINTEXT with no username, a secured local broker (m1 kafka start --secure) lends its admin login.
     kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
         default="PLAINTEXT", description="How clients talk to Kafka: PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL.")
@@ -269,7 +269,7 @@ class Settings(BaseSettings):
         """host:port of Kafka: the configured cluster, or the local broker's recorded address."""
         if self.kafka_bootstrap:
             return self.kafka_bootstrap
-        from m1.kafka_local import LocalKafka
+        from core.kafka.local_broker import LocalKafka
 
         return LocalKafka(self).bootstrap()
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
-from m1.kafka_security import client_kwargs
-from m1.settings import Settings
+from core.kafka.security import client_kwargs
+from core.settings import Settings
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:

@@ -9,7 +9,7 @@ local broker (``M1_KAFKA_BOOTSTRAP`` empty or its address), and that broker was 
 ``m1 kafka start --secure``, its admin login is used (``LocalKafka.admin_login``): a secured
 local setup needs no configuration.
 
->>> from m1.settings import Settings
+>>> from core.settings import Settings
 >>> client_kwargs(Settings(kafka_bootstrap="127.0.0.1:9092"))
 {'security_protocol': 'PLAINTEXT'}
 >>> s = Settings(kafka_bootstrap="h:9092", kafka_security_protocol="SASL_PLAINTEXT",
@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
-from m1.kafka_admin import RESOURCE_NOT_FOUND, Acl, KafkaAdminError, create_acls, delete_acls_of, set_scram_credential
-from tenancy.names import check_tenant
+from core.kafka.admin import RESOURCE_NOT_FOUND, Acl, KafkaAdminError, create_acls, delete_acls_of, set_scram_credential
+from core.tenant_names import check_tenant
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
 
-    from m1.settings import Settings
+    from core.settings import Settings
 
 #: What a tenant's principal may do on the topics named ``<tenant>.*``; nothing else is granted.
 TENANT_TOPIC_OPERATIONS = ("WRITE", "DESCRIBE")
@@ -76,7 +76,7 @@ def login_of(settings: Settings) -> KafkaLogin:
                             settings.kafka_ssl_cafile)
     if configured != KafkaLogin(mechanism=configured.mechanism):
         return configured
-    from m1.kafka_local import LocalKafka  # the local broker module uses this one for its probes
+    from core.kafka.local_broker import LocalKafka  # the local broker module uses this one for its probes
 
     broker = LocalKafka(settings)
     if settings.kafka_bootstrap not in ("", broker.recorded_bootstrap()):
@@ -133,7 +133,7 @@ def provision_tenant(settings: Settings, tenant: str) -> str:
 
     Contract (``m1 tenants create`` calls it when the configured Kafka uses SASL):
 
-    * ``tenant`` must be a valid tenant name (``tenancy.names.check_tenant``, else ValueError);
+    * ``tenant`` must be a valid tenant name (``core.tenant_names.check_tenant``, else ValueError);
     * the settings' login must be a super user or hold ALTER on the cluster (the local secured
       broker's admin login qualifies);
     * it creates or replaces the SCRAM user ``<tenant>`` (the settings' SCRAM mechanism, else
@@ -141,10 +141,10 @@ def provision_tenant(settings: Settings, tenant: str) -> str:
       once. Calling it again rotates the password;
     * it grants ``User:<tenant>`` WRITE and DESCRIBE on the PREFIXED topic pattern ``<tenant>.``
       and nothing else (no READ, no consumer groups, no other topic, no cluster operation);
-    * it creates the tenant's input topics ``<tenant>.<base>`` (``m1.topics.ensure_tenant_topics``);
-    * it raises ``m1.kafka_admin.KafkaAdminError`` (or an aiokafka error) when the cluster refuses.
+    * it creates the tenant's input topics ``<tenant>.<base>`` (``core.kafka.topics.ensure_tenant_topics``);
+    * it raises ``core.kafka.admin.KafkaAdminError`` (or an aiokafka error) when the cluster refuses.
     """
-    from m1.topics import ensure_tenant_topics  # m1.topics builds its admin client here
+    from core.kafka.topics import ensure_tenant_topics  # core.kafka.topics builds its admin client here
 
     check_tenant(tenant)
     password = secrets.token_urlsafe(32)
