@@ -16,8 +16,6 @@ letter's bytes and reason are scrubbed where it is made (:func:`dead_letter`).
 from __future__ import annotations
 
 import base64
-import hashlib
-import struct
 import threading
 import time
 from collections import defaultdict
@@ -167,8 +165,7 @@ class MetricsPipeline(SavedModels):
 
         Points over their tenant's ingest quota (:class:`tenancy.quotas.IngestQuotas`) are taken
         out of ``by_series`` and added to ``dead_letters`` (reason ``quota: ...``), each with its
-        record from ``sources`` (same keys and order as ``by_series``) or, for points derived from
-        OTLP, as a record of its own (:func:`derived_record`)."""
+        record from ``sources`` (same keys and order as ``by_series``; needed when there are points)."""
         dead_letters = [] if dead_letters is None else dead_letters
         with self._lock, stage("score"):
             self._enforce_quotas(by_series, now, dead_letters, sources)
@@ -189,7 +186,7 @@ class MetricsPipeline(SavedModels):
                 by_series[series] = batch[:admitted]
             else:
                 del by_series[series]
-            over = sources[series][admitted:] if sources else [derived_record(p) for p in batch[admitted:]]
+            over = (sources or {})[series][admitted:]
             dead_letters.extend(dead_letter(record, reason, now, self.settings.max_payload_bytes) for record in over)
 
     def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
@@ -324,19 +321,6 @@ def too_far_ahead(ts: float, now: float, max_future_seconds: float) -> str | Non
     if ts <= now + max_future_seconds:
         return None
     return f"ts is {ts - now:,.0f} s ahead of the worker's clock (limit M1_MAX_FUTURE_SECONDS={max_future_seconds:g})"
-
-
-#: Topic of the dead letters of points without a record of their own (derived from OTLP); not a
-#: legal Kafka topic name, so never one of the broker's.
-DERIVED_TOPIC = "(derived)"
-
-
-def derived_record(point: MetricPoint) -> Record:
-    """``point`` (derived from OTLP) as a metric/1 record of :data:`DERIVED_TOPIC`, replayable on the
-    metrics topic; its offset is a hash of its series and time, so a replay gives the same letter."""
-    key = point.series_key.encode()
-    offset = int.from_bytes(hashlib.blake2b(key + struct.pack(">d", point.ts), digest_size=8).digest(), "big")
-    return Record(DERIVED_TOPIC, 0, offset, key, encode(point))
 
 
 def dead_letter(record: Record, reason: str, now: float, keep_bytes: int) -> DeadLetter:

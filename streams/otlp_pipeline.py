@@ -121,15 +121,6 @@ def claim_for_topic(rows: list[dict[str, Any]], topic: str, tenant_of: TopicTena
     return None
 
 
-def by_series(points: Iterable[MetricPoint]) -> dict[str, list[MetricPoint]]:
-    """Points grouped by series, each series in time order (what the detectors expect)."""
-    grouped: dict[str, list[MetricPoint]] = defaultdict(list)
-    for point in points:
-        grouped[point.series_key].append(point)
-    for series_points in grouped.values():
-        series_points.sort(key=lambda p: p.ts)
-    return grouped
-
 
 class OtlpPipeline:
     """Decode and store batches of OTLP records from Kafka; forward what is scored to where it is

@@ -14,7 +14,7 @@ import pytest
 from core.settings import Settings
 from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store
-from streams.metrics_pipeline import DERIVED_TOPIC, MetricsPipeline, Record
+from streams.metrics_pipeline import MetricsPipeline, Record
 from tenancy.quotas import IngestQuotas, Quotas, RateLimiter, tenant_quotas
 from tenancy.registry import Registry
 
@@ -146,23 +146,6 @@ def test_the_quota_check_is_cheap(tmp_path: Path) -> None:
     per_point = (time.perf_counter() - start) / (20 * 50_000)
     assert per_point < 1e-6, per_point
 
-
-def test_points_derived_from_otlp_over_quota_are_dead_lettered_as_metric_records(store: Store, tmp_path: Path) -> None:
-    """Points with no record of their own (OTLP gauges, RED minutes) keep the point itself: a
-    metric/1 record, replayable on the metrics topic, each under its own offset (the table keeps one
-    letter per topic, partition and offset)."""
-    from schemas.events import decode_metric
-    from streams.otlp_pipeline import by_series
-
-    pipeline = MetricsPipeline(Settings(home=tmp_path, quota_points_per_second=10), store)
-    derived = [MetricPoint(T0 + i, "otlp-rate", "eu", "api", "span.error_rate", 0.0, {"operation": "GET"}) for i in range(15)]
-    letters: list = []
-    stored, _ = pipeline.score_and_store(by_series(derived), time.time(), letters)
-    assert stored == 10 and len(letters) == 5
-    assert {letter.reason for letter in letters} == {"quota: tenant 'otlp-rate' over 10 points/s"}
-    assert [decode_metric(base64.b64decode(letter.payload_b64)) for letter in letters] == derived[10:]
-    assert {letter.topic for letter in letters} == {DERIVED_TOPIC} and len({letter.offset for letter in letters}) == 5
-    assert count(store, "SELECT count() FROM dead_letters FINAL WHERE reason LIKE 'quota: tenant ''otlp-rate''%'") == 5
 
 
 def test_an_unusable_registry_leaves_the_default_quotas_in_force(store: Store, tmp_path: Path,
