@@ -120,6 +120,10 @@ class Settings(BaseSettings):
         default={"requests_per_s": 100.0, "cpu_pct": 60.0}, description="Load one replica serves, per metric to scale on.")
     scaling_headroom: float = Field(default=0.2, description="Extra capacity planned on top of the forecast peak.")
     scaling_window: int = Field(default=12, description="Points per scaling decision window.")
+    scaling_season: int = Field(
+        default=24, ge=0, description="Decision windows in a day, for the risk planner's seasonal base (the peak one "
+                                      "day before the next window): 24 for one-hour windows (12 points of 5 minutes); "
+                                      "0 turns it off.")
     scaling_min_replicas: int = 1
     scaling_max_replicas: int = 1000
     scaling_planner: Literal["peak", "risk"] = Field(

@@ -272,7 +272,8 @@ class ForecastPipeline(SavedModels):
             target = target_for(service, s.scaling_overload_target, s.scaling_overload_targets)
             policy = self.policies[metric]  # the planner adapts only on windows its plan decided (not at a limit)
             models.peak = RiskPlanner(s.scaling_window, target, capacity=policy.capacity_per_replica,
-                                      min_replicas=policy.min_replicas, max_replicas=policy.max_replicas)
+                                      min_replicas=policy.min_replicas, max_replicas=policy.max_replicas,
+                                      season=s.scaling_season)
         elif metric in self.policies:
             models.peak = PeakForecaster(window=s.scaling_window)
 

@@ -123,9 +123,10 @@ def test_forecasts_every_n_points_for_each_horizon(tmp_path: Path) -> None:
 
 
 def risk_plans(values: list[float], window: int = 12, target: float = 0.05, capacity: float = 100.0,
-               min_replicas: int = 1, max_replicas: int = 1000) -> list[float]:
+               min_replicas: int = 1, max_replicas: int = 1000, season: int = 24) -> list[float]:
     """The plans a standalone RiskPlanner makes at the end of every window of ``values``."""
-    planner = RiskPlanner(window, target, capacity=capacity, min_replicas=min_replicas, max_replicas=max_replicas)
+    planner = RiskPlanner(window, target, capacity=capacity, min_replicas=min_replicas, max_replicas=max_replicas,
+                          season=season)
     plans = []
     for i, y in enumerate(values, start=1):
         planner.learn_one(y)
@@ -176,14 +177,14 @@ def test_recommendations_plan_for_the_overload_target_by_default(tmp_path: Path)
 
 def test_the_risk_planner_keeps_to_the_replica_limits_and_learns_only_from_its_own_windows(tmp_path: Path) -> None:
     settings = pipeline_settings(tmp_path, replica_capacity={"requests_per_s": 100.0}, scaling_min_replicas=2,
-                                 scaling_max_replicas=8)
+                                 scaling_max_replicas=8, scaling_season=6)
     pipeline = ForecastPipeline(settings, MemoryStore())
     data = series_points("acme", ("requests_per_s",), n=1200)
     out = pipeline.process(records(data["requests_per_s"]))
     values = [p.value for p in data["requests_per_s"]]
     planner = pipeline.bank.apply(data["requests_per_s"][0].series_key, 0, lambda m: m.peak)
-    assert isinstance(planner, RiskPlanner) and (planner.min_replicas, planner.max_replicas) == (2, 8)
-    assert [r.planned_load for r in out.recommendations] == pytest.approx(risk_plans(values, min_replicas=2, max_replicas=8))
+    assert isinstance(planner, RiskPlanner) and (planner.min_replicas, planner.max_replicas, planner.season) == (2, 8, 6)
+    assert [r.planned_load for r in out.recommendations] == pytest.approx(risk_plans(values, min_replicas=2, max_replicas=8, season=6))
     replicas = [r.replicas for r in out.recommendations]
     assert max(replicas) == 8 and min(replicas) >= 2  # crest windows want 10: clamped
     # crest windows at the limit do not count as the plan's hits: the plans are those of a planner
