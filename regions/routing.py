@@ -12,11 +12,17 @@ Interface (stable; the region agent, the simulation and the API call exactly the
 
 Order: the configured proximity (ties by region name) is the prior; measurements reorder two
 regions only when they prove it wrong. For each (geography, region) the router keeps a running
-mean and variance of the measured log RTT (a plain mean at first, then exponential with weight
-``smoothing``; the mean restarts on a level shift, two measurements in a row more than ``jump``
-off to the same side). Two regions a before b in the prior swap when a's mean exceeds b's by
-more than ``evidence`` standard errors of the difference, and swap back when it is no longer
-``settle`` of them (hysteresis). A near tie (two regions 0.5 % apart, each probe 3 % off) thus
+mean and variance of the measured log RTT since its last level shift: the mean restarts on a
+shift (two measurements in a row more than ``jump`` off to the same side, or a CUSUM of the
+residuals for smaller ones) and is then the plain mean of the measurements since, until it
+has ``1 / smoothing`` - 1 of them; only then does it turn exponential with weight ``smoothing``, to
+follow a slow drift. Latency that changes in steps is thus estimated by the mean of its current
+step, whose standard error keeps shrinking until the window is reached: with ``smoothing`` 0.02
+it stopped at 0.43 % for a difference of two 3 % probes, so a change that left two regions less
+than about 0.85 % apart came and went with the noise instead of being proven (0.21 % at 0.005;
+docs/benchmarks.md, "Multi-region simulation"). Two regions a before b in the prior swap when
+a's mean exceeds b's by more than ``evidence`` standard errors of the difference, and swap back
+when it is no longer ``settle`` of them (hysteresis). A near tie (two regions 0.5 % apart, each probe 3 % off) thus
 keeps the configured order, and a real change (a route ×2) reorders within two measurements.
 Down regions are left out; degraded ones keep their place (they still serve; /v1/regions shows
 their state). A table is a function of the verdict and the router's order: the agent calls
@@ -102,7 +108,7 @@ _route_decoder = msgspec.json.Decoder(Route)
 class Router:
     """The configured order of each geography's regions, reordered where measurements prove it wrong."""
 
-    def __init__(self, proximity: Mapping[str, Mapping[str, float]], smoothing: float = 0.02, jump: float = 0.15,
+    def __init__(self, proximity: Mapping[str, Mapping[str, float]], smoothing: float = 0.005, jump: float = 0.15,
                  evidence: float = 2.0, settle: float = 1.0):
         if not 0 < smoothing <= 1 or jump <= 0 or not 0 <= settle < evidence:
             raise ValueError("need smoothing in (0, 1], jump > 0 and 0 <= settle < evidence")

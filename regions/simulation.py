@@ -88,7 +88,7 @@ class SimConfig:
     seed: int = 1
     tick: float = 0.25
     policy: HealthPolicy | None = None  # None: the shipped policy of a set of `regions` (HealthPolicy.for_set)
-    smoothing: float = 0.02
+    smoothing: float = 0.005
     jump: float = 0.15
     evidence: float = 2.0
     settle: float = 1.0
