@@ -61,8 +61,9 @@ from core.tenant_names import check_tenant
 TS_TYPE = pa.timestamp("ms", tz="UTC")
 #: Tables never open to tenant SQL even though they have a tenant column: the access log and the
 #: hash-chained audit trail (audit/) are served to auditors by their own endpoint and commands; the
-#: subject keys and legal holds (compliance/) are the platform's.
-NOT_FOR_TENANT_SQL = frozenset({"access_log", "audit_log", "audit_checkpoints", "subject_keys", "legal_holds"})
+#: subject keys, their erasure tombstones and legal holds (compliance/) are the platform's.
+NOT_FOR_TENANT_SQL = frozenset({"access_log", "audit_log", "audit_checkpoints", "subject_keys", "subject_key_erasures",
+                                "legal_holds"})
 #: Tables no SQL of the API may read, an admin's included: the data subjects' keys (compliance/subject_keys.py).
 NOT_FOR_SQL = frozenset({"subject_keys"})
 

@@ -87,7 +87,7 @@ def test_replayed_or_twice_forwarded_points_are_stored_again_but_learned_once(st
     again = replayed.process(first[200:] + [first[250]])  # a replay, with one record forwarded twice
     assert again.stored == 101
     series = MetricPoint(0.0, "replayed", "eu", "api", "rps", 0.0, {"host": "a"}).series_key
-    assert replayed.bank.apply(series, 0, lambda model: model.learned) == 300
+    assert replayed.bank.apply(series, 0, lambda model: replayed.bank.export(model).learned) == 300
     replayed.process(records("replayed", 100, first_offset=300))
     # the model continued exactly as if nothing had been replayed: same scores as the clean run
     # (the replayed points themselves were re-scored against the later state)
