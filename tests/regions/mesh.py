@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import msgspec
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core.kafka.local_broker import _pid_alive, terminate
 from core.settings import Settings
@@ -108,6 +108,18 @@ class Tail(Generic[T]):
                     continue
         self.seen += new
         return new
+
+
+async def produce(bootstrap: str, topic: str, values: set[bytes]) -> None:
+    """Send ``values`` to ``topic`` (in sorted order), each acknowledged by the broker."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in sorted(values):
+            await producer.send(topic, value)
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 def events(bootstrap: str) -> Tail[RegionEvent]:

@@ -15,26 +15,14 @@ import time
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from regions.health import HealthPolicy
-from tests.regions.mesh import Mesh, Tail, events, routes
+from tests.regions.mesh import Mesh, Tail, events, produce, routes
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 FAILED = "eu-west"
 SURVIVORS = ["us-east", "ap-south"]
 NEXT = "ap-south"  # no proximity configured: the others in name order (regions/routing.py)
-
-
-async def _produce(bootstrap: str, topic: str, values: set[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for value in sorted(values):
-            await producer.send(topic, value)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def _all_arrive(bootstrap: str, topic: str, values: set[bytes], timeout: float = 60) -> bool:
@@ -65,7 +53,7 @@ async def test_a_killed_region_fails_over_and_recovers(regions_mesh: Mesh) -> No
     topic = f"orders-{uuid.uuid4().hex[:8]}"
     for source, target in (("us-east", "ap-south"), ("ap-south", "us-east")):
         values = {f"{source}-{i}".encode() for i in range(500)}
-        await _produce(regions_mesh.bootstraps[source], topic, values)
+        await produce(regions_mesh.bootstraps[source], topic, values)
         assert await _all_arrive(regions_mesh.bootstraps[target], f"{source}.{topic}", values), \
             f"{source} -> {target} lost records"
         async with Tail(regions_mesh.bootstraps[source], "region_heartbeats", bytes) as tail:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
 from m1.cli import app
@@ -24,7 +23,7 @@ from core.settings import Settings, get_settings
 from regions.cluster import RegionSet
 from regions.watchdog import FlowClock, RestartBudget
 from tests.regions.conftest import WATCHDOG_STALL_S
-from tests.regions.mesh import NAMES, Mesh, Tail, events
+from tests.regions.mesh import NAMES, Mesh, Tail, events, produce
 
 
 def test_a_flow_is_stuck_only_while_its_source_produces_and_both_ends_answer() -> None:
@@ -59,17 +58,6 @@ def test_restarts_back_off_and_are_bounded() -> None:
     assert budget.exhausted(99.0) and not budget.exhausted(101.0)  # the window slides
 
 
-async def _produce(bootstrap: str, topic: str, values: set[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for value in sorted(values):
-            await producer.send(topic, value)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 @pytest.mark.slow
 @pytest.mark.kafka
 async def test_a_wedged_mirrormaker_is_restarted_and_nothing_is_lost(regions_mesh: Mesh) -> None:
@@ -83,7 +71,7 @@ async def test_a_wedged_mirrormaker_is_restarted_and_nothing_is_lost(regions_mes
     topic = f"wedged-{uuid.uuid4().hex[:8]}"
     sent = {source: {f"{source}-{i}".encode() for i in range(200)} for source in sources}
     for source in sources:
-        await _produce(regions_mesh.bootstraps[source], topic, sent[source])
+        await produce(regions_mesh.bootstraps[source], topic, sent[source])
 
     deadline = time.monotonic() + WATCHDOG_STALL_S + 120
     while regions_mesh.watchdog_status(target).restarts == before and time.monotonic() < deadline:
