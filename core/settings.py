@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -220,6 +220,16 @@ class Settings(BaseSettings):
     def _parse_region_list(cls, value: Any) -> Any:
         """``a,b`` / ``a=h:1,b=h:2`` (or JSON) from the environment."""
         return cls._parse_collection(value)
+
+    @model_validator(mode="after")
+    def _no_dot_in_worker_topics(self) -> Settings:
+        """The worker's topics (and the internal ones named after ``app_id``) carry no ``.``: a tenant's
+        Kafka login may write to every topic under ``<tenant>.`` (core/kafka/security.py)."""
+        for name in ["app_id", *(f for f in type(self).model_fields if f.startswith("topic_"))]:
+            value = getattr(self, name)
+            if isinstance(value, str) and "." in value:
+                raise ValueError(f"{name}={value!r}: a '.' would put it under a tenant's topic prefix '<tenant>.'")
+        return self
 
     @field_validator("audit_key_path", "audit_witness_path", mode="before")
     @classmethod

@@ -48,7 +48,7 @@ Send = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[int]]
 
 def inserts_topic(app_id: str) -> str:
     """The internal topic of the forwarded inserts of the workers of ``app_id``."""
-    return f"{app_id}.store-inserts"
+    return f"{app_id}-store-inserts"
 
 
 def encode_insert(table: str, columns: dict[str, pa.Array | list]) -> list[tuple[bytes, bytes]]:

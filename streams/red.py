@@ -145,7 +145,7 @@ def resource_region(resource: Mapping[str, str]) -> str:
 
 def red_topic(settings: Settings) -> str:
     """The internal topic of span summaries keyed by aggregate (created by the worker)."""
-    return f"{settings.app_id}.red-spans"
+    return f"{settings.app_id}-red-spans"
 
 
 def red_key(tenant: str, service: str) -> str:
