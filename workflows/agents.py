@@ -123,9 +123,9 @@ def source_topics(settings: Settings) -> dict[str, str]:
 def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher) -> Engine:
     """Add the workflow agents, table, timer and table writers to ``app``; returns the engine."""
     sources = source_topics(settings)
-    ensure_topics(settings, [*sources.values(), settings.topic_workflow_signals, settings.topic_incidents,
-                             settings.topic_workflow_runs, settings.topic_notifications])
-    check_partitions(settings, [settings.topic_workflow_signals])
+    created = ensure_topics(settings, [*sources.values(), settings.topic_workflow_signals, settings.topic_incidents,
+                                       settings.topic_workflow_runs, settings.topic_notifications])
+    check_partitions(settings, [t for t in [settings.topic_workflow_signals] if t not in created])
     specs = Specs(workflows_dir(settings))
     table = app.Table("workflow_state", partitions=settings.topic_partitions, schema=faust.Schema(
         key_type=str, value_type=str, key_serializer="json", value_serializer="raw"))

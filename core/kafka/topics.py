@@ -101,13 +101,22 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
 def check_partitions(settings: Settings, names: list[str]) -> None:
     """Raise :class:`TopicLayoutError` naming each of ``names`` whose partition count is not
     ``settings.topic_partitions`` (a Faust table keeps a key's state on the partition its source
-    topic gives the key, so the two must be partitioned alike)."""
+    topic gives the key, so the two must be partitioned alike). A topic the cluster's metadata does
+    not show partitions of yet (just created) is asked again for up to 10 s, then taken as created
+    by :func:`ensure_topics`, with ``settings.topic_partitions``."""
+    if not names:
+        return
 
     async def describe() -> dict[str, int]:
         admin = admin_client(settings)
         await admin.start()
         try:
-            return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+            deadline = asyncio.get_running_loop().time() + 10.0
+            while True:
+                counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+                if all(counts.get(name) for name in names) or asyncio.get_running_loop().time() > deadline:
+                    return {name: n for name, n in counts.items() if n}
+                await asyncio.sleep(0.2)
         finally:
             await admin.close()
 
