@@ -10,7 +10,6 @@ bytes the point-by-point model pickles, and loads from them.
 from __future__ import annotations
 
 import pickle
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from models.evaluation.cli import default_nab_data
 from models.evaluation.series import default_asd_data, read_series
 from models.ordered import InOrder
 from schemas.events import decode_metric
+from tests.models.test_detector_equivalence import random_batches
 
 TOLERANCE = 1e-9
 FILES = [  # level shifts, a flat line, recurring spikes, real CPU, traffic, ad exchange, and a server of ASD
@@ -60,15 +60,6 @@ def shared_file(corpus: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(xs), np.array(ts)
 
 
-def in_random_batches(handle, xs: np.ndarray, ts: np.ndarray, seed: int, largest: int = 200) -> np.ndarray:
-    rng, out, i = np.random.default_rng(seed), [], 0
-    while i < len(xs):
-        size = int(rng.integers(1, largest + 1))
-        out.append(handle.score_learn_many(xs[i : i + size], ts[i : i + size]))
-        i += size
-    return np.concatenate(out)
-
-
 @pytest.mark.parametrize("corpus,name", FILES)
 def test_shared_data_scores_and_state_match_the_definition(corpus: str, name: str) -> None:
     xs, ts = shared_file(corpus, name)
@@ -76,7 +67,7 @@ def test_shared_data_scores_and_state_match_the_definition(corpus: str, name: st
     expected = one_by_one(slow, xs, ts)
     pool = EnsemblePool(reference)
     fast = pool.new()
-    got = in_random_batches(fast, xs, ts, seed=len(xs))
+    got = random_batches(fast, xs, ts, seed=len(xs), largest=200)
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
     assert (expected > 0.5).any() or name.endswith("art_flatline.csv")  # the comparison covers alerts
     assert pickle.dumps(fast.export()) == pickle.dumps(slow)
@@ -200,6 +191,6 @@ def test_short_and_missing_seasons_match_the_definition(step: float, lag: int) -
     slow = reference()
     expected = one_by_one(slow, xs, ts)
     fast = EnsemblePool(reference).new()
-    np.testing.assert_allclose(in_random_batches(fast, xs, ts, seed=3, largest=50), expected, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(random_batches(fast, xs, ts, seed=3, largest=50), expected, rtol=0, atol=TOLERANCE)
     assert slow.detector.components[1].lag == lag
     assert pickle.dumps(fast.export()) == pickle.dumps(slow)
