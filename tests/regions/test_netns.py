@@ -18,7 +18,21 @@ from core.kafka.local_broker import _pid_alive
 from tests.regions.netns import FORWARD, Lab, Link, lab, leftovers, require, sweep_stale
 
 ROOT = Path(__file__).resolve().parents[2]
-ECHO = "import socket,sys\ns=socket.create_server((sys.argv[1],7777))\nwhile True:\n c,_=s.accept(); c.sendall(c.recv(1)); c.close()"
+# One thread per connection with a read timeout: a connection whose byte was lost on a lossy link
+# must not hold up the next one.
+ECHO = """
+import socket, sys, threading
+def echo(conn):
+    with conn:
+        conn.settimeout(5)
+        try:
+            conn.sendall(conn.recv(1))
+        except OSError:
+            pass
+server = socket.create_server((sys.argv[1], 7777))
+while True:
+    threading.Thread(target=echo, args=(server.accept()[0],), daemon=True).start()
+"""
 
 
 @pytest.fixture
@@ -66,7 +80,7 @@ def test_cut_heal_and_loss_act_on_a_real_server(partition_lab: Lab) -> None:
     assert link.dropped() > 0
     assert any(attempts)  # lossy, not cut
     link.clear_loss()
-    assert link.rules() == [] and _reaches(link)
+    assert link.rules() == [] and _reaches(link, timeout=5)
     partition_lab.close()
     assert server.wait(10) is not None  # the process in the namespace went with it
 
