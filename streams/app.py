@@ -44,7 +44,7 @@ from streams.metrics_handler import MetricsHandler, batch_dead_letters, metrics_
 from streams.forecast_pipeline import ForecastPipeline
 from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
-from streams.publisher import Publisher
+from streams.publisher import Publisher, worker_forwarder
 from streams.tracing import in_thread
 from tenancy.registry import Registry
 from workflows.agents import wire as workflows_wire
@@ -97,10 +97,14 @@ ROLES = ("all", "store-owner", "scorer")
 
 def metrics_consumer(settings: Settings, pipeline: MetricsPipeline, forecast: ForecastHandler,
                      forecasting: ForecastPipeline, publisher: Publisher, observed: PipelineMetrics) -> BatchConsumer:
-    """The metrics topic's batch consumer: scoring, then forecasting, checkpointed with its commits."""
+    """The metrics topic's batch consumer: scoring, then forecasting, checkpointed with its commits;
+    re-keyed records are forwarded in a transaction that the checkpoint commits with the offsets."""
+    group_id = f"{settings.app_id}-metrics"
+    forwarder = worker_forwarder(settings, group_id)
     return BatchConsumer(
-        settings, settings.topic_metrics, group_id=f"{settings.app_id}-metrics",
-        handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings), forecast, observed),
+        settings, settings.topic_metrics, group_id=group_id, forwarder=forwarder,
+        handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings, forwarder.send), forecast,
+                                         observed),
         checkpoints=[pipeline.checkpoint, forecasting.checkpoint, observed.checkpointed],  # the last only if all saved
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
         # the records of a batch the store kept rejecting

@@ -30,6 +30,16 @@ table of a ClickHouse server, or with the embedded store a directory the workers
 partition are dropped, so state and offsets go back to the last checkpoint together. A worker
 that crashes hands over its last checkpoint and commit, which match (see above).
 
+A consumer that forwards records to a topic the pipeline reads again (OTLP points, RED spans and
+minutes, re-keyed points) sends them through a :class:`streams.publisher.Forwarder`: in a Kafka
+transaction that the checkpoint commits together with the input offsets (and, for the RED topic,
+after the state it changed was saved), so a ``read_committed`` reader (every batch consumer is
+one) sees each forwarded record exactly once, whoever crashed or stopped. A failed step that sent
+something, or any failed step of a consumer whose handler is not idempotent (``replay_on_failure``),
+rolls back to the last commit: the transaction is aborted, the state of every series or key read
+is dropped (restored from the checkpoint when next needed), and the partitions are read again from
+their committed offsets.
+
 With ``M1_TENANT_TOPICS`` the consumer reads every tenant's ``<tenant>.<topic>`` instead of
 ``topic``: it subscribes by pattern and refreshes its metadata every
 ``TENANT_TOPICS_REFRESH_MS``, so a new tenant's topic is read within that time.
@@ -51,6 +61,7 @@ from mode import Service
 from core.kafka.security import client_kwargs
 from core.settings import Settings
 from core.kafka.topics import tenant_topic_pattern
+from streams.publisher import Forwarder
 from streams.retry import RetryPolicy, handle_batch
 
 log = logging.getLogger(__name__)
@@ -103,12 +114,18 @@ class BatchConsumer(Service):
 
     ``by_pattern`` (default: ``M1_TENANT_TOPICS``) subscribes to every tenant's ``topic``; an
     internal topic of the pipeline is read by name (``False``).
+
+    ``forwarder`` (started and stopped here) holds what the handler forwards until a checkpoint
+    commits it with the offsets; ``replay_on_failure`` rolls back after any failed batch instead of
+    retrying it in place, and ``reset`` callables then drop every state changed since the last
+    checkpoint that ``forget`` does not reach (see the module docstring).
     """
 
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
                  checkpoints: list[Callable[[], object]], checkpoint_due: Callable[[], bool] = lambda: False,
                  dead_letters: BatchDeadLetters | None = None, forget: Sequence[Forget] = (),
-                 by_pattern: bool | None = None, moved: Sequence[Moved] = (), **kwargs: object):
+                 by_pattern: bool | None = None, moved: Sequence[Moved] = (), forwarder: Forwarder | None = None,
+                 replay_on_failure: bool = False, reset: Sequence[Callable[[], object]] = (), **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
@@ -120,6 +137,9 @@ class BatchConsumer(Service):
         self.forget = forget
         self.by_pattern = settings.tenant_topics if by_pattern is None else by_pattern
         self.moved = moved
+        self.forwarder = forwarder
+        self.replay_on_failure = replay_on_failure
+        self.reset = reset
         self.retry = RetryPolicy.of(settings)
         self._batch_assignment: frozenset[TopicPartition] = frozenset()  # the partitions when the batch was read
         self._consumer: AIOKafkaConsumer | None = None
@@ -129,6 +149,7 @@ class BatchConsumer(Service):
         self._keys: dict[TopicPartition, set[bytes]] = {}  # record keys handled per partition (forget)
         self._revoking = False  # a rebalance waits for the batch in hand
         self._saved_at_revoke = True  # whether the last revocation's checkpoint succeeded
+        self._replay = False  # a failed step must be rolled back to the last commit
 
     async def on_start(self) -> None:
         tenant_topics = self.by_pattern
@@ -141,9 +162,12 @@ class BatchConsumer(Service):
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            isolation_level="read_committed",  # forwarded records once their transaction committed
             **({"metadata_max_age_ms": TENANT_TOPICS_REFRESH_MS} if tenant_topics else {}),
             **client_kwargs(self.settings),
         )
+        if self.forwarder is not None:
+            await self.forwarder.start()  # first: it aborts what this worker's predecessor left open
         listener = _Rebalance(self)
         if tenant_topics:
             self._consumer.subscribe(pattern=tenant_topic_pattern(self.topic), listener=listener)
@@ -157,6 +181,8 @@ class BatchConsumer(Service):
         finally:
             if self._consumer is not None:
                 await self._consumer.stop()
+            if self.forwarder is not None:
+                await self.forwarder.stop()
 
     async def checkpoint(self) -> bool:
         """Save the models, then commit the offsets of every batch handled before; returns whether
@@ -171,8 +197,25 @@ class BatchConsumer(Service):
                               len(self._handled))
                 return False
             offsets, self._handled = self._handled, {}
-            await self._commit(offsets)
-            return True
+            return await self._commit(offsets)
+
+    async def exclusively(self, step: Callable[[], Awaitable[object]], what: str) -> None:
+        """Run ``step`` (which may forward records) between batches, then checkpoint if one is due;
+        a failure is logged and rolled back like a failed batch's (see the module docstring). Before
+        the consumer started, it does nothing."""
+        if self._consumer is None:
+            return
+        async with self._between_batches:
+            sends = self._sends()
+            try:
+                await step()
+            except Exception:
+                log.exception("%s failed", what)
+                if self.replay_on_failure or self._sends() != sends:
+                    await self._roll_back()
+                return
+        if self.checkpoint_due():
+            await self.checkpoint()
 
     async def partitions_revoked(self) -> None:
         """Before the group moves partitions: checkpoint and commit (see the module docstring)."""
@@ -189,6 +232,7 @@ class BatchConsumer(Service):
         lost = [tp for tp in self._keys if tp not in kept]
         if not self._saved_at_revoke:
             self._handled = {}  # read again from the last commit
+            await self._drop_uncommitted()
         series = {key.decode() for tp in lost for key in self._keys.pop(tp)}
         if series:
             log.info("%d partitions of %s went elsewhere; their %d series' models are dropped", len(lost), self.topic, len(series))
@@ -213,8 +257,10 @@ class BatchConsumer(Service):
             async with self._between_batches:
                 self._batch_assignment = self._consumer.assignment()
                 dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
-                if not await handle_batch(partial(self.handler, events), dead_letters, self.retry, self,
+                if not await handle_batch(partial(self._attempt, events), dead_letters, self.retry, self,
                                           f"batch of {len(events)} records of {self.topic}"):
+                    if self._replay:
+                        await self._roll_back()
                     continue  # given up (see backoff): its offsets stay uncommitted, so it is read again
                 for event in events:
                     tp = TopicPartition(event.message.topic, event.message.partition)
@@ -224,6 +270,52 @@ class BatchConsumer(Service):
                 self._next.update(self._handled)
             if self.checkpoint_due():
                 await self.checkpoint()
+
+    async def _attempt(self, events: Sequence[KafkaEvent]) -> None:
+        """One try of the handler; a failure that cannot be retried in place asks for a roll-back."""
+        sends = self._sends()
+        try:
+            await self.handler(events)
+        except Exception:
+            self._replay = self.replay_on_failure or self._sends() != sends
+            raise
+
+    def _sends(self) -> int:
+        return 0 if self.forwarder is None else self.forwarder.sends
+
+    async def _roll_back(self) -> None:
+        """Back to the last commit: drop what is uncommitted, read every partition again from its
+        committed offset (or its first, without one)."""
+        self._replay = False
+        self._handled = {}
+        await self._drop_uncommitted()
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        for moved in self.moved:  # restore what the partitions held, as after an assignment
+            await asyncio.get_running_loop().run_in_executor(None, moved, set(assigned), [])
+        never = []
+        for tp in assigned:
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                never.append(tp)
+            else:
+                self._consumer.seek(tp, committed)
+        if never:
+            await self._consumer.seek_to_beginning(*never)
+        log.warning("%s: rolled back to the last commit; %d partitions are read again", self.topic, len(assigned))
+
+    async def _drop_uncommitted(self) -> None:
+        """Abort the forwarder's transaction and drop the state of every series or key read (its
+        changes since the last checkpoint may be in it)."""
+        if self.forwarder is not None:
+            await self.forwarder.abort()
+        series = {key.decode() for keys in self._keys.values() for key in keys}
+        self._keys = {}
+        loop = asyncio.get_running_loop()
+        for forget in self.forget:
+            await loop.run_in_executor(None, forget, series)
+        for reset in self.reset:
+            await loop.run_in_executor(None, reset)
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Records of each assigned partition not handled yet: its end offset, asked of the broker
@@ -263,6 +355,9 @@ class BatchConsumer(Service):
         lost are their new owner's). Records fetched meanwhile are put back."""
         assert self._consumer is not None
         deadline = time.monotonic() + seconds
+        if self._replay:
+            self.resume_input()
+            return False  # rolled back and read again (see _attempt)
         while not self.should_stop and (left := deadline - time.monotonic()) > 0:
             if self._revoking or self._consumer.assignment() != self._batch_assignment:
                 log.warning("a rebalance changed the partitions while a batch waited; it is read again from the last commit")
@@ -291,21 +386,30 @@ class BatchConsumer(Service):
                 break  # idle: let the caller loop (and notice a stop)
         return events
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` of the partitions still assigned; the others are their new owner's to
-        replay (a rebalance while a batch waited for the store, say)."""
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit ``offsets`` of the partitions still assigned, with the forwarder's transaction if
+        one is open; the others are their new owner's to replay (a rebalance while a batch waited
+        for the store, say). False if the transaction failed (then it is rolled back)."""
         if self._consumer is None:
-            return
+            return True
         assigned = self._consumer.assignment()
         offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if self.forwarder is not None and self.forwarder.in_transaction:
+            try:
+                return await self.forwarder.commit(offsets, self.group_id)
+            except Exception:
+                log.exception("%s: committing the forwarded records with the offsets failed", self.topic)
+                await self._roll_back()
+                return False
         if not offsets:
-            return
+            return True
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # A rebalance took partitions away: their new owner replays from the last commit,
             # and the store's ReplacingMergeTree tables make the replay invisible.
             log.warning("commit after a rebalance failed (%s); the new owner will replay", exc)
+        return True
 
     def _rewind(self, events: Sequence[KafkaEvent]) -> None:
         assert self._consumer is not None

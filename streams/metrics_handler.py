@@ -11,6 +11,7 @@ after the store inserts and the Kafka sends have all completed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ import msgspec
 
 from streams.batch_consumer import BatchDeadLetters, KafkaEvent
 from streams.metrics_pipeline import Anomaly, BatchOutcome, DeadLetter, MetricsPipeline, Record, dead_letter
-from streams.publisher import OutputRecord, Publisher
+from streams.publisher import Forward, OutputRecord, Publisher
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
@@ -37,8 +38,10 @@ def records_of(events: Sequence[KafkaEvent]) -> list[Record]:
 MetricsHandler = Callable[[Sequence[KafkaEvent]], Awaitable[BatchOutcome]]
 
 
-def metrics_handler(pipeline: MetricsPipeline, publisher: Publisher, settings: Settings) -> MetricsHandler:
-    """The handler of metrics batches, bound to its pipeline and publisher."""
+def metrics_handler(pipeline: MetricsPipeline, publisher: Publisher, settings: Settings,
+                    forward: Forward | None = None) -> MetricsHandler:
+    """The handler of metrics batches, bound to its pipeline and publisher; re-keyed records go
+    through ``forward`` if given (the consumer's transaction: ``streams.publisher.Forwarder``)."""
 
     async def handle(events: Sequence[KafkaEvent]) -> BatchOutcome:
         with batch_span(settings.topic_metrics, events, agent="metrics") as span:
@@ -46,7 +49,11 @@ def metrics_handler(pipeline: MetricsPipeline, publisher: Publisher, settings: S
                 records = records_of(events)
             outcome = await in_thread(pipeline.process, records)
             with stage("produce"):
-                await publisher.publish(alert_records(settings, outcome.dead_letters, outcome.anomalies) + outcome.rekeyed)
+                alerts = alert_records(settings, outcome.dead_letters, outcome.anomalies)
+                if forward is None or not outcome.rekeyed:
+                    await publisher.publish(alerts + outcome.rekeyed)
+                else:
+                    await asyncio.gather(publisher.publish(alerts), forward(outcome.rekeyed))
             record_outcome(span, stored=outcome.stored, dead_letters=len(outcome.dead_letters),
                            anomalies=len(outcome.anomalies), rekeyed=len(outcome.rekeyed))
         return outcome

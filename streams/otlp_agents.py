@@ -7,11 +7,14 @@
   ``M1_TENANT_TOPICS``, every tenant's, by pattern) and of the internal RED topic
   (``streams.red``), handled by ``streams.otlp_pipeline``: they send dead letters and the records
   forwarded for scoring (RED spans keyed by tenant and service, metric points keyed by series)
-  and commit a batch only after that. They retry a failed batch as ``streams.retry`` says, and
-  dead-letter a batch the store kept rejecting like the metrics topic's consumer. The RED
-  topic's consumer checkpoints the RED state of its keys with its commits and before a
-  rebalance moves them, and drops the state of keys it lost (#14);
-* a timer closing the RED minutes of keys that went quiet;
+  in a Kafka transaction that commits the batch's offsets too, after each batch
+  (``streams.publisher.Forwarder``), so each forwarded record is read once. They retry a failed
+  batch as ``streams.retry`` says, and dead-letter a batch the store kept rejecting like the
+  metrics topic's consumer. The RED topic's consumer saves the RED state of its keys before each
+  commit and before a rebalance moves them, drops the state of keys it lost, and rolls back to
+  its last commit after any failure (its handler is not idempotent) (#14);
+* a timer closing the RED minutes of keys that went quiet, between the RED consumer's batches
+  and in its transactions;
 * the bottleneck job (``streams.bottleneck_job``) on a leader-only timer every
   ``M1_BOTTLENECK_SECONDS``, publishing each report on the bottlenecks topic; ``register_otel``
   returns the same run for one tenant (an ``api.handlers.RunBottlenecks``) for the API to call
@@ -35,7 +38,7 @@ from streams.bottleneck_job import BottleneckJob
 from streams.metrics_handler import alert_records, batch_dead_letters, records_of
 from streams.metrics_pipeline import MetricsPipeline, Record
 from streams.otlp_pipeline import OtlpOutcome, OtlpPipeline
-from streams.publisher import Publisher
+from streams.publisher import Forward, Publisher, worker_forwarder
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
@@ -62,23 +65,28 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
     ensure_topics(settings, [pipeline.red_topic])
     for process, topic, name in ((pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans"),
                                  (pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics")):
-        app.service(BatchConsumer(settings, topic, group_id=f"{settings.app_id}-{name}", checkpoints=[],
-                                  handler=otlp_handler(process, topic, name, publisher, settings, observed),
-                                  dead_letters=dead_letters))
-    app.service(BatchConsumer(settings, pipeline.red_topic, group_id=f"{settings.app_id}-otlp_red", by_pattern=False,
-                              handler=otlp_handler(pipeline.aggregate_red, pipeline.red_topic, "otlp_red", publisher,
-                                                   settings, observed),
-                              checkpoints=[pipeline.checkpoint_red], forget=[pipeline.forget_red],
-                              moved=[pipeline.moved_red],
-                              dead_letters=dead_letters))
+        group_id = f"{settings.app_id}-{name}"
+        forwarder = worker_forwarder(settings, group_id)
+        app.service(BatchConsumer(settings, topic, group_id=group_id, checkpoints=[], checkpoint_due=lambda: True,
+                                  handler=otlp_handler(process, topic, name, forwarder.send, settings, observed),
+                                  dead_letters=dead_letters, forwarder=forwarder))
+    red_group = f"{settings.app_id}-otlp_red"
+    red_forwarder = worker_forwarder(settings, red_group)
+    red = app.service(BatchConsumer(
+        settings, pipeline.red_topic, group_id=red_group, by_pattern=False,
+        handler=otlp_handler(pipeline.aggregate_red, pipeline.red_topic, "otlp_red", red_forwarder.send, settings,
+                             observed),
+        checkpoints=[pipeline.checkpoint_red], checkpoint_due=lambda: True, forget=[pipeline.forget_red],
+        moved=[pipeline.moved_red], dead_letters=dead_letters, forwarder=red_forwarder, replay_on_failure=True,
+        reset=[pipeline.reset_red]))
+
+    async def close_idle_minutes() -> None:
+        await _send_outcome(await in_thread(pipeline.close_idle_minutes), red_forwarder.send, settings)
 
     @app.timer(IDLE_CHECK_SECONDS, name="otlp_red_idle")
     async def close_idle_red_minutes() -> None:
-        try:
-            outcome = await in_thread(pipeline.close_idle_minutes)
-            await _send_outcome(outcome, publisher, settings)
-        except Exception:  # those minutes are not scored (otel_red_1m still has them); next tick goes on
-            log.exception("closing idle RED minutes failed")
+        # those minutes are closed again after a failure (rolled back), by the next tick
+        await red.exclusively(close_idle_minutes, "closing idle RED minutes")
 
     job = BottleneckJob(settings, store)
 
@@ -102,9 +110,9 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
     return run_job
 
 
-def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, publisher: Publisher,
+def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, forward: Forward,
                  settings: Settings, observed: PipelineMetrics | None = None) -> BatchHandler:
-    """A batch handler that hands a batch of ``topic`` to ``process`` and sends its outputs
+    """A batch handler that hands a batch of ``topic`` to ``process`` and ``forward`` s its outputs
     (and counts its stored points and dead letters in ``observed``)."""
 
     async def handle(events: Sequence[KafkaEvent]) -> None:
@@ -112,7 +120,7 @@ def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, nam
             with stage("consume"):
                 records = records_of(events)
             outcome = await in_thread(process, records)
-            await _send_outcome(outcome, publisher, settings)
+            await _send_outcome(outcome, forward, settings)
             record_outcome(span, spans=outcome.spans, gauge=outcome.gauge, sum=outcome.sum,
                            stored=outcome.stored, dead_letters=len(outcome.dead_letters),
                            anomalies=len(outcome.anomalies), unscored=len(outcome.unscored),
@@ -123,8 +131,8 @@ def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, nam
     return handle
 
 
-async def _send_outcome(outcome: OtlpOutcome, publisher: Publisher, settings: Settings) -> None:
+async def _send_outcome(outcome: OtlpOutcome, forward: Forward, settings: Settings) -> None:
     if not (outcome.dead_letters or outcome.anomalies or outcome.rekeyed):
         return
     with stage("produce"):
-        await publisher.publish(alert_records(settings, outcome.dead_letters, outcome.anomalies) + outcome.rekeyed)
+        await forward(alert_records(settings, outcome.dead_letters, outcome.anomalies) + outcome.rekeyed)

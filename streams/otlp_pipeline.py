@@ -243,6 +243,11 @@ class OtlpPipeline:
         for key in keys:
             self.red.discard(key)
 
+    def reset_red(self) -> None:
+        """Drop all RED state: what it changed since the last checkpoint is rolled back (the
+        partitions held are adopted again, :meth:`moved_red`)."""
+        self.red.clear()
+
     def moved_red(self, assigned: Iterable[TopicPartition], lost: Iterable[TopicPartition]) -> None:
         """After a rebalance: drop the key lists of the partitions lost, restore every saved key of
         those assigned (their open minutes close here, by the idle timer if no span comes again)."""

@@ -10,25 +10,38 @@ stored before it commits its input offsets.
 Keyed records go to the partition Kafka's default partitioner gives their key (murmur2, as the
 Java client and aiokafka's ``send`` choose), so a series keeps its partition whoever produces
 it; records without a key go to one partition per call, rotating between calls.
+
+:class:`Forwarder` sends the same way in Kafka transactions, for records a consumer forwards to
+a topic the pipeline reads again (OTLP points and RED minutes to the metrics topic, re-keyed
+points, RED spans): its consumer commits its input offsets in the same transaction
+(``streams.batch_consumer``), so a ``read_committed`` reader sees each forwarded record once
+whatever worker crashed or stopped in between (#14).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import logging
+import socket
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import lru_cache
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from core.kafka.producer import make_producer
 from core.settings import Settings
 
+log = logging.getLogger(__name__)
+
 #: ``(topic, key, value)``: one record to publish.
 OutputRecord = tuple[str, bytes | None, bytes]
+#: Sends records and returns their count once the broker acknowledged them (``Forwarder.send``).
+Forward = Callable[[list[OutputRecord]], Awaitable[int]]
 
 
 @lru_cache(maxsize=1 << 17)
@@ -67,23 +80,109 @@ class Publisher(Service):
 
     async def publish(self, records: Iterable[OutputRecord]) -> int:
         """Send ``records`` and return their count once the broker acknowledged all of them."""
-        producer = self._producer or await self._started_producer()
-        grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
-        partitions: dict[str, int] = {}
-        spare = next(self._keyless)
-        for topic, key, value in records:
-            if topic not in partitions:
-                partitions[topic] = len(await producer.partitions_for(topic))
-            n = partitions[topic]
-            grouped[topic, spare % n if key is None else partition_of(key, n)].append((key, value))
-        acks = []
-        for (topic, partition), items in grouped.items():
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start
-                    acks.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
-            acks.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*acks)
-        return sum(len(items) for items in grouped.values())
+        return await send_batches(self._producer or await self._started_producer(), records, next(self._keyless))
+
+
+async def send_batches(producer: AIOKafkaProducer, records: Iterable[OutputRecord], spare: int) -> int:
+    """Send ``records`` in whole batches per partition (keyless ones to partition ``spare`` modulo
+    the topic's count) and return their count once the broker acknowledged all of them."""
+    grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
+    partitions: dict[str, int] = {}
+    for topic, key, value in records:
+        if topic not in partitions:
+            partitions[topic] = len(await producer.partitions_for(topic))
+        n = partitions[topic]
+        grouped[topic, spare % n if key is None else partition_of(key, n)].append((key, value))
+    acks = []
+    for (topic, partition), items in grouped.items():
+        batch = producer.create_batch()
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start
+                acks.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*acks)
+    return sum(len(items) for items in grouped.values())
+
+
+def worker_forwarder(settings: Settings, group_id: str) -> Forwarder:
+    """The forwarder of this worker's consumer in ``group_id``: its transactional id is the group's
+    and this worker's (host name and ``M1_HOME``), so a restarted worker fences its predecessor."""
+    worker = hashlib.sha256(f"{socket.gethostname()}:{settings.home.resolve()}".encode()).hexdigest()[:16]
+    return Forwarder(settings, f"{group_id}-{worker}")
+
+
+class Forwarder:
+    """A transactional producer for one consumer's forwarded records.
+
+    :meth:`send` opens a transaction if none is open; :meth:`commit` commits it together with the
+    consumer's input offsets, :meth:`abort` drops it. ``transactional_id`` must be the same for the
+    same consumer of the same worker across restarts: starting a producer with it aborts what a
+    crashed predecessor left open (otherwise the broker aborts that after
+    ``core.kafka.producer.TRANSACTION_TIMEOUT_MS``). Not thread-safe: one consumer, one event loop."""
+
+    def __init__(self, settings: Settings, transactional_id: str):
+        self.settings = settings
+        self.transactional_id = transactional_id
+        self.sends = 0  # calls of send(): a caller tells whether a failed step sent anything
+        self._producer: AIOKafkaProducer | None = None
+        self._open = False
+        self._keyless = itertools.count()
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether records were sent since the last commit or abort."""
+        return self._open
+
+    async def start(self) -> None:
+        """Start the producer (this fences an older producer of ``transactional_id``)."""
+        producer = make_producer(self.settings, self.transactional_id)
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Abort what is open and stop the producer."""
+        if self._producer is not None:
+            await self.abort()
+            await self._producer.stop()
+            self._producer = None
+
+    async def send(self, records: Iterable[OutputRecord]) -> int:
+        """Send ``records`` in the open transaction (opened first if none is); their count once
+        the broker acknowledged them. If this raises, only :meth:`abort` may follow."""
+        records = list(records)
+        if not records:
+            return 0
+        assert self._producer is not None, "Forwarder not started"
+        self.sends += 1
+        if not self._open:
+            await self._producer.begin_transaction()
+            self._open = True
+        return await send_batches(self._producer, records, next(self._keyless))
+
+    async def commit(self, offsets: dict[TopicPartition, int], group_id: str) -> bool:
+        """Commit the open transaction with ``offsets`` (the next offset to read per partition) of
+        ``group_id``; False if none is open (the caller commits the offsets itself)."""
+        if not self._open:
+            return False
+        assert self._producer is not None
+        if offsets:
+            await self._producer.send_offsets_to_transaction(offsets, group_id)
+        await self._producer.commit_transaction()
+        self._open = False
+        return True
+
+    async def abort(self) -> None:
+        """Drop the open transaction: its records stay invisible to ``read_committed`` readers. A
+        producer that cannot abort (fenced, say) is replaced by a new one."""
+        if not self._open or self._producer is None:
+            return
+        self._open = False
+        try:
+            await self._producer.abort_transaction()
+        except Exception:  # noqa: BLE001 - the transaction is lost either way; a fresh producer aborts it
+            log.warning("aborting the transaction of %s failed; restarting its producer", self.transactional_id,
+                        exc_info=True)
+            await self._producer.stop()
+            await self.start()

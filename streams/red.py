@@ -281,6 +281,13 @@ class RedBank:
                 self._index.pop(_INDEX + partition, None)
                 self._dirty.discard(_INDEX + partition)
 
+    def clear(self) -> None:
+        """Forget every key and partition list (the caller restores what it owns from the checkpoint)."""
+        with self._lock:
+            for held in (self._minutes, self._seen, self._spans, self._index):
+                held.clear()
+            self._dirty.clear()
+
     def discard(self, key: str) -> None:
         """Forget ``key`` (its partition went to another worker, which saves it from now on)."""
         with self._lock:
