@@ -47,7 +47,7 @@ import logging
 import os
 import pickle
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
@@ -164,6 +164,23 @@ class ModelBank:
         self._dirty.add(series)
         self._evict_overflow()
         return result
+
+    def models(self, counts: Iterable[tuple[str, int]]) -> Iterator[Any]:
+        """The model of each ``(series, points)`` in turn, as ``apply(series, points, fn)`` hands
+        it to an ``fn`` returning it; lazily, so a consumer sees each series' creation, restoring
+        and evicting happen in order. A live series (most, a batch after the first) takes a
+        shorter path with the same effect: made the most recent, ``points`` more, dirty."""
+        where, clock, dirty = self._where, self._clock, self._dirty
+        for series, points in counts:
+            live = where.get(series)
+            if live is None:
+                yield self.apply(series, points, _as_is)
+                continue
+            model, seen, _ = live[series]
+            live[series] = (model, seen + points, next(clock))
+            live.move_to_end(series)
+            dirty.add(series)  # nothing to evict: the bank holds as many models as before
+            yield model
 
     def apply_or_restart(self, series: str, points: int, fn: Callable[[Any], T]) -> T:
         """:meth:`apply`, except that if ``fn`` raises, the series' model is dropped (logged)

@@ -20,6 +20,8 @@ schemas.events.InvalidEvent: Invalid value 'metric/2' - at `$.schema`
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import msgspec
@@ -50,8 +52,9 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="
     region: Name
 
 
-class MetricPoint(Event, tag="metric/1"):
-    """One observation of one metric series."""
+class MetricPoint(Event, tag="metric/1", gc=False):
+    """One observation of one metric series. Not tracked by the garbage collector (``gc=False``:
+    its fields hold no references back, so it can be in no cycle): a batch holds thousands."""
 
     service: Name
     metric: Name
@@ -131,12 +134,35 @@ AnyEvent = MetricPoint | Span | AuditEvent | RegionHeartbeat | RegionEvent
 class EventDecoder:
     """Strict decoder for one event type (or a union), with a size limit.
 
-    ``decode`` raises :class:`InvalidEvent`; nothing else escapes it.
+    ``decode`` raises :class:`InvalidEvent`; nothing else escapes it. ``decode_each`` decodes a
+    batch, faster for one event type with :data:`Name` fields (see :class:`_KnownNames`).
     """
 
     def __init__(self, type_: Any, max_bytes: int = DEFAULT_MAX_BYTES):
         self._decoder = msgspec.json.Decoder(type_)
         self.max_bytes = max_bytes
+        self._fast = _KnownNames.of(type_)
+
+    def decode_each(self, payloads: Iterable[bytes | None]) -> list[Any]:
+        """What :meth:`decode` makes of each payload, in order: the event, or the
+        :class:`InvalidEvent` it raises (returned, not raised), with the same reason."""
+        out: list[Any] = []
+        fast, limit = self._fast, self.max_bytes
+        for payload in payloads:
+            if fast is not None and payload is not None and len(payload) <= limit:
+                event = fast.decode(payload)
+                if event is not None:
+                    out.append(event)
+                    continue
+            try:
+                event = self.decode(payload)
+            except InvalidEvent as exc:
+                out.append(exc)
+                continue
+            if fast is not None:
+                fast.learn(event)
+            out.append(event)
+        return out
 
     def decode(self, payload: bytes | None) -> Any:
         if payload is None:
@@ -150,6 +176,77 @@ class EventDecoder:
         except msgspec.DecodeError as exc:
             raise InvalidEvent(f"malformed JSON: {exc}") from None
 
+
+class _KnownNames:
+    """Decoding of one event type with its :data:`Name` patterns checked against names seen
+    before instead of the regular expression (which costs more than the rest of a decode).
+
+    Its twin type reads the same JSON with every other constraint in place; a payload whose
+    names are all known becomes the event, built from the twin's fields. Anything else (a
+    payload the twin refuses, a new name) is for the strict decoder, which gives the exact
+    result and reason a strict decode gives; :meth:`learn` then adds its names."""
+
+    #: Most names remembered; the set starts afresh beyond it.
+    LIMIT = 100_000
+
+    def __init__(self, event_type: type[msgspec.Struct], fields: list[tuple[str, Any, Any]],
+                 names: tuple[str, ...], keyed: tuple[str, ...]):
+        config = event_type.__struct_config__
+        twin = msgspec.defstruct(f"Unchecked{event_type.__name__}", fields, tag_field=config.tag_field,
+                                 tag=config.tag, forbid_unknown_fields=config.forbid_unknown_fields, gc=False)
+        self._decoder = msgspec.json.Decoder(twin)
+        self._make = event_type
+        getter = operator.attrgetter(*names)
+        self._names = getter if len(names) > 1 else lambda event: (getter(event),)  # the Name fields' values
+        self._keyed = keyed  # maps keyed by Names
+        self._known: set[str] = set()
+
+    @classmethod
+    def of(cls, type_: Any) -> _KnownNames | None:
+        """The fast decoding of ``type_``, or None if it is not one event type (every one has Name fields)."""
+        if not (isinstance(type_, type) and issubclass(type_, Event)):
+            return None
+        fields: list[tuple[str, Any, Any]] = []
+        names, keyed = [], []
+        for f in msgspec.structs.fields(type_):
+            kind = f.type
+            if kind == Name:
+                names.append(f.name)
+                kind = _UncheckedName
+            elif kind == Labels:
+                keyed.append(f.name)
+                kind = _UncheckedLabels
+            fields.append((f.name, kind, msgspec.field(default=f.default, default_factory=f.default_factory)))
+        return cls(type_, fields, tuple(names), tuple(keyed)) if names else None
+
+    def decode(self, payload: bytes) -> Any:
+        """The event in ``payload`` if the twin reads it and every name in it is known, else None."""
+        try:
+            twin = self._decoder.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        known = self._known
+        if not known.issuperset(self._names(twin)):
+            return None
+        for name in self._keyed:
+            if not known.issuperset(getattr(twin, name)):
+                return None
+        try:
+            return self._make(*msgspec.structs.astuple(twin))
+        except ValueError:  # __post_init__
+            return None
+
+    def learn(self, event: Any) -> None:
+        """Remember the names of ``event``, which the strict decoder accepted."""
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        self._known.update(self._names(event))
+        for name in self._keyed:
+            self._known.update(getattr(event, name))
+
+
+_UncheckedName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_UncheckedLabels = Annotated[dict[_UncheckedName, LabelValue], msgspec.Meta(max_length=32)]
 
 _metric_decoder = EventDecoder(MetricPoint)
 

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from itertools import chain, repeat
 
 import msgspec
 import numpy as np
@@ -43,12 +43,11 @@ from streams.tracing import stage
 from tenancy.quotas import IngestQuotas
 
 LABELS_TYPE = pa.map_(pa.string(), pa.string())
-T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Record:
-    """A Kafka record as the pipeline needs it."""
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """A Kafka record as the pipeline needs it (untracked by the garbage collector: it holds no
+    references back, and a batch holds thousands, which would make full collections frequent)."""
 
     topic: str
     partition: int
@@ -148,12 +147,13 @@ class MetricsPipeline(SavedModels):
         self.state = state_location(settings.state_dir, store)  # where checkpoints go (M1_STATE_DIR)
         self._lock = threading.RLock()  # the bank is shared with the OTLP agents' threads
         self.tenant_of = topic_tenants(settings)
+        self.series_of = SeriesOf(self.redactor.event)  # redaction and series keys, once per series
 
     def process(self, records: list[Record]) -> BatchOutcome:
         """Handle one batch; raises only if the store fails (then nothing may be acked)."""
         now = time.time()
         outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds, self.tenant_of,
-                               redact=self.redactor.event)
+                               redact=self.series_of)
         outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters, outcome.sources)
         return outcome
 
@@ -191,42 +191,46 @@ class MetricsPipeline(SavedModels):
 
     def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
         threshold = self.thresholds.warning
-        points = [p for batch in by_series.values() for p in batch]
-        series_col = [series for series, batch in by_series.items() for _ in batch]
-        values = [p.value for p in points]
-        scores = self._score_series(by_series, np.array(values, dtype=np.float64),
-                                    np.fromiter((p.ts for p in points), dtype=np.float64, count=len(points)))
+        counts = [len(batch) for batch in by_series.values()]
+        points = list(chain.from_iterable(by_series.values()))
+        values = np.fromiter([p.value for p in points], dtype=np.float64, count=len(points))
+        ts = np.fromiter([p.ts for p in points], dtype=np.float64, count=len(points))
+        scores = self._score_series(by_series, counts, values, ts)
+        flagged = scores >= threshold
         anomalies = []
-        for i in np.flatnonzero(scores >= threshold).tolist():
-            p, score = points[i], float(scores[i])
-            anomalies.append(Anomaly(p.ts, p.tenant, p.region, p.service, p.metric, series_col[i], p.value, score,
-                                     self.thresholds.severity(score), self.bank.detector))
+        if flagged.any():
+            series_col = list(chain.from_iterable(repeat(series, n) for series, n in zip(by_series, counts)))
+            for i in np.flatnonzero(flagged).tolist():
+                p, score = points[i], float(scores[i])
+                anomalies.append(Anomaly(p.ts, p.tenant, p.region, p.service, p.metric, series_col[i], p.value, score,
+                                         self.thresholds.severity(score), self.bank.detector))
+        # a series' points share its tenant, region, service and metric (its key is made of them): one value a series
+        firsts = [batch[0] for batch in by_series.values()]
+        rows = pa.array(np.repeat(np.arange(len(counts), dtype=np.int32), counts))
         columns = {
-            "ts": pa.array([int(p.ts * 1000) for p in points], type=TS_TYPE),
-            "tenant": [p.tenant for p in points],
-            "region": [p.region for p in points],
-            "service": [p.service for p in points],
-            "metric": [p.metric for p in points],
-            "labels": pa.array([p.labels for p in points], type=LABELS_TYPE),
-            "series": series_col,
-            "value": pa.array(values, type=pa.float64()),
+            "ts": pa.array((ts * 1000).astype(np.int64), type=TS_TYPE),  # int(p.ts * 1000), as numpy truncates too
+            **{name: pa.array([getattr(p, name) for p in firsts], type=pa.string()).take(rows)
+               for name in ("tenant", "region", "service", "metric")},
+            "labels": pa.array([p.labels for p in points], type=LABELS_TYPE),  # per point: their order may differ
+            "series": pa.array(list(by_series), type=pa.string()).take(rows),
+            "value": pa.array(values),
             "score": pa.array(scores.astype(np.float32)),
-            "is_anomaly": pa.array((scores >= threshold).astype(np.uint8)),
-            "ingested_at": pa.array([int(now * 1000)] * len(points), type=TS_TYPE),
+            "is_anomaly": pa.array(flagged.astype(np.uint8)),
+            "ingested_at": pa.array(np.full(len(points), int(now * 1000), dtype=np.int64), type=TS_TYPE),
         }
         return columns, anomalies
 
-    def _score_series(self, by_series: dict[str, list[MetricPoint]], xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Scores of ``xs``/``ts``, the points of ``by_series`` in its order (score then learn, each
-        series in record order)."""
+    def _score_series(self, by_series: dict[str, list[MetricPoint]], counts: list[int], xs: np.ndarray,
+                      ts: np.ndarray) -> np.ndarray:
+        """Scores of ``xs``/``ts``, the points of ``by_series`` in its order (``counts`` a series;
+        score then learn, each series in record order)."""
         starts = np.zeros(len(by_series) + 1, dtype=np.int64)
-        np.cumsum([len(batch) for batch in by_series.values()], out=starts[1:])
+        np.cumsum(counts, out=starts[1:])
         if self.pool is None:
             return np.concatenate([self.bank.score_learn(series, xs[a:b], ts[a:b])
                                    for series, a, b in zip(by_series, starts.tolist(), starts[1:].tolist())] or [xs[:0]])
         # the bank hands out each series' slot (creating, restoring, evicting); one compiled call scores them all
-        handles = (self.bank.apply(series, b - a, _itself) for series, a, b in zip(by_series, starts.tolist(), starts[1:].tolist()))
-        return self.pool.score_flat(handles, starts, xs, ts)
+        return self.pool.score_flat(self.bank.models(zip(by_series, counts)), starts, xs, ts)
 
     def _store_anomalies(self, anomalies: list[Anomaly], now: float) -> None:
         if not anomalies:
@@ -254,37 +258,87 @@ class MetricsPipeline(SavedModels):
         )
 
 
+class SeriesOf:
+    """What ``redact`` makes of metric points, and their series keys, remembered per series.
+
+    The points of a series share their tenant, region, service, metric and labels, and those
+    are all a metric point's redaction and series key depend on (``Redactor.event`` only
+    redacts or pseudonymises a metric point's text, never encrypts it). So both are worked out
+    for a series' first point; a later point keyed by that series, with those very fields,
+    takes the result. ``redact`` must be such a function of those fields."""
+
+    #: Most series remembered; the memory starts afresh beyond it.
+    LIMIT = 100_000
+
+    def __init__(self, redact: Callable[[MetricPoint], MetricPoint]):
+        self.redact = redact
+        # series key (bytes) -> (identity of the points as decoded, series key, fields redaction changes)
+        self._known: dict[bytes, tuple[tuple, str, dict[str, object] | None]] = {}
+
+    def __call__(self, key: bytes | None, point: MetricPoint) -> tuple[MetricPoint, str, bool]:
+        """``(redact(point), its series key, whether key is that series key)``."""
+        identity = (point.tenant, point.region, point.service, point.metric, point.labels)
+        known = self._known.get(key)  # type: ignore[arg-type]
+        if known is not None and known[0] == identity:
+            changes = known[2]
+            return (point if changes is None else _replace(point, changes)), known[1], True
+        redacted = self.redact(point)
+        series = redacted.series_key
+        changes = None if redacted is point else {name: getattr(redacted, name) for name in _IDENTITY
+                                                   if getattr(redacted, name) is not getattr(point, name)}
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        encoded = series.encode()
+        self._known[encoded] = (identity, series, changes)
+        return redacted, series, key == encoded
+
+
+_IDENTITY = ("tenant", "region", "service", "metric", "labels")
+
+
+def _replace(point: MetricPoint, changes: dict[str, object]) -> MetricPoint:
+    """``point`` with ``changes`` (a labels map copied: each point has its own)."""
+    labels = changes.get("labels")
+    if isinstance(labels, dict):
+        changes = {**changes, "labels": dict(labels)}
+    return msgspec.structs.replace(point, **changes)
+
+
 def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_future_seconds: float,
-                 tenant_of: TopicTenants | None = None, *, redact: Callable[[MetricPoint], MetricPoint]) -> BatchOutcome:
+                 tenant_of: TopicTenants | None = None, *,
+                 redact: SeriesOf | Callable[[MetricPoint], MetricPoint]) -> BatchOutcome:
     """The outcome of a batch before scoring: its dead letters (received at ``now``; points
     stamped more than ``max_future_seconds`` after it are among them, and with ``tenant_of``,
     points whose tenant is not their topic's), the records to re-key (to the topic they came
     from; a point ``redact`` changed is re-sent redacted) and the points of the rest, each as
     ``redact`` returns it, by series. Only a record keyed by its series is scored: each series then
     lives in one partition, so one worker of the group scores its points, in order; a keyless
-    record or one keyed otherwise is re-keyed (it lands in its series' partition and is scored there)."""
+    record or one keyed otherwise is re-keyed (it lands in its series' partition and is scored there).
+    A :class:`SeriesOf` as ``redact`` remembers its series from batch to batch."""
     outcome = BatchOutcome()
+    series_of = redact if isinstance(redact, SeriesOf) else SeriesOf(redact)
     with stage("decode"):  # msgspec parses and checks the schema in one pass
-        decoded: list[tuple[Record, MetricPoint, MetricPoint]] = []  # (record, point, point redacted)
-        for record in records:
-            try:
-                point = decoder.decode(record.value)
-                if reason := too_far_ahead(point.ts, now, max_future_seconds):
-                    raise InvalidEvent(reason)
-                if tenant_of is not None and (reason := tenant_mismatch(point.tenant, record.topic, tenant_of(record.topic))):
-                    raise InvalidEvent(reason)
-                decoded.append((record, point, redact(point)))
-            except InvalidEvent as exc:
-                outcome.dead_letters.append(dead_letter(record, exc.reason, now, decoder.max_bytes))
+        decoded = decoder.decode_each([record.value for record in records])
     with stage("validate"):  # a record keyed otherwise, or not at all, belongs to its series' partition
         by_series: dict[str, list[MetricPoint]] = defaultdict(list)
-        for record, original, point in decoded:
-            series = point.series_key
-            if record.key != series.encode():
-                outcome.rekeyed.append((record.topic, series.encode(), record.value if point is original else encode(point)))
+        sources, limit = outcome.sources, now + max_future_seconds
+        owners = {topic: tenant_of(topic) for topic in {record.topic for record in records}} if tenant_of else {}
+        for record, point in zip(records, decoded):
+            if type(point) is InvalidEvent:
+                outcome.dead_letters.append(dead_letter(record, point.reason, now, decoder.max_bytes))
                 continue
-            by_series[series].append(point)
-            outcome.sources[series].append(record)
+            reason = too_far_ahead(point.ts, now, max_future_seconds) if point.ts > limit else None
+            if reason is None and tenant_of is not None:
+                reason = tenant_mismatch(point.tenant, record.topic, owners[record.topic])
+            if reason is not None:
+                outcome.dead_letters.append(dead_letter(record, reason, now, decoder.max_bytes))
+                continue
+            redacted, series, keyed = series_of(record.key, point)
+            if not keyed:
+                outcome.rekeyed.append((record.topic, series.encode(), record.value if redacted is point else encode(redacted)))
+                continue
+            by_series[series].append(redacted)
+            sources[series].append(record)
     outcome.points = by_series
     return outcome
 
@@ -331,7 +385,3 @@ def dead_letter(record: Record, reason: str, now: float, keep_bytes: int) -> Dea
     scrubbed, reason = scrub_dead_letter(value, reason)
     payload = base64.b64encode(scrubbed[:keep_bytes]).decode()
     return DeadLetter(reason, record.topic, record.partition, record.offset, payload, now, len(value))
-
-
-def _itself(model: T) -> T:
-    return model

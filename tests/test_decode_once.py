@@ -71,14 +71,14 @@ def test_the_wired_handlers_decode_each_record_once(tmp_path: Path, kafka_bootst
     produce(settings, records)
 
     decoded = 0
-    decode = EventDecoder.decode
+    decode_each = EventDecoder.decode_each
 
-    def counted(self: EventDecoder, payload: bytes | None) -> object:
+    def counted(self: EventDecoder, payloads: list[bytes | None]) -> list[object]:
         nonlocal decoded
-        decoded += 1
-        return decode(self, payload)
+        decoded += len(payloads)
+        return decode_each(self, payloads)
 
-    monkeypatch.setattr(EventDecoder, "decode", counted)
+    monkeypatch.setattr(EventDecoder, "decode_each", counted)
     store = Store(connect(settings))
     store.migrate()
     try:

@@ -171,3 +171,21 @@ def test_eviction_matches_the_rule_computed_naively(ops: list[tuple[str, int, bo
             victim = min(by_tenant.values(), key=lambda ss: (-len(ss), min(used[s] for s in ss)))
             del used[min(victim, key=used.__getitem__)]
         assert set(used) == {f"{t}|{i}" for t in "abcd" for i in range(12) if f"{t}|{i}" in bank}
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 7), st.integers(1, 3)), max_size=12),
+                max_size=25), st.integers(1, 10))
+@settings(max_examples=100, deadline=None)
+def test_models_hands_out_what_apply_does(batches: list[list[tuple[str, int, int]]], max_series: int) -> None:
+    """Batch after batch, ``models`` leaves the bank as ``apply`` one series at a time does: the
+    same models live and evicted, the same points, the same order of use, the same checkpoint."""
+    one, many = ModelBank("count", max_series=max_series, factory=list), ModelBank("count", max_series=max_series, factory=list)
+    for batch in batches:
+        counts = [(f"{tenant}|{i}", n) for tenant, i, n in batch]
+        for i, model in enumerate(many.models(counts)):  # each used as it is handed out, as the fast path does
+            model.append(i)
+        for i, (series, n) in enumerate(counts):
+            one.apply(series, n, lambda model: model.append(i))
+        assert [(s, one.points(s)) for s in sorted(one._where)] == [(s, many.points(s)) for s in sorted(many._where)]
+        assert [list(live) for live in one._tenants.values()] == [list(live) for live in many._tenants.values()]
+    assert sorted(one.checkpoint()) == sorted(many.checkpoint())

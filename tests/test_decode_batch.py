@@ -1,0 +1,148 @@
+"""Batch decoding of the metrics path gives each record what the strict, record-by-record path gives.
+
+``EventDecoder.decode_each`` checks names against the names it has seen instead of the
+regular expression, and ``SeriesOf`` remembers each series' redaction and key: both must leave
+every result and every reason as they were, record by record, batch after batch.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import msgspec
+import pytest
+
+from compliance.policy import load_policy
+from compliance.pseudonym import Pseudonymiser
+from compliance.redact import Redactor
+from schemas.events import EventDecoder, InvalidEvent, MetricPoint, encode
+from streams.metrics_pipeline import Record, SeriesOf, decode_batch
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+GOOD = {"schema": "metric/1", "ts": T0, "tenant": "acme", "region": "eu-west-1", "service": "api",
+        "metric": "latency_ms", "value": 12.5, "labels": {"host": "a"}}
+
+
+def raw(**changes: object) -> bytes:
+    return msgspec.json.encode({k: v for k, v in {**GOOD, **changes}.items() if v is not ...})
+
+
+PAYLOADS = [
+    raw(), raw(value=13.0), raw(labels={}), raw(labels=...), raw(labels={"host": "b", "az": "1"}),
+    raw(service="new.svc-2"),  # a new name: checked by the pattern, then known
+    raw(service="bad name!"), raw(metric="bad name!"), raw(labels={"host": "a", "bad key": "x"}),
+    raw(tenant="api\n"), raw(tenant="api"),  # '$' in the pattern matches before a final newline
+    raw(region=""), raw(service="x" * 129), raw(labels={f"k{i}": "v" for i in range(33)}), raw(labels={"host": "v" * 257}),
+    raw(ts=12), raw(ts=5e9), raw(value="12"), raw(value=...), raw(extra=1), raw(schema="metric/2"),
+    raw(service="bad name!", ts=12),  # the first fault in the document is named: here ts, there the service
+    b'{"schema":"metric/1","service":"bad name!","ts":12,"tenant":"a","region":"r","metric":"m","value":1}',
+    raw(labels={"k": 1}), raw(value=1) + b" ", b" " + raw(),
+    b'{"schema":"metric/1","ts":1767225600,"tenant":"a","region":"r","service":"s","metric":"m","value":1e400}',
+    b"{not json", b"", b"[]", b"null", raw() + raw(), None, raw(labels={"host": "v" * 600}),
+]
+
+
+def outcome(payload: bytes | None, decoder: EventDecoder) -> object:
+    try:
+        return decoder.decode(payload)
+    except InvalidEvent as exc:
+        return exc.reason
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_decode_each_gives_each_payload_what_decode_gives(rounds: int) -> None:
+    strict, batch = EventDecoder(MetricPoint, max_bytes=600), EventDecoder(MetricPoint, max_bytes=600)
+    expected = [outcome(p, strict) for p in PAYLOADS]
+    assert sum(isinstance(e, MetricPoint) for e in expected) == 10 and len({e for e in expected if isinstance(e, str)}) == 22
+    for _ in range(rounds):  # later rounds: every valid name is known
+        got = batch.decode_each(PAYLOADS)
+        assert [g.reason if isinstance(g, InvalidEvent) else g for g in got] == expected
+        assert all(type(g) in (MetricPoint, InvalidEvent) for g in got)
+
+
+def test_a_known_name_in_another_field_still_needs_its_own_checks() -> None:
+    decoder = EventDecoder(MetricPoint)
+    decoder.decode_each([raw(service="x" * 128)])
+    [point] = decoder.decode_each([raw(labels={"x" * 128: "v"})])  # a label key is a Name too
+    assert point.labels == {"x" * 128: "v"}
+    [refused] = decoder.decode_each([raw(labels={"x" * 128: "v" * 257})])
+    assert refused.reason == outcome(raw(labels={"x" * 128: "v" * 257}), decoder)
+
+
+def grouped(points: list[MetricPoint]) -> dict[str, list[MetricPoint]]:
+    """``points`` by series key, in record order."""
+    out: dict[str, list[MetricPoint]] = {}
+    for point in points:
+        out.setdefault(point.series_key, []).append(point)
+    return out
+
+
+def test_a_batch_dead_letters_each_bad_record_with_its_own_reason_and_keeps_every_good_one() -> None:
+    decoder = EventDecoder(MetricPoint, max_bytes=600)
+    points = [MetricPoint(T0 + i, "acme", "eu-west-1", "api", "latency_ms", float(i), {"host": f"h{i % 3}"}) for i in range(50)]
+    records = []
+    for i, point in enumerate(points):  # each good record followed by one of the payloads, keyed otherwise
+        records.append(Record("metrics", 0, 2 * i, point.series_key.encode(), encode(point)))
+        records.append(Record("metrics", 0, 2 * i + 1, b"k", PAYLOADS[i % len(PAYLOADS)]))
+    ahead = MetricPoint(T0 + 7200, "acme", "eu-west-1", "api", "latency_ms", 1.0, {"host": "h0"})
+    records.append(Record("metrics", 0, 100, ahead.series_key.encode(), encode(ahead)))
+    expected = {r.offset: outcome(r.value, decoder) for r in records[1:-1:2]}
+
+    out = decode_batch(decoder, records, T0 + 100, 3600.0, redact=lambda p: p)
+    reasons = {d.offset: d.reason for d in out.dead_letters}
+    assert reasons.pop(100).startswith("ts is 7,100 s ahead of the worker's clock")
+    assert reasons == {offset: e for offset, e in expected.items() if isinstance(e, str)}
+    assert [value for _, _, value in out.rekeyed] == [records[o].value for o, e in expected.items() if isinstance(e, MetricPoint)]
+    assert out.points == grouped(points)
+    assert {s: [r.offset for r in rs] for s, rs in out.sources.items()} == {
+        s: [2 * int(p.ts - T0) for p in ps] for s, ps in grouped(points).items()}
+
+
+def redactor() -> Redactor:
+    return Redactor(load_policy(), Pseudonymiser(bytes(range(32))))
+
+
+def test_series_of_redacts_every_point_as_the_redactor_does_and_once_per_series() -> None:
+    plain = redactor()
+    calls = 0
+
+    def counted(point: MetricPoint) -> MetricPoint:
+        nonlocal calls
+        calls += 1
+        return plain.event(point)
+
+    series_of = SeriesOf(counted)
+    pii = {"user_id": "u1", "peer": "x 203.0.113.5", "host": "h1"}
+    batches = [[MetricPoint(T0 + 60 * b + i, "acme", "eu-west-1", service, "latency_ms", float(i), labels)
+                for i in range(5) for service, labels in (("api", {"host": "h1"}), ("10.1.2.3", pii), ("db", pii))]
+               for b in range(4)]
+    decoder = EventDecoder(MetricPoint)
+    for batch in batches:
+        redacted = [plain.event(p) for p in batch]
+        records = [Record("metrics", 0, i, r.series_key.encode(), encode(p)) for i, (p, r) in enumerate(zip(batch, redacted))]
+        out = decode_batch(decoder, records, T0 + 3600, 60.0, redact=series_of)
+        assert out.points == grouped(redacted) and not out.rekeyed and not out.dead_letters
+        got = [p for points in out.points.values() for p in points]
+        assert all(p.labels["user_id"] == plain.pseudonymise("acme", "u1") for p in got if "user_id" in p.labels)
+        assert len({id(p.labels) for p in got}) == len(got)  # each point its own labels map
+    assert calls == 3  # once per series, the first time it was seen
+
+
+def test_series_of_takes_nothing_remembered_for_a_point_whose_fields_differ_from_its_keys_series() -> None:
+    plain = redactor()
+    series_of = SeriesOf(plain.event)
+    point = MetricPoint(T0, "acme", "eu-west-1", "api", "latency_ms", 1.0, {"host": "h1"})
+    key = point.series_key.encode()
+    assert series_of(key, point) == (point, point.series_key, True)
+    forged = msgspec.structs.replace(point, labels={"host": "h1", "user_id": "u1"})  # keyed by another series
+    redacted, series, keyed = series_of(key, forged)
+    assert redacted == plain.event(forged) and redacted.labels["user_id"] != "u1" and not keyed
+    assert series == redacted.series_key != point.series_key
+    clear = msgspec.structs.replace(point, service="10.1.2.3")  # keyed by its clear key: re-keyed, redacted
+    redacted, series, keyed = series_of(clear.series_key.encode(), clear)
+    assert not keyed and redacted.service == plain.pseudonymise("acme", "10.1.2.3") and series == redacted.series_key
+
+
+def test_decoded_points_and_records_are_not_tracked_by_the_garbage_collector() -> None:
+    [point] = EventDecoder(MetricPoint).decode_each([raw()])
+    assert not gc.is_tracked(point) and not gc.is_tracked(Record("metrics", 0, 0, None, raw()))
