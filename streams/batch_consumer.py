@@ -147,6 +147,7 @@ class BatchConsumer(Service):
         self._handled: dict[TopicPartition, int] = {}  # next offset per partition, not yet committed
         self._next: dict[TopicPartition, int] = {}  # next offset to handle per partition (lag())
         self._keys: dict[TopicPartition, set[bytes]] = {}  # record keys handled per partition (forget)
+        self._assigned: set[TopicPartition] = set()  # the partitions of the last assignment (moved)
         self._revoking = False  # a rebalance waits for the batch in hand
         self._saved_at_revoke = True  # whether the last revocation's checkpoint succeeded
         self._replay = False  # a failed step must be rolled back to the last commit
@@ -229,11 +230,12 @@ class BatchConsumer(Service):
         """After the group moved partitions: forget the series of those lost, or of all if the
         revocation's checkpoint failed (their saved state and commit are older than the models)."""
         kept = set(assigned) if self._saved_at_revoke else set()
-        lost = [tp for tp in self._keys if tp not in kept]
+        lost = [tp for tp in self._assigned | set(self._keys) if tp not in kept]  # read from or held
+        self._assigned = set(assigned)
         if not self._saved_at_revoke:
             self._handled = {}  # read again from the last commit
             await self._drop_uncommitted()
-        series = {key.decode() for tp in lost for key in self._keys.pop(tp)}
+        series = {key.decode() for tp in lost for key in self._keys.pop(tp, ())}
         if series:
             log.info("%d partitions of %s went elsewhere; their %d series' models are dropped", len(lost), self.topic, len(series))
             for forget in self.forget:  # in a thread: it waits for the pipeline's lock
@@ -383,8 +385,23 @@ class BatchConsumer(Service):
             if events and deadline is None:
                 deadline = time.monotonic() + self.settings.flush_seconds
             if not events:
+                await self._note_idle_positions()
                 break  # idle: let the caller loop (and notice a stop)
         return events
+
+    async def _note_idle_positions(self) -> None:
+        """When idle, every record before a partition's position was handled: that position is the
+        offset to commit, past the transaction markers and aborted records after the last record
+        handled (they have offsets, and a reader of the committed offsets counts them as lag)."""
+        assert self._consumer is not None
+        paused = self._consumer.paused()
+        for tp in self._consumer.assignment() - paused:
+            try:
+                position = await self._consumer.position(tp)
+            except IllegalStateError:  # no longer assigned: a rebalance came in between
+                continue
+            if position != self._next.get(tp):
+                self._handled[tp] = self._next[tp] = position
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> bool:
         """Commit ``offsets`` of the partitions still assigned, with the forwarder's transaction if

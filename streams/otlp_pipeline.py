@@ -249,8 +249,9 @@ class OtlpPipeline:
         self.red.clear()
 
     def moved_red(self, assigned: Iterable[TopicPartition], lost: Iterable[TopicPartition]) -> None:
-        """After a rebalance: drop the key lists of the partitions lost, restore every saved key of
-        those assigned (their open minutes close here, by the idle timer if no span comes again)."""
+        """After a rebalance: drop the keys of the partitions lost (their new owner closes their
+        minutes), restore every saved key of those assigned (their open minutes close here, by the
+        idle timer if no span comes again)."""
         self.red.release(f"{tp.topic}:{tp.partition}" for tp in lost)
         self.red.adopt([f"{tp.topic}:{tp.partition}" for tp in assigned], self.metrics.state)
 

@@ -275,10 +275,12 @@ class RedBank:
         state.restore_missing(self, keys)
 
     def release(self, partitions: Iterable[str]) -> None:
-        """Drop the key lists of ``partitions`` (another worker owns them now)."""
+        """Drop the keys of ``partitions`` and their lists (another worker owns them now), those
+        adopted with a partition and never given a span here too."""
         with self._lock:
             for partition in partitions:
-                self._index.pop(_INDEX + partition, None)
+                for key in self._index.pop(_INDEX + partition, ()):
+                    self.discard(key)
                 self._dirty.discard(_INDEX + partition)
 
     def clear(self) -> None:

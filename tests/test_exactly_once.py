@@ -1,0 +1,177 @@
+"""Exactly-once forwarding (#14, item 4), on the real broker: a batch consumer forwards a batch
+through its :class:`streams.publisher.Forwarder` and is SIGKILLed after the send, before the
+commit. Whether the same worker comes back (its transactional id fences the dead one's) or another
+takes its partitions over (the dead one's transaction times out), a ``read_committed`` batch
+consumer, as the metrics topic's is, reads each forwarded record once; the topic itself holds the
+dead worker's aborted copies too.
+
+And a RED key is held by one worker at a time: a worker that adopted a partition's keys and lost the
+partition before a span of them came drops them too, or its idle timer would close their minutes a
+second time after the new owner's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+import core.kafka.producer
+from core.child_env import settings_env
+from core.kafka.security import client_kwargs
+from core.kafka.topics import ensure_topics
+from core.settings import Settings
+from streams.batch_consumer import BatchConsumer, KafkaEvent
+from sinks.state_files import StateDirectory
+from streams.publisher import worker_forwarder
+from streams.red import RedBank
+from tests.helpers import isolated_settings, produce
+from tests.traces.test_red_minutes import T0, red_record, span
+
+RECORDS = 300
+#: The dead worker's transaction timeout when another worker takes over (the broker aborts it then).
+SHORT_TIMEOUT_MS = 3_000
+
+
+def topics(settings: Settings) -> tuple[str, str]:
+    """The source topic the forwarding consumer reads and the topic it forwards to."""
+    return settings.topic_otlp_metrics, settings.topic_metrics
+
+
+def forwarding_consumer(settings: Settings, die_before_commit: bool = False) -> BatchConsumer:
+    """A batch consumer forwarding every record of the source topic, keyed as it came, in its
+    forwarder's transaction; with ``die_before_commit`` its process is SIGKILLed when the batch's
+    commit begins (the checkpoint runs right before the commit)."""
+    source, target = topics(settings)
+    group_id = f"{settings.app_id}-forward"
+    forwarder = worker_forwarder(settings, group_id)
+
+    async def forward(events: Sequence[KafkaEvent]) -> None:
+        await forwarder.send([(target, event.key, event.value or b"") for event in events])
+
+    def checkpoint() -> None:
+        if die_before_commit and forwarder.in_transaction:  # not a clock's checkpoint before the batch
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return BatchConsumer(settings, source, group_id, forward, checkpoints=[checkpoint], checkpoint_due=lambda: True,
+                         by_pattern=False, forwarder=forwarder)
+
+
+def die_after_forwarding(timeout_ms: int) -> None:
+    """The child process: forward, and die before the commit (settings from the environment)."""
+    core.kafka.producer.TRANSACTION_TIMEOUT_MS = timeout_ms
+
+    async def run() -> None:
+        consumer = forwarding_consumer(Settings(), die_before_commit=True)
+        await consumer.start()
+        await asyncio.sleep(120)  # killed long before
+
+    asyncio.run(run())
+
+
+async def forward_until_committed(settings: Settings) -> None:
+    """Forward (this process) until the group committed every record of the source topic."""
+    consumer = forwarding_consumer(settings)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(120):
+            while not await all_committed(settings, consumer.group_id):
+                await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+
+
+async def all_committed(settings: Settings, group_id: str) -> bool:
+    """Whether ``group_id`` committed every record of the source topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id, enable_auto_commit=False,
+                                **client_kwargs(settings))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics(settings)[0], p) for p in range(settings.topic_partitions)]
+        ends = await consumer.end_offsets(tps)
+        return all([(await consumer.committed(tp) or 0) >= end for tp, end in ends.items()])
+    finally:
+        await consumer.stop()
+
+
+async def read_committed(settings: Settings) -> list[bytes]:
+    """What a batch consumer of the target topic (``read_committed``, as the metrics topic's) reads."""
+    seen: list[bytes] = []
+
+    async def collect(events: Sequence[KafkaEvent]) -> None:
+        seen.extend(event.value or b"" for event in events)
+
+    consumer = BatchConsumer(settings, topics(settings)[1], f"{settings.app_id}-reader", collect, checkpoints=[],
+                             by_pattern=False)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(60):
+            while len(seen) < RECORDS:
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(2.0)  # a second copy would come in the same or the next batch
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def every_record(settings: Settings) -> list[bytes]:
+    """Every data record of the target topic, aborted ones included (``read_uncommitted``)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics(settings)[1], p) for p in range(settings.topic_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[bytes] = []
+        async with asyncio.timeout(30):
+            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+                for part in (await consumer.getmany(timeout_ms=500)).values():
+                    out.extend(r.value for r in part)
+        return out
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize("successor", ["same worker", "another worker"])
+def test_a_batch_forwarded_by_a_worker_killed_before_its_commit_is_read_once(
+        tmp_path: Path, kafka_bootstrap: str, successor: str) -> None:
+    settings = isolated_settings(tmp_path / "w0", kafka_bootstrap, topic_partitions=2)
+    ensure_topics(settings)
+    source, _ = topics(settings)
+    values = [b"point %d" % i for i in range(RECORDS)]
+    produce(settings, [(b"series %d" % (i % 7), value) for i, value in enumerate(values)], topic=source)
+
+    child = subprocess.run(
+        [sys.executable, "-c", f"from tests.test_exactly_once import die_after_forwarding; "
+                               f"die_after_forwarding({SHORT_TIMEOUT_MS})"],
+        env=settings_env(settings), cwd=Path(__file__).parent.parent, timeout=120, capture_output=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    assert Counter(asyncio.run(every_record(settings))) == Counter(values)  # sent, not committed
+
+    heir = settings if successor == "same worker" else settings.model_copy(update={"home": tmp_path / "w1"})
+    asyncio.run(forward_until_committed(heir))
+
+    assert Counter(asyncio.run(every_record(settings))) == Counter({value: 2 for value in values})  # both copies are there
+    read = asyncio.run(read_committed(settings))
+    assert Counter(read) == Counter(values)  # each once
+
+
+def test_a_partition_given_up_takes_the_red_keys_adopted_with_it(tmp_path: Path) -> None:
+    files = StateDirectory(tmp_path)
+    owner = RedBank(bytes(32), grace_seconds=0)
+    owner.add([red_record("a|cart", [span("a", T0)], offset=0)], partition="red:1")
+    files.save(owner)
+    interim = RedBank(bytes(32), grace_seconds=0)  # held the partition for a while, got no span of it
+    interim.adopt(["red:1"], files)
+    assert len(interim) == 1
+    interim.release(["red:1"])
+    assert len(interim) == 0 and interim.close_idle() == []
