@@ -32,4 +32,5 @@ fi
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 # compile the default ensemble's kernel once, into numba's cache (a worker's first batch would otherwise wait for it)
 .venv/bin/python -c 'import models.detectors.fast_ensemble as f; f.warm_up()'
+.venv/bin/python -c 'import models.forecasting.fast_forecast as f; f.warm_up()'  # and the forecasting kernel
 echo "installed: $(.venv/bin/m1 --help >/dev/null && echo 'm1 CLI ok')"

@@ -46,14 +46,16 @@ their series key (they are learned when they come back).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 
 from compliance.redact import Redactor
@@ -61,6 +63,7 @@ from core.settings import Settings
 from models.bank import ModelBank
 from models.forecasting.base import Forecaster
 from models.forecasting.cost import DAY, CostProjector
+from models.forecasting.fast_forecast import ForecastPool, ForecastSeries, Learned, export
 from models.forecasting.holt_winters import HoltWintersForecaster
 from models.forecasting.peak import PeakForecaster
 from models.forecasting.risk import RiskPlanner, target_for
@@ -73,9 +76,13 @@ from sinks.clickhouse import TS_TYPE
 from streams.metrics_pipeline import Record, SavedModels, decode_batch, topic_tenants
 from streams.tracing import stage
 
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-class ForecastEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="forecast"):
-    """The forecast of one series ``horizon`` points after the point at ``ts``."""
+
+class ForecastEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="forecast", gc=False):
+    """The forecast of one series ``horizon`` points after the point at ``ts``. The events are not tracked
+    by the garbage collector (``gc=False``: strings and numbers only, so in no cycle)."""
 
     ts: float  # origin: time of the last point learned
     target_ts: float  # ts + horizon * the series' mean spacing
@@ -93,7 +100,7 @@ class ForecastEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="forecast
     points: int  # points the model had learned
 
 
-class CostEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="cost"):
+class CostEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="cost", gc=False):
     """Cost ``spent`` so far in the UTC day or month, and the projection of the rest until ``until``."""
 
     ts: float
@@ -113,7 +120,7 @@ class CostEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="cost"):
     model: str
 
 
-class RecommendationEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="recommendation"):
+class RecommendationEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="recommendation", gc=False):
     """Replicas to run for the ``window_points`` points after ``ts``."""
 
     ts: float
@@ -176,7 +183,7 @@ class ForecastPipeline(SavedModels):
     series never learns a point twice, so a checkpoint taken after learning a point but before its
     outputs reached Kafka would lose those outputs in a replay."""
 
-    def __init__(self, settings: Settings, store: StoreLike):
+    def __init__(self, settings: Settings, store: StoreLike, compiled: bool = True):
         if settings.forecast_every < 1 or settings.scaling_window < 1:
             raise ValueError("forecast_every and scaling_window must be >= 1")
         if not settings.forecast_horizons or min(settings.forecast_horizons) < 1:
@@ -198,7 +205,15 @@ class ForecastPipeline(SavedModels):
         make_forecaster(settings.forecast_model, season=0)  # fail at start on an unknown name
         self.model = settings.forecast_model
         self.cost_model = f"cost:{settings.forecast_model}"
-        self.bank = ModelBank(f"forecast:{settings.forecast_model}", max_series=settings.max_series, factory=SeriesModels,
+        # the default models run compiled, all series of a batch in one call (models.forecasting.fast_forecast);
+        # compiled=False runs every series point by point (the definition, which tests hold the fast path to)
+        planner = (lambda: self._risk_planner(settings.scaling_overload_target, ScalingPolicy(1.0))
+                   if settings.scaling_planner == "risk" else PeakForecaster(window=settings.scaling_window))
+        self.pool = ForecastPool.serving(SeriesModels, self._forecaster, planner, settings.forecast_every,
+                                         settings.scaling_window, capacity=settings.max_series + 1) if compiled else None
+        self.bank = ModelBank(f"forecast:{settings.forecast_model}", max_series=settings.max_series,
+                              factory=SeriesModels if self.pool is None else self.pool.new,
+                              adopt=None if self.pool is None else self.pool.adopt, export=export,
                               key=load_state_key(settings.state_key_file))
         self.state = state_location(settings.state_dir, store)  # where checkpoints go (M1_STATE_DIR)
         self._lock = threading.RLock()
@@ -223,17 +238,129 @@ class ForecastPipeline(SavedModels):
         with self._lock, stage("score"):
             wanted = [series for series, batch in points.items() if batch[0].metric in self.wanted]
             self._restore(wanted)
-            for series in wanted:
-                batch = points[series]
-                last = self.bank.apply(series, 0, lambda models: models.last_ts)
-                # a replay or out-of-order points are not learned again
-                fresh = list(compress(batch, fresh_mask([p.ts for p in batch], last)))
-                if fresh:  # a model that raises gives way to a fresh one, not a stalled batch
-                    learned = self.bank.apply_or_restart(series, len(fresh), lambda m: self._learn(m, series, fresh))
-                    outcome.add(learned)
+            outcome.add(self._learn_series(points, wanted))
         with stage("sink"):
             self._store(outcome, now)
         return outcome
+
+    def _learn_series(self, points: dict[str, list[MetricPoint]], wanted: list[str]) -> ForecastOutcome:
+        """What the ``wanted`` series' fresh points produced (events in ``wanted`` order). Series in the
+        pool's slots are gathered and learned in one compiled call (earlier if the bank evicts one of them
+        on the way); others are learned point by point. A model that raises gives way to a fresh one, not
+        a stalled batch."""
+        results: dict[int, ForecastOutcome] = {}  # by position in wanted (the fast path's: those with events)
+        gathered: list[tuple[int, str, ForecastSeries, list[MetricPoint]]] = []
+        failed: list[tuple[int, str, list[MetricPoint]]] = []
+        pending: set[int] = set()
+        done = learned = 0
+
+        def flush() -> None:
+            nonlocal done, learned
+            batch, done = gathered[done:], len(gathered)
+            pending.clear()
+            if batch:
+                learned += self._learn_fast(batch, results, failed)
+
+        if self.pool is not None:
+            self.pool.gathering(pending, flush)
+        try:
+            for index, series in enumerate(wanted):
+                batch = points[series]
+                if self.pool is None:
+                    fresh = _fresh(batch, self.bank.apply(series, 0, _itself).last_ts)  # a replay is not learned again
+                    if fresh:
+                        results[index] = self.bank.apply_or_restart(series, len(fresh), lambda m: self._learn(m, series, fresh))
+                    continue
+                models = self.bank.apply(series, len(batch), _itself)
+                fresh = _fresh(batch, models.last_ts)  # a replay is not learned again, nor counted:
+                if len(fresh) < len(batch):
+                    self.bank.apply(series, len(fresh) - len(batch), _itself)
+                if not fresh:
+                    continue
+                if type(models) is not ForecastSeries:  # a restored model the kernel does not run
+                    try:
+                        results[index] = self.bank.apply(series, 0, lambda m: self._learn(m, series, fresh))
+                    except Exception:
+                        log.exception("the %s model of %s failed; it starts afresh", self.bank.detector, series)
+                        failed.append((index, series, fresh))
+                    continue
+                if models.n == 0:
+                    built = SeriesModels()
+                    self._build(built, fresh[0].metric, fresh[0].service)
+                    self.pool.load(models, built)
+                gathered.append((index, series, models, fresh))
+                pending.add(models.slot)
+            flush()
+        finally:
+            if self.pool is not None:
+                self.pool.gathered()
+        for index, series, fresh in failed:  # afresh: point by point, then into a slot
+            self.bank.discard(series)
+            models = SeriesModels()
+            results[index] = self._learn(models, series, fresh)
+            self.bank.apply(series, len(fresh), lambda handle: self.pool.load(handle, models))  # type: ignore[union-attr]
+        outcome = ForecastOutcome(learned=learned)
+        for index in sorted(results):
+            outcome.add(results[index])
+        return outcome
+
+    def _learn_fast(self, batch: list[tuple[int, str, ForecastSeries, list[MetricPoint]]],
+                    results: dict[int, ForecastOutcome], failed: list[tuple[int, str, list[MetricPoint]]]) -> int:
+        """Learn the gathered series in one call; the events of those that produced some go to
+        ``results``, the series whose models raise (in the definition) to ``failed``. Returns the points
+        the others learned."""
+        assert self.pool is not None
+        s = self.settings
+        flat = [p for _, _, _, fresh in batch for p in fresh]
+        sizes = [len(fresh) for _, _, _, fresh in batch]
+        learned = self.pool.learn([handle for _, _, handle, _ in batch], sizes,
+                                  np.fromiter((p.value for p in flat), dtype=np.float64, count=len(flat)),
+                                  np.fromiter((p.ts for p in flat), dtype=np.float64, count=len(flat)))
+        group = np.repeat(np.arange(len(batch)), sizes)
+        bad = learned.failed.tolist()
+        events: dict[int, ForecastOutcome] = {}
+        counts, first_ts = learned.counts, learned.first_ts.tolist()
+        for i in np.flatnonzero((counts % s.forecast_every == 0) & (learned.forecasting & ~learned.failed)[group]).tolist():
+            g, p, n = int(group[i]), flat[i], int(counts[i])
+            events.setdefault(g, ForecastOutcome()).forecasts.extend(self._forecast_events(
+                batch[g][1], p, n, _spacing(first_ts[g], p.ts, n), learned.forecasts[i].tolist(), s.forecast_coverage))
+        for i in np.flatnonzero((counts % s.scaling_window == 0) & (learned.planning & ~learned.failed)[group]).tolist():
+            g, p, n = int(group[i]), flat[i], int(counts[i])
+            if p.metric in self.policies and not bad[g]:
+                try:
+                    recommendation = self._recommend(batch[g][1], p, float(learned.plans[i]), _spacing(first_ts[g], p.ts, n))
+                except ValueError:  # a NaN plan, as the definition raises on it
+                    bad[g] = True
+                    continue
+                events.setdefault(g, ForecastOutcome()).recommendations.append(recommendation)
+        start = learned_points = 0
+        for g, (index, series, handle, fresh) in enumerate(batch):
+            first, start = start, start + len(fresh)
+            if handle.cost is not None and not bad[g]:
+                try:
+                    costs = self._learn_costs(handle.cost, series, fresh, counts[first:start].tolist())
+                except Exception:
+                    log.exception("the cost model of %s failed; it starts afresh", series)
+                    bad[g] = True
+                else:
+                    events.setdefault(g, ForecastOutcome()).costs.extend(costs)
+            if bad[g]:
+                log.warning("the %s model of %s failed; it starts afresh", self.bank.detector, series)
+                failed.append((index, series, fresh))
+                continue
+            learned_points += len(fresh)
+            if g in events:
+                results[index] = events[g]
+        return learned_points
+
+    def _learn_costs(self, cost: CostProjector, series: str, fresh: list[MetricPoint], counts: list[int]) -> list[CostEvent]:
+        """Learn ``fresh`` (the series' ``counts``-th points) into ``cost``; the projections that fall due."""
+        out = []
+        for p, n in zip(fresh, counts):
+            cost.learn_one(p.value, p.ts)
+            if n % self.settings.forecast_every == 0:
+                out.extend(self._costs(cost, series, p))
+        return out
 
     def _learn(self, models: SeriesModels, series: str, batch: list[MetricPoint]) -> ForecastOutcome:
         """Learn the series' points; returns what they produced (added to the batch's outcome by the caller)."""
@@ -250,48 +377,57 @@ class ForecastPipeline(SavedModels):
             if models.forecaster is not None:
                 models.forecaster.learn_one(p.value, p.ts)
                 if models.n % s.forecast_every == 0:
-                    outcome.forecasts.extend(self._forecasts(models, series, p))
+                    steps = models.forecaster.forecast(self.horizons[-1])
+                    rows = [(steps[h - 1].point, steps[h - 1].lower, steps[h - 1].upper) for h in self.horizons]
+                    outcome.forecasts.extend(self._forecast_events(series, p, models.n, models.spacing, rows,
+                                                                   models.forecaster.coverage))
             if models.cost is not None:
                 models.cost.learn_one(p.value, p.ts)
                 if models.n % s.forecast_every == 0:
-                    outcome.costs.extend(self._costs(models, series, p))
+                    outcome.costs.extend(self._costs(models.cost, series, p))
             if models.peak is not None:
                 models.peak.learn_one(p.value, p.ts)
                 if models.n % s.scaling_window == 0 and p.metric in self.policies:
-                    outcome.recommendations.append(self._recommend(models, series, p))
+                    outcome.recommendations.append(self._recommend(series, p, models.peak.forecast_peak(), models.spacing))
         return outcome
 
     def _build(self, models: SeriesModels, metric: str, service: str) -> None:
         s = self.settings
         if metric in self.forecast_metrics:
-            models.forecaster = make_forecaster(s.forecast_model, coverage=s.forecast_coverage, horizon=self.horizons[-1],
-                                                steps=self.horizons)  # intervals only for the published steps
+            models.forecaster = self._forecaster()
         if metric in self.cost_metrics:
             models.cost = CostProjector(cost_forecaster(s.cost_step_seconds, s.forecast_coverage), step_seconds=s.cost_step_seconds)
         if metric in self.policies and s.scaling_planner == "risk":
             target = target_for(service, s.scaling_overload_target, s.scaling_overload_targets)
             policy = self.policies[metric]  # the planner adapts only on windows its plan decided (not at a limit)
-            models.peak = RiskPlanner(s.scaling_window, target, capacity=policy.capacity_per_replica,
-                                      min_replicas=policy.min_replicas, max_replicas=policy.max_replicas,
-                                      season=s.scaling_season)
+            models.peak = self._risk_planner(target, policy)
         elif metric in self.policies:
             models.peak = PeakForecaster(window=s.scaling_window)
 
-    def _forecasts(self, models: SeriesModels, series: str, p: MetricPoint) -> list[ForecastEvent]:
-        assert models.forecaster is not None
-        steps = models.forecaster.forecast(self.horizons[-1])
-        spacing = models.spacing
+    def _forecaster(self) -> Forecaster:
+        """A series' forecaster (intervals only for the published steps)."""
+        s = self.settings
+        return make_forecaster(s.forecast_model, coverage=s.forecast_coverage, horizon=self.horizons[-1], steps=self.horizons)
+
+    def _risk_planner(self, target: float, policy: ScalingPolicy) -> RiskPlanner:
+        """A series' risk planner at ``target`` under ``policy``."""
+        s = self.settings
+        return RiskPlanner(s.scaling_window, target, capacity=policy.capacity_per_replica, min_replicas=policy.min_replicas,
+                           max_replicas=policy.max_replicas, season=s.scaling_season)
+
+    def _forecast_events(self, series: str, p: MetricPoint, n: int, spacing: float,
+                         rows: list[Any], coverage: float) -> list[ForecastEvent]:
+        """The forecast events at ``p`` (the series' ``n``-th point): ``rows`` holds (point, lower, upper)
+        per published horizon."""
         return [
             ForecastEvent(p.ts, p.ts + h * spacing, p.tenant, p.region, p.service, p.metric, series, h,
-                          steps[h - 1].point, steps[h - 1].lower, steps[h - 1].upper,
-                          models.forecaster.coverage, self.model, models.n)
-            for h in self.horizons
+                          point, lower, upper, coverage, self.model, n)
+            for h, (point, lower, upper) in zip(self.horizons, rows)
         ]
 
-    def _costs(self, models: SeriesModels, series: str, p: MetricPoint) -> list[CostEvent]:
-        assert models.cost is not None
-        day, month = models.cost.project(p.ts)
-        coverage = models.cost.forecaster.coverage
+    def _costs(self, cost: CostProjector, series: str, p: MetricPoint) -> list[CostEvent]:
+        day, month = cost.project(p.ts)
+        coverage = cost.forecaster.coverage
         return [
             CostEvent(p.ts, p.tenant, p.region, p.service, p.metric, series, period, proj.until, proj.spent,
                       proj.point, proj.lower, proj.upper, proj.spent + proj.point, coverage,
@@ -299,12 +435,11 @@ class ForecastPipeline(SavedModels):
             for period, proj in (("day", day), ("month", month))
         ]
 
-    def _recommend(self, models: SeriesModels, series: str, p: MetricPoint) -> RecommendationEvent:
-        assert models.peak is not None
+    def _recommend(self, series: str, p: MetricPoint, peak: float, spacing: float) -> RecommendationEvent:
+        """The replicas for the window after ``p``, planned for ``peak``."""
         policy = self.policies[p.metric]
-        peak = models.peak.forecast_peak()
         window = self.settings.scaling_window
-        return RecommendationEvent(p.ts, p.ts + window * models.spacing, p.tenant, p.region, p.service, p.metric,
+        return RecommendationEvent(p.ts, p.ts + window * spacing, p.tenant, p.region, p.service, p.metric,
                                    series, policy.replicas_for(peak), peak, p.value, policy.capacity_per_replica,
                                    policy.headroom, window)
 
@@ -325,6 +460,22 @@ def cost_forecaster(step_seconds: int, coverage: float) -> HoltWintersForecaster
     per_day = DAY // step_seconds if DAY % step_seconds == 0 else 0
     return HoltWintersForecaster(alpha=0.2, beta=0.01, gamma=0.2, season=per_day if per_day > 1 else 0,
                                  horizon=max(per_day, 1), coverage=coverage)
+
+
+def _fresh(batch: list[MetricPoint], last: float | None) -> list[MetricPoint]:
+    """The points of ``batch`` later than ``last`` and than every point before them."""
+    if (last is None or batch[0].ts > last) and all(a.ts < b.ts for a, b in zip(batch, batch[1:])):
+        return batch  # the usual case
+    return list(compress(batch, fresh_mask([p.ts for p in batch], last)))
+
+
+def _spacing(first_ts: float, last_ts: float, n: int) -> float:
+    """``SeriesModels.spacing`` of a series whose ``n``-th point is at ``last_ts``."""
+    return (last_ts - first_ts) / (n - 1) if n >= 2 else 0.0
+
+
+def _itself(model: T) -> T:
+    return model
 
 
 def _columns(events: list[Any], times: tuple[str, ...], created_ms: int) -> dict[str, Any]:

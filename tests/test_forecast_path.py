@@ -4,9 +4,10 @@ real broker with a worker subprocess (both agents of the metrics topic see every
 from __future__ import annotations
 
 import math
+import pickle
 import statistics
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -182,7 +183,7 @@ def test_the_risk_planner_keeps_to_the_replica_limits_and_learns_only_from_its_o
     data = series_points("acme", ("requests_per_s",), n=1200)
     out = pipeline.process(records(data["requests_per_s"]))
     values = [p.value for p in data["requests_per_s"]]
-    planner = pipeline.bank.apply(data["requests_per_s"][0].series_key, 0, lambda m: m.peak)
+    planner = pipeline.bank.apply(data["requests_per_s"][0].series_key, 0, lambda m: pipeline.bank.export(m).peak)
     assert isinstance(planner, RiskPlanner) and (planner.min_replicas, planner.max_replicas, planner.season) == (2, 8, 6)
     assert [r.planned_load for r in out.recommendations] == pytest.approx(risk_plans(values, min_replicas=2, max_replicas=8, season=6))
     replicas = [r.replicas for r in out.recommendations]
@@ -260,17 +261,33 @@ def test_replays_rekeyed_and_invalid_records_are_not_learned(tmp_path: Path) -> 
     assert pipeline.bank.points(p.series_key) == 24
 
 
-def test_a_model_that_raises_restarts_that_series_and_the_batch_goes_on(tmp_path: Path) -> None:
+def replace_models(pipeline: ForecastPipeline, series: str, change: Callable[[Any], None]) -> None:
+    """``change`` the point-by-point models of ``series`` and load them back (as a checkpoint would)."""
+    bank = pipeline.bank
+    models = bank.apply(series, 0, bank.export)
+    change(models)
+    points = bank.points(series)
+    bank.discard(series)
+    bank.restore([(series, points, bank.seal(series, points, pickle.dumps(models)))])
+
+
+@pytest.mark.parametrize("how", ["another layout", "a plan the replicas cannot be counted for"])
+def test_a_model_that_raises_restarts_that_series_and_the_batch_goes_on(tmp_path: Path, how: str) -> None:
     data = series_points("acme")
     pipeline = ForecastPipeline(pipeline_settings(tmp_path), MemoryStore())
     pipeline.process(records(interleaved({m: ps[:120] for m, ps in data.items()})))
     broken = data["cpu_pct"][0].series_key
-    pipeline.bank.apply(broken, 0, lambda models: vars(models.forecaster).clear())  # like state of another layout
+    if how == "another layout":  # kept as it is, learned point by point: raises there
+        replace_models(pipeline, broken, lambda models: vars(models.forecaster).clear())
+    else:  # held in a slot of the compiled path: the kernel stops where the definition raises
+        replace_models(pipeline, broken, lambda models: setattr(models.peak, "plan", math.nan))
     out = pipeline.process(records(interleaved({m: ps[120:] for m, ps in data.items()}), first_offset=360))
     assert out.learned == 3 * 120  # every point once: the failed attempt left nothing behind
     assert pipeline.bank.points(broken) == 120  # a fresh model learned the whole batch
+    assert pipeline.bank.apply(broken, 0, lambda m: pipeline.bank.export(m).n) == 120
     assert pipeline.bank.points(data["requests_per_s"][0].series_key) == 240
     assert {f.series for f in out.forecasts} == {data["requests_per_s"][0].series_key, broken}
+    assert sum(r.series == broken for r in out.recommendations) == 120 // 12
 
 
 def test_checkpoint_restore_and_eviction_continue_where_they_left_off(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def trained_forecast_models(home: Path) -> dict[str, Any]:
             pipeline.process(records(interleaved(points)))
             for metric, ps in points.items():
                 models[f"forecast:{name} {metric}" + ("" if planner == "risk" else " planner=peak")] = \
-                    pipeline.bank.apply(ps[0].series_key, 0, lambda m: m)
+                    pipeline.bank.apply(ps[0].series_key, 0, pipeline.bank.export)
     return models
 
 

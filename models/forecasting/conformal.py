@@ -26,6 +26,7 @@ Memory is bounded: one window per tracked step plus ``horizon`` pending forecast
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
@@ -101,8 +102,10 @@ class ConformalIntervals:
         return 0.0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Also loads checkpoints from before the sorted windows (residuals in deques, every step)."""
+        """Also loads checkpoints from before the sorted windows (residuals in deques, every step).
+        Attribute names are interned, as pickle's own loading does, so a loaded object pickles as the
+        same bytes as the one that was saved (pickle shares one copy of a string object used twice)."""
         state.setdefault("steps", list(range(1, state["horizon"] + 1)))
         state["residuals"] = [r if isinstance(r, SortedWindow) else SortedWindow(state["window"], r)
                               for r in state["residuals"]]
-        self.__dict__.update(state)
+        self.__dict__.update((sys.intern(name), value) for name, value in state.items())
