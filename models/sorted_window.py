@@ -39,7 +39,12 @@ class SortedWindow:
         self.sorted = array("d")  # the finite values, ascending
         self.nonfinite = 0
         self._hint = 0  # where _kth_deviation's split was last found (not pickled: a starting point only)
-        self.extend(values)
+        values = array("d", values)
+        if len(values) <= size:  # what pushing them one by one makes, at once (restores and checkpoints)
+            finite = [v for v in values if v - v == 0.0]
+            self.ring, self.sorted, self.nonfinite = values, array("d", sorted(finite)), len(values) - len(finite)
+        else:
+            self.extend(values)
 
     def __len__(self) -> int:
         return len(self.ring)
