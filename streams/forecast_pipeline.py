@@ -261,22 +261,26 @@ class ForecastPipeline(SavedModels):
             if batch:
                 learned += self._learn_fast(batch, results, failed)
 
-        if self.pool is not None:
-            self.pool.gathering(pending, flush)
+        pool, apply = self.pool, self.bank.apply
+        if pool is not None:
+            pool.gathering(pending, flush)
         try:
             for index, series in enumerate(wanted):
                 batch = points[series]
-                if self.pool is None:
-                    fresh = _fresh(batch, self.bank.apply(series, 0, _itself).last_ts)  # a replay is not learned again
+                if pool is None:
+                    fresh = _fresh(batch, apply(series, 0, _itself).last_ts)  # a replay is not learned again
                     if fresh:
                         results[index] = self.bank.apply_or_restart(series, len(fresh), lambda m: self._learn(m, series, fresh))
                     continue
-                models = self.bank.apply(series, len(batch), _itself)
-                fresh = _fresh(batch, models.last_ts)  # a replay is not learned again, nor counted:
-                if len(fresh) < len(batch):
-                    self.bank.apply(series, len(fresh) - len(batch), _itself)
-                if not fresh:
-                    continue
+                models = apply(series, len(batch), _itself)
+                last = models.last_ts
+                if last is None or (batch[0].ts > last and (len(batch) == 1 or _increasing(batch))):
+                    fresh = batch  # the usual case
+                else:  # a replay is not learned again, nor counted
+                    fresh = _fresh(batch, last)
+                    apply(series, len(fresh) - len(batch), _itself)
+                    if not fresh:
+                        continue
                 if type(models) is not ForecastSeries:  # a restored model the kernel does not run
                     try:
                         results[index] = self.bank.apply(series, 0, lambda m: self._learn(m, series, fresh))
@@ -284,7 +288,7 @@ class ForecastPipeline(SavedModels):
                         log.exception("the %s model of %s failed; it starts afresh", self.bank.detector, series)
                         failed.append((index, series, fresh))
                     continue
-                if models.n == 0:
+                if last is None:  # its first points
                     built = SeriesModels()
                     self._build(built, fresh[0].metric, fresh[0].service)
                     self.pool.load(models, built)
@@ -464,9 +468,13 @@ def cost_forecaster(step_seconds: int, coverage: float) -> HoltWintersForecaster
 
 def _fresh(batch: list[MetricPoint], last: float | None) -> list[MetricPoint]:
     """The points of ``batch`` later than ``last`` and than every point before them."""
-    if (last is None or batch[0].ts > last) and all(a.ts < b.ts for a, b in zip(batch, batch[1:])):
+    if (last is None or batch[0].ts > last) and _increasing(batch):
         return batch  # the usual case
     return list(compress(batch, fresh_mask([p.ts for p in batch], last)))
+
+
+def _increasing(batch: list[MetricPoint]) -> bool:
+    return all(a.ts < b.ts for a, b in zip(batch, batch[1:]))
 
 
 def _spacing(first_ts: float, last_ts: float, n: int) -> float:
@@ -480,9 +488,8 @@ def _itself(model: T) -> T:
 
 def _columns(events: list[Any], times: tuple[str, ...], created_ms: int) -> dict[str, Any]:
     """Arrow-ready columns of a list of events (fields in ``times`` as UTC milliseconds)."""
-    columns: dict[str, Any] = {}
-    for name in events[0].__struct_fields__:
-        values = [getattr(e, name) for e in events]
-        columns[name] = pa.array([int(round(v * 1000)) for v in values], type=TS_TYPE) if name in times else values
+    columns: dict[str, Any] = dict(zip(events[0].__struct_fields__, map(list, zip(*map(msgspec.structs.astuple, events)))))
+    for name in times:  # round half to even, as round() does
+        columns[name] = pa.array(np.rint(np.array(columns[name]) * 1000).astype(np.int64), type=TS_TYPE)
     columns["created_at"] = pa.array([created_ms] * len(events), type=TS_TYPE)
     return columns

@@ -167,6 +167,9 @@ def test_demo_workload_with_replays_evictions_and_checkpoints(tmp_path: Any) -> 
     feed((bounded_slow, bounded_fast), batches[half:])  # (what the checkpoint above took of them went to no store)
     assert sum(len(o.recommendations) for o in outs) and sum(len(o.costs) for o in outs)
     assert states(again_fast, points) == states(slow, points) == states(fast, points)
+    seasons = {fast.bank.export(fast.bank.apply(p.series_key, 0, lambda m: m)).forecaster.season
+               for p in points if p.metric == "requests_per_s"}
+    assert seasons - {0}  # the seasonal arithmetic ran too
     assert bounded_fast.bank.checkpoint() == bounded_slow.bank.checkpoint()
 
 
