@@ -41,7 +41,8 @@ class SortedWindow:
         self._hint = 0  # where _kth_deviation's split was last found (not pickled: a starting point only)
         values = array("d", values)
         if len(values) <= size:  # what pushing them one by one makes, at once (restores and checkpoints)
-            finite = [v for v in values if v - v == 0.0]
+            total = sum(values)  # finite: all of them are (an overflow only takes the longer way)
+            finite = values if total - total == 0.0 else [v for v in values if v - v == 0.0]
             self.ring, self.sorted, self.nonfinite = values, array("d", sorted(finite)), len(values) - len(finite)
         else:
             self.extend(values)
@@ -150,7 +151,7 @@ class SortedWindow:
         return self.sorted[-1] - self.sorted[0]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"size": self.size, "values": array("d", self)}
+        return {"size": self.size, "values": self.ring[self.head :] + self.ring[: self.head]}  # oldest first
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["size"], state["values"])  # type: ignore[misc]
