@@ -28,7 +28,10 @@ a worker that gets a partition restores each series' saved state when its first 
 table of a ClickHouse server, or with the embedded store a directory the workers share
 (``M1_STATE_DIR``, ``sinks.state_files``). If that checkpoint fails, the models of every revoked
 partition are dropped, so state and offsets go back to the last checkpoint together. A worker
-that crashes hands over its last checkpoint and commit, which match (see above).
+that crashes hands over its last checkpoint and commit, which match (see above). Records fetched
+before a rebalance and not handled yet are dropped: the new assignment reads every partition again
+from its committed offset, so they would be handled twice (scored against models that learned
+them) or by two workers.
 
 A consumer that forwards records to a topic the pipeline reads again (OTLP points, RED spans and
 minutes, re-keyed points) sends them through a :class:`streams.publisher.Forwarder`: in a Kafka
@@ -151,6 +154,9 @@ class BatchConsumer(Service):
         self._revoking = False  # a rebalance waits for the batch in hand
         self._saved_at_revoke = True  # whether the last revocation's checkpoint succeeded
         self._replay = False  # a failed step must be rolled back to the last commit
+        # Rebalances and roll-backs so far: each sends the partitions back to their committed
+        # offsets, so records fetched before one are stale (handled, they would be handled twice).
+        self._generation = 0
 
     async def on_start(self) -> None:
         tenant_topics = self.by_pattern
@@ -221,6 +227,7 @@ class BatchConsumer(Service):
     async def partitions_revoked(self) -> None:
         """Before the group moves partitions: checkpoint and commit (see the module docstring)."""
         self._revoking = True  # a batch waiting for the store gives up (backoff)
+        self._generation += 1
         try:
             self._saved_at_revoke = await self.checkpoint()
         finally:
@@ -229,6 +236,7 @@ class BatchConsumer(Service):
     async def partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """After the group moved partitions: forget the series of those lost, or of all if the
         revocation's checkpoint failed (their saved state and commit are older than the models)."""
+        self._generation += 1
         kept = set(assigned) if self._saved_at_revoke else set()
         lost = [tp for tp in self._assigned | set(self._keys) if tp not in kept]  # read from or held
         self._assigned = set(assigned)
@@ -253,10 +261,13 @@ class BatchConsumer(Service):
     @Service.task
     async def _consume(self) -> None:
         while not self.should_stop:
-            events = await self._next_batch()
+            events, generation = await self._next_batch()
             if not events:
                 continue
             async with self._between_batches:
+                if self._generation != generation:  # fetched before a rebalance or roll-back: read again
+                    log.info("%s: %d records fetched before a rebalance are read again", self.topic, len(events))
+                    continue
                 self._batch_assignment = self._consumer.assignment()
                 dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
                 if not await handle_batch(partial(self._attempt, events), dead_letters, self.retry, self,
@@ -289,21 +300,20 @@ class BatchConsumer(Service):
         """Back to the last commit: drop what is uncommitted, read every partition again from its
         committed offset (or its first, without one)."""
         self._replay = False
+        self._generation += 1
         self._handled = {}
         await self._drop_uncommitted()
         assert self._consumer is not None
         assigned = self._consumer.assignment()
         for moved in self.moved:  # restore what the partitions held, as after an assignment
             await asyncio.get_running_loop().run_in_executor(None, moved, set(assigned), [])
-        never = []
-        for tp in assigned:
-            committed = await self._consumer.committed(tp)
-            if committed is None:
-                never.append(tp)
-            else:
-                self._consumer.seek(tp, committed)
-        if never:
+        committed = {tp: await self._consumer.committed(tp) for tp in assigned}
+        if never := [tp for tp, offset in committed.items() if offset is None]:
             await self._consumer.seek_to_beginning(*never)
+        for tp, offset in committed.items():
+            if offset is not None:
+                self._consumer.seek(tp, offset)
+        self._generation += 1  # what was fetched until now came from the old positions (no await since the seeks)
         log.warning("%s: rolled back to the last commit; %d partitions are read again", self.topic, len(assigned))
 
     async def _drop_uncommitted(self) -> None:
@@ -370,16 +380,20 @@ class BatchConsumer(Service):
             self._rewind([KafkaEvent(r) for records in fetched.values() for r in records])
         return not self.should_stop
 
-    async def _next_batch(self) -> list[KafkaEvent]:
-        """Records until the batch is full or ``flush_seconds`` have passed since the first."""
+    async def _next_batch(self) -> tuple[list[KafkaEvent], int]:
+        """Records until the batch is full or ``flush_seconds`` have passed since the first, and the
+        generation they were fetched in: records fetched before a rebalance or roll-back are dropped
+        (the partitions went back to their committed offsets, so they are fetched again)."""
         assert self._consumer is not None
-        size, events = self.settings.batch_size, []
+        size, events, generation = self.settings.batch_size, [], self._generation
         deadline: float | None = None
         while len(events) < size and not self.should_stop:
             wait = 1.0 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
                 break
             fetched = await self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=size - len(events))
+            if generation != self._generation:  # these records come from the new positions, not those before
+                events, deadline, generation = [], None, self._generation
             for records in fetched.values():
                 events.extend(KafkaEvent(r) for r in records)
             if events and deadline is None:
@@ -387,7 +401,7 @@ class BatchConsumer(Service):
             if not events:
                 await self._note_idle_positions()
                 break  # idle: let the caller loop (and notice a stop)
-        return events
+        return events, generation
 
     async def _note_idle_positions(self) -> None:
         """When idle, every record before a partition's position was handled: that position is the

@@ -5,6 +5,10 @@ takes its partitions over (the dead one's transaction times out), a ``read_commi
 consumer, as the metrics topic's is, reads each forwarded record once; the topic itself holds the
 dead worker's aborted copies too.
 
+Records a batch consumer fetched before a rebalance and had not handled yet are handled once, by
+one of the group (they were handled a second time after the rebalance sent the partition back to
+its committed offset: session 6's gauge points stored twice after a stop).
+
 And a RED key is held by one worker at a time: a worker that adopted a partition's keys and lost the
 partition before a span of them came drops them too, or its idle timer would close their minutes a
 second time after the new owner's.
@@ -175,3 +179,42 @@ def test_a_partition_given_up_takes_the_red_keys_adopted_with_it(tmp_path: Path)
     assert len(interim) == 1
     interim.release(["red:1"])
     assert len(interim) == 0 and interim.close_idle() == []
+
+
+def test_records_fetched_before_a_rebalance_are_handled_once(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """The first consumer holds its batch for 4 s (``M1_FLUSH_SECONDS``); a second joins meanwhile."""
+    settings = isolated_settings(tmp_path / "w0", kafka_bootstrap, topic_partitions=4, flush_seconds=4.0)
+    ensure_topics(settings)
+    source, _ = topics(settings)
+    handled: list[tuple[int, int]] = []
+
+    async def record(events: Sequence[KafkaEvent]) -> None:
+        handled.extend((event.message.partition, event.message.offset) for event in events)
+
+    def consumer() -> BatchConsumer:
+        return BatchConsumer(settings, source, f"{settings.app_id}-rebalanced", record, checkpoints=[],
+                             checkpoint_due=lambda: True, by_pattern=False)
+
+    async def run() -> None:
+        first = consumer()
+        await first.start()
+        try:
+            async with asyncio.timeout(60):
+                while not first._consumer.assignment():
+                    await asyncio.sleep(0.1)
+            await asyncio.to_thread(produce, settings, [(b"k%d" % i, b"v") for i in range(RECORDS)], source)
+            await asyncio.sleep(1.0)  # the first has fetched them and waits for its batch to fill
+            second = consumer()
+            await second.start()
+            try:
+                async with asyncio.timeout(60):
+                    while len(set(handled)) < RECORDS:
+                        await asyncio.sleep(0.2)
+                await asyncio.sleep(5.0)  # a second handling would come within a flush
+            finally:
+                await second.stop()
+        finally:
+            await first.stop()
+
+    asyncio.run(run())
+    assert len(set(handled)) == RECORDS and len(handled) == RECORDS, Counter(Counter(handled).values())
