@@ -246,7 +246,7 @@ def stage_cpu(records: list[tuple[bytes, bytes]], home: Path, batch: int = 5000)
         now = time.time()
         start = time.process_time()
         outcome = decode_batch(metrics.decoder, records_batch, now, settings.max_future_seconds, metrics.tenant_of,
-                               redact=metrics.redactor.event)
+                               redact=metrics.series_of)  # as MetricsPipeline.process does
         seconds["decode"] += time.process_time() - start
         start, inserted = time.process_time(), seconds["insert"]
         metrics.score_and_store(outcome.points, now, outcome.dead_letters, outcome.sources)
