@@ -51,7 +51,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import compress
+from itertools import chain, compress
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import msgspec
@@ -78,6 +79,7 @@ from streams.tracing import stage
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+_value, _ts = attrgetter("value"), attrgetter("ts")
 
 
 class ForecastEvent(msgspec.Struct, frozen=True, tag_field="kind", tag="forecast", gc=False):
@@ -251,19 +253,17 @@ class ForecastPipeline(SavedModels):
         results: dict[int, ForecastOutcome] = {}  # by position in wanted (the fast path's: those with events)
         gathered: list[tuple[int, str, ForecastSeries, list[MetricPoint]]] = []
         failed: list[tuple[int, str, list[MetricPoint]]] = []
-        pending: set[int] = set()
         done = learned = 0
 
         def flush() -> None:
             nonlocal done, learned
             batch, done = gathered[done:], len(gathered)
-            pending.clear()
             if batch:
                 learned += self._learn_fast(batch, results, failed)
 
         pool, apply = self.pool, self.bank.apply
         if pool is not None:
-            pool.gathering(pending, flush)
+            pool.gathering(flush)
         try:
             for index, series in enumerate(wanted):
                 batch = points[series]
@@ -293,7 +293,6 @@ class ForecastPipeline(SavedModels):
                     self._build(built, fresh[0].metric, fresh[0].service)
                     self.pool.load(models, built)
                 gathered.append((index, series, models, fresh))
-                pending.add(models.slot)
             flush()
         finally:
             if self.pool is not None:
@@ -315,11 +314,11 @@ class ForecastPipeline(SavedModels):
         the others learned."""
         assert self.pool is not None
         s = self.settings
-        flat = [p for _, _, _, fresh in batch for p in fresh]
+        flat = list(chain.from_iterable(fresh for _, _, _, fresh in batch))
         sizes = [len(fresh) for _, _, _, fresh in batch]
         learned = self.pool.learn([handle for _, _, handle, _ in batch], sizes,
-                                  np.fromiter((p.value for p in flat), dtype=np.float64, count=len(flat)),
-                                  np.fromiter((p.ts for p in flat), dtype=np.float64, count=len(flat)))
+                                  np.fromiter(map(_value, flat), dtype=np.float64, count=len(flat)),
+                                  np.fromiter(map(_ts, flat), dtype=np.float64, count=len(flat)))
         group = np.repeat(np.arange(len(batch)), sizes)
         bad = learned.failed.tolist()
         events: dict[int, ForecastOutcome] = {}

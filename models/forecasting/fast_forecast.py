@@ -76,23 +76,13 @@ def export(model: Any) -> Any:
 class ForecastSeries:
     """A series' slot in a :class:`ForecastPool`, and its cost projector (None: none)."""
 
-    __slots__ = ("pool", "slot", "cost", "__weakref__")
+    __slots__ = ("pool", "slot", "cost", "last_ts", "__weakref__")
 
     def __init__(self, pool: ForecastPool, slot: int):
         self.pool = pool
         self.slot = slot
         self.cost: Any = None
-
-    @property
-    def n(self) -> int:
-        """Points the series learned."""
-        return self.pool.fi.item(self.slot, k.I_N)
-
-    @property
-    def last_ts(self) -> float | None:
-        """Time of its last point (None before the first)."""
-        pool = self.pool
-        return pool.fs.item(self.slot, k.F_LAST_TS) if pool.fi.item(self.slot, k.I_N) else None
+        self.last_ts: float | None = None  # time of the series' last point (None before the first)
 
     def export(self) -> Any:
         """The point-by-point models in this slot's state."""
@@ -150,8 +140,7 @@ class ForecastPool:
         self.capacity = 0
         self.state: dict[str, np.ndarray] = {}
         self.free: list[int] = []
-        self._pending: set[int] | None = None  # slots of the batch being gathered (see gathering)
-        self._flush: Callable[[], None] | None = None
+        self._flush: Callable[[], None] | None = None  # learns the batch being gathered (see gathering)
         self._grow(capacity)
 
     def __len__(self) -> int:
@@ -165,7 +154,6 @@ class ForecastPool:
             if self.capacity:
                 grown[: self.capacity] = self.state[name]
             self.state[name] = grown
-        self.fs, self.fi = self.state["fs"], self.state["fi"]  # the handles' stamps and counts
         self.free.extend(range(capacity - 1, self.capacity - 1, -1))
         self.capacity = capacity
 
@@ -198,14 +186,14 @@ class ForecastPool:
             st["fi"][s] = 0
             st["fi"][s, k.I_SEASON] = -1
             st["fi"][s, k.I_N] = models.n
-            st["fs"][s, [k.F_FIRST_TS, k.F_LAST_TS]] = (models.first_ts or 0.0, models.last_ts or 0.0)
+            st["fs"][s, k.F_FIRST_TS] = models.first_ts or 0.0
             if f is not None:
                 self._load_forecaster(s, f)
             if p is not None:
                 self._load_planner(s, p)
         except (ValueError, IndexError, TypeError, AttributeError):
             return False
-        handle.cost = models.cost
+        handle.cost, handle.last_ts = models.cost, models.last_ts
         return True
 
     def adopt(self, models: Any) -> Any:
@@ -219,26 +207,26 @@ class ForecastPool:
     def export(self, handle: ForecastSeries) -> Any:
         """The point-by-point models holding the slot's state (what a checkpoint pickles). A slot of the
         batch being gathered is learned first, so its state includes that batch."""
-        if self._pending is not None and handle.slot in self._pending and self._flush is not None:
+        if self._flush is not None:
             self._flush()
         st, s = self.state, handle.slot
         fs, fi = st["fs"][s], st["fi"][s]
         models = self.container()
         models.n = n = int(fi[k.I_N])
         models.first_ts = float(fs[k.F_FIRST_TS]) if n else None
-        models.last_ts = float(fs[k.F_LAST_TS]) if n else None
+        models.last_ts = handle.last_ts
         models.forecaster = self._save_forecaster(s) if fi[k.I_HAS_F] else None
         models.cost = handle.cost
         models.peak = self._save_planner(s) if fi[k.I_HAS_P] else None
         return models
 
-    def gathering(self, pending: set[int], flush: Callable[[], None]) -> None:
-        """While a caller gathers a batch: ``pending`` holds the slots gathered and not learned yet, and
-        ``flush()`` learns them (an export of one of them calls it first). ``gathered()`` ends it."""
-        self._pending, self._flush = pending, flush
+    def gathering(self, flush: Callable[[], None]) -> None:
+        """While a caller gathers a batch: ``flush()`` learns the series gathered so far (an export calls
+        it first, so a series the bank evicts meanwhile is saved with its points). ``gathered()`` ends it."""
+        self._flush = flush
 
     def gathered(self) -> None:
-        self._pending = self._flush = None
+        self._flush = None
 
     def learn(self, handles: Sequence[ForecastSeries], sizes: Sequence[int], xs: np.ndarray, ts: np.ndarray) -> Learned:
         """Learn values ``xs`` at times ``ts`` (float64), the first ``sizes[0]`` of them into ``handles[0]``'s
@@ -270,6 +258,8 @@ class ForecastPool:
                     failed[g] = True
             groups = np.array([g for g in paused if not failed[g]], dtype=np.int64)
             resume[groups] = at[groups]
+        for handle, last in zip(handles, ts[starts[1:] - 1].tolist()):
+            handle.last_ts = last
         fi = self.state["fi"]
         return Learned(failed, counts, forecasts, plans, fi[slots, k.I_HAS_F] != 0, fi[slots, k.I_HAS_P] != 0,
                        self.state["fs"][slots, k.F_FIRST_TS])

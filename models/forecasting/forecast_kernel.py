@@ -11,7 +11,7 @@ arrays, one slot a series, and :func:`learn_batch` runs a batch of many series i
 Layout (``C`` slots, ``H`` horizon, ``S`` tracked steps, ``W`` residual window):
 
 * ``fs[C, FS_COUNT]`` floats and ``fi[C, FI_COUNT]`` ints, indexed by the ``F_*`` and ``I_*`` constants: the
-  series' first and last stamps and count, the fallback mean, Holt-Winters level and trend (River's deques of
+  series' first stamp and count (its last stamp is the pool's), the fallback mean, Holt-Winters level and trend (River's deques of
   two: ``*_LEN`` values, the older first), the planner's scalars and its per-slot parameters;
 * ``buf[C, warmup]`` the warm-up buffer; ``sea[C, F + 1]`` Holt-Winters' season deque (a ring of
   ``season + 1``, ``I_SE_HEAD`` the oldest);
@@ -49,10 +49,10 @@ Q_WARMUP, Q_WINDOW, Q_HORIZON, Q_EVERY, Q_SCALING = range(5)
 Q_COUNT = 5
 
 # per-slot floats: series, forecaster, planner (state, then parameters)
-(F_FIRST_TS, F_LAST_TS, F_FB_MEAN, F_LV0, F_LV1, F_TR0, F_TR1,
+(F_FIRST_TS, F_FB_MEAN, F_LV0, F_LV1, F_TR0, F_TR1,
  F_ALPHA, F_LEVEL, F_CHANGE, F_BASE, F_PLAN, F_OPEN_PEAK,
- F_TARGET, F_ADAPT, F_FLOOR, F_SMOOTHING, F_CAPACITY) = range(18)
-FS_COUNT = 18
+ F_TARGET, F_ADAPT, F_FLOOR, F_SMOOTHING, F_CAPACITY) = range(17)
+FS_COUNT = 17
 # per-slot ints: series, forecaster, planner (state, then parameters; I_MAX_R -1: no limit)
 (I_N, I_HAS_F, I_FB_INIT, I_BUF_LEN, I_SEASON, I_INIT, I_N_MODEL, I_LV_LEN, I_TR_LEN, I_SE_LEN, I_SE_HEAD,
  I_PTS_LEN, I_PEND_LEN, I_PEND_HEAD,
@@ -405,7 +405,6 @@ def learn_batch(st, fp, ip, steps, slots, begins, ends, resume, xs, ts, status, 
                 fi[s, I_N] = n
                 if n == 1:
                     fs[s, F_FIRST_TS] = ts[i]
-                fs[s, F_LAST_TS] = ts[i]
                 n_out[i] = n
                 if fi[s, I_HAS_F] and _forecaster_learn(st, fp, ip, steps, s, xs[i]) == PAUSED:
                     status[g], at[g] = PAUSED, i
