@@ -246,11 +246,22 @@ class ForecastPipeline(SavedModels):
         return outcome
 
     def _learn_series(self, points: dict[str, list[MetricPoint]], wanted: list[str]) -> ForecastOutcome:
-        """What the ``wanted`` series' fresh points produced (events in ``wanted`` order). Series in the
-        pool's slots are gathered and learned in one compiled call (earlier if the bank evicts one of them
-        on the way); others are learned point by point. A model that raises gives way to a fresh one, not
-        a stalled batch."""
-        results: dict[int, ForecastOutcome] = {}  # by position in wanted (the fast path's: those with events)
+        """What the ``wanted`` series' fresh points produced (events in ``wanted`` order); a replay is not
+        learned again. A model that raises gives way to a fresh one, not a stalled batch."""
+        if self.pool is None:  # every series point by point
+            outcome = ForecastOutcome()
+            for series in wanted:
+                fresh = _fresh(points[series], self.bank.apply(series, 0, _itself).last_ts)
+                if fresh:
+                    outcome.add(self.bank.apply_or_restart(series, len(fresh), lambda m: self._learn(m, series, fresh)))
+            return outcome
+        return self._learn_pooled(points, wanted, self.pool)
+
+    def _learn_pooled(self, points: dict[str, list[MetricPoint]], wanted: list[str], pool: ForecastPool) -> ForecastOutcome:
+        """:meth:`_learn_series` with a pool: the series in its slots are gathered and learned in one
+        compiled call (earlier if the bank evicts one of them on the way: its state then holds its
+        points); others (restored models the kernel does not run) are learned point by point."""
+        results: dict[int, ForecastOutcome] = {}  # by position in wanted (the gathered ones: those with events)
         gathered: list[tuple[int, str, ForecastSeries, list[MetricPoint]]] = []
         failed: list[tuple[int, str, list[MetricPoint]]] = []
         done = learned = 0
@@ -261,18 +272,12 @@ class ForecastPipeline(SavedModels):
             if batch:
                 learned += self._learn_fast(batch, results, failed)
 
-        pool, apply = self.pool, self.bank.apply
-        if pool is not None:
-            pool.gathering(flush)
+        apply = self.bank.apply
+        pool.gathering(flush)
         try:
-            for index, series in enumerate(wanted):
+            held = self.bank.models((series, len(points[series])) for series in wanted)  # counted as fresh, first
+            for index, (series, models) in enumerate(zip(wanted, held)):
                 batch = points[series]
-                if pool is None:
-                    fresh = _fresh(batch, apply(series, 0, _itself).last_ts)  # a replay is not learned again
-                    if fresh:
-                        results[index] = self.bank.apply_or_restart(series, len(fresh), lambda m: self._learn(m, series, fresh))
-                    continue
-                models = apply(series, len(batch), _itself)
                 last = models.last_ts
                 if last is None or (batch[0].ts > last and (len(batch) == 1 or _increasing(batch))):
                     fresh = batch  # the usual case
@@ -281,9 +286,9 @@ class ForecastPipeline(SavedModels):
                     apply(series, len(fresh) - len(batch), _itself)
                     if not fresh:
                         continue
-                if type(models) is not ForecastSeries:  # a restored model the kernel does not run
+                if type(models) is not ForecastSeries:
                     try:
-                        results[index] = self.bank.apply(series, 0, lambda m: self._learn(m, series, fresh))
+                        results[index] = apply(series, 0, lambda m: self._learn(m, series, fresh))
                     except Exception:
                         log.exception("the %s model of %s failed; it starts afresh", self.bank.detector, series)
                         failed.append((index, series, fresh))
@@ -291,17 +296,16 @@ class ForecastPipeline(SavedModels):
                 if last is None:  # its first points
                     built = SeriesModels()
                     self._build(built, fresh[0].metric, fresh[0].service)
-                    self.pool.load(models, built)
+                    pool.load(models, built)
                 gathered.append((index, series, models, fresh))
             flush()
         finally:
-            if self.pool is not None:
-                self.pool.gathered()
+            pool.gathered()
         for index, series, fresh in failed:  # afresh: point by point, then into a slot
             self.bank.discard(series)
             models = SeriesModels()
             results[index] = self._learn(models, series, fresh)
-            self.bank.apply(series, len(fresh), lambda handle: self.pool.load(handle, models))  # type: ignore[union-attr]
+            apply(series, len(fresh), lambda handle: pool.load(handle, models))
         outcome = ForecastOutcome(learned=learned)
         for index in sorted(results):
             outcome.add(results[index])
