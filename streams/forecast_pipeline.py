@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain, compress
 from operator import attrgetter
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -343,16 +344,14 @@ class ForecastPipeline(SavedModels):
         start = learned_points = 0
         for g, (index, series, handle, fresh) in enumerate(batch):
             first, start = start, start + len(fresh)
-            if handle.cost is not None and not bad[g]:
-                try:
-                    costs = self._learn_costs(handle.cost, series, fresh, counts[first:start].tolist())
-                except Exception:
-                    log.exception("the cost model of %s failed; it starts afresh", series)
-                    bad[g] = True
-                else:
-                    events.setdefault(g, ForecastOutcome()).costs.extend(costs)
-            if bad[g]:
-                log.warning("the %s model of %s failed; it starts afresh", self.bank.detector, series)
+            try:
+                if bad[g]:
+                    raise ArithmeticError("a plan the definition cannot compute or count replicas for")
+                if handle.cost is not None:
+                    events.setdefault(g, ForecastOutcome()).costs = self._learn_costs(handle.cost, series, fresh,
+                                                                                      counts[first:start].tolist())
+            except Exception:
+                log.exception("the %s model of %s failed; it starts afresh", self.bank.detector, series)
                 failed.append((index, series, fresh))
                 continue
             learned_points += len(fresh)
@@ -360,7 +359,7 @@ class ForecastPipeline(SavedModels):
                 results[index] = events[g]
         return learned_points
 
-    def _learn_costs(self, cost: CostProjector, series: str, fresh: list[MetricPoint], counts: list[int]) -> list[CostEvent]:
+    def _learn_costs(self, cost: CostProjector, series: str, fresh: list[MetricPoint], counts: Iterable[int]) -> list[CostEvent]:
         """Learn ``fresh`` (the series' ``counts``-th points) into ``cost``; the projections that fall due."""
         out = []
         for p, n in zip(fresh, counts):
@@ -376,6 +375,8 @@ class ForecastPipeline(SavedModels):
         if models.n == 0:
             self._build(models, first.metric, first.service)
         s = self.settings
+        if models.cost is not None:  # independent of the other models: its projections in point order
+            outcome.costs = self._learn_costs(models.cost, series, batch, range(models.n + 1, models.n + len(batch) + 1))
         for p in batch:
             models.n += 1
             models.first_ts = p.ts if models.first_ts is None else models.first_ts
@@ -388,10 +389,6 @@ class ForecastPipeline(SavedModels):
                     rows = [(steps[h - 1].point, steps[h - 1].lower, steps[h - 1].upper) for h in self.horizons]
                     outcome.forecasts.extend(self._forecast_events(series, p, models.n, models.spacing, rows,
                                                                    models.forecaster.coverage))
-            if models.cost is not None:
-                models.cost.learn_one(p.value, p.ts)
-                if models.n % s.forecast_every == 0:
-                    outcome.costs.extend(self._costs(models.cost, series, p))
             if models.peak is not None:
                 models.peak.learn_one(p.value, p.ts)
                 if models.n % s.scaling_window == 0 and p.metric in self.policies:

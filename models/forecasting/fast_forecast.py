@@ -126,8 +126,7 @@ class ForecastPool:
         self.fp[[k.P_ALPHA, k.P_BETA, k.P_GAMMA, k.P_FALLBACK, k.P_COVERAGE, k.P_ADAPT]] = (
             f.alpha, f.beta, f.gamma, f.fallback.fading_factor, ci.coverage, ci.adapt_rate)
         self.ip = np.zeros(k.Q_COUNT, dtype=np.int64)
-        self.ip[[k.Q_WARMUP, k.Q_WINDOW, k.Q_HORIZON, k.Q_EVERY, k.Q_SCALING]] = (
-            f.warmup, ci.window, ci.horizon, every, scaling_window)
+        self.ip[[k.Q_WARMUP, k.Q_EVERY, k.Q_SCALING]] = (f.warmup, every, scaling_window)
         self._signature = _forecaster_signature(f)
         self._fallback_state = f.fallback._ewmean.__getstate__()  # mean (8 bytes), ..., initialised (byte 24), ...
         self.first_cap = max(2, f.warmup // 2)  # the longest season detect_season finds is warmup // 2 - 1

@@ -10,19 +10,20 @@ arrays, one slot a series, and :func:`learn_batch` runs a batch of many series i
 
 Layout (``C`` slots, ``H`` horizon, ``S`` tracked steps, ``W`` residual window):
 
-* ``fs[C, FS_COUNT]`` floats and ``fi[C, FI_COUNT]`` ints, indexed by the ``F_*`` and ``I_*`` constants: the
-  series' first stamp and count (its last stamp is the pool's), the fallback mean, Holt-Winters level and trend (River's deques of
-  two: ``*_LEN`` values, the older first), the planner's scalars and its per-slot parameters;
+* ``fs[C, FS_COUNT]`` floats and ``fi[C, FI_COUNT]`` ints, indexed by the ``F_*`` and ``I_*`` constants:
+  the series' first stamp and count (its last stamp is on its handle), the fallback mean, Holt-Winters
+  level and trend (River's deques of two: ``*_LEN`` values, the older first), the planner's scalars and
+  its per-slot parameters;
 * ``buf[C, warmup]`` the warm-up buffer; ``sea[C, F + 1]`` Holt-Winters' season deque (a ring of
-  ``season + 1``, ``I_SE_HEAD`` the oldest);
+  ``season + 1``, ``I_SE_HEAD`` the oldest; ``F`` bounds the seasons ``detect_season`` finds);
 * ``pts[C, H]`` the last forecast; ``lev[C, S]`` adapted levels; residual windows ``rring``/``rsrt[C, S, W]``
   and ``rmeta[C, S, 5]`` (:func:`models.detectors.ensemble_kernel.window_push`'s layout); ``pend[C, H, H]``
   the pending forecasts (a ring, ``I_PEND_HEAD`` the newest);
 * ``peaks[C, P]`` the planner's window peaks (ring, ``I_PK_HEAD`` the oldest); ``sring``/``ssrt[C, M]`` and
   ``smeta[C, 5]`` its scores.
 
-The state tuple ``st`` holds them in that order (``S_*`` indices). Parameters shared by every slot: ``fp`` (floats, ``P_*``), ``ip`` (ints, ``Q_*``) and ``steps`` (the tracked
-steps, ascending). What the definition would raise on (a plan that is not finite where whole replicas are
+The state tuple ``st`` holds them in that order (``S_*`` indices). Parameters shared by every slot:
+``fp`` (floats, ``P_*``), ``ip`` (ints, ``Q_*``) and ``steps`` (the tracked steps, ascending). What the definition would raise on (a plan that is not finite where whole replicas are
 counted, a quantile read from a window holding non-finite scores) stops the series with :data:`FAILED`.
 """
 
@@ -45,8 +46,8 @@ DONE, PAUSED, FAILED = 0, 1, 2
 P_ALPHA, P_BETA, P_GAMMA, P_FALLBACK, P_COVERAGE, P_ADAPT = range(6)
 P_COUNT = 6
 # shared int parameters
-Q_WARMUP, Q_WINDOW, Q_HORIZON, Q_EVERY, Q_SCALING = range(5)
-Q_COUNT = 5
+Q_WARMUP, Q_EVERY, Q_SCALING = range(3)
+Q_COUNT = 3
 
 # per-slot floats: series, forecaster, planner (state, then parameters)
 (F_FIRST_TS, F_FB_MEAN, F_LV0, F_LV1, F_TR0, F_TR1,
