@@ -95,8 +95,13 @@ class BatchOutcome:
     rekeyed: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value), back where it came from
     # the valid points keyed by their series, per series in record order (metrics topic only)
     points: dict[str, list[MetricPoint]] = field(default_factory=dict)
-    # the record of each of ``points`` (same keys and order): a point over quota is dead-lettered with it
-    sources: dict[str, list[Record]] = field(default_factory=lambda: defaultdict(list))
+    # the record and series of each of ``points``, in batch order: a point over quota is dead-lettered with its record
+    records: list[Record] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    def sources(self, series: str) -> list[Record]:
+        """The records of the points of ``series``, in order (looked for only for a series over quota)."""
+        return [record for record, key in zip(self.records, self.keys) if key == series]
 
 
 class SavedModels:
@@ -159,13 +164,13 @@ class MetricsPipeline(SavedModels):
 
     def score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
                         dead_letters: list[DeadLetter] | None = None,
-                        sources: dict[str, list[Record]] | None = None) -> tuple[int, list[Anomaly]]:
+                        sources: Callable[[str], list[Record]] | None = None) -> tuple[int, list[Anomaly]]:
         """Score decoded points (each series' in time order), store them, their anomalies and the
         dead letters; returns (points stored, anomalies). Also the OTLP paths' way in.
 
         Points over their tenant's ingest quota (:class:`tenancy.quotas.IngestQuotas`) are taken
         out of ``by_series`` and added to ``dead_letters`` (reason ``quota: ...``), each with its
-        record from ``sources`` (same keys and order as ``by_series``; needed when there are points)."""
+        record from ``sources(series)`` (in the order of ``by_series[series]``; needed when there are points)."""
         dead_letters = [] if dead_letters is None else dead_letters
         with self._lock, stage("score"):
             self._enforce_quotas(by_series, now, dead_letters, sources)
@@ -178,7 +183,7 @@ class MetricsPipeline(SavedModels):
         return stored, anomalies
 
     def _enforce_quotas(self, by_series: dict[str, list[MetricPoint]], now: float, dead_letters: list[DeadLetter],
-                        sources: dict[str, list[Record]] | None) -> None:
+                        sources: Callable[[str], list[Record]] | None) -> None:
         refused = self.quotas.admit({s: len(batch) for s, batch in by_series.items()}, self.bank.__contains__, self.bank.held)
         for series, (admitted, reason) in refused.items():
             batch = by_series[series]
@@ -186,7 +191,7 @@ class MetricsPipeline(SavedModels):
                 by_series[series] = batch[:admitted]
             else:
                 del by_series[series]
-            over = (sources or {})[series][admitted:]
+            over = (sources(series) if sources else [])[admitted:]
             dead_letters.extend(dead_letter(record, reason, now, self.settings.max_payload_bytes) for record in over)
 
     def _score(self, by_series: dict[str, list[MetricPoint]], now: float) -> tuple[dict, list[Anomaly]]:
@@ -321,7 +326,7 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
         decoded = decoder.decode_each([record.value for record in records])
     with stage("validate"):  # a record keyed otherwise, or not at all, belongs to its series' partition
         by_series: dict[str, list[MetricPoint]] = defaultdict(list)
-        sources, limit = outcome.sources, now + max_future_seconds
+        sources, keys, limit = outcome.records, outcome.keys, now + max_future_seconds
         owners = {topic: tenant_of(topic) for topic in {record.topic for record in records}} if tenant_of else {}
         for record, point in zip(records, decoded):
             if type(point) is InvalidEvent:
@@ -338,7 +343,8 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
                 outcome.rekeyed.append((record.topic, series.encode(), record.value if redacted is point else encode(redacted)))
                 continue
             by_series[series].append(redacted)
-            sources[series].append(record)
+            sources.append(record)
+            keys.append(series)
     outcome.points = by_series
     return outcome
 

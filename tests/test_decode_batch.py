@@ -94,8 +94,9 @@ def test_a_batch_dead_letters_each_bad_record_with_its_own_reason_and_keeps_ever
     assert reasons == {offset: e for offset, e in expected.items() if isinstance(e, str)}
     assert [value for _, _, value in out.rekeyed] == [records[o].value for o, e in expected.items() if isinstance(e, MetricPoint)]
     assert out.points == grouped(points)
-    assert {s: [r.offset for r in rs] for s, rs in out.sources.items()} == {
+    assert {s: [r.offset for r in out.sources(s)] for s in out.points} == {
         s: [2 * int(p.ts - T0) for p in ps] for s, ps in grouped(points).items()}
+    assert out.sources("no such series") == []
 
 
 def redactor() -> Redactor:
