@@ -22,6 +22,7 @@ from core.kafka.security import client_kwargs, deprovision_tenant, login_of, pro
 from core.settings import Settings
 from core.kafka.topics import ensure_topics, pipeline_topics, tenant_topic
 from schemas.events import MetricPoint, encode
+from streams import batch_consumer
 from streams.app import make_faust_app
 from streams.batch_consumer import TENANT_TOPICS_REFRESH_MS, BatchConsumer, KafkaEvent
 from streams.publisher import Publisher
@@ -151,8 +152,11 @@ def test_a_forged_tenant_is_dead_lettered_by_the_worker(secure_kafka: LocalKafka
         worker.stop()
 
 
-def test_every_kind_of_client_logs_in_with_the_settings(secure_kafka: LocalKafka, tmp_path: Path) -> None:
+def test_every_kind_of_client_logs_in_with_the_settings(secure_kafka: LocalKafka, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     admin = as_admin(tmp_path, secure_kafka, tenant_topics=True)
+    # the batch consumer's metadata refresh, which finds a new tenant's topic: 2 s here, not 30 s
+    monkeypatch.setattr(batch_consumer, "TENANT_TOPICS_REFRESH_MS", 2_000)
     wrong = logged_in_as(admin, "admin", "not-the-password")
     # admin client (core.kafka.topics)
     assert set(ensure_topics(admin)) == set(pipeline_topics(admin))
