@@ -23,6 +23,7 @@ that satisfies a predicate: the failover event of a region, a routing change, a 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -243,15 +244,18 @@ class Mesh:
                 raise RuntimeError(f"the watchdog of {name} exited ({proc.returncode}): see {self.home}/watchdog-{name}.log")
 
     async def ready(self, timeout: float = 180.0) -> None:
-        """Wait until every agent publishes a view with every region healthy."""
+        """Wait until every agent publishes a view with every region healthy (the regions read together)."""
         began = time.time()
-        for region, bootstrap in self.bootstraps.items():
-            async with views(bootstrap) as tail:
+
+        async def healthy_seen_by(region: str) -> None:
+            async with views(self.bootstraps[region]) as tail:
                 view = await tail.until(lambda v: v.at >= began and set(v.states) == set(self.brokers) and all(
                     state is HealthState.HEALTHY for state in v.states.values()), timeout)
             if view is None:
                 raise TimeoutError(f"region {region}'s agent did not see every region healthy within {timeout:.0f}s; "
                                    f"see {self.home}/agent-{region}.log")
+
+        await asyncio.gather(*map(healthy_seen_by, self.brokers))
 
 
 @contextlib.contextmanager
@@ -260,16 +264,17 @@ def mesh(home: Path, names: list[str] = NAMES, latency: dict[str, float] | None 
     """Brokers in namespaces (``latency``: regions behind a WAN proxy, one-way seconds; 0 = a proxy
     that does not delay yet) routed to each other, one MirrorMaker 2 per region in its namespace
     and an agent per region; all stopped and removed on the way out."""
-    with lab() as made:
-        brokers = {name: made.broker(home / name, (latency or {}).get(name)) for name in names}
+    with ThreadPoolExecutor(len(names)) as pool, lab() as made:  # the lab closes first, with the pool
+        # the brokers start together (each mostly waits for its JVM and its quorum), and so do the
+        # MirrorMakers (each waits for the others' heartbeats); they stop together
+        started = pool.map(lambda name: made.broker(home / name, (latency or {}).get(name)), names)
+        brokers = dict(zip(names, started))
         made.route()
         mirrors = {name: MirrorMaker(Settings(home=home), home / f"mirror-{name}", targets=[name],
                                      netns=broker.link.ns) for name, broker in brokers.items()}
         running = Mesh(made, home, brokers, mirrors, dict(agent_env or {}))
-        for name, mirror in mirrors.items():
-            made.defer(lambda mirror=mirror: mirror.stop(timeout=10))
-        with ThreadPoolExecutor(len(names)) as pool:  # together: each waits for the others' heartbeats
-            list(pool.map(running.start_mirror, names))
+        made.defer(lambda: list(pool.map(lambda mirror: mirror.stop(timeout=10), mirrors.values())))
+        list(pool.map(running.start_mirror, names))
         for name in names:
             running.start_agent(name)
         yield running

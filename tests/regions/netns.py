@@ -49,6 +49,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,7 +364,8 @@ def start_broker(link: Link, home: Path, latency: float | None = None,
 
 class Lab:
     """What one test (or module) made: links, brokers and anything given to ``defer`` (processes in
-    the root namespace, say), all undone by ``close`` (idempotent; the atexit hook closes open labs)."""
+    the root namespace, say), all undone by ``close`` (idempotent; the atexit hook closes open labs).
+    :meth:`broker` may be called from several threads at once (the brokers then start together)."""
 
     def __init__(self) -> None:
         require()
@@ -372,16 +374,19 @@ class Lab:
         self.brokers: list[NetnsBroker] = []
         self._deferred: list[Callable[[], object]] = []
         self._pair_rules: list[list[str]] = []
+        self._lock = threading.Lock()  # create_link picks the next free name and subnet
         _open_labs.add(self)
 
     def link(self) -> Link:
-        self.links.append(create_link())
-        return self.links[-1]
+        with self._lock:
+            self.links.append(create_link())
+            return self.links[-1]
 
     def broker(self, home: Path, latency: float | None = None, **extra_properties: str) -> NetnsBroker:
         """A new link with a broker in its namespace (see :func:`start_broker`)."""
         broker = start_broker(self.link(), home, latency, extra_properties)
-        self.brokers.append(broker)
+        with self._lock:
+            self.brokers.append(broker)
         return broker
 
     def route(self) -> None:
