@@ -263,22 +263,26 @@ class ForecastPipeline(SavedModels):
         compiled call (earlier if the bank evicts one of them on the way: its state then holds its
         points); others (restored models the kernel does not run) are learned point by point."""
         results: dict[int, ForecastOutcome] = {}  # by position in wanted (the gathered ones: those with events)
-        gathered: list[tuple[int, str, ForecastSeries, list[MetricPoint]]] = []
+        # the gathered series, in parallel lists: position in wanted, name, handle, fresh points
+        index: list[int] = []
+        names: list[str] = []
+        handles: list[ForecastSeries] = []
+        fresh_points: list[list[MetricPoint]] = []
         failed: list[tuple[int, str, list[MetricPoint]]] = []
         done = learned = 0
 
         def flush() -> None:
             nonlocal done, learned
-            batch, done = gathered[done:], len(gathered)
-            if batch:
-                learned += self._learn_fast(batch, results, failed)
+            if len(index) > done:
+                learned += self._learn_fast(index[done:], names[done:], handles[done:], fresh_points[done:], results, failed)
+            done = len(index)
 
         apply = self.bank.apply
         pool.gathering(flush)
         try:
-            held = self.bank.models((series, len(points[series])) for series in wanted)  # counted as fresh, first
-            for index, (series, models) in enumerate(zip(wanted, held)):
-                batch = points[series]
+            batches = [points[series] for series in wanted]
+            held = self.bank.models(zip(wanted, map(len, batches)))  # counted as fresh, first
+            for position, (series, batch, models) in enumerate(zip(wanted, batches, held)):
                 last = models.last_ts
                 if last is None or (batch[0].ts > last and (len(batch) == 1 or _increasing(batch))):
                     fresh = batch  # the usual case
@@ -289,75 +293,76 @@ class ForecastPipeline(SavedModels):
                         continue
                 if type(models) is not ForecastSeries:
                     try:
-                        results[index] = apply(series, 0, lambda m: self._learn(m, series, fresh))
+                        results[position] = apply(series, 0, lambda m: self._learn(m, series, fresh))
                     except Exception:
                         log.exception("the %s model of %s failed; it starts afresh", self.bank.detector, series)
-                        failed.append((index, series, fresh))
+                        failed.append((position, series, fresh))
                     continue
                 if last is None:  # its first points
                     built = SeriesModels()
                     self._build(built, fresh[0].metric, fresh[0].service)
                     pool.load(models, built)
-                gathered.append((index, series, models, fresh))
+                index.append(position)
+                names.append(series)
+                handles.append(models)
+                fresh_points.append(fresh)
             flush()
         finally:
             pool.gathered()
-        for index, series, fresh in failed:  # afresh: point by point, then into a slot
+        for position, series, fresh in failed:  # afresh: point by point, then into a slot
             self.bank.discard(series)
             models = SeriesModels()
-            results[index] = self._learn(models, series, fresh)
+            results[position] = self._learn(models, series, fresh)
             apply(series, len(fresh), lambda handle: pool.load(handle, models))
         outcome = ForecastOutcome(learned=learned)
-        for index in sorted(results):
-            outcome.add(results[index])
+        for position in sorted(results):
+            outcome.add(results[position])
         return outcome
 
-    def _learn_fast(self, batch: list[tuple[int, str, ForecastSeries, list[MetricPoint]]],
-                    results: dict[int, ForecastOutcome], failed: list[tuple[int, str, list[MetricPoint]]]) -> int:
-        """Learn the gathered series in one call; the events of those that produced some go to
-        ``results``, the series whose models raise (in the definition) to ``failed``. Returns the points
-        the others learned."""
+    def _learn_fast(self, index: list[int], names: list[str], handles: list[ForecastSeries],
+                    fresh_points: list[list[MetricPoint]], results: dict[int, ForecastOutcome],
+                    failed: list[tuple[int, str, list[MetricPoint]]]) -> int:
+        """Learn the gathered series (at ``index`` in wanted, ``names``, ``handles``, ``fresh_points``) in one
+        call; the events of those that produced some go to ``results``, the series whose models raise (in
+        the definition) to ``failed``. Returns the points the others learned."""
         assert self.pool is not None
         s = self.settings
-        flat = list(chain.from_iterable(fresh for _, _, _, fresh in batch))
-        sizes = [len(fresh) for _, _, _, fresh in batch]
-        learned = self.pool.learn([handle for _, _, handle, _ in batch], sizes,
-                                  np.fromiter(map(_value, flat), dtype=np.float64, count=len(flat)),
+        flat = list(chain.from_iterable(fresh_points))
+        sizes = list(map(len, fresh_points))
+        learned = self.pool.learn(handles, sizes, np.fromiter(map(_value, flat), dtype=np.float64, count=len(flat)),
                                   np.fromiter(map(_ts, flat), dtype=np.float64, count=len(flat)))
-        group = np.repeat(np.arange(len(batch)), sizes)
-        bad = learned.failed.tolist()
+        group = np.repeat(np.arange(len(handles)), sizes)
+        bad = set(np.flatnonzero(learned.failed).tolist())
         events: dict[int, ForecastOutcome] = {}
         counts, first_ts = learned.counts, learned.first_ts.tolist()
         for i in np.flatnonzero((counts % s.forecast_every == 0) & (learned.forecasting & ~learned.failed)[group]).tolist():
             g, p, n = int(group[i]), flat[i], int(counts[i])
             events.setdefault(g, ForecastOutcome()).forecasts.extend(self._forecast_events(
-                batch[g][1], p, n, _spacing(first_ts[g], p.ts, n), learned.forecasts[i].tolist(), s.forecast_coverage))
+                names[g], p, n, _spacing(first_ts[g], p.ts, n), learned.forecasts[i].tolist(), s.forecast_coverage))
         for i in np.flatnonzero((counts % s.scaling_window == 0) & (learned.planning & ~learned.failed)[group]).tolist():
             g, p, n = int(group[i]), flat[i], int(counts[i])
-            if p.metric in self.policies and not bad[g]:
+            if p.metric in self.policies and g not in bad:
                 try:
-                    recommendation = self._recommend(batch[g][1], p, float(learned.plans[i]), _spacing(first_ts[g], p.ts, n))
+                    recommendation = self._recommend(names[g], p, float(learned.plans[i]), _spacing(first_ts[g], p.ts, n))
                 except ValueError:  # a NaN plan, as the definition raises on it
-                    bad[g] = True
+                    bad.add(g)
                     continue
                 events.setdefault(g, ForecastOutcome()).recommendations.append(recommendation)
-        start = learned_points = 0
-        for g, (index, series, handle, fresh) in enumerate(batch):
-            first, start = start, start + len(fresh)
+        starts = np.concatenate(([0], np.cumsum(sizes))).tolist()
+        for g in sorted(bad.union(g for g, handle in enumerate(handles) if handle.cost is not None)):
             try:
-                if bad[g]:
+                if g in bad:
                     raise ArithmeticError("a plan the definition cannot compute or count replicas for")
-                if handle.cost is not None:
-                    events.setdefault(g, ForecastOutcome()).costs = self._learn_costs(handle.cost, series, fresh,
-                                                                                      counts[first:start].tolist())
+                events.setdefault(g, ForecastOutcome()).costs = self._learn_costs(
+                    handles[g].cost, names[g], fresh_points[g], counts[starts[g] : starts[g + 1]].tolist())
             except Exception:
-                log.exception("the %s model of %s failed; it starts afresh", self.bank.detector, series)
-                failed.append((index, series, fresh))
-                continue
-            learned_points += len(fresh)
-            if g in events:
-                results[index] = events[g]
-        return learned_points
+                log.exception("the %s model of %s failed; it starts afresh", self.bank.detector, names[g])
+                failed.append((index[g], names[g], fresh_points[g]))
+                bad.add(g)
+        for g, out in events.items():
+            if g not in bad:
+                results[index[g]] = out
+        return len(flat) - sum(sizes[g] for g in bad)
 
     def _learn_costs(self, cost: CostProjector, series: str, fresh: list[MetricPoint], counts: Iterable[int]) -> list[CostEvent]:
         """Learn ``fresh`` (the series' ``counts``-th points) into ``cost``; the projections that fall due."""
