@@ -173,8 +173,6 @@ class BatchConsumer(Service):
             **({"metadata_max_age_ms": TENANT_TOPICS_REFRESH_MS} if tenant_topics else {}),
             **client_kwargs(self.settings),
         )
-        if self.forwarder is not None:
-            await self.forwarder.start()  # first: it aborts what this worker's predecessor left open
         listener = _Rebalance(self)
         if tenant_topics:
             self._consumer.subscribe(pattern=tenant_topic_pattern(self.topic), listener=listener)
@@ -250,6 +248,17 @@ class BatchConsumer(Service):
                 await asyncio.get_running_loop().run_in_executor(None, forget, series)
         for moved in self.moved:
             await asyncio.get_running_loop().run_in_executor(None, moved, set(assigned), lost)
+
+    @Service.task
+    async def _start_forwarder(self) -> None:
+        """Start the forwarder in the background, not holding up the worker's start (the first
+        transactional producer on a broker waits for its transaction log); starting, it aborts
+        what this worker's predecessor left open. A send starts it if this failed."""
+        if self.forwarder is not None:
+            try:
+                await self.forwarder.start()
+            except Exception:  # noqa: BLE001 - the first send tries again
+                log.warning("%s: the forwarder did not start; the first send tries again", self.topic, exc_info=True)
 
     @Service.task
     async def _checkpoint_clock(self) -> None:

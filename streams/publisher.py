@@ -127,6 +127,7 @@ class Forwarder:
         self.transactional_id = transactional_id
         self.sends = 0  # calls of send(): a caller tells whether a failed step sent anything
         self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
         self._open = False
         self._keyless = itertools.count()
 
@@ -136,10 +137,12 @@ class Forwarder:
         return self._open
 
     async def start(self) -> None:
-        """Start the producer (this fences an older producer of ``transactional_id``)."""
-        producer = make_producer(self.settings, self.transactional_id)
-        await producer.start()
-        self._producer = producer
+        """Start the producer unless it runs (this fences an older producer of ``transactional_id``)."""
+        async with self._starting:
+            if self._producer is None:
+                producer = make_producer(self.settings, self.transactional_id)
+                await producer.start()
+                self._producer = producer
 
     async def stop(self) -> None:
         """Abort what is open and stop the producer."""
@@ -154,8 +157,10 @@ class Forwarder:
         records = list(records)
         if not records:
             return 0
-        assert self._producer is not None, "Forwarder not started"
         self.sends += 1
+        if self._producer is None:
+            await self.start()
+        assert self._producer is not None
         if not self._open:
             await self._producer.begin_transaction()
             self._open = True
@@ -184,5 +189,6 @@ class Forwarder:
         except Exception:  # noqa: BLE001 - the transaction is lost either way; a fresh producer aborts it
             log.warning("aborting the transaction of %s failed; restarting its producer", self.transactional_id,
                         exc_info=True)
-            await self._producer.stop()
+            producer, self._producer = self._producer, None
+            await producer.stop()
             await self.start()
