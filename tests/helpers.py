@@ -10,13 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from click.testing import Result
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
 from core.kafka.local_broker import free_port
 from core.kafka.security import client_kwargs
 from core.kafka.producer import make_producer, send_all
 from m1.query_client import run_query
-from core.settings import Settings
+from core.child_env import settings_env
+from core.settings import Settings, get_settings
+from m1.cli import app
 from m1.worker_process import WorkerProcess
 from core.tenant_names import PLATFORM
 from tenancy.registry import Registry
@@ -93,6 +97,17 @@ def produce(settings: Settings, records: list[tuple[bytes | None, bytes]], topic
 
 def scalar(settings: Settings, sql: str) -> object:
     return run_query(settings, sql).rows[0][0]
+
+
+def m1_in_process(settings: Settings, *args: str, **env: str) -> Result:
+    """``m1 ARGS`` run in this process with ``settings`` (and ``env``) as its environment, wide output:
+    for commands that only call a running worker's API (one that opens the store would hold the
+    worker's chdb directory in this process); a child process costs seconds of imports."""
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, list(args), env={**settings_env(settings), "COLUMNS": "200", **env})
+    finally:
+        get_settings.cache_clear()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.5) -> bool:

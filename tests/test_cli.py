@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 from pydantic import SecretStr
@@ -15,7 +16,7 @@ from m1.cli import app
 from m1.query_client import QueryError, run_query, worker_is_up
 from core.settings import Settings
 from core.child_env import settings_env
-from tests.helpers import add_tenant, isolated_settings, new_key, start_worker, wait_for
+from tests.helpers import add_tenant, isolated_settings, m1_in_process, new_key, start_worker, wait_for
 from traces.cli import bottlenecks_from_worker
 
 
@@ -51,16 +52,18 @@ def test_query_goes_through_the_running_worker(tmp_path, kafka_bootstrap: str) -
     worker = start_worker(settings)  # holds the chdb directory: a direct open would fail
     acme = new_key(settings, "acme", ["analyst"])
     try:
-        ok = m1(settings, "query", "SELECT name FROM schema_migrations ORDER BY name")
-        assert ok.returncode == 0 and "001_metrics.sql" in ok.stdout
-        refused = m1(settings, "query", "DROP TABLE metric_points")
-        assert refused.returncode == 2 and "only" in refused.stdout
-        anonymous = m1(settings, "query", "SELECT 1", M1_API_KEY="")
-        assert anonymous.returncode == 2 and "401" in anonymous.stdout and "M1_API_KEY" in anonymous.stdout
-        own = m1(settings, "query", "--tenant", "acme", "SELECT 41 + 1", M1_API_KEY=acme)
-        assert own.returncode == 0 and "42" in own.stdout
-        everyone = m1(settings, "query", "SELECT 1", M1_API_KEY=acme)  # every tenant's rows: platform-admin only
-        assert everyone.returncode == 2 and "403" in everyone.stdout
+        query = partial(m1_in_process, settings, "query")  # the worker is up: m1 query asks its API
+        ok = query("SELECT name FROM schema_migrations ORDER BY name")
+        assert ok.exit_code == 0 and "001_metrics.sql" in ok.stdout
+        refused = query("DROP TABLE metric_points")
+        assert refused.exit_code == 2 and "only" in refused.stdout
+        anonymous = query("SELECT 1", M1_API_KEY="")
+        assert anonymous.exit_code == 2 and "401" in anonymous.stdout and "M1_API_KEY" in anonymous.stdout
+        own = query("--tenant", "acme", "SELECT 41 + 1", M1_API_KEY=acme)
+        assert own.exit_code == 0 and "42" in own.stdout
+        everyone = query("SELECT 1", M1_API_KEY=acme)  # every tenant's rows: platform-admin only
+        assert everyone.exit_code == 2 and "403" in everyone.stdout
+        # m1 traces bottlenecks tries the store first, and m1 api opens it: children
         report = m1(settings, "traces", "bottlenecks", "-s", "frontend", "--tenant", "acme")
         assert report.returncode == 0 and "0 traces" in report.stdout
         untenanted = m1(settings, "traces", "bottlenecks", "-s", "frontend")

@@ -15,13 +15,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
 
-from m1.cli import app
-from core.settings import Settings, get_settings
-from core.child_env import settings_env
-from tests.helpers import add_tenant, produce, read_json, scalar, start_worker, wait_for
+from core.settings import Settings
+from tests.helpers import add_tenant, m1_in_process as m1, produce, read_json, scalar, start_worker, wait_for
 
 WORKFLOWS = """
 tenant: acme
@@ -45,15 +41,6 @@ def anomaly(ts: float, metric: str = "latency_ms") -> tuple[bytes, bytes]:
     return series.encode(), json.dumps({
         "ts": ts, "tenant": "acme", "region": "eu", "service": "api", "metric": metric, "series": series,
         "value": 900.0, "score": 0.9, "severity": "critical", "detector": "ensemble"}).encode()
-
-
-def m1(settings: Settings, *args: str) -> Result:
-    """``m1 <args>`` with ``settings``, in this process (each command here goes through the worker's API)."""
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(app, list(args), env={**settings_env(settings), "COLUMNS": "200"})
-    finally:
-        get_settings.cache_clear()
 
 
 def notifications(settings: Settings, until, timeout: float = 60) -> list[dict]:  # noqa: ANN001
