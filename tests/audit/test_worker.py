@@ -15,7 +15,7 @@ import pytest
 from core.settings import Settings
 from core.child_env import settings_env
 from tests.audit.support import payload
-from tests.helpers import add_tenant, produce, read_json, scalar, start_worker, wait_for
+from tests.helpers import add_tenant, m1_in_process, produce, read_json, scalar, start_worker, wait_for
 
 TENANT, EVENTS = "acme", 300
 
@@ -49,11 +49,11 @@ def test_sigkill_mid_chain_then_replay_verifies(make_settings, tmp_path: Path) -
     heads = read_json(settings, settings.topic_audit_checkpoints, lambda hs: any(h["tree_size"] == EVENTS for h in hs))
     assert any(h["tenant"] == TENANT and h["tree_size"] == EVENTS for h in heads)
     add_tenant(settings, TENANT)
-    through_api = m1(settings, "verify")  # the worker holds the store: its API verifies
-    assert through_api.returncode == 0 and f"{TENANT}: intact" in through_api.stdout, through_api.stdout + through_api.stderr
+    through_api = m1_in_process(settings, "audit", "verify")  # the worker holds the store: its API verifies
+    assert through_api.exit_code == 0 and f"{TENANT}: intact" in through_api.stdout, through_api.output
     event_id = str(scalar(settings, f"SELECT id FROM audit_log WHERE tenant = '{TENANT}' AND seq = 123"))
-    from_api = m1(settings, "prove", event_id, "--tenant", TENANT)
-    assert from_api.returncode == 0 and json.loads(from_api.stdout)["leaf_index"] == 123, from_api.stderr
+    from_api = m1_in_process(settings, "audit", "prove", event_id, "--tenant", TENANT)
+    assert from_api.exit_code == 0 and json.loads(from_api.stdout)["leaf_index"] == 123, from_api.output
     (tmp_path / "proof.json").write_text(from_api.stdout)
     assert worker.stop() == 0
 
