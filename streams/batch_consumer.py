@@ -396,33 +396,41 @@ class BatchConsumer(Service):
         assert self._consumer is not None
         size, events, generation = self.settings.batch_size, [], self._generation
         deadline: float | None = None
+        dropped = False
         while len(events) < size and not self.should_stop:
             wait = 1.0 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
                 break
             fetched = await self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=size - len(events))
             if generation != self._generation:  # these records come from the new positions, not those before
-                events, deadline, generation = [], None, self._generation
+                events, deadline, generation, dropped = [], None, self._generation, True
             for records in fetched.values():
                 events.extend(KafkaEvent(r) for r in records)
             if events and deadline is None:
                 deadline = time.monotonic() + self.settings.flush_seconds
             if not events:
-                await self._note_idle_positions()
+                if not dropped:
+                    await self._note_idle_positions(generation)
                 break  # idle: let the caller loop (and notice a stop)
         return events, generation
 
-    async def _note_idle_positions(self) -> None:
-        """When idle, every record before a partition's position was handled: that position is the
-        offset to commit, past the transaction markers and aborted records after the last record
-        handled (they have offsets, and a reader of the committed offsets counts them as lag)."""
+    async def _note_idle_positions(self, generation: int) -> None:
+        """When idle since ``generation`` began, every record before a partition's position was
+        handled: that position is the offset to commit, past the transaction markers and aborted
+        records after the last record handled (they have offsets, and a reader of the committed
+        offsets counts them as lag). Not while a rebalance or roll-back is under way."""
         assert self._consumer is not None
-        paused = self._consumer.paused()
-        for tp in self._consumer.assignment() - paused:
+        if self._revoking:
+            return
+        positions = {}
+        for tp in self._consumer.assignment() - self._consumer.paused():
             try:
-                position = await self._consumer.position(tp)
+                positions[tp] = await self._consumer.position(tp)
             except IllegalStateError:  # no longer assigned: a rebalance came in between
-                continue
+                return
+        if generation != self._generation:
+            return  # the positions may be those of records fetched before it and dropped
+        for tp, position in positions.items():
             if position != self._next.get(tp):
                 self._handled[tp] = self._next[tp] = position
 
