@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +175,6 @@ class Mesh:
                                     start_new_session=True)
         self.agents[region] = proc
         track(proc.pid)
-        self.lab.defer(lambda: terminate(proc.pid, timeout=10) and proc.wait(10))
 
     def kill_broker(self, region: str) -> float:
         """SIGKILL the region's broker; returns the wall-clock time it was sent."""
@@ -213,7 +212,7 @@ class Mesh:
                                         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
             self.watchdogs[region] = proc
-            self.lab.defer(lambda proc=proc: terminate(proc.pid, timeout=10) and proc.wait(10))
+        self.lab.defer(lambda: _stop_together(self.watchdogs.values()))  # before the agents and the mirrors
 
     def watchdog_status(self, region: str) -> WatchdogStatus:
         """What the watchdog of the flows into ``region`` last wrote (what ``m1 regions status`` shows)."""
@@ -258,6 +257,13 @@ class Mesh:
         await asyncio.gather(*map(healthy_seen_by, self.brokers))
 
 
+def _stop_together(procs: Iterable[subprocess.Popen]) -> None:
+    """SIGTERM every one of ``procs`` at once (SIGKILL after 10 s) and wait for them (an agent takes 3-4 s)."""
+    procs = list(procs)
+    with ThreadPoolExecutor(max(1, len(procs))) as pool:
+        list(pool.map(lambda proc: terminate(proc.pid, timeout=10) and proc.wait(10), procs))
+
+
 @contextlib.contextmanager
 def mesh(home: Path, names: list[str] = NAMES, latency: dict[str, float] | None = None,
          agent_env: dict[str, str] | None = None) -> Iterator[Mesh]:
@@ -274,6 +280,7 @@ def mesh(home: Path, names: list[str] = NAMES, latency: dict[str, float] | None 
                                      netns=broker.link.ns) for name, broker in brokers.items()}
         running = Mesh(made, home, brokers, mirrors, dict(agent_env or {}))
         made.defer(lambda: list(pool.map(lambda mirror: mirror.stop(timeout=10), mirrors.values())))
+        made.defer(lambda: _stop_together(running.agents.values()))  # the agents running then (reset restarts dead ones)
         list(pool.map(running.start_mirror, names))
         for name in names:
             running.start_agent(name)
