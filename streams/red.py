@@ -112,12 +112,16 @@ class RedMinutes:
             bucket.durations_ms[slot] = duration_ms
 
     def close_idle(self) -> list[MetricPoint]:
-        """Close every open minute if no span arrived for the grace period."""
+        """Close every open minute if no span arrived for the grace period (wall clock), and no
+        later one: a span of a later minute still counts, so when and where a pause happened (a
+        worker stopped, a partition moved) does not change the minutes' numbers."""
         with self._lock:
             if time.monotonic() - self._last_add < self.grace_ns / 1e9 or not self.open:
                 return []
-            tenants = sorted({key[0] for key in self.open})
-            return [p for t in tenants for p in self._close(t, max(self.watermark_ns[t], time.time_ns()))]
+            last = {}
+            for tenant, *_, minute in self.open:
+                last[tenant] = max(last.get(tenant, minute), minute)
+            return [p for t in sorted(last) for p in self._close(t, last[t] + 60_000_000_000)]
 
     def _close(self, tenant: str, upto_ns: int) -> list[MetricPoint]:
         limit = upto_ns // 60_000_000_000 * 60_000_000_000 - 60_000_000_000  # last minute wholly before upto_ns

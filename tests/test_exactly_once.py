@@ -36,9 +36,9 @@ from core.settings import Settings
 from streams.batch_consumer import BatchConsumer, KafkaEvent
 from sinks.state_files import StateDirectory
 from streams.publisher import worker_forwarder
-from streams.red import RedBank
+from streams.red import RED_DURATION_METRIC, RedBank
 from tests.helpers import isolated_settings, produce
-from tests.traces.test_red_minutes import T0, red_record, span
+from tests.traces.test_red_minutes import MINUTE, T0, red_record, span
 
 RECORDS = 300
 #: The dead worker's transaction timeout when another worker takes over (the broker aborts it then).
@@ -218,3 +218,14 @@ def test_records_fetched_before_a_rebalance_are_handled_once(tmp_path: Path, kaf
 
     asyncio.run(run())
     assert len(set(handled)) == RECORDS and len(handled) == RECORDS, Counter(Counter(handled).values())
+
+
+def test_an_idle_close_leaves_the_next_minutes_open() -> None:
+    """A pause longer than the grace (a worker restarting, a partition moving) closes a key's open
+    minutes, not the minutes its next spans fall in: they count as if there had been no pause."""
+    paused = RedBank(bytes(32), grace_seconds=0)
+    paused.add([red_record("a|cart", [span("a", T0 + 5 * 10**9, 12.0)], offset=0)])
+    assert [p.ts for p in paused.close_idle() if p.metric == RED_DURATION_METRIC] == [T0 / 1e9]
+    later = red_record("a|cart", [span("a", T0 + MINUTE + 5 * 10**9, 30.0)], offset=1)
+    paused.add([later])
+    assert paused.minutes("a|cart").open[("a", "unknown", "cart", "GET /cart", T0 + MINUTE)].spans == 1
