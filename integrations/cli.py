@@ -77,7 +77,8 @@ def check(path: Path = typer.Argument(..., help="A workflow file (YAML) whose re
 def sample_notification(tenant: str, receiver: Receiver, kind: str) -> Notification:
     now = time.time()
     return Notification(
-        id=notification_id(tenant, "m1-send-test", receiver.name, f"test-{int(now)}", 0, kind), tenant=tenant,
+        id=notification_id(tenant, "m1-send-test", receiver.name, f"test-{int(now)}", 0, kind, receiver.name),
+        tenant=tenant,
         workflow="m1-send-test", kind=kind, receiver=receiver,
         incident={"id": f"test-{int(now)}", "title": "test notification from m1", "severity": "info",
                   "status": "open", "service": "m1", "region": "", "started_at": now},

@@ -9,8 +9,9 @@ stable across replays, so a receiver that de-duplicates on it never notifies twi
 ...                  incident={"id": "inc-1", "title": "latency", "severity": "critical"})
 >>> decode(encode(n)) == n
 True
->>> notification_id("acme", "wf", "svc=a", "inc-1", 0, "trigger", 0)
-'60f93b8fafa8cb66f9622333af9577a2'
+>>> notification_id("acme", "wf", "svc=a", "inc-1", 0, "trigger", "ops") != notification_id(
+...     "acme", "wf", "svc=a", "inc-1", 0, "trigger", "pager")
+True
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def decode(raw: bytes | str) -> Notification:
 
 
 def notification_id(tenant: str, workflow: str, group_key: str, incident_id: str, step: int,
-                    kind: str, level: int = 0) -> str:
-    """The idempotency key: a stable hash of what makes a notification the same one on replay."""
-    parts = "\x1f".join((tenant, workflow, group_key, incident_id, str(step), kind, str(level)))
+                    kind: str, receiver: str, level: int = 0) -> str:
+    """The idempotency key: a stable hash of what makes a notification the same one on replay.
+
+    The receiver is part of it: one acknowledge or resolve told to two receivers is two
+    notifications, and delivery skips an id it has finished."""
+    parts = "\x1f".join((tenant, workflow, group_key, incident_id, str(step), kind, receiver, str(level)))
     return hashlib.sha256(parts.encode()).hexdigest()[:32]

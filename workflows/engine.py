@@ -450,7 +450,7 @@ class Engine:
         label = f"{g.key}#{run.id}" + (f"#{sequence}" if sequence else "")
         for name in receivers:
             n = Notification(
-                id=notification_id(g.tenant, w.name, label, str(incident["id"]), step, kind, run.level),
+                id=notification_id(g.tenant, w.name, label, str(incident["id"]), step, kind, name, run.level),
                 tenant=g.tenant, workflow=w.name, kind=kind, receiver=ctx.spec.receivers[name], incident=incident,
                 enrichment={"alerts": related, "group": {"key": g.key, "alerts": len(g.alerts)}, "level": run.level},
                 created_ts=ctx.now, source_ts=source_ts)

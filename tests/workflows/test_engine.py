@@ -82,11 +82,14 @@ def test_ack_timeout_escalates_then_ack_stops_it_and_resolve_goes_to_everyone_to
     incident = n.incident["id"]
     effects = e.handle(Control("ack", tenant="acme", incident=incident, by="ann"), now=640)
     assert told(effects, "acknowledge") == ["chat", "pager"]
+    acks = [x.value.id for x in effects if x.kind == "notification"]
+    assert len(set(acks)) == 2  # one id a receiver: delivery skips an id it has finished
     assert [x.value["status"] for x in effects if x.kind == "incident"] == ["acknowledged"]
     for t in range(660, 4400, 120):  # acknowledged: no repeat, no escalation while the anomaly goes on
         assert told(e.handle(sig(t), now=t) + e.tick(t, e.tenants())) == []
     effects = e.tick(4380 + 300, e.tenants())  # 5 minutes without it: resolved, told to both
     assert told(effects, "resolve") == ["chat", "pager"]
+    assert len({x.value.id for x in effects if x.kind == "notification"}) == 2
     (run,) = [x.value for x in effects if x.kind == "run"]
     assert run["state"] == "resolved" and run["reached"] and run["level"] == 1
 
