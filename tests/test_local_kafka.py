@@ -40,21 +40,23 @@ def test_status_without_broker_is_none_and_stop_is_a_no_op(tmp_path: Path) -> No
 def test_worker_survives_a_broker_restart(tmp_path: Path) -> None:
     broker = LocalKafka(Settings(home=tmp_path / "broker"))
     bootstrap = broker.start().bootstrap
-    settings = isolated_settings(tmp_path, bootstrap)
-    worker = start_worker(settings)
-    try:
-        data = points("restart", 4000, series=4)
-        produce(settings, data[:2000])
-        assert wait_for(lambda: scalar(settings, "SELECT count() FROM metric_points FINAL") >= 2000)
-        broker.stop()
-        assert broker.status() is None
-        assert broker.start().bootstrap == bootstrap  # same port after the restart
-        produce(settings, data[2000:])
-        assert wait_for(lambda: scalar(settings, "SELECT count() FROM metric_points FINAL") >= 4000, timeout=120)
-        assert scalar(settings, "SELECT count() FROM metric_points FINAL") == 4000
-        assert worker.proc is not None and worker.proc.poll() is None
+    try:  # the broker goes even if the worker never comes up
+        settings = isolated_settings(tmp_path, bootstrap)
+        worker = start_worker(settings)
+        try:
+            data = points("restart", 4000, series=4)
+            produce(settings, data[:2000])
+            assert wait_for(lambda: scalar(settings, "SELECT count() FROM metric_points FINAL") >= 2000)
+            broker.stop()
+            assert broker.status() is None
+            assert broker.start().bootstrap == bootstrap  # same port after the restart
+            produce(settings, data[2000:])
+            assert wait_for(lambda: scalar(settings, "SELECT count() FROM metric_points FINAL") >= 4000, timeout=120)
+            assert scalar(settings, "SELECT count() FROM metric_points FINAL") == 4000
+            assert worker.proc is not None and worker.proc.poll() is None
+        finally:
+            worker.stop()
     finally:
-        worker.stop()
         broker.stop()
 
 
