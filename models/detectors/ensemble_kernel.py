@@ -55,6 +55,32 @@ I_COUNT = I_WSIZE + 8
 
 # -- sorted window (models.sorted_window.SortedWindow) ------------------------------------------
 @njit(cache=True)
+def bisect_left(srt, n, v):
+    """bisect.bisect_left over the first ``n`` values of ``srt``."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if srt[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def bisect_right(srt, n, v):
+    """bisect.bisect_right over the first ``n`` values of ``srt``."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if v < srt[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(cache=True)
 def window_push(ring, srt, meta, size, v):
     n, ns = meta[0], meta[2]
     if n < size:
@@ -66,26 +92,14 @@ def window_push(ring, srt, meta, size, v):
         ring[head] = v
         meta[1] = head + 1 if head + 1 < size else 0
         if old - old == 0.0:
-            lo, hi = 0, ns  # bisect_left
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if srt[mid] < old:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            lo = bisect_left(srt, ns, old)
             for j in range(lo, ns - 1):
                 srt[j] = srt[j + 1]
             ns -= 1
         else:
             meta[3] -= 1
     if v - v == 0.0:
-        lo, hi = 0, ns  # bisect_right (insort)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if v < srt[mid]:
-                hi = mid
-            else:
-                lo = mid + 1
+        lo = bisect_right(srt, ns, v)  # insort
         for j in range(ns, lo, -1):
             srt[j] = srt[j - 1]
         srt[lo] = v
@@ -207,13 +221,7 @@ def gate_learn(gclosed, gopen, gtop, gmeta, k, block, blocks, raw):
     verdict = raw > gate_kth(gtop, gopen, gmeta, k)
     m = gmeta[2]
     if m < k or raw > gopen[0]:
-        lo, hi = 0, m  # insort (right), then keep the k largest
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if raw < gopen[mid]:
-                hi = mid
-            else:
-                lo = mid + 1
+        lo = bisect_right(gopen, m, raw)  # insort, then keep the k largest
         for j in range(m, lo, -1):
             gopen[j] = gopen[j - 1]
         gopen[lo] = raw

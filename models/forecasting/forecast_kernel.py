@@ -34,7 +34,7 @@ import math
 import numpy as np
 from numba import njit
 
-from models.detectors.ensemble_kernel import window_push
+from models.detectors.ensemble_kernel import bisect_left, window_push
 
 INF = math.inf
 # the state tuple
@@ -73,18 +73,6 @@ def _min(a, b):
     return b if b < a else a
 
 
-@njit(cache=True)
-def _bisect_left(srt, n, v):
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if srt[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 # -- Holt-Winters forecaster (models.forecasting.base, holt_winters, conformal) ----------------
 @njit(cache=True)
 def _ready(fi, s):
@@ -117,7 +105,7 @@ def _observe(st, fp, steps, s, y):
         n = meta[0]
         if adapt != 0.0 and n:
             rank = min(max(int(np.ceil((n + 1) * lev[s, index])), 1), n)
-            miss = 1.0 if _bisect_left(rsrt[s, index], meta[2], error) >= rank else 0.0
+            miss = 1.0 if bisect_left(rsrt[s, index], meta[2], error) >= rank else 0.0
             level = lev[s, index] + adapt * (miss - (1.0 - coverage))
             lev[s, index] = _min(_max(level, 0.0), 1.0)
         window_push(rring[s, index], rsrt[s, index], meta, window, error)
