@@ -37,10 +37,9 @@ def forecast_handler(settings: Settings, store: Store, publisher: Publisher) -> 
         with batch_span(settings.topic_metrics, events, agent="forecast") as span:
             outcome = await in_thread(pipeline.process_points, decoded.points, len(decoded.dead_letters))
             with stage("produce"):
-                records: list[OutputRecord] = [
-                    (settings.topic_forecasts, e.series.encode(), msgspec.json.encode(e))
-                    for e in (*outcome.forecasts, *outcome.costs)
-                ]
+                records: list[OutputRecord] = [(settings.topic_forecasts, e.series.encode(), msgspec.json.encode(e))
+                                               for e in outcome.forecasts]
+                records += [(settings.topic_costs, c.series.encode(), msgspec.json.encode(c)) for c in outcome.costs]
                 records += [(settings.topic_recommendations, r.series.encode(), msgspec.json.encode(r))
                             for r in outcome.recommendations]
                 await publisher.publish(records)

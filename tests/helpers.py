@@ -41,6 +41,7 @@ def isolated_settings(home: Path, bootstrap: str, **overrides: object) -> Settin
         topic_otlp_metrics=f"otlp-metrics-{run}",
         topic_bottlenecks=f"bottlenecks-{run}",
         topic_forecasts=f"forecasts-{run}",
+        topic_costs=f"costs-{run}",
         topic_recommendations=f"recommendations-{run}",
         topic_notifications=f"notifications-{run}",  # integrations (#12): each worker its own outbox
         topic_notification_retries=f"notification-retries-{run}",

@@ -344,7 +344,8 @@ def test_tables_take_the_rows_and_replays_collapse(store: Store, tmp_path: Path)
 def running(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Settings]:
     run = uuid.uuid4().hex[:8]
     settings = isolated_settings(tmp_path_factory.mktemp("forecast-worker"), kafka_bootstrap,
-                                 topic_forecasts=f"forecasts-{run}", topic_recommendations=f"recommendations-{run}")
+                                 topic_forecasts=f"forecasts-{run}", topic_costs=f"costs-{run}",
+                                 topic_recommendations=f"recommendations-{run}")
     worker = start_worker(settings)
     yield settings
     worker.stop()
@@ -392,10 +393,11 @@ def test_stream_publishes_forecasts_costs_and_recommendations(running: Settings)
     assert [(r[0], r[1], r[2]) for r in costs] == [("day", per_series, 1), ("month", per_series, 1)]
     assert all(r[3] == pytest.approx(total) for r in costs)
 
-    messages = read_json(running, running.topic_forecasts, lambda out: len(out) >= 160)
-    kinds = [(m["kind"], m["tenant"]) for m in messages]
-    assert kinds.count(("forecast", tenant)) == expected["forecasts"]
-    assert kinds.count(("cost", tenant)) == expected["cost_projections"]
+    for topic, kind, n in ((running.topic_forecasts, "forecast", expected["forecasts"]),
+                           (running.topic_costs, "cost", expected["cost_projections"])):
+        messages = read_json(running, topic, lambda out: sum(m["tenant"] == tenant for m in out) >= n)
+        assert {m["kind"] for m in messages} == {kind}
+        assert sum(m["tenant"] == tenant for m in messages) == n
     recs_topic = read_json(running, running.topic_recommendations, lambda out: len(out) >= 40)
     assert len(recs_topic) == expected["recommendations"] and all(m["replicas"] >= 1 for m in recs_topic)
     # The forecasting models are checkpointed next to the detectors, under their own name.

@@ -2,8 +2,8 @@
 
 ``wire(app, settings, store, publisher)`` (one line in ``streams.app.build_app``) adds:
 
-* one source agent per source topic (anomalies, bottlenecks, forecasts (kind ``cost`` only),
-  region events): each record becomes a :class:`~workflows.signals.Signal` on
+* one source agent per source topic (anomalies, bottlenecks, costs (cost projections), region
+  events): each record becomes a :class:`~workflows.signals.Signal` on
   ``workflow_signals``, keyed by tenant; a record that is not one is dead-lettered with the reason;
 * the engine agent on ``workflow_signals``: its state is the Faust table ``workflow_state``
   (changelog topic ``<app id>-workflow_state-changelog``; a restarted worker reads it back before
@@ -117,7 +117,7 @@ class TableState(MutableMapping[str, str]):
 def source_topics(settings: Settings) -> dict[str, str]:
     """Source name -> topic."""
     return {"anomalies": settings.topic_anomalies, "bottlenecks": settings.topic_bottlenecks,
-            "costs": settings.topic_forecasts, "region_events": settings.topic_region_events}
+            "costs": settings.topic_costs, "region_events": settings.topic_region_events}
 
 
 def wire(app: faust.App, settings: Settings, store: Store, publisher: Publisher) -> Engine:
@@ -230,8 +230,6 @@ def source_agent(source: str, settings: Settings, publisher: Publisher) -> Any:
             letters = []
             for event in events:
                 raw = event.value or b""
-                if source == "costs" and b'"kind":"cost"' not in raw.replace(b" ", b""):
-                    continue  # a forecast, not a cost projection
                 try:
                     signal = from_source(source, raw, received=now)
                 except ValueError as exc:

@@ -64,7 +64,7 @@ def pipeline_topics(settings: Settings) -> list[str]:
     """Names of the topics the pipeline reads and writes (with tenant topics: all but the inputs)."""
     inputs = [] if settings.tenant_topics else input_topics(settings)
     return inputs + [settings.topic_dead_letter, settings.topic_anomalies, settings.topic_bottlenecks,
-                     settings.topic_forecasts, settings.topic_recommendations]
+                     settings.topic_forecasts, settings.topic_costs, settings.topic_recommendations]
 
 
 def ensure_tenant_topics(settings: Settings, tenant: str) -> list[str]:
