@@ -9,38 +9,79 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from audit import cli as audit_cli
-from compliance import cli as compliance_cli
-from integrations import cli as integrations_cli
 from core.settings import get_settings
-from models.evaluation import cli as nab_cli
-from models.evaluation import capacity_cli, forecast_cli
-from regions import cli as regions_cli
-from tenancy import cli as tenancy_cli
-from traces import cli as traces_cli
-from workflows import cli as workflows_cli
+from m1.lazy_commands import lazy_group
 
-app = typer.Typer(help="M1 Analytics: streaming anomaly detection from Kafka to ClickHouse.", no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+def _eval(app: typer.Typer) -> None:
+    from models.evaluation import capacity_cli, forecast_cli
+    from models.evaluation import cli as nab_cli
+
+    eval_app = typer.Typer(help="Offline evaluations: NAB anomaly scoring, forecast error, scaling advice.",
+                           no_args_is_help=True)
+    eval_app.command("nab")(nab_cli.nab)
+    eval_app.command("forecast")(forecast_cli.forecast)
+    eval_app.command("scaling")(capacity_cli.scaling)
+    eval_app.command("scaling-tolerance")(forecast_cli.tolerance_report)
+    eval_app.command("cost")(capacity_cli.cost)
+    app.add_typer(eval_app, name="eval")
+
+
+def _traces(app: typer.Typer) -> None:
+    from traces import cli as traces_cli
+
+    app.add_typer(traces_cli.app, name="traces", help="Trace analysis: bottlenecks and optimisation hints.")
+
+
+def _tenancy(app: typer.Typer) -> None:
+    from tenancy import cli as tenancy_cli
+
+    app.add_typer(tenancy_cli.tenants_app, name="tenants")
+    app.add_typer(tenancy_cli.keys_app, name="keys")
+    app.add_typer(tenancy_cli.roles_app, name="roles")
+
+
+def _audit(app: typer.Typer) -> None:
+    from audit import cli as audit_cli
+
+    app.add_typer(audit_cli.app, name="audit")
+
+
+def _compliance(app: typer.Typer) -> None:
+    from compliance import cli as compliance_cli
+
+    app.add_typer(compliance_cli.gdpr_app, name="gdpr")
+    app.add_typer(compliance_cli.app, name="compliance")
+
+
+def _integrations(app: typer.Typer) -> None:
+    from integrations import cli as integrations_cli
+
+    app.add_typer(integrations_cli.app, name="integrations")
+
+
+def _regions(app: typer.Typer) -> None:
+    from regions import cli as regions_cli
+
+    app.add_typer(regions_cli.app, name="regions")
+    app.command("route")(regions_cli.route)
+
+
+def _workflows(app: typer.Typer) -> None:
+    from workflows import cli as workflows_cli
+
+    workflows_cli.register(app)  # m1 workflows, m1 silences, m1 incidents
+
+
+# Each package's commands are imported when one of them runs (m1.lazy_commands): `m1 worker` imports the worker only.
+SUB_COMMANDS = {"route": _regions, "eval": _eval, "traces": _traces, "tenants": _tenancy, "keys": _tenancy,
+                "roles": _tenancy, "audit": _audit, "gdpr": _compliance, "compliance": _compliance,
+                "integrations": _integrations, "regions": _regions, "workflows": _workflows, "silences": _workflows,
+                "incidents": _workflows}
+app = typer.Typer(help="M1 Analytics: streaming anomaly detection from Kafka to ClickHouse.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False, cls=lazy_group(SUB_COMMANDS))
 kafka_app = typer.Typer(help="The local single-node Kafka broker (KRaft) for the demo, tests and CI.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(kafka_app, name="kafka")
-eval_app = typer.Typer(help="Offline evaluations: NAB anomaly scoring, forecast error, scaling advice.", no_args_is_help=True)
-app.add_typer(eval_app, name="eval")
-eval_app.command("nab")(nab_cli.nab)
-eval_app.command("forecast")(forecast_cli.forecast)
-eval_app.command("scaling")(capacity_cli.scaling)
-eval_app.command("scaling-tolerance")(forecast_cli.tolerance_report)
-eval_app.command("cost")(capacity_cli.cost)
-app.add_typer(traces_cli.app, name="traces", help="Trace analysis: bottlenecks and optimisation hints.")
-app.add_typer(tenancy_cli.tenants_app, name="tenants")
-app.add_typer(tenancy_cli.keys_app, name="keys")
-app.add_typer(tenancy_cli.roles_app, name="roles")
-app.add_typer(audit_cli.app, name="audit")
-app.add_typer(compliance_cli.gdpr_app, name="gdpr")
-app.add_typer(compliance_cli.app, name="compliance")
-app.add_typer(integrations_cli.app, name="integrations")
-app.add_typer(regions_cli.app, name="regions")
-app.command("route")(regions_cli.route)
-workflows_cli.register(app)  # m1 workflows, m1 silences, m1 incidents
 console = Console()
 
 

@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 from pydantic import SecretStr
+from typer._click import Context
 from typer.main import get_command
 from typer.testing import CliRunner
 
@@ -21,10 +22,13 @@ from traces.cli import bottlenecks_from_worker
 
 
 def command_paths(command=None, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command's path, the lazily imported ones too (m1.lazy_commands)."""
     command = command or get_command(app)
     paths = [prefix]
-    for name, sub in getattr(command, "commands", {}).items():
-        paths += command_paths(sub, prefix + (name,))
+    if hasattr(command, "list_commands"):
+        ctx = Context(command)
+        for name in command.list_commands(ctx):
+            paths += command_paths(command.get_command(ctx, name), prefix + (name,))
     return paths
 
 
