@@ -10,9 +10,10 @@
   in a Kafka transaction that commits the batch's offsets too, after each batch
   (``streams.publisher.Forwarder``), so each forwarded record is read once. They retry a failed
   batch as ``streams.retry`` says, and dead-letter a batch the store kept rejecting like the
-  metrics topic's consumer. The RED topic's consumer saves the RED state of its keys before each
-  commit and before a rebalance moves them, drops the state of keys it lost, and rolls back to
-  its last commit after any failure (its handler is not idempotent) (#14);
+  metrics topic's consumer. The RED topic's consumer (:func:`red_consumer`) forwards the RED state
+  its batch changed to the state's changelog in the same transaction (``streams.red_changelog``),
+  restores the keys of the partitions it is assigned from there, drops the state of keys it lost,
+  and rolls back to its last commit after any failure (its handler is not idempotent) (#14);
 * a timer closing the RED minutes of keys that went quiet, between the RED consumer's batches
   and in its transactions;
 * the bottleneck job (``streams.bottleneck_job``) on a leader-only timer every
@@ -32,13 +33,14 @@ import msgspec
 
 from core.pipeline_metrics import PipelineMetrics
 from core.telemetry import setup_tracing_if_configured
-from core.kafka.topics import ensure_topics
-from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
+from core.kafka.topics import check_partitions, ensure_topics
+from streams.batch_consumer import BatchConsumer, BatchDeadLetters, BatchHandler, KafkaEvent
 from streams.bottleneck_job import BottleneckJob
 from streams.metrics_handler import alert_records, batch_dead_letters, records_of
 from streams.metrics_pipeline import MetricsPipeline, Record
 from streams.otlp_pipeline import OtlpOutcome, OtlpPipeline
-from streams.publisher import Forward, Publisher, worker_forwarder
+from streams.publisher import Forward, Forwarder, Publisher, worker_forwarder
+from streams.red_changelog import CHANGELOG_CONFIGS
 from streams.tracing import batch_span, in_thread, record_outcome, stage
 
 if TYPE_CHECKING:
@@ -63,6 +65,8 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
         dead_letters = observed.counting_dead_letters(dead_letters)
         observed.watch_bank("red", pipeline.red.__len__)  # RED states held (tenant and service)
     ensure_topics(settings, [pipeline.red_topic])
+    ensure_topics(settings, [pipeline.red_changelog.topic], CHANGELOG_CONFIGS)
+    check_partitions(settings, [pipeline.red_topic, pipeline.red_changelog.topic])  # partition p holds p's keys
     for process, topic, name in ((pipeline.process_spans, settings.topic_otlp_spans, "otlp_spans"),
                                  (pipeline.process_metrics, settings.topic_otlp_metrics, "otlp_metrics")):
         group_id = f"{settings.app_id}-{name}"
@@ -70,15 +74,8 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
         app.service(BatchConsumer(settings, topic, group_id=group_id, checkpoints=[], checkpoint_due=lambda: True,
                                   handler=otlp_handler(process, topic, name, forwarder.send, settings, observed),
                                   dead_letters=dead_letters, forwarder=forwarder))
-    red_group = f"{settings.app_id}-otlp_red"
-    red_forwarder = worker_forwarder(settings, red_group)
-    red = app.service(BatchConsumer(
-        settings, pipeline.red_topic, group_id=red_group, by_pattern=False,
-        handler=otlp_handler(pipeline.aggregate_red, pipeline.red_topic, "otlp_red", red_forwarder.send, settings,
-                             observed),
-        checkpoints=[pipeline.checkpoint_red], checkpoint_due=lambda: True, forget=[pipeline.forget_red],
-        moved=[pipeline.moved_red], dead_letters=dead_letters, forwarder=red_forwarder, replay_on_failure=True,
-        reset=[pipeline.reset_red]))
+    red_forwarder = worker_forwarder(settings, red_group(settings))
+    red = app.service(red_consumer(settings, pipeline, red_forwarder, dead_letters, observed))
 
     async def close_idle_minutes() -> None:
         await _send_outcome(await in_thread(pipeline.close_idle_minutes), red_forwarder.send, settings)
@@ -108,6 +105,23 @@ def register_otel(app: faust.App, settings: Settings, store: Store, metrics: Met
             log.info("bottleneck job: %d reports", len(reports))
 
     return run_job
+
+
+def red_group(settings: Settings) -> str:
+    """The consumer group of the RED topic."""
+    return f"{settings.app_id}-otlp_red"
+
+
+def red_consumer(settings: Settings, pipeline: OtlpPipeline, forwarder: Forwarder, dead_letters: BatchDeadLetters | None,
+                 observed: PipelineMetrics | None = None) -> BatchConsumer:
+    """The RED topic's batch consumer: each batch's minutes and changed RED state are forwarded in
+    ``forwarder``'s transaction, committed with the batch's offsets right after it (no checkpoint of
+    its own: the transaction is the checkpoint)."""
+    return BatchConsumer(
+        settings, pipeline.red_topic, group_id=red_group(settings), by_pattern=False,
+        handler=otlp_handler(pipeline.aggregate_red, pipeline.red_topic, "otlp_red", forwarder.send, settings, observed),
+        checkpoints=[], checkpoint_due=lambda: True, forget=[pipeline.forget_red], moved=[pipeline.moved_red],
+        dead_letters=dead_letters, forwarder=forwarder, replay_on_failure=True, reset=[pipeline.reset_red])
 
 
 def otlp_handler(process: Callable[[list[Record]], OtlpOutcome], topic: str, name: str, forward: Forward,

@@ -28,6 +28,7 @@ return what must go to Kafka, and the caller acknowledges the batch only after s
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -47,6 +48,7 @@ from sinks.model_state import load_state_key
 from streams.metrics_pipeline import (BatchOutcome, MetricsPipeline, Record, TopicTenants, dead_letter, tenant_mismatch,
                                      too_far_ahead, topic_tenants)
 from streams.red import RED_GRACE_SECONDS, RedBank, RedSpans, decode_red, red_records, red_topic, resource_tenant
+from streams.red_changelog import RedChangelog
 from streams.tracing import stage
 
 log = logging.getLogger(__name__)
@@ -130,12 +132,14 @@ class OtlpPipeline:
       owning the series' partition scores them, as any metric point;
     * the spans that feed the RED detectors go to the RED topic (:func:`streams.red.red_topic`)
       keyed by tenant and service; :meth:`aggregate_red` (the worker owning that partition) accounts
-      them in :attr:`red` and forwards each closed minute's points to the metrics topic the same way.
+      them in :attr:`red` and forwards each closed minute's points to the metrics topic the same way,
+      and the changed keys' RED state to :attr:`red_changelog`'s topic.
 
-    The caller sends ``outcome.rekeyed`` (with dead letters) before acknowledging the batch."""
+    The caller sends ``outcome.rekeyed`` (with dead letters) before acknowledging the batch, in the
+    transaction that commits the batch's offsets."""
 
     def __init__(self, settings: Settings, store: Store, metrics: MetricsPipeline,
-                 red_grace_seconds: float = RED_GRACE_SECONDS) -> None:
+                 red_grace_seconds: float = RED_GRACE_SECONDS, red_changelog: RedChangelog | None = None) -> None:
         if settings.otlp_encoding not in ENCODINGS:
             raise ValueError(f"M1_OTLP_ENCODING={settings.otlp_encoding!r}: expected one of {', '.join(ENCODINGS)}")
         self.encoding = settings.otlp_encoding
@@ -144,6 +148,8 @@ class OtlpPipeline:
         self.metrics = metrics
         self.red = RedBank(load_state_key(settings.state_key_file), red_grace_seconds)
         self.red_topic = red_topic(settings)
+        self.red_changelog = red_changelog or RedChangelog(settings)
+        self._restoring = threading.Lock()
         self.tenant_of = topic_tenants(settings)
 
     def process_spans(self, records: list[Record]) -> OtlpOutcome:
@@ -207,8 +213,9 @@ class OtlpPipeline:
         return outcome
 
     def aggregate_red(self, records: list[Record]) -> OtlpOutcome:
-        """One batch of the RED topic: account each key's spans (its saved state restored first)
-        and forward the points of the minutes that closed."""
+        """One batch of the RED topic: account each key's spans (the state of its partition restored
+        first, if not yet) and forward the points of the minutes that closed and the changed keys'
+        state."""
         now = time.time()
         outcome = OtlpOutcome()
         batches: dict[str, list[tuple[str, RedSpans]]] = defaultdict(list)  # by partition, in order
@@ -221,22 +228,20 @@ class OtlpPipeline:
                     outcome.dead_letters.append(dead_letter(record, f"not a RED record: {exc}", now,
                                                             self.settings.max_payload_bytes))
         with stage("score"):
-            self.metrics.state.restore_missing(self.red, sorted({key for part in batches.values() for key, _ in part}))
+            self._restore_red(batches)
             outcome.rekeyed = self._to_metrics_topic([p for partition, part in batches.items()
                                                       for p in self.red.add(part, partition)])
+            outcome.rekeyed += self.red_changelog.records(self.red.checkpoint())
         self._store_dead_letters(outcome, now)
         return outcome
 
     def close_idle_minutes(self) -> OtlpOutcome:
-        """Forward the RED minutes left open when a key's spans stopped coming (called by a timer)."""
+        """Forward the RED minutes left open when a key's spans stopped coming (called by a timer),
+        and the changed keys' state."""
         outcome = OtlpOutcome()
         outcome.rekeyed = self._to_metrics_topic(self.red.close_idle())
+        outcome.rekeyed += self.red_changelog.records(self.red.checkpoint())
         return outcome
-
-    def checkpoint_red(self) -> int:
-        """Save the changed RED state where the detectors' goes; returns how many keys were saved."""
-        with stage("checkpoint"):
-            return self.metrics.state.save(self.red)
 
     def forget_red(self, keys: Iterable[str]) -> None:
         """Drop the RED state of ``keys`` (their partitions went to another worker)."""
@@ -244,16 +249,25 @@ class OtlpPipeline:
             self.red.discard(key)
 
     def reset_red(self) -> None:
-        """Drop all RED state: what it changed since the last checkpoint is rolled back (the
-        partitions held are adopted again, :meth:`moved_red`)."""
+        """Drop all RED state: what it changed since the last commit is rolled back (the partitions
+        held are restored again, :meth:`moved_red`)."""
         self.red.clear()
 
     def moved_red(self, assigned: Iterable[TopicPartition], lost: Iterable[TopicPartition]) -> None:
         """After a rebalance: drop the keys of the partitions lost (their new owner closes their
-        minutes), restore every saved key of those assigned (their open minutes close here, by the
-        idle timer if no span comes again)."""
+        minutes), restore every key of those assigned from the changelog (their open minutes close
+        here, by the idle timer if no span comes again)."""
         self.red.release(f"{tp.topic}:{tp.partition}" for tp in lost)
-        self.red.adopt([f"{tp.topic}:{tp.partition}" for tp in assigned], self.metrics.state)
+        self._restore_red([f"{tp.topic}:{tp.partition}" for tp in assigned])
+
+    def _restore_red(self, partitions: Iterable[str]) -> None:
+        """Restore, from the changelog, the keys of those RED ``partitions`` (``topic:partition``)
+        not restored since they were assigned (a batch may come before the rebalance's restore)."""
+        with self._restoring:
+            if todo := self.red.unrestored(partitions):
+                numbers = {int(p.rpartition(":")[2]): p for p in todo}
+                for number, rows in self.red_changelog.read(sorted(numbers)).items():
+                    self.red.restore(rows, partition=numbers[number])
 
     def _store_dead_letters(self, outcome: OtlpOutcome, now: float) -> None:
         if outcome.dead_letters:  # the metrics path's way in for dead letters (nothing to score here)

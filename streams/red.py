@@ -5,9 +5,9 @@ Spans reach the RED state through an internal topic (:func:`red_topic`) keyed by
 key ``<tenant>|<service>`` (:func:`red_key`): each key lives in one partition, so one worker of the
 group accounts all of a service's spans, and a minute's p90 is never computed from part of them.
 :class:`RedBank` holds one :class:`RedMinutes` per key, with the source offsets it has accounted
-(a record forwarded twice by a replayed source batch is accounted once), and saves and restores
-them per key through the same :class:`sinks.model_state.StateLocation` as the detectors (files
-under ``M1_STATE_DIR`` or the ``model_state`` table), under its own :attr:`RedBank.state_key`.
+(a record forwarded twice by a replayed source batch is accounted once), and hands out the
+changed keys' states for the RED state's changelog topic (``streams.red_changelog``), which the
+RED consumer writes in the transaction of the batch that changed them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from core.settings import Settings
 from schemas.events import MetricPoint
-from sinks.model_state import StateLocation
+from sinks.checkpoints import StateRow
 
 #: RED minutes close once spans this much later have been seen (or the topic is this long idle).
 RED_GRACE_SECONDS = 60.0
@@ -187,7 +187,6 @@ def red_records(rows: Iterable[dict[str, Any]], topic: str, source: str, offset:
 
 
 _ENCODER = msgspec.msgpack.Encoder()
-_INDEX = "index:"  # rows listing a partition's keys: their names have no '|', every aggregate key has one
 _DECODER = msgspec.msgpack.Decoder(RedSpans)
 
 
@@ -208,17 +207,17 @@ class _Saved(msgspec.Struct, array_like=True):
 
 
 class RedBank:
-    """:class:`RedMinutes` per aggregate key, saved and restored per key (see the module docstring).
+    """:class:`RedMinutes` per aggregate key, checkpointed and restored per key (see the module docstring).
 
-    Thread-safe. A :class:`sinks.checkpoints.Checkpointed`, like :class:`models.bank.ModelBank`
-    (``state_key``, ``missing``, ``restore``, ``checkpoint``; and ``discard``): rows are
-    ``(key, spans accounted, sealed state)``, the state msgpack (never unpickled) sealed with an
-    HMAC under the deployment's state key, so a row moved to another key or altered is refused.
+    Thread-safe. :meth:`checkpoint` hands out rows ``(key, spans accounted, sealed state)`` of the
+    keys changed since its last call, :meth:`restore` takes them back: the state msgpack (never
+    unpickled) sealed with an HMAC under the deployment's state key and :attr:`state_key`, so a
+    row moved to another key or altered is refused.
 
-    Given the partition its spans came from (:meth:`add`), the bank also saves each partition's
-    keys (rows ``index:<topic>:<partition>``): a worker that is assigned a partition restores all
-    its keys at once (:meth:`adopt`), so the minutes a key left open are closed by the new owner's
-    idle timer even if no span of the key comes again."""
+    The bank knows each partition's keys (those it got spans of, :meth:`add`, and those restored
+    with it): a worker assigned a partition restores all its keys at once (:meth:`restore` with the
+    partition), so the minutes a key left open are closed by the new owner's idle timer even if no
+    span of the key comes again, and :meth:`release` drops them when the partition goes."""
 
     state_key = "red@1"
 
@@ -230,6 +229,7 @@ class RedBank:
         self._spans: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._index: dict[str, set[str]] = {}  # partition -> its keys
+        self._restored: set[str] = set()  # partitions restored since they were assigned
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
@@ -246,9 +246,8 @@ class RedBank:
         points: list[MetricPoint] = []
         with self._lock:
             for key, batch in batches:
-                if partition is not None and key not in self._index.setdefault(_INDEX + partition, set()):
-                    self._index[_INDEX + partition].add(key)
-                    self._dirty.add(_INDEX + partition)
+                if partition is not None:
+                    self._index.setdefault(partition, set()).add(key)
                 seen = self._seen.setdefault(key, {})
                 if batch.offset < seen.get(batch.source, -1) + 1:
                     continue  # a replayed source record: its spans are in this state already
@@ -265,32 +264,25 @@ class RedBank:
             self._dirty.update(key for key, points in closed.items() if points)
             return [p for points in closed.values() for p in points]
 
-    def missing(self, keys: Iterable[str]) -> list[str]:
+    def unrestored(self, partitions: Iterable[str]) -> list[str]:
+        """Those ``partitions`` not restored (:meth:`restore`) since the bank got them, or since they
+        were released or cleared."""
         with self._lock:
-            return [k for k in keys if k not in self._minutes and k not in self._index]
-
-    def adopt(self, partitions: Iterable[str], state: StateLocation) -> None:
-        """Restore from ``state`` every key saved for
-        ``partitions`` (``topic:partition``) that the bank does not hold."""
-        indexes = [_INDEX + p for p in partitions]
-        state.restore_missing(self, indexes)
-        with self._lock:
-            keys = sorted({key for index in indexes for key in self._index.get(index, ())})
-        state.restore_missing(self, keys)
+            return [p for p in partitions if p not in self._restored]
 
     def release(self, partitions: Iterable[str]) -> None:
-        """Drop the keys of ``partitions`` and their lists (another worker owns them now), those
-        adopted with a partition and never given a span here too."""
+        """Drop the keys of ``partitions`` (another worker owns them now), those restored with a
+        partition and never given a span here too."""
         with self._lock:
             for partition in partitions:
-                for key in self._index.pop(_INDEX + partition, ()):
+                for key in self._index.pop(partition, ()):
                     self.discard(key)
-                self._dirty.discard(_INDEX + partition)
+                self._restored.discard(partition)
 
     def clear(self) -> None:
-        """Forget every key and partition list (the caller restores what it owns from the checkpoint)."""
+        """Forget every key and partition (the caller restores what it owns from the last commit)."""
         with self._lock:
-            for held in (self._minutes, self._seen, self._spans, self._index):
+            for held in (self._minutes, self._seen, self._spans, self._index, self._restored):
                 held.clear()
             self._dirty.clear()
 
@@ -301,25 +293,27 @@ class RedBank:
                 held.pop(key, None)
             self._dirty.discard(key)
 
-    def checkpoint(self) -> list[tuple[str, int, bytes]]:
+    def checkpoint(self) -> list[StateRow]:
         """Sealed rows of every key changed since the last checkpoint."""
         with self._lock:
             rows = [(key, self._spans.get(key, 0), self._seal(key, self._spans.get(key, 0), self._dump(key)))
                     for key in sorted(self._dirty) if key in self._minutes]
-            rows += [(index, len(keys), self._seal(index, len(keys), msgspec.msgpack.encode(sorted(keys))))
-                     for index, keys in sorted(self._index.items()) if index in self._dirty]
             self._dirty.clear()
             return rows
 
-    def restore(self, rows: Iterable[tuple[str, int, bytes]]) -> None:
-        """Load saved keys not held yet; a row whose seal does not verify is skipped (that key starts afresh)."""
+    def restore(self, rows: Iterable[StateRow], partition: str | None = None) -> None:
+        """Load saved keys not held yet; a row whose seal does not verify is skipped (that key starts
+        afresh). With ``partition``: ``rows`` are all that partition's keys (it is restored)."""
         with self._lock:
+            if partition is not None:
+                self._restored.add(partition)
             for key, spans, sealed in rows:
                 state = self._open(key, spans, sealed)
-                if key in self._minutes or state is None:
+                if state is None:
                     continue
-                if "|" not in key:  # a partition's list of keys
-                    self._index.setdefault(key, set()).update(msgspec.msgpack.decode(state, type=list[str]))
+                if partition is not None:
+                    self._index.setdefault(partition, set()).add(key)
+                if key in self._minutes:
                     continue
                 saved = msgspec.msgpack.decode(state, type=_Saved)
                 red = self._state(key)

@@ -34,7 +34,6 @@ from core.kafka.security import client_kwargs
 from core.kafka.topics import ensure_topics
 from core.settings import Settings
 from streams.batch_consumer import BatchConsumer, KafkaEvent
-from sinks.state_files import StateDirectory
 from streams.publisher import worker_forwarder
 from streams.red import RED_DURATION_METRIC, RedBank
 from tests.helpers import isolated_settings, produce
@@ -169,13 +168,11 @@ def test_a_batch_forwarded_by_a_worker_killed_before_its_commit_is_read_once(
     assert Counter(read) == Counter(values)  # each once
 
 
-def test_a_partition_given_up_takes_the_red_keys_adopted_with_it(tmp_path: Path) -> None:
-    files = StateDirectory(tmp_path)
+def test_a_partition_given_up_takes_the_red_keys_adopted_with_it() -> None:
     owner = RedBank(bytes(32), grace_seconds=0)
     owner.add([red_record("a|cart", [span("a", T0)], offset=0)], partition="red:1")
-    files.save(owner)
     interim = RedBank(bytes(32), grace_seconds=0)  # held the partition for a while, got no span of it
-    interim.adopt(["red:1"], files)
+    interim.restore(owner.checkpoint(), partition="red:1")  # the partition's changelog
     assert len(interim) == 1
     interim.release(["red:1"])
     assert len(interim) == 0 and interim.close_idle() == []

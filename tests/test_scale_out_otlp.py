@@ -28,7 +28,8 @@ from m1.query_client import QueryError, run_query
 from core.settings import Settings
 from m1.worker_process import WorkerProcess
 from models.bank import MAC_BYTES
-from streams.red import RED_GRACE_SECONDS, RedBank, _Saved
+from streams.red import RED_GRACE_SECONDS, _Saved
+from streams.red_changelog import RedChangelog
 from tests.helpers import produce, wait_for
 from tests.test_scale_out import anomalies, group, handled, member
 from traces.generator import to_request
@@ -98,22 +99,19 @@ def rows(workers: list[Settings]) -> set[tuple]:
 
 
 def states(settings: Settings) -> tuple[dict, dict]:
-    """Detector checkpoints (points, model re-pickled) by path, and RED states by path: open minutes,
-    event-time clock and sampler (not the source offsets, whose topic names differ between runs,
-    nor how far the idle timer closed, which is the wall clock's time when it did)."""
+    """Detector checkpoints (points, model re-pickled) by path, and the RED states of the changelog
+    by key: open minutes, event-time clock and sampler (not the source offsets, whose topic names
+    differ between runs, nor how far the idle timer closed, which is the wall clock's time when it did)."""
     assert settings.state_dir is not None
     models, red = {}, {}
     for f in settings.state_dir.rglob("*"):
-        if not f.is_file() or f.name.startswith("."):
-            continue
-        path, data = str(f.relative_to(settings.state_dir)), f.read_bytes()
-        if path.startswith(RedBank.state_key):
-            if all(isinstance(key, str) for key in msgspec.msgpack.decode(data[8 + 32:])):
-                continue  # a partition's list of keys (named after the run's own topic)
-            saved = msgspec.msgpack.decode(data[8 + 32:], type=_Saved)
-            red[path] = (saved.open, saved.watermark_ns, saved.sampler)  # not closed_ns: the idle timer's wall clock
-        else:
+        if f.is_file() and not f.name.startswith("."):
+            path, data = str(f.relative_to(settings.state_dir)), f.read_bytes()
             models[path] = (data[:8], pickle.dumps(pickle.loads(data[9 + MAC_BYTES:]), protocol=pickle.HIGHEST_PROTOCOL))
+    for rows in RedChangelog(settings).read(list(range(settings.topic_partitions))).values():
+        for key, _, sealed in rows:
+            saved = msgspec.msgpack.decode(sealed[32:], type=_Saved)
+            red[key] = (saved.open, saved.watermark_ns, saved.sampler)  # not closed_ns: the idle timer's wall clock
     return models, red
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -76,8 +77,9 @@ class TopicLayoutError(RuntimeError):
     """A topic exists with another partition count than the one the worker needs."""
 
 
-def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
-    """Create missing topics with ``settings.topic_partitions``; returns the ones created."""
+def ensure_topics(settings: Settings, names: list[str] | None = None, configs: Mapping[str, str] | None = None) -> list[str]:
+    """Create missing topics with ``settings.topic_partitions`` (and the topic ``configs``, such as
+    ``cleanup.policy``); returns the ones created."""
     wanted = names or pipeline_topics(settings)
 
     async def create() -> list[str]:
@@ -86,7 +88,8 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
         try:
             missing = [n for n in wanted if n not in set(await admin.list_topics())]
             if missing:
-                new = [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1) for n in missing]
+                new = [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=1,
+                                topic_configs=dict(configs or {})) for n in missing]
                 try:
                     await admin.create_topics(new)
                 except TopicAlreadyExistsError:

@@ -1,18 +1,21 @@
 """Per-minute RED accounting that feeds the detectors: minutes close on each tenant's event time;
-spans reach it through the RED topic keyed by tenant and service, whose state is saved per key."""
+spans reach it through the RED topic keyed by tenant and service, whose state is checkpointed per
+key (to the RED state's changelog, ``tests/test_red_changelog.py``)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from aiokafka import TopicPartition
+
 from core.settings import Settings
 from sinks.clickhouse import Store
 from schemas.events import decode_metric
-from sinks.state_files import StateDirectory
 from streams.metrics_pipeline import MetricsPipeline, Record
 from streams.otlp_pipeline import OtlpPipeline
 from streams.red import RED_DURATION_METRIC, RedBank, RedMinutes, RedSpans, decode_red, red_records
+from streams.red_changelog import RedChangelog
 from traces.generator import to_request
 from traces.model import Span
 
@@ -69,7 +72,7 @@ def test_a_bucket_keeps_a_bounded_sample_of_durations_and_exact_counts() -> None
 
 def test_a_span_ending_too_far_ahead_is_stored_but_does_not_move_its_tenants_minutes(store: Store, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1", max_future_seconds=3600)
-    pipeline = OtlpPipeline(settings, store, MetricsPipeline(settings, store))
+    pipeline = OtlpPipeline(settings, store, MetricsPipeline(settings, store), red_changelog=Changelog(settings))
     now = time.time_ns()
     ahead = Span("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "", "cart", "GET /cart", now + 86_400 * 10**9,
                  now + 86_400 * 10**9 + 10**6, kind="Server")
@@ -102,56 +105,74 @@ def test_a_replayed_source_record_is_accounted_once() -> None:
     assert closed(points, "a") == [(T0 / 1e9, 10.0)]
 
 
-def test_red_state_saved_and_restored_by_key_continues_as_if_never_moved(tmp_path: Path) -> None:
+def test_red_state_checkpointed_and_restored_by_key_continues_as_if_never_moved() -> None:
     """A key checkpointed by one worker and restored by another closes the same minutes with the same numbers."""
     batches = [red_record("a|cart", [span("a", T0 + i * 7 * 10**9, float(i), error=i % 3 == 0)], offset=i) for i in range(30)]
     whole = RedBank(bytes(32), grace_seconds=30)
     expected = whole.add(batches)
-    first, files = RedBank(bytes(32), grace_seconds=30), StateDirectory(tmp_path)
+    first = RedBank(bytes(32), grace_seconds=30)
     points = first.add(batches[:17])
-    assert files.save(first) == 1 and files.save(first) == 0  # only what changed
+    rows = first.checkpoint()
+    assert len(rows) == 1 and first.checkpoint() == []  # only what changed
     second = RedBank(bytes(32), grace_seconds=30)
-    files.restore_missing(second, ["a|cart"])
+    second.restore(rows)
     points += second.add(batches[15:])  # two records replayed: accounted once
     assert points == expected and len(expected) == 4
 
 
-def test_red_state_under_another_key_or_altered_is_refused(tmp_path: Path) -> None:
-    bank, files = RedBank(bytes(32)), StateDirectory(tmp_path)
+def test_red_state_under_another_key_or_altered_is_refused() -> None:
+    bank = RedBank(bytes(32))
     bank.add([red_record("a|cart", [span("a", T0)], offset=0), red_record("b|cart", [span("b", T0)], offset=0)])
-    assert files.save(bank) == 2
-    files._path(bank, "b|cart").write_bytes(files._path(bank, "a|cart").read_bytes())  # a's state as b's
+    (a, a_spans, a_state), _ = bank.checkpoint()
     fresh = RedBank(bytes(32))
-    files.restore_missing(fresh, ["a|cart", "b|cart"])
+    fresh.restore([(a, a_spans, a_state), ("b|cart", a_spans, a_state)])  # a's state as b's
     assert fresh.minutes("a|cart").open and not fresh.minutes("b|cart").open
+    altered = RedBank(bytes(32))
+    altered.restore([(a, a_spans + 1, a_state)])
+    assert not altered.minutes("a|cart").open
     other_key = RedBank(bytes([1]) * 32)
-    files.restore_missing(other_key, ["a|cart"])
+    other_key.restore([(a, a_spans, a_state)])
     assert not other_key.minutes("a|cart").open
 
 
 def test_closed_red_minutes_go_to_the_metrics_topic_keyed_by_series(store: Store, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1")
-    pipeline = OtlpPipeline(settings, store, MetricsPipeline(settings, store), red_grace_seconds=30)
+    pipeline = OtlpPipeline(settings, store, MetricsPipeline(settings, store), red_grace_seconds=30,
+                            red_changelog=Changelog(settings))
     records = [Record(pipeline.red_topic, 0, i, *red_records([span("a", T0 + i * 50 * 10**9)], pipeline.red_topic,
                                                            "otlp_spans:1", i)[0][1:]) for i in range(3)]
     outcome = pipeline.aggregate_red(records)
-    points = [decode_metric(value) for _, _, value in outcome.rekeyed]
-    assert {topic for topic, _, _ in outcome.rekeyed} == {settings.topic_metrics}
-    assert [key for _, key, _ in outcome.rekeyed] == [p.series_key.encode() for p in points]
+    minutes = [record for record in outcome.rekeyed if record[0] == settings.topic_metrics]
+    points = [decode_metric(value) for _, _, value in minutes]
+    assert [key for _, key, _ in minutes] == [p.series_key.encode() for p in points]
     assert sorted(p.metric for p in points) == ["span.duration.p90_ms", "span.error_rate"] and outcome.stored == 0
+    [(topic, key, _)] = [record for record in outcome.rekeyed if record not in minutes]  # and the key's state
+    assert (topic, key) == (pipeline.red_changelog.topic, b"a|cart")
 
 
-def test_a_worker_assigned_a_partition_restores_all_its_keys_and_closes_their_minutes(tmp_path: Path) -> None:
+def test_a_worker_assigned_a_partition_restores_all_its_keys_and_closes_their_minutes(store: Store, tmp_path: Path) -> None:
     """A key whose spans stopped before its partition moved is not left open forever: the new
-    owner restores every key saved for the partition, and its idle timer closes their minutes."""
-    files = StateDirectory(tmp_path)
-    old = RedBank(bytes(32), grace_seconds=0)
+    owner restores every key of the partition's changelog, and its idle timer closes their minutes."""
+    settings = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1")
+    changelog = Changelog(settings)
+    new = OtlpPipeline(settings, store, MetricsPipeline(settings, store), red_grace_seconds=0, red_changelog=changelog)
+    old = RedBank(new.red.key, grace_seconds=0)  # the workers share the state key
     assert old.add([red_record("a|cart", [span("a", T0 + 5 * 10**9, 12.0)], offset=0)], partition="red:1") == []
     old.add([red_record("b|cart", [span("b", T0)], offset=0)], partition="red:0")
-    files.save(old)
-    new = RedBank(bytes(32), grace_seconds=0)
-    new.adopt(["red:1"], files)
-    assert len(new) == 1 and closed(new.close_idle(), "a") == [(T0 / 1e9, 12.0)]
-    old.release(["red:1"])
-    old.discard("a|cart")
-    assert files.save(old) == 0  # the old owner no longer writes the partition's key list
+    changelog.partitions = {1: [row for row in old.checkpoint() if row[0] == "a|cart"]}
+    new.moved_red({TopicPartition("red", 1)}, [])
+    assert len(new.red) == 1 and closed(new.red.close_idle(), "a") == [(T0 / 1e9, 12.0)]
+    assert new.red.checkpoint()[0][0] == "a|cart"  # the closed minutes' state goes to the changelog again
+    new.moved_red(set(), [TopicPartition("red", 1)])
+    assert len(new.red) == 0 and new.red.unrestored(["red:1"]) == ["red:1"]
+
+
+class Changelog(RedChangelog):
+    """A changelog read from memory: ``partitions`` maps a partition to its rows."""
+
+    def __init__(self, settings: Settings, partitions: dict[int, list] | None = None) -> None:
+        super().__init__(settings)
+        self.partitions = partitions or {}
+
+    def read(self, partitions: list[int]) -> dict[int, list]:
+        return {p: self.partitions.get(p, []) for p in partitions}
