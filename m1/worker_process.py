@@ -38,6 +38,10 @@ class WorkerProcess:
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
         """Start the child and wait until it is up (:meth:`is_up`)."""
+        return self.launch().wait_up(timeout)
+
+    def launch(self) -> WorkerProcess:
+        """Start the child without waiting (:meth:`wait_up` waits): several children can start at once."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
@@ -48,6 +52,11 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+        return self
+
+    def wait_up(self, timeout: float = 60.0) -> WorkerProcess:
+        """Wait until the launched child is up; kill it if it is not within ``timeout`` seconds."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while not self.is_up():
             if self.proc.poll() is not None:

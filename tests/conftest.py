@@ -37,6 +37,17 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
     broker.stop()
 
 
+@pytest.fixture(scope="session")
+def one_worker_run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> tuple[Path, dict, set, dict]:
+    """The scale-out tests' reference, run once for the session: one worker over ``tests.test_scale_out.workload()``.
+    Its root, under which the tests' groups run (they share its personal-data key, so they make the same
+    series keys), then its anomalies, stored points and model states (``tests.test_scale_out.single_run``)."""
+    from tests.test_scale_out import single_run, workload
+
+    root = tmp_path_factory.mktemp("scale-out")
+    return root, *single_run(root / "one", kafka_bootstrap, workload())
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, kafka_bootstrap: str) -> Callable[..., Settings]:
     return lambda **overrides: isolated_settings(tmp_path, kafka_bootstrap, **overrides)

@@ -121,8 +121,26 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: flo
     return predicate()
 
 
+def worker_process(settings: Settings) -> WorkerProcess:
+    """A worker of ``settings``, not started, its log in its home."""
+    return WorkerProcess(settings, settings.home / f"worker-{settings.web_port}.log")
+
+
 def start_worker(settings: Settings) -> WorkerProcess:
-    return WorkerProcess(settings, settings.home / f"worker-{settings.web_port}.log").start()
+    return worker_process(settings).start()
+
+
+def start_together(workers: list[WorkerProcess], timeout: float = 60.0) -> list[WorkerProcess]:
+    """Launch ``workers`` at once (their imports and group joins overlap), then wait until each is
+    up; if one does not come up, every one is killed."""
+    for worker in workers:
+        worker.launch()
+    try:
+        return [worker.wait_up(timeout) for worker in workers]
+    except BaseException:
+        for worker in workers:
+            worker.kill()
+        raise
 
 
 def read_json(settings: Settings, topic: str, until: Callable[[list[dict]], bool], timeout: float = 30.0) -> list[dict]:

@@ -31,7 +31,7 @@ from schemas.events import EventDecoder, MetricPoint, encode
 from sinks.state_files import StateDirectory
 from streams.metrics_pipeline import Record, decode_batch
 from core.tenant_names import PLATFORM
-from tests.helpers import isolated_settings, new_key, produce, start_worker, wait_for
+from tests.helpers import isolated_settings, new_key, produce, start_together, start_worker, wait_for, worker_process
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SERIES, POINTS, PARTITIONS = 40, 250, 6
@@ -176,17 +176,18 @@ def single_run(root: Path, bootstrap: str, data: list[tuple[bytes, bytes]]) -> t
 
 
 @pytest.mark.slow
-def test_two_then_three_workers_one_killed_match_one_worker(tmp_path: Path, kafka_bootstrap: str) -> None:
+def test_two_then_three_workers_one_killed_match_one_worker(one_worker_run: tuple[Path, dict, set, dict],
+                                                            kafka_bootstrap: str) -> None:
     data = workload()
-    one_anomalies, one_points, one_states = single_run(tmp_path / "one", kafka_bootstrap, data)
+    root, one_anomalies, one_points, one_states = one_worker_run
     assert len(one_points) == len(data) and one_anomalies  # the workload has spikes the detectors flag
     assert len(one_states) == SERIES + SERIES // 4  # a detector per series, a forecaster per cpu_pct series
 
-    shared = group(tmp_path / "many", kafka_bootstrap)
-    homes = [shared.home, tmp_path / "many" / "w1", tmp_path / "many" / "w2"]
+    shared = group(root / "many", kafka_bootstrap)
+    homes = [shared.home, root / "many" / "w1", root / "many" / "w2"]
     members = [shared] + [member(shared, home) for home in homes[1:]]
     third = len(data) // 3
-    workers = [start_worker(members[0]), start_worker(members[1])]  # two workers
+    workers = start_together([worker_process(m) for m in members[:2]])  # two workers
     try:
         produce(members[0], data[:third])
         workers.append(start_worker(members[2]))  # a third joins mid-stream

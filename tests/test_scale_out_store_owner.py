@@ -16,8 +16,8 @@ import pytest
 from m1.query_client import run_query
 from m1.worker_process import WorkerProcess
 from sinks.forwarding import InsertApplier, encode_insert
-from tests.helpers import isolated_settings, produce, wait_for
-from tests.test_scale_out import anomalies, group, handled, member, points, single_run, states, workload
+from tests.helpers import isolated_settings, produce, start_together, wait_for
+from tests.test_scale_out import anomalies, group, handled, member, points, states, workload
 
 
 def test_a_forwarded_insert_sent_twice_is_stored_once() -> None:
@@ -52,14 +52,16 @@ def test_large_inserts_are_split_under_the_message_limit() -> None:
 
 
 @pytest.mark.slow
-def test_two_scorers_and_a_store_owner_match_one_worker(tmp_path: Path, kafka_bootstrap: str) -> None:
+def test_two_scorers_and_a_store_owner_match_one_worker(one_worker_run: tuple[Path, dict, set, dict],
+                                                        kafka_bootstrap: str) -> None:
     data = workload()
-    one_anomalies, one_points, one_states = single_run(tmp_path / "one", kafka_bootstrap, data)
+    root, one_anomalies, one_points, one_states = one_worker_run
 
-    shared = group(tmp_path / "many", kafka_bootstrap)
-    owner = WorkerProcess(shared, shared.home / "owner.log", role="store-owner").start()
-    scorers = [WorkerProcess(member(shared, tmp_path / "many" / f"s{i}"), tmp_path / "many" / f"scorer{i}.log",
-                             role="scorer").start() for i in range(2)]
+    shared = group(root / "scorers", kafka_bootstrap)
+    owner = WorkerProcess(shared, shared.home / "owner.log", role="store-owner")
+    scorers = [WorkerProcess(member(shared, root / "scorers" / f"s{i}"), root / "scorers" / f"scorer{i}.log",
+                             role="scorer") for i in range(2)]
+    start_together([owner, *scorers])
     try:
         produce(shared, data)
         assert wait_for(lambda: handled(shared), timeout=300)

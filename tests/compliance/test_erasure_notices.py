@@ -18,7 +18,7 @@ from m1.query_client import api_call, run_query
 from core.settings import Settings
 from schemas.events import AuditEvent, encode
 from core.tenant_names import PLATFORM
-from tests.helpers import add_tenant, isolated_settings, new_key, start_worker, wait_for
+from tests.helpers import add_tenant, isolated_settings, new_key, start_together, wait_for, worker_process
 
 TENANT, ALICE, PHI = "acme", "alice@example.com", "type 2 diabetes, HbA1c 8.1"
 
@@ -61,7 +61,7 @@ def test_an_erasure_through_one_worker_reaches_the_others_store(tmp_path: Path, 
     shared = isolated_settings(tmp_path / "a", kafka_bootstrap, topic_partitions=2, pii_key_path=tmp_path / "pii.key",
                                audit_checkpoint_events=1, audit_checkpoint_seconds=1.0)
     a, b = member(shared, tmp_path / "a"), member(shared, tmp_path / "b")
-    workers = [start_worker(a), start_worker(b)]
+    workers = start_together([worker_process(a), worker_process(b)])
     try:
         n = 0
         while not (audit_rows(a, "action = 'record.read'") and audit_rows(b, "action = 'record.read'")):
