@@ -54,8 +54,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from operator import attrgetter
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -70,20 +71,36 @@ from streams.retry import RetryPolicy, handle_batch
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
 class KafkaEvent:
-    """The parts of a Faust event that the batch handlers read: ``key``, ``value``, ``message``."""
+    """The parts of a Faust event that the batch handlers read: ``key``, ``value``, ``message``
+    (made for every record read, so kept to three slots)."""
 
-    message: ConsumerRecord
+    __slots__ = ("message", "key", "value")
 
-    @property
-    def key(self) -> bytes | None:
-        return self.message.key
+    def __init__(self, message: ConsumerRecord):
+        self.message = message
+        self.key: bytes | None = message.key
+        self.value: bytes | None = message.value
 
-    @property
-    def value(self) -> bytes | None:
-        return self.message.value
 
+@dataclass
+class _Batch:
+    """Records read for one handler call: the events, and per partition the offset after the last
+    one and the record keys (for ``forget``)."""
+
+    events: list[KafkaEvent] = field(default_factory=list)
+    ends: dict[TopicPartition, int] = field(default_factory=dict)
+    keys: dict[TopicPartition, set[bytes | None]] = field(default_factory=dict)
+
+    def add(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """Add one partition's records (in offset order, as ``getmany`` returns them)."""
+        if records:
+            self.events += map(KafkaEvent, records)
+            self.ends[tp] = records[-1].offset + 1
+            self.keys.setdefault(tp, set()).update(map(_key, records))
+
+
+_key = attrgetter("key")
 
 BatchHandler = Callable[[Sequence[KafkaEvent]], Awaitable[None]]
 #: Dead-letters every record of a batch with the given reason (once the store rejected it too often).
@@ -270,7 +287,8 @@ class BatchConsumer(Service):
     @Service.task
     async def _consume(self) -> None:
         while not self.should_stop:
-            events, generation = await self._next_batch()
+            batch, generation = await self._next_batch()
+            events = batch.events
             if not events:
                 continue
             async with self._between_batches:
@@ -284,11 +302,11 @@ class BatchConsumer(Service):
                     if self._replay:
                         await self._roll_back()
                     continue  # given up (see backoff): its offsets stay uncommitted, so it is read again
-                for event in events:
-                    tp = TopicPartition(event.message.topic, event.message.partition)
-                    self._handled[tp] = max(self._handled.get(tp, 0), event.message.offset + 1)
-                    if event.key is not None:
-                        self._keys.setdefault(tp, set()).add(event.key)
+                for tp, end in batch.ends.items():
+                    self._handled[tp] = max(self._handled.get(tp, 0), end)
+                    keys = self._keys.setdefault(tp, set())
+                    keys |= batch.keys[tp]
+                    keys.discard(None)
                 self._next.update(self._handled)
             if self.checkpoint_due():
                 await self.checkpoint()
@@ -389,30 +407,30 @@ class BatchConsumer(Service):
             self._rewind([KafkaEvent(r) for records in fetched.values() for r in records])
         return not self.should_stop
 
-    async def _next_batch(self) -> tuple[list[KafkaEvent], int]:
+    async def _next_batch(self) -> tuple[_Batch, int]:
         """Records until the batch is full or ``flush_seconds`` have passed since the first, and the
         generation they were fetched in: records fetched before a rebalance or roll-back are dropped
         (the partitions went back to their committed offsets, so they are fetched again)."""
         assert self._consumer is not None
-        size, events, generation = self.settings.batch_size, [], self._generation
+        size, batch, generation = self.settings.batch_size, _Batch(), self._generation
         deadline: float | None = None
         dropped = False
-        while len(events) < size and not self.should_stop:
+        while len(batch.events) < size and not self.should_stop:
             wait = 1.0 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
                 break
-            fetched = await self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=size - len(events))
+            fetched = await self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=size - len(batch.events))
             if generation != self._generation:  # these records come from the new positions, not those before
-                events, deadline, generation, dropped = [], None, self._generation, True
-            for records in fetched.values():
-                events.extend(KafkaEvent(r) for r in records)
-            if events and deadline is None:
+                batch, deadline, generation, dropped = _Batch(), None, self._generation, True
+            for tp, records in fetched.items():
+                batch.add(tp, records)
+            if batch.events and deadline is None:
                 deadline = time.monotonic() + self.settings.flush_seconds
-            if not events:
+            if not batch.events:
                 if not dropped:
                     await self._note_idle_positions(generation)
                 break  # idle: let the caller loop (and notice a stop)
-        return events, generation
+        return batch, generation
 
     async def _note_idle_positions(self, generation: int) -> None:
         """When idle since ``generation`` began, every record before a partition's position was

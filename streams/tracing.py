@@ -46,7 +46,7 @@ def batch_span(topic: str, events: Sequence[Any], agent: str = "") -> Iterator[t
         "messaging.destination.name": topic,
         "messaging.batch.message_count": len(events),
         "m1.records": len(events),
-        "messaging.destination.partition.ids": sorted({str(e.message.partition) for e in events}),
+        "messaging.destination.partition.ids": sorted(map(str, {e.message.partition for e in events})),
     }
     if agent:
         attributes["m1.agent"] = agent

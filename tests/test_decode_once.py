@@ -91,9 +91,9 @@ def test_the_wired_handlers_decode_each_record_once(tmp_path: Path, kafka_bootst
     assert forecast_outcome.learned == 2 * len(points) // 3  # requests_per_s and cost_usd
     assert forecast_outcome.skipped_invalid == 2
     assert sum(map(len, metrics_outcome.points.values())) == len(points)
-    published = read_json(settings, settings.topic_forecasts, lambda out: len(out) >= len(forecast_outcome.forecasts)
-                          + len(forecast_outcome.costs))
-    assert len(published) == len(forecast_outcome.forecasts) + len(forecast_outcome.costs) > 0
+    for topic, events in ((settings.topic_forecasts, forecast_outcome.forecasts), (settings.topic_costs, forecast_outcome.costs)):
+        published = read_json(settings, topic, lambda out, n=len(events): len(out) >= n)
+        assert len(published) == len(events) > 0
 
 
 async def handle_once(settings: Settings, store: Store,
