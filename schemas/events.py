@@ -164,6 +164,23 @@ class EventDecoder:
             out.append(event)
         return out
 
+    def read_each(self, payloads: list[bytes | None]) -> list[Any]:
+        """Each payload read with every check of :meth:`decode` but its :data:`Name` fields' patterns,
+        as an unchecked twin of the event (same fields, same order); None where that reading refuses
+        it, where it is None or over the size limit, and everywhere if this decoder has no such
+        reading (not one event type). See :meth:`trusted`."""
+        if self._fast is None:
+            return [None] * len(payloads)
+        return self._fast.read_each(payloads, self.max_bytes)
+
+    def trusted(self, twin: Any) -> Any:
+        """The event :meth:`decode` gives the payload that ``twin`` (from :meth:`read_each`) was
+        read from, for a twin whose every :data:`Name` value is known to match its pattern (the
+        caller's proof: for instance, it equals that of an event :meth:`decode` gave); None if
+        :meth:`decode` refuses that payload even so (a check of the event's own)."""
+        assert self._fast is not None
+        return self._fast.make(twin)
+
     def decode(self, payload: bytes | None) -> Any:
         if payload is None:
             raise InvalidEvent("empty record (no value)")
@@ -231,6 +248,23 @@ class _KnownNames:
         for name in self._keyed:
             if not known.issuperset(getattr(twin, name)):
                 return None
+        return self.make(twin)
+
+    def read_each(self, payloads: list[bytes | None], max_bytes: int) -> list[Any]:
+        """The twin of each payload, or None where the twin refuses it or it is None or over ``max_bytes``."""
+        decode, errors, out = self._decoder.decode, (msgspec.ValidationError, msgspec.DecodeError), []
+        for payload in payloads:
+            if payload is None or len(payload) > max_bytes:
+                out.append(None)
+                continue
+            try:
+                out.append(decode(payload))
+            except errors:
+                out.append(None)
+        return out
+
+    def make(self, twin: Any) -> Any:
+        """The event of ``twin``'s fields, or None if the event's own checks (``__post_init__``) refuse them."""
         try:
             return self._make(*msgspec.structs.astuple(twin))
         except ValueError:  # __post_init__

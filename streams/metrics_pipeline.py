@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain, repeat
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -277,16 +278,13 @@ class SeriesOf:
 
     def __init__(self, redact: Callable[[MetricPoint], MetricPoint]):
         self.redact = redact
-        # series key (bytes) -> (identity of the points as decoded, series key, fields redaction changes)
-        self._known: dict[bytes, tuple[tuple, str, dict[str, object] | None]] = {}
+        self._known: dict[bytes, Known] = {}  # by series key (bytes)
 
     def __call__(self, key: bytes | None, point: MetricPoint) -> tuple[MetricPoint, str, bool]:
         """``(redact(point), its series key, whether key is that series key)``."""
-        identity = (point.tenant, point.region, point.service, point.metric, point.labels)
-        known = self._known.get(key)  # type: ignore[arg-type]
-        if known is not None and known[0] == identity:
-            changes = known[2]
-            return (point if changes is None else _replace(point, changes)), known[1], True
+        known = self.known(key, point)
+        if known is not None:
+            return self.redacted(point, known), known[1], True
         redacted = self.redact(point)
         series = redacted.series_key
         changes = None if redacted is point else {name: getattr(redacted, name) for name in _IDENTITY
@@ -294,10 +292,28 @@ class SeriesOf:
         if len(self._known) >= self.LIMIT:
             self._known.clear()
         encoded = series.encode()
-        self._known[encoded] = (identity, series, changes)
+        self._known[encoded] = ((point.tenant, point.region, point.service, point.metric, point.labels), series, changes)
         return redacted, series, key == encoded
 
+    def known(self, key: bytes | None, point: Any) -> Known | None:
+        """What is remembered of the series ``key`` if ``point`` (a metric point, or its twin from
+        ``EventDecoder.read_each``) has the identity of the point it was remembered from, else None.
+        Only points that ``EventDecoder`` decoded are remembered (by :func:`decode_batch`), so such a
+        twin's names match their patterns: the very names of a decoded point."""
+        known = self._known.get(key)  # type: ignore[arg-type]
+        if known is not None and known[0] == (point.tenant, point.region, point.service, point.metric, point.labels):
+            return known
+        return None
 
+    @staticmethod
+    def redacted(point: MetricPoint, known: Known) -> MetricPoint:
+        """What ``redact`` makes of ``point``, of the series that ``known`` remembers (see :meth:`known`)."""
+        changes = known[2]
+        return point if changes is None else _replace(point, changes)
+
+
+#: What :class:`SeriesOf` remembers of a series: (identity of its points as decoded, series key, fields redaction changes).
+Known = tuple[tuple, str, "dict[str, object] | None"]
 _IDENTITY = ("tenant", "region", "service", "metric", "labels")
 
 
@@ -322,26 +338,36 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
     A :class:`SeriesOf` as ``redact`` remembers its series from batch to batch."""
     outcome = BatchOutcome()
     series_of = redact if isinstance(redact, SeriesOf) else SeriesOf(redact)
-    with stage("decode"):  # msgspec parses and checks the schema in one pass
-        decoded = decoder.decode_each([record.value for record in records])
+    with stage("decode"):  # msgspec parses and checks the schema in one pass, all but the names' patterns
+        twins = decoder.read_each([record.value for record in records])
     with stage("validate"):  # a record keyed otherwise, or not at all, belongs to its series' partition
         by_series: dict[str, list[MetricPoint]] = defaultdict(list)
         sources, keys, limit = outcome.records, outcome.keys, now + max_future_seconds
         owners = {topic: tenant_of(topic) for topic in {record.topic for record in records}} if tenant_of else {}
-        for record, point in zip(records, decoded):
-            if type(point) is InvalidEvent:
-                outcome.dead_letters.append(dead_letter(record, point.reason, now, decoder.max_bytes))
-                continue
+        known, trusted = series_of.known, decoder.trusted
+        for record, twin in zip(records, twins):
+            # a point of the series it is keyed by, as remembered: its names are that series' decoded names
+            hit = None if twin is None else known(record.key, twin)
+            point = None if hit is None else trusted(twin)
+            if point is None:  # else it is decoded in full, its names' patterns checked (or known)
+                hit = None
+                [point] = decoder.decode_each([record.value])
+                if type(point) is InvalidEvent:
+                    outcome.dead_letters.append(dead_letter(record, point.reason, now, decoder.max_bytes))
+                    continue
             reason = too_far_ahead(point.ts, now, max_future_seconds) if point.ts > limit else None
             if reason is None and tenant_of is not None:
                 reason = tenant_mismatch(point.tenant, record.topic, owners[record.topic])
             if reason is not None:
                 outcome.dead_letters.append(dead_letter(record, reason, now, decoder.max_bytes))
                 continue
-            redacted, series, keyed = series_of(record.key, point)
-            if not keyed:
-                outcome.rekeyed.append((record.topic, series.encode(), record.value if redacted is point else encode(redacted)))
-                continue
+            if hit is not None:
+                redacted, series = series_of.redacted(point, hit), hit[1]
+            else:
+                redacted, series, keyed = series_of(record.key, point)
+                if not keyed:
+                    outcome.rekeyed.append((record.topic, series.encode(), record.value if redacted is point else encode(redacted)))
+                    continue
             by_series[series].append(redacted)
             sources.append(record)
             keys.append(series)

@@ -16,7 +16,7 @@ from compliance.policy import load_policy
 from compliance.pseudonym import Pseudonymiser
 from compliance.redact import Redactor
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint, encode
-from streams.metrics_pipeline import Record, SeriesOf, decode_batch
+from streams.metrics_pipeline import Record, SeriesOf, decode_batch, too_far_ahead
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 GOOD = {"schema": "metric/1", "ts": T0, "tenant": "acme", "region": "eu-west-1", "service": "api",
@@ -67,6 +67,51 @@ def test_a_known_name_in_another_field_still_needs_its_own_checks() -> None:
     assert point.labels == {"x" * 128: "v"}
     [refused] = decoder.decode_each([raw(labels={"x" * 128: "v" * 257})])
     assert refused.reason == outcome(raw(labels={"x" * 128: "v" * 257}), decoder)
+
+
+def test_read_each_then_trusted_gives_what_decode_gives_unless_a_name_breaks_its_pattern() -> None:
+    decoder = EventDecoder(MetricPoint, max_bytes=600)
+    infinite = raw().replace(b'"value":12.5', b'"value":1e400')
+    for payload in [*PAYLOADS, infinite, raw() + b" " * 600]:
+        expected = outcome(payload, decoder)
+        [twin] = decoder.read_each([payload])
+        if twin is None:  # refused by another check (the reason may still name a pattern found first)
+            assert isinstance(expected, str)
+            continue
+        made = decoder.trusted(twin)
+        if isinstance(expected, MetricPoint):
+            assert made == expected and type(made) is MetricPoint
+        elif made is not None:  # only the patterns, which the caller vouches for, refuse it
+            assert "matching regex" in expected
+        else:
+            assert expected.startswith("value must be finite")
+
+
+def test_records_keyed_by_a_remembered_series_get_what_the_definition_gives_them() -> None:
+    """A record keyed by a series seen before, with that series' fields, skips the names' check:
+    its names are the series' own. Every other record of that key, bad or good, is decoded in full."""
+    decoder, series_of = EventDecoder(MetricPoint, max_bytes=600), SeriesOf(lambda p: p)
+    key = decoder.decode(raw()).series_key.encode()
+    infinite = raw().replace(b'"value":12.5', b'"value":1e400')
+    values = [raw(), *PAYLOADS, infinite, raw() + b" " * 600, raw(ts=T0 + 7200), raw(value=7.0)]
+    for _ in range(2):  # then: the series and every valid name remembered
+        records = [Record("metrics", 0, i, key, value) for i, value in enumerate(values)]
+        out = decode_batch(decoder, records, T0 + 100, 3600.0, redact=series_of)
+        dead, points, rekeyed = {}, [], []  # the definition: each record decoded strictly, then checked
+        for record in records:
+            event = outcome(record.value, EventDecoder(MetricPoint, max_bytes=600))
+            if isinstance(event, str):
+                dead[record.offset] = event
+            elif event.ts > T0 + 100 + 3600.0:
+                dead[record.offset] = too_far_ahead(event.ts, T0 + 100, 3600.0)
+            elif event.series_key.encode() == key:
+                points.append(event)
+            else:
+                rekeyed.append(record.value)
+        assert {d.offset: d.reason for d in out.dead_letters} == dead and len(dead) == 27
+        assert out.points == {key.decode(): points} and len(points) == 6
+        assert all(type(p) is MetricPoint for p in points)
+        assert [value for _, _, value in out.rekeyed] == rekeyed and len(rekeyed) == 6
 
 
 def grouped(points: list[MetricPoint]) -> dict[str, list[MetricPoint]]:

@@ -28,10 +28,10 @@ workflows:
   - name: oncall
     trigger: {source: anomalies, match: {service: api}}
     group: {by: [service, region], wait: 0s, interval: 5s}
-    resolve_after: 40s  # well after the ack, which follows the escalation (20 s after the first notification)
+    resolve_after: 25s  # well after the ack, which follows the escalation (10 s after the first notification)
     steps:
       - notify: [chat]
-      - wait_ack: {timeout: 20s}
+      - wait_ack: {timeout: 10s}
       - notify: [pager]
 """
 
@@ -59,7 +59,7 @@ def test_state_survives_sigkill_and_ack_resolve_through_the_api(make_settings, t
     settings = make_settings(workflows_dir=tmp_path / "wf", topic_workflow_signals=f"wf-signals-{run}",
                              topic_incidents=f"incidents-{run}", topic_workflow_runs=f"wf-runs-{run}",
                              topic_notifications=f"notifications-{run}", topic_region_events=f"region-events-{run}",
-                             workflow_tick_seconds=0.5, incident_clear_seconds=40.0)
+                             workflow_tick_seconds=0.5, incident_clear_seconds=25.0)
     add_tenant(settings, "acme")
     workers = []
     try:
@@ -98,9 +98,9 @@ def test_state_survives_sigkill_and_ack_resolve_through_the_api(make_settings, t
         assert m1(settings, "silences", "expire", silence_id, "--tenant", "acme").exit_code == 0
         assert silence_id not in m1(settings, "silences", "list", "--tenant", "acme").stdout
 
-        # no more anomalies: 40 s after the last one the group and the incident resolve, and both receivers are told
+        # no more anomalies: 25 s after the last one the group and the incident resolve, and both receivers are told
         resolved = notifications(settings, lambda ns: bool(told(ns, "chat", "resolve") and told(ns, "pager", "resolve")),
-                                 timeout=120)  # resolve_after (40 s) from the last anomaly
+                                 timeout=120)  # resolve_after (25 s) from the last anomaly
         assert told(resolved, "chat", "resolve") and told(resolved, "pager", "resolve")
         assert wait_for(lambda: scalar(settings, f"SELECT status FROM incidents FINAL WHERE id = '{incident}'") == "resolved", 60)
         kinds = scalar(settings, f"SELECT groupArray(kind) FROM (SELECT kind FROM incident_timeline FINAL "
