@@ -35,9 +35,9 @@ them) or by two workers.
 
 A consumer that forwards records to a topic the pipeline reads again (OTLP points, RED spans and
 minutes, re-keyed points) sends them through a :class:`streams.publisher.Forwarder`: in a Kafka
-transaction that the checkpoint commits together with the input offsets (and, for the RED topic,
-after the state it changed was saved), so a ``read_committed`` reader (every batch consumer is
-one) sees each forwarded record exactly once, whoever crashed or stopped. A failed step that sent
+transaction that the checkpoint commits together with the input offsets (the RED consumer also
+sends the RED state it changed, to its changelog topic: ``streams.red_changelog``), so a
+``read_committed`` reader (every batch consumer is one) sees each forwarded record exactly once, whoever crashed or stopped. A failed step that sent
 something, or any failed step of a consumer whose handler is not idempotent (``replay_on_failure``),
 rolls back to the last commit: the transaction is aborted, the state of every series or key read
 is dropped (restored from the checkpoint when next needed), and the partitions are read again from
