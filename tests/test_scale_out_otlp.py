@@ -30,7 +30,7 @@ from m1.worker_process import WorkerProcess
 from models.bank import MAC_BYTES
 from streams.red import RED_GRACE_SECONDS, _Saved
 from streams.red_changelog import RedChangelog
-from tests.helpers import produce, wait_for
+from tests.helpers import produce, start_together, wait_for, worker_process
 from tests.test_scale_out import anomalies, group, handled, member
 from traces.generator import to_request
 from traces.model import Span
@@ -123,7 +123,7 @@ def otlp_group(root: Path, bootstrap: str) -> Settings:
 
 def start(settings: Settings) -> WorkerProcess:
     """A worker of the group, given time to come up on a loaded machine."""
-    return WorkerProcess(settings, settings.home / f"worker-{settings.web_port}.log").start(timeout=240)
+    return worker_process(settings).start(timeout=240)
 
 
 def wait_stored(workers: list[Settings], expected: int) -> None:
@@ -152,26 +152,14 @@ def test_two_then_three_workers_one_killed_match_one_worker_on_otlp(tmp_path: Pa
     expected = SERVICES * OPERATIONS * (MINUTES + 1) * 2 + HOSTS * MINUTES * 6
 
     one = otlp_group(tmp_path / "one", kafka_bootstrap)
-    worker = start(one)
-    try:
-        send(one, data)
-        wait_stored([one], expected)
-        assert wait_for(lambda: handled(one), timeout=120)
-        one_rows = rows([one])
-    finally:
-        worker.stop()
-    one_anomalies, one_states = anomalies(one), states(one)
-    assert len(one_rows) == expected and len({r[:2] for r in one_rows}) == expected  # each point stored once
-    assert {s for s, _ in one_anomalies} >= {f"{TENANT}|eu-west-1|svc0|span.duration.p90_ms|operation=op0",
-                                             f"{TENANT}|eu-west-1|svc1|span.error_rate|operation=op0",
-                                             f"{TENANT}|eu-west-1|api|queue.depth|host.name=h0"}
-    assert len(one_states[0]) == SERVICES * OPERATIONS * 2 + HOSTS and len(one_states[1]) == SERVICES
-
     shared = otlp_group(tmp_path / "many", kafka_bootstrap)
     members = [shared] + [member(shared, tmp_path / "many" / f"w{i}") for i in (1, 2)]
     third = len(data) // 3
-    workers = [start(members[0]), start(members[1])]
+    # The single worker runs beside the group (its own topics, group and state directory): their
+    # waits for the idle timer (RED_GRACE_SECONDS after their last spans) overlap.
+    single, *workers = start_together([worker_process(s) for s in (one, *members[:2])], timeout=240)
     try:
+        send(one, data)
         send(shared, data[:third])
         workers.append(start(members[2]))  # a third joins mid-stream
         send(shared, data[third : 2 * third])
@@ -179,12 +167,23 @@ def test_two_then_three_workers_one_killed_match_one_worker_on_otlp(tmp_path: Pa
         workers[1].kill()  # SIGKILL mid-stream: what it forwarded but did not commit is aborted
         send(shared, data[2 * third :])
         workers[1] = start(members[1])  # and comes back
+        wait_stored([one], expected)
+        assert wait_for(lambda: handled(one), timeout=120)
+        one_rows = rows([one])
+        single.stop()
         wait_stored(members, expected)
         assert wait_for(lambda: handled(shared), timeout=120)
         many_rows = rows(members)
     finally:
-        for w in workers:
+        for w in (single, *workers):
             w.stop()
+
+    one_anomalies, one_states = anomalies(one), states(one)
+    assert len(one_rows) == expected and len({r[:2] for r in one_rows}) == expected  # each point stored once
+    assert {s for s, _ in one_anomalies} >= {f"{TENANT}|eu-west-1|svc0|span.duration.p90_ms|operation=op0",
+                                             f"{TENANT}|eu-west-1|svc1|span.error_rate|operation=op0",
+                                             f"{TENANT}|eu-west-1|api|queue.depth|host.name=h0"}
+    assert len(one_states[0]) == SERVICES * OPERATIONS * 2 + HOSTS and len(one_states[1]) == SERVICES
 
     assert len({r[:2] for r in many_rows}) == len(many_rows), "a point stored twice with different scores"
     one_by, many_by = {r[:2]: r for r in one_rows}, {r[:2]: r for r in many_rows}
