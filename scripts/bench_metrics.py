@@ -68,7 +68,9 @@ def main(
     points: int = typer.Option(200_000, help="Metric points to load into the topic."),
     series: int = typer.Option(1_000, help="Distinct series."),
     detector: str = typer.Option("ensemble", help="Detector name (models.registry)."),
-    batch_size: int = typer.Option(5_000, help="Worker batch size (M1_BATCH_SIZE)."),
+    batch_size: int = typer.Option(Settings.model_fields["batch_size"].default, help="Worker batch size (M1_BATCH_SIZE)."),
+    snapshot_seconds: float = typer.Option(Settings.model_fields["snapshot_seconds"].default,
+                                           help="Worker checkpoint interval (M1_SNAPSHOT_SECONDS)."),
     forecasting: bool = typer.Option(True, help="Keep the forecasting handler on (it learns the load metrics)."),
     stage_times: bool = typer.Option(False, help="Trace the worker to a local OTLP receiver and show where its batch time goes."),
     redaction_only: bool = typer.Option(False, help="Only the cost of the personal-data policy per point, in process."),
@@ -103,7 +105,7 @@ def main(
     with console.status("starting Kafka..."):
         bootstrap = broker.start().bootstrap
     settings = Settings(home=home, kafka_bootstrap=bootstrap, detector=detector, batch_size=batch_size,
-                        flush_seconds=0.5, snapshot_seconds=30.0, topic_partitions=2, web_port=free_port(),
+                        flush_seconds=0.5, snapshot_seconds=snapshot_seconds, topic_partitions=2, web_port=free_port(),
                         **({} if forecasting else {"forecast_metrics": [], "cost_metrics": [], "replica_capacity": {}}))
     settings = settings.model_copy(update={"api_key": SecretStr(local_admin_key(settings, "bench"))})  # for /v1/query
     ensure_topics(settings)

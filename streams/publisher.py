@@ -31,6 +31,7 @@ from functools import lru_cache
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from mode import Service
 
 from core.kafka.producer import make_producer
@@ -94,14 +95,19 @@ async def send_batches(producer: AIOKafkaProducer, records: Iterable[OutputRecor
         n = partitions[topic]
         grouped[topic, spare % n if key is None else partition_of(key, n)].append((key, value))
     acks = []
+
+    async def send(batch: BatchBuilder, topic: str, partition: int) -> None:
+        batch.close()  # a closed batch goes out at once: an open one waits for the producer's linger_ms
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+
     for (topic, partition), items in grouped.items():
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start
-                acks.append(await producer.send_batch(batch, topic, partition=partition))
+                await send(batch, topic, partition)
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
-        acks.append(await producer.send_batch(batch, topic, partition=partition))
+        await send(batch, topic, partition)
     await asyncio.gather(*acks)
     return sum(len(items) for items in grouped.values())
 
