@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     critical_threshold: float = Field(default=0.75, description="Scores at or above this are critical anomalies.")
     max_series: int = Field(default=10_000, description="Live models kept in memory (~110 KiB a series with the default "
                                                         "ensemble); least recently used beyond it are evicted.")
-    snapshot_seconds: float = Field(default=10.0, description="How often changed model state is checkpointed.")
+    snapshot_seconds: float = Field(default=10.0, description="How often changed model state is checkpointed (at most; a slow checkpoint spaces the next out to 9x its duration).")
 
     # Store faults (streams/retry.py): a batch the store rejects is tried store_retry_attempts times, then
     # dead-lettered; while the store is unavailable the batch waits (input paused) and is retried until it is taken.

@@ -12,8 +12,9 @@ takes. Paused partitions return nothing, but the consumer keeps polling them, so
 the member (heartbeats run on their own; polling is what ``max_poll_interval_ms`` watches). The
 low-volume topics keep their Faust agents.
 
-Offsets are committed together with the models' checkpoints, every ``M1_SNAPSHOT_SECONDS``
-and on a clean stop: first the checkpoints are written, then the offsets of every batch
+Offsets are committed together with the models' checkpoints, every ``M1_SNAPSHOT_SECONDS`` (or
+less often, when a checkpoint takes more than a ninth of that: see ``CHECKPOINT_SPACING``) and on a
+clean stop: first the checkpoints are written, then the offsets of every batch
 handled before them are committed. After a crash the consumer resumes from the last
 checkpoint, so each detector re-learns exactly the points it had not saved, and the store's
 ReplacingMergeTree tables hide the rows written twice.
@@ -113,6 +114,20 @@ Moved = Callable[[set[TopicPartition], list[TopicPartition]], object]
 TENANT_TOPICS_REFRESH_MS = 30_000
 #: Longest wait of one poll of the paused partitions while a batch is retried.
 PAUSED_POLL_SECONDS = 1.0
+#: A timed checkpoint waits at least this many times the last one's duration: checkpoints then
+#: hold batches up for at most a tenth of the time (10,000 series take seconds to save).
+CHECKPOINT_SPACING = 9.0
+
+
+def checkpoint_wait(snapshot_seconds: float, last_took: float) -> float:
+    """Seconds from the end of a timed checkpoint that took ``last_took`` to the next one.
+
+    >>> checkpoint_wait(10.0, 0.4)  # 1,000 series: every 10 s
+    10.0
+    >>> checkpoint_wait(10.0, 3.0)  # 10,000 series: batches wait at most a tenth of the time
+    27.0
+    """
+    return max(snapshot_seconds, CHECKPOINT_SPACING * last_took)
 
 
 class BatchConsumer(Service):
@@ -174,6 +189,7 @@ class BatchConsumer(Service):
         # Rebalances and roll-backs so far: each sends the partitions back to their committed
         # offsets, so records fetched before one are stale (handled, they would be handled twice).
         self._generation = 0
+        self._checkpoint_took = 0.0  # seconds the last timed checkpoint took (_checkpoint_clock)
 
     async def on_start(self) -> None:
         tenant_topics = self.by_pattern
@@ -279,10 +295,15 @@ class BatchConsumer(Service):
 
     @Service.task
     async def _checkpoint_clock(self) -> None:
+        """Checkpoint every ``M1_SNAPSHOT_SECONDS``, or less often when checkpoints are slow (many
+        series): batches wait while one runs, so the next comes no sooner than
+        ``CHECKPOINT_SPACING`` times the last one's duration after it ended."""
         while not self.should_stop:
-            await self.sleep(self.settings.snapshot_seconds)
+            await self.sleep(checkpoint_wait(self.settings.snapshot_seconds, self._checkpoint_took))
             if not self.should_stop:
+                started = time.monotonic()
                 await self.checkpoint()
+                self._checkpoint_took = time.monotonic() - started
 
     @Service.task
     async def _consume(self) -> None:
