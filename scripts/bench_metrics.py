@@ -69,6 +69,8 @@ def main(
     series: int = typer.Option(1_000, help="Distinct series."),
     detector: str = typer.Option("ensemble", help="Detector name (models.registry)."),
     batch_size: int = typer.Option(Settings.model_fields["batch_size"].default, help="Worker batch size (M1_BATCH_SIZE)."),
+    flush_seconds: float = typer.Option(0.25, help="Worker flush interval (M1_FLUSH_SECONDS; the default is 1 s): the "
+                                                "longest a point waits for its batch, so the floor of the live latency."),
     snapshot_seconds: float = typer.Option(Settings.model_fields["snapshot_seconds"].default,
                                            help="Worker checkpoint interval (M1_SNAPSHOT_SECONDS)."),
     forecasting: bool = typer.Option(True, help="Keep the forecasting handler on (it learns the load metrics)."),
@@ -105,7 +107,7 @@ def main(
     with console.status("starting Kafka..."):
         bootstrap = broker.start().bootstrap
     settings = Settings(home=home, kafka_bootstrap=bootstrap, detector=detector, batch_size=batch_size,
-                        flush_seconds=0.5, snapshot_seconds=snapshot_seconds, topic_partitions=2, web_port=free_port(),
+                        flush_seconds=flush_seconds, snapshot_seconds=snapshot_seconds, topic_partitions=2, web_port=free_port(),
                         **({} if forecasting else {"forecast_metrics": [], "cost_metrics": [], "replica_capacity": {}}))
     settings = settings.model_copy(update={"api_key": SecretStr(local_admin_key(settings, "bench"))})  # for /v1/query
     ensure_topics(settings)
