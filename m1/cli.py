@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 
 import typer
@@ -142,6 +141,7 @@ def worker(loglevel: str = typer.Option("warn", help="crit, error, warn, info or
     """Run the pipeline worker until interrupted (uses the local broker unless M1_KAFKA_BOOTSTRAP is set)."""
     from faust import Worker
 
+    from core.gc_tuning import tune_for_batches
     from core.kafka.topics import TopicLayoutError
     from streams.app import ROLES, build_app
 
@@ -153,11 +153,7 @@ def worker(loglevel: str = typer.Option("warn", help="crit, error, warn, info or
     except TopicLayoutError as exc:
         console.print(f"[red]cannot start:[/] {exc}")
         raise typer.Exit(2) from None
-    # Start-up objects (modules, settings, compiled kernels) live as long as the process: frozen, the
-    # collector no longer walks them; and a batch's thousands of short-lived points no longer set off a
-    # collection every 700 allocations (decode at 10,000 series: 11.5 -> 6.5 us a point in process).
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)
+    tune_for_batches()
     Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 

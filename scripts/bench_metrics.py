@@ -47,6 +47,7 @@ from rich.table import Table
 
 from bench_latency import histogram, live_latency, summary, tree_rss  # scripts/
 from compliance.redact import Redactor
+from core.gc_tuning import tune_for_batches
 from core.kafka.local_broker import LocalKafka, free_port
 from core.kafka.security import client_kwargs
 from m1.local_key import local_admin_key
@@ -82,6 +83,7 @@ def main(
     live_seconds: float = typer.Option(30.0, help="Seconds of the live feed."),
 ) -> None:
     """Measure the bare consume+decode ceiling and the full per-worker metrics path."""
+    tune_for_batches()  # what is measured in this process runs with the worker's collector settings
     home = Path(tempfile.mkdtemp(prefix="m1-bench-"))
     console.print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
                   f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -99,7 +101,7 @@ def main(
         table = Table(title=f"CPU per point, in process (steady state): {points:,} points, {series:,} series")
         for column in ("stage", "µs / point"):
             table.add_column(column, justify="left" if column == "stage" else "right")
-        for name, micros in stage_cpu(workload_records(points, series, time.time()), home).items():
+        for name, micros in stage_cpu(workload_records(points, series, time.time()), home, batch_size).items():
             table.add_row(name, f"{micros:.1f}")
         console.print(table)
         return
@@ -128,7 +130,7 @@ def main(
             full, end_to_end, stages = traced_full_path(settings, points, then)
         else:
             (full, end_to_end), stages = full_path(settings, points, then), {}
-        alone = in_process(records, detector, home / "inproc")
+        alone = in_process(records, detector, home / "inproc", batch_size)
     finally:
         broker.stop()
     table = Table(title=f"metrics path: {points:,} points, {series:,} series, detector {detector}, "
@@ -224,7 +226,7 @@ def redaction_cost(records: list[tuple[bytes, bytes]], home: Path) -> dict[str, 
     return rates
 
 
-def stage_cpu(records: list[tuple[bytes, bytes]], home: Path, batch: int = 5000) -> dict[str, float]:
+def stage_cpu(records: list[tuple[bytes, bytes]], home: Path, batch: int) -> dict[str, float]:
     """CPU µs per point of decode (+ redaction), score (+ bank and columns), the store inserts (of
     both paths) and forecasting, over the second half of the batches; and of all of them."""
     settings = Settings(home=home, snapshot_seconds=1e9)
@@ -349,8 +351,8 @@ def patient_query(settings: Settings, sql: str, tries: int = 10) -> QueryResult:
     return run_query(settings, sql)
 
 
-def in_process(records: list[tuple[bytes, bytes]], detector: str, home: Path) -> dict[str, float]:
-    """Throughput of decode only, and of decode+score+insert, in this process."""
+def in_process(records: list[tuple[bytes, bytes]], detector: str, home: Path, size: int) -> dict[str, float]:
+    """Throughput of decode only, and of decode+score+insert in batches of ``size``, in this process."""
     batch = [Record("bench", 0, i, k, v) for i, (k, v) in enumerate(records)]
     start = time.perf_counter()
     for r in batch:
@@ -360,8 +362,8 @@ def in_process(records: list[tuple[bytes, bytes]], detector: str, home: Path) ->
     store.migrate()
     pipeline = MetricsPipeline(Settings(home=home, detector=detector, snapshot_seconds=1e9), store)
     start = time.perf_counter()
-    for i in range(0, len(batch), 5000):
-        pipeline.process(batch[i : i + 5000])
+    for i in range(0, len(batch), size):
+        pipeline.process(batch[i : i + size])
     full_rate = len(batch) / (time.perf_counter() - start)
     store.close()
     return {"decode + validate": decode_rate, "decode + score + insert": full_rate}
