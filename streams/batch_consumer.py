@@ -119,6 +119,25 @@ PAUSED_POLL_SECONDS = 1.0
 CHECKPOINT_SPACING = 9.0
 
 
+def flush_wait(fetched: Iterable[Sequence[ConsumerRecord]], flush_seconds: float, now: float) -> float:
+    """How long a batch whose first records are ``fetched`` may wait for more: what is left of
+    ``flush_seconds`` for the oldest of them, by its Kafka timestamp (records that waited while the
+    last batch was handled go at once), clamped to ``[0, flush_seconds]`` (a clock ahead or
+    behind, or no timestamp, waits the whole interval at most).
+
+    >>> from aiokafka import ConsumerRecord
+    >>> def at(ts): return ConsumerRecord("metrics", 0, 0, int(ts * 1000), 0, None, b"", None, 0, 0, ())
+    >>> flush_wait([[at(99.9), at(100.0)]], 0.25, now=100.0)  # the first came 0.1 s ago
+    0.15
+    >>> flush_wait([[at(99.5)], [at(99.95)]], 0.25, now=100.0)  # one waited 0.5 s already
+    0.0
+    """
+    stamps = [records[0].timestamp for records in fetched if records and records[0].timestamp >= 0]
+    if not stamps:
+        return flush_seconds
+    return round(min(flush_seconds, max(0.0, min(stamps) / 1000 + flush_seconds - now)), 6)
+
+
 def checkpoint_wait(snapshot_seconds: float, last_took: float) -> float:
     """Seconds from the end of a timed checkpoint that took ``last_took`` to the next one.
 
@@ -429,8 +448,8 @@ class BatchConsumer(Service):
         return not self.should_stop
 
     async def _next_batch(self) -> tuple[_Batch, int]:
-        """Records until the batch is full or ``flush_seconds`` have passed since the first, and the
-        generation they were fetched in: records fetched before a rebalance or roll-back are dropped
+        """Records until the batch is full or the first has waited ``flush_seconds`` (see
+        :func:`flush_wait`), and the generation they were fetched in: records fetched before a rebalance or roll-back are dropped
         (the partitions went back to their committed offsets, so they are fetched again)."""
         assert self._consumer is not None
         size, batch, generation = self.settings.batch_size, _Batch(), self._generation
@@ -446,7 +465,7 @@ class BatchConsumer(Service):
             for tp, records in fetched.items():
                 batch.add(tp, records)
             if batch.events and deadline is None:
-                deadline = time.monotonic() + self.settings.flush_seconds
+                deadline = time.monotonic() + flush_wait(fetched.values(), self.settings.flush_seconds, time.time())
             if not batch.events:
                 if not dropped:
                     await self._note_idle_positions(generation)
