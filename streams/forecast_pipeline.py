@@ -65,7 +65,7 @@ from core.settings import Settings
 from models.bank import ModelBank
 from models.forecasting.base import Forecaster
 from models.forecasting.cost import DAY, CostProjector
-from models.forecasting.fast_forecast import ForecastPool, ForecastSeries, Learned, export
+from models.forecasting.fast_forecast import ForecastPool, ForecastSeries, Learned, export, freeze
 from models.forecasting.holt_winters import HoltWintersForecaster
 from models.forecasting.peak import PeakForecaster
 from models.forecasting.risk import RiskPlanner, target_for
@@ -212,11 +212,14 @@ class ForecastPipeline(SavedModels):
         # compiled=False runs every series point by point (the definition, which tests hold the fast path to)
         planner = (lambda: self._risk_planner(settings.scaling_overload_target, ScalingPolicy(1.0))
                    if settings.scaling_planner == "risk" else PeakForecaster(window=settings.scaling_window))
-        self.pool = ForecastPool.serving(SeriesModels, self._forecaster, planner, settings.forecast_every,
-                                         settings.scaling_window, capacity=settings.max_series + 1) if compiled else None
+        pool = ForecastPool.serving(SeriesModels, self._forecaster, planner, settings.forecast_every,
+                                    settings.scaling_window, capacity=settings.max_series + 1 if compiled else 1)
+        self.pool = pool if compiled else None
+        # without a pool, a checkpoint of a compiled series (a packed slot) loads as the point-by-point models
+        restored = None if pool is None else pool.adopt if compiled else pool.point_by_point
         self.bank = ModelBank(f"forecast:{settings.forecast_model}", max_series=settings.max_series,
                               factory=SeriesModels if self.pool is None else self.pool.new,
-                              adopt=None if self.pool is None else self.pool.adopt, export=export,
+                              adopt=restored, export=export, freeze=freeze,
                               key=load_state_key(settings.state_key_file))
         self.state = state_location(settings.state_dir, store)  # where checkpoints go (M1_STATE_DIR)
         self._lock = threading.RLock()
