@@ -5,13 +5,15 @@
 series; :meth:`EnsemblePool.score_many` scores and learns a whole batch of many series in one
 compiled call. The point-by-point classes stay the definition: the kernel does their arithmetic
 in their order (``tests/models/test_fast_ensemble.py`` holds the two to 1e-9 on NAB, ASD and the
-demo workload), and a slot is loaded from and saved as exactly the object they pickle, so
-checkpoints (``model_state`` rows, state files) are the same bytes either way.
+demo workload), and a slot loads from and exports as exactly the object they pickle.
 
 A :class:`FastSeries` is a slot's handle, what a :class:`~models.bank.ModelBank` holds: the bank
-pickles the point-by-point object it stands for (:func:`export`, the bank's ``export``), a
-checkpoint it loads becomes a handle again (:meth:`EnsemblePool.adopt`, the bank's ``adopt``),
-and its slot is freed when the bank drops it.
+pickles its slot packed (:class:`EnsembleState`, :func:`freeze`, the bank's ``freeze``: arrays,
+not the point-by-point model, which is dearer to build and to pickle), a checkpoint it loads
+becomes a handle again (:meth:`EnsemblePool.adopt`, the bank's ``adopt``: a packed slot or a
+point-by-point model, as older checkpoints hold), a bank without a pool loads a packed slot as
+the point-by-point model (:meth:`EnsemblePool.point_by_point`), and the slot is freed when the
+bank drops its handle.
 
 >>> import numpy as np, pickle
 >>> from models.ordered import InOrder
@@ -22,6 +24,9 @@ and its slot is freed when the bank drops it.
 >>> bool(np.allclose(fast.score_learn_many(xs, t), slow.score_learn_many(xs, t), rtol=0, atol=1e-9))
 True
 >>> pickle.dumps(fast.export()) == pickle.dumps(slow)
+True
+>>> again = pool.adopt(pickle.loads(pickle.dumps(fast.freeze())))
+>>> pickle.dumps(again.export()) == pickle.dumps(slow)
 True
 """
 

@@ -6,14 +6,16 @@
 :class:`~models.forecasting.risk.RiskPlanner`) in the arrays of :mod:`models.forecasting.forecast_kernel`;
 :meth:`ForecastPool.learn` learns a batch of many series in one compiled call. The point-by-point classes
 stay the definition: the kernel does their arithmetic in their order
-(``tests/models/test_fast_forecast.py`` holds the two together), and a slot loads from and saves as exactly
-the object they pickle, so checkpoints are the same bytes either way. A series' cost projector stays a
+(``tests/models/test_fast_forecast.py`` holds the two together), and a slot loads from and exports as
+exactly the object they pickle. A series' cost projector stays a
 Python object on its handle (:attr:`ForecastSeries.cost`): it learns one hourly bucket at a time.
 
 A :class:`ForecastSeries` is a slot's handle, what a :class:`~models.bank.ModelBank` holds: the bank
-pickles the point-by-point object it stands for (:func:`export`), a checkpoint it loads becomes a handle
-again (:meth:`ForecastPool.adopt`; a model the kernel does not run stays as it is), and the slot is freed
-when the bank drops the handle.
+pickles its slot packed (:class:`ForecastState`, :func:`freeze`), a checkpoint it loads becomes a handle
+again (:meth:`ForecastPool.adopt`: a packed slot, or point-by-point models as older checkpoints hold; a
+model the kernel does not run stays as it is), a bank without a pool loads a packed slot as the
+point-by-point models (:meth:`ForecastPool.point_by_point`), and the slot is freed when the bank drops
+the handle.
 
 >>> import pickle
 >>> import numpy as np
@@ -34,6 +36,8 @@ True
 >>> _ = pool.learn([fast], [300], np.array(xs), 60.0 * np.arange(1.0, 301.0))
 >>> state = lambda m: pickle.dumps((m.forecaster, m.peak, m.n, m.first_ts, m.last_ts))
 >>> state(fast.export()) == state(slow)
+True
+>>> state(pool.point_by_point(pickle.loads(pickle.dumps(fast.freeze())))) == state(slow)
 True
 """
 
