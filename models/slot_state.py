@@ -29,7 +29,8 @@ import numpy as np
 
 class SlotState:
     """One slot packed (see the module docstring); ``VERSION`` is the packing's format: a pickle of
-    another version does not unpickle (``ValueError``), so its series starts afresh."""
+    another version does not unpickle (``ValueError``), so its series starts afresh. Bump it when
+    what a pool packs changes (the order or meaning of its ints and floats, a kernel's layout)."""
 
     VERSION = 1
     __slots__ = ("params", "ints", "floats", "objects")

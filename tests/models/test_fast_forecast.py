@@ -189,6 +189,22 @@ def test_demo_workload_with_replays_evictions_and_checkpoints(tmp_path: Any) -> 
     assert restored(tmp_path, bounded_fast.bank.checkpoint()) == restored(tmp_path, bounded_slow.bank.checkpoint())
 
 
+def test_a_packed_checkpoint_loads_point_by_point_where_no_pool_runs(tmp_path: Any) -> None:
+    """A compiled series' checkpoint (a packed slot) restores as the point-by-point models it stands for
+    in a pipeline without a pool: run point by point, or with the peak planner (which keeps the risk
+    planner it was checkpointed with, as any checkpoint keeps its configuration)."""
+    points = workload_points(series=24, ticks=120)
+    slow, fast = pipelines(tmp_path)
+    feed((slow, fast), random_batches(points, seed=5))
+    rows = fast.bank.checkpoint()
+    peak = ForecastPipeline(Settings(home=tmp_path, scaling_planner="peak"), NoStore())
+    peak.bank.key = bytes(32)
+    assert peak.pool is None
+    peak.bank.restore(rows)
+    assert {type(peak.bank.apply(s, 0, lambda m: m)).__name__ for s, _, _ in rows} == {"SeriesModels"}
+    assert states(peak, points) == restored(tmp_path, rows) == states(slow, points)
+
+
 def test_a_model_the_kernel_does_not_run_stays_point_by_point(tmp_path: Any) -> None:
     """A checkpoint of a forecaster otherwise configured (another coverage) loads as it is, not into a
     slot, and learns point by point next to compiled series."""
