@@ -82,20 +82,25 @@ class ModelBank:
     ``detector`` names the kind (and the checkpoints); ``factory`` makes a fresh model
     (default: ``make_detector(detector)``); ``key`` seals and opens checkpoints (default: a key
     of this process only, so a deployment passes its own, see ``sinks.model_state``).
-    ``adopt`` turns a model just unpickled (restored or evicted) into the form the bank holds
-    and ``export`` a held model into the object to pickle (default: both as they are; the fast
-    path's :class:`~models.detectors.fast_ensemble.EnsemblePool` holds slot handles and pickles
-    the point-by-point models they stand for).
+    ``adopt`` turns a model just unpickled (restored or evicted) into the form the bank holds,
+    ``export`` a held model into the point-by-point model it stands for (what callers inspect)
+    and ``freeze`` a held model into the object a checkpoint pickles (default: ``adopt`` and
+    ``export`` as they are, ``freeze`` as ``export``; the fast path's
+    :class:`~models.detectors.fast_ensemble.EnsemblePool` holds slot handles, exports the
+    point-by-point models they stand for and freezes their slots' packed state, which its
+    ``adopt`` loads directly).
     """
 
     def __init__(self, detector: str, max_series: int = 100_000, factory: Callable[[], Any] | None = None,
                  config: Mapping[str, Any] | None = None, key: bytes | None = None,
-                 adopt: Callable[[Any], Any] | None = None, export: Callable[[Any], Any] | None = None):
+                 adopt: Callable[[Any], Any] | None = None, export: Callable[[Any], Any] | None = None,
+                 freeze: Callable[[Any], Any] | None = None):
         self.detector = detector
         self.max_series = max_series
         self.factory = factory or partial(make_detector, detector)
         self.adopt = adopt or _as_is
         self.export = export or _as_is
+        self.freeze = freeze or self.export
         self.config = dict(config or {})
         self.key = key or _PROCESS_KEY
         # Live models by tenant, least recently used first: series -> (model, points, use stamp).
@@ -260,7 +265,7 @@ class ModelBank:
             live = self._where.get(series)
             if live is not None:
                 model, seen, _ = live[series]
-                state = pickle.dumps(self.export(model), protocol=pickle.HIGHEST_PROTOCOL)
+                state = pickle.dumps(self.freeze(model), protocol=pickle.HIGHEST_PROTOCOL)
                 rows.append((series, seen, self.seal(series, seen, state)))
         self._dirty.clear()
         return rows
@@ -310,7 +315,7 @@ class ModelBank:
             del self._where[series]
             self._changed(tenant, live)
             if series in self._dirty:
-                self._evicted[series] = (series, seen, pickle.dumps(self.export(model), protocol=pickle.HIGHEST_PROTOCOL))
+                self._evicted[series] = (series, seen, pickle.dumps(self.freeze(model), protocol=pickle.HIGHEST_PROTOCOL))
                 self._dirty.discard(series)
 
 

@@ -65,7 +65,7 @@ from core.settings import Settings
 from models.bank import ModelBank
 from models.forecasting.base import Forecaster
 from models.forecasting.cost import DAY, CostProjector
-from models.forecasting.fast_forecast import ForecastPool, ForecastSeries, Learned, export
+from models.forecasting.fast_forecast import ForecastPool, ForecastSeries, Learned, export, freeze
 from models.forecasting.holt_winters import HoltWintersForecaster
 from models.forecasting.peak import PeakForecaster
 from models.forecasting.risk import RiskPlanner, target_for
@@ -210,13 +210,19 @@ class ForecastPipeline(SavedModels):
         self.cost_model = f"cost:{settings.forecast_model}"
         # the default models run compiled, all series of a batch in one call (models.forecasting.fast_forecast);
         # compiled=False runs every series point by point (the definition, which tests hold the fast path to)
-        planner = (lambda: self._risk_planner(settings.scaling_overload_target, ScalingPolicy(1.0))
-                   if settings.scaling_planner == "risk" else PeakForecaster(window=settings.scaling_window))
+        risk = lambda: self._risk_planner(settings.scaling_overload_target, ScalingPolicy(1.0))  # noqa: E731
+        planner = risk if settings.scaling_planner == "risk" else lambda: PeakForecaster(window=settings.scaling_window)
         self.pool = ForecastPool.serving(SeriesModels, self._forecaster, planner, settings.forecast_every,
                                          settings.scaling_window, capacity=settings.max_series + 1) if compiled else None
+        # without a pool (compiled=False, or the peak planner), a checkpoint of a compiled series (a packed slot)
+        # loads as the point-by-point models it stands for
+        converter = None if self.pool is not None else ForecastPool.serving(
+            SeriesModels, self._forecaster, risk, settings.forecast_every, settings.scaling_window, capacity=1)
+        restored = (self.pool.adopt if self.pool is not None
+                    else None if converter is None else converter.point_by_point)  # (a pool's truth is its length)
         self.bank = ModelBank(f"forecast:{settings.forecast_model}", max_series=settings.max_series,
                               factory=SeriesModels if self.pool is None else self.pool.new,
-                              adopt=None if self.pool is None else self.pool.adopt, export=export,
+                              adopt=restored, export=export, freeze=freeze,
                               key=load_state_key(settings.state_key_file))
         self.state = state_location(settings.state_dir, store)  # where checkpoints go (M1_STATE_DIR)
         self._lock = threading.RLock()

@@ -33,7 +33,7 @@ from compliance.redact import Redactor, scrub_dead_letter
 from core.settings import Settings
 from core.kafka.topics import tenant_of_topic
 from models.bank import ModelBank
-from models.detectors.fast_ensemble import EnsemblePool, export
+from models.detectors.fast_ensemble import EnsemblePool, export, freeze
 from models.ordered import InOrder
 from models.registry import make_detector
 from models.detectors.threshold import Thresholds
@@ -146,7 +146,7 @@ class MetricsPipeline(SavedModels):
         self.pool = EnsemblePool.serving(factory, capacity=settings.max_series + 1)
         self.bank = ModelBank(settings.detector, max_series=settings.max_series,
                               factory=factory if self.pool is None else self.pool.new,
-                              adopt=None if self.pool is None else self.pool.adopt, export=export,
+                              adopt=None if self.pool is None else self.pool.adopt, export=export, freeze=freeze,
                               config=settings.changed_detector_options(), key=load_state_key(settings.state_key_file))
         self.quotas = IngestQuotas(settings)
         self.thresholds = Thresholds(settings.anomaly_threshold, settings.critical_threshold)

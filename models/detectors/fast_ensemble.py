@@ -5,13 +5,15 @@
 series; :meth:`EnsemblePool.score_many` scores and learns a whole batch of many series in one
 compiled call. The point-by-point classes stay the definition: the kernel does their arithmetic
 in their order (``tests/models/test_fast_ensemble.py`` holds the two to 1e-9 on NAB, ASD and the
-demo workload), and a slot is loaded from and saved as exactly the object they pickle, so
-checkpoints (``model_state`` rows, state files) are the same bytes either way.
+demo workload), and a slot loads from and exports as exactly the object they pickle.
 
 A :class:`FastSeries` is a slot's handle, what a :class:`~models.bank.ModelBank` holds: the bank
-pickles the point-by-point object it stands for (:func:`export`, the bank's ``export``), a
-checkpoint it loads becomes a handle again (:meth:`EnsemblePool.adopt`, the bank's ``adopt``),
-and its slot is freed when the bank drops it.
+pickles its slot packed (:class:`EnsembleState`, :func:`freeze`, the bank's ``freeze``: arrays,
+not the point-by-point model, which is dearer to build and to pickle), a checkpoint it loads
+becomes a handle again (:meth:`EnsemblePool.adopt`, the bank's ``adopt``: a packed slot or a
+point-by-point model, as older checkpoints hold), a bank without a pool loads a packed slot as
+the point-by-point model (:meth:`EnsemblePool.point_by_point`), and the slot is freed when the
+bank drops its handle.
 
 >>> import numpy as np, pickle
 >>> from models.ordered import InOrder
@@ -22,6 +24,9 @@ and its slot is freed when the bank drops it.
 >>> bool(np.allclose(fast.score_learn_many(xs, t), slow.score_learn_many(xs, t), rtol=0, atol=1e-9))
 True
 >>> pickle.dumps(fast.export()) == pickle.dumps(slow)
+True
+>>> again = pool.adopt(pickle.loads(pickle.dumps(fast.freeze())))
+>>> pickle.dumps(again.export()) == pickle.dumps(slow)
 True
 """
 
@@ -42,6 +47,7 @@ from models.detectors.context import ContextSurprise
 from models.detectors.ensemble import Ensemble
 from models.detectors.robust import RobustZ
 from models.ordered import InOrder
+from models.slot_state import SlotState, Unpacker, digest, load_window, ring_order
 from models.sorted_window import SortedWindow
 
 #: Names of the state arrays, in the order of the kernel's state tuple.
@@ -64,9 +70,21 @@ def warm_up() -> None:
     EnsemblePool(lambda: InOrder(Ensemble()), capacity=1).new().score_learn_many(np.ones(3), np.arange(3.0))
 
 
+class EnsembleState(SlotState):
+    """An :class:`EnsemblePool` slot as a checkpoint pickles it (see :mod:`models.slot_state`)."""
+
+    __slots__ = ()
+
+
 def export(model: Any) -> Any:
-    """What a bank pickles of ``model``: a handle's point-by-point model, any other model as it is."""
+    """The point-by-point model of ``model``: a handle's (see :meth:`FastSeries.export`), any other model as it is."""
     return model.export() if type(model) is FastSeries else model
+
+
+def freeze(model: Any) -> Any:
+    """What a bank pickles of ``model`` (its ``freeze``): a handle's packed slot (:class:`EnsembleState`),
+    any other model as it is."""
+    return model.freeze() if type(model) is FastSeries else model
 
 
 class FastSeries:
@@ -85,6 +103,10 @@ class FastSeries:
     def export(self) -> InOrder:
         """The point-by-point model in this slot's state."""
         return self.pool.export(self.slot)
+
+    def freeze(self) -> EnsembleState:
+        """This slot's state, packed (what a checkpoint pickles)."""
+        return self.pool.freeze(self.slot)
 
     def __del__(self) -> None:
         try:
@@ -108,6 +130,7 @@ class EnsemblePool:
         if not supported(model):
             raise ValueError("the fast path runs InOrder(Ensemble()) with the robust, seasonal_robust and context views")
         self.fp, self.ip = _parameters(model)
+        self.params = digest(self.fp, self.ip)
         views = model.detector.components
         self.window = max(views[0].window, views[1].window)
         self.halfwidth = views[1]._k
@@ -163,22 +186,49 @@ class EnsemblePool:
         return FastSeries(self, slot)
 
     def adopt(self, model: Any) -> FastSeries:
-        """A handle on a slot loaded with the point-by-point ``model`` (a checkpoint just unpickled);
-        ``ValueError`` if it is not one the kernel runs with this pool's parameters."""
+        """A handle on a slot loaded with ``model`` (a checkpoint just unpickled): an
+        :class:`EnsembleState` or the point-by-point model; ``ValueError`` if it is not one the
+        kernel runs with this pool's parameters."""
+        if type(model) is EnsembleState:
+            if model.params != self.params:
+                raise ValueError("the state of a model of another configuration")
+            slot = self._allocate()
+            try:
+                _thaw(self.state, slot, model)
+            except BaseException:
+                self.release(slot)
+                raise
+            return FastSeries(self, slot)
         if not supported(model) or not all(map(np.array_equal, _parameters(model), (self.fp, self.ip))):
             raise ValueError("not a model of this pool's configuration")
         slot = self._allocate()
         _load(self.state, slot, model)
         return FastSeries(self, slot)
 
-    def export(self, slot: int) -> InOrder:
-        """The point-by-point model holding ``slot``'s state (what a checkpoint pickles). A slot
-        of the batch being gathered is scored first, so its state includes that batch."""
+    def point_by_point(self, model: Any) -> Any:
+        """``model`` (a checkpoint just unpickled) as a bank without a pool holds it: an
+        :class:`EnsembleState` as the point-by-point model, any other model as it is."""
+        if type(model) is not EnsembleState:
+            return model
+        return self.adopt(model).export()
+
+    def _settle(self, slot: int) -> None:
+        """Score the batch being gathered first if ``slot`` is in it, so its state includes that batch."""
         if self._pending is not None and slot in self._pending and self._flush is not None:
             self._flush()
+
+    def export(self, slot: int) -> InOrder:
+        """The point-by-point model holding ``slot``'s state (a slot of the batch being gathered
+        is scored first, so its state includes that batch)."""
+        self._settle(slot)
         model = self.template()
         _save(self.state, slot, model)
         return model
+
+    def freeze(self, slot: int) -> EnsembleState:
+        """``slot``'s state packed (what a checkpoint pickles; the batch being gathered scored first)."""
+        self._settle(slot)
+        return _freeze(self.state, slot, self.ip, self.params)
 
     def score_many(self, items: Sequence[tuple[FastSeries, Sequence[float], Sequence[float]]]) -> list[np.ndarray]:
         """Scores of each ``(handle, values, times)`` (values and times in record order), as
@@ -337,3 +387,67 @@ def _save(st: dict[str, np.ndarray], s: int, model: InOrder) -> None:
     context.prev, context.n = (int(x) for x in st["cint"][s])
     model.last_ts, model.learned = float(st["last_ts"][s]), int(st["learned"][s])
     ensemble.suppressor.since = int(st["since"][s])
+
+
+def _mask_words(cells: int) -> int:
+    """The int64 words of a bitmask of ``cells`` bits."""
+    return (cells + 63) // 64
+
+
+def _freeze(st: dict[str, np.ndarray], s: int, ip: np.ndarray, params: bytes) -> EnsembleState:
+    """Slot ``s`` packed: ints (window lengths, past (len, maxlen, lag, held), calibrator counts,
+    per view gate (closed, open len, filled, top len), context (prev, n), learned, since, a
+    bitmask of the context counts that are not 0) and floats (windows, past, settling times,
+    calibrators, gates, the context's counts that are not 0, totals and range, last_ts), rings
+    from their oldest value."""
+    wmeta, pmeta, gmeta = st["wmeta"][s], st["pmeta"][s], st["gmeta"][s]
+    floats = []
+    for w in range(3):
+        ring = st["wring"][s, w, : wmeta[w, 0]]
+        floats += [ring[wmeta[w, 1] :], ring[: wmeta[w, 1]]]
+    n, head, maxlen, lag, held = pmeta.tolist()
+    floats += [ring_order(st["past"][s], head, n, maxlen), st["t0"][s, :held], st["cal"][s].ravel()]
+    for v in range(3):
+        closed, head, opened, _, top = gmeta[v].tolist()
+        floats += [ring_order(st["gclosed"][s, v], head, closed, ip[v * k.I_STRIDE + k.I_GATE_BLOCKS]).ravel(),
+                   st["gopen"][s, v, :opened], st["gtop"][s, v, :top]]
+    counts = st["ccounts"][s]  # the context's transition counts, often mostly zeros: a bitmask of the others
+    used = counts != 0.0
+    mask = np.zeros(8 * _mask_words(len(counts)), dtype=np.uint8)
+    mask[: (len(counts) + 7) // 8] = np.packbits(used)
+    floats += [counts[used], st["ctotals"][s], st["crange"][s], st["last_ts"][s : s + 1]]
+    ints = np.concatenate((wmeta[:, 0], (n, maxlen, lag, held), st["caln"][s], gmeta[:, [0, 2, 3, 4]].ravel(),
+                           st["cint"][s], st["learned"][s : s + 1], st["since"][s : s + 1], mask.view(np.int64)))
+    return EnsembleState(params, ints, np.concatenate(floats))
+
+
+def _thaw(st: dict[str, np.ndarray], s: int, state: EnsembleState) -> None:
+    """Slot ``s`` := the packed ``state`` (:func:`_freeze`'s layout; sorted windows rebuilt, as :func:`_load` does)."""
+    ints, floats = Unpacker(state.ints), Unpacker(state.floats)
+    lengths = ints.take(3)
+    for w, n in enumerate(lengths.tolist()):
+        load_window(st["wring"][s, w], st["wsorted"][s, w], st["wmeta"][s, w], floats.take(n))
+    n, maxlen, lag, held = ints.take(4).tolist()
+    st["past"][s, :n] = floats.take(n)
+    st["pmeta"][s] = (n, 0, maxlen, lag, held)
+    st["t0"][s, :held] = floats.take(held)
+    st["cal"][s] = floats.take(6).reshape(3, 2)
+    st["caln"][s] = ints.take(3)
+    width = st["gclosed"].shape[3]  # values a closed block holds (NaN past its top)
+    for v, (closed, opened, filled, top) in enumerate(ints.take(12).reshape(3, 4).tolist()):
+        st["gclosed"][s, v] = math.nan
+        st["gclosed"][s, v, :closed] = floats.take(closed * width).reshape(closed, width)
+        st["gopen"][s, v, :opened] = floats.take(opened)
+        st["gtop"][s, v, :top] = floats.take(top)
+        st["gmeta"][s, v] = (closed, 0, opened, filled, top)
+    st["cint"][s] = ints.take(2)
+    st["learned"][s], st["since"][s] = ints.take(2).tolist()
+    cells = st["ccounts"].shape[1]
+    used = np.unpackbits(ints.take(_mask_words(cells)).view(np.uint8), count=cells).astype(bool)
+    st["ccounts"][s] = 0.0
+    st["ccounts"][s, used] = floats.take(np.count_nonzero(used))
+    st["ctotals"][s] = floats.take(st["ctotals"].shape[1])
+    st["crange"][s] = floats.take(4)
+    st["last_ts"][s] = floats.take(1)[0]
+    if not (ints.at_end() and floats.at_end()):
+        raise ValueError("a packed slot state longer than its lengths say")

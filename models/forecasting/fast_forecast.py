@@ -6,14 +6,16 @@
 :class:`~models.forecasting.risk.RiskPlanner`) in the arrays of :mod:`models.forecasting.forecast_kernel`;
 :meth:`ForecastPool.learn` learns a batch of many series in one compiled call. The point-by-point classes
 stay the definition: the kernel does their arithmetic in their order
-(``tests/models/test_fast_forecast.py`` holds the two together), and a slot loads from and saves as exactly
-the object they pickle, so checkpoints are the same bytes either way. A series' cost projector stays a
+(``tests/models/test_fast_forecast.py`` holds the two together), and a slot loads from and exports as
+exactly the object they pickle. A series' cost projector stays a
 Python object on its handle (:attr:`ForecastSeries.cost`): it learns one hourly bucket at a time.
 
 A :class:`ForecastSeries` is a slot's handle, what a :class:`~models.bank.ModelBank` holds: the bank
-pickles the point-by-point object it stands for (:func:`export`), a checkpoint it loads becomes a handle
-again (:meth:`ForecastPool.adopt`; a model the kernel does not run stays as it is), and the slot is freed
-when the bank drops the handle.
+pickles its slot packed (:class:`ForecastState`, :func:`freeze`), a checkpoint it loads becomes a handle
+again (:meth:`ForecastPool.adopt`: a packed slot, or point-by-point models as older checkpoints hold; a
+model the kernel does not run stays as it is), a bank without a pool loads a packed slot as the
+point-by-point models (:meth:`ForecastPool.point_by_point`), and the slot is freed when the bank drops
+the handle.
 
 >>> import pickle
 >>> import numpy as np
@@ -35,6 +37,8 @@ True
 >>> state = lambda m: pickle.dumps((m.forecaster, m.peak, m.n, m.first_ts, m.last_ts))
 >>> state(fast.export()) == state(slow)
 True
+>>> state(pool.point_by_point(pickle.loads(pickle.dumps(fast.freeze())))) == state(slow)
+True
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from models.forecasting import forecast_kernel as k
 from models.forecasting.holt_winters import HoltWintersForecaster
 from models.forecasting.risk import RiskPlanner
 from models.forecasting.seasonality import detect_season
+from models.slot_state import SlotState, Unpacker, digest, load_window, ring_order
 from models.sorted_window import SortedWindow
 
 #: The kernel's state arrays, in the order of its state tuple (``k.S_*``); ``first`` is the pool's own.
@@ -68,9 +73,22 @@ class Learned(NamedTuple):
     first_ts: np.ndarray  # per series: the time of its first point
 
 
+class ForecastState(SlotState):
+    """A :class:`ForecastPool` slot as a checkpoint pickles it (see :mod:`models.slot_state`); its objects
+    are the handle's cost projector and last stamp."""
+
+    __slots__ = ()
+
+
 def export(model: Any) -> Any:
-    """What a bank pickles of ``model``: a handle's point-by-point models, any other model as it is."""
+    """The point-by-point models of ``model``: a handle's (see :meth:`ForecastSeries.export`), any other as they are."""
     return model.export() if type(model) is ForecastSeries else model
+
+
+def freeze(model: Any) -> Any:
+    """What a bank pickles of ``model`` (its ``freeze``): a handle's packed slot (:class:`ForecastState`),
+    any other models as they are."""
+    return model.freeze() if type(model) is ForecastSeries else model
 
 
 class ForecastSeries:
@@ -87,6 +105,10 @@ class ForecastSeries:
     def export(self) -> Any:
         """The point-by-point models in this slot's state."""
         return self.pool.export(self)
+
+    def freeze(self) -> ForecastState:
+        """This slot's state, packed (what a checkpoint pickles)."""
+        return self.pool.freeze(self)
 
     def __del__(self) -> None:
         try:
@@ -136,6 +158,7 @@ class ForecastPool:
                        "rmeta": (len(ci.steps), 5), "pend": (ci.horizon, ci.horizon),
                        "peaks": (max(p.base_windows, p.season, 1),), "sring": (p.scores.size,),
                        "ssrt": (p.scores.size,), "smeta": (5,)}
+        self.params = digest(self.fp, self.ip, self.steps, np.array([f.warmup, ci.horizon, ci.window]))
         self.capacity = 0
         self.state: dict[str, np.ndarray] = {}
         self.free: list[int] = []
@@ -165,7 +188,7 @@ class ForecastPool:
         if not self.free:
             self._grow(2 * self.capacity)
         slot = self.free.pop()
-        for name in ("fi", "rmeta", "smeta"):
+        for name in ("fi", "fs", "lev", "rmeta", "smeta"):  # all a packed slot holds past its lengths
             self.state[name][slot] = 0
         self.state["fi"][slot, k.I_SEASON] = -1
         return ForecastSeries(self, slot)
@@ -196,16 +219,35 @@ class ForecastPool:
         return True
 
     def adopt(self, models: Any) -> Any:
-        """A handle on a slot loaded with ``models`` (a checkpoint just unpickled) if the kernel runs them
-        and saves them as the same bytes; else ``models`` as they are (the pipeline runs them point by point)."""
+        """A handle on a slot loaded with ``models`` (a checkpoint just unpickled): a :class:`ForecastState`
+        of a pool configured as this one (else ``ValueError``), or point-by-point models if the kernel runs
+        them and saves them as the same bytes; else ``models`` as they are (the pipeline runs them point by
+        point)."""
         handle = self.new()
+        if type(models) is ForecastState:
+            if models.params != self.params:
+                raise ValueError("the state of forecasting models of another configuration")
+            _thaw(self.state, handle.slot, models)
+            handle.cost, handle.last_ts = models.objects
+            return handle
         if self.load(handle, models) and pickle.dumps(self.export(handle)) == pickle.dumps(models):
             return handle
         return models
 
+    def point_by_point(self, models: Any) -> Any:
+        """``models`` (a checkpoint just unpickled) as a bank without a pool holds them: a
+        :class:`ForecastState` as the point-by-point models, any other models as they are."""
+        return self.adopt(models).export() if type(models) is ForecastState else models
+
+    def freeze(self, handle: ForecastSeries) -> ForecastState:
+        """The slot's state packed (what a checkpoint pickles; the batch being gathered learned first)."""
+        if self._flush is not None:
+            self._flush()
+        return _freeze(self.state, handle.slot, self.params, (handle.cost, handle.last_ts))
+
     def export(self, handle: ForecastSeries) -> Any:
-        """The point-by-point models holding the slot's state (what a checkpoint pickles). A slot of the
-        batch being gathered is learned first, so its state includes that batch."""
+        """The point-by-point models holding the slot's state. A slot of the batch being gathered is
+        learned first, so its state includes that batch."""
         if self._flush is not None:
             self._flush()
         st, s = self.state, handle.slot
@@ -402,13 +444,67 @@ def _forecaster_signature(f: HoltWintersForecaster) -> tuple[Any, ...]:
 
 
 def _load_window(ring: np.ndarray, srt: np.ndarray, meta: np.ndarray, window: SortedWindow) -> None:
-    values = np.array(list(window), dtype=np.float64)
-    finite = np.sort(values[np.isfinite(values)])
-    ring[: len(values)] = values
-    srt[: len(finite)] = finite
-    meta[:] = (len(values), 0, len(finite), len(values) - len(finite), 0)
+    load_window(ring, srt, meta, np.array(list(window), dtype=np.float64))
 
 
 def _save_window(ring: np.ndarray, meta: np.ndarray, size: int) -> SortedWindow:
     n, head = int(meta[0]), int(meta[1])
     return SortedWindow(size, np.concatenate((ring[head:n], ring[:head])).tolist())
+
+
+#: The ring heads a packed slot starts at 0 (its rings are packed oldest first).
+_HEADS = [k.I_SE_HEAD, k.I_PEND_HEAD, k.I_PK_HEAD]
+
+
+def _frozen_lengths(fi: np.ndarray) -> tuple[int, int]:
+    """(season values, first values) a slot with ints ``fi`` packs: the season ring once the model is
+    initialised, else the seeds ``_seed`` wrote; the first values once a season is detected."""
+    season = int(fi[k.I_SEASON])
+    if season < 0:
+        return 0, 0
+    return (int(fi[k.I_SE_LEN]) if fi[k.I_INIT] else season), max(2, season)
+
+
+def _freeze(st: dict[str, np.ndarray], s: int, params: bytes, objects: tuple[Any, ...]) -> ForecastState:
+    """Slot ``s`` packed: ints ``fi`` (ring heads 0) and the residual and score window lengths; floats
+    ``fs``, the warm-up buffer, first values, season, last forecast, levels, residual windows, pending
+    forecasts, peaks and scores, rings oldest first."""
+    fi = st["fi"][s]
+    season_len, first_len = _frozen_lengths(fi)
+    horizon, steps = st["pend"].shape[1], st["lev"].shape[1]
+    floats = [st["fs"][s], st["buf"][s, : fi[k.I_BUF_LEN]], st["first"][s, :first_len],
+              ring_order(st["sea"][s], fi[k.I_SE_HEAD], season_len, fi[k.I_SEASON] + 1),
+              st["pts"][s, : fi[k.I_PTS_LEN]], st["lev"][s]]
+    for index in range(steps):
+        n, head = st["rmeta"][s, index, :2].tolist()
+        floats.append(ring_order(st["rring"][s, index], head, n, n))
+    floats.append(ring_order(st["pend"][s], fi[k.I_PEND_HEAD], fi[k.I_PEND_LEN], horizon).ravel())
+    floats.append(ring_order(st["peaks"][s], fi[k.I_PK_HEAD], fi[k.I_PK_LEN], fi[k.I_PK_MAX]))
+    n, head = st["smeta"][s, :2].tolist()
+    floats.append(ring_order(st["sring"][s], head, n, n))
+    ints = fi.copy()
+    ints[_HEADS] = 0
+    return ForecastState(params, np.concatenate((ints, st["rmeta"][s, :, 0], st["smeta"][s, :1])),
+                         np.concatenate(floats), objects)
+
+
+def _thaw(st: dict[str, np.ndarray], s: int, state: ForecastState) -> None:
+    """Slot ``s`` := the packed ``state`` (:func:`_freeze`'s layout; sorted windows rebuilt)."""
+    ints, floats = Unpacker(state.ints), Unpacker(state.floats)
+    fi = ints.take(k.FI_COUNT)
+    season_len, first_len = _frozen_lengths(fi)
+    horizon, steps = st["pend"].shape[1], st["lev"].shape[1]
+    st["fi"][s] = fi
+    st["fs"][s] = floats.take(k.FS_COUNT)
+    st["buf"][s, : fi[k.I_BUF_LEN]] = floats.take(fi[k.I_BUF_LEN])
+    st["first"][s, :first_len] = floats.take(first_len)
+    st["sea"][s, :season_len] = floats.take(season_len)
+    st["pts"][s, : fi[k.I_PTS_LEN]] = floats.take(fi[k.I_PTS_LEN])
+    st["lev"][s] = floats.take(steps)
+    for index, n in enumerate(ints.take(steps).tolist()):
+        load_window(st["rring"][s, index], st["rsrt"][s, index], st["rmeta"][s, index], floats.take(n))
+    st["pend"][s, : fi[k.I_PEND_LEN]] = floats.take(fi[k.I_PEND_LEN] * horizon).reshape(-1, horizon)
+    st["peaks"][s, : fi[k.I_PK_LEN]] = floats.take(fi[k.I_PK_LEN])
+    load_window(st["sring"][s], st["ssrt"][s], st["smeta"][s], floats.take(ints.take(1)[0]))
+    if not (ints.at_end() and floats.at_end()):
+        raise ValueError("a packed slot state longer than its lengths say")

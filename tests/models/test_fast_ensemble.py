@@ -3,8 +3,10 @@
 The definition is ``InOrder(Ensemble())`` fed one point at a time (``score_one`` then
 ``learn_one``). The fast path must match it to 1e-9 on the shared NAB and ASD data (read from
 the evaluation's data directories, ``$M1_NAB_DIR`` / ``$M1_ASD_DIR``) and on the demo workload
-(many series in one call, with replays), and hold the same state: a slot saves as the very
-bytes the point-by-point model pickles, and loads from them.
+(many series in one call, with replays), and hold the same state: a slot exports as the very
+bytes the point-by-point model pickles and loads from them, and its checkpoint (a packed slot,
+``EnsembleState``) restores into a pool or a point-by-point bank to the same state, which goes on
+scoring exactly as a series never checkpointed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from core.settings import Settings
 from m1.workload import Workload
 from models.bank import ModelBank
 from models.detectors.ensemble import Ensemble
-from models.detectors.fast_ensemble import EnsemblePool, export
+from models.detectors.fast_ensemble import EnsemblePool, EnsembleState, export, freeze
 from models.evaluation.cli import default_nab_data
 from models.evaluation.series import default_asd_data, read_series
 from models.ordered import InOrder
@@ -116,22 +118,33 @@ def test_demo_workload_many_series_per_call_with_replays() -> None:
         assert pickle.dumps(handle.export()) == pickle.dumps(slow[series])
 
 
+def fast_bank(pool: EnsemblePool, **options: object) -> ModelBank:
+    """A bank on ``pool`` as the metrics pipeline makes it (its checkpoints are packed slots)."""
+    return ModelBank("ensemble", factory=pool.new, adopt=pool.adopt, export=export, freeze=freeze, key=bytes(32),
+                     **options)  # type: ignore[arg-type]
+
+
+def slow_bank() -> ModelBank:
+    """A point-by-point bank that restores packed slots as point-by-point models."""
+    return ModelBank("ensemble", factory=reference, adopt=EnsemblePool(reference, capacity=1).point_by_point,
+                     key=bytes(32))
+
+
 def test_a_checkpoint_moves_between_the_fast_and_the_point_by_point_bank() -> None:
     """A fast bank's checkpoint restores into a point-by-point bank and back, mid-series, and
     both go on scoring alike; dropped series give their slots back."""
     xs, ts = shared_file("nab", "artificialWithAnomaly/art_daily_jumpsup.csv")
-    key = bytes(32)
     pool = EnsemblePool(reference)
-    fast = ModelBank("ensemble", factory=pool.new, adopt=pool.adopt, export=export, key=key)
-    slow = ModelBank("ensemble", factory=reference, key=key)
+    fast, slow = fast_bank(pool), slow_bank()
     half = len(xs) // 2
     fast.score_learn("a|r|s|m", xs[:half], ts[:half])
     rows = fast.checkpoint()
     slow.restore(rows)
     assert slow.checkpoint() == []  # restored, not changed
+    assert type(slow.apply("a|r|s|m", 0, lambda m: m)) is InOrder
     np.testing.assert_allclose(fast.score_learn("a|r|s|m", xs[half:-500], ts[half:-500]),
                                slow.score_learn("a|r|s|m", xs[half:-500], ts[half:-500]), rtol=0, atol=TOLERANCE)
-    again = ModelBank("ensemble", factory=pool.new, adopt=pool.adopt, export=export, key=key)
+    again = fast_bank(pool)
     again.restore(slow.checkpoint())
     np.testing.assert_allclose(again.score_learn("a|r|s|m", xs[-500:], ts[-500:]),
                                slow.score_learn("a|r|s|m", xs[-500:], ts[-500:]), rtol=0, atol=TOLERANCE)
@@ -140,12 +153,59 @@ def test_a_checkpoint_moves_between_the_fast_and_the_point_by_point_bank() -> No
     assert len(pool) == 1
 
 
+@pytest.mark.parametrize("corpus,name", FILES)
+def test_a_packed_checkpoint_restores_the_same_state_in_either_path(corpus: str, name: str) -> None:
+    """A series checkpointed mid-stream as a packed slot and restored, into a pool and into a
+    point-by-point bank, holds the state of the series it was taken from and scores on exactly
+    as that series does, never checkpointed."""
+    xs, ts = shared_file(corpus, name)
+    half = len(xs) // 2
+    pool = EnsemblePool(reference)
+    fast, slow = fast_bank(pool), ModelBank("ensemble", factory=reference, key=bytes(32))
+    fast.score_learn("a|r|s|m", xs[:half], ts[:half])
+    slow.score_learn("a|r|s|m", xs[:half], ts[:half])
+    ((series, points, sealed),) = rows = fast.checkpoint()
+    assert type(pickle.loads(fast.open(series, points, sealed))) is EnsembleState
+    into_pool, into_slow = fast_bank(pool), slow_bank()
+    into_pool.restore(rows)
+    into_slow.restore(rows)
+    model = lambda bank: bank.export(bank.apply(series, 0, lambda m: m))  # noqa: E731
+    assert pickle.dumps(model(into_pool)) == pickle.dumps(model(into_slow)) == pickle.dumps(model(fast))
+    np.testing.assert_array_equal(into_pool.score_learn(series, xs[half:], ts[half:]),
+                                  fast.score_learn(series, xs[half:], ts[half:]))
+    np.testing.assert_array_equal(into_slow.score_learn(series, xs[half:], ts[half:]),
+                                  slow.score_learn(series, xs[half:], ts[half:]))
+    assert pickle.dumps(model(into_pool)) == pickle.dumps(model(fast))
+
+
+def test_a_packed_slot_of_another_configuration_or_format_is_not_adopted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool refuses the packed slot of a pool with other parameters, and a packing of another
+    format does not unpickle: the bank starts those series afresh (logged), nothing else breaks."""
+    xs, ts = shared_file("nab", "artificialWithAnomaly/art_daily_jumpsup.csv")
+    other = EnsemblePool(lambda: InOrder(Ensemble(scale=3.0)))
+    handle = other.new()
+    handle.score_learn_many(xs[:500], ts[:500])
+    with pytest.raises(ValueError, match="another configuration"):
+        EnsemblePool(reference).adopt(handle.freeze())
+    state = handle.freeze()
+    with monkeypatch.context() as patch:  # a packing of the next format
+        patch.setattr(EnsembleState, "VERSION", EnsembleState.VERSION + 1)
+        newer = pickle.dumps(state)
+    bank = fast_bank(EnsemblePool(reference))
+    bank.restore([("a|r|s|m", 500, bank.seal("a|r|s|m", 500, newer))])
+    assert "a|r|s|m" not in bank
+    bank.restore([("a|r|s|m", 500, bank.seal("a|r|s|m", 500, pickle.dumps(state)))])
+    assert "a|r|s|m" not in bank  # another configuration
+    with pytest.raises(ValueError, match="format"):
+        pickle.loads(newer)
+
+
 def test_a_series_evicted_while_its_batch_is_gathered_is_saved_with_that_batch() -> None:
     """The bank evicts (and pickles) a series whose slot it handed out earlier in the same call:
     the points gathered so far are scored first, so the evicted state holds them."""
     xs, ts = shared_file("nab", "artificialWithAnomaly/art_daily_jumpsup.csv")
     pool = EnsemblePool(reference)
-    bank = ModelBank("ensemble", max_series=2, factory=pool.new, adopt=pool.adopt, export=export, key=bytes(32))
+    bank = fast_bank(pool, max_series=2)
     names = ["t|r|s|a", "t|r|s|b", "t|r|s|c"]  # three series, room for two: "a" goes while "c" is handed out
     starts = np.arange(0, 3 * 300 + 1, 300)
     got = pool.score_flat((bank.apply(n, 300, lambda model: model) for n in names), starts,
@@ -156,15 +216,18 @@ def test_a_series_evicted_while_its_batch_is_gathered_is_saved_with_that_batch()
     (row,) = [row for row in bank.checkpoint() if row[0] == "t|r|s|a"]
     slow = reference()
     one_by_one(slow, xs[:300], ts[:300])
-    assert bank.open(*row) == pickle.dumps(slow, protocol=pickle.HIGHEST_PROTOCOL)
+    assert pickle.dumps(pool.adopt(pickle.loads(bank.open(*row))).export()) == pickle.dumps(slow)
 
 
 def test_state_per_series_stays_under_50_kib() -> None:
-    """A series past its warm-up, its season and a context halving pickles under 50 KiB."""
+    """A series past its warm-up, its season and a context halving pickles under 50 KiB, packed
+    no larger than as the point-by-point model."""
     xs, ts = shared_file("nab", "realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv")
     handle = EnsemblePool(reference).new()
     handle.score_learn_many(xs, ts)
-    assert len(pickle.dumps(handle.export(), protocol=pickle.HIGHEST_PROTOCOL)) < 50 * 1024
+    packed = len(pickle.dumps(handle.freeze(), protocol=pickle.HIGHEST_PROTOCOL))
+    assert packed < 50 * 1024
+    assert packed <= len(pickle.dumps(handle.export(), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def test_a_fresh_process_loads_the_compiled_kernel_from_its_cache() -> None:

@@ -4,8 +4,8 @@ The definition is ``ForecastPipeline(..., compiled=False)``: every series' ``Ser
 forecaster with its conformal intervals, risk planner, cost projector) learns point by point. The fast
 path must publish the same forecasts, cost projections and recommendations (floats to 1e-9) on the shared
 NAB data (read from the evaluation's data directory, ``$M1_NAB_DIR``) and on the demo workload, in random
-batch sizes with replays, and hold the same state: its checkpoints are the same bytes, and load into
-either path.
+batch sizes with replays, and hold the same state: its checkpoints (packed slots, ``ForecastState``)
+restore to the same point-by-point models as the definition's, and either path's load into either path.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from core.settings import Settings
 from m1.workload import Workload
 from models.evaluation.cli import default_nab_data
 from models.evaluation.series import read_series
-from models.forecasting.fast_forecast import ForecastSeries
+from models.forecasting.fast_forecast import ForecastSeries, ForecastState
 from schemas.events import MetricPoint
 from streams.forecast_pipeline import ForecastOutcome, ForecastPipeline
 
@@ -80,6 +80,15 @@ def states(pipeline: ForecastPipeline, points: list[MetricPoint]) -> dict[str, b
             for series in sorted({p.series_key for p in points}) if series in bank}
 
 
+def restored(tmp_path: Any, rows: list[tuple[str, int, bytes]]) -> dict[str, bytes]:
+    """The point-by-point models checkpoint ``rows`` restore to in a fresh point-by-point pipeline, pickled."""
+    slow, _ = pipelines(tmp_path)
+    slow.bank.restore(rows)
+    assert all(series in slow.bank for series, _, _ in rows)
+    return {series: pickle.dumps(slow.bank.apply(series, 0, lambda m: m), protocol=pickle.HIGHEST_PROTOCOL)
+            for series, _, _ in rows}
+
+
 def feed(pipelines: tuple[ForecastPipeline, ...], batches: list[dict[str, list[MetricPoint]]]) -> list[ForecastOutcome]:
     """Each batch through every pipeline; the outcomes of the first."""
     outs = []
@@ -126,7 +135,7 @@ def test_shared_data_outputs_and_state_match_the_definition(tmp_path: Any, name:
     outs = feed((slow, fast), random_batches(points, seed=len(points)))
     assert sum(len(o.forecasts) for o in outs) and sum(len(o.recommendations) for o in outs)
     assert sum(len(o.costs) for o in outs)
-    assert fast.bank.checkpoint() == slow.bank.checkpoint()
+    assert restored(tmp_path, fast.bank.checkpoint()) == restored(tmp_path, slow.bank.checkpoint())
     assert states(fast, points) == states(slow, points)
     series = points[0].series_key
     assert type(fast.bank.apply(series, 0, lambda m: m)) is ForecastSeries  # it did run compiled
@@ -156,21 +165,44 @@ def test_demo_workload_with_replays_evictions_and_checkpoints(tmp_path: Any) -> 
     feed((bounded_slow, bounded_fast), batches[:half])
     assert states(fast, points) == states(slow, points)
     rows_slow, rows_fast = slow.bank.checkpoint(), fast.bank.checkpoint()
-    assert rows_fast == rows_slow
-    assert bounded_fast.bank.checkpoint() == bounded_slow.bank.checkpoint()  # evicted and live alike
-    # restart: the compiled path from the point-by-point checkpoint and the other way round
+    assert {type(pickle.loads(fast.bank.open(*row))) for row in rows_fast} == {ForecastState}
+    assert restored(tmp_path, rows_fast) == restored(tmp_path, rows_slow)
+    # evicted and live alike
+    assert restored(tmp_path, bounded_fast.bank.checkpoint()) == restored(tmp_path, bounded_slow.bank.checkpoint())
+    # restart: each path from either path's checkpoint
     again_slow, again_fast = pipelines(tmp_path)
+    packed_slow, packed_fast = pipelines(tmp_path)
     again_fast.bank.restore(rows_slow)
     again_slow.bank.restore(rows_fast)
+    packed_fast.bank.restore(rows_fast)
+    packed_slow.bank.restore(rows_slow)
     assert all(type(again_fast.bank.apply(s, 0, lambda m: m)) is ForecastSeries for s, _, _ in rows_slow)
-    outs = feed((slow, fast, again_slow, again_fast), batches[half:])
+    assert all(type(packed_fast.bank.apply(s, 0, lambda m: m)) is ForecastSeries for s, _, _ in rows_fast)
+    outs = feed((slow, fast, again_slow, again_fast, packed_slow, packed_fast), batches[half:])
     feed((bounded_slow, bounded_fast), batches[half:])  # (what the checkpoint above took of them went to no store)
     assert sum(len(o.recommendations) for o in outs) and sum(len(o.costs) for o in outs)
     assert states(again_fast, points) == states(slow, points) == states(fast, points)
+    assert states(again_slow, points) == states(packed_fast, points) == states(packed_slow, points) == states(slow, points)
     seasons = {fast.bank.export(fast.bank.apply(p.series_key, 0, lambda m: m)).forecaster.season
                for p in points if p.metric == "requests_per_s"}
     assert seasons - {0}  # the seasonal arithmetic ran too
-    assert bounded_fast.bank.checkpoint() == bounded_slow.bank.checkpoint()
+    assert restored(tmp_path, bounded_fast.bank.checkpoint()) == restored(tmp_path, bounded_slow.bank.checkpoint())
+
+
+def test_a_packed_checkpoint_loads_point_by_point_where_no_pool_runs(tmp_path: Any) -> None:
+    """A compiled series' checkpoint (a packed slot) restores as the point-by-point models it stands for
+    in a pipeline without a pool: run point by point, or with the peak planner (which keeps the risk
+    planner it was checkpointed with, as any checkpoint keeps its configuration)."""
+    points = workload_points(series=24, ticks=120)
+    slow, fast = pipelines(tmp_path)
+    feed((slow, fast), random_batches(points, seed=5))
+    rows = fast.bank.checkpoint()
+    peak = ForecastPipeline(Settings(home=tmp_path, scaling_planner="peak"), NoStore())
+    peak.bank.key = bytes(32)
+    assert peak.pool is None
+    peak.bank.restore(rows)
+    assert {type(peak.bank.apply(s, 0, lambda m: m)).__name__ for s, _, _ in rows} == {"SeriesModels"}
+    assert states(peak, points) == restored(tmp_path, rows) == states(slow, points)
 
 
 def test_a_model_the_kernel_does_not_run_stays_point_by_point(tmp_path: Any) -> None:
