@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     topic_otlp_metrics: str = Field(default="otlp_metrics", description="OTLP metrics as the Collector's Kafka exporter writes them.")
     topic_bottlenecks: str = Field(default="bottlenecks", description="Bottleneck reports of the periodic trace analysis.")
     otlp_encoding: str = Field(default="otlp_proto", description="Encoding of the OTLP topics: otlp_proto or otlp_json.")
+    red_grace_seconds: float = Field(default=60.0, gt=0, description="How late a span may come for its RED minute; a "
+                                     "minute closes this long after it ends (by span time) or after its key's last span.")
     bottleneck_seconds: float = Field(default=60.0, description="How often the bottleneck job runs; 0 disables the timer.")
     bottleneck_window_seconds: int = Field(default=900, description="Window of spans the bottleneck job analyses.")
 

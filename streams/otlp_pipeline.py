@@ -47,7 +47,7 @@ from sinks.clickhouse import Store
 from sinks.model_state import load_state_key
 from streams.metrics_pipeline import (BatchOutcome, MetricsPipeline, Record, TopicTenants, dead_letter, tenant_mismatch,
                                      too_far_ahead, topic_tenants)
-from streams.red import RED_GRACE_SECONDS, RedBank, RedSpans, decode_red, red_records, red_topic, resource_tenant
+from streams.red import RedBank, RedSpans, decode_red, red_records, red_topic, resource_tenant
 from streams.red_changelog import RedChangelog
 from streams.tracing import stage
 
@@ -139,14 +139,15 @@ class OtlpPipeline:
     transaction that commits the batch's offsets."""
 
     def __init__(self, settings: Settings, store: Store, metrics: MetricsPipeline,
-                 red_grace_seconds: float = RED_GRACE_SECONDS, red_changelog: RedChangelog | None = None) -> None:
+                 red_grace_seconds: float | None = None, red_changelog: RedChangelog | None = None) -> None:
         if settings.otlp_encoding not in ENCODINGS:
             raise ValueError(f"M1_OTLP_ENCODING={settings.otlp_encoding!r}: expected one of {', '.join(ENCODINGS)}")
         self.encoding = settings.otlp_encoding
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.red = RedBank(load_state_key(settings.state_key_file), red_grace_seconds)
+        grace = settings.red_grace_seconds if red_grace_seconds is None else red_grace_seconds
+        self.red = RedBank(load_state_key(settings.state_key_file), grace)
         self.red_topic = red_topic(settings)
         self.red_changelog = red_changelog or RedChangelog(settings)
         self._restoring = threading.Lock()

@@ -28,7 +28,7 @@ from m1.query_client import QueryError, run_query
 from core.settings import Settings
 from m1.worker_process import WorkerProcess
 from models.bank import MAC_BYTES
-from streams.red import RED_GRACE_SECONDS, _Saved
+from streams.red import _Saved
 from streams.red_changelog import RedChangelog
 from tests.helpers import produce, start_together, wait_for, worker_process
 from tests.test_scale_out import anomalies, group, handled, member
@@ -80,7 +80,7 @@ def workload(t0: int) -> list[tuple[str, bytes, bytes]]:
     for minute in range(MINUTES):
         out += [("spans", f"svc{s}".encode(), span_record(t0, minute, s)) for s in range(SERVICES)]
         out += [("metrics", f"h{h}".encode(), gauge_record(t0, minute, h)) for h in range(HOSTS)]
-    flush = MINUTES + 1 + int(RED_GRACE_SECONDS // 60)
+    flush = MINUTES + 1 + int(GRACE_SECONDS // 60)
     return out + [("spans", f"svc{s}".encode(), span_record(t0, flush, s)) for s in range(SERVICES)]
 
 
@@ -115,10 +115,14 @@ def states(settings: Settings) -> tuple[dict, dict]:
     return models, red
 
 
+#: The workers' RED grace: the idle timer closes the last minutes this long after their last span.
+GRACE_SECONDS = 10.0
+
+
 def otlp_group(root: Path, bootstrap: str) -> Settings:
     """A group as in ``test_scale_out``, scoring with ``zscore`` (it flags the workload's 45 minutes;
-    the ensemble is still warming up)."""
-    return group(root, bootstrap).model_copy(update={"detector": "zscore"})
+    the ensemble is still warming up), with a short RED grace (spans come in time order here)."""
+    return group(root, bootstrap).model_copy(update={"detector": "zscore", "red_grace_seconds": GRACE_SECONDS})
 
 
 def start(settings: Settings) -> WorkerProcess:
@@ -128,7 +132,7 @@ def start(settings: Settings) -> WorkerProcess:
 
 def wait_stored(workers: list[Settings], expected: int) -> None:
     """Wait until the workers stored ``expected`` points; else fail saying which series lack points."""
-    if wait_for(lambda: everything_stored(workers, expected), timeout=300 + RED_GRACE_SECONDS):
+    if wait_for(lambda: everything_stored(workers, expected), timeout=300 + GRACE_SECONDS):
         return
     per_series: dict[str, int] = {}
     for series, _, *_ in rows(workers):
@@ -156,7 +160,7 @@ def test_two_then_three_workers_one_killed_match_one_worker_on_otlp(tmp_path: Pa
     members = [shared] + [member(shared, tmp_path / "many" / f"w{i}") for i in (1, 2)]
     third = len(data) // 3
     # The single worker runs beside the group (its own topics, group and state directory): their
-    # waits for the idle timer (RED_GRACE_SECONDS after their last spans) overlap.
+    # waits for the idle timer (GRACE_SECONDS after their last spans) overlap.
     single, *workers = start_together([worker_process(s) for s in (one, *members[:2])], timeout=240)
     try:
         send(one, data)
