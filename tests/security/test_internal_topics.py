@@ -1,7 +1,7 @@
 """A tenant's Kafka login may write only to topics under its prefix ``<tenant>.``
 (``core.kafka.security.provision_tenant``). The worker's own topics carry no ``.``, so no tenant
 name, not even one equal to ``M1_APP_ID`` or to a topic's first word, reaches them: a tenant
-cannot forward rows to the store owner, forge RED spans or erasure notices, or feed the inputs of
+cannot forward rows to the store owner, forge RED spans, RED state or erasure notices, or feed the inputs of
 another tenant."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from core.settings import Settings
 from core.tenant_names import check_tenant
 from sinks.forwarding import inserts_topic
 from streams.red import red_topic
+from streams.red_changelog import changelog_topic
 
 
 def worker_topics(settings: Settings) -> dict[str, str]:
@@ -20,7 +21,7 @@ def worker_topics(settings: Settings) -> dict[str, str]:
     named = {name: value for name, value in settings.model_dump().items()
              if name.startswith("topic_") and isinstance(value, str)}
     return {**named, "store inserts": inserts_topic(settings.app_id), "RED spans": red_topic(settings),
-            "erasure notices": erasure_notices.topic(settings)}
+            "RED state": changelog_topic(settings), "erasure notices": erasure_notices.topic(settings)}
 
 
 @pytest.mark.parametrize("app_id", ["m1-analytics", "acme"])
