@@ -38,11 +38,11 @@ A consumer that forwards records to a topic the pipeline reads again (OTLP point
 minutes, re-keyed points) sends them through a :class:`streams.publisher.Forwarder`: in a Kafka
 transaction that the checkpoint commits together with the input offsets (the RED consumer also
 sends the RED state it changed, to its changelog topic: ``streams.red_changelog``), so a
-``read_committed`` reader (every batch consumer is one) sees each forwarded record exactly once, whoever crashed or stopped. A failed step that sent
-something, or any failed step of a consumer whose handler is not idempotent (``replay_on_failure``),
-rolls back to the last commit: the transaction is aborted, the state of every series or key read
-is dropped (restored from the checkpoint when next needed), and the partitions are read again from
-their committed offsets.
+``read_committed`` reader (every batch consumer is one) sees each forwarded record exactly once,
+whoever crashed or stopped. A failed step that sent something, or any failed step of a consumer
+whose handler is not idempotent (``replay_on_failure``), rolls back to the last commit: the
+transaction is aborted, the state of every series or key read is dropped (restored from the
+checkpoint when next needed), and the partitions are read again from their committed offsets.
 
 With ``M1_TENANT_TOPICS`` the consumer reads every tenant's ``<tenant>.<topic>`` instead of
 ``topic``: it subscribes by pattern and refreshes its metadata every
@@ -131,6 +131,8 @@ def flush_wait(fetched: Iterable[Sequence[ConsumerRecord]], flush_seconds: float
     0.15
     >>> flush_wait([[at(99.5)], [at(99.95)]], 0.25, now=100.0)  # one waited 0.5 s already
     0.0
+    >>> flush_wait([[at(4e9)]], 0.25, now=100.0), flush_wait([[at(-0.001)]], 0.25, now=100.0)  # forged, none
+    (0.25, 0.25)
     """
     stamps = [records[0].timestamp for records in fetched if records and records[0].timestamp >= 0]
     if not stamps:
