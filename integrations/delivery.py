@@ -309,6 +309,7 @@ class DeliveryService(Service):
 
     # -- one attempt ---------------------------------------------------------------------------
     async def _attempt(self, job: Job) -> None:
+        breaker: Breaker | None = None
         try:
             if not self.offsets.holds(job.tp, job.offset):
                 return  # its partition went to another consumer, which reads it again
@@ -334,12 +335,16 @@ class DeliveryService(Service):
                 breaker.succeeded()
             elif outcome.retryable and outcome.status != 429:
                 breaker.failed(time.time())
+            else:  # a 429 (Retry-After paces it) or a refusal: no verdict on the endpoint's health
+                breaker.released()
             self._outbox.append((job, self._records(job, outcome, time.time())))
             self._flushed.set()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("delivery: attempt of %s failed unexpectedly; retrying it", job.pending.notification.id)
+            if breaker is not None:
+                breaker.released()
             job.due = time.time() + self.policy.delay(job.pending.attempts + 1)
             self._schedule(job)
         finally:

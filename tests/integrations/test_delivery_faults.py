@@ -116,6 +116,31 @@ async def test_a_pending_retry_survives_a_restart_with_its_attempt_count(tmp_pat
 
 
 @pytest.mark.kafka
+async def test_a_probe_answered_429_does_not_hold_the_circuit_shut(tmp_path: Path, kafka_bootstrap: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two failures open the circuit; its probe gets a 429 (no verdict on the endpoint's health), so
+    the next try probes again and delivers (session 8's CI: a probe answered 429 left the circuit
+    waiting for a verdict forever, and the notification behind it was never tried again)."""
+    settings = delivery_settings(tmp_path, kafka_bootstrap, delivery_breaker_failures=2, delivery_breaker_seconds=0.5,
+                                 delivery_base_seconds=0.05, delivery_max_backoff_seconds=0.2)
+    monkeypatch.setenv("M1_TEST_PD", "R0UTINGKEY")
+    vendors = await FakeVendors().start()
+    vendors.script("/v2/enqueue", [500, 500, 429])
+    await _produce(settings, [notification(Receiver("pagerduty", "pd", f"{vendors.url}/v2/enqueue", "env:M1_TEST_PD"),
+                                           nid="probed")])
+    service = DeliveryService(settings)
+    await service.start()
+    try:
+        records = await consume_records(settings, settings.topic_deliveries, 4, timeout=30)
+    finally:
+        await service.stop()
+        await vendors.stop()
+    outcomes = [(json.loads(r.value)["attempt"], json.loads(r.value)["outcome"], json.loads(r.value)["status"])
+                for r in records]
+    assert outcomes == [(1, "failed", 500), (2, "failed", 500), (3, "failed", 429), (4, "delivered", 202)]
+
+
+@pytest.mark.kafka
 async def test_kafka_receiver_gets_the_event_keyed_by_notification_id(tmp_path: Path, kafka_bootstrap: str) -> None:
     settings = delivery_settings(tmp_path, kafka_bootstrap)
     out = f"incidents-out-{uuid.uuid4().hex[:6]}"
