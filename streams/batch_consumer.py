@@ -117,6 +117,8 @@ PAUSED_POLL_SECONDS = 1.0
 #: A timed checkpoint waits at least this many times the last one's duration: checkpoints then
 #: hold batches up for at most a tenth of the time (10,000 series take seconds to save).
 CHECKPOINT_SPACING = 9.0
+#: How often a batch read while the last one is handled looks for more records past its deadline.
+BUSY_POLL_SECONDS = 0.02
 
 
 def flush_wait(fetched: Iterable[Sequence[ConsumerRecord]], flush_seconds: float, now: float) -> float:
@@ -328,30 +330,45 @@ class BatchConsumer(Service):
 
     @Service.task
     async def _consume(self) -> None:
-        while not self.should_stop:
-            batch, generation = await self._next_batch()
-            events = batch.events
-            if not events:
-                continue
-            async with self._between_batches:
-                if self._generation != generation:  # fetched before a rebalance or roll-back: read again
-                    log.info("%s: %d records fetched before a rebalance are read again", self.topic, len(events))
+        """Handle batch after batch; the next one is read while the handler runs (see :meth:`_prefetch`)."""
+        prefetched: asyncio.Task[tuple[_Batch, int]] | None = None
+        try:
+            while not self.should_stop:
+                if prefetched is None:
+                    batch, generation = await self._next_batch()
+                else:
+                    (batch, generation), prefetched = await prefetched, None
+                events = batch.events
+                if not events:
                     continue
-                self._batch_assignment = self._consumer.assignment()
-                dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
-                if not await handle_batch(partial(self._attempt, events), dead_letters, self.retry, self,
-                                          f"batch of {len(events)} records of {self.topic}"):
-                    if self._replay:
-                        await self._roll_back()
-                    continue  # given up (see backoff): its offsets stay uncommitted, so it is read again
-                for tp, end in batch.ends.items():
-                    self._handled[tp] = max(self._handled.get(tp, 0), end)
-                    keys = self._keys.setdefault(tp, set())
-                    keys |= batch.keys[tp]
-                    keys.discard(None)
-                self._next.update(self._handled)
-            if self.checkpoint_due():
-                await self.checkpoint()
+                async with self._between_batches:
+                    if self._generation != generation:  # fetched before a rebalance or roll-back: read again
+                        log.info("%s: %d records fetched before a rebalance are read again", self.topic, len(events))
+                        continue
+                    self._batch_assignment = self._consumer.assignment()
+                    handled = asyncio.Event()
+                    prefetched = asyncio.ensure_future(self._next_batch(while_busy=handled))
+                    dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
+                    try:
+                        done = await handle_batch(partial(self._attempt, events), dead_letters, self.retry, self,
+                                                  f"batch of {len(events)} records of {self.topic}")
+                    finally:
+                        handled.set()
+                    if not done:
+                        if self._replay:
+                            await self._roll_back()
+                        continue  # given up (see backoff): its offsets stay uncommitted, so it is read again
+                    for tp, end in batch.ends.items():
+                        self._handled[tp] = max(self._handled.get(tp, 0), end)
+                        keys = self._keys.setdefault(tp, set())
+                        keys |= batch.keys[tp]
+                        keys.discard(None)
+                    self._next.update(self._handled)
+                if self.checkpoint_due():
+                    await self.checkpoint()
+        finally:
+            if prefetched is not None:
+                prefetched.cancel()
 
     async def _attempt(self, events: Sequence[KafkaEvent]) -> None:
         """One try of the handler; a failure that cannot be retried in place asks for a roll-back."""
@@ -449,10 +466,17 @@ class BatchConsumer(Service):
             self._rewind([KafkaEvent(r) for records in fetched.values() for r in records])
         return not self.should_stop
 
-    async def _next_batch(self) -> tuple[_Batch, int]:
+    async def _next_batch(self, while_busy: asyncio.Event | None = None) -> tuple[_Batch, int]:
         """Records until the batch is full or the first has waited ``flush_seconds`` (see
         :func:`flush_wait`), and the generation they were fetched in: records fetched before a rebalance or roll-back are dropped
-        (the partitions went back to their committed offsets, so they are fetched again)."""
+        (the partitions went back to their committed offsets, so they are fetched again).
+
+        With ``while_busy`` this reads the next batch while the handler has the last one (Kafka's
+        per-record parsing then runs while the handler's thread is in the store engine or a compiled
+        kernel, which release the GIL): the batch keeps filling until ``while_busy`` is set, even
+        past its deadline, and an idle poll says nothing about positions (the last batch is not
+        handled yet). A batch the handler is retrying pauses the input, so this then reads nothing.
+        """
         assert self._consumer is not None
         size, batch, generation = self.settings.batch_size, _Batch(), self._generation
         deadline: float | None = None
@@ -460,7 +484,9 @@ class BatchConsumer(Service):
         while len(batch.events) < size and not self.should_stop:
             wait = 1.0 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
-                break
+                if while_busy is None or while_busy.is_set():
+                    break
+                wait = BUSY_POLL_SECONDS
             fetched = await self._consumer.getmany(timeout_ms=int(wait * 1000), max_records=size - len(batch.events))
             if generation != self._generation:  # these records come from the new positions, not those before
                 batch, deadline, generation, dropped = _Batch(), None, self._generation, True
@@ -469,6 +495,10 @@ class BatchConsumer(Service):
             if batch.events and deadline is None:
                 deadline = time.monotonic() + flush_wait(fetched.values(), self.settings.flush_seconds, time.time())
             if not batch.events:
+                if while_busy is not None:
+                    if while_busy.is_set():
+                        break
+                    continue  # nothing yet: keep reading while the handler works
                 if not dropped:
                     await self._note_idle_positions(generation)
                 break  # idle: let the caller loop (and notice a stop)
