@@ -14,10 +14,12 @@ low-volume topics keep their Faust agents.
 
 Offsets are committed together with the models' checkpoints, every ``M1_SNAPSHOT_SECONDS`` (or
 less often, when a checkpoint takes more than a ninth of that: see ``CHECKPOINT_SPACING``) and on a
-clean stop: first the checkpoints are written, then the offsets of every batch
-handled before them are committed. After a crash the consumer resumes from the last
-checkpoint, so each detector re-learns exactly the points it had not saved, and the store's
-ReplacingMergeTree tables hide the rows written twice.
+clean stop: between two batches the models' changed state is cut (a cheap copy), then written
+while the next batches are handled, and once written the offsets of every batch handled before
+the cut are committed. After a crash the consumer resumes from the last checkpoint, so each
+detector re-learns exactly the points it had not saved, and the store's ReplacingMergeTree tables
+hide the rows written twice. The next checkpoint, a rebalance, a roll-back and a stop wait for a
+write in progress.
 
 Several workers may share the group (scale-out): every series lives in one partition (records
 are keyed by series; ``streams.metrics_pipeline`` re-keys the others), so one worker scores it.
@@ -157,9 +159,11 @@ class BatchConsumer(Service):
     """Consumes ``topic`` (or every tenant's, see above) in batches for ``handler``; started and
     stopped with the Faust app.
 
-    ``checkpoints`` (blocking callables, run in a thread between batches) save the handler's
-    models; the offsets handled before a checkpoint are committed right after it. They run
-    every ``M1_SNAPSHOT_SECONDS``, and also after a batch when ``checkpoint_due()`` says so; a
+    ``checkpoints`` (blocking callables, run in a thread between batches) cut the handler's
+    models' state; each may return a writer (a blocking callable) that saves what it cut, run
+    after the cut, off the batch path, in order with the others' writers. The offsets handled
+    before the cut are committed once every writer succeeded. Checkpoints run every
+    ``M1_SNAPSHOT_SECONDS``, and also after a batch when ``checkpoint_due()`` says so; a
     checkpoint that fails commits nothing, and the next one tries again.
 
     ``dead_letters`` takes the records of a batch the store rejected ``M1_STORE_RETRY_ATTEMPTS``
@@ -213,6 +217,7 @@ class BatchConsumer(Service):
         # offsets, so records fetched before one are stale (handled, they would be handled twice).
         self._generation = 0
         self._checkpoint_took = 0.0  # seconds the last timed checkpoint took (_checkpoint_clock)
+        self._writing: asyncio.Future[bool] | None = None  # a checkpoint written off the batch path
 
     async def on_start(self) -> None:
         tenant_topics = self.by_pattern
@@ -245,20 +250,57 @@ class BatchConsumer(Service):
             if self.forwarder is not None:
                 await self.forwarder.stop()
 
-    async def checkpoint(self) -> bool:
-        """Save the models, then commit the offsets of every batch handled before; returns whether
-        the models were saved. If a save fails (the store is down, say), nothing is committed:
-        those offsets wait for the next."""
+    async def checkpoint(self, wait: bool = True) -> bool:
+        """Cut the models' state between batches, write it, then commit the offsets of every batch
+        handled before the cut; returns whether the state was cut (and, waited for, written and
+        committed). With ``wait=False`` the write and commit run off the batch path, while batches
+        go on (not while the forwarder's transaction is open: it must be committed with exactly the
+        cut's offsets). A failed cut or write commits nothing: those offsets wait for the next
+        checkpoint, which also writes the series whose write failed."""
         async with self._between_batches:
+            await self._written()
+            loop = asyncio.get_running_loop()
             try:
-                for save in self.checkpoints:
-                    await asyncio.get_running_loop().run_in_executor(None, save)
+                writers = [await loop.run_in_executor(None, cut) for cut in self.checkpoints]
             except Exception:
                 log.exception("checkpoint failed; offsets of %d partitions stay uncommitted until one succeeds",
                               len(self._handled))
                 return False
             offsets, self._handled = self._handled, {}
-            return await self._commit(offsets)
+            if wait or (self.forwarder is not None and self.forwarder.in_transaction):
+                return await self._write_and_commit(writers, offsets, transactional=True)
+            self._writing = asyncio.ensure_future(self._write_and_commit(writers, offsets, transactional=False))
+            return True
+
+    async def _write_and_commit(self, writers: list[object], offsets: dict[TopicPartition, int],
+                                transactional: bool) -> bool:
+        """Run the cut's ``writers`` (those results of the checkpoint callables that are callable), in
+        order, in a thread; then commit ``offsets``. If one fails, the offsets go back to those
+        waiting for the next checkpoint."""
+        loop = asyncio.get_running_loop()
+        try:
+            for write in writers:
+                if callable(write):
+                    await loop.run_in_executor(None, write)
+        except Exception:
+            log.exception("checkpoint write failed; offsets of %d partitions stay uncommitted until one succeeds",
+                          len(offsets))
+            for tp, offset in offsets.items():
+                self._handled[tp] = max(self._handled.get(tp, 0), offset)
+            return False
+        return await self._commit(offsets, transactional)
+
+    async def _written(self) -> bool:
+        """Wait for the checkpoint being written off the batch path, if any; whether it succeeded.
+        (Shielded: a caller cancelled while it waits does not cancel the write.)"""
+        writing = self._writing
+        if writing is None:
+            return True
+        try:
+            return await asyncio.shield(writing)
+        finally:
+            if self._writing is writing and writing.done():
+                self._writing = None
 
     async def exclusively(self, step: Callable[[], Awaitable[object]], what: str) -> None:
         """Run ``step`` (which may forward records) between batches, then checkpoint if one is due;
@@ -325,7 +367,8 @@ class BatchConsumer(Service):
             await self.sleep(checkpoint_wait(self.settings.snapshot_seconds, self._checkpoint_took))
             if not self.should_stop:
                 started = time.monotonic()
-                await self.checkpoint()
+                if await self.checkpoint(wait=False):
+                    await self._written()
                 self._checkpoint_took = time.monotonic() - started
 
     @Service.task
@@ -365,7 +408,7 @@ class BatchConsumer(Service):
                         keys.discard(None)
                     self._next.update(self._handled)
                 if self.checkpoint_due():
-                    await self.checkpoint()
+                    await self.checkpoint(wait=False)
         finally:
             if prefetched is not None:
                 prefetched.cancel()
@@ -384,7 +427,8 @@ class BatchConsumer(Service):
 
     async def _roll_back(self) -> None:
         """Back to the last commit: drop what is uncommitted, read every partition again from its
-        committed offset (or its first, without one)."""
+        committed offset (or its first, without one). A checkpoint being written commits first."""
+        await self._written()
         self._replay = False
         self._generation += 1
         self._handled = {}
@@ -524,15 +568,17 @@ class BatchConsumer(Service):
             if position != self._next.get(tp):
                 self._handled[tp] = self._next[tp] = position
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> bool:
+    async def _commit(self, offsets: dict[TopicPartition, int], transactional: bool = True) -> bool:
         """Commit ``offsets`` of the partitions still assigned, with the forwarder's transaction if
-        one is open; the others are their new owner's to replay (a rebalance while a batch waited
-        for the store, say). False if the transaction failed (then it is rolled back)."""
+        one is open (and ``transactional``: a checkpoint written off the batch path commits its
+        offsets alone, the transaction holds records of later batches); the others are their new
+        owner's to replay (a rebalance while a batch waited for the store, say). False if the
+        transaction failed (then it is rolled back)."""
         if self._consumer is None:
             return True
         assigned = self._consumer.assignment()
         offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-        if self.forwarder is not None and self.forwarder.in_transaction:
+        if transactional and self.forwarder is not None and self.forwarder.in_transaction:
             try:
                 return await self.forwarder.commit(offsets, self.group_id)
             except Exception:
