@@ -105,7 +105,8 @@ def metrics_consumer(settings: Settings, pipeline: MetricsPipeline, forecast: Fo
         settings, settings.topic_metrics, group_id=group_id, forwarder=forwarder,
         handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings, forwarder.send), forecast,
                                          observed),
-        checkpoints=[pipeline.checkpoint, forecasting.checkpoint, observed.checkpointed],  # the last only if all saved
+        # cut both banks between batches; their writers run off the batch path, then the last one (only if all saved)
+        checkpoints=[pipeline.cut, forecasting.cut, lambda: observed.checkpointed],
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),
         # the records of a batch the store kept rejecting
         dead_letters=observed.counting_dead_letters(batch_dead_letters(pipeline, publisher, settings)),

@@ -118,6 +118,13 @@ class SavedModels:
         with self._lock, stage("checkpoint"):
             return self.state.save(self.bank)
 
+    def cut(self) -> Callable[[], int]:
+        """Cut the changed model state now (cheap: call it between batches); the writer returned
+        stores it in :attr:`state` without the lock, while batches go on, and returns how many
+        series it saved (``streams.batch_consumer`` runs it, then commits)."""
+        with self._lock, stage("checkpoint"):
+            return self.state.snapshot(self.bank)
+
     def forget(self, series: Iterable[str]) -> None:
         """Drop the models of ``series``: their partitions went to another worker, which saves their
         state from now on; a later use restores it from :attr:`state` (``streams.batch_consumer``)."""
