@@ -13,7 +13,8 @@ not the point-by-point model, which is dearer to build and to pickle), a checkpo
 becomes a handle again (:meth:`EnsemblePool.adopt`, the bank's ``adopt``: a packed slot or a
 point-by-point model, as older checkpoints hold), a bank without a pool loads a packed slot as
 the point-by-point model (:meth:`EnsemblePool.point_by_point`), and the slot is freed when the
-bank drops its handle.
+bank drops its handle. A checkpoint's cut copies many slots at once (:meth:`EnsemblePool.copy_slots`,
+see :class:`~models.slot_state.SlotCut`) and packs them from the copies as :func:`freeze` would have.
 
 >>> import numpy as np, pickle
 >>> from models.ordered import InOrder
@@ -47,12 +48,14 @@ from models.detectors.context import ContextSurprise
 from models.detectors.ensemble import Ensemble
 from models.detectors.robust import RobustZ
 from models.ordered import InOrder
-from models.slot_state import SlotState, Unpacker, digest, load_window, ring_order
+from models.slot_state import SlotHandle, SlotState, Unpacker, digest, load_window, ring_order
 from models.sorted_window import SortedWindow
 
 #: Names of the state arrays, in the order of the kernel's state tuple.
 FIELDS = ("wring", "wsorted", "wmeta", "past", "pmeta", "t0", "cal", "caln", "gclosed", "gopen", "gtop", "gmeta",
           "ccounts", "ctotals", "crange", "cint", "last_ts", "learned", "since")
+#: The arrays a slot packs from (:func:`_freeze`): all but the sorted copies of the windows.
+PACKED = tuple(name for name in FIELDS if name != "wsorted")
 
 
 def supported(model: Any) -> bool:
@@ -87,7 +90,7 @@ def freeze(model: Any) -> Any:
     return model.freeze() if type(model) is FastSeries else model
 
 
-class FastSeries:
+class FastSeries(SlotHandle):
     """A series' slot in an :class:`EnsemblePool`; :meth:`export` is the point-by-point model it stands for."""
 
     __slots__ = ("pool", "slot", "__weakref__")
@@ -228,7 +231,25 @@ class EnsemblePool:
     def freeze(self, slot: int) -> EnsembleState:
         """``slot``'s state packed (what a checkpoint pickles; the batch being gathered scored first)."""
         self._settle(slot)
-        return _freeze(self.state, slot, self.ip, self.params)
+        return self.pack(self.state, slot, ())
+
+    def copy_slots(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of the arrays a slot packs from, row ``i`` slot ``slots[i]``'s (the batch being gathered
+        scored first); the rings only as far as one of them is filled."""
+        if self._pending and self._flush is not None:
+            self._flush()
+        st = self.state
+        copies = {name: np.take(st[name], slots, axis=0) for name in PACKED if name not in ("wring", "past")}
+        filled = int(copies["wmeta"][:, :, 0].max(initial=0))
+        count, head, size = copies["pmeta"][:, 0], copies["pmeta"][:, 1], copies["pmeta"][:, 2]
+        reach = int(np.where(head + count > size, size, head + count).max(initial=0))
+        copies["wring"] = np.take(st["wring"][:, :, :filled], slots, axis=0)
+        copies["past"] = np.take(st["past"][:, :reach], slots, axis=0)
+        return copies
+
+    def pack(self, state: dict[str, np.ndarray], row: int, objects: tuple[Any, ...] = ()) -> EnsembleState:
+        """Row ``row`` of ``state`` (the pool's arrays or a :meth:`copy_slots`) packed."""
+        return _freeze(state, row, self.ip, self.params)
 
     def score_many(self, items: Sequence[tuple[FastSeries, Sequence[float], Sequence[float]]]) -> list[np.ndarray]:
         """Scores of each ``(handle, values, times)`` (values and times in record order), as
