@@ -5,7 +5,8 @@ the defaults) and fed the demo workload, ``--warm`` batches first. Then, ``--rep
 more batch (every series of a batch dirty) and a checkpoint, alternating the two ways of taking it:
 ``save`` (cut and write at once, what ``SavedModels.checkpoint`` does between batches today) and
 ``cut`` then ``write`` (``StateLocation.snapshot``: only the cut has to happen between batches).
-Wall-clock milliseconds, median and every run; the machine's load is printed with them.
+Milliseconds of wall clock and of this thread's CPU, median and every run; the machine's load is
+printed with them (on a loaded machine the wall clock includes waiting for a core).
 
     PYTHONPATH=$PWD .venv/bin/python scripts/bench_checkpoint.py --series 10000
 """
@@ -44,7 +45,7 @@ def main(
     batches = [[Record("bench", 0, i + j, k, v) for j, (k, v) in enumerate(records[i : i + batch])]
                for i in range(0, len(records), batch)]
     pipelines: dict[str, SavedModels] = {"metrics": metrics, "forecasting": forecasts}
-    times: dict[tuple[str, str], list[float]] = {}
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}  # (wall, CPU) seconds
     saved: dict[str, int] = {}
     for number, records_batch in enumerate(batches):
         now = time.time()
@@ -55,15 +56,16 @@ def main(
         for name, pipeline in pipelines.items():
             if number < warm - 1:
                 continue
-            start = time.perf_counter()
+            start = clock()
             if number < warm or number % 2:
                 saved[name] = pipeline.state.save(pipeline.bank)
-                took = {"save": time.perf_counter() - start}
+                took = {"save": since(start)}
             else:
                 write = pipeline.state.snapshot(pipeline.bank)
-                cut = time.perf_counter()
+                took = {"cut": since(start)}
+                start = clock()
                 saved[name] = write()
-                took = {"cut": cut - start, "write": time.perf_counter() - cut}
+                took["write"] = since(start)
             if number >= warm:
                 for what, seconds in took.items():
                     times.setdefault((name, what), []).append(seconds)
@@ -72,8 +74,20 @@ def main(
           + ", ".join(f"{name} {count:,}" for name, count in saved.items())
           + f"; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     for (name, what), values in sorted(times.items()):
-        print(f"{name:12s} {what:6s} median {1000 * statistics.median(values):7.1f} ms   "
-              f"runs {' '.join(f'{1000 * v:.0f}' for v in values)}")
+        for index, kind in enumerate(("wall", "CPU")):
+            runs = [1000 * value[index] for value in values]
+            print(f"{name:12s} {what:6s} {kind:4s} median {statistics.median(runs):7.1f} ms   "
+                  f"runs {' '.join(f'{run:.0f}' for run in runs)}")
+
+
+def clock() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall, CPU) seconds since ``start`` (a :func:`clock`)."""
+    wall, cpu = clock()
+    return wall - start[0], cpu - start[1]
 
 
 if __name__ == "__main__":

@@ -243,8 +243,8 @@ class EnsemblePool:
         filled = int(copies["wmeta"][:, :, 0].max(initial=0))
         count, head, size = copies["pmeta"][:, 0], copies["pmeta"][:, 1], copies["pmeta"][:, 2]
         reach = int(np.where(head + count > size, size, head + count).max(initial=0))
-        copies["wring"] = np.take(st["wring"][:, :, :filled], slots, axis=0)
-        copies["past"] = np.take(st["past"][:, :reach], slots, axis=0)
+        # indexed, not np.take, as views: np.take copies a view whole first
+        copies["wring"], copies["past"] = st["wring"][slots, :, :filled], st["past"][slots, :reach]
         return copies
 
     def pack(self, state: dict[str, np.ndarray], row: int, objects: tuple[Any, ...] = ()) -> EnsembleState:
