@@ -8,7 +8,9 @@ those of a tenant within its fair share (``max_series`` / tenants live). With on
 plain LRU. An evicted series is checkpointed before it goes, so it resumes where it left off.
 
 ``checkpoint`` hands back the series changed since the last one as ``(series, points, state)``
-rows and ``restore`` loads such rows. ``state`` is sealed: a format byte, an HMAC-SHA256 (with
+rows and ``restore`` loads such rows. ``snapshot`` splits a checkpoint in two: a cheap cut now (the
+changed series' state copied) and the rows later, from the copies only, while the bank learns on
+(:class:`Snapshot`). ``state`` is sealed: a format byte, an HMAC-SHA256 (with
 the bank's ``key``) of the detector kind, series, points and pickle, then the pickle. ``restore``
 checks the MAC in constant time *before* unpickling: a row without a valid MAC (unsigned, altered,
 or sealed with another key) is never unpickled, and its series starts afresh.
@@ -29,6 +31,16 @@ or sealed with another key) is never unpickled, and its series starts afresh.
 >>> other.points("a")
 0
 
+The rows of a snapshot are those a checkpoint at its cut gives, however much the bank learned since:
+
+>>> _ = bank.score_learn("a", np.array([1.2]), np.array([3.0]))
+>>> snapshot = bank.snapshot()  # under the lock that guards the bank, between batches
+>>> _ = bank.score_learn("a", np.array([0.8]), np.array([4.0]))
+>>> rows = snapshot.rows()  # off the batch path (another thread may learn meanwhile)
+>>> [(series, points) for series, points, _ in rows], bank.points("a")
+([('a', 4)], 5)
+>>> snapshot.written()  # stored: a series of it the bank drops now restores from the store
+
 Any picklable per-series model works given a ``factory``; ``apply`` runs a function on it:
 
 >>> counts = ModelBank("count", factory=list)
@@ -46,6 +58,7 @@ import json
 import logging
 import os
 import pickle
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
@@ -56,6 +69,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, hmac
 
 from models.registry import make_detector
+from models.slot_state import SlotCut, SlotHandle
 from core.tenant_names import series_tenant
 
 #: A checkpoint row: series key, points learned so far, sealed state (see :meth:`ModelBank.seal`).
@@ -88,7 +102,8 @@ class ModelBank:
     ``export`` as they are, ``freeze`` as ``export``; the fast path's
     :class:`~models.detectors.fast_ensemble.EnsemblePool` holds slot handles, exports the
     point-by-point models they stand for and freezes their slots' packed state, which its
-    ``adopt`` loads directly).
+    ``adopt`` loads directly). A snapshot cuts a held :class:`~models.slot_state.SlotHandle` with the
+    other slots of its pool (the state its ``freeze`` packs), and freezes any other model at the cut.
     """
 
     def __init__(self, detector: str, max_series: int = 100_000, factory: Callable[[], Any] | None = None,
@@ -115,6 +130,10 @@ class ModelBank:
         self._heads: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
         self._evicted: dict[str, tuple[str, int, bytes]] = {}  # series -> (series, points, pickle)
+        # Snapshots not written yet, in cut order (failed ones until the next cut takes their series back);
+        # their writers end them from another thread, hence the lock.
+        self._snapshots: list[Snapshot] = []
+        self._snapshots_lock = threading.Lock()
 
     @property
     def state_key(self) -> str:
@@ -198,16 +217,29 @@ class ModelBank:
             return self.apply(series, points, fn)
 
     def discard(self, series: str) -> None:
-        """Forget the series' model (live or evicted); the next use starts a fresh one."""
+        """Forget the series' model (live or evicted); the next use starts a fresh one (but see
+        :meth:`missing`). A snapshot not written yet still writes it, and does not take it back if
+        its write fails: whoever holds the series now saves it."""
         self._evicted.pop(series, None)
         live = self._where.pop(series, None)
         if live is not None:
             del live[series]
             self._changed(series_tenant(series), live)
+        if self._snapshots:
+            with self._snapshots_lock:
+                for snapshot in self._snapshots:
+                    if series in snapshot._entries:
+                        snapshot._forgotten.add(series)
 
     def missing(self, series: Iterable[str]) -> list[str]:
-        """The given series that have no state here (candidates for ``restore``)."""
-        return [s for s in series if s not in self._where and s not in self._evicted]
+        """The given series that have no state here (candidates for ``restore``). A series whose
+        state waits in a snapshot not written yet (or failed) is loaded from there first: rows
+        already saved of it are older."""
+        absent = [s for s in series if s not in self._where and s not in self._evicted]
+        if absent and self._snapshots:
+            absent = [s for s in absent if not self._revive(s)]
+            self._evict_overflow()
+        return absent
 
     def restore(self, rows: Iterable[StateRow]) -> None:
         """Load checkpoint rows (series not live yet only: live state is newer). A row whose
@@ -221,10 +253,7 @@ class ModelBank:
             if state is None:
                 refused += 1
                 continue
-            try:
-                self._put(series, self.adopt(pickle.loads(state)), points)
-            except Exception:
-                log.exception("the saved %s state of %s does not load; it starts afresh", self.detector, series)
+            self._load(series, points, state)
         if refused:
             log.warning("%d saved %s states not loaded: unsigned, altered or sealed with another key "
                         "(M1_STATE_KEY_PATH); those series start afresh", refused, self.detector)
@@ -258,17 +287,92 @@ class ModelBank:
         return len(self._evicted) >= max(1, self.max_series // 10)
 
     def checkpoint(self) -> list[StateRow]:
-        """Sealed rows for every series changed or evicted since the last checkpoint."""
-        rows = [(series, seen, self.seal(series, seen, state)) for series, seen, state in self._evicted.values()]
-        self._evicted.clear()
-        for series in self._dirty:  # sealed one by one: the pickles are not held twice
-            live = self._where.get(series)
-            if live is not None:
-                model, seen, _ = live[series]
-                state = pickle.dumps(self.freeze(model), protocol=pickle.HIGHEST_PROTOCOL)
-                rows.append((series, seen, self.seal(series, seen, state)))
-        self._dirty.clear()
+        """Sealed rows for every series changed or evicted since the last checkpoint (a snapshot's
+        rows, taken as written)."""
+        snapshot = self.snapshot()
+        rows = snapshot.rows()
+        snapshot.written()
         return rows
+
+    def snapshot(self) -> Snapshot:
+        """Cut now the state of every series changed or evicted since the last cut, for
+        :meth:`Snapshot.rows` to seal later (the rows a checkpoint now gives). Cheap: the slots of
+        pooled series are copied a few arrays at once, other models frozen and pickled. Call it
+        where the bank is not in use (under the lock that guards it), as any other method but the
+        snapshot's own; until the snapshot is written, a series of it the bank drops loads from it
+        again (:meth:`missing`). The series of failed snapshots are taken back first: they are
+        dirty again, or evicted with the state of their snapshot (unless a newer state of theirs is
+        saved or on its way, or they were discarded since)."""
+        with self._snapshots_lock:
+            pending = self._snapshots
+            for at in reversed(range(len(pending))):  # newest first: its state wins
+                if pending[at]._failed:
+                    self._take_back(pending.pop(at), pending[at:])
+        entries: dict[str, tuple[int, bytes | SlotCut, int]] = {
+            series: (seen, state, 0) for series, seen, state in self._evicted.values()}
+        cuts: dict[int, SlotCut] = {}
+        where = self._where
+        for series in self._dirty:
+            live = where.get(series)
+            if live is None:  # discarded
+                continue
+            model, seen, _ = live[series]
+            objects = model.objects() if isinstance(model, SlotHandle) else None
+            if objects is None:
+                entries[series] = (seen, pickle.dumps(self.freeze(model), protocol=pickle.HIGHEST_PROTOCOL), 0)
+                continue
+            cut = cuts.get(id(model.pool))
+            if cut is None:
+                cut = cuts[id(model.pool)] = SlotCut(model.pool)
+            entries[series] = (seen, cut, cut.add(model, objects))
+        for cut in cuts.values():
+            cut.take()
+        self._evicted, self._dirty = {}, set()
+        snapshot = Snapshot(self, entries)
+        with self._snapshots_lock:
+            self._snapshots.append(snapshot)
+        return snapshot
+
+    def _take_back(self, failed: Snapshot, newer: list[Snapshot]) -> None:
+        """The series of a snapshot whose write failed, dirty again or evicted with its state, unless
+        one of the ``newer`` snapshots not written holds them (see :meth:`snapshot`)."""
+        for series, (seen, _, _) in failed._entries.items():
+            if series in self._where:
+                self._dirty.add(series)
+            elif not (series in self._evicted or series in failed._superseded or series in failed._forgotten
+                      or any(series in later._entries for later in newer)):
+                self._evicted[series] = (series, seen, failed.state(series))
+
+    def _revive(self, series: str) -> bool:
+        """Load ``series`` from the newest snapshot not written that holds it; whether one did."""
+        with self._snapshots_lock:
+            for snapshot in reversed(self._snapshots):
+                entry = snapshot._entries.get(series)
+                if entry is not None and series not in snapshot._superseded:
+                    return self._load(series, entry[0], snapshot.state(series))
+        return False
+
+    def _written(self, snapshot: Snapshot) -> None:
+        with self._snapshots_lock:
+            if snapshot not in self._snapshots:
+                return
+            at = self._snapshots.index(snapshot)
+            for older in self._snapshots[:at]:  # their state of these series is not to be restored nor written again
+                older._superseded.update(series for series in snapshot._entries if series in older._entries)
+            del self._snapshots[at]
+
+    def _failed(self, snapshot: Snapshot) -> None:
+        with self._snapshots_lock:
+            snapshot._failed = True
+
+    def _load(self, series: str, points: int, state: bytes) -> bool:
+        """Put ``state`` (a pickle) live as ``series``' model; whether it loaded (if not, logged)."""
+        try:
+            self._put(series, self.adopt(pickle.loads(state)), points)
+        except Exception:
+            log.exception("the saved %s state of %s does not load; it starts afresh", self.detector, series)
+            return False
+        return True
 
     def _put(self, series: str, model: Any, points: int) -> None:
         """Make ``series`` the most recently used model of its tenant."""
@@ -317,6 +421,44 @@ class ModelBank:
             if series in self._dirty:
                 self._evicted[series] = (series, seen, pickle.dumps(self.freeze(model), protocol=pickle.HIGHEST_PROTOCOL))
                 self._dirty.discard(series)
+
+
+class Snapshot:
+    """The state of a bank's changed series at a cut (:meth:`ModelBank.snapshot`), waiting to be written.
+
+    :meth:`rows` reads only what the cut copied, so a writer may call it in another thread while the
+    bank learns on; :meth:`written` or :meth:`failed` then ends the snapshot (from any thread).
+    """
+
+    def __init__(self, bank: ModelBank, entries: dict[str, tuple[int, bytes | SlotCut, int]]):
+        self._bank = bank
+        # series -> (points, its pickle or the cut holding its slot, its row in that cut)
+        self._entries = entries
+        self._superseded: set[str] = set()  # a newer snapshot of these series is written
+        self._forgotten: set[str] = set()  # the bank discarded these series since the cut
+        self._failed = False
+
+    def state(self, series: str) -> bytes:
+        """The pickle of ``series``' state at the cut (``KeyError`` if the snapshot does not hold it)."""
+        _, source, row = self._entries[series]
+        if isinstance(source, SlotCut):
+            return pickle.dumps(source.packed(row), protocol=pickle.HIGHEST_PROTOCOL)
+        return source
+
+    def rows(self) -> list[StateRow]:
+        """The sealed rows of the snapshot's series: those :meth:`ModelBank.checkpoint` gave at the cut."""
+        seal = self._bank.seal
+        return [(series, seen, seal(series, seen, self.state(series)))
+                for series, (seen, _, _) in self._entries.items()]
+
+    def written(self) -> None:
+        """The rows are stored: a series of the snapshot the bank drops now restores from the store."""
+        self._bank._written(self)
+
+    def failed(self) -> None:
+        """The rows could not be stored: the bank's next snapshot takes the series back (see
+        :meth:`ModelBank.snapshot`); until then a series of it the bank drops still loads from here."""
+        self._bank._failed(self)
 
 
 def _as_is(model: T) -> T:

@@ -9,6 +9,11 @@ any Python objects the slot's handle holds. It pickles as a version and bytes: f
 A pool adopts it into a slot directly, and turns it into the point-by-point model for a bank
 without a pool. A subclass per pool tells the kinds apart.
 
+A :class:`SlotHandle` is a series' slot, what a bank holds. A checkpoint's cut copies the slots
+of many handles at once (:class:`SlotCut`: one copy per pool array) and packs them later, from
+the copies only, while the pool goes on learning; a slot packs the same from its copy as from
+the pool (:meth:`SlotPool.pack` reads either).
+
 >>> import pickle
 >>> state = SlotState(b"digest", np.array([2, 3]), np.array([0.5, 1.5]))
 >>> again = pickle.loads(pickle.dumps(state))
@@ -22,7 +27,7 @@ without a pool. A subclass per pool tells the kinds apart.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,6 +55,76 @@ class SlotState:
         _, self.params, ints, floats, self.objects = state
         self.ints = np.frombuffer(ints, dtype=np.int64)
         self.floats = np.frombuffer(floats, dtype=np.float64)
+
+
+class SlotPool(Protocol):
+    """What a pool does for a :class:`SlotCut`."""
+
+    def copy_slots(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of the arrays a slot packs from, their row ``i`` slot ``slots[i]``'s (the batch being
+        gathered learned first)."""
+
+    def pack(self, state: dict[str, np.ndarray], row: int, objects: tuple[Any, ...]) -> SlotState:
+        """Row ``row`` of ``state`` (the pool's arrays, or a :meth:`copy_slots`) packed, with ``objects``."""
+
+
+class SlotHandle:
+    """A series' slot in a :class:`SlotPool` (``pool``, ``slot``): what a bank holds for a pooled series."""
+
+    __slots__ = ()
+    pool: SlotPool
+    slot: int
+
+    def objects(self) -> tuple[Any, ...] | None:
+        """The Python objects the slot's packed state holds beside its arrays, as they are now, or None if
+        one of them may change in place (then a cut cannot copy the slot with the others: it packs it)."""
+        return ()
+
+
+class SlotCut:
+    """Slots of one pool as they were when :meth:`take` copied them, packed one by one later (:meth:`packed`,
+    which reads the copies only: the pool may go on learning meanwhile, in another thread).
+
+    >>> class Pool:  # one float a slot
+    ...     values = np.array([1.0, 2.0, 3.0])
+    ...     def copy_slots(self, slots): return {"values": self.values[slots]}
+    ...     def pack(self, state, row, objects): return SlotState(b"", np.zeros(0), state["values"][row : row + 1])
+    >>> class Handle(SlotHandle):
+    ...     __slots__ = ("pool", "slot")
+    ...     def __init__(self, pool, slot): self.pool, self.slot = pool, slot
+    >>> pool = Pool()
+    >>> cut = SlotCut(pool)
+    >>> rows = [cut.add(Handle(pool, 2)), cut.add(Handle(pool, 0))]
+    >>> cut.take()
+    >>> pool.values[:] = 0.0  # the pool learns on
+    >>> [cut.packed(row).floats.tolist() for row in rows]
+    [[3.0], [1.0]]
+    """
+
+    def __init__(self, pool: SlotPool):
+        self.pool = pool
+        self.slots: list[int] = []
+        self.objects: list[tuple[Any, ...]] = []
+        self.state: dict[str, np.ndarray] = {}
+        self.at = np.zeros(0, dtype=np.int64)  # row -> its row in the copies
+
+    def add(self, handle: SlotHandle, objects: tuple[Any, ...] = ()) -> int:
+        """Cut ``handle``'s slot too, with its ``objects`` (:meth:`SlotHandle.objects`); its row in the cut."""
+        self.slots.append(handle.slot)
+        self.objects.append(objects)
+        return len(self.slots) - 1
+
+    def take(self) -> None:
+        """Copy the slots added (one copy per array, in slot order: memory read in order copies faster)."""
+        slots = np.array(self.slots, dtype=np.int64)
+        order = np.argsort(slots)
+        self.state = self.pool.copy_slots(slots[order])
+        self.at = np.empty_like(order)
+        self.at[order] = np.arange(len(order))
+
+    def packed(self, row: int) -> SlotState:
+        """The slot of ``row`` packed as it was when taken."""
+        return self.pool.pack(self.state, int(self.at[row]), self.objects[row])
 
 
 def digest(*parameters: np.ndarray) -> bytes:

@@ -9,7 +9,9 @@ the worker run code, nor move one series' state to another.
 Both stream pipelines keep their models in a :class:`models.bank.ModelBank` and save what changed
 and load what a restart, an eviction or a rebalance lost through a :class:`StateLocation`
 (:func:`state_location`): this table, or with ``M1_STATE_DIR`` files that every worker of one
-machine shares (``sinks.state_files``, for several workers on the embedded store).
+machine shares (``sinks.state_files``, for several workers on the embedded store). A location
+cuts a checkpoint now and writes it later (:meth:`StateLocation.snapshot`), or both at once
+(:meth:`StateLocation.save`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 
-from sinks.checkpoints import Checkpointed
+from sinks.checkpoints import Checkpointed, StateRow, writer
 from sinks.clickhouse import TS_TYPE
 from sinks.state_files import StateDirectory
 
@@ -80,19 +84,27 @@ class StoreLike(Protocol):
 class StateLocation(Protocol):
     """Where a pipeline's model checkpoints live."""
 
-    def save(self, bank: Checkpointed) -> int: ...
+    def snapshot(self, bank: Checkpointed) -> Callable[[], int]:
+        """Cut the bank's changed series now (under the lock that guards it); the writer returned stores
+        them, off the batch path, and returns how many (see :func:`sinks.checkpoints.writer`)."""
+
+    def save(self, bank: Checkpointed) -> int:
+        """Cut and write at once: ``snapshot(bank)()``."""
 
     def restore_missing(self, bank: Checkpointed, series: list[str]) -> None: ...
 
 
 class StateTable:
-    """Checkpoints in the store's ``model_state`` table (:func:`save_checkpoint`, :func:`restore_missing`)."""
+    """Checkpoints in the store's ``model_state`` table (:func:`insert_rows`, :func:`restore_missing`)."""
 
     def __init__(self, store: StoreLike):
         self.store = store
 
+    def snapshot(self, bank: Checkpointed) -> Callable[[], int]:
+        return writer(bank.snapshot(), partial(insert_rows, self.store, bank.state_key))
+
     def save(self, bank: Checkpointed) -> int:
-        return save_checkpoint(self.store, bank)
+        return self.snapshot(bank)()
 
     def restore_missing(self, bank: Checkpointed, series: list[str]) -> None:
         restore_missing(self.store, bank, series)
@@ -105,22 +117,19 @@ def state_location(state_dir: Path | None, store: StoreLike) -> StateLocation:
     return StateDirectory(state_dir)
 
 
-def save_checkpoint(store: StoreLike, bank: Checkpointed) -> int:
-    """Write the bank's changed series to ``model_state``; returns how many were saved."""
-    rows = bank.checkpoint()
-    if rows:
-        series, points, states = zip(*rows)
-        store.insert(
-            "model_state",
-            {
-                "series": list(series),
-                "detector": [bank.state_key] * len(rows),
-                "points": list(points),
-                "state": pa.array(states, type=pa.binary()),
-                "updated_at": pa.array([int(time.time() * 1000)] * len(rows), type=TS_TYPE),
-            },
-        )
-    return len(rows)
+def insert_rows(store: StoreLike, state_key: str, rows: list[StateRow]) -> None:
+    """Write checkpoint ``rows`` of the bank whose checkpoints are named ``state_key`` to ``model_state``."""
+    series, points, states = zip(*rows)
+    store.insert(
+        "model_state",
+        {
+            "series": list(series),
+            "detector": [state_key] * len(rows),
+            "points": list(points),
+            "state": pa.array(states, type=pa.binary()),
+            "updated_at": pa.array([int(time.time() * 1000)] * len(rows), type=TS_TYPE),
+        },
+    )
 
 
 def restore_missing(store: StoreLike, bank: Checkpointed, series: list[str]) -> None:

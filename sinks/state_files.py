@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from sinks.checkpoints import Checkpointed, StateRow
+from sinks.checkpoints import Checkpointed, StateRow, writer
 
 
 class StateDirectory:
@@ -42,29 +45,37 @@ class StateDirectory:
     def __init__(self, root: Path):
         self.root = root
 
+    def snapshot(self, bank: Checkpointed) -> Callable[[], int]:
+        """Cut the bank's changed series now; the writer returned writes their files (see
+        :func:`sinks.checkpoints.writer`)."""
+        return writer(bank.snapshot(), partial(self._write, bank.state_key))
+
     def save(self, bank: Checkpointed) -> int:
         """Write the bank's changed series; returns how many were saved."""
-        rows = bank.checkpoint()
+        return self.snapshot(bank)()
+
+    def _write(self, state_key: str, rows: list[StateRow]) -> None:
+        """Each row's file, renamed into place from a temporary name of this process and thread (a
+        checkpoint's writer thread and another save may write at once)."""
         for series, points, sealed in rows:
-            path = self._path(bank, series)
+            path = self._path(state_key, series)
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             temporary.write_bytes(points.to_bytes(8, "big", signed=True) + sealed)
             os.replace(temporary, path)
-        return len(rows)
 
     def restore_missing(self, bank: Checkpointed, series: list[str]) -> None:
         """Load the saved state of those ``series`` the bank does not hold (see :meth:`Checkpointed.restore`)."""
         rows: list[StateRow] = []
         for key in bank.missing(series):
             try:
-                data = self._path(bank, key).read_bytes()
+                data = self._path(bank.state_key, key).read_bytes()
             except FileNotFoundError:
                 continue
             rows.append((key, int.from_bytes(data[:8], "big", signed=True), data[8:]))
         if rows:
             bank.restore(rows)
 
-    def _path(self, bank: Checkpointed, series: str) -> Path:
+    def _path(self, state_key: str, series: str) -> Path:
         digest = hashlib.sha256(series.encode()).hexdigest()
-        return self.root / bank.state_key / digest[:2] / digest
+        return self.root / state_key / digest[:2] / digest

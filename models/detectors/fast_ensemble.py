@@ -13,7 +13,8 @@ not the point-by-point model, which is dearer to build and to pickle), a checkpo
 becomes a handle again (:meth:`EnsemblePool.adopt`, the bank's ``adopt``: a packed slot or a
 point-by-point model, as older checkpoints hold), a bank without a pool loads a packed slot as
 the point-by-point model (:meth:`EnsemblePool.point_by_point`), and the slot is freed when the
-bank drops its handle.
+bank drops its handle. A checkpoint's cut copies many slots at once (:meth:`EnsemblePool.copy_slots`,
+see :class:`~models.slot_state.SlotCut`) and packs them from the copies as :func:`freeze` would have.
 
 >>> import numpy as np, pickle
 >>> from models.ordered import InOrder
@@ -41,18 +42,21 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from models.detectors import ensemble_kernel as k
 from models.detectors.context import ContextSurprise
 from models.detectors.ensemble import Ensemble
 from models.detectors.robust import RobustZ
 from models.ordered import InOrder
-from models.slot_state import SlotState, Unpacker, digest, load_window, ring_order
+from models.slot_state import SlotHandle, SlotState, Unpacker, digest, load_window
 from models.sorted_window import SortedWindow
 
 #: Names of the state arrays, in the order of the kernel's state tuple.
 FIELDS = ("wring", "wsorted", "wmeta", "past", "pmeta", "t0", "cal", "caln", "gclosed", "gopen", "gtop", "gmeta",
           "ccounts", "ctotals", "crange", "cint", "last_ts", "learned", "since")
+#: The arrays a slot packs from (:func:`_freeze`): all but the sorted copies of the windows.
+PACKED = tuple(name for name in FIELDS if name != "wsorted")
 
 
 def supported(model: Any) -> bool:
@@ -66,8 +70,11 @@ def supported(model: Any) -> bool:
 
 
 def warm_up() -> None:
-    """Compile the kernel into numba's on-disk cache (or load it from there): ``scripts/install.sh``."""
-    EnsemblePool(lambda: InOrder(Ensemble()), capacity=1).new().score_learn_many(np.ones(3), np.arange(3.0))
+    """Compile the kernel and the packing into numba's on-disk cache (or load them from there):
+    ``scripts/install.sh``."""
+    handle = EnsemblePool(lambda: InOrder(Ensemble()), capacity=1).new()
+    handle.score_learn_many(np.ones(3), np.arange(3.0))
+    handle.freeze()
 
 
 class EnsembleState(SlotState):
@@ -87,7 +94,7 @@ def freeze(model: Any) -> Any:
     return model.freeze() if type(model) is FastSeries else model
 
 
-class FastSeries:
+class FastSeries(SlotHandle):
     """A series' slot in an :class:`EnsemblePool`; :meth:`export` is the point-by-point model it stands for."""
 
     __slots__ = ("pool", "slot", "__weakref__")
@@ -228,7 +235,25 @@ class EnsemblePool:
     def freeze(self, slot: int) -> EnsembleState:
         """``slot``'s state packed (what a checkpoint pickles; the batch being gathered scored first)."""
         self._settle(slot)
-        return _freeze(self.state, slot, self.ip, self.params)
+        return self.pack(self.state, slot, ())
+
+    def copy_slots(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of the arrays a slot packs from, row ``i`` slot ``slots[i]``'s (the batch being gathered
+        scored first); the rings only as far as one of them is filled."""
+        if self._pending and self._flush is not None:
+            self._flush()
+        st = self.state
+        copies = {name: np.take(st[name], slots, axis=0) for name in PACKED if name not in ("wring", "past")}
+        filled = int(copies["wmeta"][:, :, 0].max(initial=0))
+        count, head, size = copies["pmeta"][:, 0], copies["pmeta"][:, 1], copies["pmeta"][:, 2]
+        reach = int(np.where(head + count > size, size, head + count).max(initial=0))
+        # indexed, not np.take, as views: np.take copies a view whole first
+        copies["wring"], copies["past"] = st["wring"][slots, :, :filled], st["past"][slots, :reach]
+        return copies
+
+    def pack(self, state: dict[str, np.ndarray], row: int, objects: tuple[Any, ...] = ()) -> EnsembleState:
+        """Row ``row`` of ``state`` (the pool's arrays or a :meth:`copy_slots`) packed."""
+        return _freeze(state, row, self.ip, self.params)
 
     def score_many(self, items: Sequence[tuple[FastSeries, Sequence[float], Sequence[float]]]) -> list[np.ndarray]:
         """Scores of each ``(handle, values, times)`` (values and times in record order), as
@@ -399,26 +424,70 @@ def _freeze(st: dict[str, np.ndarray], s: int, ip: np.ndarray, params: bytes) ->
     per view gate (closed, open len, filled, top len), context (prev, n), learned, since, a
     bitmask of the context counts that are not 0) and floats (windows, past, settling times,
     calibrators, gates, the context's counts that are not 0, totals and range, last_ts), rings
-    from their oldest value."""
-    wmeta, pmeta, gmeta = st["wmeta"][s], st["pmeta"][s], st["gmeta"][s]
-    floats = []
-    for w in range(3):
-        ring = st["wring"][s, w, : wmeta[w, 0]]
-        floats += [ring[wmeta[w, 1] :], ring[: wmeta[w, 1]]]
-    n, head, maxlen, lag, held = pmeta.tolist()
-    floats += [ring_order(st["past"][s], head, n, maxlen), st["t0"][s, :held], st["cal"][s].ravel()]
+    from their oldest value (compiled: :func:`_pack`)."""
+    ints, floats = _pack(*[st[name] for name in PACKED], ip, s)
+    return EnsembleState(params, ints, floats)
+
+
+@njit(cache=True, nogil=True)
+def _ring(out, at, ring, head, count, size):
+    """The ``count`` rows of ``ring`` (of ``size``) from ``head`` on, flat into ``out`` from ``at``; where they end."""
+    for i in range(count):
+        row = ring[(head + i) % size : (head + i) % size + 1].ravel()
+        out[at : at + row.size] = row
+        at += row.size
+    return at
+
+
+@njit(cache=True, nogil=True)
+def _pack(wring, wmeta, past, pmeta, t0, cal, caln, gclosed, gopen, gtop, gmeta, ccounts, ctotals, crange, cint,
+          last_ts, learned, since, ip, s):
+    """Row ``s`` of the arrays of :data:`PACKED` (in that order) packed as :func:`_freeze` says: (ints, floats);
+    ``ip`` the kernel's int parameters."""
+    n, head, maxlen, lag, held = pmeta[s, 0], pmeta[s, 1], pmeta[s, 2], pmeta[s, 3], pmeta[s, 4]
+    width, cells = gclosed.shape[3], ccounts.shape[1]
+    used = 0
+    for c in range(cells):
+        if ccounts[s, c] != 0.0:
+            used += 1
+    size = wmeta[s, 0, 0] + wmeta[s, 1, 0] + wmeta[s, 2, 0] + n + held + 6 + used + ctotals.shape[1] + 4 + 1
     for v in range(3):
-        closed, head, opened, _, top = gmeta[v].tolist()
-        floats += [ring_order(st["gclosed"][s, v], head, closed, ip[v * k.I_STRIDE + k.I_GATE_BLOCKS]).ravel(),
-                   st["gopen"][s, v, :opened], st["gtop"][s, v, :top]]
-    counts = st["ccounts"][s]  # the context's transition counts, often mostly zeros: a bitmask of the others
-    used = counts != 0.0
-    mask = np.zeros(8 * _mask_words(len(counts)), dtype=np.uint8)
-    mask[: (len(counts) + 7) // 8] = np.packbits(used)
-    floats += [counts[used], st["ctotals"][s], st["crange"][s], st["last_ts"][s : s + 1]]
-    ints = np.concatenate((wmeta[:, 0], (n, maxlen, lag, held), st["caln"][s], gmeta[:, [0, 2, 3, 4]].ravel(),
-                           st["cint"][s], st["learned"][s : s + 1], st["since"][s : s + 1], mask.view(np.int64)))
-    return EnsembleState(params, ints, np.concatenate(floats))
+        size += gmeta[s, v, 0] * width + gmeta[s, v, 2] + gmeta[s, v, 4]
+    floats = np.empty(size)
+    at = 0
+    for w in range(3):
+        at = _ring(floats, at, wring[s, w], wmeta[s, w, 1], wmeta[s, w, 0], max(wmeta[s, w, 0], 1))
+    at = _ring(floats, at, past[s], head, n, max(maxlen, 1))
+    floats[at : at + held] = t0[s, :held]
+    floats[at + held : at + held + 6] = cal[s].ravel()
+    at += held + 6
+    for v in range(3):
+        closed, opened, top = gmeta[s, v, 0], gmeta[s, v, 2], gmeta[s, v, 4]
+        at = _ring(floats, at, gclosed[s, v], gmeta[s, v, 1], closed, max(ip[v * k.I_STRIDE + k.I_GATE_BLOCKS], 1))
+        floats[at : at + opened] = gopen[s, v, :opened]
+        floats[at + opened : at + opened + top] = gtop[s, v, :top]
+        at += opened + top
+    words = (cells + 63) // 64
+    mask = np.zeros(8 * words, dtype=np.uint8)  # which counts are not 0, as np.packbits lays them out
+    for c in range(cells):
+        if ccounts[s, c] != 0.0:
+            mask[c // 8] |= np.uint8(1 << (7 - c % 8))
+            floats[at] = ccounts[s, c]
+            at += 1
+    floats[at : at + ctotals.shape[1]] = ctotals[s]
+    at += ctotals.shape[1]
+    floats[at : at + 4] = crange[s]
+    floats[at + 4] = last_ts[s]
+    ints = np.empty(3 + 4 + 3 + 12 + 2 + 2 + words, dtype=np.int64)
+    ints[:3] = wmeta[s, :, 0]
+    ints[3], ints[4], ints[5], ints[6] = n, maxlen, lag, held
+    ints[7:10] = caln[s]
+    for v in range(3):
+        ints[10 + 4 * v], ints[11 + 4 * v], ints[12 + 4 * v], ints[13 + 4 * v] = (
+            gmeta[s, v, 0], gmeta[s, v, 2], gmeta[s, v, 3], gmeta[s, v, 4])
+    ints[22], ints[23], ints[24], ints[25] = cint[s, 0], cint[s, 1], learned[s], since[s]
+    ints[26:] = mask.view(np.int64)
+    return ints, floats
 
 
 def _thaw(st: dict[str, np.ndarray], s: int, state: EnsembleState) -> None:

@@ -15,7 +15,9 @@ pickles its slot packed (:class:`ForecastState`, :func:`freeze`), a checkpoint i
 again (:meth:`ForecastPool.adopt`: a packed slot, or point-by-point models as older checkpoints hold; a
 model the kernel does not run stays as it is), a bank without a pool loads a packed slot as the
 point-by-point models (:meth:`ForecastPool.point_by_point`), and the slot is freed when the bank drops
-the handle.
+the handle. A checkpoint's cut copies many slots at once (:meth:`ForecastPool.copy_slots`, see
+:class:`~models.slot_state.SlotCut`; a series with a cost projector, which learns in place, is packed at
+the cut instead) and packs them from the copies as :func:`freeze` would have.
 
 >>> import pickle
 >>> import numpy as np
@@ -54,11 +56,13 @@ from models.forecasting import forecast_kernel as k
 from models.forecasting.holt_winters import HoltWintersForecaster
 from models.forecasting.risk import RiskPlanner
 from models.forecasting.seasonality import detect_season
-from models.slot_state import SlotState, Unpacker, digest, load_window, ring_order
+from models.slot_state import SlotHandle, SlotState, Unpacker, digest, load_window, ring_order
 from models.sorted_window import SortedWindow
 
 #: The kernel's state arrays, in the order of its state tuple (``k.S_*``); ``first`` is the pool's own.
 FIELDS = ("fs", "fi", "buf", "sea", "pts", "lev", "rring", "rsrt", "rmeta", "pend", "peaks", "sring", "ssrt", "smeta")
+#: The arrays a slot packs from (:func:`_freeze`): all but the sorted copies of the windows.
+PACKED = ("first", *(name for name in FIELDS if name not in ("rsrt", "ssrt")))
 
 
 class Learned(NamedTuple):
@@ -91,7 +95,7 @@ def freeze(model: Any) -> Any:
     return model.freeze() if type(model) is ForecastSeries else model
 
 
-class ForecastSeries:
+class ForecastSeries(SlotHandle):
     """A series' slot in a :class:`ForecastPool`, and its cost projector (None: none)."""
 
     __slots__ = ("pool", "slot", "cost", "last_ts", "__weakref__")
@@ -109,6 +113,11 @@ class ForecastSeries:
     def freeze(self) -> ForecastState:
         """This slot's state, packed (what a checkpoint pickles)."""
         return self.pool.freeze(self)
+
+    def objects(self) -> tuple[Any, ...] | None:
+        """The objects the packed slot holds (cost projector, last stamp); None if there is a cost
+        projector, which learns in place."""
+        return None if self.cost is not None else (None, self.last_ts)
 
     def __del__(self) -> None:
         try:
@@ -243,7 +252,18 @@ class ForecastPool:
         """The slot's state packed (what a checkpoint pickles; the batch being gathered learned first)."""
         if self._flush is not None:
             self._flush()
-        return _freeze(self.state, handle.slot, self.params, (handle.cost, handle.last_ts))
+        return self.pack(self.state, handle.slot, (handle.cost, handle.last_ts))
+
+    def copy_slots(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of the arrays a slot packs from, row ``i`` slot ``slots[i]``'s (the batch being gathered
+        learned first)."""
+        if self._flush is not None:
+            self._flush()
+        return {name: np.take(self.state[name], slots, axis=0) for name in PACKED}
+
+    def pack(self, state: dict[str, np.ndarray], row: int, objects: tuple[Any, ...]) -> ForecastState:
+        """Row ``row`` of ``state`` (the pool's arrays or a :meth:`copy_slots`) packed, holding ``objects``."""
+        return _freeze(state, row, self.params, objects)
 
     def export(self, handle: ForecastSeries) -> Any:
         """The point-by-point models holding the slot's state. A slot of the batch being gathered is
