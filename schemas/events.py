@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from itertools import starmap
 from typing import Annotated, Any
 
@@ -261,11 +262,8 @@ class _KnownNames:
         """The twin of each payload, or None where the twin refuses it or it is None or over ``max_bytes``."""
         decode, errors = self._decoder.decode, (msgspec.ValidationError, msgspec.DecodeError)
         if payloads and None not in payloads and max(map(len, payloads)) <= max_bytes:  # type: ignore[arg-type]
-            try:  # the usual batch, every payload read in one pass without a Python step a payload
-                return list(map(decode, payloads))
-            except errors:
-                pass
-        out = []
+            return _each(partial(map, decode), payloads, errors)
+        out: list[Any] = []
         for payload in payloads:
             if payload is None or len(payload) > max_bytes:
                 out.append(None)
@@ -285,12 +283,8 @@ class _KnownNames:
 
     def make_each(self, twins: list[Any]) -> list[Any]:
         """:meth:`make` of each twin, None for None."""
-        if None not in twins:
-            try:  # the usual batch, without a Python step a twin
-                return list(starmap(self._make, map(msgspec.structs.astuple, twins)))
-            except ValueError:
-                pass
-        return [None if twin is None else self.make(twin) for twin in twins]
+        made = lambda rest: starmap(self._make, map(msgspec.structs.astuple, rest))  # noqa: E731
+        return _each(made, twins, (TypeError, ValueError))  # TypeError: a None twin has no fields
 
     def learn(self, event: Any) -> None:
         """Remember the names of ``event``, which the strict decoder accepted."""
@@ -299,6 +293,25 @@ class _KnownNames:
         self._known.update(self._names(event))
         for name in self._keyed:
             self._known.update(getattr(event, name))
+
+
+def _each(mapped: Callable[[Iterator[Any]], Iterable[Any]], items: list[Any],
+          refusals: tuple[type[Exception], ...]) -> list[Any]:
+    """What ``mapped`` (an iterator's items, each mapped to one result) makes of each item, None
+    where that raises one of ``refusals``: the items between two refusals go in one run, without a
+    Python step an item.
+
+    >>> _each(partial(map, lambda x: 1 / x), [1, 0, 2, 0, 4], (ZeroDivisionError,))
+    [1.0, None, 0.5, None, 0.25]
+    """
+    out: list[Any] = []
+    rest = iter(items)
+    while True:
+        try:  # list.extend keeps what it took before the item that raised
+            out.extend(mapped(rest))
+            return out
+        except refusals:  # rest has moved past that item
+            out.append(None)
 
 
 _UncheckedName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
