@@ -22,7 +22,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
+from operator import and_, attrgetter, eq, is_not, itemgetter, le, not_
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -299,8 +301,13 @@ class SeriesOf:
         if len(self._known) >= self.LIMIT:
             self._known.clear()
         encoded = series.encode()
-        self._known[encoded] = ((point.tenant, point.region, point.service, point.metric, point.labels), series, changes)
+        self._known[encoded] = (_identity(point), series, changes)
         return redacted, series, key == encoded
+
+    def remembered(self, records: list[Record]) -> list[Known]:
+        """What is remembered of the series each record is keyed by, in order; for a key of no
+        remembered series, a :data:`Known` whose identity no point has."""
+        return list(map(self._known.get, map(_KEY, records), repeat(_UNREMEMBERED)))
 
     def known(self, key: bytes | None, point: Any) -> Known | None:
         """What is remembered of the series ``key`` if ``point`` (a metric point, or its twin from
@@ -308,7 +315,7 @@ class SeriesOf:
         Only points that ``EventDecoder`` decoded are remembered (by :func:`decode_batch`), so such a
         twin's names match their patterns: the very names of a decoded point."""
         known = self._known.get(key)  # type: ignore[arg-type]
-        if known is not None and known[0] == (point.tenant, point.region, point.service, point.metric, point.labels):
+        if known is not None and known[0] == _identity(point):
             return known
         return None
 
@@ -322,6 +329,9 @@ class SeriesOf:
 #: What :class:`SeriesOf` remembers of a series: (identity of its points as decoded, series key, fields redaction changes).
 Known = tuple[tuple, str, "dict[str, object] | None"]
 _IDENTITY = ("tenant", "region", "service", "metric", "labels")
+_identity = attrgetter(*_IDENTITY)
+_KEY = attrgetter("key")
+_UNREMEMBERED: Known = ((), "", None)
 
 
 def _replace(point: MetricPoint, changes: dict[str, object]) -> MetricPoint:
@@ -346,40 +356,89 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
     outcome = BatchOutcome()
     series_of = redact if isinstance(redact, SeriesOf) else SeriesOf(redact)
     with stage("decode"):  # msgspec parses and checks the schema in one pass, all but the names' patterns
-        twins = decoder.read_each([record.value for record in records])
+        twins = decoder.read_each(list(map(_VALUE, records)))
     with stage("validate"):  # a record keyed otherwise, or not at all, belongs to its series' partition
         by_series: dict[str, list[MetricPoint]] = defaultdict(list)
-        sources, keys, limit = outcome.records, outcome.keys, now + max_future_seconds
         owners = {topic: tenant_of(topic) for topic in {record.topic for record in records}} if tenant_of else {}
-        known, trusted = series_of.known, decoder.trusted
-        for record, twin in zip(records, twins):
-            # a point of the series it is keyed by, as remembered: its names are that series' decoded names
-            hit = None if twin is None else known(record.key, twin)
-            point = None if hit is None else trusted(twin)
-            if point is None:  # else it is decoded in full, its names' patterns checked (or known)
-                hit = None
-                [point] = decoder.decode_each([record.value])
-                if type(point) is InvalidEvent:
-                    outcome.dead_letters.append(dead_letter(record, point.reason, now, decoder.max_bytes))
-                    continue
-            reason = too_far_ahead(point.ts, now, max_future_seconds) if point.ts > limit else None
-            if reason is None and tenant_of is not None:
-                reason = tenant_mismatch(point.tenant, record.topic, owners[record.topic])
-            if reason is not None:
-                outcome.dead_letters.append(dead_letter(record, reason, now, decoder.max_bytes))
-                continue
-            if hit is not None:
-                redacted, series = series_of.redacted(point, hit), hit[1]
-            else:
-                redacted, series, keyed = series_of(record.key, point)
-                if not keyed:
-                    outcome.rekeyed.append((record.topic, series.encode(), record.value if redacted is point else encode(redacted)))
-                    continue
-            by_series[series].append(redacted)
-            sources.append(record)
-            keys.append(series)
+        # the usual record: a point of the series it is keyed by, as remembered, whose names are that
+        # series' decoded names; such records go in runs, each other record on its own, in batch order
+        hits = series_of.remembered(records)
+        points = decoder.trusted_each(twins)
+        usual = _usual(records, twins, points, hits, now + max_future_seconds, owners)
+        start = 0
+        for i in chain(compress(range(len(records)), map(not_, usual)), [len(records)]):
+            _take_usual(outcome, by_series, records[start:i], points[start:i], hits[start:i])
+            if i < len(records):
+                _take_one(outcome, by_series, records[i], twins[i], decoder, series_of, now, max_future_seconds, owners)
+            start = i + 1
     outcome.points = by_series
     return outcome
+
+
+def _usual(records: list[Record], twins: list[Any], points: list[MetricPoint | None], hits: list[Known],
+           limit: float, owners: dict[str, str | None]) -> list[bool]:
+    """Whether each record is usual: its twin has the identity remembered of its key (``hits``), it
+    made a point, stamped at most ``limit``, whose tenant is its topic's (with ``owners``)."""
+    present = twins if None not in twins else [_ABSENT if twin is None else twin for twin in twins]
+    usual = list(map(eq, map(_REMEMBERED_IDENTITY, hits), map(_identity, present)))
+    if None in points:
+        usual = list(map(and_, usual, map(is_not, points, repeat(None))))
+    if max(map(_TS, present), default=limit) > limit:
+        usual = list(map(and_, usual, map(le, map(_TS, present), repeat(limit))))
+    if owners:
+        pairs = list(zip(map(_TOPIC, records), map(_TENANT, present)))
+        refused = {pair for pair in set(pairs) if tenant_mismatch(pair[1], pair[0], owners[pair[0]]) is not None}
+        if refused:
+            usual = list(map(and_, usual, map(not_, map(refused.__contains__, pairs))))
+    return usual
+
+
+def _take_usual(outcome: BatchOutcome, by_series: dict[str, list[MetricPoint]], records: list[Record],
+                points: list[MetricPoint], hits: list[Known]) -> None:
+    """Add usual records (see :func:`_usual`) and their points, redacted as ``hits`` remember."""
+    if any(map(_CHANGES, hits)):
+        points = list(map(SeriesOf.redacted, points, hits))
+    series = list(map(_SERIES, hits))
+    for key, point in zip(series, points):
+        by_series[key].append(point)
+    outcome.records += records
+    outcome.keys += series
+
+
+def _take_one(outcome: BatchOutcome, by_series: dict[str, list[MetricPoint]], record: Record, twin: Any,
+              decoder: EventDecoder, series_of: SeriesOf, now: float, max_future_seconds: float,
+              owners: dict[str, str | None]) -> None:
+    """Add ``record`` (``twin`` its value as read), decoded in full unless it is of a remembered series."""
+    hit = None if twin is None else series_of.known(record.key, twin)
+    point = None if hit is None else decoder.trusted(twin)
+    if point is None:  # else it is decoded in full, its names' patterns checked (or known)
+        hit = None
+        [point] = decoder.decode_each([record.value])
+        if type(point) is InvalidEvent:
+            outcome.dead_letters.append(dead_letter(record, point.reason, now, decoder.max_bytes))
+            return
+    reason = too_far_ahead(point.ts, now, max_future_seconds)
+    if reason is None and owners:
+        reason = tenant_mismatch(point.tenant, record.topic, owners[record.topic])
+    if reason is not None:
+        outcome.dead_letters.append(dead_letter(record, reason, now, decoder.max_bytes))
+        return
+    if hit is not None:
+        redacted, series = series_of.redacted(point, hit), hit[1]
+    else:
+        redacted, series, keyed = series_of(record.key, point)
+        if not keyed:
+            outcome.rekeyed.append((record.topic, series.encode(), record.value if redacted is point else encode(redacted)))
+            return
+    by_series[series].append(redacted)
+    outcome.records.append(record)
+    outcome.keys.append(series)
+
+
+_VALUE, _TOPIC, _TENANT, _TS = attrgetter("value"), attrgetter("topic"), attrgetter("tenant"), attrgetter("ts")
+_REMEMBERED_IDENTITY, _SERIES, _CHANGES = itemgetter(0), itemgetter(1), itemgetter(2)
+#: Stands for a payload the twin refused, in :func:`_usual`: an identity no series has.
+_ABSENT = SimpleNamespace(ts=0.0, tenant=None, region=None, service=None, metric=None, labels=None)
 
 
 #: The tenant a topic belongs to (``core.kafka.topics.tenant_of_topic`` bound to the settings).
