@@ -145,7 +145,8 @@ def load_window(ring: np.ndarray, srt: np.ndarray, meta: np.ndarray, values: np.
 @njit(cache=True, nogil=True)
 def ring_into(out: np.ndarray, at: int, ring: np.ndarray, head: int, count: int, size: int) -> int:
     """The ``count`` (at most ``size``) rows of a ring of ``size`` whose oldest is at ``head``, oldest first,
-    flat into ``out`` from ``at`` (compiled, for the pools' packing); where they end in ``out``.
+    flat into ``out`` from ``at`` (compiled, for the pools' packing); where they end in ``out``. (Numba's
+    cache of a compiled caller does not see a change here: clear the callers' cache files when changing it.)
 
     >>> out = np.zeros(6)
     >>> ring_into(out, 0, np.array([3.0, 4.0, 1.0, 2.0]), 2, 4, 4), ring_into(out, 4, np.arange(5.0), 1, 2, 4)
@@ -153,10 +154,11 @@ def ring_into(out: np.ndarray, at: int, ring: np.ndarray, head: int, count: int,
     >>> out.tolist()
     [1.0, 2.0, 3.0, 4.0, 1.0, 2.0]
     """
-    for i in range(count):
-        row = ring[(head + i) % size : (head + i) % size + 1].ravel()
-        out[at : at + row.size] = row
-        at += row.size
+    first = min(count, size - head)  # from head to the end of the ring, then from its start
+    for part in (ring[head : head + first].ravel(), ring[: count - first].ravel()):
+        for i in range(part.size):
+            out[at + i] = part[i]
+        at += part.size
     return at
 
 
