@@ -30,6 +30,7 @@ import hashlib
 from typing import Any, Protocol
 
 import numpy as np
+from numba import njit
 
 
 class SlotState:
@@ -141,16 +142,24 @@ def load_window(ring: np.ndarray, srt: np.ndarray, meta: np.ndarray, values: np.
     meta[:] = (len(values), 0, len(finite), len(values) - len(finite), 0)
 
 
-def ring_order(ring: np.ndarray, head: int, count: int, size: int) -> np.ndarray:
-    """The ``count`` (at most ``size``) values of a ring of ``size`` whose oldest is at ``head``, oldest first.
+@njit(cache=True, nogil=True)
+def ring_into(out: np.ndarray, at: int, ring: np.ndarray, head: int, count: int, size: int) -> int:
+    """The ``count`` (at most ``size``) rows of a ring of ``size`` whose oldest is at ``head``, oldest first,
+    flat into ``out`` from ``at`` (compiled, for the pools' packing); where they end in ``out``. (Numba's
+    cache of a compiled caller does not see a change here: clear the callers' cache files when changing it.)
 
-    >>> ring_order(np.array([3.0, 4.0, 1.0, 2.0]), 2, 4, 4).tolist(), ring_order(np.arange(5.0), 1, 2, 4).tolist()
-    ([1.0, 2.0, 3.0, 4.0], [1.0, 2.0])
+    >>> out = np.zeros(6)
+    >>> ring_into(out, 0, np.array([3.0, 4.0, 1.0, 2.0]), 2, 4, 4), ring_into(out, 4, np.arange(5.0), 1, 2, 4)
+    (4, 6)
+    >>> out.tolist()
+    [1.0, 2.0, 3.0, 4.0, 1.0, 2.0]
     """
-    head, count, size = int(head), int(count), int(size)
-    if head + count <= size:
-        return ring[head : head + count]
-    return np.concatenate((ring[head:size], ring[: head + count - size]))
+    first = min(count, size - head)  # from head to the end of the ring, then from its start
+    for part in (ring[head : head + first].ravel(), ring[: count - first].ravel()):
+        for i in range(part.size):
+            out[at + i] = part[i]
+        at += part.size
+    return at
 
 
 class Unpacker:

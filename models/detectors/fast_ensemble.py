@@ -49,7 +49,7 @@ from models.detectors.context import ContextSurprise
 from models.detectors.ensemble import Ensemble
 from models.detectors.robust import RobustZ
 from models.ordered import InOrder
-from models.slot_state import SlotHandle, SlotState, Unpacker, digest, load_window
+from models.slot_state import SlotHandle, SlotState, Unpacker, digest, load_window, ring_into
 from models.sorted_window import SortedWindow
 
 #: Names of the state arrays, in the order of the kernel's state tuple.
@@ -430,16 +430,6 @@ def _freeze(st: dict[str, np.ndarray], s: int, ip: np.ndarray, params: bytes) ->
 
 
 @njit(cache=True, nogil=True)
-def _ring(out, at, ring, head, count, size):
-    """The ``count`` rows of ``ring`` (of ``size``) from ``head`` on, flat into ``out`` from ``at``; where they end."""
-    for i in range(count):
-        row = ring[(head + i) % size : (head + i) % size + 1].ravel()
-        out[at : at + row.size] = row
-        at += row.size
-    return at
-
-
-@njit(cache=True, nogil=True)
 def _pack(wring, wmeta, past, pmeta, t0, cal, caln, gclosed, gopen, gtop, gmeta, ccounts, ctotals, crange, cint,
           last_ts, learned, since, ip, s):
     """Row ``s`` of the arrays of :data:`PACKED` (in that order) packed as :func:`_freeze` says: (ints, floats);
@@ -456,14 +446,14 @@ def _pack(wring, wmeta, past, pmeta, t0, cal, caln, gclosed, gopen, gtop, gmeta,
     floats = np.empty(size)
     at = 0
     for w in range(3):
-        at = _ring(floats, at, wring[s, w], wmeta[s, w, 1], wmeta[s, w, 0], max(wmeta[s, w, 0], 1))
-    at = _ring(floats, at, past[s], head, n, max(maxlen, 1))
+        at = ring_into(floats, at, wring[s, w], wmeta[s, w, 1], wmeta[s, w, 0], max(wmeta[s, w, 0], 1))
+    at = ring_into(floats, at, past[s], head, n, max(maxlen, 1))
     floats[at : at + held] = t0[s, :held]
     floats[at + held : at + held + 6] = cal[s].ravel()
     at += held + 6
     for v in range(3):
         closed, opened, top = gmeta[s, v, 0], gmeta[s, v, 2], gmeta[s, v, 4]
-        at = _ring(floats, at, gclosed[s, v], gmeta[s, v, 1], closed, max(ip[v * k.I_STRIDE + k.I_GATE_BLOCKS], 1))
+        at = ring_into(floats, at, gclosed[s, v], gmeta[s, v, 1], closed, max(ip[v * k.I_STRIDE + k.I_GATE_BLOCKS], 1))
         floats[at : at + opened] = gopen[s, v, :opened]
         floats[at + opened : at + opened + top] = gtop[s, v, :top]
         at += opened + top

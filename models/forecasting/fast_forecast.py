@@ -51,12 +51,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numba import njit
 
 from models.forecasting import forecast_kernel as k
 from models.forecasting.holt_winters import HoltWintersForecaster
 from models.forecasting.risk import RiskPlanner
 from models.forecasting.seasonality import detect_season
-from models.slot_state import SlotHandle, SlotState, Unpacker, digest, load_window, ring_order
+from models.slot_state import SlotHandle, SlotState, Unpacker, digest, load_window, ring_into
 from models.sorted_window import SortedWindow
 
 #: The kernel's state arrays, in the order of its state tuple (``k.S_*``); ``first`` is the pool's own.
@@ -445,7 +446,8 @@ class ForecastPool:
 
 
 def warm_up() -> None:
-    """Compile the kernel into numba's on-disk cache (or load it from there): ``scripts/install.sh``."""
+    """Compile the kernel and the packing into numba's on-disk cache (or load them from there):
+    ``scripts/install.sh``."""
     class Models:
         forecaster, cost, peak, n, first_ts, last_ts = None, None, None, 0, None, None
 
@@ -454,6 +456,7 @@ def warm_up() -> None:
     models.forecaster, models.peak = HoltWintersForecaster(), RiskPlanner(window=1)
     pool.load(handle, models)
     pool.learn([handle], [3], np.ones(3), np.arange(3.0))
+    pool.adopt(pickle.loads(pickle.dumps(pool.freeze(handle))))  # the packing and unpacking
 
 
 def _forecaster_signature(f: HoltWintersForecaster) -> tuple[Any, ...]:
@@ -472,40 +475,54 @@ def _save_window(ring: np.ndarray, meta: np.ndarray, size: int) -> SortedWindow:
     return SortedWindow(size, np.concatenate((ring[head:n], ring[:head])).tolist())
 
 
-#: The ring heads a packed slot starts at 0 (its rings are packed oldest first).
-_HEADS = [k.I_SE_HEAD, k.I_PEND_HEAD, k.I_PK_HEAD]
-
-
+@njit(cache=True, nogil=True)
 def _frozen_lengths(fi: np.ndarray) -> tuple[int, int]:
     """(season values, first values) a slot with ints ``fi`` packs: the season ring once the model is
     initialised, else the seeds ``_seed`` wrote; the first values once a season is detected."""
-    season = int(fi[k.I_SEASON])
+    season = fi[k.I_SEASON]
     if season < 0:
         return 0, 0
-    return (int(fi[k.I_SE_LEN]) if fi[k.I_INIT] else season), max(2, season)
+    return (fi[k.I_SE_LEN] if fi[k.I_INIT] else season), max(2, season)
 
 
 def _freeze(st: dict[str, np.ndarray], s: int, params: bytes, objects: tuple[Any, ...]) -> ForecastState:
     """Slot ``s`` packed: ints ``fi`` (ring heads 0) and the residual and score window lengths; floats
     ``fs``, the warm-up buffer, first values, season, last forecast, levels, residual windows, pending
     forecasts, peaks and scores, rings oldest first."""
-    fi = st["fi"][s]
-    season_len, first_len = _frozen_lengths(fi)
-    horizon, steps = st["pend"].shape[1], st["lev"].shape[1]
-    floats = [st["fs"][s], st["buf"][s, : fi[k.I_BUF_LEN]], st["first"][s, :first_len],
-              ring_order(st["sea"][s], fi[k.I_SE_HEAD], season_len, fi[k.I_SEASON] + 1),
-              st["pts"][s, : fi[k.I_PTS_LEN]], st["lev"][s]]
+    ints, floats = _pack(*[st[name] for name in PACKED], s)
+    return ForecastState(params, ints, floats, objects)
+
+
+@njit(cache=True, nogil=True)
+def _pack(first, fs, fi, buf, sea, pts, lev, rring, rmeta, pend, peaks, sring, smeta, s):
+    """Row ``s`` of the arrays of :data:`PACKED` (in that order) packed as :func:`_freeze` says: (ints, floats)."""
+    f = fi[s]
+    season_len, first_len = _frozen_lengths(f)
+    horizon, steps = pend.shape[1], lev.shape[1]
+    size = (fs.shape[1] + f[k.I_BUF_LEN] + first_len + season_len + f[k.I_PTS_LEN] + steps + f[k.I_PEND_LEN] * horizon
+            + f[k.I_PK_LEN] + smeta[s, 0])
     for index in range(steps):
-        n, head = st["rmeta"][s, index, :2].tolist()
-        floats.append(ring_order(st["rring"][s, index], head, n, n))
-    floats.append(ring_order(st["pend"][s], fi[k.I_PEND_HEAD], fi[k.I_PEND_LEN], horizon).ravel())
-    floats.append(ring_order(st["peaks"][s], fi[k.I_PK_HEAD], fi[k.I_PK_LEN], fi[k.I_PK_MAX]))
-    n, head = st["smeta"][s, :2].tolist()
-    floats.append(ring_order(st["sring"][s], head, n, n))
-    ints = fi.copy()
-    ints[_HEADS] = 0
-    return ForecastState(params, np.concatenate((ints, st["rmeta"][s, :, 0], st["smeta"][s, :1])),
-                         np.concatenate(floats), objects)
+        size += rmeta[s, index, 0]
+    floats = np.empty(size)
+    at = fs.shape[1] + f[k.I_BUF_LEN] + first_len
+    floats[: fs.shape[1]] = fs[s]
+    floats[fs.shape[1] : fs.shape[1] + f[k.I_BUF_LEN]] = buf[s, : f[k.I_BUF_LEN]]
+    floats[fs.shape[1] + f[k.I_BUF_LEN] : at] = first[s, :first_len]
+    at = ring_into(floats, at, sea[s], f[k.I_SE_HEAD], season_len, f[k.I_SEASON] + 1)
+    floats[at : at + f[k.I_PTS_LEN]] = pts[s, : f[k.I_PTS_LEN]]
+    floats[at + f[k.I_PTS_LEN] : at + f[k.I_PTS_LEN] + steps] = lev[s]
+    at += f[k.I_PTS_LEN] + steps
+    for index in range(steps):
+        at = ring_into(floats, at, rring[s, index], rmeta[s, index, 1], rmeta[s, index, 0], rmeta[s, index, 0])
+    at = ring_into(floats, at, pend[s], f[k.I_PEND_HEAD], f[k.I_PEND_LEN], horizon)
+    at = ring_into(floats, at, peaks[s], f[k.I_PK_HEAD], f[k.I_PK_LEN], f[k.I_PK_MAX])
+    ring_into(floats, at, sring[s], smeta[s, 1], smeta[s, 0], smeta[s, 0])
+    ints = np.empty(f.size + steps + 1, dtype=np.int64)
+    ints[: f.size] = f
+    ints[k.I_SE_HEAD] = ints[k.I_PEND_HEAD] = ints[k.I_PK_HEAD] = 0  # rings packed from their oldest
+    ints[f.size : f.size + steps] = rmeta[s, :, 0]
+    ints[-1] = smeta[s, 0]
+    return ints, floats
 
 
 def _thaw(st: dict[str, np.ndarray], s: int, state: ForecastState) -> None:
