@@ -198,11 +198,24 @@ class Store:
         batch = pa.table(columns)
         if batch.num_rows:
             with self._lock:
-                started = time.perf_counter()
-                self.client.insert_arrow(table, batch, settings=INSERT_SETTINGS)
-                if self.on_insert is not None:
-                    self.on_insert(table, time.perf_counter() - started)
+                self._insert(self.client, table, batch)
         return batch.num_rows
+
+    def insert_aside(self, table: str, columns: dict[str, pa.Array | list]) -> int:
+        """:meth:`insert` on a handle of its own instead of the write client, so that a large
+        insert (a checkpoint's model state: hundreds of MB at 10,000 series) does not hold up the
+        batches' inserts, which wait for the write client (the engine takes both at once)."""
+        batch = pa.table(columns)
+        if batch.num_rows:
+            with self._reader() as client:
+                self._insert(client, table, batch)
+        return batch.num_rows
+
+    def _insert(self, client: Client, table: str, batch: pa.Table) -> None:
+        started = time.perf_counter()
+        client.insert_arrow(table, batch, settings=INSERT_SETTINGS)
+        if self.on_insert is not None:
+            self.on_insert(table, time.perf_counter() - started)
 
     def command(self, sql: str) -> None:
         """Run a trusted statement (DDL, access management) on the write client."""

@@ -15,6 +15,7 @@ import pytest
 from core.settings import Settings
 from models.bank import STATE_VERSION
 from sinks.clickhouse import TS_TYPE, QueryFailed, Store, connect
+from sinks.model_state import insert_rows
 from sinks.sql_guard import QueryRefused
 from streams.metrics_pipeline import MetricsPipeline, Record
 from schemas.events import MetricPoint, encode
@@ -249,3 +250,20 @@ def test_a_long_read_does_not_delay_an_insert(limited: Store) -> None:
     inserted.set()
     reader.join()
     assert outcome == {"inserted while the read ran": True}
+
+
+def test_a_checkpoint_is_written_while_the_write_client_is_busy(store: Store) -> None:
+    """Model state goes in on a handle of its own: a checkpoint's large insert neither waits for nor
+    holds up the batches' inserts on the write client."""
+    done = threading.Event()
+
+    def write() -> None:
+        insert_rows(store, "aside-test", [("s1", 3, b"state")])
+        done.set()
+
+    with store._lock:  # the write client is busy (a batch's insert)
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert done.wait(30), "the checkpoint waited for the write client"
+    writer.join()
+    assert store.query("SELECT points FROM model_state FINAL WHERE detector = 'aside-test'").rows == [(3,)]
