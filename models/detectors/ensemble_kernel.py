@@ -486,7 +486,7 @@ def _peek_point(st, fp, ip, s, x):
     return score * fp[F_KEEP] if since[s] + 1 <= ip[I_SPAN] else score
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # other threads (the event loop, the insert thread) run meanwhile
 def score_batch(st, fp, ip, slots, starts, xs, ts, out):
     """InOrder(Ensemble).score_learn_many for each series g: slot ``slots[g]``, points
     ``starts[g]:starts[g + 1]`` of ``xs``/``ts`` (in record order); scores into ``out``.

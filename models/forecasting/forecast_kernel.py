@@ -368,7 +368,7 @@ def _planner_learn(st, s, y):
 
 
 # -- a batch --------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # other threads (the event loop, the insert thread) run meanwhile
 def learn_batch(st, fp, ip, steps, slots, begins, ends, resume, xs, ts, status, at, n_out, forecasts, plans):
     """Learn the points ``begins[g]:ends[g]`` of ``xs``/``ts`` into slot ``slots[g]``, as
     ``ForecastPipeline._learn`` does; with ``resume[g] >= 0`` (not -1), from that point on, where the
