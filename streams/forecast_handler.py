@@ -1,11 +1,13 @@
-"""The forecasting path's batch handler: learn, publish forecasts and advice, then return.
+"""The forecasting path's batch handler: learn, store and publish forecasts and advice, then return.
 
 ``forecast_handler`` builds the :class:`ForecastPipeline` and returns the handler that
 ``streams.app`` calls after the metrics handler, with the same batch and the metrics
 handler's outcome: it learns the points decoded there (no second decode). The consumer
 checkpoints the pipeline only between batches, so models are never saved between learning a
 batch and delivering what it produced (a series does not learn a point twice, so such a
-checkpoint would drop those outputs from a replay).
+checkpoint would drop those outputs from a replay). For the same reason, what a batch learned
+but could not deliver (its inserts or sends failed) is kept for that batch's retry, which
+learns nothing again and delivers it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from streams.batch_consumer import KafkaEvent
-from streams.forecast_pipeline import ForecastPipeline
+from streams.forecast_pipeline import ForecastOutcome, ForecastPipeline
 from streams.metrics_pipeline import BatchOutcome
 from streams.publisher import OutputRecord, Publisher
 from streams.tracing import batch_span, in_thread, record_outcome, stage
@@ -32,10 +34,20 @@ ForecastHandler = Callable[[Sequence[KafkaEvent], BatchOutcome], Awaitable[None]
 def forecast_handler(settings: Settings, store: Store, publisher: Publisher) -> tuple[ForecastHandler, ForecastPipeline]:
     """The batch handler that learns and publishes forecasts, and its pipeline."""
     pipeline = ForecastPipeline(settings, store)
+    undelivered: list[tuple[Sequence[KafkaEvent], ForecastOutcome]] = []  # the last batch's, until delivered
+
+    def learn_and_store(events: Sequence[KafkaEvent], decoded: BatchOutcome) -> ForecastOutcome:
+        outcome = pipeline.learn_points(decoded.points, len(decoded.dead_letters))
+        if undelivered and undelivered[0][0] is events:  # a retry: it delivers what the batch learned before
+            undelivered[0][1].add(outcome)
+            outcome = undelivered[0][1]
+        undelivered[:] = [(events, outcome)]
+        pipeline.store_outputs(outcome)
+        return outcome
 
     async def handle(events: Sequence[KafkaEvent], decoded: BatchOutcome) -> None:
         with batch_span(settings.topic_metrics, events, agent="forecast") as span:
-            outcome = await in_thread(pipeline.process_points, decoded.points, len(decoded.dead_letters))
+            outcome = await in_thread(learn_and_store, events, decoded)
             with stage("produce"):
                 records: list[OutputRecord] = [(settings.topic_forecasts, e.series.encode(), msgspec.json.encode(e))
                                                for e in outcome.forecasts]
@@ -43,6 +55,7 @@ def forecast_handler(settings: Settings, store: Store, publisher: Publisher) -> 
                 records += [(settings.topic_recommendations, r.series.encode(), msgspec.json.encode(r))
                             for r in outcome.recommendations]
                 await publisher.publish(records)
+            undelivered.clear()
             record_outcome(span, learned=outcome.learned, skipped_invalid=outcome.skipped_invalid,
                            forecasts=len(outcome.forecasts), cost_projections=len(outcome.costs),
                            recommendations=len(outcome.recommendations))

@@ -239,17 +239,20 @@ class ForecastPipeline(SavedModels):
         return self.process_points(decoded.points, skipped_invalid=len(decoded.dead_letters))
 
     def process_points(self, points: dict[str, list[MetricPoint]], skipped_invalid: int = 0) -> ForecastOutcome:
+        """:meth:`learn_points`, then :meth:`store_outputs`; raises only if the store fails (then
+        nothing may be acked)."""
+        outcome = self.learn_points(points, skipped_invalid)
+        self.store_outputs(outcome)
+        return outcome
+
+    def learn_points(self, points: dict[str, list[MetricPoint]], skipped_invalid: int = 0) -> ForecastOutcome:
         """Learn one batch's valid, rightly keyed points (by series, in record order; the batch
-        had ``skipped_invalid`` invalid records); raises only if the store fails (then nothing
-        may be acked)."""
-        now = time.time()
+        had ``skipped_invalid`` invalid records); returns what they produced, not stored yet."""
         outcome = ForecastOutcome(skipped_invalid=skipped_invalid)
         with self._lock, stage("score"):
             wanted = [series for series, batch in points.items() if batch[0].metric in self.wanted]
             self._restore(wanted)
             outcome.add(self._learn_series(points, wanted))
-        with stage("sink"):
-            self._store(outcome, now)
         return outcome
 
     def _learn_series(self, points: dict[str, list[MetricPoint]], wanted: list[str]) -> ForecastOutcome:
@@ -460,14 +463,16 @@ class ForecastPipeline(SavedModels):
 
     # --- sink ----------------------------------------------------------------------------
 
-    def _store(self, outcome: ForecastOutcome, now: float) -> None:
-        created = int(now * 1000)
-        if outcome.forecasts:
-            self.store.insert("forecasts", _columns(outcome.forecasts, ("ts", "target_ts"), created))
-        if outcome.costs:
-            self.store.insert("cost_projections", _columns(outcome.costs, ("ts", "until"), created))
-        if outcome.recommendations:
-            self.store.insert("recommendations", _columns(outcome.recommendations, ("ts", "window_end"), created))
+    def store_outputs(self, outcome: ForecastOutcome) -> None:
+        """Store the events of ``outcome`` (created now)."""
+        created = int(time.time() * 1000)
+        with stage("sink"):
+            if outcome.forecasts:
+                self.store.insert("forecasts", _columns(outcome.forecasts, ("ts", "target_ts"), created))
+            if outcome.costs:
+                self.store.insert("cost_projections", _columns(outcome.costs, ("ts", "until"), created))
+            if outcome.recommendations:
+                self.store.insert("recommendations", _columns(outcome.recommendations, ("ts", "window_end"), created))
 
 
 def cost_forecaster(step_seconds: int, coverage: float) -> HoltWintersForecaster:

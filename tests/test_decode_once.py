@@ -111,13 +111,13 @@ async def handle_once(settings: Settings, store: Store,
         outcomes.append(await scored(events))
         return outcomes[-1]
 
-    process_points = forecasting.process_points
+    learn_points = forecasting.learn_points
 
     def forecasting_points(points: dict[str, list[MetricPoint]], skipped_invalid: int = 0) -> ForecastOutcome:
-        learned.append((points, process_points(points, skipped_invalid)))
+        learned.append((points, learn_points(points, skipped_invalid)))
         return learned[-1][1]
 
-    forecasting.process_points = forecasting_points  # type: ignore[method-assign]
+    forecasting.learn_points = forecasting_points  # type: ignore[method-assign]
     try:
         await metrics_then_forecasting(metrics, forecast)([KafkaEvent(r) for r in await consume_records(settings, settings.topic_metrics, n)])
     finally:
