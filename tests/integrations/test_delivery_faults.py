@@ -53,6 +53,17 @@ async def _produce(settings: Settings, notes, age: float = 0.0) -> None:
         await producer.stop()
 
 
+async def deliveries(settings: Settings, n: int, vendors: FakeVendors) -> list:
+    """Run a delivery service until ``n`` outcomes are on the deliveries topic; then stop it and ``vendors``."""
+    service = DeliveryService(settings)
+    await service.start()
+    try:
+        return await consume_records(settings, settings.topic_deliveries, n, timeout=60)
+    finally:
+        await service.stop()
+        await vendors.stop()
+
+
 @pytest.mark.kafka
 async def test_refused_exhausted_and_too_old_notifications_are_dead_lettered_with_their_reason(
         tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,13 +77,7 @@ async def test_refused_exhausted_and_too_old_notifications_are_dead_lettered_wit
     await _produce(settings, [ok, refused, exhausted])
     await _produce(settings, [notification(Receiver("opsgenie", "og", vendors.url, "env:M1_TEST_PD"), nid="stale")],
                    age=settings.delivery_max_age_seconds - 0.01)
-    service = DeliveryService(settings)
-    await service.start()
-    try:
-        records = await consume_records(settings, settings.topic_deliveries, 6, timeout=60)
-    finally:
-        await service.stop()
-        await vendors.stop()
+    records = await deliveries(settings, 6, vendors)
     final = {r.key.decode(): json.loads(r.value) for r in records if json.loads(r.value)["outcome"] != "failed"}
     assert final["ok"]["outcome"] == "delivered" and final["ok"]["status"] == 202
     assert final["refused"]["outcome"] == "dead" and "secret env:M1_TEST_UNSET" in final["refused"]["reason"]
@@ -128,13 +133,7 @@ async def test_a_probe_answered_429_does_not_hold_the_circuit_shut(tmp_path: Pat
     vendors.script("/v2/enqueue", [500, 500, 429])
     await _produce(settings, [notification(Receiver("pagerduty", "pd", f"{vendors.url}/v2/enqueue", "env:M1_TEST_PD"),
                                            nid="probed")])
-    service = DeliveryService(settings)
-    await service.start()
-    try:
-        records = await consume_records(settings, settings.topic_deliveries, 4, timeout=30)
-    finally:
-        await service.stop()
-        await vendors.stop()
+    records = await deliveries(settings, 4, vendors)
     outcomes = [(json.loads(r.value)["attempt"], json.loads(r.value)["outcome"], json.loads(r.value)["status"])
                 for r in records]
     assert outcomes == [(1, "failed", 500), (2, "failed", 500), (3, "failed", 429), (4, "delivered", 202)]
