@@ -52,8 +52,8 @@ def store_deliveries(store: Store) -> BatchHandler:
             try:
                 rows.append(_decode(event.value))
             except msgspec.DecodeError as exc:
-                log.warning("deliveries: record at %s:%d is not a delivery (%s)", event.message.topic,
-                            event.message.offset, exc)
+                log.warning("deliveries: record at %s:%d is not a delivery (%s)", event.topic,
+                            event.offset, exc)
         if rows:
             await asyncio.get_running_loop().run_in_executor(None, store.insert, "deliveries", columns(rows))
 

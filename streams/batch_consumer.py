@@ -74,16 +74,10 @@ from streams.retry import RetryPolicy, handle_batch
 log = logging.getLogger(__name__)
 
 
-class KafkaEvent:
-    """The parts of a Faust event that the batch handlers read: ``key``, ``value``, ``message``
-    (made for every record read, so kept to three slots)."""
-
-    __slots__ = ("message", "key", "value")
-
-    def __init__(self, message: ConsumerRecord):
-        self.message = message
-        self.key: bytes | None = message.key
-        self.value: bytes | None = message.value
+#: What a batch handler gets for each record read: aiokafka's own record (``topic``, ``partition``,
+#: ``offset``, ``key``, ``value``, ``timestamp``), as it is: a batch holds tens of thousands, and a
+#: wrapper each cost more than aiokafka's parsing of them.
+KafkaEvent = ConsumerRecord
 
 
 @dataclass
@@ -98,7 +92,7 @@ class _Batch:
     def add(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         """Add one partition's records (in offset order, as ``getmany`` returns them)."""
         if records:
-            self.events += map(KafkaEvent, records)
+            self.events += records
             self.ends[tp] = records[-1].offset + 1
             self.keys.setdefault(tp, set()).update(map(_key, records))
 
@@ -507,7 +501,7 @@ class BatchConsumer(Service):
                 return False
             self.pause_input()
             fetched = await self._consumer.getmany(timeout_ms=max(1, int(min(left, PAUSED_POLL_SECONDS) * 1000)))
-            self._rewind([KafkaEvent(r) for records in fetched.values() for r in records])
+            self._rewind([r for records in fetched.values() for r in records])
         return not self.should_stop
 
     async def _next_batch(self, while_busy: asyncio.Event | None = None) -> tuple[_Batch, int]:
@@ -599,8 +593,8 @@ class BatchConsumer(Service):
         assert self._consumer is not None
         first: dict[TopicPartition, int] = {}
         for event in events:
-            tp = TopicPartition(event.message.topic, event.message.partition)
-            first[tp] = min(first.get(tp, event.message.offset), event.message.offset)
+            tp = TopicPartition(event.topic, event.partition)
+            first[tp] = min(first.get(tp, event.offset), event.offset)
         assigned = self._consumer.assignment()
         for tp, offset in first.items():
             if tp in assigned:

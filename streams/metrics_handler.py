@@ -16,7 +16,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -31,8 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def records_of(events: Sequence[KafkaEvent]) -> list[Record]:
-    """The pipeline's view of a batch of Kafka events (Faust's or the batch consumer's)."""
+def records_of(events: Sequence[KafkaEvent] | Sequence[Any]) -> list[Record]:
+    """The pipeline's view of a batch: the batch consumer's records as they are (aiokafka's record
+    has the fields of :class:`Record`), a Faust agent's events as records of their messages."""
+    if not events or isinstance(events[0], KafkaEvent):
+        return list(events)
     return [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in events]
 
 

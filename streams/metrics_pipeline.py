@@ -50,7 +50,8 @@ LABELS_TYPE = pa.map_(pa.string(), pa.string())
 
 class Record(msgspec.Struct, frozen=True, gc=False):
     """A Kafka record as the pipeline needs it (untracked by the garbage collector: it holds no
-    references back, and a batch holds thousands, which would make full collections frequent)."""
+    references back, and a batch holds thousands, which would make full collections frequent).
+    The batch consumer hands aiokafka's records instead, which have these fields."""
 
     topic: str
     partition: int

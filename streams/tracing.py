@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, TypeVar
 
+from aiokafka import ConsumerRecord
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
@@ -34,7 +35,12 @@ T = TypeVar("T")
 STAGES = ("consume", "decode", "validate", "score", "produce", "sink")
 
 
-_HEADERS, _PARTITION = attrgetter("message.headers"), attrgetter("message.partition")
+_HEADERS, _PARTITION, _MESSAGE = attrgetter("headers"), attrgetter("partition"), attrgetter("message")
+
+
+def _messages(events: Sequence[Any]) -> Sequence[Any]:
+    """The Kafka records of a batch: the batch consumer's as they are, a Faust event's message."""
+    return events if not events or isinstance(events[0], ConsumerRecord) else list(map(_MESSAGE, events))
 
 
 @contextlib.contextmanager
@@ -42,7 +48,8 @@ def batch_span(topic: str, events: Sequence[Any], agent: str = "") -> Iterator[t
     """The span of one batch of Kafka events (Faust's or the batch consumer's) from ``topic``.
 
     ``agent`` (attribute ``m1.agent``) tells apart handlers that consume the same topic."""
-    remote = remote_span_contexts(map(_HEADERS, events))  # map and attrgetter: a batch holds thousands
+    messages = _messages(events)
+    remote = remote_span_contexts(map(_HEADERS, messages))  # map and attrgetter: a batch holds thousands
     parent = trace.set_span_in_context(trace.NonRecordingSpan(remote[0])) if len(remote) == 1 else None
     attributes = {
         "messaging.system": "kafka",
@@ -50,7 +57,7 @@ def batch_span(topic: str, events: Sequence[Any], agent: str = "") -> Iterator[t
         "messaging.destination.name": topic,
         "messaging.batch.message_count": len(events),
         "m1.records": len(events),
-        "messaging.destination.partition.ids": sorted(map(str, set(map(_PARTITION, events)))),
+        "messaging.destination.partition.ids": sorted(map(str, set(map(_PARTITION, messages)))),
     }
     if agent:
         attributes["m1.agent"] = agent

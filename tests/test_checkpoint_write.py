@@ -37,7 +37,7 @@ class Checkpoints:
 
     async def handle(self, events: Sequence[KafkaEvent]) -> None:
         for event in events:
-            self.ends[event.message.partition] = event.message.offset + 1
+            self.ends[event.partition] = event.offset + 1
         self.handled += len(events)
 
     def cut(self) -> Callable[[], None] | None:

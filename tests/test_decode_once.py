@@ -119,7 +119,7 @@ async def handle_once(settings: Settings, store: Store,
 
     forecasting.learn_points = forecasting_points  # type: ignore[method-assign]
     try:
-        await metrics_then_forecasting(metrics, forecast)([KafkaEvent(r) for r in await consume_records(settings, settings.topic_metrics, n)])
+        await metrics_then_forecasting(metrics, forecast)(await consume_records(settings, settings.topic_metrics, n))
     finally:
         await publisher.stop()
     [outcome] = outcomes

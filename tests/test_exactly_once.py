@@ -186,7 +186,7 @@ def test_records_fetched_before_a_rebalance_are_handled_once(tmp_path: Path, kaf
     handled: list[tuple[int, int]] = []
 
     async def record(events: Sequence[KafkaEvent]) -> None:
-        handled.extend((event.message.partition, event.message.offset) for event in events)
+        handled.extend((event.partition, event.offset) for event in events)
 
     def consumer() -> BatchConsumer:
         return BatchConsumer(settings, source, f"{settings.app_id}-rebalanced", record, checkpoints=[],

@@ -189,7 +189,7 @@ def test_every_kind_of_client_logs_in_with_the_settings(secure_kafka: LocalKafka
             await publisher.stop()
         return seen
 
-    assert sorted((e.message.topic, e.value) for e in asyncio.run(services())) == sorted((t, b"from-the-publisher") for t in topics)
+    assert sorted((e.topic, e.value) for e in asyncio.run(services())) == sorted((t, b"from-the-publisher") for t in topics)
 
     async def faust_send(settings: Settings) -> None:
         app = make_faust_app(settings)

@@ -110,7 +110,7 @@ async def until_committed(settings: Settings, group: str, expected: dict[int, in
 
 
 def offsets(events: Sequence[KafkaEvent]) -> list[tuple[int, int]]:
-    return [(e.message.partition, e.message.offset) for e in events]
+    return [(e.partition, e.offset) for e in events]
 
 
 @pytest.mark.parametrize("table_refuses", [False, True], ids=["table-takes-letters", "table-refuses-letters-too"])

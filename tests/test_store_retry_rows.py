@@ -67,7 +67,7 @@ def stored_points(store: Store, tenant: str) -> int:
 
 
 def offsets(events: Sequence[KafkaEvent]) -> list[tuple[int, int]]:
-    return [(e.message.partition, e.message.offset) for e in events]
+    return [(e.partition, e.offset) for e in events]
 
 
 @pytest.mark.parametrize("refusing", ["metric_points", "forecasts"])

@@ -13,7 +13,7 @@ from streams.batch_consumer import KafkaEvent
 
 
 def event(offset: int, value: bytes) -> KafkaEvent:
-    return KafkaEvent(ConsumerRecord("deliveries", 0, offset, 0, 0, None, value, None, 0, len(value), ()))
+    return ConsumerRecord("deliveries", 0, offset, 0, 0, None, value, None, 0, len(value), ())
 
 
 async def test_every_attempt_is_a_row_and_a_replay_is_one(store: Store) -> None:
