@@ -40,13 +40,10 @@ from models.ordered import InOrder
 from models.registry import make_detector
 from models.detectors.threshold import Thresholds
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint, encode
-from sinks.clickhouse import TS_TYPE, Store
+from sinks.clickhouse import TS_TYPE, Store, string_maps
 from sinks.model_state import StateLocation, load_state_key, state_location
 from streams.tracing import stage
 from tenancy.quotas import IngestQuotas
-
-LABELS_TYPE = pa.map_(pa.string(), pa.string())
-
 
 class Record(msgspec.Struct, frozen=True, gc=False):
     """A Kafka record as the pipeline needs it (untracked by the garbage collector: it holds no
@@ -228,8 +225,8 @@ class MetricsPipeline(SavedModels):
         threshold = self.thresholds.warning
         counts = [len(batch) for batch in by_series.values()]
         points = list(chain.from_iterable(by_series.values()))
-        values = np.fromiter([p.value for p in points], dtype=np.float64, count=len(points))
-        ts = np.fromiter([p.ts for p in points], dtype=np.float64, count=len(points))
+        values = np.fromiter(map(_VALUE, points), dtype=np.float64, count=len(points))
+        ts = np.fromiter(map(_TS, points), dtype=np.float64, count=len(points))
         scores = self._score_series(by_series, counts, values, ts)
         flagged = scores >= threshold
         anomalies = []
@@ -246,7 +243,7 @@ class MetricsPipeline(SavedModels):
             "ts": pa.array((ts * 1000).astype(np.int64), type=TS_TYPE),  # int(p.ts * 1000), as numpy truncates too
             **{name: pa.array([getattr(p, name) for p in firsts], type=pa.string()).take(rows)
                for name in ("tenant", "region", "service", "metric")},
-            "labels": pa.array([p.labels for p in points], type=LABELS_TYPE),  # per point: their order may differ
+            "labels": string_maps(list(map(_LABELS, points))),  # per point: their order may differ
             "series": pa.array(list(by_series), type=pa.string()).take(rows),
             "value": pa.array(values),
             "score": pa.array(scores.astype(np.float32)),
@@ -456,6 +453,7 @@ def _take_one(outcome: BatchOutcome, by_series: dict[str, list[MetricPoint]], re
 
 
 _VALUE, _TOPIC, _TENANT, _TS = attrgetter("value"), attrgetter("topic"), attrgetter("tenant"), attrgetter("ts")
+_LABELS = attrgetter("labels")
 _REMEMBERED_IDENTITY, _SERIES, _CHANGES = itemgetter(0), itemgetter(1), itemgetter(2)
 #: Stands for a payload the twin refused, in :func:`_usual`: an identity no series has.
 _ABSENT = SimpleNamespace(ts=0.0, tenant=None, region=None, service=None, metric=None, labels=None)
