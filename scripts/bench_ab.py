@@ -1,0 +1,103 @@
+"""Compare the metrics path of two checkouts, interleaved on one loaded topic: A B A B ...
+
+A throughput measured minutes apart on a shared VM moves by 10 % or more (the bare ceiling of
+``bench_metrics.py`` does too); a change worth 5 % only shows when both sides run in turn, on
+the same broker and the same records. Each round here measures the bare consume-and-decode
+ceiling, then runs one worker of each checkout over the whole topic (each its own store and
+consumer group, its code from its checkout, this venv's packages), timed by the store's own
+``ingested_at`` stamps as ``bench_metrics.py`` does. It prints each run and the medians.
+
+Run:  .venv/bin/python scripts/bench_ab.py ../before . --points 1500000 --series 1000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from bench_metrics import bare_consume, full_path, load_topic  # scripts/
+from core.gc_tuning import tune_for_batches
+from core.kafka.local_broker import LocalKafka, free_port
+from core.kafka.topics import ensure_topics
+from core.settings import Settings
+from m1.local_key import local_admin_key
+from m1.worker_process import WorkerProcess
+
+console = Console(width=150)
+
+
+def main(
+    a: Path = typer.Argument(..., help="Checkout A (its m1/, streams/, ... run the worker)."),
+    b: Path = typer.Argument(..., help="Checkout B."),
+    points: int = typer.Option(1_500_000, help="Metric points to load into the topic."),
+    series: int = typer.Option(1_000, help="Distinct series."),
+    rounds: int = typer.Option(3, help="Rounds; each runs the ceiling, then A and B (B first in odd rounds)."),
+) -> None:
+    """Points/s of a worker of each checkout, in turn on the same topic, and the ceiling each round."""
+    tune_for_batches()  # the ceiling is measured with the worker's collector settings, as in bench_metrics
+    home = Path(tempfile.mkdtemp(prefix="m1-bench-ab-"))
+    console.print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
+    broker = LocalKafka(Settings(home=home / "broker"))
+    with console.status("starting Kafka..."):
+        bootstrap = broker.start().bootstrap
+    base = Settings(home=home, kafka_bootstrap=bootstrap, flush_seconds=0.25, topic_partitions=2)
+    ensure_topics(base)
+    results: dict[str, list[float]] = {"ceiling": [], "A": [], "B": []}
+    try:
+        load_topic(base, points, series)
+        for number in range(rounds):
+            results["ceiling"].append(asyncio.run(bare_consume(base, points)))
+            order = [("A", a), ("B", b)] if number % 2 == 0 else [("B", b), ("A", a)]
+            for name, checkout in order:
+                rate, cpu = worker_run(base, checkout.resolve(), f"{name.lower()}{number}", points)
+                results[name].append(rate)
+                console.print(f"round {number + 1}, {name}: {rate:,.0f} points/s, worker CPU {cpu:.1f} s "
+                              f"(ceiling {results['ceiling'][-1]:,.0f})")
+    finally:
+        broker.stop()
+    table = Table(title=f"{points:,} points, {series:,} series, {rounds} rounds: A = {a}, B = {b}")
+    for column in ("measurement", "median points/s", "runs"):
+        table.add_column(column, justify="left" if column == "measurement" else "right")
+    for name, values in results.items():
+        table.add_row(name, f"{statistics.median(values):,.0f}", " ".join(f"{v:,.0f}" for v in values))
+    ratio = statistics.median(b_ / a_ for a_, b_ in zip(results["A"], results["B"]))
+    table.add_row("B / A, median of the rounds' ratios", f"{ratio:.3f}", "")
+    for name in ("A", "B"):
+        shares = [v / c for v, c in zip(results[name], results["ceiling"])]
+        table.add_row(f"{name} as a share of its round's ceiling", f"{statistics.median(shares):.1%}",
+                      " ".join(f"{s:.1%}" for s in shares))
+    console.print(table)
+
+
+def worker_run(base: Settings, checkout: Path, name: str, points: int) -> tuple[float, float]:
+    """Points/s of a worker running ``checkout``'s code (``python -m`` puts the working directory
+    first on its path) over the loaded topic, and the worker's CPU seconds."""
+    settings = base.model_copy(update={"home": base.home / name, "app_id": f"m1-ab-{name}", "web_port": free_port()})
+    settings = settings.model_copy(update={"api_key": SecretStr(local_admin_key(settings, "bench"))})
+    cpu: list[float] = []
+
+    def then(worker: WorkerProcess) -> None:
+        assert worker.proc is not None
+        fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))  # utime + stime
+
+    here = Path.cwd()
+    os.chdir(checkout)
+    try:
+        rate, _ = full_path(settings, points, then)
+    finally:
+        os.chdir(here)
+    return rate, cpu[0]
+
+
+if __name__ == "__main__":
+    typer.run(main)
