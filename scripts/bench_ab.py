@@ -41,6 +41,8 @@ def main(
     points: int = typer.Option(1_500_000, help="Metric points to load into the topic."),
     series: int = typer.Option(1_000, help="Distinct series."),
     rounds: int = typer.Option(3, help="Rounds; each runs the ceiling, then A and B (B first in odd rounds)."),
+    drop_caches: bool = typer.Option(False, help="Drop the page cache before each run (root): on a VM whose host "
+                                                "reclaims guest memory, a growing cache slows later runs."),
 ) -> None:
     """Points/s of a worker of each checkout, in turn on the same topic, and the ceiling each round."""
     tune_for_batches()  # the ceiling is measured with the worker's collector settings, as in bench_metrics
@@ -55,9 +57,11 @@ def main(
     try:
         load_topic(base, points, series)
         for number in range(rounds):
+            settle(drop_caches)
             results["ceiling"].append(asyncio.run(bare_consume(base, points)))
             order = [("A", a), ("B", b)] if number % 2 == 0 else [("B", b), ("A", a)]
             for name, checkout in order:
+                settle(drop_caches)
                 rate, cpu = worker_run(base, checkout.resolve(), f"{name.lower()}{number}", points)
                 results[name].append(rate)
                 console.print(f"round {number + 1}, {name}: {rate:,.0f} points/s, worker CPU {cpu:.1f} s "
@@ -76,6 +80,13 @@ def main(
         table.add_row(f"{name} as a share of its round's ceiling", f"{statistics.median(shares):.1%}",
                       " ".join(f"{s:.1%}" for s in shares))
     console.print(table)
+
+
+def settle(drop_caches: bool) -> None:
+    """Write dirty pages out and, with ``drop_caches``, drop the clean ones."""
+    os.sync()
+    if drop_caches:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def worker_run(base: Settings, checkout: Path, name: str, points: int) -> tuple[float, float]:

@@ -14,7 +14,7 @@ import pytest
 
 from core.settings import Settings
 from models.bank import STATE_VERSION
-from sinks.clickhouse import TS_TYPE, QueryFailed, Store, connect
+from sinks.clickhouse import STRING_MAP_TYPE, TS_TYPE, QueryFailed, Store, connect, string_maps
 from sinks.model_state import insert_rows
 from sinks.sql_guard import QueryRefused
 from streams.metrics_pipeline import MetricsPipeline, Record
@@ -267,3 +267,15 @@ def test_a_checkpoint_is_written_while_the_write_client_is_busy(store: Store) ->
         assert done.wait(30), "the checkpoint waited for the write client"
     writer.join()
     assert store.query("SELECT points FROM model_state FINAL WHERE detector = 'aside-test'").rows == [(3,)]
+
+
+def test_labels_are_stored_as_sent_each_map_in_its_own_order(store: Store) -> None:
+    """string_maps builds the labels column from two flat lists; it must be the column pa.array
+    builds from the maps (pairs in each map's order, empty maps included) and store as such."""
+    maps = [{"host": "a", "az": "1"}, {}, {"az": "1", "host": "a"}, {"ключ": "värde, \\ =", "k": ""}]
+    column = string_maps(maps)
+    assert column.equals(pa.array(maps, type=STRING_MAP_TYPE))
+    store.command("CREATE TABLE labels_probe (n UInt8, labels Map(String, String)) ENGINE = MergeTree ORDER BY n")
+    store.insert("labels_probe", {"n": pa.array(range(len(maps)), type=pa.uint8()), "labels": column})
+    stored = store.query("SELECT labels FROM labels_probe ORDER BY n").rows
+    assert [list(row[0].items()) for row in stored] == [list(m.items()) for m in maps]
