@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import partial
 
 import faust
 
@@ -83,7 +82,8 @@ def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler,
 
     async def handle(events: Sequence[KafkaEvent]) -> None:
         started = time.perf_counter()
-        outcome = await metrics(events, partial(forecast, events))  # forecasting learns while the batch is scored
+        outcome = await metrics(events)
+        await forecast(events, outcome)
         if observed is not None:
             observed.batch_handled(time.perf_counter() - started, outcome.stored,
                                    [letter.reason for letter in outcome.dead_letters])

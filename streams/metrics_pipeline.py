@@ -94,7 +94,6 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     rekeyed: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value), back where it came from
-    received_at: float = 0.0  # when the batch was decoded: its dead letters' time and its rows' ingested_at
     # the valid points keyed by their series, per series in record order (metrics topic only)
     points: dict[str, list[MetricPoint]] = field(default_factory=dict)
     # the record and series of each of ``points``, in batch order: a point over quota is dead-lettered with its record
@@ -165,22 +164,10 @@ class MetricsPipeline(SavedModels):
 
     def process(self, records: list[Record]) -> BatchOutcome:
         """Handle one batch; raises only if the store fails (then nothing may be acked)."""
-        return self.store_admitted(self.admit(records))
-
-    def admit(self, records: list[Record]) -> BatchOutcome:
-        """Decode a batch and admit its points: those over their tenant's quota become dead letters
-        (see :meth:`score_and_store`). :meth:`store_admitted` and forecasting take the outcome, at
-        the same time if they like: neither changes its points or dead letters."""
-        outcome = decode_batch(self.decoder, records, time.time(), self.settings.max_future_seconds, self.tenant_of,
+        now = time.time()
+        outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds, self.tenant_of,
                                redact=self.series_of)
-        self._enforce_quotas(outcome.points, outcome.received_at, outcome.dead_letters, outcome.sources)
-        return outcome
-
-    def store_admitted(self, outcome: BatchOutcome) -> BatchOutcome:
-        """Score and store what :meth:`admit` made of a batch; sets its ``stored`` and ``anomalies``.
-        Raises only if the store fails (then nothing may be acked)."""
-        outcome.stored, outcome.anomalies = self._score_and_store(outcome.points, outcome.received_at,
-                                                                  outcome.dead_letters)
+        outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters, outcome.sources)
         return outcome
 
     def score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
@@ -193,12 +180,8 @@ class MetricsPipeline(SavedModels):
         out of ``by_series`` and added to ``dead_letters`` (reason ``quota: ...``), each with its
         record from ``sources(series)`` (in the order of ``by_series[series]``; needed when there are points)."""
         dead_letters = [] if dead_letters is None else dead_letters
-        self._enforce_quotas(by_series, now, dead_letters, sources)
-        return self._score_and_store(by_series, now, dead_letters)
-
-    def _score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
-                         dead_letters: list[DeadLetter]) -> tuple[int, list[Anomaly]]:
         with self._lock, stage("score"):
+            self._enforce_quotas(by_series, now, dead_letters, sources)
             self._restore(list(by_series))
             columns, anomalies = self._score(by_series, now)
         with stage("sink"):
@@ -209,9 +192,7 @@ class MetricsPipeline(SavedModels):
 
     def _enforce_quotas(self, by_series: dict[str, list[MetricPoint]], now: float, dead_letters: list[DeadLetter],
                         sources: Callable[[str], list[Record]] | None) -> None:
-        with self._lock:  # the bank is shared with the OTLP agents' threads
-            refused = self.quotas.admit({s: len(batch) for s, batch in by_series.items()}, self.bank.__contains__,
-                                        self.bank.held)
+        refused = self.quotas.admit({s: len(batch) for s, batch in by_series.items()}, self.bank.__contains__, self.bank.held)
         for series, (admitted, reason) in refused.items():
             batch = by_series[series]
             if admitted:
@@ -370,7 +351,7 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
     lives in one partition, so one worker of the group scores its points, in order; a keyless
     record or one keyed otherwise is re-keyed (it lands in its series' partition and is scored there).
     A :class:`SeriesOf` as ``redact`` remembers its series from batch to batch."""
-    outcome = BatchOutcome(received_at=now)
+    outcome = BatchOutcome()
     series_of = redact if isinstance(redact, SeriesOf) else SeriesOf(redact)
     with stage("decode"):  # msgspec parses and checks the schema in one pass, all but the names' patterns
         twins = decoder.read_each(list(map(_VALUE, records)))
