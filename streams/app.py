@@ -76,9 +76,9 @@ def make_faust_app(settings: Settings) -> faust.App:
 
 def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler,
                              observed: PipelineMetrics | None = None) -> BatchHandler:
-    """The metrics topic's batch handler: the metrics path, with forecasting beside its scoring on
-    the points it decoded. It returns once both have stored their rows and Kafka acknowledged their
-    sends; then it reports the batch's time, points stored and dead letters to ``observed``."""
+    """The metrics topic's batch handler: the metrics path, then forecasting on the points it
+    decoded. It returns once both have stored their rows and Kafka acknowledged their sends;
+    then it reports the batch's time, points stored and dead letters to ``observed``."""
 
     async def handle(events: Sequence[KafkaEvent]) -> None:
         started = time.perf_counter()
@@ -97,7 +97,7 @@ ROLES = ("all", "store-owner", "scorer")
 
 def metrics_consumer(settings: Settings, pipeline: MetricsPipeline, forecast: ForecastHandler,
                      forecasting: ForecastPipeline, publisher: Publisher, observed: PipelineMetrics) -> BatchConsumer:
-    """The metrics topic's batch consumer: scoring and forecasting, checkpointed with its commits;
+    """The metrics topic's batch consumer: scoring, then forecasting, checkpointed with its commits;
     re-keyed records are forwarded in a transaction that the checkpoint commits with the offsets."""
     group_id = f"{settings.app_id}-metrics"
     forwarder = worker_forwarder(settings, group_id)

@@ -4,8 +4,8 @@ Faust's per-event stream machinery delivers about 3,000 events/s per process on 
 development machines, while a plain aiokafka ``getmany`` loop reads the same topic 30 times
 faster (docs/benchmarks.md). So the high-volume metrics topic is read here, in batches
 flushed by size (``M1_BATCH_SIZE``) or time (``M1_FLUSH_SECONDS``), and each batch goes to
-one handler (``streams.app`` wires the metrics path, and the forecasting path beside its
-scoring, on the points the metrics path decoded). A failing batch is retried as :mod:`streams.retry` says, with this
+one handler (``streams.app`` wires the metrics path, then the forecasting path on the points
+the metrics path decoded). A failing batch is retried as :mod:`streams.retry` says, with this
 consumer's input paused meanwhile: a batch the store rejects is tried ``M1_STORE_RETRY_ATTEMPTS``
 times and then dead-lettered; while the store is unavailable the batch waits, however long that
 takes. Paused partitions return nothing, but the consumer keeps polling them, so the group keeps

@@ -45,6 +45,7 @@ from sinks.model_state import StateLocation, load_state_key, state_location
 from streams.tracing import stage
 from tenancy.quotas import IngestQuotas
 
+
 class Record(msgspec.Struct, frozen=True, gc=False):
     """A Kafka record as the pipeline needs it (untracked by the garbage collector: it holds no
     references back, and a batch holds thousands, which would make full collections frequent).

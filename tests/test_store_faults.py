@@ -9,7 +9,7 @@ import json
 import logging
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from aiokafka import TopicPartition
@@ -23,7 +23,7 @@ from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store, connect
 from streams.batch_consumer import BatchConsumer, KafkaEvent
 from streams.metrics_handler import batch_dead_letters, metrics_handler
-from streams.metrics_pipeline import BatchOutcome, MetricsPipeline
+from streams.metrics_pipeline import MetricsPipeline
 from streams.publisher import Publisher
 from streams.retry import UNAVAILABLE_CODES, Fault, RetryPolicy, fault_of, store_reason
 from tests.helpers import consume_records
@@ -275,44 +275,3 @@ async def test_partitions_a_rebalance_takes_from_a_waiting_batch_are_left_to_the
         await publisher.stop()
     assert store.query(count).rows[0] == (200, 200)  # neither worker handled a record twice
 
-
-async def handled_beside(settings: Settings, store: Store, records: list[tuple[bytes, bytes]],
-                         beside: Callable[[BatchOutcome], Awaitable[None]]) -> BatchOutcome:
-    """``records`` published, read back as one batch and handled by the metrics handler with
-    ``beside`` alongside its scoring (as ``streams.app`` runs forecasting)."""
-    publisher = Publisher(settings)
-    await publisher.start()
-    try:
-        await publisher.publish([(settings.topic_metrics, k, v) for k, v in records])
-        events = await consume_records(settings, settings.topic_metrics, len(records))
-        return await metrics_handler(MetricsPipeline(settings, store), publisher, settings)(events, beside)
-    finally:
-        await publisher.stop()
-
-
-async def test_what_runs_beside_the_scoring_fails_the_batch_once_the_scoring_is_done(
-        refusing_store: Store, make_settings: Callable[..., Settings]) -> None:
-    settings, tenant = make_settings(), f"t-{uuid.uuid4().hex[:6]}"
-    stored = f"SELECT count() FROM metric_points WHERE tenant = '{tenant}'"
-
-    async def beside(outcome: BatchOutcome) -> None:
-        assert sum(map(len, outcome.points.values())) == 30  # the admitted points, before they are scored
-        raise RuntimeError("forecasting broke")
-
-    with pytest.raises(RuntimeError, match="forecasting broke"):
-        await handled_beside(settings, refusing_store, [point(tenant, i) for i in range(30)], beside)
-    assert refusing_store.query(stored).rows[0][0] == 30  # the scoring went on to the end: its rows are in
-
-
-async def test_a_scoring_failure_waits_for_what_runs_beside_before_the_batch_fails(
-        refusing_store: Store, make_settings: Callable[..., Settings]) -> None:
-    settings, tenant, finished = make_settings(), f"t-{uuid.uuid4().hex[:6]}", []
-
-    async def beside(outcome: BatchOutcome) -> None:
-        await asyncio.sleep(0.5)  # far longer than the store takes to refuse the batch
-        finished.append(outcome.stored)
-
-    poisoned = [point(tenant, 0), point(tenant, 1, POISON)]
-    with pytest.raises(Exception, match="VIOLATED_CONSTRAINT") as raised:
-        await handled_beside(settings, refusing_store, poisoned, beside)
-    assert finished == [0] and fault_of(raised.value) is Fault.REJECTED  # nothing left running, nothing stored
