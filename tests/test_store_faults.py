@@ -274,4 +274,3 @@ async def test_partitions_a_rebalance_takes_from_a_waiting_batch_are_left_to_the
         await first.stop()
         await publisher.stop()
     assert store.query(count).rows[0] == (200, 200)  # neither worker handled a record twice
-
