@@ -78,6 +78,8 @@ def string_maps(maps: list[dict[str, str]]) -> pa.MapArray:
     keys = pa.array(list(chain.from_iterable(maps)), type=pa.string())
     values = pa.array(list(chain.from_iterable(map(dict.values, maps))), type=pa.string())
     return pa.MapArray.from_arrays(pa.array(offsets), keys, values)
+
+
 #: Tables never open to tenant SQL even though they have a tenant column: the access log and the
 #: hash-chained audit trail (audit/) are served to auditors by their own endpoint and commands; the
 #: subject keys, their erasure tombstones and legal holds (compliance/) are the platform's.
