@@ -43,7 +43,7 @@ from core.settings import Settings
 from core.kafka.topics import tenant_topic
 from schemas.events import MetricPoint, encode
 from schemas.otlp import ENCODINGS, DecodeError, decode_metrics, decode_traces, metric_points, metric_rows, span_rows
-from sinks.clickhouse import Store
+from sinks.clickhouse import STRING_MAP_TYPE, Store, string_maps
 from sinks.model_state import load_state_key
 from streams.metrics_pipeline import (BatchOutcome, MetricsPipeline, Record, TopicTenants, dead_letter, tenant_mismatch,
                                      too_far_ahead, topic_tenants)
@@ -54,7 +54,7 @@ from streams.tracing import stage
 log = logging.getLogger(__name__)
 
 _NS = pa.timestamp("ns", tz="UTC")
-_MAP = pa.map_(pa.string(), pa.string())
+_MAP = STRING_MAP_TYPE
 _STR, _STRS = pa.string(), pa.list_(pa.string())
 
 # Arrow types of the OTel tables' columns (schemas/ddl/020_otel.sql); rows come from schemas.otlp.
@@ -84,8 +84,8 @@ def arrow_columns(rows: list[dict[str, Any]], types: Mapping[str, pa.DataType]) 
 
 
 def _array(values: list, type_: pa.DataType) -> pa.Array:
-    if pa.types.is_map(type_):
-        return pa.array([list(v.items()) for v in values], type=type_)
+    if type_ == STRING_MAP_TYPE:
+        return string_maps(values)
     if pa.types.is_timestamp(type_):
         return pa.array(values, type=pa.int64()).cast(type_)
     if pa.types.is_list(type_):
