@@ -225,7 +225,7 @@ class MetricsPipeline(SavedModels):
             "ts": pa.array((ts * 1000).astype(np.int64), type=TS_TYPE),  # int(p.ts * 1000), as numpy truncates too
             **{name: pa.array([getattr(p, name) for p in firsts], type=pa.string()).take(rows)
                for name in ("tenant", "region", "service", "metric")},
-            "labels": string_maps(list(map(_LABELS, points))),  # per point: their order may differ
+            "labels": labels_column(list(map(_LABELS, points)), [p.labels for p in firsts], counts, rows),
             "series": pa.array(list(by_series), type=pa.string()).take(rows),
             "value": pa.array(values),
             "score": pa.array(scores.astype(np.float32)),
@@ -270,6 +270,28 @@ class MetricsPipeline(SavedModels):
                 "payload_bytes": pa.array([d.payload_bytes for d in letters], type=pa.uint64()),
             },
         )
+
+
+def labels_column(maps: list[dict[str, str]], firsts: list[dict[str, str]], counts: list[int], rows: pa.Array) -> pa.MapArray:
+    """The labels column of ``maps``: the points' labels, series after series (``counts`` a series,
+    ``firsts`` the first map of each, ``rows`` each point's series as an index).
+
+    A series' points carry one label set, usually in one order too: then the series' maps are
+    built once and taken per row. A map that lists its pairs in another order (JSON leaves it to
+    the sender) is stored as sent, so then the column is built map by map.
+
+    >>> firsts = [{"host": "a", "az": "1"}, {}]
+    >>> labels_column([{"host": "a", "az": "1"}, {"az": "1", "host": "a"}, {}], firsts, [2, 1],
+    ...               pa.array([0, 0, 1])).to_pylist()
+    [[('host', 'a'), ('az', '1')], [('az', '1'), ('host', 'a')], []]
+    """
+    if maps != list(chain.from_iterable(map(repeat, firsts, counts))):  # each its series' label set
+        return string_maps(maps)
+    column = string_maps(firsts).take(rows)
+    if max(map(len, firsts), default=0) > 1:  # equal maps of two pairs or more: are their keys in one order too?
+        if not column.keys.equals(pa.array(list(chain.from_iterable(maps)), type=pa.string())):
+            return string_maps(maps)
+    return column
 
 
 class SeriesOf:

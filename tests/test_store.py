@@ -20,6 +20,7 @@ from sinks.sql_guard import QueryRefused
 from streams.metrics_pipeline import MetricsPipeline, Record
 from schemas.events import MetricPoint, encode
 
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
 def test_migrations_apply_once_and_are_recorded(store: Store) -> None:
@@ -279,3 +280,16 @@ def test_labels_are_stored_as_sent_each_map_in_its_own_order(store: Store) -> No
     store.insert("labels_probe", {"n": pa.array(range(len(maps)), type=pa.uint8()), "labels": column})
     stored = store.query("SELECT labels FROM labels_probe ORDER BY n").rows
     assert [list(row[0].items()) for row in stored] == [list(m.items()) for m in maps]
+
+
+def test_the_pipeline_stores_each_points_labels_in_the_order_it_sent_them(store: Store, tmp_path: Path) -> None:
+    """A series' points share one label set; the labels column is built once a series unless a
+    point lists its labels in another order, which is then stored as sent (labels_column)."""
+    pipeline = MetricsPipeline(Settings(home=tmp_path), store)
+    orders = [{"host": "a", "az": "1"}, {"az": "1", "host": "a"}, {"host": "a", "az": "1"}]
+    points = [MetricPoint(T0 + 60 * i, "orders", "eu", "api", "latency_ms", 1.0, labels) for i, labels in enumerate(orders)]
+    points += [MetricPoint(T0 + 60 * i, "orders", "eu", "api", "errors", 1.0, {"host": "b"}) for i in range(3)]
+    pipeline.process([Record("metrics", 0, i, p.series_key.encode(), encode(p)) for i, p in enumerate(points)])
+    stored = store.query("SELECT metric, labels FROM metric_points WHERE tenant = 'orders' ORDER BY metric DESC, ts").rows
+    assert [(metric, list(labels.items())) for metric, labels in stored] == \
+        [(p.metric, list(p.labels.items())) for p in points]  # latency_ms first (DESC), each in time order
