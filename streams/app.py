@@ -76,22 +76,15 @@ def make_faust_app(settings: Settings) -> faust.App:
 
 
 def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler,
-                             observed: PipelineMetrics | None = None, full: int | None = None) -> BatchHandler:
-    """The metrics topic's batch handler: the metrics path, then forecasting on the points it
-    decoded. A batch of ``full`` records or more (a backlog: the consumer had that many waiting)
-    is learned by forecasting while the metrics path stores and publishes it (``metrics_handler``'s
-    ``alongside``): the store's threads work while Python learns, for throughput. A smaller batch
-    (caught up) has its rows and anomalies out before forecasting starts, for latency. It returns
-    once both have stored their rows and Kafka acknowledged their sends; then it reports the
-    batch's time, points stored and dead letters to ``observed``."""
+                             observed: PipelineMetrics | None = None) -> BatchHandler:
+    """The metrics topic's batch handler: the metrics path scores the batch, then forecasting
+    learns the points it decoded while the batch is stored and published (``metrics_handler``'s
+    ``alongside``). It returns once both have stored their rows and Kafka acknowledged their sends;
+    then it reports the batch's time, points stored and dead letters to ``observed``."""
 
     async def handle(events: Sequence[KafkaEvent]) -> None:
         started = time.perf_counter()
-        if full is not None and len(events) >= full:
-            outcome = await metrics(events, partial(forecast, events))
-        else:
-            outcome = await metrics(events, None)
-            await forecast(events, outcome)
+        outcome = await metrics(events, partial(forecast, events))  # forecasting learns while the batch is stored
         if observed is not None:
             observed.batch_handled(time.perf_counter() - started, outcome.stored,
                                    [letter.reason for letter in outcome.dead_letters])
@@ -112,7 +105,7 @@ def metrics_consumer(settings: Settings, pipeline: MetricsPipeline, forecast: Fo
     return BatchConsumer(
         settings, settings.topic_metrics, group_id=group_id, forwarder=forwarder,
         handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings, forwarder.send), forecast,
-                                         observed, full=settings.batch_size),
+                                         observed),
         # cut both banks between batches; their writers run off the batch path, then the last one (only if all saved)
         checkpoints=[pipeline.cut, forecasting.cut, lambda: observed.checkpointed],
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),

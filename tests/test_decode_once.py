@@ -62,9 +62,8 @@ def test_forecasting_learns_the_points_decoded_by_the_metrics_path(tmp_path: Pat
         store.close()  # chdb: one data directory per process at a time
 
 
-@pytest.mark.parametrize("backlog", [True, False], ids=["full batch: forecasting while stored", "caught up: after"])
 def test_the_wired_handlers_decode_each_record_once(tmp_path: Path, kafka_bootstrap: str,
-                                                     monkeypatch: pytest.MonkeyPatch, backlog: bool) -> None:
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     settings = isolated_settings(tmp_path, kafka_bootstrap)
     ensure_topics(settings)
     tenant = f"d-{uuid.uuid4().hex[:6]}"
@@ -83,12 +82,10 @@ def test_the_wired_handlers_decode_each_record_once(tmp_path: Path, kafka_bootst
     store = Store(connect(settings))
     store.migrate()
     try:
-        full = len(records) if backlog else len(records) + 1  # the batch is full, or not
-        metrics_outcome, learned, forecast_outcome, alongside = asyncio.run(handle_once(settings, store, len(records), full))
+        metrics_outcome, learned, forecast_outcome = asyncio.run(handle_once(settings, store, len(records)))
     finally:
         store.close()
 
-    assert alongside == backlog  # a full batch is learned while it is stored; else once it is out
     assert decoded == len(records)  # once, by the metrics path
     assert learned is metrics_outcome.points  # the very points it decoded, handed over
     assert forecast_outcome.learned == 2 * len(points) // 3  # requests_per_s and cost_usd
@@ -99,21 +96,18 @@ def test_the_wired_handlers_decode_each_record_once(tmp_path: Path, kafka_bootst
         assert len(published) == len(events) > 0
 
 
-async def handle_once(settings: Settings, store: Store, n: int,
-                      full: int) -> tuple[BatchOutcome, dict[str, list[MetricPoint]], ForecastOutcome, bool]:
-    """One batch of ``n`` records of the metrics topic through the handlers wired as in
-    ``streams.app`` (a batch of ``full`` is a backlog's); returns the metrics outcome, the points
-    forecasting got, the forecast outcome and whether forecasting ran alongside the store."""
+async def handle_once(settings: Settings, store: Store,
+                      n: int) -> tuple[BatchOutcome, dict[str, list[MetricPoint]], ForecastOutcome]:
+    """One batch of the metrics topic through the handlers wired as in ``streams.app``; returns
+    the metrics outcome, the points forecasting got, and the forecast outcome."""
     publisher = Publisher(settings)
     await publisher.start()
     forecast, forecasting = forecast_handler(settings, store, publisher)
     scored = metrics_handler(MetricsPipeline(settings, store), publisher, settings)
     outcomes: list[BatchOutcome] = []
-    alongside_given: list[bool] = []
     learned: list[tuple[dict[str, list[MetricPoint]], ForecastOutcome]] = []
 
     async def metrics(events: Sequence[KafkaEvent], alongside: Alongside | None = None) -> BatchOutcome:
-        alongside_given.append(alongside is not None)
         outcomes.append(await scored(events, alongside))
         return outcomes[-1]
 
@@ -125,9 +119,9 @@ async def handle_once(settings: Settings, store: Store, n: int,
 
     forecasting.learn_points = forecasting_points  # type: ignore[method-assign]
     try:
-        await metrics_then_forecasting(metrics, forecast, full=full)(await consume_records(settings, settings.topic_metrics, n))
+        await metrics_then_forecasting(metrics, forecast)(await consume_records(settings, settings.topic_metrics, n))
     finally:
         await publisher.stop()
     [outcome] = outcomes
     [(points, forecast_outcome)] = learned
-    return outcome, points, forecast_outcome, alongside_given == [True]
+    return outcome, points, forecast_outcome
