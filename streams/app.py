@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import partial
 
 import faust
 
@@ -77,14 +76,14 @@ def make_faust_app(settings: Settings) -> faust.App:
 
 def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler,
                              observed: PipelineMetrics | None = None) -> BatchHandler:
-    """The metrics topic's batch handler: the metrics path scores the batch, then forecasting
-    learns the points it decoded while the batch is stored and published (``metrics_handler``'s
-    ``alongside``). It returns once both have stored their rows and Kafka acknowledged their sends;
+    """The metrics topic's batch handler: the metrics path, then forecasting on the points it
+    decoded. It returns once both have stored their rows and Kafka acknowledged their sends;
     then it reports the batch's time, points stored and dead letters to ``observed``."""
 
     async def handle(events: Sequence[KafkaEvent]) -> None:
         started = time.perf_counter()
-        outcome = await metrics(events, partial(forecast, events))  # forecasting learns while the batch is stored
+        outcome = await metrics(events)
+        await forecast(events, outcome)
         if observed is not None:
             observed.batch_handled(time.perf_counter() - started, outcome.stored,
                                    [letter.reason for letter in outcome.dead_letters])

@@ -12,7 +12,6 @@ after the store inserts and the Kafka sends have all completed.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -39,42 +38,25 @@ def records_of(events: Sequence[KafkaEvent] | Sequence[Any]) -> list[Record]:
     return [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in events]
 
 
-#: What runs while a scored batch is stored and published, given its outcome (forecasting does).
-Alongside = Callable[[BatchOutcome], Awaitable[object]]
-MetricsHandler = Callable[[Sequence[KafkaEvent], Alongside | None], Awaitable[BatchOutcome]]
+MetricsHandler = Callable[[Sequence[KafkaEvent]], Awaitable[BatchOutcome]]
 
 
 def metrics_handler(pipeline: MetricsPipeline, publisher: Publisher, settings: Settings,
                     forward: Forward | None = None) -> MetricsHandler:
     """The handler of metrics batches, bound to its pipeline and publisher; re-keyed records go
-    through ``forward`` if given (the consumer's transaction: ``streams.publisher.Forwarder``).
+    through ``forward`` if given (the consumer's transaction: ``streams.publisher.Forwarder``)."""
 
-    ``handle(events, alongside)`` scores the batch, then stores and publishes it while
-    ``alongside(outcome)`` runs (in a trace of its own): the store's own threads then work while
-    Python learns. It returns once both are done, and raises if either failed (the store's error
-    first); a failed scoring starts nothing."""
-
-    async def handle(events: Sequence[KafkaEvent], alongside: Alongside | None = None) -> BatchOutcome:
-        outside = contextvars.copy_context()  # the context before this batch's span: alongside's own trace
+    async def handle(events: Sequence[KafkaEvent]) -> BatchOutcome:
         with batch_span(settings.topic_metrics, events, agent="metrics") as span:
             with stage("consume"):
                 records = records_of(events)
-            outcome = await in_thread(pipeline.score, records)
-
-            async def store_and_publish() -> None:
-                await in_thread(pipeline.store_scored, outcome)
-                with stage("produce"):
-                    alerts = alert_records(settings, outcome.dead_letters, outcome.anomalies)
-                    if forward is None or not outcome.rekeyed:
-                        await publisher.publish(alerts + outcome.rekeyed)
-                    else:
-                        await asyncio.gather(publisher.publish(alerts), forward(outcome.rekeyed))
-
-            beside = [] if alongside is None else [asyncio.get_running_loop().create_task(alongside(outcome),
-                                                                                        context=outside)]
-            for result in await asyncio.gather(store_and_publish(), *beside, return_exceptions=True):
-                if isinstance(result, BaseException):  # both ran to their end: none is left running
-                    raise result
+            outcome = await in_thread(pipeline.process, records)
+            with stage("produce"):
+                alerts = alert_records(settings, outcome.dead_letters, outcome.anomalies)
+                if forward is None or not outcome.rekeyed:
+                    await publisher.publish(alerts + outcome.rekeyed)
+                else:
+                    await asyncio.gather(publisher.publish(alerts), forward(outcome.rekeyed))
             record_outcome(span, stored=outcome.stored, dead_letters=len(outcome.dead_letters),
                            anomalies=len(outcome.anomalies), rekeyed=len(outcome.rekeyed))
         return outcome

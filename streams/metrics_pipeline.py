@@ -95,8 +95,6 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     rekeyed: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (topic, key, value), back where it came from
-    received_at: float = 0.0  # when the batch was decoded: its dead letters' time and its rows' ingested_at
-    rows: dict[str, Any] = field(default_factory=dict)  # the scored metric_points columns, until they are stored
     # the valid points keyed by their series, per series in record order (metrics topic only)
     points: dict[str, list[MetricPoint]] = field(default_factory=dict)
     # the record and series of each of ``points``, in batch order: a point over quota is dead-lettered with its record
@@ -167,24 +165,10 @@ class MetricsPipeline(SavedModels):
 
     def process(self, records: list[Record]) -> BatchOutcome:
         """Handle one batch; raises only if the store fails (then nothing may be acked)."""
-        return self.store_scored(self.score(records))
-
-    def score(self, records: list[Record]) -> BatchOutcome:
-        """Decode a batch and score its points (the models learn them); :meth:`store_scored` stores
-        what this returns. Its points and dead letters are final here: forecasting may learn them
-        while the batch is stored."""
         now = time.time()
         outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds, self.tenant_of,
                                redact=self.series_of)
-        outcome.received_at = now
-        outcome.rows, outcome.anomalies = self._admit_and_score(outcome.points, now, outcome.dead_letters, outcome.sources)
-        return outcome
-
-    def store_scored(self, outcome: BatchOutcome) -> BatchOutcome:
-        """Store what :meth:`score` made of a batch: its rows, anomalies and dead letters; sets its
-        ``stored`` (and drops its rows). Raises only if the store fails (then nothing may be acked)."""
-        outcome.stored = self._store(outcome.rows, outcome.anomalies, outcome.received_at, outcome.dead_letters)
-        outcome.rows = {}
+        outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters, outcome.sources)
         return outcome
 
     def score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
@@ -197,24 +181,15 @@ class MetricsPipeline(SavedModels):
         out of ``by_series`` and added to ``dead_letters`` (reason ``quota: ...``), each with its
         record from ``sources(series)`` (in the order of ``by_series[series]``; needed when there are points)."""
         dead_letters = [] if dead_letters is None else dead_letters
-        rows, anomalies = self._admit_and_score(by_series, now, dead_letters, sources)
-        return self._store(rows, anomalies, now, dead_letters), anomalies
-
-    def _admit_and_score(self, by_series: dict[str, list[MetricPoint]], now: float, dead_letters: list[DeadLetter],
-                         sources: Callable[[str], list[Record]] | None) -> tuple[dict, list[Anomaly]]:
-        """The metric_points columns and anomalies of the points of ``by_series`` within quota (see
-        :meth:`score_and_store`)."""
         with self._lock, stage("score"):
             self._enforce_quotas(by_series, now, dead_letters, sources)
             self._restore(list(by_series))
-            return self._score(by_series, now)
-
-    def _store(self, rows: dict, anomalies: list[Anomaly], now: float, dead_letters: list[DeadLetter]) -> int:
+            columns, anomalies = self._score(by_series, now)
         with stage("sink"):
-            stored = self.store.insert("metric_points", rows)
+            stored = self.store.insert("metric_points", columns)
             self._store_anomalies(anomalies, now)
             self._store_dead_letters(dead_letters)
-        return stored
+        return stored, anomalies
 
     def _enforce_quotas(self, by_series: dict[str, list[MetricPoint]], now: float, dead_letters: list[DeadLetter],
                         sources: Callable[[str], list[Record]] | None) -> None:

@@ -9,7 +9,7 @@ import json
 import logging
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from aiokafka import TopicPartition
@@ -23,7 +23,7 @@ from schemas.events import MetricPoint, encode
 from sinks.clickhouse import Store, connect
 from streams.batch_consumer import BatchConsumer, KafkaEvent
 from streams.metrics_handler import batch_dead_letters, metrics_handler
-from streams.metrics_pipeline import BatchOutcome, MetricsPipeline
+from streams.metrics_pipeline import MetricsPipeline
 from streams.publisher import Publisher
 from streams.retry import UNAVAILABLE_CODES, Fault, RetryPolicy, fault_of, store_reason
 from tests.helpers import consume_records
@@ -274,45 +274,3 @@ async def test_partitions_a_rebalance_takes_from_a_waiting_batch_are_left_to_the
         await first.stop()
         await publisher.stop()
     assert store.query(count).rows[0] == (200, 200)  # neither worker handled a record twice
-
-
-async def handled_alongside(settings: Settings, store: Store, records: list[tuple[bytes, bytes]],
-                            alongside: Callable[[BatchOutcome], Awaitable[None]]) -> BatchOutcome:
-    """``records`` published, read back as one batch and handled by the metrics handler with
-    ``alongside`` running while the batch is stored (as ``streams.app`` runs forecasting)."""
-    publisher = Publisher(settings)
-    await publisher.start()
-    try:
-        await publisher.publish([(settings.topic_metrics, k, v) for k, v in records])
-        events = await consume_records(settings, settings.topic_metrics, len(records))
-        return await metrics_handler(MetricsPipeline(settings, store), publisher, settings)(events, alongside)
-    finally:
-        await publisher.stop()
-
-
-async def test_what_runs_alongside_gets_the_scored_points_and_its_failure_fails_the_batch_once_stored(
-        refusing_store: Store, make_settings: Callable[..., Settings]) -> None:
-    settings, tenant = make_settings(), f"t-{uuid.uuid4().hex[:6]}"
-    stored = f"SELECT count() FROM metric_points WHERE tenant = '{tenant}'"
-
-    async def alongside(outcome: BatchOutcome) -> None:
-        assert sum(map(len, outcome.points.values())) == 30 and outcome.rows  # scored, not yet stored
-        raise RuntimeError("forecasting broke")
-
-    with pytest.raises(RuntimeError, match="forecasting broke"):
-        await handled_alongside(settings, refusing_store, [point(tenant, i) for i in range(30)], alongside)
-    assert refusing_store.query(stored).rows[0][0] == 30  # the store went on to the end: the rows are in
-
-
-async def test_a_store_failure_waits_for_what_runs_alongside_before_the_batch_fails(
-        refusing_store: Store, make_settings: Callable[..., Settings]) -> None:
-    settings, tenant, finished = make_settings(), f"t-{uuid.uuid4().hex[:6]}", []
-
-    async def alongside(outcome: BatchOutcome) -> None:
-        await asyncio.sleep(0.5)  # far longer than the store takes to refuse the batch
-        finished.append(outcome.stored)
-
-    poisoned = [point(tenant, 0), point(tenant, 1, POISON)]
-    with pytest.raises(Exception, match="VIOLATED_CONSTRAINT") as raised:
-        await handled_alongside(settings, refusing_store, poisoned, alongside)
-    assert finished == [0] and fault_of(raised.value) is Fault.REJECTED  # nothing left running, nothing stored
