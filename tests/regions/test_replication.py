@@ -139,7 +139,10 @@ def test_the_worker_serves_its_agents_decisions(running: tuple[Settings, Setting
         with urllib.request.urlopen(request, timeout=10) as reply:
             return json.load(reply)
 
-    route = get("/v1/route?geo=eu-west")
-    assert route["regions"] == ["eu-west", "us-east"] and route["decided_by"] == "us-east"
+    def routed_to_both() -> bool:  # a heartbeat late on a loaded machine leaves a region out for a moment
+        route = get("/v1/route?geo=eu-west")
+        return route["regions"] == ["eu-west", "us-east"] and route["decided_by"] == "us-east"
+
+    assert wait_for(routed_to_both, timeout=30, interval=1), get("/v1/route?geo=eu-west")
     states = {r["name"]: r["state"] for r in get("/v1/regions")["regions"]}
     assert set(states) == {"eu-west", "us-east"} and "down" not in states.values()  # degraded if the machine lags
