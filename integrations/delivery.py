@@ -176,6 +176,7 @@ class DeliveryService(Service):
         self._tasks: set[asyncio.Task] = set()
         self._outbox: list[tuple[Job, list[OutputRecord]]] = []  # outcomes not yet on Kafka
         self._flushed = asyncio.Event()
+        self._publishing = asyncio.Lock()  # held from taking outcomes off the outbox to counting them finished
         self._consumer: AIOKafkaConsumer | None = None
         self._session: aiohttp.ClientSession | None = None
         self.stats = {"delivered": 0, "failed": 0, "dead": 0, "skipped": 0}
@@ -200,14 +201,11 @@ class DeliveryService(Service):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._outbox:  # outcomes already known: publish them rather than attempt again after the restart
-            done, self._outbox = self._outbox, []
-            try:
-                await self.publisher.publish([r for _, records in done for r in records])
-                for job, _ in done:
-                    self.offsets.finished(job.tp, job.offset)
-            except Exception as exc:
-                log.warning("delivery: %d outcomes not published at stop (%s); they will be attempted again", len(done), exc)
+        try:  # outcomes already known, or in flight in the flush: on Kafka before the commit, not attempted again
+            await self._publish_outbox()
+        except Exception as exc:
+            log.warning("delivery: %d outcomes not published at stop (%s); they will be attempted again",
+                        len(self._outbox), exc)
         if self._consumer is not None:
             await self.commit()
             await self._consumer.stop()
@@ -279,15 +277,26 @@ class DeliveryService(Service):
             await self._flushed.wait()
             await asyncio.sleep(FLUSH_SECONDS)  # let the outcomes of concurrent attempts gather
             self._flushed.clear()
-            done, self._outbox = self._outbox, []
             try:
-                await self.publisher.publish([r for _, records in done for r in records])
+                await self._publish_outbox()
             except Exception as exc:
-                log.warning("delivery: %d outcomes not published (%s); trying again", len(done), exc)
-                self._outbox[:0] = done
+                log.warning("delivery: %d outcomes not published (%s); trying again", len(self._outbox), exc)
                 self._flushed.set()
                 await asyncio.sleep(1.0)
-                continue
+
+    async def _publish_outbox(self) -> None:
+        """Publish the outcomes gathered so far in one producer call, then count their records finished;
+        on failure they go back to the outbox. The stop waits here for a flush in flight, so it never
+        commits before outcomes already taken off the outbox are on Kafka."""
+        async with self._publishing:
+            done, self._outbox = self._outbox, []
+            if not done:
+                return
+            try:
+                await self.publisher.publish([r for _, records in done for r in records])
+            except BaseException:
+                self._outbox[:0] = done
+                raise
             for job, _ in done:
                 self.offsets.finished(job.tp, job.offset)
 

@@ -12,8 +12,11 @@ Contract:
   (client → upstream) or ``return_latency`` seconds (upstream → client; ``None`` = the same as
   ``latency``, ``0`` = one direction only) after it was read, in order. Both latencies can be
   changed while it runs; chunks read afterwards get the new delay (never overtaking earlier ones).
-- :class:`BackgroundWanProxy`: the same proxy on an event loop of its own in a daemon thread, for
-  synchronous code (tests, benchmarks); ``start()`` / ``stop()`` or ``with``.
+- :class:`WanProxyProcess`: the same proxy in a process of its own (``python -m regions.wan_proxy``),
+  for synchronous code (tests, benchmarks); ``start()`` / ``set_latency()`` / ``stop()`` or ``with``.
+  A proxy sharing its caller's interpreter holds every byte of the link whenever that caller is
+  busy (the likely cause of session 11's CI failure: both regions reaching ap-south through a
+  proxy in the test runner saw it degraded at once, while ap-south saw itself healthy).
 
 A round trip through a 50 ms proxy to an echo server takes at least 100 ms:
 
@@ -38,9 +41,12 @@ True
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import threading
+import select
+import subprocess
+import sys
 import time
 from types import TracebackType
 
@@ -143,44 +149,112 @@ class WanProxy:
             await writer.drain()
 
 
-class BackgroundWanProxy:
-    """A :class:`WanProxy` served by its own event loop in a daemon thread (for synchronous callers)."""
+class WanProxyProcess:
+    """A :class:`WanProxy` in a process of its own (``python -m regions.wan_proxy``), for synchronous
+    callers: the bytes it carries never wait for the caller's interpreter (its other threads, its
+    garbage collector). The process exits when its standard input closes, so it dies with its caller."""
 
     def __init__(self, upstream: tuple[str, int], latency: float = 0.0, return_latency: float | None = None,
                  listen: tuple[str, int] = ("127.0.0.1", 0)):
-        self.proxy = WanProxy(upstream, latency, return_latency, listen)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.upstream, self.listen = upstream, listen
+        self._latencies = (latency, return_latency)
+        self._process: subprocess.Popen[str] | None = None
+        self._address: tuple[str, int] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        return self.proxy.address
+        """The bound ``(host, port)``; only after ``start``."""
+        if self._address is None:
+            raise RuntimeError("the proxy is not started")
+        return self._address
+
+    def start(self, timeout: float = 30.0) -> tuple[str, int]:
+        """Start the process and wait until it listens; returns the bound address."""
+        latency, return_latency = self._latencies
+        command = [sys.executable, "-m", "regions.wan_proxy", _join(self.upstream), "--listen", _join(self.listen),
+                   "--latency", str(latency)]
+        if return_latency is not None:
+            command += ["--return-latency", str(return_latency)]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        host, port = self._reply(timeout).split()
+        self._address = (host, int(port))
+        return self._address
 
     def set_latency(self, latency: float, return_latency: float | None = None) -> None:
-        """New one-way delays for the chunks read from now on."""
-        self.proxy.latency, self.proxy.return_latency = latency, return_latency
-
-    def start(self) -> tuple[str, int]:
-        """Start the loop thread and the proxy; returns the bound address."""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="wan-proxy", daemon=True)
-        self._thread.start()
-        return asyncio.run_coroutine_threadsafe(self.proxy.start(), self._loop).result(timeout=10)
+        """New one-way delays for the chunks read from now on (returns once the process applied them)."""
+        if self._process is None or self._process.stdin is None:
+            raise RuntimeError("the proxy is not started")
+        self._process.stdin.write(f"{latency} {'' if return_latency is None else return_latency}\n")
+        self._reply(10.0)
 
     def stop(self) -> None:
-        """Stop the proxy, its connections and the thread (no-op when not started)."""
-        if self._loop is None or self._thread is None:
+        """Stop the process and with it every connection (no-op when not started)."""
+        if self._process is None:
             return
-        with contextlib.suppress(RuntimeError):
-            asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = self._thread = None
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process.stdout.close()
+        self._process = self._address = None
 
-    def __enter__(self) -> BackgroundWanProxy:
+    def _reply(self, timeout: float) -> str:
+        """The process's next line of output (it answers each request with one)."""
+        assert self._process is not None and self._process.stdout is not None
+        ready, _, _ = select.select([self._process.stdout], [], [], timeout)
+        line = self._process.stdout.readline() if ready else ""
+        if not line:
+            self.stop()
+            raise RuntimeError(f"the WAN proxy to {_join(self.upstream)} did not answer within {timeout} s")
+        return line.strip()
+
+    def __enter__(self) -> WanProxyProcess:
         self.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _join(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+async def _serve_until_stdin_closes(proxy: WanProxy) -> None:
+    """Run ``proxy``, print its address, then apply each ``LATENCY [RETURN_LATENCY]`` line read
+    from standard input (answering ``ok``) until it closes."""
+    host, port = await proxy.start()
+    print(host, port, flush=True)
+    loop = asyncio.get_running_loop()
+    try:
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            latency, *rest = line.split()
+            proxy.latency, proxy.return_latency = float(latency), float(rest[0]) if rest else None
+            print("ok", flush=True)
+    finally:
+        await proxy.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m regions.wan_proxy UPSTREAM``: the proxy as a process (see :class:`WanProxyProcess`)."""
+    parser = argparse.ArgumentParser(prog="python -m regions.wan_proxy", description=main.__doc__)
+    parser.add_argument("upstream", help="HOST:PORT to forward to")
+    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to listen on (port 0: any free port)")
+    parser.add_argument("--latency", type=float, default=0.0, help="one-way delay, seconds")
+    parser.add_argument("--return-latency", type=float, default=None,
+                        help="delay upstream to client, seconds (default: --latency)")
+    args = parser.parse_args(argv)
+    proxy = WanProxy(_split(args.upstream), args.latency, args.return_latency, _split(args.listen))
+    asyncio.run(_serve_until_stdin_closes(proxy))
+
+
+if __name__ == "__main__":
+    main()

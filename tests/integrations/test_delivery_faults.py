@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -18,6 +19,7 @@ from integrations.notification import Receiver, encode
 from core.kafka.producer import make_producer, send_all
 from core.settings import Settings
 from core.kafka.topics import ensure_topics
+from streams.publisher import OutputRecord, Publisher
 from tests.helpers import consume_records, isolated_settings
 from tests.integrations.conftest import notification
 from tests.integrations.fake_vendors import FakeVendors
@@ -90,21 +92,36 @@ async def test_refused_exhausted_and_too_old_notifications_are_dead_lettered_wit
     assert any("3 attempts failed" in letter["reason"] for letter in letters)
 
 
+class SlowAcks(Publisher):
+    """A publisher whose calls return a second after their records are on Kafka: a broker slow to ack."""
+
+    async def publish(self, records: Iterable[OutputRecord]) -> int:
+        published = await super().publish(records)
+        await asyncio.sleep(1.0)
+        return published
+
+
 @pytest.mark.kafka
 async def test_a_pending_retry_survives_a_restart_with_its_attempt_count(tmp_path: Path, kafka_bootstrap: str,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A notification whose first try failed is on the retries topic; a new service (the old one
-    stopped before the retry was due) delivers it as the second attempt."""
+    stopped before the retry was due) delivers it as the second attempt. The old one is stopped while
+    its publish of that retry still waits for the ack: the stop waits for it, and commits the
+    notification's offset (session 11's CI: a stop in that moment left it uncommitted, and the new
+    service tried it again as a first attempt)."""
     settings = delivery_settings(tmp_path, kafka_bootstrap, delivery_base_seconds=4.0, delivery_max_backoff_seconds=4.0)
     monkeypatch.setenv("M1_TEST_PD", "R0UTINGKEY")
     vendors = await FakeVendors().start()
     vendors.script("/v2/enqueue", [500])
     n = notification(Receiver("pagerduty", "pd", f"{vendors.url}/v2/enqueue", "env:M1_TEST_PD"), nid="later")
     await _produce(settings, [n])
-    first = DeliveryService(settings)
+    slow = SlowAcks(settings)
+    await slow.start()
+    first = DeliveryService(settings, publisher=slow)
     await first.start()
     retries = await consume_records(settings, settings.topic_notification_retries, 1, timeout=60)
     await first.stop()
+    await slow.stop()
     pending = msgspec.json.decode(retries[0].value, type=Pending)
     assert pending.attempts == 1 and pending.last_reason.startswith("http 500")
     assert len(vendors.requests) == 1

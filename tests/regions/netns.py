@@ -14,7 +14,7 @@ namespace side ``.2``, chosen free on this machine).
   ``statistic --mode random``); ``clear_loss()`` removes it. ``dropped()`` counts the packets the
   loss and cut rules dropped so far (proof the rule acted).
 - WAN latency: :func:`start_broker` with ``latency`` advertises the broker's listener through a
-  :class:`regions.wan_proxy.BackgroundWanProxy` on the root side of the link, so every client
+  :class:`regions.wan_proxy.WanProxyProcess` on the root side of the link, so every client
   reaches it over the delayed path.
 - Namespace to namespace: :meth:`Lab.route` gives every namespace of the lab a route to the others
   through the root namespace (``10.213.0.0/16`` via its root-side address; IPv4 forwarding on for
@@ -59,7 +59,7 @@ import pytest
 from core.kafka.local_broker import LocalKafka, free_port
 from core.settings import Settings
 from regions.cluster import REGION_BROKER_HEAP, REGION_BROKER_PROPERTIES
-from regions.wan_proxy import BackgroundWanProxy
+from regions.wan_proxy import WanProxyProcess
 
 PREFIX = "m1p"
 SUPERNET = ipaddress.ip_network("10.213.0.0/16")
@@ -330,7 +330,7 @@ class NetnsBroker:
     link: Link
     kafka: LocalKafka
     bootstrap: str
-    proxy: BackgroundWanProxy | None = None
+    proxy: WanProxyProcess | None = None
 
     def stop(self) -> None:
         self.kafka.stop(timeout=10)
@@ -347,7 +347,7 @@ def start_broker(link: Link, home: Path, latency: float | None = None,
     props = {**REGION_BROKER_PROPERTIES, **(extra_properties or {})}
     proxy = None
     if latency is not None:
-        proxy = BackgroundWanProxy((link.ns_addr, port), latency, listen=(link.host_addr, 0))
+        proxy = WanProxyProcess((link.ns_addr, port), latency, listen=(link.host_addr, 0))
         proxy_host, proxy_port = proxy.start()
         props["advertised.listeners"] = f"PLAINTEXT://{proxy_host}:{proxy_port}"
     kafka = LocalKafka(Settings(home=home, kafka_port=port), home=home / "kafka", host=link.ns_addr,

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from core.kafka.local_broker import free_port
-from regions.wan_proxy import BackgroundWanProxy, WanProxy
+from regions.wan_proxy import WanProxy, WanProxyProcess
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -120,17 +120,26 @@ async def test_stop_cuts_open_connections_and_unreachable_upstream_closes(echo_s
         await dead.stop()
 
 
-def test_background_proxy_serves_synchronous_callers(echo_server_sync: tuple[str, int]) -> None:
-    with BackgroundWanProxy(echo_server_sync, latency=0.1) as proxy:
-        with socket.create_connection(proxy.address, timeout=5) as sock:
-            began = time.monotonic()
-            sock.sendall(b"hello")
-            reply = b""
-            while len(reply) < 5:
-                reply += sock.recv(5)
-            took = time.monotonic() - began
+def _blocking_round_trip(address: tuple[str, int]) -> float:
+    with socket.create_connection(address, timeout=5) as sock:
+        began = time.monotonic()
+        sock.sendall(b"hello")
+        reply = b""
+        while len(reply) < 5:
+            reply += sock.recv(5)
+        took = time.monotonic() - began
     assert reply == b"hello"
-    assert took >= 0.2
+    return took
+
+
+def test_the_proxy_process_serves_synchronous_callers_and_takes_new_latencies(echo_server_sync: tuple[str, int]) -> None:
+    with WanProxyProcess(echo_server_sync, latency=0.1) as proxy:
+        address = proxy.address
+        assert _blocking_round_trip(address) >= 0.2
+        proxy.set_latency(0.0, return_latency=0.5)
+        assert _blocking_round_trip(address) >= 0.5
+    with pytest.raises(OSError):  # stopped: the process and its listener are gone
+        _blocking_round_trip(address)
 
 
 @pytest.fixture
