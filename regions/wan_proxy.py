@@ -44,7 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import select
+import selectors
 import subprocess
 import sys
 import time
@@ -204,8 +204,9 @@ class WanProxyProcess:
     def _reply(self, timeout: float) -> str:
         """The process's next line of output (it answers each request with one)."""
         assert self._process is not None and self._process.stdout is not None
-        ready, _, _ = select.select([self._process.stdout], [], [], timeout)
-        line = self._process.stdout.readline() if ready else ""
+        with selectors.DefaultSelector() as waiting:  # not select(): a busy caller's descriptors pass 1024
+            waiting.register(self._process.stdout, selectors.EVENT_READ)
+            line = self._process.stdout.readline() if waiting.select(timeout) else ""
         if not line:
             self.stop()
             raise RuntimeError(f"the WAN proxy to {_join(self.upstream)} did not answer within {timeout} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import socket
 import threading
 import time
@@ -153,3 +154,22 @@ def echo_server_sync() -> Iterator[tuple[str, int]]:
     loop.call_soon_threadsafe(server.close)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+def test_the_proxy_process_answers_a_caller_holding_many_descriptors(echo_server_sync: tuple[str, int]) -> None:
+    """A long test session holds more than 1,024 descriptors: the proxy's pipes are numbered past
+    what ``select()`` takes (session 12's first CI run of the process proxy failed on it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with WanProxyProcess(echo_server_sync, latency=0.05) as proxy:
+            assert proxy._process.stdout.fileno() > 1024
+            proxy.set_latency(0.1)
+            assert _blocking_round_trip(proxy.address) >= 0.2
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
