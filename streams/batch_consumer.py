@@ -31,7 +31,11 @@ a worker that gets a partition restores each series' saved state when its first 
 table of a ClickHouse server, or with the embedded store a directory the workers share
 (``M1_STATE_DIR``, ``sinks.state_files``). If that checkpoint fails, the models of every revoked
 partition are dropped, so state and offsets go back to the last checkpoint together. A worker
-that crashes hands over its last checkpoint and commit, which match (see above). Records fetched
+that crashes hands over its last checkpoint and commit, which match (see above). A commit the
+group refuses, because it dropped the worker (a stall past the session timeout), is made when the
+group takes the worker back, which then reads on from there, not from the older commit; a
+partition that went to another worker meanwhile is replayed there against saved models that
+already learned those records (logged: closing that gap needs the offsets saved with the models). Records fetched
 before a rebalance and not handled yet are dropped: the new assignment reads every partition again
 from its committed offset, so they would be handled twice (scored against models that learned
 them) or by two workers.
@@ -212,6 +216,9 @@ class BatchConsumer(Service):
         self._generation = 0
         self._checkpoint_took = 0.0  # seconds the last timed checkpoint took (_checkpoint_clock)
         self._writing: asyncio.Future[bool] | None = None  # a checkpoint written off the batch path
+        # Offsets whose checkpoint was written but whose commit the group refused (it had dropped
+        # this member): committed, and read on from, once the group takes the member back.
+        self._unconfirmed: dict[TopicPartition, int] = {}
 
     async def on_start(self) -> None:
         tenant_topics = self.by_pattern
@@ -327,6 +334,7 @@ class BatchConsumer(Service):
         """After the group moved partitions: forget the series of those lost, or of all if the
         revocation's checkpoint failed (their saved state and commit are older than the models)."""
         self._generation += 1
+        await self._confirm(set(assigned))
         kept = set(assigned) if self._saved_at_revoke else set()
         lost = [tp for tp in self._assigned | set(self._keys) if tp not in kept]  # read from or held
         self._assigned = set(assigned)
@@ -584,10 +592,28 @@ class BatchConsumer(Service):
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            # A rebalance took partitions away: their new owner replays from the last commit,
-            # and the store's ReplacingMergeTree tables make the replay invisible.
-            log.warning("commit after a rebalance failed (%s); the new owner will replay", exc)
+            # The group dropped this member: the models saved with these offsets have learned their
+            # records, so they are committed once the group takes it back (_confirm).
+            for tp, offset in offsets.items():
+                self._unconfirmed[tp] = max(self._unconfirmed.get(tp, 0), offset)
+            log.warning("%s: commit refused (%s); made again once the group takes this worker back", self.topic,
+                        type(exc).__name__)
         return True
+
+    async def _confirm(self, assigned: set[TopicPartition]) -> None:
+        """Commit the refused offsets of the partitions the group gave back (:meth:`_commit`), and
+        read them on from there, not from the older commit: a replay would be scored against models
+        that learned it. Those that went to another worker are replayed there (logged)."""
+        unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        if lost := sorted(f"{tp.topic}-{tp.partition}" for tp in unconfirmed if tp not in assigned):
+            log.warning("%s: partitions %s went elsewhere before their last checkpoint was committed; their new "
+                        "owner reads again records their saved models learned", self.topic, ", ".join(lost))
+        mine = {tp: offset for tp, offset in unconfirmed.items() if tp in assigned}
+        for tp, offset in mine.items():
+            self._consumer.seek(tp, offset)
+            self._next[tp] = offset
+        if mine:
+            await self._commit(mine, transactional=False)
 
     def _rewind(self, events: Sequence[KafkaEvent]) -> None:
         assert self._consumer is not None

@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,8 @@ from tests.traces.test_red_minutes import MINUTE, T0, red_record, span
 RECORDS = 300
 #: The dead worker's transaction timeout when another worker takes over (the broker aborts it then).
 SHORT_TIMEOUT_MS = 3_000
+#: The batch consumer's group session timeout (``streams.batch_consumer``).
+SESSION_TIMEOUT_S = 10
 
 
 def topics(settings: Settings) -> tuple[str, str]:
@@ -226,3 +229,41 @@ def test_an_idle_close_leaves_the_next_minutes_open() -> None:
     later = red_record("a|cart", [span("a", T0 + MINUTE + 5 * 10**9, 30.0)], offset=1)
     paused.add([later])
     assert paused.minutes("a|cart").open[("a", "unknown", "cart", "GET /cart", T0 + MINUTE)].spans == 1
+
+
+def test_a_commit_refused_to_a_member_the_group_dropped_is_made_when_it_rejoins(tmp_path: Path,
+                                                                                 kafka_bootstrap: str) -> None:
+    """The consumer's first batch blocks its event loop past the session timeout, so the group drops
+    it, and the commit of that batch's checkpoint is refused. The checkpoint was written, so the
+    models have learned the batch: when the group takes the consumer back, it commits those offsets
+    and reads on from them, and no record is handled twice (scored again, a replay would be scored
+    against models that already learned it: session 11's OTLP scale-out failure)."""
+    settings = isolated_settings(tmp_path / "w0", kafka_bootstrap, topic_partitions=2)
+    ensure_topics(settings)
+    source, _ = topics(settings)
+    handled: list[tuple[int, int]] = []
+    checkpoints: list[int] = []
+
+    async def record(events: Sequence[KafkaEvent]) -> None:
+        if not handled:
+            time.sleep(SESSION_TIMEOUT_S + 3)  # no heartbeat: the group drops this member
+        handled.extend((event.partition, event.offset) for event in events)
+
+    async def run() -> str:
+        consumer = BatchConsumer(settings, source, f"{settings.app_id}-dropped", record,
+                                 checkpoints=[lambda: checkpoints.append(len(handled))],
+                                 checkpoint_due=lambda: True, by_pattern=False)
+        await asyncio.to_thread(produce, settings, [(b"k%d" % i, b"v") for i in range(RECORDS)], source)
+        await consumer.start()
+        try:
+            async with asyncio.timeout(90):
+                while not await all_committed(settings, consumer.group_id):
+                    await asyncio.sleep(0.5)
+            await asyncio.sleep(3.0)  # a replay from the refused commit would come now
+        finally:
+            await consumer.stop()
+        return consumer.group_id
+
+    asyncio.run(run())
+    assert checkpoints, "no checkpoint was cut"
+    assert len(set(handled)) == RECORDS and len(handled) == RECORDS, Counter(Counter(handled).values())
