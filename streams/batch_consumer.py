@@ -33,7 +33,8 @@ table of a ClickHouse server, or with the embedded store a directory the workers
 partition are dropped, so state and offsets go back to the last checkpoint together. A worker
 that crashes hands over its last checkpoint and commit, which match (see above). A commit the
 group refuses, because it dropped the worker (a stall past the session timeout), is made when the
-group takes the worker back, which then reads on from there, not from the older commit; a
+group takes the worker back, which then reads on from there, not from the older commit (unless
+another worker committed further meanwhile), with every model reloaded from the checkpoints; a
 partition that went to another worker meanwhile is replayed there against saved models that
 already learned those records (logged: closing that gap needs the offsets saved with the models). Records fetched
 before a rebalance and not handled yet are dropped: the new assignment reads every partition again
@@ -332,15 +333,17 @@ class BatchConsumer(Service):
 
     async def partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """After the group moved partitions: forget the series of those lost, or of all if the
-        revocation's checkpoint failed (their saved state and commit are older than the models)."""
+        revocation's checkpoint failed (their saved state and commit are older than the models) or
+        the group had dropped this worker (its partitions may have had other owners since)."""
         self._generation += 1
-        await self._confirm(set(assigned))
-        kept = set(assigned) if self._saved_at_revoke else set()
+        current = self._saved_at_revoke and not self._unconfirmed
+        kept = set(assigned) if current else set()
         lost = [tp for tp in self._assigned | set(self._keys) if tp not in kept]  # read from or held
         self._assigned = set(assigned)
-        if not self._saved_at_revoke:
-            self._handled = {}  # read again from the last commit
+        if not current:
+            self._handled = {}  # read again from the last commit (or the refused one: _confirm)
             await self._drop_uncommitted()
+        await self._confirm(set(assigned))
         series = {key.decode() for tp in lost for key in self._keys.pop(tp, ())}
         if series:
             log.info("%d partitions of %s went elsewhere; their %d series' models are dropped", len(lost), self.topic, len(series))
@@ -602,16 +605,19 @@ class BatchConsumer(Service):
 
     async def _confirm(self, assigned: set[TopicPartition]) -> None:
         """Commit the refused offsets of the partitions the group gave back (:meth:`_commit`), and
-        read them on from there, not from the older commit: a replay would be scored against models
-        that learned it. Those that went to another worker are replayed there (logged)."""
+        read them on from there: the models saved with them learned the records before (a replay
+        would be scored against them). Unless another worker committed a later offset meanwhile:
+        then the partition is read from that one. Those that went elsewhere are replayed there
+        from the older commit (logged)."""
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         if lost := sorted(f"{tp.topic}-{tp.partition}" for tp in unconfirmed if tp not in assigned):
             log.warning("%s: partitions %s went elsewhere before their last checkpoint was committed; their new "
                         "owner reads again records their saved models learned", self.topic, ", ".join(lost))
-        mine = {tp: offset for tp, offset in unconfirmed.items() if tp in assigned}
-        for tp, offset in mine.items():
-            self._consumer.seek(tp, offset)
-            self._next[tp] = offset
+        mine = {}
+        for tp, offset in unconfirmed.items():
+            if tp in assigned and (await self._consumer.committed(tp) or 0) < offset:
+                self._consumer.seek(tp, offset)
+                self._next[tp] = mine[tp] = offset
         if mine:
             await self._commit(mine, transactional=False)
 

@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -267,3 +268,62 @@ def test_a_commit_refused_to_a_member_the_group_dropped_is_made_when_it_rejoins(
     asyncio.run(run())
     assert checkpoints, "no checkpoint was cut"
     assert len(set(handled)) == RECORDS and len(handled) == RECORDS, Counter(Counter(handled).values())
+
+
+def test_a_worker_the_group_dropped_does_not_take_back_a_partition_another_moved_on(tmp_path: Path,
+                                                                                   kafka_bootstrap: str) -> None:
+    """As above, with a second consumer (its own event loop, in a thread): it takes both partitions
+    while the first is stalled, and handles and commits them all. When the first rejoins and gets one
+    back, it reads on from the other's commit, not from its own refused one, so the records after
+    its first batch are handled once (by the second)."""
+    settings = isolated_settings(tmp_path / "w0", kafka_bootstrap, topic_partitions=2)
+    ensure_topics(settings)
+    source, _ = topics(settings)
+    group_id = f"{settings.app_id}-dropped-twice"
+    first_batch: set[tuple[int, int]] = set()
+    handled: list[tuple[int, int]] = []
+    second_started = threading.Event()
+
+    def consumer(handler) -> BatchConsumer:  # noqa: ANN001
+        return BatchConsumer(settings, source, group_id, handler, checkpoints=[], checkpoint_due=lambda: True,
+                             by_pattern=False)
+
+    async def stall_first(events: Sequence[KafkaEvent]) -> None:
+        if not first_batch:
+            first_batch.update((event.partition, event.offset) for event in events)
+            second_started.set()
+            time.sleep(SESSION_TIMEOUT_S + 15)  # dropped; the second takes over meanwhile
+        handled.extend((event.partition, event.offset) for event in events)
+
+    async def record(events: Sequence[KafkaEvent]) -> None:
+        handled.extend((event.partition, event.offset) for event in events)
+
+    async def second() -> None:
+        worker = consumer(record)
+        await worker.start()
+        try:
+            await asyncio.to_thread(produce, settings, [(b"late%d" % i, b"v") for i in range(RECORDS)], source)
+            await asyncio.sleep(SESSION_TIMEOUT_S + 25)
+        finally:
+            await worker.stop()
+
+    async def run() -> None:
+        worker = consumer(stall_first)
+        await asyncio.to_thread(produce, settings, [(b"k%d" % i, b"v") for i in range(RECORDS)], source)
+        await worker.start()
+        helper = threading.Thread(target=lambda: second_started.wait(60) and asyncio.run(second()))
+        helper.start()
+        try:
+            async with asyncio.timeout(120):
+                while not await all_committed(settings, group_id):
+                    await asyncio.sleep(0.5)
+            await asyncio.sleep(3.0)  # a replay from the refused commit would come now
+        finally:
+            await worker.stop()
+            await asyncio.to_thread(helper.join, 90)
+
+    asyncio.run(run())
+    counts = Counter(handled)
+    assert first_batch and len(counts) == 2 * RECORDS  # every record handled
+    # the first batch's records twice (the second replayed them: the gap left open), every other once
+    assert [k for k, n in counts.items() if n != (2 if k in first_batch else 1)] == []
