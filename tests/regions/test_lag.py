@@ -38,6 +38,30 @@ def test_skew_is_estimated_from_both_directions_and_removed() -> None:
     assert skew_estimate(340.0, -260.0) == pytest.approx((300.0, 40.0))
 
 
+def test_the_skew_is_the_median_of_a_minute_of_estimates_so_a_delay_that_drops_does_not_swing_it() -> None:
+    """The clocks agree; the path took 20 ms each way, then 600 ms for 10 s, then 20 ms again. The
+    forward lag drops at once, the reverse report still says 600 ms: a single estimate would give
+    a skew of -290 ms and a corrected lag of 310 ms (session 12's CI: a false degraded verdict)."""
+    tracker = LagTracker("b", window_seconds=2.0, since=0.0)
+
+    def second(t: int, forward_s: float, reverse_ms: float) -> RegionLag:
+        tracker.beat(heartbeat("a", t, float(t)), t + forward_s)
+        tracker.remote_report(RegionLag(float(t), "b", "a", 1, reverse_ms, reverse_ms, reverse_ms, 0.0, False,
+                                        reverse_ms, 0, t, 0, t, 0.0))
+        return tracker.reports(t + 1.0, {})[0]
+
+    steady = [second(t, 0.02, 20.0) for t in range(30)]
+    assert steady[-1].skew_ms == pytest.approx(0.0)
+    delayed = [second(t, 0.6, 600.0) for t in range(30, 40)]
+    assert delayed[-1].skew_ms == pytest.approx(0.0)  # symmetric: no skew
+    dropped = second(40, 0.02, 600.0)  # the reverse report is from before the drop
+    assert skew_estimate(20.0, 600.0)[0] == pytest.approx(-290.0)  # what one estimate says
+    assert dropped.skew_ms == pytest.approx(0.0) and dropped.lag_corrected_ms < 600.0
+    # a skew that lasts is followed, once it is most of the minute's estimates
+    lasting = [second(t, 0.02 + 0.1, 20.0 - 100.0) for t in range(41, 41 + 45)]
+    assert lasting[0].skew_ms == pytest.approx(0.0) and lasting[-1].skew_ms == pytest.approx(100.0)
+
+
 def test_missed_beats_duplicates_and_history() -> None:
     tracker = LagTracker("b", window_seconds=5.0, since=100.0)
     tracker.beat(heartbeat("a", 0, 90.0), 100.5)  # sent before the agent started: counted, not measured
