@@ -31,15 +31,20 @@ a worker that gets a partition restores each series' saved state when its first 
 table of a ClickHouse server, or with the embedded store a directory the workers share
 (``M1_STATE_DIR``, ``sinks.state_files``). If that checkpoint fails, the models of every revoked
 partition are dropped, so state and offsets go back to the last checkpoint together. A worker
-that crashes hands over its last checkpoint and commit, which match (see above). A commit the
-group refuses, because it dropped the worker (a stall past the session timeout), is made when the
-group takes the worker back, which then reads on from there, not from the older commit (unless
-another worker committed further meanwhile), with every model reloaded from the checkpoints; a
-partition that went to another worker meanwhile is replayed there against saved models that
-already learned those records (logged: closing that gap needs the offsets saved with the models). Records fetched
-before a rebalance and not handled yet are dropped: the new assignment reads every partition again
-from its committed offset, so they would be handled twice (scored against models that learned
-them) or by two workers.
+that crashes hands over its last checkpoint and commit, which match (see above). A worker the group
+dropped (its event loop stalled past the session timeout) may have lost its partitions to another
+worker, which reads them from the last commit; so before a checkpoint saves anything, the consumer
+asks the group whether it is still a member (a commit of offsets it owns already, which moves
+nothing). If not, it saves nothing more until the group assigns it partitions again, and then
+drops every model and reads on from the commits (``partitions_assigned``), so no other worker
+restores models that learned records it reads again. A commit refused after the checkpoint was written (the group dropped the worker during
+the write) is made when the group takes the worker back, which then reads on from there, not from
+the older commit (unless another worker committed further meanwhile), with every model reloaded
+from the checkpoints; if that partition went to another worker meanwhile, it is replayed there
+against saved models that already learned those records (logged; the window is one checkpoint
+write). Records fetched before a rebalance and not handled yet are dropped: the new assignment
+reads every partition again from its committed offset, so they would be handled twice (scored
+against models that learned them) or by two workers.
 
 A consumer that forwards records to a topic the pipeline reads again (OTLP points, RED spans and
 minutes, re-keyed points) sends them through a :class:`streams.publisher.Forwarder`: in a Kafka
@@ -87,10 +92,11 @@ KafkaEvent = ConsumerRecord
 
 @dataclass
 class _Batch:
-    """Records read for one handler call: the events, and per partition the offset after the last
-    one and the record keys (for ``forget``)."""
+    """Records read for one handler call: the events, and per partition the offset of the first one,
+    the offset after the last one and the record keys (for ``forget``)."""
 
     events: list[KafkaEvent] = field(default_factory=list)
+    starts: dict[TopicPartition, int] = field(default_factory=dict)
     ends: dict[TopicPartition, int] = field(default_factory=dict)
     keys: dict[TopicPartition, set[bytes | None]] = field(default_factory=dict)
 
@@ -98,6 +104,7 @@ class _Batch:
         """Add one partition's records (in offset order, as ``getmany`` returns them)."""
         if records:
             self.events += records
+            self.starts.setdefault(tp, records[0].offset)
             self.ends[tp] = records[-1].offset + 1
             self.keys.setdefault(tp, set()).update(map(_key, records))
 
@@ -220,6 +227,10 @@ class BatchConsumer(Service):
         # Offsets whose checkpoint was written but whose commit the group refused (it had dropped
         # this member): committed, and read on from, once the group takes the member back.
         self._unconfirmed: dict[TopicPartition, int] = {}
+        # Per partition, an offset this member may commit without moving the group's commit: its own
+        # last commit, or the first offset it handled since the partition was assigned (_still_member).
+        self._own: dict[TopicPartition, int] = {}
+        self._dropped = False  # the group dropped this member: its models are dropped at the next assignment
 
     async def on_start(self) -> None:
         tenant_topics = self.by_pattern
@@ -261,6 +272,9 @@ class BatchConsumer(Service):
         checkpoint, which also writes the series whose write failed."""
         async with self._between_batches:
             await self._written()
+            if self._dropped or not await self._still_member():
+                self._dropped = True  # nothing is saved until the group assigns partitions again
+                return False
             loop = asyncio.get_running_loop()
             try:
                 writers = [await loop.run_in_executor(None, cut) for cut in self.checkpoints]
@@ -273,6 +287,26 @@ class BatchConsumer(Service):
                 return await self._write_and_commit(writers, offsets, transactional=True)
             self._writing = asyncio.ensure_future(self._write_and_commit(writers, offsets, transactional=False))
             return True
+
+    async def _still_member(self) -> bool:
+        """Whether the group still counts this consumer as a member, asked before a checkpoint saves
+        what it handled: a commit of offsets it already owns (:attr:`_own`, which moves nothing).
+        A member the group dropped (its event loop stalled past the session timeout, say) may have
+        lost the partitions to another worker, which reads them from the last commit: saved, these
+        models would hand that worker state that already learned what it reads again. True when
+        there is nothing to ask with (no batch handled since the last assignment)."""
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        probe = {tp: offset for tp, offset in self._own.items() if tp in assigned and tp in self._handled}
+        if not probe:
+            return True
+        try:
+            await self._consumer.commit(probe)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("%s: the group no longer counts this worker a member (%s): what it handled since its last "
+                        "commit is dropped, not saved, and read again", self.topic, type(exc).__name__)
+            return False
+        return True
 
     async def _write_and_commit(self, writers: list[object], offsets: dict[TopicPartition, int],
                                 transactional: bool) -> bool:
@@ -334,12 +368,15 @@ class BatchConsumer(Service):
     async def partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """After the group moved partitions: forget the series of those lost, or of all if the
         revocation's checkpoint failed (their saved state and commit are older than the models) or
-        the group had dropped this worker (its partitions may have had other owners since)."""
+        the group had dropped this worker (its partitions may have had other owners since, and its
+        models learned records whose offsets it could not commit)."""
         self._generation += 1
-        current = self._saved_at_revoke and not self._unconfirmed
+        current = self._saved_at_revoke and not self._unconfirmed and not self._dropped
+        self._dropped = False
         kept = set(assigned) if current else set()
         lost = [tp for tp in self._assigned | set(self._keys) if tp not in kept]  # read from or held
         self._assigned = set(assigned)
+        self._own = {tp: offset for tp, offset in self._own.items() if tp in kept}  # others may have moved on
         if not current:
             self._handled = {}  # read again from the last commit (or the refused one: _confirm)
             await self._drop_uncommitted()
@@ -408,6 +445,7 @@ class BatchConsumer(Service):
                         continue  # given up (see backoff): its offsets stay uncommitted, so it is read again
                     for tp, end in batch.ends.items():
                         self._handled[tp] = max(self._handled.get(tp, 0), end)
+                        self._own.setdefault(tp, batch.starts[tp])
                         keys = self._keys.setdefault(tp, set())
                         keys |= batch.keys[tp]
                         keys.discard(None)
@@ -585,15 +623,19 @@ class BatchConsumer(Service):
         offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         if transactional and self.forwarder is not None and self.forwarder.in_transaction:
             try:
-                return await self.forwarder.commit(offsets, self.group_id)
+                committed = await self.forwarder.commit(offsets, self.group_id)
             except Exception:
                 log.exception("%s: committing the forwarded records with the offsets failed", self.topic)
                 await self._roll_back()
                 return False
+            if committed:
+                self._own.update(offsets)
+            return committed
         if not offsets:
             return True
         try:
             await self._consumer.commit(offsets)
+            self._own.update(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group dropped this member: the models saved with these offsets have learned their
             # records, so they are committed once the group takes it back (_confirm).

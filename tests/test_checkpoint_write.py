@@ -88,7 +88,7 @@ async def test_batches_go_on_while_a_checkpoint_is_written_and_its_offsets_wait_
         await until(lambda: len(state.cuts) == 1)
         await publish(settings, 101, 99)
         await until(lambda: state.handled == 200)  # batches went on while the writer waits
-        assert await committed(settings, group) == {}  # nothing committed before the write succeeded
+        assert not any((await committed(settings, group)).values())  # nothing past the first record before the write
         state.release.set()
         await until_committed(settings, group, state.cuts[0])  # exactly the cut's offsets
         assert sum(state.cuts[0].values()) == 101 and state.writes == [True]
@@ -112,7 +112,7 @@ async def test_a_failed_write_commits_nothing_and_the_next_checkpoint_commits_it
         await publish(settings, 100, 1)
         await until(lambda: state.writes == [False])
         await asyncio.sleep(1.0)  # a commit would have landed by now
-        assert await committed(settings, group) == {}
+        assert not any((await committed(settings, group)).values())  # (the first record's offset: _still_member)
         state.due = True
         await publish(settings, 101, 1)
         await until(lambda: state.writes == [False, True])

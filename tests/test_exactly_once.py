@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -232,27 +232,96 @@ def test_an_idle_close_leaves_the_next_minutes_open() -> None:
     assert paused.minutes("a|cart").open[("a", "unknown", "cart", "GET /cart", T0 + MINUTE)].spans == 1
 
 
-def test_a_commit_refused_to_a_member_the_group_dropped_is_made_when_it_rejoins(tmp_path: Path,
-                                                                                 kafka_bootstrap: str) -> None:
+def test_a_worker_the_group_dropped_saves_nothing_it_learned_meanwhile_and_reads_it_again(tmp_path: Path,
+                                                                                             kafka_bootstrap: str) -> None:
     """The consumer's first batch blocks its event loop past the session timeout, so the group drops
-    it, and the commit of that batch's checkpoint is refused. The checkpoint was written, so the
-    models have learned the batch: when the group takes the consumer back, it commits those offsets
-    and reads on from them, and no record is handled twice (scored again, a replay would be scored
-    against models that already learned it: session 11's OTLP scale-out failure)."""
+    it (and may hand its partitions to another worker, which reads them from the last commit). Before
+    its next checkpoint saves anything, the consumer finds it is no longer a member: it drops the
+    models that learned the batch instead of saving them, and reads the batch again from the last
+    commit. (Saved, those models would reach the other worker, which would score records again
+    against models that had learned them: session 11's OTLP scale-out failure.) Each record is
+    learned once in the end."""
+    settings = isolated_settings(tmp_path / "w0", kafka_bootstrap, topic_partitions=2)
+    ensure_topics(settings)
+    source, _ = topics(settings)
+    steps: list[str] = []  # "stalled", "cut", "forget", in order
+    models: dict[str, int] = {}  # per key, how many of its records the model learned
+    saved: dict[str, int] = {}  # the checkpoints
+
+    async def learn(events: Sequence[KafkaEvent]) -> None:
+        if "stalled" not in steps:
+            time.sleep(SESSION_TIMEOUT_S + 3)  # no heartbeat: the group drops this member
+            steps.append("stalled")
+        for event in events:
+            key = event.key.decode()
+            models[key] = models.get(key, saved.get(key, 0)) + 1  # restored from its checkpoint first
+
+    def cut() -> Callable[[], None]:
+        steps.append("cut")
+        snapshot = dict(models)
+        return lambda: saved.update(snapshot)
+
+    def forget(series: Iterable[str]) -> None:
+        steps.append("forget")
+        for key in series:
+            models.pop(key, None)
+
+    async def run() -> None:
+        consumer = BatchConsumer(settings, source, f"{settings.app_id}-dropped", learn, checkpoints=[cut],
+                                 checkpoint_due=lambda: True, forget=[forget], by_pattern=False)
+        await asyncio.to_thread(produce, settings, [(b"k%d" % i, b"v") for i in range(RECORDS)], source)
+        await consumer.start()
+        try:
+            async with asyncio.timeout(90):
+                while not await all_committed(settings, consumer.group_id):
+                    await asyncio.sleep(0.5)
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())
+    after_stall = steps[steps.index("stalled") + 1:]
+    assert "cut" in after_stall and "forget" in after_stall, steps
+    assert after_stall.index("forget") < after_stall.index("cut"), steps  # dropped before anything was saved
+    assert saved == {f"k{i}": 1 for i in range(RECORDS)}, Counter(saved.values())
+
+
+def test_a_commit_refused_after_its_checkpoint_was_written_is_made_when_the_worker_rejoins(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    """The event loop stalls past the session timeout while the first checkpoint of handled records
+    is written: the group drops the consumer between the write and the commit, and refuses the
+    commit. The models saved have learned those records, so when the group takes the consumer back
+    it commits those offsets and reads on from them: no record is handled twice."""
     settings = isolated_settings(tmp_path / "w0", kafka_bootstrap, topic_partitions=2)
     ensure_topics(settings)
     source, _ = topics(settings)
     handled: list[tuple[int, int]] = []
-    checkpoints: list[int] = []
+    stalled: list[int] = []  # how many records were handled when the loop stalled
+    loop: asyncio.AbstractEventLoop | None = None
 
     async def record(events: Sequence[KafkaEvent]) -> None:
-        if not handled:
-            time.sleep(SESSION_TIMEOUT_S + 3)  # no heartbeat: the group drops this member
         handled.extend((event.partition, event.offset) for event in events)
 
-    async def run() -> str:
-        consumer = BatchConsumer(settings, source, f"{settings.app_id}-dropped", record,
-                                 checkpoints=[lambda: checkpoints.append(len(handled))],
+    def stall_the_loop() -> None:  # in the writer's thread
+        blocked = threading.Event()
+
+        def block() -> None:
+            blocked.set()
+            time.sleep(SESSION_TIMEOUT_S + 3)  # no heartbeat: the group drops this member
+
+        assert loop is not None
+        loop.call_soon_threadsafe(block)
+        blocked.wait(10)  # the write ends while the loop is blocked: the commit comes after the drop
+
+    def cut() -> Callable[[], None] | None:
+        if handled and not stalled:
+            stalled.append(len(handled))
+            return stall_the_loop
+        return None
+
+    async def run() -> None:
+        nonlocal loop
+        loop = asyncio.get_running_loop()
+        consumer = BatchConsumer(settings, source, f"{settings.app_id}-refused", record, checkpoints=[cut],
                                  checkpoint_due=lambda: True, by_pattern=False)
         await asyncio.to_thread(produce, settings, [(b"k%d" % i, b"v") for i in range(RECORDS)], source)
         await consumer.start()
@@ -260,13 +329,12 @@ def test_a_commit_refused_to_a_member_the_group_dropped_is_made_when_it_rejoins(
             async with asyncio.timeout(90):
                 while not await all_committed(settings, consumer.group_id):
                     await asyncio.sleep(0.5)
-            await asyncio.sleep(3.0)  # a replay from the refused commit would come now
+            await asyncio.sleep(3.0)  # a replay from the older commit would come now
         finally:
             await consumer.stop()
-        return consumer.group_id
 
     asyncio.run(run())
-    assert checkpoints, "no checkpoint was cut"
+    assert stalled, "no checkpoint of handled records was written"
     assert len(set(handled)) == RECORDS and len(handled) == RECORDS, Counter(Counter(handled).values())
 
 
