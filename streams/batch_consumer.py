@@ -37,14 +37,15 @@ worker, which reads them from the last commit; so before a checkpoint saves anyt
 asks the group whether it is still a member (a commit of offsets it owns already, which moves
 nothing). If not, it saves nothing more until the group assigns it partitions again, and then
 drops every model and reads on from the commits (``partitions_assigned``), so no other worker
-restores models that learned records it reads again. A commit refused after the checkpoint was written (the group dropped the worker during
-the write) is made when the group takes the worker back, which then reads on from there, not from
-the older commit (unless another worker committed further meanwhile), with every model reloaded
-from the checkpoints; if that partition went to another worker meanwhile, it is replayed there
-against saved models that already learned those records (logged; the window is one checkpoint
-write). Records fetched before a rebalance and not handled yet are dropped: the new assignment
-reads every partition again from its committed offset, so they would be handled twice (scored
-against models that learned them) or by two workers.
+restores models that learned records it reads again. A commit refused after the checkpoint was
+written (the group dropped the worker during the write) is made when the group takes the worker
+back, which then reads on from there, not from the older commit (unless another worker committed
+further meanwhile), with every model reloaded from the checkpoints; if that partition went to
+another worker meanwhile, it is replayed there against saved models that already learned those
+records (logged; the window is one checkpoint write). Records fetched before a rebalance and not
+handled yet are dropped: the new assignment reads every partition again from its committed
+offset, so they would be handled twice (scored against models that learned them) or by two
+workers.
 
 A consumer that forwards records to a topic the pipeline reads again (OTLP points, RED spans and
 minutes, re-keyed points) sends them through a :class:`streams.publisher.Forwarder`: in a Kafka
