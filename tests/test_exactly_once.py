@@ -86,12 +86,19 @@ def die_after_forwarding(timeout_ms: int) -> None:
 
 async def forward_until_committed(settings: Settings) -> None:
     """Forward (this process) until the group committed every record of the source topic."""
-    consumer = forwarding_consumer(settings)
+    await run_until_committed(settings, forwarding_consumer(settings))
+
+
+async def run_until_committed(settings: Settings, consumer: BatchConsumer, timeout: float = 120.0,
+                              linger: float = 0.0) -> None:
+    """Run ``consumer`` until its group committed every record of the source topic, then ``linger``
+    seconds more (what a replay would handle comes then), and stop it."""
     await consumer.start()
     try:
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(timeout):
             while not await all_committed(settings, consumer.group_id):
                 await asyncio.sleep(0.5)
+        await asyncio.sleep(linger)
     finally:
         await consumer.stop()
 
@@ -270,13 +277,7 @@ def test_a_worker_the_group_dropped_saves_nothing_it_learned_meanwhile_and_reads
         consumer = BatchConsumer(settings, source, f"{settings.app_id}-dropped", learn, checkpoints=[cut],
                                  checkpoint_due=lambda: True, forget=[forget], by_pattern=False)
         await asyncio.to_thread(produce, settings, [(b"k%d" % i, b"v") for i in range(RECORDS)], source)
-        await consumer.start()
-        try:
-            async with asyncio.timeout(90):
-                while not await all_committed(settings, consumer.group_id):
-                    await asyncio.sleep(0.5)
-        finally:
-            await consumer.stop()
+        await run_until_committed(settings, consumer, timeout=90)
 
     asyncio.run(run())
     after_stall = steps[steps.index("stalled") + 1:]
@@ -324,14 +325,7 @@ def test_a_commit_refused_after_its_checkpoint_was_written_is_made_when_the_work
         consumer = BatchConsumer(settings, source, f"{settings.app_id}-refused", record, checkpoints=[cut],
                                  checkpoint_due=lambda: True, by_pattern=False)
         await asyncio.to_thread(produce, settings, [(b"k%d" % i, b"v") for i in range(RECORDS)], source)
-        await consumer.start()
-        try:
-            async with asyncio.timeout(90):
-                while not await all_committed(settings, consumer.group_id):
-                    await asyncio.sleep(0.5)
-            await asyncio.sleep(3.0)  # a replay from the older commit would come now
-        finally:
-            await consumer.stop()
+        await run_until_committed(settings, consumer, timeout=90, linger=3.0)  # a replay from the older commit
 
     asyncio.run(run())
     assert stalled, "no checkpoint of handled records was written"
