@@ -166,28 +166,31 @@ class EventDecoder:
             out.append(event)
         return out
 
-    def read_each(self, payloads: list[bytes | None]) -> list[Any]:
-        """Each payload read with every check of :meth:`decode` but its :data:`Name` fields' patterns,
-        as an unchecked twin of the event (same fields, same order); None where that reading refuses
-        it, where it is None or over the size limit, and everywhere if this decoder has no such
-        reading (not one event type). See :meth:`trusted`."""
+    def read_raw_each(self, payloads: list[bytes | None]) -> list[Any]:
+        """Each payload read with every check of :meth:`decode` but those of its identity (its
+        :data:`Name` and label-map fields), which stay as their JSON text (``msgspec.Raw``): a raw
+        twin of the event (same fields, same order); None where that reading refuses it, where it is
+        None or over the size limit, and everywhere if this decoder has no such reading (not one
+        event type). See :meth:`from_templates`."""
         if self._fast is None:
             return [None] * len(payloads)
-        return self._fast.read_each(payloads, self.max_bytes)
+        return self._fast.read_raw_each(payloads, self.max_bytes)
 
-    def trusted(self, twin: Any) -> Any:
-        """The event :meth:`decode` gives the payload that ``twin`` (from :meth:`read_each`) was
-        read from, for a twin whose every :data:`Name` value is known to match its pattern (the
-        caller's proof: for instance, it equals that of an event :meth:`decode` gave); None if
-        :meth:`decode` refuses that payload even so (a check of the event's own)."""
+    def identity(self, raw: Any) -> tuple[msgspec.Raw, ...]:
+        """The identity fields of a raw twin from :meth:`read_raw_each`, as JSON text."""
         assert self._fast is not None
-        return self._fast.make(twin)
+        return self._fast.identity(raw)
 
-    def trusted_each(self, twins: list[Any]) -> list[Any]:
-        """:meth:`trusted` of each twin (None for None), in order; a twin the caller cannot vouch
-        for gives an event it must not use."""
+    def from_templates(self, templates: list[Any], raws: list[Any]) -> list[Any]:
+        """What :meth:`decode` gives the payload of each raw twin, for twins whose :meth:`identity`
+        equals that of a payload :meth:`decode` accepted as the template beside it, and whose payload
+        names no field twice (the raw twin keeps the last of a field named twice, unchecked, where
+        :meth:`decode` checks both; the caller's proof, for instance: a payload with as many ``:`` as the
+        template's has the same fields once each, when the identities are equal): the template with
+        the twin's other fields (sharing the template's identity values); None where the event's own
+        checks refuse that (``__post_init__``). Nothing is parsed again."""
         assert self._fast is not None
-        return self._fast.make_each(twins)
+        return self._fast.from_templates(templates, raws)
 
     def decode(self, payload: bytes | None) -> Any:
         if payload is None:
@@ -220,6 +223,13 @@ class _KnownNames:
         twin = msgspec.defstruct(f"Unchecked{event_type.__name__}", fields, tag_field=config.tag_field,
                                  tag=config.tag, forbid_unknown_fields=config.forbid_unknown_fields, gc=False)
         self._decoder = msgspec.json.Decoder(twin)
+        raw_twin = msgspec.defstruct(f"Raw{event_type.__name__}", [_raw_field(f) if f[0] in (*names, *keyed) else f for f in fields],
+                                     tag_field=config.tag_field, tag=config.tag,
+                                     forbid_unknown_fields=config.forbid_unknown_fields, gc=False)
+        self._raw_decoder = msgspec.json.Decoder(raw_twin)
+        self.identity = operator.attrgetter(*names, *keyed)  # of a raw twin: tuples of msgspec.Raw
+        # the event's fields in order, each as (from the template?, its getter)
+        self._sources = [(f[0] in (*names, *keyed), operator.attrgetter(f[0])) for f in fields]
         self._make = event_type
         getter = operator.attrgetter(*names)
         self._names = getter if len(names) > 1 else lambda event: (getter(event),)  # the Name fields' values
@@ -258,9 +268,9 @@ class _KnownNames:
                 return None
         return self.make(twin)
 
-    def read_each(self, payloads: list[bytes | None], max_bytes: int) -> list[Any]:
-        """The twin of each payload, or None where the twin refuses it or it is None or over ``max_bytes``."""
-        decode, errors = self._decoder.decode, (msgspec.ValidationError, msgspec.DecodeError)
+    def read_raw_each(self, payloads: list[bytes | None], max_bytes: int) -> list[Any]:
+        """The raw twin of each payload, or None where the raw twin refuses it or it is None or over ``max_bytes``."""
+        decode, errors = self._raw_decoder.decode, (msgspec.ValidationError, msgspec.DecodeError)
         if payloads and None not in payloads and max(map(len, payloads)) <= max_bytes:  # type: ignore[arg-type]
             return _each(partial(map, decode), payloads, errors)
         out: list[Any] = []
@@ -281,10 +291,11 @@ class _KnownNames:
         except ValueError:  # __post_init__
             return None
 
-    def make_each(self, twins: list[Any]) -> list[Any]:
-        """:meth:`make` of each twin, None for None."""
-        made = lambda rest: starmap(self._make, map(msgspec.structs.astuple, rest))  # noqa: E731
-        return _each(made, twins, (TypeError, ValueError))  # TypeError: a None twin has no fields
+    def from_templates(self, templates: list[Any], raws: list[Any]) -> list[Any]:
+        """Each template with its raw twin's other fields (see ``EventDecoder.from_templates``), None
+        where the event's checks refuse them; the fields are gathered and the events made in C."""
+        columns = [map(get, templates if templated else raws) for templated, get in self._sources]
+        return _each(partial(starmap, self._make), zip(*columns), (ValueError,))
 
     def learn(self, event: Any) -> None:
         """Remember the names of ``event``, which the strict decoder accepted."""
@@ -295,7 +306,7 @@ class _KnownNames:
             self._known.update(getattr(event, name))
 
 
-def _each(mapped: Callable[[Iterator[Any]], Iterable[Any]], items: list[Any],
+def _each(mapped: Callable[[Iterator[Any]], Iterable[Any]], items: Iterable[Any],
           refusals: tuple[type[Exception], ...]) -> list[Any]:
     """What ``mapped`` (an iterator's items, each mapped to one result) makes of each item, None
     where that raises one of ``refusals``: the items between two refusals go in one run, without a
@@ -312,6 +323,14 @@ def _each(mapped: Callable[[Iterator[Any]], Iterable[Any]], items: list[Any],
             return out
         except refusals:  # rest has moved past that item
             out.append(None)
+
+
+def _raw_field(field: tuple[str, Any, Any]) -> tuple[str, Any, Any]:
+    """``field`` of a twin kept as its JSON text (``msgspec.Raw``); absent, an optional one is the
+    empty text, which no field present has (so its absence is part of the identity too)."""
+    name, _, default = field
+    optional = default.default is not msgspec.NODEFAULT or default.default_factory is not msgspec.NODEFAULT
+    return name, msgspec.Raw, msgspec.field(default=msgspec.Raw(b"")) if optional else msgspec.field()
 
 
 _UncheckedName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]

@@ -40,7 +40,7 @@ from sinks.clickhouse import Store, connect
 from sinks.forwarding import ForwardingStore, InsertApplier, inserts_topic
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
 from streams.forecast_handler import ForecastHandler, forecast_handler
-from streams.metrics_handler import MetricsHandler, batch_dead_letters, metrics_handler
+from streams.metrics_handler import DecodeAhead, MetricsHandler, batch_dead_letters, metrics_handler
 from streams.forecast_pipeline import ForecastPipeline
 from streams.metrics_pipeline import MetricsPipeline
 from streams.otlp_agents import register_otel
@@ -101,10 +101,11 @@ def metrics_consumer(settings: Settings, pipeline: MetricsPipeline, forecast: Fo
     re-keyed records are forwarded in a transaction that the checkpoint commits with the offsets."""
     group_id = f"{settings.app_id}-metrics"
     forwarder = worker_forwarder(settings, group_id)
+    ahead = DecodeAhead(pipeline)  # the next batch is decoded while this one is scored and stored
     return BatchConsumer(
-        settings, settings.topic_metrics, group_id=group_id, forwarder=forwarder,
-        handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings, forwarder.send), forecast,
-                                         observed),
+        settings, settings.topic_metrics, group_id=group_id, forwarder=forwarder, ready=ahead.ready,
+        handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings, forwarder.send, ahead),
+                                         forecast, observed),
         # cut both banks between batches; their writers run off the batch path, then the last one (only if all saved)
         checkpoints=[pipeline.cut, forecasting.cut, lambda: observed.checkpointed],
         checkpoint_due=lambda: pipeline.bank.checkpoint_due() or forecasting.bank.checkpoint_due(),

@@ -188,13 +188,19 @@ class BatchConsumer(Service):
     commits it with the offsets; ``replay_on_failure`` rolls back after any failed batch instead of
     retrying it in place, and ``reset`` callables then drop every state changed since the last
     checkpoint that ``forget`` does not reach (see the module docstring).
+
+    ``ready``, if given, is told of each batch read while the one before it is handled as soon as
+    it is complete (its records, the very list the handler gets next), so that it can prepare it
+    meanwhile (the metrics path decodes it: ``streams.metrics_handler.DecodeAhead``); a rebalance
+    may still drop that batch, and then the handler never gets it.
     """
 
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
                  checkpoints: list[Callable[[], object]], checkpoint_due: Callable[[], bool] = lambda: False,
                  dead_letters: BatchDeadLetters | None = None, forget: Sequence[Forget] = (),
                  by_pattern: bool | None = None, moved: Sequence[Moved] = (), forwarder: Forwarder | None = None,
-                 replay_on_failure: bool = False, reset: Sequence[Callable[[], object]] = (), **kwargs: object):
+                 replay_on_failure: bool = False, reset: Sequence[Callable[[], object]] = (),
+                 ready: Callable[[Sequence[KafkaEvent]], object] | None = None, **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
@@ -209,6 +215,7 @@ class BatchConsumer(Service):
         self.forwarder = forwarder
         self.replay_on_failure = replay_on_failure
         self.reset = reset
+        self.ready = ready
         self.retry = RetryPolicy.of(settings)
         self._batch_assignment: frozenset[TopicPartition] = frozenset()  # the partitions when the batch was read
         self._consumer: AIOKafkaConsumer | None = None
@@ -434,6 +441,8 @@ class BatchConsumer(Service):
                     self._batch_assignment = self._consumer.assignment()
                     handled = asyncio.Event()
                     prefetched = asyncio.ensure_future(self._next_batch(while_busy=handled))
+                    if self.ready is not None:
+                        prefetched.add_done_callback(self._tell_ready)
                     dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
                     try:
                         done = await handle_batch(partial(self._attempt, events), dead_letters, self.retry, self,
@@ -456,6 +465,14 @@ class BatchConsumer(Service):
         finally:
             if prefetched is not None:
                 prefetched.cancel()
+
+    def _tell_ready(self, prefetched: asyncio.Future[tuple[_Batch, int]]) -> None:
+        """Tell ``ready`` of a batch read in full while the one before it was handled (unless stale)."""
+        if prefetched.cancelled() or prefetched.exception() is not None:
+            return
+        batch, generation = prefetched.result()
+        if batch.events and generation == self._generation and self.ready is not None:
+            self.ready(batch.events)
 
     async def _attempt(self, events: Sequence[KafkaEvent]) -> None:
         """One try of the handler; a failure that cannot be retried in place asks for a roll-back."""

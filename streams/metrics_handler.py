@@ -1,7 +1,10 @@
 """The metrics path's batch handler: pipeline in a thread, outputs to Kafka, then return.
 
 It returns the batch's :class:`~streams.metrics_pipeline.BatchOutcome`, whose decoded points
-the forecast handler learns next (``streams.app`` wires the two). The batch consumer
+the forecast handler learns next (``streams.app`` wires the two). With a :class:`DecodeAhead`, a
+batch read while the one before it is handled is decoded meanwhile, in a thread of its own: the
+decoding's Python then runs while the batch before it is in the compiled kernels and the store
+engine, which release the GIL. The batch consumer
 (``streams.batch_consumer``) commits a batch's offsets only after both returned, that is
 after the store inserts and the Kafka sends have all completed.
 
@@ -41,16 +44,38 @@ def records_of(events: Sequence[KafkaEvent] | Sequence[Any]) -> list[Record]:
 MetricsHandler = Callable[[Sequence[KafkaEvent]], Awaitable[BatchOutcome]]
 
 
+class DecodeAhead:
+    """The decoding of the next metrics batch, started as soon as it is read in full (the batch
+    consumer's ``ready``), while the batch before it is handled; the handler takes it once."""
+
+    def __init__(self, pipeline: MetricsPipeline):
+        self.pipeline = pipeline
+        self._next: tuple[Sequence[KafkaEvent], asyncio.Future[BatchOutcome]] | None = None
+
+    def ready(self, events: Sequence[KafkaEvent]) -> None:
+        """Start decoding ``events`` in a thread (a batch read before and never handled is forgotten)."""
+        self._next = (events, asyncio.ensure_future(in_thread(self.pipeline.decode, records_of(events))))
+
+    def take(self, events: Sequence[KafkaEvent]) -> asyncio.Future[BatchOutcome] | None:
+        """The decoding of ``events`` (the very list :meth:`ready` was told of), once; else None."""
+        if self._next is None or self._next[0] is not events:
+            return None
+        decoding, self._next = self._next[1], None
+        return decoding
+
+
 def metrics_handler(pipeline: MetricsPipeline, publisher: Publisher, settings: Settings,
-                    forward: Forward | None = None) -> MetricsHandler:
+                    forward: Forward | None = None, ahead: DecodeAhead | None = None) -> MetricsHandler:
     """The handler of metrics batches, bound to its pipeline and publisher; re-keyed records go
-    through ``forward`` if given (the consumer's transaction: ``streams.publisher.Forwarder``)."""
+    through ``forward`` if given (the consumer's transaction: ``streams.publisher.Forwarder``); a
+    batch ``ahead`` decoded already is taken from there (a retry decodes it again)."""
 
     async def handle(events: Sequence[KafkaEvent]) -> BatchOutcome:
         with batch_span(settings.topic_metrics, events, agent="metrics") as span:
             with stage("consume"):
                 records = records_of(events)
-            outcome = await in_thread(pipeline.process, records)
+            decoding = None if ahead is None else ahead.take(events)
+            outcome = await in_thread(pipeline.process, records, None if decoding is None else await decoding)
             with stage("produce"):
                 alerts = alert_records(settings, outcome.dead_letters, outcome.anomalies)
                 if forward is None or not outcome.rekeyed:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain, compress, repeat
-from operator import and_, attrgetter, eq, is_not, itemgetter, le, not_
+from operator import and_, attrgetter, eq, itemgetter, le, not_
 from types import SimpleNamespace
 from typing import Any
 
@@ -163,13 +163,19 @@ class MetricsPipeline(SavedModels):
         self.tenant_of = topic_tenants(settings)
         self.series_of = SeriesOf(self.redactor.event)  # redaction and series keys, once per series
 
-    def process(self, records: list[Record]) -> BatchOutcome:
-        """Handle one batch; raises only if the store fails (then nothing may be acked)."""
-        now = time.time()
-        outcome = decode_batch(self.decoder, records, now, self.settings.max_future_seconds, self.tenant_of,
-                               redact=self.series_of)
-        outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, now, outcome.dead_letters, outcome.sources)
+    def process(self, records: list[Record], decoded: BatchOutcome | None = None) -> BatchOutcome:
+        """Handle one batch, given its :meth:`decode` if that was done already (then used up); raises
+        only if the store fails (then nothing may be acked)."""
+        outcome = self.decode(records) if decoded is None else decoded
+        outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, time.time(), outcome.dead_letters,
+                                                                 outcome.sources)
         return outcome
+
+    def decode(self, records: list[Record]) -> BatchOutcome:
+        """The batch's outcome before scoring (:func:`decode_batch`, now). Thread-safe, and free of
+        the models: the next batch may be decoded while this one is scored and stored."""
+        return decode_batch(self.decoder, records, time.time(), self.settings.max_future_seconds, self.tenant_of,
+                            redact=self.series_of)
 
     def score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
                         dead_letters: list[DeadLetter] | None = None,
@@ -301,7 +307,13 @@ class SeriesOf:
     are all a metric point's redaction and series key depend on (``Redactor.event`` only
     redacts or pseudonymises a metric point's text, never encrypts it). So both are worked out
     for a series' first point; a later point keyed by that series, with those very fields,
-    takes the result. ``redact`` must be such a function of those fields."""
+    takes the result. ``redact`` must be such a function of those fields.
+
+    It also remembers, by series key, a :data:`Template` of a point taken in full for a record
+    keyed by its series (:meth:`remember_text`): its identity as JSON text, the number of
+    ``:`` in its payload and what ``redact`` made of it. A later record keyed by that series whose
+    identity has that very text, in a payload with as many ``:``, is that point with its own time and
+    value (``EventDecoder.from_templates``: the colons prove that it names no field twice)."""
 
     #: Most series remembered; the memory starts afresh beyond it.
     LIMIT = 100_000
@@ -309,12 +321,14 @@ class SeriesOf:
     def __init__(self, redact: Callable[[MetricPoint], MetricPoint]):
         self.redact = redact
         self._known: dict[bytes, Known] = {}  # by series key (bytes)
+        self._templates: dict[bytes, Template] = {}  # by series key (bytes)
 
     def __call__(self, key: bytes | None, point: MetricPoint) -> tuple[MetricPoint, str, bool]:
         """``(redact(point), its series key, whether key is that series key)``."""
-        known = self.known(key, point)
-        if known is not None:
-            return self.redacted(point, known), known[1], True
+        known = self._known.get(key)  # type: ignore[arg-type]
+        if known is not None and known[0] == _identity(point):
+            changes = known[2]
+            return (point if changes is None else _replace(point, changes)), known[1], True
         redacted = self.redact(point)
         series = redacted.series_key
         changes = None if redacted is point else {name: getattr(redacted, name) for name in _IDENTITY
@@ -325,34 +339,30 @@ class SeriesOf:
         self._known[encoded] = (_identity(point), series, changes)
         return redacted, series, key == encoded
 
-    def remembered(self, records: list[Record]) -> list[Known]:
-        """What is remembered of the series each record is keyed by, in order; for a key of no
-        remembered series, a :data:`Known` whose identity no point has."""
-        return list(map(self._known.get, map(_KEY, records), repeat(_UNREMEMBERED)))
+    def remember_text(self, key: bytes, identity: tuple, payload: bytes, series: str, redacted: MetricPoint,
+                      tenant: str) -> None:
+        """Remember for records keyed ``key`` (``series`` encoded) the JSON text of a point's
+        ``identity`` (``EventDecoder.identity``), the colons of its ``payload``, what ``redact`` made
+        of the point and its ``tenant``."""
+        if len(self._templates) >= self.LIMIT:
+            self._templates.clear()
+        self._templates[key] = (identity, payload.count(b":"), series, redacted, tenant)
 
-    def known(self, key: bytes | None, point: Any) -> Known | None:
-        """What is remembered of the series ``key`` if ``point`` (a metric point, or its twin from
-        ``EventDecoder.read_each``) has the identity of the point it was remembered from, else None.
-        Only points that ``EventDecoder`` decoded are remembered (by :func:`decode_batch`), so such a
-        twin's names match their patterns: the very names of a decoded point."""
-        known = self._known.get(key)  # type: ignore[arg-type]
-        if known is not None and known[0] == _identity(point):
-            return known
-        return None
-
-    @staticmethod
-    def redacted(point: MetricPoint, known: Known) -> MetricPoint:
-        """What ``redact`` makes of ``point``, of the series that ``known`` remembers (see :meth:`known`)."""
-        changes = known[2]
-        return point if changes is None else _replace(point, changes)
+    def templates(self, records: list[Record]) -> list[Template]:
+        """The :data:`Template` remembered for each record's key, in order; for a key of no
+        remembered series, one whose identity no point has."""
+        return list(map(self._templates.get, map(_KEY, records), repeat(_UNREMEMBERED)))
 
 
 #: What :class:`SeriesOf` remembers of a series: (identity of its points as decoded, series key, fields redaction changes).
 Known = tuple[tuple, str, "dict[str, object] | None"]
+#: What :class:`SeriesOf` remembers of a series' records: (identity as JSON text, ``:`` in the payload,
+#: series key, a point of it redacted, its tenant as sent).
+Template = tuple[tuple, int, str, "MetricPoint | None", "str | None"]
 _IDENTITY = ("tenant", "region", "service", "metric", "labels")
 _identity = attrgetter(*_IDENTITY)
 _KEY = attrgetter("key")
-_UNREMEMBERED: Known = ((), "", None)
+_UNREMEMBERED: Template = ((), -1, "", None, None)
 
 
 def _replace(point: MetricPoint, changes: dict[str, object]) -> MetricPoint:
@@ -373,41 +383,57 @@ def decode_batch(decoder: EventDecoder, records: list[Record], now: float, max_f
     ``redact`` returns it, by series. Only a record keyed by its series is scored: each series then
     lives in one partition, so one worker of the group scores its points, in order; a keyless
     record or one keyed otherwise is re-keyed (it lands in its series' partition and is scored there).
-    A :class:`SeriesOf` as ``redact`` remembers its series from batch to batch."""
+    A :class:`SeriesOf` as ``redact`` remembers its series from batch to batch.
+
+    The usual record is a point of the series it is keyed by whose identity (names, labels) has the
+    very JSON text of that series' remembered point (:meth:`SeriesOf.templates`), in a payload with as
+    many ``:`` as that point's (so it names no field twice): it is read without
+    its identity and becomes the remembered point, redacted, with its own time and value. Every other
+    record is decoded in full."""
     outcome = BatchOutcome()
     series_of = redact if isinstance(redact, SeriesOf) else SeriesOf(redact)
-    with stage("decode"):  # msgspec parses and checks the schema in one pass, all but the names' patterns
-        twins = decoder.read_each(list(map(_VALUE, records)))
+    with stage("decode"):  # msgspec parses and checks each payload in one pass, all but the identity's text
+        values = list(map(_VALUE, records))
+        raws = decoder.read_raw_each(values)
     with stage("validate"):  # a record keyed otherwise, or not at all, belongs to its series' partition
         by_series: dict[str, list[MetricPoint]] = defaultdict(list)
         owners = {topic: tenant_of(topic) for topic in {record.topic for record in records}} if tenant_of else {}
-        # the usual record: a point of the series it is keyed by, as remembered, whose names are that
-        # series' decoded names; such records go in runs, each other record on its own, in batch order
-        hits = series_of.remembered(records)
-        points = decoder.trusted_each(twins)
-        usual = _usual(records, twins, points, hits, now + max_future_seconds, owners)
-        start = 0
+        templates = series_of.templates(records)
+        usual = _usual(decoder, records, values, raws, templates, now + max_future_seconds, owners)
+        points = decoder.from_templates(list(map(_POINT, compress(templates, usual))), list(compress(raws, usual)))
+        if None in points:  # a value the point's own checks refuse: that record is decoded in full
+            at = list(compress(range(len(records)), usual))
+            for j in [j for j, point in enumerate(points) if point is None]:
+                usual[at[j]] = False
+            points = [point for point in points if point is not None]
+        # a series' template is replaced only if no record of this batch matched it (its sender changed its JSON)
+        matched = set(compress(map(_KEY, records), usual)) if not all(usual) else set()
+        start = taken = 0  # usual records go in runs, each other record on its own, in batch order
         for i in chain(compress(range(len(records)), map(not_, usual)), [len(records)]):
-            _take_usual(outcome, by_series, records[start:i], points[start:i], hits[start:i])
+            _take_usual(outcome, by_series, records[start:i], points[taken : taken + i - start], templates[start:i])
+            taken += i - start
             if i < len(records):
-                _take_one(outcome, by_series, records[i], twins[i], decoder, series_of, now, max_future_seconds, owners)
+                _take_one(outcome, by_series, records[i], None if records[i].key in matched else raws[i], decoder,
+                          series_of, now, max_future_seconds, owners)
             start = i + 1
     outcome.points = by_series
     return outcome
 
 
-def _usual(records: list[Record], twins: list[Any], points: list[MetricPoint | None], hits: list[Known],
-           limit: float, owners: dict[str, str | None]) -> list[bool]:
-    """Whether each record is usual: its twin has the identity remembered of its key (``hits``), it
-    made a point, stamped at most ``limit``, whose tenant is its topic's (with ``owners``)."""
-    present = twins if None not in twins else [_ABSENT if twin is None else twin for twin in twins]
-    usual = list(map(eq, map(_REMEMBERED_IDENTITY, hits), map(_identity, present)))
-    if None in points:
-        usual = list(map(and_, usual, map(is_not, points, repeat(None))))
+def _usual(decoder: EventDecoder, records: list[Record], values: list[bytes | None], raws: list[Any],
+           templates: list[Template], limit: float, owners: dict[str, str | None]) -> list[bool]:
+    """Whether each record is usual: its raw twin has the identity text of its key's template, its
+    value as many ``:``, a time of at most ``limit`` and (with ``owners``) its template's tenant is
+    its topic's."""
+    present = raws if None not in raws else [_ABSENT if raw is None else raw for raw in raws]
+    usual = list(map(eq, map(_TEMPLATE_IDENTITY, templates), map(decoder.identity, present)))
+    colons = map(bytes.count, [b"" if value is None else value for value in values] if None in values else values,
+                 repeat(b":"))
+    usual = list(map(and_, usual, map(eq, map(_TEMPLATE_COLONS, templates), colons)))
     if max(map(_TS, present), default=limit) > limit:
         usual = list(map(and_, usual, map(le, map(_TS, present), repeat(limit))))
     if owners:
-        pairs = list(zip(map(_TOPIC, records), map(_TENANT, present)))
+        pairs = list(zip(map(_TOPIC, records), map(_TEMPLATE_TENANT, templates)))
         refused = {pair for pair in set(pairs) if tenant_mismatch(pair[1], pair[0], owners[pair[0]]) is not None}
         if refused:
             usual = list(map(and_, usual, map(not_, map(refused.__contains__, pairs))))
@@ -415,51 +441,46 @@ def _usual(records: list[Record], twins: list[Any], points: list[MetricPoint | N
 
 
 def _take_usual(outcome: BatchOutcome, by_series: dict[str, list[MetricPoint]], records: list[Record],
-                points: list[MetricPoint], hits: list[Known]) -> None:
-    """Add usual records (see :func:`_usual`) and their points, redacted as ``hits`` remember."""
-    if any(map(_CHANGES, hits)):
-        points = list(map(SeriesOf.redacted, points, hits))
-    series = list(map(_SERIES, hits))
+                points: list[MetricPoint], templates: list[Template]) -> None:
+    """Add usual records (see :func:`_usual`) and their points, made from ``templates``."""
+    series = list(map(_TEMPLATE_SERIES, templates))
     for key, point in zip(series, points):
         by_series[key].append(point)
     outcome.records += records
     outcome.keys += series
 
 
-def _take_one(outcome: BatchOutcome, by_series: dict[str, list[MetricPoint]], record: Record, twin: Any,
+def _take_one(outcome: BatchOutcome, by_series: dict[str, list[MetricPoint]], record: Record, raw: Any,
               decoder: EventDecoder, series_of: SeriesOf, now: float, max_future_seconds: float,
               owners: dict[str, str | None]) -> None:
-    """Add ``record`` (``twin`` its value as read), decoded in full unless it is of a remembered series."""
-    hit = None if twin is None else series_of.known(record.key, twin)
-    point = None if hit is None else decoder.trusted(twin)
-    if point is None:  # else it is decoded in full, its names' patterns checked (or known)
-        hit = None
-        [point] = decoder.decode_each([record.value])
-        if type(point) is InvalidEvent:
-            outcome.dead_letters.append(dead_letter(record, point.reason, now, decoder.max_bytes))
-            return
+    """Add ``record``, decoded in full; with ``raw`` (its raw twin), a point of the series it is
+    keyed by becomes that series' template (:meth:`SeriesOf.remember_text`)."""
+    [point] = decoder.decode_each([record.value])
+    if type(point) is InvalidEvent:
+        outcome.dead_letters.append(dead_letter(record, point.reason, now, decoder.max_bytes))
+        return
     reason = too_far_ahead(point.ts, now, max_future_seconds)
     if reason is None and owners:
         reason = tenant_mismatch(point.tenant, record.topic, owners[record.topic])
     if reason is not None:
         outcome.dead_letters.append(dead_letter(record, reason, now, decoder.max_bytes))
         return
-    if hit is not None:
-        redacted, series = series_of.redacted(point, hit), hit[1]
-    else:
-        redacted, series, keyed = series_of(record.key, point)
-        if not keyed:
-            outcome.rekeyed.append((record.topic, series.encode(), record.value if redacted is point else encode(redacted)))
-            return
+    redacted, series, keyed = series_of(record.key, point)
+    if not keyed:
+        outcome.rekeyed.append((record.topic, series.encode(), record.value if redacted is point else encode(redacted)))
+        return
+    if raw is not None:
+        series_of.remember_text(record.key, decoder.identity(raw), record.value, series, redacted,  # type: ignore[arg-type]
+                                point.tenant)
     by_series[series].append(redacted)
     outcome.records.append(record)
     outcome.keys.append(series)
 
 
-_VALUE, _TOPIC, _TENANT, _TS = attrgetter("value"), attrgetter("topic"), attrgetter("tenant"), attrgetter("ts")
+_VALUE, _TOPIC, _TS = attrgetter("value"), attrgetter("topic"), attrgetter("ts")
 _LABELS = attrgetter("labels")
-_REMEMBERED_IDENTITY, _SERIES, _CHANGES = itemgetter(0), itemgetter(1), itemgetter(2)
-#: Stands for a payload the twin refused, in :func:`_usual`: an identity no series has.
+_TEMPLATE_IDENTITY, _TEMPLATE_COLONS, _TEMPLATE_SERIES, _POINT, _TEMPLATE_TENANT = map(itemgetter, range(5))
+#: Stands for a payload the raw twin refused, in :func:`_usual`: an identity no series has.
 _ABSENT = SimpleNamespace(ts=0.0, tenant=None, region=None, service=None, metric=None, labels=None)
 
 

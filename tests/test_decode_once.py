@@ -71,14 +71,14 @@ def test_the_wired_handlers_decode_each_record_once(tmp_path: Path, kafka_bootst
     produce(settings, records)
 
     decoded = 0
-    read_each = EventDecoder.read_each  # decode_batch's one pass over every payload of a batch
+    read_raw_each = EventDecoder.read_raw_each  # decode_batch's one pass over every payload of a batch
 
     def counted(self: EventDecoder, payloads: list[bytes | None]) -> list[object]:
         nonlocal decoded
         decoded += len(payloads)
-        return read_each(self, payloads)
+        return read_raw_each(self, payloads)
 
-    monkeypatch.setattr(EventDecoder, "read_each", counted)
+    monkeypatch.setattr(EventDecoder, "read_raw_each", counted)
     store = Store(connect(settings))
     store.migrate()
     try:

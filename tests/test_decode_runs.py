@@ -86,11 +86,12 @@ def test_a_batch_gives_every_record_what_it_gets_alone_batch_after_batch() -> No
     assert {reason.split(" ")[0] for _, reason, _ in dead} == {"ts", "tenant", "Object", "Number", "malformed", "empty",
                                                                "Expected"}
     decoder, series_of = EventDecoder(MetricPoint), SeriesOf(REDACTOR.event)
-    for _ in range(3):  # nothing remembered, then every series and name
+    for round_ in range(3):  # nothing remembered, then every series and name
         got = decode_batch(decoder, records, NOW, AHEAD, OWNERS.get, redact=series_of)
         assert view(got) == expected
         assert all(type(p) is MetricPoint for ps in got.points.values() for p in ps)
-        assert len({id(p.labels) for ps in got.points.values() for p in ps}) == len(got.records)  # each its own map
+        maps = len({id(p.labels) for ps in got.points.values() for p in ps})  # made from a template: its map
+        assert maps == len(got.records) if round_ == 0 else maps < len(got.records) // 4
 
 
 def test_a_batch_of_usual_records_in_one_run_is_what_it_is_alone() -> None:
