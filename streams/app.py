@@ -38,7 +38,7 @@ from regions.status import RegionStatus
 from compliance.redact import Redactor
 from sinks.clickhouse import Store, connect
 from sinks.forwarding import ForwardingStore, InsertApplier, inserts_topic
-from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent
+from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent, free_in_thread
 from streams.forecast_handler import ForecastHandler, forecast_handler
 from streams.metrics_handler import DecodeAhead, MetricsHandler, batch_dead_letters, metrics_handler
 from streams.forecast_pipeline import ForecastPipeline
@@ -87,6 +87,9 @@ def metrics_then_forecasting(metrics: MetricsHandler, forecast: ForecastHandler,
         if observed is not None:
             observed.batch_handled(time.perf_counter() - started, outcome.stored,
                                    [letter.reason for letter in outcome.dead_letters])
+        handled = [outcome]  # its points: freed beside the event loop
+        del outcome
+        free_in_thread(handled)
 
     return handle
 

@@ -112,6 +112,13 @@ class _Batch:
 
 _key = attrgetter("key")
 
+
+def free_in_thread(holder: list[object]) -> None:
+    """Empty ``holder`` in a thread of the default executor: a handled batch's teardown (tens of
+    thousands of objects) then runs beside the event loop, not on it. The caller puts the last
+    reference to each object in ``holder`` and keeps no other (``del`` its names first)."""
+    asyncio.get_running_loop().run_in_executor(None, holder.clear)
+
 BatchHandler = Callable[[Sequence[KafkaEvent]], Awaitable[None]]
 #: Dead-letters every record of a batch with the given reason (once the store rejected it too often).
 BatchDeadLetters = Callable[[Sequence[KafkaEvent], str], Awaitable[None]]
@@ -460,6 +467,9 @@ class BatchConsumer(Service):
                         keys |= batch.keys[tp]
                         keys.discard(None)
                     self._next.update(self._handled)
+                    handled_batch = [batch, events, dead_letters]
+                    del batch, events, dead_letters
+                    free_in_thread(handled_batch)
                 if self.checkpoint_due():
                     await self.checkpoint(wait=False)
         finally:

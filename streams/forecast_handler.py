@@ -36,24 +36,19 @@ def forecast_handler(settings: Settings, store: Store, publisher: Publisher) -> 
     pipeline = ForecastPipeline(settings, store)
     undelivered: list[tuple[Sequence[KafkaEvent], ForecastOutcome]] = []  # the last batch's, until delivered
 
-    def learn_and_store(events: Sequence[KafkaEvent], decoded: BatchOutcome) -> ForecastOutcome:
+    def learn_and_store(events: Sequence[KafkaEvent], decoded: BatchOutcome) -> tuple[ForecastOutcome, list[OutputRecord]]:
         outcome = pipeline.learn_points(decoded.points, len(decoded.dead_letters))
         if undelivered and undelivered[0][0] is events:  # a retry: it delivers what the batch learned before
             undelivered[0][1].add(outcome)
             outcome = undelivered[0][1]
         undelivered[:] = [(events, outcome)]
         pipeline.store_outputs(outcome)
-        return outcome
+        return outcome, output_records(settings, outcome)  # encoded here, off the event loop's thread
 
     async def handle(events: Sequence[KafkaEvent], decoded: BatchOutcome) -> None:
         with batch_span(settings.topic_metrics, events, agent="forecast") as span:
-            outcome = await in_thread(learn_and_store, events, decoded)
+            outcome, records = await in_thread(learn_and_store, events, decoded)
             with stage("produce"):
-                records: list[OutputRecord] = [(settings.topic_forecasts, e.series.encode(), msgspec.json.encode(e))
-                                               for e in outcome.forecasts]
-                records += [(settings.topic_costs, c.series.encode(), msgspec.json.encode(c)) for c in outcome.costs]
-                records += [(settings.topic_recommendations, r.series.encode(), msgspec.json.encode(r))
-                            for r in outcome.recommendations]
                 await publisher.publish(records)
             undelivered.clear()
             record_outcome(span, learned=outcome.learned, skipped_invalid=outcome.skipped_invalid,
@@ -61,3 +56,12 @@ def forecast_handler(settings: Settings, store: Store, publisher: Publisher) -> 
                            recommendations=len(outcome.recommendations))
 
     return handle, pipeline
+
+
+def output_records(settings: Settings, outcome: ForecastOutcome) -> list[OutputRecord]:
+    """The records of ``outcome``'s forecasts and costs (forecasts topic) and recommendations, keyed by series."""
+    records: list[OutputRecord] = [(settings.topic_forecasts, e.series.encode(), msgspec.json.encode(e))
+                                   for e in outcome.forecasts]
+    records += [(settings.topic_costs, c.series.encode(), msgspec.json.encode(c)) for c in outcome.costs]
+    records += [(settings.topic_recommendations, r.series.encode(), msgspec.json.encode(r)) for r in outcome.recommendations]
+    return records
