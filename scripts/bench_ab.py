@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from bench_metrics import bare_consume, full_path, load_topic  # scripts/
+from bench_metrics import bare_consume, full_path, load_topic, settle  # scripts/
 from core.gc_tuning import tune_for_batches
 from core.kafka.local_broker import LocalKafka, free_port
 from core.kafka.topics import ensure_topics
@@ -80,13 +80,6 @@ def main(
         table.add_row(f"{name} as a share of its round's ceiling", f"{statistics.median(shares):.1%}",
                       " ".join(f"{s:.1%}" for s in shares))
     console.print(table)
-
-
-def settle(drop_caches: bool) -> None:
-    """Write dirty pages out and, with ``drop_caches``, drop the clean ones."""
-    os.sync()
-    if drop_caches:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def worker_run(base: Settings, checkout: Path, name: str, points: int) -> tuple[float, float]:

@@ -81,6 +81,8 @@ def main(
     rate: float = typer.Option(10_000, help="Then feed the warm worker live at this many points/s for the latency "
                                             "histograms (0: skip)."),
     live_seconds: float = typer.Option(30.0, help="Seconds of the live feed."),
+    drop_caches: bool = typer.Option(False, help="Also drop the page cache (root) before the ceiling and the "
+                                                "worker run (each is preceded by a sync either way)."),
 ) -> None:
     """Measure the bare consume+decode ceiling and the full per-worker metrics path."""
     tune_for_batches()  # what is measured in this process runs with the worker's collector settings
@@ -115,6 +117,7 @@ def main(
     ensure_topics(settings)
     try:
         records = load_topic(settings, points, series)
+        settle(drop_caches)  # the loaded topic written out first: neither run competes with that writeback
         ceiling = asyncio.run(bare_consume(settings, points))
         live: dict[str, object] = {}
 
@@ -126,6 +129,7 @@ def main(
             assert worker.proc is not None
             live["rss"] = tree_rss(worker.proc.pid)
 
+        settle(drop_caches)
         if stage_times:
             full, end_to_end, stages = traced_full_path(settings, points, then)
         else:
@@ -288,6 +292,14 @@ def load_topic(settings: Settings, points: int, series: int) -> list[tuple[bytes
 
     asyncio.run(produce())
     return records
+
+
+def settle(drop_caches: bool) -> None:
+    """Write dirty pages out and, with ``drop_caches``, drop the clean ones (root): a run timed right
+    after the topic was loaded would otherwise share the disk and CPU with its writeback."""
+    os.sync()
+    if drop_caches:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 async def bare_consume(settings: Settings, points: int) -> float:
