@@ -70,6 +70,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from operator import attrgetter
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -94,12 +95,12 @@ KafkaEvent = ConsumerRecord
 @dataclass
 class _Batch:
     """Records read for one handler call: the events, and per partition the offset of the first one,
-    the offset after the last one and the record keys (for ``forget``)."""
+    the offset after the last one and the runs of records (for :meth:`keys`)."""
 
     events: list[KafkaEvent] = field(default_factory=list)
     starts: dict[TopicPartition, int] = field(default_factory=dict)
     ends: dict[TopicPartition, int] = field(default_factory=dict)
-    keys: dict[TopicPartition, set[bytes | None]] = field(default_factory=dict)
+    runs: dict[TopicPartition, list[list[ConsumerRecord]]] = field(default_factory=dict)
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         """Add one partition's records (in offset order, as ``getmany`` returns them)."""
@@ -107,7 +108,15 @@ class _Batch:
             self.events += records
             self.starts.setdefault(tp, records[0].offset)
             self.ends[tp] = records[-1].offset + 1
-            self.keys.setdefault(tp, set()).update(map(_key, records))
+            self.runs.setdefault(tp, []).append(records)
+
+    def keys(self) -> dict[TopicPartition, set[bytes]]:
+        """The record keys per partition (for ``forget``), None left out. Blocking, over a batch of
+        thousands: the consumer runs it in a thread while the batch is handled."""
+        keys = {tp: set(map(_key, chain.from_iterable(runs))) for tp, runs in self.runs.items()}
+        for tp_keys in keys.values():
+            tp_keys.discard(None)
+        return keys  # type: ignore[return-value]
 
 
 _key = attrgetter("key")
@@ -451,6 +460,7 @@ class BatchConsumer(Service):
                     if self.ready is not None:
                         prefetched.add_done_callback(self._tell_ready)
                     dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
+                    keyed = asyncio.get_running_loop().run_in_executor(None, batch.keys)
                     try:
                         done = await handle_batch(partial(self._attempt, events), dead_letters, self.retry, self,
                                                   f"batch of {len(events)} records of {self.topic}")
@@ -460,15 +470,14 @@ class BatchConsumer(Service):
                         if self._replay:
                             await self._roll_back()
                         continue  # given up (see backoff): its offsets stay uncommitted, so it is read again
+                    batch_keys = await keyed
                     for tp, end in batch.ends.items():
                         self._handled[tp] = max(self._handled.get(tp, 0), end)
                         self._own.setdefault(tp, batch.starts[tp])
-                        keys = self._keys.setdefault(tp, set())
-                        keys |= batch.keys[tp]
-                        keys.discard(None)
+                        self._keys.setdefault(tp, set()).update(batch_keys[tp])
                     self._next.update(self._handled)
-                    handled_batch = [batch, events, dead_letters]
-                    del batch, events, dead_letters
+                    handled_batch = [batch, events, dead_letters, batch_keys]
+                    del batch, events, dead_letters, batch_keys
                     free_in_thread(handled_batch)
                 if self.checkpoint_due():
                     await self.checkpoint(wait=False)

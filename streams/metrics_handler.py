@@ -25,7 +25,7 @@ import msgspec
 from streams.batch_consumer import BatchDeadLetters, KafkaEvent
 from streams.metrics_pipeline import Anomaly, BatchOutcome, DeadLetter, MetricsPipeline, Record, dead_letter
 from streams.publisher import Forward, OutputRecord, Publisher
-from streams.tracing import batch_span, in_thread, record_outcome, stage
+from streams.tracing import batch_span, in_thread, prepare_span, record_outcome, stage
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -54,7 +54,11 @@ class DecodeAhead:
 
     def ready(self, events: Sequence[KafkaEvent]) -> None:
         """Start decoding ``events`` in a thread (a batch read before and never handled is forgotten)."""
-        self._next = (events, asyncio.ensure_future(in_thread(self.pipeline.decode, records_of(events))))
+        self._next = (events, asyncio.ensure_future(in_thread(self._decode, records_of(events))))
+
+    def _decode(self, records: list[Record]) -> BatchOutcome:
+        with prepare_span(self.pipeline.settings.topic_metrics, len(records), agent="metrics"):
+            return self.pipeline.decode(records)
 
     def take(self, events: Sequence[KafkaEvent]) -> asyncio.Future[BatchOutcome] | None:
         """The decoding of ``events`` (the very list :meth:`ready` was told of), once; else None."""

@@ -10,6 +10,10 @@ Span tree of one batch (``m1.stage`` names the stage; see docs/tracing.md)::
       sink                   ClickHouse inserts
       produce                dead letters, anomalies, re-keyed records to Kafka, until acked
 
+A metrics batch read while the one before it is handled (a backlog) is decoded and validated
+then, in a ``prepare <topic>`` span of its own (:func:`prepare_span`), and its ``process`` span
+has the other stages.
+
 W3C trace context in the records' headers (``traceparent``): every distinct context becomes
 a link of the batch span; when the whole batch carries one context, it is also the parent,
 so a single producer's trace continues through the pipeline. Tracers are no-ops unless
@@ -66,6 +70,12 @@ def batch_span(topic: str, events: Sequence[Any], agent: str = "") -> Iterator[t
         links=[Link(c) for c in remote], attributes=attributes,
     ) as span:
         yield span
+
+
+def prepare_span(topic: str, records: int, agent: str) -> contextlib.AbstractContextManager[trace.Span]:
+    """The span of a batch's stages done before its ``process`` span, while the batch before it is
+    handled (the metrics path decodes and validates the next batch meanwhile): a root of its own."""
+    return tracer("m1.streams").start_as_current_span(f"prepare {topic}", attributes={"m1.agent": agent, "m1.records": records})
 
 
 def stage(name: str, **attributes: Any) -> contextlib.AbstractContextManager[trace.Span]:

@@ -44,11 +44,13 @@ class OtlpReceiver:
 
     def stage_seconds(self, agent: str) -> dict[str, float]:
         """Seconds spent in each child span (stage) of ``agent``'s batch spans (attribute
-        ``m1.agent``), summed over batches; ``"batch"`` is the batch spans' own total."""
+        ``m1.agent``; its ``prepare`` spans too), summed over batches; ``"batch"`` is the ``process``
+        spans' own total (a batch prepared ahead was prepared while the one before it was processed)."""
         spans = self.spans
         batches = {s.span_id: s for s in spans
                    if any(a.key == "m1.agent" and a.value.string_value == agent for a in s.attributes)}
-        totals = {"batch": sum(s.end_time_unix_nano - s.start_time_unix_nano for s in batches.values()) / 1e9}
+        totals = {"batch": sum(s.end_time_unix_nano - s.start_time_unix_nano for s in batches.values()
+                               if s.name.startswith("process ")) / 1e9}
         for s in spans:
             if s.parent_span_id in batches:
                 totals[s.name] = totals.get(s.name, 0.0) + (s.end_time_unix_nano - s.start_time_unix_nano) / 1e9
