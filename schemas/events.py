@@ -168,10 +168,10 @@ class EventDecoder:
 
     def read_raw_each(self, payloads: list[bytes | None]) -> list[Any]:
         """Each payload read with every check of :meth:`decode` but those of its identity (its
-        :data:`Name` and label-map fields), which stay as their JSON text (``msgspec.Raw``): a raw
-        twin of the event (same fields, same order); None where that reading refuses it, where it is
-        None or over the size limit, and everywhere if this decoder has no such reading (not one
-        event type). See :meth:`from_templates`."""
+        ``schema`` tag, :data:`Name` and label-map fields), which stay as their JSON text
+        (``msgspec.Raw``; an absent one as the empty text): a raw twin of the event; None where that
+        reading refuses it, where it is None or over the size limit, and everywhere if this decoder
+        has no such reading (not one event type). See :meth:`from_templates`."""
         if self._fast is None:
             return [None] * len(payloads)
         return self._fast.read_raw_each(payloads, self.max_bytes)
@@ -185,8 +185,8 @@ class EventDecoder:
         """What :meth:`decode` gives the payload of each raw twin, for twins whose :meth:`identity`
         equals that of a payload :meth:`decode` accepted as the template beside it, and whose payload
         names no field twice (the raw twin keeps the last of a field named twice, unchecked, where
-        :meth:`decode` checks both; the caller's proof, for instance: a payload with as many ``:`` as the
-        template's has the same fields once each, when the identities are equal): the template with
+        :meth:`decode` checks both; the caller's proof, for instance: with the identities equal, the
+        same fields are present, so a payload with as many ``:`` as the template's has each once): the template with
         the twin's other fields (sharing the template's identity values); None where the event's own
         checks refuse that (``__post_init__``). Nothing is parsed again."""
         assert self._fast is not None
@@ -223,11 +223,16 @@ class _KnownNames:
         twin = msgspec.defstruct(f"Unchecked{event_type.__name__}", fields, tag_field=config.tag_field,
                                  tag=config.tag, forbid_unknown_fields=config.forbid_unknown_fields, gc=False)
         self._decoder = msgspec.json.Decoder(twin)
-        raw_twin = msgspec.defstruct(f"Raw{event_type.__name__}", [_raw_field(f) if f[0] in (*names, *keyed) else f for f in fields],
-                                     tag_field=config.tag_field, tag=config.tag,
-                                     forbid_unknown_fields=config.forbid_unknown_fields, gc=False)
+        # the raw twin reads the tag as a field of its own (optional in a payload, so its presence and
+        # text are part of the identity: with the identity's text equal, a payload of as many fields
+        # as its template's names none twice) and the identity fields as their JSON text
+        tagged = (config.tag_field,) if config.tag_field else ()
+        identity = (*tagged, *names, *keyed)
+        raw_fields = [(t, str, msgspec.field(default="")) for t in tagged] + fields
+        raw_twin = msgspec.defstruct(f"Raw{event_type.__name__}", [_raw_field(f) if f[0] in identity else f for f in raw_fields],
+                                     forbid_unknown_fields=config.forbid_unknown_fields, kw_only=True, gc=False)
         self._raw_decoder = msgspec.json.Decoder(raw_twin)
-        self.identity = operator.attrgetter(*names, *keyed)  # of a raw twin: tuples of msgspec.Raw
+        self.identity = operator.attrgetter(*identity)  # of a raw twin: tuples of msgspec.Raw
         # the event's fields in order, each as (from the template?, its getter)
         self._sources = [(f[0] in (*names, *keyed), operator.attrgetter(f[0])) for f in fields]
         self._make = event_type

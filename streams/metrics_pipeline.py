@@ -481,7 +481,7 @@ _VALUE, _TOPIC, _TS = attrgetter("value"), attrgetter("topic"), attrgetter("ts")
 _LABELS = attrgetter("labels")
 _TEMPLATE_IDENTITY, _TEMPLATE_COLONS, _TEMPLATE_SERIES, _POINT, _TEMPLATE_TENANT = map(itemgetter, range(5))
 #: Stands for a payload the raw twin refused, in :func:`_usual`: an identity no series has.
-_ABSENT = SimpleNamespace(ts=0.0, tenant=None, region=None, service=None, metric=None, labels=None)
+_ABSENT = SimpleNamespace(ts=0.0, schema=None, tenant=None, region=None, service=None, metric=None, labels=None)
 
 
 #: The tenant a topic belongs to (``core.kafka.topics.tenant_of_topic`` bound to the settings).

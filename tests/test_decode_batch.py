@@ -212,10 +212,11 @@ def test_a_field_named_twice_in_a_remembered_series_record_is_checked_as_decode_
     bad_tenant = b'"tenant":"%s",' % (b"t" * 129)
     twice = [template.replace(b'"tenant":', bad_tenant + b'"tenant":'),  # one field more
              raw(labels=...).replace(b'"tenant":', bad_tenant + b'"tenant":'),  # and one less
-             raw(labels={}).replace(b'"tenant":', bad_tenant + b'"tenant":')]
+             raw(labels={}).replace(b'"tenant":', bad_tenant + b'"tenant":'),
+             raw(labels=template_labels, schema=...).replace(b'"tenant":', bad_tenant + b'"tenant":')]  # no tag
     decode_batch(decoder, [Record("metrics", 0, 0, key, template)], T0, 60.0, redact=series_of)  # the template
     records = [Record("metrics", 0, i, key, value) for i, value in enumerate([template, *twice, template])]
     out = decode_batch(decoder, records, T0, 60.0, redact=series_of)
-    assert [d.offset for d in out.dead_letters] == [1, 2, 3]
+    assert [d.offset for d in out.dead_letters] == [1, 2, 3, 4]
     assert {d.reason for d in out.dead_letters} == {"Expected `str` of length <= 128 - at `$.tenant`"}
-    assert [r.offset for r in out.records] == [0, 4]
+    assert [r.offset for r in out.records] == [0, 5]
