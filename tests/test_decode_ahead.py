@@ -13,6 +13,11 @@ from pathlib import Path
 
 import pytest
 from aiokafka import ConsumerRecord
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import core.telemetry
 
 from core.kafka.topics import ensure_topics
 from core.settings import Settings
@@ -87,3 +92,23 @@ async def test_decode_ahead_hands_the_handler_its_batch_decoded_once(tmp_path: P
     assert len(decoded.records) == 30 and len(decoded.dead_letters) == 1 and len(decoded.rekeyed) == 1
     outcome = pipeline.process(records_of(events), decoded)
     assert outcome is decoded and outcome.stored == 30
+
+
+async def test_a_batch_decoded_ahead_traces_its_decode_and_validate_in_a_prepare_span(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(core.telemetry, "_provider", provider)  # what core.telemetry.tracer() hands out
+    settings = Settings(home=tmp_path)
+    point = MetricPoint(T0, "acme", "eu-west-1", "api", "latency_ms", 1.0)
+    events = [ConsumerRecord(settings.topic_metrics, 0, 0, 0, 0, point.series_key.encode(), encode(point), None, 0, 0, ())]
+    ahead = DecodeAhead(MetricsPipeline(settings, store))
+    ahead.ready(events)
+    decoding = ahead.take(events)
+    assert decoding is not None and len((await decoding).records) == 1
+    spans = exporter.get_finished_spans()
+    [prepare] = [s for s in spans if s.name == f"prepare {settings.topic_metrics}"]
+    assert prepare.parent is None and prepare.attributes["m1.agent"] == "metrics" and prepare.attributes["m1.records"] == 1
+    assert sorted(s.name for s in spans if s.parent is not None and s.parent.span_id == prepare.context.span_id) == [
+        "decode", "validate"]
