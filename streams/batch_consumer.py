@@ -128,6 +128,7 @@ def free_in_thread(holder: list[object]) -> None:
     reference to each object in ``holder`` and keeps no other (``del`` its names first)."""
     asyncio.get_running_loop().run_in_executor(None, holder.clear)
 
+
 BatchHandler = Callable[[Sequence[KafkaEvent]], Awaitable[None]]
 #: Dead-letters every record of a batch with the given reason (once the store rejected it too often).
 BatchDeadLetters = Callable[[Sequence[KafkaEvent], str], Awaitable[None]]
