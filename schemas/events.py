@@ -186,9 +186,9 @@ class EventDecoder:
         equals that of a payload :meth:`decode` accepted as the template beside it, and whose payload
         names no field twice (the raw twin keeps the last of a field named twice, unchecked, where
         :meth:`decode` checks both; the caller's proof, for instance: with the identities equal, the
-        same fields are present, so a payload with as many ``:`` as the template's has each once): the template with
-        the twin's other fields (sharing the template's identity values); None where the event's own
-        checks refuse that (``__post_init__``). Nothing is parsed again."""
+        same fields are present, so a payload with as many ``:`` as the template's has each once):
+        the template with the twin's other fields (sharing the template's identity values); None
+        where the event's own checks refuse that (``__post_init__``). Nothing is parsed again."""
         assert self._fast is not None
         return self._fast.from_templates(templates, raws)
 
@@ -229,12 +229,13 @@ class _KnownNames:
         tagged = (config.tag_field,) if config.tag_field else ()
         identity = (*tagged, *names, *keyed)
         raw_fields = [(t, str, msgspec.field(default="")) for t in tagged] + fields
-        raw_twin = msgspec.defstruct(f"Raw{event_type.__name__}", [_raw_field(f) if f[0] in identity else f for f in raw_fields],
+        raw_twin = msgspec.defstruct(f"Raw{event_type.__name__}",
+                                     [_raw_field(f) if f[0] in identity else f for f in raw_fields],
                                      forbid_unknown_fields=config.forbid_unknown_fields, kw_only=True, gc=False)
         self._raw_decoder = msgspec.json.Decoder(raw_twin)
         self.identity = operator.attrgetter(*identity)  # of a raw twin: tuples of msgspec.Raw
         # the event's fields in order, each as (from the template?, its getter)
-        self._sources = [(f[0] in (*names, *keyed), operator.attrgetter(f[0])) for f in fields]
+        self._sources = [(f[0] in identity, operator.attrgetter(f[0])) for f in fields]
         self._make = event_type
         getter = operator.attrgetter(*names)
         self._names = getter if len(names) > 1 else lambda event: (getter(event),)  # the Name fields' values
