@@ -290,7 +290,7 @@ class ModelBank:
         """Sealed rows for every series changed or evicted since the last checkpoint (a snapshot's
         rows, taken as written)."""
         snapshot = self.snapshot()
-        rows = snapshot.rows()
+        rows = list(snapshot.rows())
         snapshot.written()
         return rows
 
@@ -445,11 +445,15 @@ class Snapshot:
             return pickle.dumps(source.packed(row), protocol=pickle.HIGHEST_PROTOCOL)
         return source
 
-    def rows(self) -> list[StateRow]:
-        """The sealed rows of the snapshot's series: those :meth:`ModelBank.checkpoint` gave at the cut."""
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def rows(self) -> Iterator[StateRow]:
+        """The sealed rows of the snapshot's series (those :meth:`ModelBank.checkpoint` gave at the
+        cut), each sealed as it is read."""
         seal = self._bank.seal
-        return [(series, seen, seal(series, seen, self.state(series)))
-                for series, (seen, _, _) in self._entries.items()]
+        return ((series, seen, seal(series, seen, self.state(series)))
+                for series, (seen, _, _) in self._entries.items())
 
     def written(self) -> None:
         """The rows are stored: a series of the snapshot the bank drops now restores from the store."""

@@ -3,14 +3,18 @@
 :class:`models.bank.ModelBank` is one; the sinks depend on this protocol, not on the models.
 A checkpoint is cut (:meth:`Checkpointed.snapshot`, cheap, between batches) and written later
 (:func:`writer`, off the batch path), so the offsets committed after it match the state saved.
+Its rows are sealed as the writer reads them: a checkpoint of 10,000 series never holds all
+their sealed state at once (it would add ~50 MB to the worker's peak memory, and each copy on
+the way to the store as much again).
 
 >>> class Cut:  # a bank's snapshot of two series
 ...     ended = None
-...     def rows(self): return [("a", 1, b"state"), ("b", 2, b"state")]
+...     def __len__(self): return 2
+...     def rows(self): return iter([("a", 1, b"state"), ("b", 2, b"state")])
 ...     def written(self): self.ended = "written"
 ...     def failed(self): self.ended = "failed"
 >>> cut = Cut()
->>> write = writer(cut, lambda rows: None)  # cut between batches; write later, in another thread
+>>> write = writer(cut, lambda rows: list(rows))  # cut between batches; write later, in another thread
 >>> write(), cut.ended
 (2, 'written')
 >>> def refuse(rows): raise OSError("the store is down")
@@ -24,7 +28,7 @@ OSError: the store is down
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 #: A series' checkpoint: the series key, the points its model learned, and the sealed state.
@@ -34,8 +38,12 @@ StateRow = tuple[str, int, bytes]
 class Cut(Protocol):
     """The state of a bank's changed series at a moment, waiting to be written."""
 
-    def rows(self) -> list[StateRow]:
-        """The rows of the state at the cut (reads only what the cut copied: any thread may call it)."""
+    def __len__(self) -> int:
+        """How many rows the cut holds."""
+
+    def rows(self) -> Iterator[StateRow]:
+        """The rows of the state at the cut, each sealed as it is read (reads only what the cut
+        copied: any thread may call it, once)."""
 
     def written(self) -> None:
         """The rows are stored."""
@@ -61,19 +69,19 @@ class Checkpointed(Protocol):
         """Take these checkpoints back (rows whose seal does not verify are dropped)."""
 
 
-def writer(cut: Cut, write: Callable[[list[StateRow]], object]) -> Callable[[], int]:
-    """What writes ``cut``: its rows through ``write`` (not called without rows), then ``cut.written()``;
-    if either raises, ``cut.failed()`` and the error goes on. It returns how many rows were written."""
+def writer(cut: Cut, write: Callable[[Iterator[StateRow]], object]) -> Callable[[], int]:
+    """What writes ``cut``: its rows through ``write`` (not called without rows; it must consume
+    them all), then ``cut.written()``; if either raises, ``cut.failed()`` and the error goes on. It
+    returns how many rows were written."""
 
     def write_cut() -> int:
         try:
-            rows = cut.rows()
-            if rows:
-                write(rows)
+            if len(cut):
+                write(cut.rows())
         except BaseException:
             cut.failed()
             raise
         cut.written()
-        return len(rows)
+        return len(cut)
 
     return write_cut

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -222,15 +222,17 @@ class Store:
                 self._insert(self.client, table, batch)
         return batch.num_rows
 
-    def insert_aside(self, table: str, columns: dict[str, pa.Array | list]) -> int:
-        """:meth:`insert` on a handle of its own instead of the write client, so that a large
-        insert (a checkpoint's model state: hundreds of MB at 10,000 series) does not hold up the
-        batches' inserts, which wait for the write client (the engine takes both at once)."""
-        batch = pa.table(columns)
-        if batch.num_rows:
-            with self._reader() as client:
-                self._insert(client, table, batch)
-        return batch.num_rows
+    def insert_stream(self, table: str, columns: Sequence[str], chunks: Iterable[bytes], fmt: str = "RowBinary") -> None:
+        """Insert rows given as ``chunks`` of ``fmt`` (``columns`` in order), read one by one while they
+        are sent: one insert that never holds all its rows in memory (a checkpoint's model state:
+        hundreds of MB at 10,000 series). On a handle of its own instead of the write client, so that
+        it does not hold up the batches' inserts, which wait for the write client (the engine takes
+        both at once)."""
+        started = time.perf_counter()
+        with self._reader() as client:
+            client.raw_insert(table, list(columns), chunks, settings=INSERT_SETTINGS, fmt=fmt)
+        if self.on_insert is not None:
+            self.on_insert(table, time.perf_counter() - started)
 
     def _insert(self, client: Client, table: str, batch: pa.Table) -> None:
         started = time.perf_counter()

@@ -20,12 +20,13 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+from clickhouse_connect.driver.common import write_leb128
 
 from sinks.checkpoints import Checkpointed, StateRow, writer
 from sinks.clickhouse import TS_TYPE
@@ -117,20 +118,61 @@ def state_location(state_dir: Path | None, store: StoreLike) -> StateLocation:
     return StateDirectory(state_dir)
 
 
-def insert_rows(store: StoreLike, state_key: str, rows: list[StateRow]) -> None:
-    """Write checkpoint ``rows`` of the bank whose checkpoints are named ``state_key`` to ``model_state``."""
+#: The ``model_state`` columns a checkpoint writes, in the order of :func:`row_binary`'s fields.
+STATE_COLUMNS = ("series", "detector", "points", "state", "updated_at")
+#: Bytes of RowBinary a chunk of a streamed checkpoint holds (about).
+CHUNK_BYTES = 1 << 20
+
+
+def insert_rows(store: StoreLike, state_key: str, rows: Iterable[StateRow]) -> None:
+    """Write checkpoint ``rows`` of the bank whose checkpoints are named ``state_key`` to ``model_state``,
+    in one insert (a checkpoint is stored whole or not at all).
+
+    A :class:`sinks.clickhouse.Store` takes them as a stream (:func:`row_binary`) on a handle of its
+    own, not holding up the batches' inserts: the rows are read one by one and never held together
+    (not as a list, nor as Arrow columns). Another store (a scorer's ``ForwardingStore``) gets them
+    as columns."""
+    stamp = int(time.time() * 1000)
+    stream = getattr(store, "insert_stream", None)
+    if stream is not None:
+        stream("model_state", STATE_COLUMNS, row_binary(state_key, rows, stamp))
+        return
     series, points, states = zip(*rows)
-    insert = getattr(store, "insert_aside", store.insert)  # a Store: not holding up the batches' inserts
-    insert(
-        "model_state",
-        {
-            "series": list(series),
-            "detector": [state_key] * len(rows),
-            "points": list(points),
-            "state": pa.array(states, type=pa.binary()),
-            "updated_at": pa.array([int(time.time() * 1000)] * len(rows), type=TS_TYPE),
-        },
-    )
+    store.insert("model_state", {
+        "series": list(series), "detector": [state_key] * len(series), "points": list(points),
+        "state": pa.array(states, type=pa.binary()), "updated_at": pa.array([stamp] * len(series), type=TS_TYPE)})
+
+
+def row_binary(state_key: str, rows: Iterable[StateRow], stamp: int) -> Iterator[bytes]:
+    """``rows`` as ``model_state`` rows in ClickHouse's RowBinary format (:data:`STATE_COLUMNS`:
+    length-prefixed strings, little-endian integers; ``stamp`` in epoch milliseconds), in chunks of
+    about :data:`CHUNK_BYTES`.
+
+    >>> b"".join(row_binary("zscore@1", [("a", 3, b"xy")], 1000)).hex(" ")
+    '01 61 08 7a 73 63 6f 72 65 40 31 03 00 00 00 00 00 00 00 02 78 79 e8 03 00 00 00 00 00 00'
+    """
+    detector = _string(state_key.encode())
+    updated_at = stamp.to_bytes(8, "little", signed=True)
+    chunk = bytearray()
+    for series, points, state in rows:
+        chunk += _string(series.encode())
+        chunk += detector
+        chunk += points.to_bytes(8, "little")
+        write_leb128(len(state), chunk)
+        chunk += state
+        chunk += updated_at
+        if len(chunk) >= CHUNK_BYTES:
+            yield bytes(chunk)
+            chunk.clear()
+    if chunk:
+        yield bytes(chunk)
+
+
+def _string(text: bytes) -> bytes:
+    """A RowBinary ``String``: its length (LEB128), then its bytes."""
+    prefix = bytearray()
+    write_leb128(len(text), prefix)
+    return bytes(prefix) + text
 
 
 def restore_missing(store: StoreLike, bank: Checkpointed, series: list[str]) -> None:

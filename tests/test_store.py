@@ -15,7 +15,7 @@ import pytest
 from core.settings import Settings
 from models.bank import STATE_VERSION
 from sinks.clickhouse import STRING_MAP_TYPE, TS_TYPE, QueryFailed, Store, connect, string_maps
-from sinks.model_state import insert_rows
+from sinks.model_state import CHUNK_BYTES, insert_rows, row_binary
 from sinks.sql_guard import QueryRefused
 from streams.metrics_pipeline import MetricsPipeline, Record
 from schemas.events import MetricPoint, encode
@@ -268,6 +268,56 @@ def test_a_checkpoint_is_written_while_the_write_client_is_busy(store: Store) ->
         assert done.wait(30), "the checkpoint waited for the write client"
     writer.join()
     assert store.query("SELECT points FROM model_state FINAL WHERE detector = 'aside-test'").rows == [(3,)]
+
+
+def checkpoint_rows(count: int) -> list[tuple[str, int, bytes]]:
+    """Rows a checkpoint could hold: names long enough for a two-byte length prefix, state of every
+    byte value and of sizes around the prefix's steps (0, 127, 128, 16,384 bytes), 333 kB every seven rows."""
+    sizes = [0, 1, 127, 128, 16_383, 16_384, 300_000]
+    return [(f"t|eu|svc-{i}|{'x' * 130}", 2**40 + i, bytes(range(256)) * (sizes[i % len(sizes)] // 256)
+             + bytes(sizes[i % len(sizes)] % 256)) for i in range(count)]
+
+
+def test_checkpoint_rows_stream_into_model_state_byte_for_byte(store: Store) -> None:
+    """A checkpoint goes in as RowBinary chunks (several here: 6.6 MB of state in 1 MiB chunks) in one
+    insert, and reads back as written, whatever bytes its state holds."""
+    rows = checkpoint_rows(140)
+    assert sum(len(state) for _, _, state in rows) > 6 * CHUNK_BYTES
+    insert_rows(store, "stream-test", iter(rows))
+    stored = store.query("SELECT series, points, hex(state) FROM model_state FINAL "
+                         "WHERE detector = 'stream-test' ORDER BY series").rows
+    assert [(series, points, bytes.fromhex(state)) for series, points, state in stored] == sorted(rows)
+
+
+def test_a_checkpoint_stream_reads_its_rows_as_it_goes() -> None:
+    """The stream holds at most about a chunk of rows: its first chunk is out before the rows end."""
+    taken = 0
+
+    def source() -> Iterator[tuple[str, int, bytes]]:
+        nonlocal taken
+        for row in checkpoint_rows(140):
+            taken += 1
+            yield row
+
+    chunks = row_binary("stream-test", source(), 0)
+    first = next(chunks)
+    assert CHUNK_BYTES <= len(first) < CHUNK_BYTES + 400_000 and taken < 140
+    assert sum(map(len, chunks)) + len(first) > 6 * CHUNK_BYTES and taken == 140
+
+
+def test_a_store_without_streams_gets_a_checkpoint_as_columns(store: Store) -> None:
+    """A store that only takes columns (a scorer's ForwardingStore) stores the rows the stream stores."""
+
+    class ColumnsOnly:
+        def insert(self, table: str, columns: dict) -> int:
+            return store.insert(table, columns)
+
+    rows = checkpoint_rows(14)
+    insert_rows(ColumnsOnly(), "columns-test", iter(rows))
+    insert_rows(store, "stream-test-2", iter(rows))
+    read = "SELECT series, points, state, updated_at > now() - 600 FROM model_state FINAL WHERE detector = {d:String} ORDER BY series"
+    assert store.query(read, {"d": "columns-test"}).rows == store.query(read, {"d": "stream-test-2"}).rows
+    assert len(store.query(read, {"d": "columns-test"}).rows) == 14
 
 
 def test_labels_are_stored_as_sent_each_map_in_its_own_order(store: Store) -> None:
