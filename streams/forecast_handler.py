@@ -1,8 +1,8 @@
 """The forecasting path's batch handler: learn, store and publish forecasts and advice, then return.
 
 ``forecast_handler`` builds the :class:`ForecastPipeline` and returns the handler that
-``streams.app`` calls after the metrics handler, with the same batch and the metrics
-handler's outcome: it learns the points decoded there (no second decode). The consumer
+``streams.app`` runs beside the metrics handler's scoring, with the same batch and the points the
+metrics handler decoded and admitted (no second decode; points over a quota are not learned). The consumer
 checkpoints the pipeline only between batches, so models are never saved between learning a
 batch and delivering what it produced (a series does not learn a point twice, so such a
 checkpoint would drop those outputs from a replay). For the same reason, what a batch learned

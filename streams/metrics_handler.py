@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def records_of(events: Sequence[KafkaEvent] | Sequence[Any]) -> list[Record]:
@@ -41,7 +42,22 @@ def records_of(events: Sequence[KafkaEvent] | Sequence[Any]) -> list[Record]:
     return [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in events]
 
 
-MetricsHandler = Callable[[Sequence[KafkaEvent]], Awaitable[BatchOutcome]]
+#: What runs beside the scoring of a batch, given its admitted points (the forecasting step).
+Alongside = Callable[[BatchOutcome], Awaitable[None]]
+#: The handler of a metrics batch; it returns its outcome once ``alongside`` (if given) is done too.
+MetricsHandler = Callable[[Sequence[KafkaEvent], Alongside | None], Awaitable[BatchOutcome]]
+
+
+async def side_by_side(first: Awaitable[T], second: Awaitable[None] | None) -> T:
+    """``first``'s result once ``second`` ended too; if either raised, the first error (after both ended:
+    a retry never starts while a part of the try before it still runs)."""
+    if second is None:
+        return await first
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[0]
 
 
 class DecodeAhead:
@@ -74,12 +90,17 @@ def metrics_handler(pipeline: MetricsPipeline, publisher: Publisher, settings: S
     through ``forward`` if given (the consumer's transaction: ``streams.publisher.Forwarder``); a
     batch ``ahead`` decoded already is taken from there (a retry decodes it again)."""
 
-    async def handle(events: Sequence[KafkaEvent]) -> BatchOutcome:
+    def admit(records: list[Record], decoded: BatchOutcome | None) -> BatchOutcome:
+        return pipeline.admit(pipeline.decode(records) if decoded is None else decoded)
+
+    async def handle(events: Sequence[KafkaEvent], alongside: Alongside | None = None) -> BatchOutcome:
         with batch_span(settings.topic_metrics, events, agent="metrics") as span:
             with stage("consume"):
                 records = records_of(events)
             decoding = None if ahead is None else ahead.take(events)
-            outcome = await in_thread(pipeline.process, records, None if decoding is None else await decoding)
+            admitted = await in_thread(admit, records, None if decoding is None else await decoding)
+            outcome = await side_by_side(in_thread(pipeline.score_admitted, admitted),
+                                         None if alongside is None else alongside(admitted))
             with stage("produce"):
                 alerts = alert_records(settings, outcome.dead_letters, outcome.anomalies)
                 if forward is None or not outcome.rekeyed:

@@ -166,16 +166,25 @@ class MetricsPipeline(SavedModels):
     def process(self, records: list[Record], decoded: BatchOutcome | None = None) -> BatchOutcome:
         """Handle one batch, given its :meth:`decode` if that was done already (then used up); raises
         only if the store fails (then nothing may be acked)."""
-        outcome = self.decode(records) if decoded is None else decoded
-        outcome.stored, outcome.anomalies = self.score_and_store(outcome.points, time.time(), outcome.dead_letters,
-                                                                 outcome.sources)
-        return outcome
+        return self.score_admitted(self.admit(self.decode(records) if decoded is None else decoded))
 
     def decode(self, records: list[Record]) -> BatchOutcome:
         """The batch's outcome before scoring (:func:`decode_batch`, now). Thread-safe, and free of
         the models: the next batch may be decoded while this one is scored and stored."""
         return decode_batch(self.decoder, records, time.time(), self.settings.max_future_seconds, self.tenant_of,
                             redact=self.series_of)
+
+    def admit(self, decoded: BatchOutcome) -> BatchOutcome:
+        """``decoded`` with the points over their tenant's ingest quota taken out and dead-lettered
+        (see :meth:`score_and_store`): the points the batch scores, stores and forecasts."""
+        with self._lock:
+            self._enforce_quotas(decoded.points, time.time(), decoded.dead_letters, decoded.sources)
+        return decoded
+
+    def score_admitted(self, outcome: BatchOutcome) -> BatchOutcome:
+        """Score and store an :meth:`admit`-ted batch; raises only if the store fails."""
+        outcome.stored, outcome.anomalies = self._score_and_store(outcome.points, time.time(), outcome.dead_letters)
+        return outcome
 
     def score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
                         dead_letters: list[DeadLetter] | None = None,
@@ -187,8 +196,13 @@ class MetricsPipeline(SavedModels):
         out of ``by_series`` and added to ``dead_letters`` (reason ``quota: ...``), each with its
         record from ``sources(series)`` (in the order of ``by_series[series]``; needed when there are points)."""
         dead_letters = [] if dead_letters is None else dead_letters
-        with self._lock, stage("score"):
+        with self._lock:
             self._enforce_quotas(by_series, now, dead_letters, sources)
+        return self._score_and_store(by_series, now, dead_letters)
+
+    def _score_and_store(self, by_series: dict[str, list[MetricPoint]], now: float,
+                         dead_letters: list[DeadLetter]) -> tuple[int, list[Anomaly]]:
+        with self._lock, stage("score"):
             self._restore(list(by_series))
             columns, anomalies = self._score(by_series, now)
         with stage("sink"):

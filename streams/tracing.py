@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from aiokafka import ConsumerRecord
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 
 from core.telemetry import remote_span_contexts, tracer
@@ -54,7 +55,8 @@ def batch_span(topic: str, events: Sequence[Any], agent: str = "") -> Iterator[t
     ``agent`` (attribute ``m1.agent``) tells apart handlers that consume the same topic."""
     messages = _messages(events)
     remote = remote_span_contexts(map(_HEADERS, messages))  # map and attrgetter: a batch holds thousands
-    parent = trace.set_span_in_context(trace.NonRecordingSpan(remote[0])) if len(remote) == 1 else None
+    # a root unless the batch has one remote parent (not a child of the span it is handled in)
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(remote[0]), Context()) if len(remote) == 1 else Context()
     attributes = {
         "messaging.system": "kafka",
         "messaging.operation.type": "process",

@@ -21,7 +21,7 @@ from streams.app import metrics_then_forecasting
 from streams.batch_consumer import KafkaEvent
 from streams.forecast_handler import forecast_handler
 from streams.forecast_pipeline import ForecastOutcome, ForecastPipeline
-from streams.metrics_handler import metrics_handler
+from streams.metrics_handler import Alongside, metrics_handler
 from streams.metrics_pipeline import BatchOutcome, MetricsPipeline, Record
 from streams.publisher import Publisher
 from tests.helpers import consume_records, isolated_settings, produce, read_json
@@ -107,8 +107,8 @@ async def handle_once(settings: Settings, store: Store,
     outcomes: list[BatchOutcome] = []
     learned: list[tuple[dict[str, list[MetricPoint]], ForecastOutcome]] = []
 
-    async def metrics(events: Sequence[KafkaEvent]) -> BatchOutcome:
-        outcomes.append(await scored(events))
+    async def metrics(events: Sequence[KafkaEvent], alongside: Alongside | None) -> BatchOutcome:
+        outcomes.append(await scored(events, alongside))
         return outcomes[-1]
 
     learn_points = forecasting.learn_points
