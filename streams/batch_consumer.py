@@ -82,6 +82,7 @@ from core.settings import Settings
 from core.kafka.topics import tenant_topic_pattern
 from streams.publisher import Forwarder
 from streams.retry import RetryPolicy, handle_batch
+from streams.tracing import BatchRecords
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class _Batch:
     """Records read for one handler call: the events, and per partition the offset of the first one,
     the offset after the last one and the runs of records (for :meth:`keys`)."""
 
-    events: list[KafkaEvent] = field(default_factory=list)
+    events: BatchRecords = field(default_factory=BatchRecords)
     starts: dict[TopicPartition, int] = field(default_factory=dict)
     ends: dict[TopicPartition, int] = field(default_factory=dict)
     runs: dict[TopicPartition, list[list[ConsumerRecord]]] = field(default_factory=dict)
@@ -106,6 +107,7 @@ class _Batch:
         """Add one partition's records (in offset order, as ``getmany`` returns them)."""
         if records:
             self.events += records
+            self.events.partitions.add(tp.partition)
             self.starts.setdefault(tp, records[0].offset)
             self.ends[tp] = records[-1].offset + 1
             self.runs.setdefault(tp, []).append(records)

@@ -48,13 +48,32 @@ def _messages(events: Sequence[Any]) -> Sequence[Any]:
     return events if not events or isinstance(events[0], ConsumerRecord) else list(map(_MESSAGE, events))
 
 
+class BatchRecords(list):
+    """The records of one batch (a list) that knows their partitions, and their remote trace contexts
+    once a span looked for them: the spans of one batch (metrics, forecast) scan its records once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partitions: set[int] = set()
+        self.remote: list[trace.SpanContext] | None = None
+
+
+def _remote_and_partitions(events: Sequence[Any]) -> tuple[list[trace.SpanContext], list[str]]:
+    """The distinct remote span contexts in a batch's headers and the partitions it came from."""
+    if isinstance(events, BatchRecords):
+        if events.remote is None:
+            events.remote = remote_span_contexts(map(_HEADERS, events))
+        return events.remote, sorted(map(str, events.partitions))
+    messages = _messages(events)
+    return remote_span_contexts(map(_HEADERS, messages)), sorted(map(str, set(map(_PARTITION, messages))))
+
+
 @contextlib.contextmanager
 def batch_span(topic: str, events: Sequence[Any], agent: str = "") -> Iterator[trace.Span]:
     """The span of one batch of Kafka events (Faust's or the batch consumer's) from ``topic``.
 
     ``agent`` (attribute ``m1.agent``) tells apart handlers that consume the same topic."""
-    messages = _messages(events)
-    remote = remote_span_contexts(map(_HEADERS, messages))  # map and attrgetter: a batch holds thousands
+    remote, partitions = _remote_and_partitions(events)  # map and attrgetter: a batch holds thousands
     # a root unless the batch has one remote parent (not a child of the span it is handled in)
     parent = trace.set_span_in_context(trace.NonRecordingSpan(remote[0]), Context()) if len(remote) == 1 else Context()
     attributes = {
@@ -63,7 +82,7 @@ def batch_span(topic: str, events: Sequence[Any], agent: str = "") -> Iterator[t
         "messaging.destination.name": topic,
         "messaging.batch.message_count": len(events),
         "m1.records": len(events),
-        "messaging.destination.partition.ids": sorted(map(str, set(map(_PARTITION, messages)))),
+        "messaging.destination.partition.ids": partitions,
     }
     if agent:
         attributes["m1.agent"] = agent
