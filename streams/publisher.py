@@ -28,6 +28,7 @@ import socket
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from functools import lru_cache
+from operator import itemgetter
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
@@ -36,6 +37,7 @@ from mode import Service
 
 from core.kafka.producer import make_producer
 from core.settings import Settings
+from streams.tracing import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -81,35 +83,47 @@ class Publisher(Service):
 
     async def publish(self, records: Iterable[OutputRecord]) -> int:
         """Send ``records`` and return their count once the broker acknowledged all of them."""
-        return await send_batches(self._producer or await self._started_producer(), records, next(self._keyless))
+        return await send_batches(self._producer or await self._started_producer(), list(records), next(self._keyless))
 
 
-async def send_batches(producer: AIOKafkaProducer, records: Iterable[OutputRecord], spare: int) -> int:
+async def send_batches(producer: AIOKafkaProducer, records: list[OutputRecord], spare: int) -> int:
     """Send ``records`` in whole batches per partition (keyless ones to partition ``spare`` modulo
-    the topic's count) and return their count once the broker acknowledged all of them."""
+    the topic's count) and return their count once the broker acknowledged all of them. The
+    batches are built in a thread (thousands of records a call: keys hashed, records framed), so
+    only their sending runs on the event loop."""
+    if not records:
+        return 0
+    partitions = {topic: len(await producer.partitions_for(topic)) for topic in set(map(_TOPIC, records))}
+    batches = await in_thread(build_batches, producer.create_batch, records, partitions, spare)
+    acks = [await producer.send_batch(batch, topic, partition=partition) for topic, partition, batch in batches]
+    await asyncio.gather(*acks)
+    return len(records)
+
+
+def build_batches(create_batch: Callable[[], BatchBuilder], records: list[OutputRecord], partitions: dict[str, int],
+                  spare: int) -> list[tuple[str, int, BatchBuilder]]:
+    """``records`` in closed producer batches (a closed batch goes out at once; an open one would
+    wait for the producer's ``linger_ms``) per topic-partition, as :func:`send_batches` sends them;
+    ``partitions`` holds each topic's partition count."""
     grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
-    partitions: dict[str, int] = {}
     for topic, key, value in records:
-        if topic not in partitions:
-            partitions[topic] = len(await producer.partitions_for(topic))
         n = partitions[topic]
         grouped[topic, spare % n if key is None else partition_of(key, n)].append((key, value))
-    acks = []
-
-    async def send(batch: BatchBuilder, topic: str, partition: int) -> None:
-        batch.close()  # a closed batch goes out at once: an open one waits for the producer's linger_ms
-        acks.append(await producer.send_batch(batch, topic, partition=partition))
-
+    batches = []
     for (topic, partition), items in grouped.items():
-        batch = producer.create_batch()
+        batch = create_batch()
         for key, value in items:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start
-                await send(batch, topic, partition)
-                batch = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: close it, start another
+                batch.close()
+                batches.append((topic, partition, batch))
+                batch = create_batch()
                 batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
-        await send(batch, topic, partition)
-    await asyncio.gather(*acks)
-    return sum(len(items) for items in grouped.values())
+        batch.close()
+        batches.append((topic, partition, batch))
+    return batches
+
+
+_TOPIC = itemgetter(0)
 
 
 def worker_forwarder(settings: Settings, group_id: str) -> Forwarder:
