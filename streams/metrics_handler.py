@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -60,6 +61,27 @@ async def side_by_side(first: Awaitable[T], second: Awaitable[None] | None) -> T
     return results[0]
 
 
+def settle_from_thread(future: asyncio.Future[T], result: T | BaseException) -> None:
+    """Settle ``future`` with ``result`` (an exception: raised by it) from a thread other than its loop's."""
+    future.get_loop().call_soon_threadsafe(_settle, future, result)
+
+
+def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:
+    if not future.done():  # not cancelled meanwhile
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+async def _then(admitted: asyncio.Future[BatchOutcome], alongside: Alongside) -> None:
+    await alongside(await admitted)
+
+
+def _ignore(_: object) -> None:
+    pass
+
+
 class DecodeAhead:
     """The decoding of the next metrics batch, started as soon as it is read in full (the batch
     consumer's ``ready``), while the batch before it is handled; the handler takes it once."""
@@ -90,17 +112,30 @@ def metrics_handler(pipeline: MetricsPipeline, publisher: Publisher, settings: S
     through ``forward`` if given (the consumer's transaction: ``streams.publisher.Forwarder``); a
     batch ``ahead`` decoded already is taken from there (a retry decodes it again)."""
 
-    def admit(records: list[Record], decoded: BatchOutcome | None) -> BatchOutcome:
-        return pipeline.admit(pipeline.decode(records) if decoded is None else decoded)
+    def admit_and_score(records: list[Record], decoded: BatchOutcome | None,
+                        admitted: Callable[[BatchOutcome | BaseException], None]) -> BatchOutcome:
+        """Admit the batch (decoded first unless ``decoded``), hand ``admitted`` its points (or the
+        error), then score and store it: one thread, with no hop back to the event loop between."""
+        try:
+            outcome = pipeline.admit(pipeline.decode(records) if decoded is None else decoded)
+        except BaseException as exc:
+            admitted(exc)
+            raise
+        admitted(outcome)
+        return pipeline.score_admitted(outcome)
 
     async def handle(events: Sequence[KafkaEvent], alongside: Alongside | None = None) -> BatchOutcome:
         with batch_span(settings.topic_metrics, events, agent="metrics") as span:
             with stage("consume"):
                 records = records_of(events)
             decoding = None if ahead is None else ahead.take(events)
-            admitted = await in_thread(admit, records, None if decoding is None else await decoding)
-            outcome = await side_by_side(in_thread(pipeline.score_admitted, admitted),
-                                         None if alongside is None else alongside(admitted))
+            decoded = None if decoding is None else await decoding
+            if alongside is None:
+                outcome = await in_thread(admit_and_score, records, decoded, _ignore)
+            else:
+                admitted: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
+                outcome = await side_by_side(in_thread(admit_and_score, records, decoded, partial(settle_from_thread, admitted)),
+                                             _then(admitted, alongside))
             with stage("produce"):
                 alerts = alert_records(settings, outcome.dead_letters, outcome.anomalies)
                 if forward is None or not outcome.rekeyed:
