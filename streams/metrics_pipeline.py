@@ -243,7 +243,7 @@ class MetricsPipeline(SavedModels):
         rows = pa.array(np.repeat(np.arange(len(counts), dtype=np.int32), counts))
         columns = {
             "ts": pa.array((ts * 1000).astype(np.int64), type=TS_TYPE),  # int(p.ts * 1000), as numpy truncates too
-            **{name: pa.array([getattr(p, name) for p in firsts], type=pa.string()).take(rows)
+            **{name: pa.array(list(map(attrgetter(name), firsts)), type=pa.string()).take(rows)
                for name in ("tenant", "region", "service", "metric")},
             "labels": labels_column(list(map(_LABELS, points)), [p.labels for p in firsts], counts, rows),
             "series": pa.array(list(by_series), type=pa.string()).take(rows),
