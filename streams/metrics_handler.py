@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -49,11 +49,9 @@ Alongside = Callable[[BatchOutcome], Awaitable[None]]
 MetricsHandler = Callable[[Sequence[KafkaEvent], Alongside | None], Awaitable[BatchOutcome]]
 
 
-async def side_by_side(first: Awaitable[T], second: Awaitable[None] | None) -> T:
+async def side_by_side(first: Awaitable[T], second: Awaitable[None]) -> T:
     """``first``'s result once ``second`` ended too; if either raised, the first error (after both ended:
     a retry never starts while a part of the try before it still runs)."""
-    if second is None:
-        return await first
     results = await asyncio.gather(first, second, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

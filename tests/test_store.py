@@ -271,10 +271,11 @@ def test_a_checkpoint_is_written_while_the_write_client_is_busy(store: Store) ->
 
 
 def checkpoint_rows(count: int) -> list[tuple[str, int, bytes]]:
-    """Rows a checkpoint could hold: names long enough for a two-byte length prefix, state of every
-    byte value and of sizes around the prefix's steps (0, 127, 128, 16,384 bytes), 333 kB every seven rows."""
+    """Rows a checkpoint could hold: names of any characters, and long enough for a two-byte length
+    prefix, state of every byte value and of sizes around the prefix's steps (0, 127, 128, 16,384 bytes), 333 kB every seven rows."""
     sizes = [0, 1, 127, 128, 16_383, 16_384, 300_000]
-    return [(f"t|eu|svc-{i}|{'x' * 130}", 2**40 + i, bytes(range(256)) * (sizes[i % len(sizes)] // 256)
+    names = ["t|eu|svc|x\n\t\x00'\"\\|é🔥", "t|eu|svc|" + "x" * 130]  # any text: framed by its length
+    return [(f"{names[i % 2]}{i}", 2**40 + i, bytes(range(256)) * (sizes[i % len(sizes)] // 256)
              + bytes(sizes[i % len(sizes)] % 256)) for i in range(count)]
 
 
