@@ -20,8 +20,8 @@ Roles (#14, item 5; docs/scale-out.md):
 from __future__ import annotations
 
 import time
-from functools import partial
 from collections.abc import Sequence
+from functools import partial
 
 import faust
 
