@@ -1,10 +1,11 @@
 """Benchmark the metrics path on this machine; results go to docs/benchmarks.md by hand.
 
 It loads a topic with N points, then measures, in the same run and over the same topic:
-1. the ceiling: a bare aiokafka consume-and-decode loop (msgspec, no scoring, no sink);
+1. the ceiling: a bare aiokafka consume-and-decode loop (msgspec, no scoring, no sink), with
+   aiokafka's own records and again with the worker's (``core.kafka.lean_records``);
 2. the full path: one worker process (Faust consume, decode, validate, score, sink to chdb),
    timed by the store's own ``ingested_at`` stamps (first to last batch) and end to end, and
-   as a share of the ceiling;
+   as a share of each ceiling;
 3. with ``--rate R`` (default 10,000), the same worker, now warm, fed live at R points/s for
    ``--live-seconds``: end-to-end latency histograms from produce to a visible row and to an
    anomaly on its topic (``scripts/bench_latency.py``);
@@ -49,6 +50,7 @@ from bench_latency import histogram, live_latency, summary, tree_rss  # scripts/
 from compliance.redact import Redactor
 from core.gc_tuning import tune_for_batches
 from core.kafka.local_broker import LocalKafka, free_port
+from core.kafka.lean_records import use_lean_records
 from core.kafka.security import client_kwargs
 from m1.local_key import local_admin_key
 from core.kafka.producer import make_producer
@@ -119,6 +121,7 @@ def main(
         records = load_topic(settings, points, series)
         settle(drop_caches)  # the loaded topic written out first: neither run competes with that writeback
         ceiling = asyncio.run(bare_consume(settings, points))
+        lean_ceiling = asyncio.run(bare_consume(settings, points, lean=True))
         live: dict[str, object] = {}
 
         def then(worker: WorkerProcess) -> None:  # the warm worker: live latency, then its memory
@@ -144,6 +147,8 @@ def main(
     table.add_row("ceiling: bare aiokafka consume + msgspec decode", f"{ceiling:,.0f}")
     table.add_row("full path, one worker (store ingested_at span)", f"{full:,.0f}")
     table.add_row("  as a share of the ceiling", f"{full / ceiling:.1%}")
+    table.add_row("ceiling with the worker's record path (core.kafka.lean_records)", f"{lean_ceiling:,.0f}")
+    table.add_row("  full path as a share of that ceiling", f"{full / lean_ceiling:.1%}")
     table.add_row("full path, one worker (end to end incl. group join)", f"{end_to_end:,.0f}")
     for stage, stage_rate in alone.items():
         table.add_row(f"pipeline alone, no Kafka: {stage}", f"{stage_rate:,.0f}")
@@ -302,7 +307,10 @@ def settle(drop_caches: bool) -> None:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-async def bare_consume(settings: Settings, points: int) -> float:
+async def bare_consume(settings: Settings, points: int, lean: bool = False) -> float:
+    """Points/s of a bare consume-and-decode loop over the loaded topic: aiokafka's records, or
+    with ``lean`` the worker's (:mod:`core.kafka.lean_records`)."""
+    use_lean_records(lean)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, max_poll_records=5000,
                                 fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
                                 **client_kwargs(settings))
@@ -322,6 +330,7 @@ async def bare_consume(settings: Settings, points: int) -> float:
         return points / (time.perf_counter() - start)
     finally:
         await consumer.stop()
+        use_lean_records(False)
 
 
 def full_path(settings: Settings, points: int, then: Callable[[WorkerProcess], None] | None = None

@@ -77,6 +77,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
+from core.kafka.lean_records import KafkaRecord, use_lean_records
 from core.kafka.security import client_kwargs
 from core.settings import Settings
 from core.kafka.topics import tenant_topic_pattern
@@ -87,10 +88,10 @@ from streams.tracing import BatchRecords
 log = logging.getLogger(__name__)
 
 
-#: What a batch handler gets for each record read: aiokafka's own record (``topic``, ``partition``,
-#: ``offset``, ``key``, ``value``, ``timestamp``), as it is: a batch holds tens of thousands, and a
-#: wrapper each cost more than aiokafka's parsing of them.
-KafkaEvent = ConsumerRecord
+#: What a batch handler gets for each record read: the fetch path's own record (``topic``, ``partition``,
+#: ``offset``, ``key``, ``value``, ``timestamp``, ``headers``), as it is: a batch holds tens of thousands,
+#: and a wrapper each would cost as much as reading them (``core.kafka.lean_records``).
+KafkaEvent = KafkaRecord | ConsumerRecord
 
 
 @dataclass
@@ -101,24 +102,31 @@ class _Batch:
     events: BatchRecords = field(default_factory=BatchRecords)
     starts: dict[TopicPartition, int] = field(default_factory=dict)
     ends: dict[TopicPartition, int] = field(default_factory=dict)
-    runs: dict[TopicPartition, list[list[ConsumerRecord]]] = field(default_factory=dict)
+    runs: dict[TopicPartition, list[list[KafkaEvent]]] = field(default_factory=dict)
 
-    def add(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    def add(self, tp: TopicPartition, records: list[KafkaEvent]) -> None:
         """Add one partition's records (in offset order, as ``getmany`` returns them)."""
         if records:
-            self.events += records
-            self.events.partitions.add(tp.partition)
+            self.events.add(tp.partition, records)
             self.starts.setdefault(tp, records[0].offset)
             self.ends[tp] = records[-1].offset + 1
             self.runs.setdefault(tp, []).append(records)
 
-    def keys(self) -> dict[TopicPartition, set[bytes]]:
-        """The record keys per partition (for ``forget``), None left out. Blocking, over a batch of
-        thousands: the consumer runs it in a thread while the batch is handled."""
-        keys = {tp: set(map(_key, chain.from_iterable(runs))) for tp, runs in self.runs.items()}
-        for tp_keys in keys.values():
-            tp_keys.discard(None)
-        return keys  # type: ignore[return-value]
+    def keys(self, held: dict[TopicPartition, set[bytes]]) -> dict[TopicPartition, _Keys]:
+        """Per partition, the record keys (for ``forget``; None left out), and those of them not in
+        ``held[tp]`` (the set itself, also returned: the caller adds just those if it still holds it).
+        Blocking, over a batch of thousands: the consumer runs it in a thread while the batch is handled."""
+        out = {}
+        for tp, runs in self.runs.items():
+            keys = set(map(_key, chain.from_iterable(runs)))
+            keys.discard(None)
+            known = held.get(tp)
+            out[tp] = (keys, known, keys if known is None else keys - known)
+        return out  # type: ignore[return-value]
+
+
+#: A partition's keys in a batch: all of them, the set of keys held when they were looked at, and those not in it.
+_Keys = tuple[set[bytes], "set[bytes] | None", set[bytes]]
 
 
 _key = attrgetter("key")
@@ -149,7 +157,7 @@ CHECKPOINT_SPACING = 9.0
 BUSY_POLL_SECONDS = 0.02
 
 
-def flush_wait(fetched: Iterable[Sequence[ConsumerRecord]], flush_seconds: float, now: float) -> float:
+def flush_wait(fetched: Iterable[Sequence[KafkaEvent]], flush_seconds: float, now: float) -> float:
     """How long a batch whose first records are ``fetched`` may wait for more: what is left of
     ``flush_seconds`` for the oldest of them, by its Kafka timestamp (records that waited while the
     last batch was handled go at once), clamped to ``[0, flush_seconds]`` (a clock ahead or
@@ -260,6 +268,7 @@ class BatchConsumer(Service):
         self._dropped = False  # the group dropped this member: its models are dropped at the next assignment
 
     async def on_start(self) -> None:
+        use_lean_records()  # the process's consumers read records a batch at a time
         tenant_topics = self.by_pattern
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
@@ -463,7 +472,7 @@ class BatchConsumer(Service):
                     if self.ready is not None:
                         prefetched.add_done_callback(self._tell_ready)
                     dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
-                    keyed = asyncio.get_running_loop().run_in_executor(None, batch.keys)
+                    keyed = asyncio.get_running_loop().run_in_executor(None, batch.keys, dict(self._keys))
                     try:
                         done = await handle_batch(partial(self._attempt, events), dead_letters, self.retry, self,
                                                   f"batch of {len(events)} records of {self.topic}")
@@ -477,7 +486,7 @@ class BatchConsumer(Service):
                     for tp, end in batch.ends.items():
                         self._handled[tp] = max(self._handled.get(tp, 0), end)
                         self._own.setdefault(tp, batch.starts[tp])
-                        self._keys.setdefault(tp, set()).update(batch_keys[tp])
+                        self._note_keys(tp, *batch_keys[tp])
                     self._next.update(self._handled)
                     handled_batch = [batch, events, dead_letters, batch_keys]
                     del batch, events, dead_letters, batch_keys
@@ -487,6 +496,12 @@ class BatchConsumer(Service):
         finally:
             if prefetched is not None:
                 prefetched.cancel()
+
+    def _note_keys(self, tp: TopicPartition, keys: set[bytes], known: set[bytes] | None, new: set[bytes]) -> None:
+        """Add a handled batch's ``keys`` of ``tp`` to those held: just the ``new`` ones if the set
+        held is still ``known`` (a rebalance or roll-back may have dropped it meanwhile)."""
+        held = self._keys.setdefault(tp, set())
+        held |= new if held is known else keys
 
     def _tell_ready(self, prefetched: asyncio.Future[tuple[_Batch, int]]) -> None:
         """Tell ``ready`` of a batch read in full while the one before it was handled (unless stale)."""

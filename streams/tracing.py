@@ -34,6 +34,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 
+from core.kafka.lean_records import KafkaRecord
 from core.telemetry import remote_span_contexts, tracer
 
 T = TypeVar("T")
@@ -45,24 +46,33 @@ _HEADERS, _PARTITION, _MESSAGE = attrgetter("headers"), attrgetter("partition"),
 
 def _messages(events: Sequence[Any]) -> Sequence[Any]:
     """The Kafka records of a batch: the batch consumer's as they are, a Faust event's message."""
-    return events if not events or isinstance(events[0], ConsumerRecord) else list(map(_MESSAGE, events))
+    return events if not events or isinstance(events[0], (KafkaRecord, ConsumerRecord)) else list(map(_MESSAGE, events))
 
 
 class BatchRecords(list):
-    """The records of one batch (a list) that knows their partitions, and their remote trace contexts
-    once a span looked for them: the spans of one batch (metrics, forecast) scan its records once."""
+    """The records of one batch (a list) that knows their partitions, the headers of those that have
+    any, and their remote trace contexts once a span looked for them: the spans of one batch (metrics,
+    forecast) extract them once."""
 
     def __init__(self) -> None:
         super().__init__()
         self.partitions: set[int] = set()
+        self.headers: list[Sequence[tuple[str, bytes]]] = []
         self.remote: list[trace.SpanContext] | None = None
+
+    def add(self, partition: int, records: Sequence[Any]) -> None:
+        """Append ``records`` of ``partition``. Their headers are looked at now, just fetched: a later
+        pass over a batch of tens of thousands of records, gone cold, costs several times more."""
+        self += records
+        self.partitions.add(partition)
+        self.headers += filter(None, map(_HEADERS, records))
 
 
 def _remote_and_partitions(events: Sequence[Any]) -> tuple[list[trace.SpanContext], list[str]]:
     """The distinct remote span contexts in a batch's headers and the partitions it came from."""
     if isinstance(events, BatchRecords):
         if events.remote is None:
-            events.remote = remote_span_contexts(map(_HEADERS, events))
+            events.remote = remote_span_contexts(events.headers)
         return events.remote, sorted(map(str, events.partitions))
     messages = _messages(events)
     return remote_span_contexts(map(_HEADERS, messages)), sorted(map(str, set(map(_PARTITION, messages))))

@@ -40,8 +40,7 @@ def test_the_spans_of_one_batch_scan_its_headers_once(exporter: InMemorySpanExpo
     first, second = producer_headers(), producer_headers()
     events = BatchRecords()
     for partition, headers in ((2, first), (0, second), (2, ())):
-        events.append(record(partition, len(events), headers))
-        events.partitions.add(partition)
+        events.add(partition, [record(partition, len(events), headers)])
     scans = []
     scan = streams.tracing.remote_span_contexts
     monkeypatch.setattr(streams.tracing, "remote_span_contexts", lambda headers: scans.append(1) or scan(headers))
