@@ -29,6 +29,7 @@ are and with two more labels per point that the policy pseudonymises (a client I
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import platform
 import sys
@@ -119,6 +120,7 @@ def main(
     ensure_topics(settings)
     try:
         records = load_topic(settings, points, series)
+        gc.freeze()  # kept for the in-process runs: the collector must not walk them while the worker is timed
         settle(drop_caches)  # the loaded topic written out first: neither run competes with that writeback
         ceiling = asyncio.run(bare_consume(settings, points))
         lean_ceiling = asyncio.run(bare_consume(settings, points, lean=True))
