@@ -27,7 +27,8 @@ def autocorrelation(values: Sequence[float], max_lag: int) -> np.ndarray:
     denom = float(resid @ resid)
     if denom <= 1e-12 * max(1.0, float(y @ y)):
         return np.zeros(max_lag + 1)
-    return np.array([float(resid[: len(y) - lag] @ resid[lag:]) / denom for lag in range(max_lag + 1)])
+    # entry len - 1 + lag of the full correlation is resid[:len - lag] @ resid[lag:]
+    return np.correlate(resid, resid, mode="full")[len(y) - 1 : len(y) + max_lag] / denom
 
 
 def detect_season(values: Sequence[float], min_lag: int = 2, threshold: float = 0.3) -> int:
@@ -36,9 +37,7 @@ def detect_season(values: Sequence[float], min_lag: int = 2, threshold: float = 
     if max_lag < min_lag + 1:
         return 0
     acf = autocorrelation(values, max_lag)
-    peaks = [
-        lag
-        for lag in range(min_lag, max_lag)
-        if acf[lag] > threshold and acf[lag] > acf[lag - 1] and acf[lag] >= acf[lag + 1]
-    ]
-    return max(peaks, key=lambda lag: acf[lag]) if peaks else 0
+    lags = np.arange(min_lag, max_lag)
+    here = acf[lags]
+    peaks = lags[(here > threshold) & (here > acf[lags - 1]) & (here >= acf[lags + 1])]
+    return int(peaks[np.argmax(acf[peaks])]) if len(peaks) else 0  # the highest; of equal ones, the shortest
