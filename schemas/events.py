@@ -144,6 +144,8 @@ class EventDecoder:
         self._decoder = msgspec.json.Decoder(type_)
         self.max_bytes = max_bytes
         self._fast = _KnownNames.of(type_)
+        #: The identity fields of a raw twin from :meth:`read_raw_each`, as JSON text (a compiled getter).
+        self.identity: Callable[[Any], tuple[msgspec.Raw, ...]] = _no_raw_twins if self._fast is None else self._fast.identity
 
     def decode_each(self, payloads: Iterable[bytes | None]) -> list[Any]:
         """What :meth:`decode` makes of each payload, in order: the event, or the
@@ -175,11 +177,6 @@ class EventDecoder:
         if self._fast is None:
             return [None] * len(payloads)
         return self._fast.read_raw_each(payloads, self.max_bytes)
-
-    def identity(self, raw: Any) -> tuple[msgspec.Raw, ...]:
-        """The identity fields of a raw twin from :meth:`read_raw_each`, as JSON text."""
-        assert self._fast is not None
-        return self._fast.identity(raw)
 
     def from_templates(self, templates: list[Any], raws: list[Any]) -> list[Any]:
         """What :meth:`decode` gives the payload of each raw twin, for twins whose :meth:`identity`
@@ -310,6 +307,10 @@ class _KnownNames:
         self._known.update(self._names(event))
         for name in self._keyed:
             self._known.update(getattr(event, name))
+
+
+def _no_raw_twins(raw: Any) -> tuple[msgspec.Raw, ...]:
+    raise TypeError("this decoder reads no raw twins (it decodes more than one event type)")
 
 
 def _each(mapped: Callable[[Iterator[Any]], Iterable[Any]], items: Iterable[Any],
