@@ -15,6 +15,8 @@ ValueError: invalid tenant name 'Acme': 2-32 characters, a lower-case letter fir
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from itertools import repeat
 
 #: The reserved tenant that holds platform-admin keys (created with the registry).
 PLATFORM = "platform"
@@ -28,6 +30,15 @@ def check_tenant(name: str) -> str:
         raise ValueError(f"invalid tenant name {name!r}: 2-32 characters, a lower-case letter first, "
                          "then lower-case letters, digits or '-'")
     return name
+
+
+def series_tenants(keys: Iterable[str]) -> list[str]:
+    """:func:`series_tenant` of each series key, in order (a batch holds thousands: no call each).
+
+    >>> series_tenants(["acme|eu-west-1|api|latency_ms|host=h1", "plain"])
+    ['acme', '']
+    """
+    return [tenant if bar else "" for tenant, bar, _ in map(str.partition, keys, repeat("|"))]
 
 
 def series_tenant(series: str) -> str:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from core.settings import Settings
-from core.tenant_names import series_tenant
+from core.tenant_names import series_tenants
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,8 @@ class IngestQuotas:
         operations per series and one bucket operation per tenant.
         """
         by_tenant: dict[str, list[str]] = defaultdict(list)
-        for series in points:
-            by_tenant[series_tenant(series)].append(series)
+        for series, tenant in zip(points, series_tenants(points)):
+            by_tenant[tenant].append(series)
         refused: dict[str, tuple[int, str]] = {}
         for tenant, names in by_tenant.items():
             quotas = self.quotas(tenant)
