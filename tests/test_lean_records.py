@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import uuid
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.fetcher import PartitionRecords
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBase, DefaultRecordBatchBuilder
@@ -12,7 +15,11 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
-from core.kafka.lean_records import READ_COMMITTED, KafkaRecord, LeanPartitionRecords
+from core.kafka.lean_records import READ_COMMITTED, KafkaRecord, LeanPartitionRecords, use_lean_records
+from core.kafka.producer import make_producer, send_all
+from core.kafka.security import client_kwargs
+from core.kafka.topics import ensure_topics
+from core.settings import Settings
 
 READ_UNCOMMITTED = 0
 TP = TopicPartition("metrics", 3)
@@ -115,3 +122,70 @@ def test_with_a_deserializer_it_reads_as_aiokafka_does() -> None:
     values = [record.value for record in ours]
     assert values[:3] == [b"V0", b"V1", None]
     assert ours.next_fetch_offset == 24
+
+
+async def _read_all(settings: Settings, topic: str, isolation: str, max_records: int) -> list[tuple]:
+    """Every record of ``topic`` (and each partition's position after it), read in small ``getmany`` steps."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, isolation_level=isolation, **client_kwargs(settings))
+    await consumer.start()
+    out: list[tuple] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(out) < 9 or not all(await _at_end(consumer)):
+                for part in (await consumer.getmany(timeout_ms=200, max_records=max_records)).values():
+                    out += [(type(r).__name__ == "KafkaRecord", *view(r)[1:]) for r in part]
+        return sorted(out, key=lambda r: (r[1], r[2])) + sorted((tp.partition, consumer_position)
+                                                                 for tp, consumer_position in await _positions(consumer))
+    finally:
+        await consumer.stop()
+
+
+async def _at_end(consumer: AIOKafkaConsumer) -> list[bool]:
+    ends = await consumer.end_offsets(list(consumer.assignment()))
+    return [await consumer.position(tp) >= end for tp, end in ends.items()]
+
+
+async def _positions(consumer: AIOKafkaConsumer) -> list[tuple[TopicPartition, int]]:
+    return [(tp, await consumer.position(tp)) for tp in consumer.assignment()]
+
+
+def test_on_the_broker_both_paths_read_the_same_records_and_positions(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """A real broker's log: plain records, a committed transaction, an aborted one, and one more."""
+    settings = make_settings()
+    topic = f"lean-{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings, [topic])
+
+    async def write() -> None:
+        producer = make_producer(settings, transactional_id=f"lean-test-{topic}")
+        await producer.start()
+        try:
+            for outcome, values in (("commit", [b"a", b"b", b"c"]), ("abort", [b"x", b"y"]), ("commit", [b"d", b"e"])):
+                await producer.begin_transaction()
+                for value in values:
+                    await producer.send_and_wait(topic, value, key=value, headers=[("h", value)] if value == b"b" else [])
+                await (producer.commit_transaction() if outcome == "commit" else producer.abort_transaction())
+            plain = make_producer(settings)
+            await plain.start()
+            try:
+                await send_all(plain, topic, [(b"f", b"f"), (None, b"g"), (b"h", b"h"), (b"i", b"i")])
+            finally:
+                await plain.stop()
+        finally:
+            await producer.stop()
+
+    asyncio.run(write())
+    try:
+        for isolation in ("read_committed", "read_uncommitted"):
+            for max_records in (1, 3):
+                use_lean_records(False)
+                theirs = asyncio.run(_read_all(settings, topic, isolation, max_records))
+                use_lean_records(True)
+                ours = asyncio.run(_read_all(settings, topic, isolation, max_records))
+                assert [row[1:] for row in ours] == [row[1:] for row in theirs]
+                assert all(row[0] for row in ours if len(row) > 2) and not any(row[0] for row in theirs if len(row) > 2)
+                values = [row[6] for row in ours if len(row) > 2]
+                assert (b"x" in values) == (isolation == "read_uncommitted")
+    finally:
+        use_lean_records(True)  # as the batch consumers of the session's workers leave it
+
