@@ -36,8 +36,8 @@ T = TypeVar("T")
 
 
 def records_of(events: Sequence[KafkaEvent] | Sequence[Any]) -> list[Record]:
-    """The pipeline's view of a batch: the batch consumer's records as they are (aiokafka's record
-    has the fields of :class:`Record`), a Faust agent's events as records of their messages."""
+    """The pipeline's view of a batch: the batch consumer's records as they are (its list; a fetched
+    record has the fields of :class:`Record`), a Faust agent's events as records of their messages."""
     if not events or isinstance(events[0], KafkaEvent):  # the batch's own list, not a copy (it touches every record)
         return events if isinstance(events, list) else list(events)
     return [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in events]
