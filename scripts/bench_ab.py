@@ -13,7 +13,9 @@ Run:  .venv/bin/python scripts/bench_ab.py ../before . --points 1500000 --series
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -47,6 +49,7 @@ def main(
     """Points/s of a worker of each checkout, in turn on the same topic, and the ceiling each round."""
     tune_for_batches()  # the ceiling is measured with the worker's collector settings, as in bench_metrics
     home = Path(tempfile.mkdtemp(prefix="m1-bench-ab-"))
+    atexit.register(shutil.rmtree, home, True)  # its broker log and stores take about 1 GB a run
     console.print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
     broker = LocalKafka(Settings(home=home / "broker"))
     with console.status("starting Kafka..."):

@@ -29,9 +29,11 @@ are and with two more labels per point that the policy pseudonymises (a client I
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -90,6 +92,7 @@ def main(
     """Measure the bare consume+decode ceiling and the full per-worker metrics path."""
     tune_for_batches()  # what is measured in this process runs with the worker's collector settings
     home = Path(tempfile.mkdtemp(prefix="m1-bench-"))
+    atexit.register(shutil.rmtree, home, True)  # its broker log and stores take about 1 GB a run
     console.print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
                   f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     console.print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
