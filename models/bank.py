@@ -59,10 +59,9 @@ import logging
 import os
 import pickle
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
-from operator import add, getitem, itemgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -194,23 +193,7 @@ class ModelBank:
         """The model of each ``(series, points)`` in turn, as ``apply(series, points, fn)`` hands
         it to an ``fn`` returning it; lazily, so a consumer sees each series' creation, restoring
         and evicting happen in order. A live series (most, a batch after the first) takes a
-        shorter path with the same effect: made the most recent, ``points`` more, dirty. When
-        every series is live (and named once), nothing is created or evicted: then all of them
-        are updated at once, each step over the whole batch in compiled loops."""
-        pairs = list(counts)
-        names = list(map(_FIRST, pairs))
-        lives = list(map(self._where.get, names))
-        if None in lives or len(set(names)) != len(names):
-            return self._models_one_by_one(pairs)
-        held = list(map(getitem, lives, names))
-        models = list(map(_FIRST, held))
-        seen = map(add, map(_SECOND, held), map(_SECOND, pairs))
-        deque(map(OrderedDict.__setitem__, lives, names, zip(models, seen, itertools.islice(self._clock, len(names)))), 0)
-        deque(map(OrderedDict.move_to_end, lives, names), 0)  # in order: the last one is the most recent
-        self._dirty.update(names)
-        return iter(models)
-
-    def _models_one_by_one(self, counts: Iterable[tuple[str, int]]) -> Iterator[Any]:
+        shorter path with the same effect: made the most recent, ``points`` more, dirty."""
         where, clock, dirty = self._where, self._clock, self._dirty
         for series, points in counts:
             live = where.get(series)
@@ -484,6 +467,3 @@ class Snapshot:
 
 def _as_is(model: T) -> T:
     return model
-
-
-_FIRST, _SECOND = itemgetter(0), itemgetter(1)

@@ -213,7 +213,7 @@ class MetricsPipeline(SavedModels):
 
     def _enforce_quotas(self, by_series: dict[str, list[MetricPoint]], now: float, dead_letters: list[DeadLetter],
                         sources: Callable[[str], list[Record]] | None) -> None:
-        refused = self.quotas.admit(dict(zip(by_series, map(len, by_series.values()))), self.bank.__contains__, self.bank.held)
+        refused = self.quotas.admit({s: len(batch) for s, batch in by_series.items()}, self.bank.__contains__, self.bank.held)
         for series, (admitted, reason) in refused.items():
             batch = by_series[series]
             if admitted:
