@@ -73,11 +73,11 @@ from functools import partial
 from itertools import chain
 from operator import attrgetter
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
-from core.kafka.lean_records import KafkaRecord, use_lean_records
+from core.kafka.lean_records import ConsumedRecord, use_lean_records
 from core.kafka.security import client_kwargs
 from core.settings import Settings
 from core.kafka.topics import tenant_topic_pattern
@@ -91,7 +91,7 @@ log = logging.getLogger(__name__)
 #: What a batch handler gets for each record read: the fetch path's own record (``topic``, ``partition``,
 #: ``offset``, ``key``, ``value``, ``timestamp``, ``headers``), as it is: a batch holds tens of thousands,
 #: and a wrapper each would cost as much as reading them (``core.kafka.lean_records``).
-KafkaEvent = KafkaRecord | ConsumerRecord
+KafkaEvent = ConsumedRecord
 
 
 @dataclass

@@ -29,12 +29,11 @@ from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from aiokafka import ConsumerRecord
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 
-from core.kafka.lean_records import KafkaRecord
+from core.kafka.lean_records import ConsumedRecord
 from core.telemetry import remote_span_contexts, tracer
 
 T = TypeVar("T")
@@ -46,7 +45,7 @@ _HEADERS, _PARTITION, _MESSAGE = attrgetter("headers"), attrgetter("partition"),
 
 def _messages(events: Sequence[Any]) -> Sequence[Any]:
     """The Kafka records of a batch: the batch consumer's as they are, a Faust event's message."""
-    return events if not events or isinstance(events[0], (KafkaRecord, ConsumerRecord)) else list(map(_MESSAGE, events))
+    return events if not events or isinstance(events[0], ConsumedRecord) else list(map(_MESSAGE, events))
 
 
 class BatchRecords(list):

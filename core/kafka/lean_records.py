@@ -31,11 +31,12 @@ from itertools import chain
 from operator import length_hint
 
 import msgspec
+from aiokafka import ConsumerRecord
 from aiokafka.consumer import fetcher
 from aiokafka.consumer.fetcher import READ_COMMITTED, PartitionRecords
 from aiokafka.errors import CorruptRecordException
 
-__all__ = ["KafkaRecord", "LeanPartitionRecords", "use_lean_records", "READ_COMMITTED"]
+__all__ = ["ConsumedRecord", "KafkaRecord", "LeanPartitionRecords", "use_lean_records", "READ_COMMITTED"]
 
 
 class KafkaRecord(msgspec.Struct, frozen=True, gc=False):
@@ -63,6 +64,11 @@ class KafkaRecord(msgspec.Struct, frozen=True, gc=False):
     @property
     def checksum(self) -> None:
         return None
+
+
+#: What a consumer of this process hands out: a :class:`KafkaRecord`, or aiokafka's own record
+#: (before :func:`use_lean_records`, or with a deserializer).
+ConsumedRecord = KafkaRecord | ConsumerRecord
 
 
 class LeanPartitionRecords(PartitionRecords):
