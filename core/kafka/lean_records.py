@@ -129,10 +129,7 @@ class LeanPartitionRecords(PartitionRecords):
         return bool(batch.is_control_batch)  # type: ignore[attr-defined]
 
 
-_AIOKAFKA_PARTITION_RECORDS = PartitionRecords
-
-
 def use_lean_records(lean: bool = True) -> None:
     """Make every consumer of this process read fetched records with :class:`LeanPartitionRecords`
     (with ``lean=False``: as aiokafka does again)."""
-    fetcher.PartitionRecords = LeanPartitionRecords if lean else _AIOKAFKA_PARTITION_RECORDS  # type: ignore[misc]
+    fetcher.PartitionRecords = LeanPartitionRecords if lean else PartitionRecords  # type: ignore[misc]
