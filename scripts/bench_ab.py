@@ -22,16 +22,14 @@ import tempfile
 from pathlib import Path
 
 import typer
-from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from bench_metrics import bare_consume, full_path, load_topic, settle  # scripts/
+from bench_metrics import bare_consume, cpu_seconds, full_path, load_topic, run_settings, settle  # scripts/
 from core.gc_tuning import tune_for_batches
-from core.kafka.local_broker import LocalKafka, free_port
+from core.kafka.local_broker import LocalKafka
 from core.kafka.topics import ensure_topics
 from core.settings import Settings
-from m1.local_key import local_admin_key
 from m1.worker_process import WorkerProcess
 
 console = Console(width=150)
@@ -88,14 +86,12 @@ def main(
 def worker_run(base: Settings, checkout: Path, name: str, points: int) -> tuple[float, float]:
     """Points/s of a worker running ``checkout``'s code (``python -m`` puts the working directory
     first on its path) over the loaded topic, and the worker's CPU seconds."""
-    settings = base.model_copy(update={"home": base.home / name, "app_id": f"m1-ab-{name}", "web_port": free_port()})
-    settings = settings.model_copy(update={"api_key": SecretStr(local_admin_key(settings, "bench"))})
+    settings = run_settings(base, name)
     cpu: list[float] = []
 
     def then(worker: WorkerProcess) -> None:
         assert worker.proc is not None
-        fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))  # utime + stime
+        cpu.append(cpu_seconds(worker.proc.pid))
 
     here = Path.cwd()
     os.chdir(checkout)
