@@ -5,7 +5,9 @@ A throughput measured minutes apart on a shared VM moves by 10 % or more (the ba
 the same broker and the same records. Each round here measures the bare consume-and-decode
 ceiling, then runs one worker of each checkout over the whole topic (each its own store and
 consumer group, its code from its checkout, this venv's packages), timed by the store's own
-``ingested_at`` stamps as ``bench_metrics.py`` does. It prints each run and the medians.
+``ingested_at`` stamps as ``bench_metrics.py`` does. It prints each run and the medians. One
+worker of A runs first, not counted: the first worker after the broker started is the slowest
+(the broker compiles its group, transaction and produce paths then), which favoured B in round 1.
 
 Run:  .venv/bin/python scripts/bench_ab.py ../before . --points 1500000 --series 1000 --rounds 3
 """
@@ -57,6 +59,8 @@ def main(
     results: dict[str, list[float]] = {"ceiling": [], "A": [], "B": []}
     try:
         load_topic(base, points, series)
+        settle(drop_caches)  # the first worker after the broker started is slower (bench_metrics.py): not timed
+        console.print(f"warm-up, A: {worker_run(base, a.resolve(), 'warm-up', points)[0]:,.0f} points/s (not counted)")
         for number in range(rounds):
             settle(drop_caches)
             results["ceiling"].append(asyncio.run(bare_consume(base, points)))

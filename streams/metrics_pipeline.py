@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain, compress, repeat
-from operator import and_, attrgetter, eq, itemgetter, le, not_
+from operator import and_, attrgetter, eq, is_, itemgetter, le, not_
 from types import SimpleNamespace
 from typing import Any
 
@@ -298,20 +298,19 @@ def labels_column(maps: list[dict[str, str]], firsts: list[dict[str, str]], coun
 
     A series' points carry one label set, usually in one order too: then the series' maps are
     built once and taken per row. A map that lists its pairs in another order (JSON leaves it to
-    the sender) is stored as sent, so then the column is built map by map.
+    the sender) is stored as sent, so then the column is built map by map. Points made from their
+    series' template (``EventDecoder.from_templates``) share its very map, which settles both
+    questions without comparing a pair.
 
     >>> firsts = [{"host": "a", "az": "1"}, {}]
     >>> labels_column([{"host": "a", "az": "1"}, {"az": "1", "host": "a"}, {}], firsts, [2, 1],
     ...               pa.array([0, 0, 1])).to_pylist()
     [[('host', 'a'), ('az', '1')], [('az', '1'), ('host', 'a')], []]
     """
-    if maps != list(chain.from_iterable(map(repeat, firsts, counts))):  # each its series' label set
-        return string_maps(maps)
-    column = string_maps(firsts).take(rows)
-    if max(map(len, firsts), default=0) > 1:  # equal maps of two pairs or more: are their keys in one order too?
-        if not column.keys.equals(pa.array(list(chain.from_iterable(maps)), type=pa.string())):
-            return string_maps(maps)
-    return column
+    expected = list(chain.from_iterable(map(repeat, firsts, counts)))  # each point's series' first map
+    if not all(map(is_, maps, expected)) and not (maps == expected and list(map(list, maps)) == list(map(list, expected))):
+        return string_maps(maps)  # a map with other pairs, or its keys in another order
+    return string_maps(firsts).take(rows)
 
 
 class SeriesOf:
