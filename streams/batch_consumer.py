@@ -81,7 +81,7 @@ from core.kafka.lean_records import ConsumedRecord, use_lean_records
 from core.kafka.security import client_kwargs
 from core.settings import Settings
 from core.kafka.topics import tenant_topic_pattern
-from streams.publisher import Forwarder
+from streams.publisher import Forwarder, fence_departed
 from streams.retry import RetryPolicy, handle_batch
 from streams.tracing import BatchRecords
 
@@ -280,6 +280,8 @@ class BatchConsumer(Service):
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             isolation_level="read_committed",  # forwarded records once their transaction committed
+            # a member names its forwarder's transactional id: a worker taking over tells the departed ones by it
+            **({"client_id": self.forwarder.transactional_id} if self.forwarder is not None else {}),
             **({"metadata_max_age_ms": TENANT_TOPICS_REFRESH_MS} if tenant_topics else {}),
             **client_kwargs(self.settings),
         )
@@ -424,6 +426,22 @@ class BatchConsumer(Service):
                 await asyncio.get_running_loop().run_in_executor(None, forget, series)
         for moved in self.moved:
             await asyncio.get_running_loop().run_in_executor(None, moved, set(assigned), lost)
+        if self.forwarder is not None:
+            await self._fence_departed()
+
+    async def _fence_departed(self) -> None:
+        """End what forwarders of workers that left the group left open (:func:`fence_departed`): until then,
+        readers of the partitions they wrote to wait for the broker's transaction timeout."""
+        assert self.forwarder is not None
+        try:
+            fenced = await fence_departed(self.settings, self.group_id, self.forwarder.transactional_id)
+        except Exception as exc:  # noqa: BLE001 - then the broker ends them at their timeout
+            log.warning("%s: could not end the transactions of workers that left the group (%r); the broker "
+                        "aborts them at their timeout", self.topic, exc)
+            return
+        if fenced:
+            log.info("%s: aborted the open transactions of %d workers that left the group: %s", self.topic,
+                     len(fenced), ", ".join(fenced))
 
     @Service.task
     async def _start_forwarder(self) -> None:

@@ -15,7 +15,11 @@ it; records without a key go to one partition per call, rotating between calls.
 a topic the pipeline reads again (OTLP points and RED minutes to the metrics topic, re-keyed
 points, RED spans): its consumer commits its input offsets in the same transaction
 (``streams.batch_consumer``), so a ``read_committed`` reader sees each forwarded record once
-whatever worker crashed or stopped in between (#14).
+whatever worker crashed or stopped in between (#14). A worker killed with a transaction open
+leaves it to the broker, which aborts it only after its timeout (60 s), and meanwhile every
+``read_committed`` reader of a partition it wrote to waits: a restarted worker ends it at once
+(its forwarder has the same transactional id), and a worker that takes over the partitions of
+one that is gone ends it with :func:`fence_departed`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
+import re
 import socket
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -31,11 +36,14 @@ from functools import lru_cache
 from operator import itemgetter
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from mode import Service
 
+from core.kafka.admin import open_transactions
 from core.kafka.producer import make_producer
+from core.kafka.security import client_kwargs
 from core.settings import Settings
 from streams.tracing import in_thread
 
@@ -131,6 +139,32 @@ def worker_forwarder(settings: Settings, group_id: str) -> Forwarder:
     and this worker's (host name and ``M1_HOME``), so a restarted worker fences its predecessor."""
     worker = hashlib.sha256(f"{socket.gethostname()}:{settings.home.resolve()}".encode()).hexdigest()[:16]
     return Forwarder(settings, f"{group_id}-{worker}")
+
+
+async def fence_departed(settings: Settings, group_id: str, own_id: str) -> list[str]:
+    """End the open transactions of the forwarders of ``group_id`` (:func:`worker_forwarder`) whose
+    workers are no longer in the group, other than ``own_id``; returns their transactional ids.
+
+    A consumer's client id is its forwarder's transactional id (``streams.batch_consumer``), so an
+    id with a transaction open and no member of the group is a departed worker's: starting a
+    producer with it makes the broker abort that transaction now, not at its timeout, and fences a
+    zombie still holding the id. Call it once the group assigned partitions (a worker that died
+    has left the group by then); it needs DESCRIBE on the group and WRITE on those ids."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **client_kwargs(settings))
+    await admin.start()
+    try:
+        members = {member["client_id"] for response in await admin.describe_consumer_groups([group_id])
+                   for group in response.to_object()["groups"] for member in group["members"]}
+        forwarder_id = re.compile(re.escape(group_id) + r"-[0-9a-f]{16}")
+        departed = sorted(transactional_id for transactional_id in await open_transactions(admin)
+                          if forwarder_id.fullmatch(transactional_id) and transactional_id not in members | {own_id})
+    finally:
+        await admin.close()
+    for transactional_id in departed:
+        producer = make_producer(settings, transactional_id)
+        await producer.start()  # the broker aborts the open transaction before it hands this producer its epoch
+        await producer.stop()
+    return departed
 
 
 class Forwarder:

@@ -1,9 +1,10 @@
 """Exactly-once forwarding (#14, item 4), on the real broker: a batch consumer forwards a batch
 through its :class:`streams.publisher.Forwarder` and is SIGKILLed after the send, before the
 commit. Whether the same worker comes back (its transactional id fences the dead one's) or another
-takes its partitions over (the dead one's transaction times out), a ``read_committed`` batch
-consumer, as the metrics topic's is, reads each forwarded record once; the topic itself holds the
-dead worker's aborted copies too.
+takes its partitions over (it fences the departed worker's id: :func:`streams.publisher.fence_departed`),
+a ``read_committed`` batch consumer, as the metrics topic's is, reads each forwarded record once;
+the topic itself holds the dead worker's aborted copies too. The dead worker's transaction
+timeout is longer than the test may wait, so only an abort at takeover lets the reader through.
 
 Records a batch consumer fetched before a rebalance and had not handled yet are handled once, by
 one of the group (they were handled a second time after the rebalance sent the partition back to
@@ -42,8 +43,9 @@ from tests.helpers import isolated_settings, produce
 from tests.traces.test_red_minutes import MINUTE, T0, red_record, span
 
 RECORDS = 300
-#: The dead worker's transaction timeout when another worker takes over (the broker aborts it then).
-SHORT_TIMEOUT_MS = 3_000
+#: The dead worker's transaction timeout: the broker's longest (15 min), far past what the reader waits,
+#: so the reader gets through only if its successor ends the dead worker's transaction.
+LONG_TIMEOUT_MS = 900_000
 #: The batch consumer's group session timeout (``streams.batch_consumer``).
 SESSION_TIMEOUT_S = 10
 
@@ -166,7 +168,7 @@ def test_a_batch_forwarded_by_a_worker_killed_before_its_commit_is_read_once(
 
     child = subprocess.run(
         [sys.executable, "-c", f"from tests.test_exactly_once import die_after_forwarding; "
-                               f"die_after_forwarding({SHORT_TIMEOUT_MS})"],
+                               f"die_after_forwarding({LONG_TIMEOUT_MS})"],
         env=settings_env(settings), cwd=Path(__file__).parent.parent, timeout=120, capture_output=True)
     assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
     assert Counter(asyncio.run(every_record(settings))) == Counter(values)  # sent, not committed

@@ -1,5 +1,6 @@
 """The publisher on the real broker: every record arrives once, keyed ones where Kafka's own
-partitioner puts them and in order per key, across more records than one producer batch holds."""
+partitioner puts them and in order per key, across more records than one producer batch holds;
+a worker taking over ends the open transactions of departed workers' forwarders, and only theirs."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
 from core.kafka.producer import make_producer
+from core.kafka.security import client_kwargs
 from core.settings import Settings
 from core.kafka.topics import ensure_topics
-from streams.publisher import Publisher
+from streams.publisher import Forwarder, Publisher, fence_departed
 from tests.helpers import consume_records
 
 
@@ -70,3 +76,41 @@ def test_a_publisher_used_before_the_app_starts_it_starts_its_producer(make_sett
 
     sent, records = asyncio.run(run())
     assert sent == 1 and [r.value for r in records] == [b"early"]
+
+
+def test_a_takeover_ends_only_the_open_transactions_of_its_groups_departed_workers(
+        make_settings: Callable[..., Settings]) -> None:
+    """Four forwarders of one group hold a transaction open: one whose worker is still a member
+    (its consumer's client id names it), one whose worker left, one of another group and the
+    caller's own. Only the departed worker's is ended, and its producer is fenced."""
+    settings = make_settings()
+    topic = settings.topic_metrics
+    ensure_topics(settings)
+    group = f"{settings.app_id}-forward"
+    live, gone, mine = (Forwarder(settings, f"{group}-{digit * 16}") for digit in "abd")
+    other = Forwarder(settings, f"{group}-otlp-{'c' * 16}")  # another group's (its name extends this one's)
+
+    async def run() -> tuple[list[str], list[str]]:
+        for forwarder in (live, gone, mine, other):
+            await forwarder.send([(topic, b"k", b"v")])
+        member = AIOKafkaConsumer(topic, group_id=group, client_id=live.transactional_id,
+                                  bootstrap_servers=settings.bootstrap, **client_kwargs(settings))
+        await member.start()
+        try:
+            async with asyncio.timeout(30):
+                while not member.assignment():
+                    await member.getmany(timeout_ms=200)
+            fenced = await fence_departed(settings, group, mine.transactional_id)
+            again = await fence_departed(settings, group, mine.transactional_id)
+            assert await live.commit({}, group) and await mine.commit({}, group) and await other.commit({}, group)
+            with pytest.raises(KafkaError):  # fenced: its transaction was aborted and its epoch is an old one
+                await gone.commit({}, group)
+            return fenced, again
+        finally:
+            await member.stop()
+            for forwarder in (live, gone, mine, other):
+                await forwarder.stop()
+
+    fenced, again = asyncio.run(run())
+    assert fenced == [gone.transactional_id]
+    assert again == []  # nothing of it is open any more

@@ -1,4 +1,4 @@
-"""The admin requests aiokafka's admin client lacks: SCRAM users and ACLs, over its connection.
+"""The admin requests aiokafka's admin client lacks: SCRAM users, ACLs and open transactions, over its connection.
 
 aiokafka 0.14 ships the wire structs of CreateAcls/DeleteAcls but no admin methods for them,
 and nothing for AlterUserScramCredentials (KIP-554), so provisioning a tenant needed either a
@@ -22,7 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
-from aiokafka.protocol.types import CompactArray, CompactBytes, CompactString, Int8, Int16, Int32, Schema, TaggedFields
+from aiokafka.protocol.types import (CompactArray, CompactBytes, CompactString, Int8, Int16, Int32, Int64, Schema,
+                                     TaggedFields)
 
 #: Kafka's codes for the SCRAM mechanisms (ScramMechanism.java).
 SCRAM_MECHANISMS = {"SCRAM-SHA-256": 1, "SCRAM-SHA-512": 2}
@@ -88,6 +89,43 @@ class AlterUserScramCredentials(Request[AlterUserScramCredentialsRequest_v0]):
         return request_struct_class([], [(self.user, self.mechanism, SCRAM_ITERATIONS, salt, salted, {})], {})
 
 
+class ListTransactionsResponse_v0(Response):
+    API_KEY = 66
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("error_code", Int16),
+        ("unknown_state_filters", CompactArray(CompactString("utf-8"))),
+        ("transaction_states", CompactArray(("transactional_id", CompactString("utf-8")), ("producer_id", Int64),
+                                            ("transaction_state", CompactString("utf-8")), ("tags", TaggedFields))),
+        ("tags", TaggedFields),
+    )
+
+
+class ListTransactionsRequest_v0(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = 66
+    API_VERSION = 0
+    RESPONSE_TYPE = ListTransactionsResponse_v0
+    SCHEMA = Schema(
+        ("state_filters", CompactArray(CompactString("utf-8"))),
+        ("producer_id_filters", CompactArray(Int64)),
+        ("tags", TaggedFields),
+    )
+
+
+class ListTransactions(Request[ListTransactionsRequest_v0]):
+    """The transactions a broker coordinates that are in one of ``states`` (KIP-664)."""
+
+    API_KEY = 66
+
+    def __init__(self, states: list[str]):
+        self.states = states
+
+    def build(self, request_struct_class: type[ListTransactionsRequest_v0]) -> ListTransactionsRequest_v0:
+        return request_struct_class(self.states, [], {})
+
+
 def salted_password(password: str, salt: bytes, iterations: int, mechanism: str) -> bytes:
     """RFC 5802's ``Hi(password, salt, iterations)`` with the hash of ``mechanism``."""
     digest = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
@@ -131,6 +169,17 @@ async def delete_acls_of(admin: AIOKafkaAdminClient, principal: str) -> int:
         _raise_for(code, message, f"ACLs of {principal!r}")
         removed += len(matching)
     return removed
+
+
+async def open_transactions(admin: AIOKafkaAdminClient) -> set[str]:
+    """The transactional ids with a transaction open (state ``Ongoing``) on any broker of the cluster
+    (each broker coordinates some; the caller needs DESCRIBE on the ids it is to see)."""
+    found: set[str] = set()
+    for broker in admin._client.cluster.brokers():
+        response = await admin._send_request(ListTransactions(["Ongoing"]), broker.nodeId)
+        _raise_for(response.error_code, None, f"open transactions on broker {broker.nodeId}")
+        found.update(transactional_id for transactional_id, _producer, _state, _tags in response.transaction_states)
+    return found
 
 
 def _raise_for(code: int, message: str | None, what: str) -> None:
