@@ -94,6 +94,10 @@ log = logging.getLogger(__name__)
 KafkaEvent = ConsumedRecord
 
 
+#: The longest a new assignment waits to end departed workers' transactions (:meth:`BatchConsumer._fence_departed`).
+FENCE_SECONDS = 15.0
+
+
 @dataclass
 class _Batch:
     """Records read for one handler call: the events, and per partition the offset of the first one,
@@ -433,8 +437,9 @@ class BatchConsumer(Service):
         """End what forwarders of workers that left the group left open (:func:`fence_departed`): until then,
         readers of the partitions they wrote to wait for the broker's transaction timeout."""
         assert self.forwarder is not None
-        try:
-            fenced = await fence_departed(self.settings, self.group_id, self.forwarder.transactional_id)
+        try:  # bounded: the group's assignment waits for it
+            async with asyncio.timeout(FENCE_SECONDS):
+                fenced = await fence_departed(self.settings, self.group_id, self.forwarder.transactional_id)
         except Exception as exc:  # noqa: BLE001 - then the broker ends them at their timeout
             log.warning("%s: could not end the transactions of workers that left the group (%r); the broker "
                         "aborts them at their timeout", self.topic, exc)
