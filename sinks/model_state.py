@@ -1,4 +1,4 @@
-"""Per-series model checkpoints in the ``model_state`` table (newest row per series wins).
+"""Per-series model checkpoints in the ``model_state`` table (two versions a series: ``sinks.state_versions``).
 
 Rows are keyed by the bank's :attr:`~models.bank.ModelBank.state_key` (detector name and state
 format version), so state pickled by an incompatible older version is never loaded. Their state
@@ -11,7 +11,8 @@ and load what a restart, an eviction or a rebalance lost through a :class:`State
 (:func:`state_location`): this table, or with ``M1_STATE_DIR`` files that every worker of one
 machine shares (``sinks.state_files``, for several workers on the embedded store). A location
 cuts a checkpoint now and writes it later (:meth:`StateLocation.snapshot`), or both at once
-(:meth:`StateLocation.save`).
+(:meth:`StateLocation.save`); given the consumer's positions it keeps the version the committed
+offsets cover until the next commit (:mod:`sinks.checkpoints`, "Versions").
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 from clickhouse_connect.driver.common import write_leb128
 
-from sinks.checkpoints import Checkpointed, StateRow, writer
+from sinks.checkpoints import Checkpointed, Positions
 from sinks.clickhouse import TS_TYPE
 from sinks.state_files import StateDirectory
+from sinks.state_versions import SavedRow, VersionedState
 
 #: Bytes of a new state key (HMAC-SHA256 keys should be at least the hash's size).
 KEY_BYTES = 32
@@ -83,32 +84,39 @@ class StoreLike(Protocol):
 
 
 class StateLocation(Protocol):
-    """Where a pipeline's model checkpoints live."""
+    """Where a pipeline's model checkpoints live (two versions of each series: :mod:`sinks.state_versions`)."""
 
-    def snapshot(self, bank: Checkpointed) -> Callable[[], int]:
+    def snapshot(self, bank: Checkpointed, positions: Positions | None = None) -> Callable[[], int]:
         """Cut the bank's changed series now (under the lock that guards it); the writer returned stores
         them, off the batch path, and returns how many (see :func:`sinks.checkpoints.writer`)."""
 
-    def save(self, bank: Checkpointed) -> int:
-        """Cut and write at once: ``snapshot(bank)()``."""
+    def save(self, bank: Checkpointed, positions: Positions | None = None) -> int:
+        """Cut and write at once: ``snapshot(bank, positions)()``."""
 
-    def restore_missing(self, bank: Checkpointed, series: list[str]) -> None: ...
+    def restore_missing(self, bank: Checkpointed, series: list[str], positions: Positions | None = None) -> None:
+        """Load the saved state of those ``series`` the bank lacks (the version ``positions`` trusts)."""
+
+    def forget(self, bank: Checkpointed, series: Iterable[str]) -> None:
+        """Another worker may write ``series`` from now on."""
 
 
-class StateTable:
-    """Checkpoints in the store's ``model_state`` table (:func:`insert_rows`, :func:`restore_missing`)."""
+class StateTable(VersionedState):
+    """Checkpoints in the store's ``model_state`` table (:func:`insert_rows`), newest row per series and slot."""
 
     def __init__(self, store: StoreLike):
+        super().__init__()
         self.store = store
 
-    def snapshot(self, bank: Checkpointed) -> Callable[[], int]:
-        return writer(bank.snapshot(), partial(insert_rows, self.store, bank.state_key))
+    def _write(self, state_key: str, rows: Iterator[SavedRow]) -> None:
+        insert_rows(self.store, state_key, rows)
 
-    def save(self, bank: Checkpointed) -> int:
-        return self.snapshot(bank)()
-
-    def restore_missing(self, bank: Checkpointed, series: list[str]) -> None:
-        restore_missing(self.store, bank, series)
+    def _read(self, state_key: str, series: list[str]) -> Iterable[SavedRow]:
+        result = self.store.query(
+            "SELECT series, slot, cut, points, hex(state) FROM model_state FINAL "
+            "WHERE detector = {d:String} AND series IN {s:Array(String)}",
+            {"d": state_key, "s": series},
+        )
+        return [(s, slot, cut, points, bytes.fromhex(state)) for s, slot, cut, points, state in result.rows]
 
 
 def state_location(state_dir: Path | None, store: StoreLike) -> StateLocation:
@@ -119,12 +127,12 @@ def state_location(state_dir: Path | None, store: StoreLike) -> StateLocation:
 
 
 #: The ``model_state`` columns a checkpoint writes, in the order of :func:`row_binary`'s fields.
-STATE_COLUMNS = ("series", "detector", "points", "state", "updated_at")
+STATE_COLUMNS = ("series", "detector", "slot", "cut", "points", "state", "updated_at")
 #: Bytes of RowBinary a chunk of a streamed checkpoint holds (about).
 CHUNK_BYTES = 1 << 20
 
 
-def insert_rows(store: StoreLike, state_key: str, rows: Iterable[StateRow]) -> None:
+def insert_rows(store: StoreLike, state_key: str, rows: Iterable[SavedRow]) -> None:
     """Write checkpoint ``rows`` of the bank whose checkpoints are named ``state_key`` to ``model_state``,
     in one insert (a checkpoint is stored whole or not at all).
 
@@ -137,26 +145,29 @@ def insert_rows(store: StoreLike, state_key: str, rows: Iterable[StateRow]) -> N
     if stream is not None:
         stream("model_state", STATE_COLUMNS, row_binary(state_key, rows, stamp))
         return
-    series, points, states = zip(*rows)
+    series, slots, cuts, points, states = zip(*rows)
     store.insert("model_state", {
-        "series": list(series), "detector": [state_key] * len(series), "points": list(points),
+        "series": list(series), "detector": [state_key] * len(series),
+        "slot": pa.array(slots, type=pa.uint8()), "cut": pa.array(cuts, type=pa.uint64()), "points": list(points),
         "state": pa.array(states, type=pa.binary()), "updated_at": pa.array([stamp] * len(series), type=TS_TYPE)})
 
 
-def row_binary(state_key: str, rows: Iterable[StateRow], stamp: int) -> Iterator[bytes]:
+def row_binary(state_key: str, rows: Iterable[SavedRow], stamp: int) -> Iterator[bytes]:
     """``rows`` as ``model_state`` rows in ClickHouse's RowBinary format (:data:`STATE_COLUMNS`:
     length-prefixed strings, little-endian integers; ``stamp`` in epoch milliseconds), in chunks of
     about :data:`CHUNK_BYTES`.
 
-    >>> b"".join(row_binary("zscore@1", [("a", 3, b"xy")], 1000)).hex(" ")
-    '01 61 08 7a 73 63 6f 72 65 40 31 03 00 00 00 00 00 00 00 02 78 79 e8 03 00 00 00 00 00 00'
+    >>> b"".join(row_binary("zscore@1", [("a", 1, 258, 3, b"xy")], 1000)).hex(" ")
+    '01 61 08 7a 73 63 6f 72 65 40 31 01 02 01 00 00 00 00 00 00 03 00 00 00 00 00 00 00 02 78 79 e8 03 00 00 00 00 00 00'
     """
     detector = _string(state_key.encode())
     updated_at = stamp.to_bytes(8, "little", signed=True)
     chunk = bytearray()
-    for series, points, state in rows:
+    for series, slot, cut, points, state in rows:
         chunk += _string(series.encode())
         chunk += detector
+        chunk.append(slot)
+        chunk += cut.to_bytes(8, "little")
         chunk += points.to_bytes(8, "little")
         write_leb128(len(state), chunk)
         chunk += state
@@ -173,17 +184,3 @@ def _string(text: bytes) -> bytes:
     prefix = bytearray()
     write_leb128(len(text), prefix)
     return bytes(prefix) + text
-
-
-def restore_missing(store: StoreLike, bank: Checkpointed, series: list[str]) -> None:
-    """Load the saved state of those ``series`` the bank does not hold (rows whose MAC does not
-    verify are not unpickled: those series start afresh, see :meth:`ModelBank.restore`)."""
-    missing = bank.missing(series)
-    if not missing:
-        return
-    result = store.query(
-        "SELECT series, points, hex(state) FROM model_state FINAL "
-        "WHERE detector = {d:String} AND series IN {s:Array(String)}",
-        {"d": bank.state_key, "s": missing},
-    )
-    bank.restore((s, p, bytes.fromhex(state)) for s, p, state in result.rows)

@@ -40,6 +40,7 @@ from compliance.redact import Redactor
 from sinks.clickhouse import Store, connect
 from sinks.forwarding import ForwardingStore, InsertApplier, inserts_topic
 from streams.batch_consumer import BatchConsumer, BatchHandler, KafkaEvent, free_in_thread
+from streams.checkpoint_positions import PartitionPositions
 from streams.forecast_handler import ForecastHandler, forecast_handler
 from streams.metrics_handler import DecodeAhead, MetricsHandler, batch_dead_letters, metrics_handler
 from streams.forecast_pipeline import ForecastPipeline
@@ -107,8 +108,10 @@ def metrics_consumer(settings: Settings, pipeline: MetricsPipeline, forecast: Fo
     group_id = f"{settings.app_id}-metrics"
     forwarder = worker_forwarder(settings, group_id)
     ahead = DecodeAhead(pipeline)  # the next batch is decoded while this one is scored and stored
+    # checkpoints record the offsets they cover, so one written and never committed is not restored
+    pipeline.positions = forecasting.positions = positions = PartitionPositions()
     return BatchConsumer(
-        settings, settings.topic_metrics, group_id=group_id, forwarder=forwarder, ready=ahead.ready,
+        settings, settings.topic_metrics, group_id=group_id, forwarder=forwarder, ready=ahead.ready, positions=positions,
         handler=metrics_then_forecasting(metrics_handler(pipeline, publisher, settings, forwarder.send, ahead),
                                          forecast, observed),
         # cut both banks between batches; their writers run off the batch path, then the last one (only if all saved)

@@ -16,10 +16,11 @@ Offsets are committed together with the models' checkpoints, every ``M1_SNAPSHOT
 less often, when a checkpoint takes more than a ninth of that: see ``CHECKPOINT_SPACING``) and on a
 clean stop: between two batches the models' changed state is cut (a cheap copy), then written
 while the next batches are handled, and once written the offsets of every batch handled before
-the cut are committed. After a crash the consumer resumes from the last checkpoint, so each
-detector re-learns exactly the points it had not saved, and the store's ReplacingMergeTree tables
-hide the rows written twice. The next checkpoint, a rebalance, a roll-back and a stop wait for a
-write in progress.
+the cut are committed. After a crash the consumer resumes from the last commit with the models
+of the checkpoint that commit covers (a checkpoint written and never committed is a newer version
+beside it, not restored: ``positions``, ``sinks.checkpoints``), so each detector re-learns exactly
+the points it had not saved, and the store's ReplacingMergeTree tables hide the rows written twice.
+The next checkpoint, a rebalance, a roll-back and a stop wait for a write in progress.
 
 Several workers may share the group (scale-out): every series lives in one partition (records
 are keyed by series; ``streams.metrics_pipeline`` re-keys the others), so one worker scores it.
@@ -41,8 +42,8 @@ restores models that learned records it reads again. A commit refused after the 
 written (the group dropped the worker during the write) is made when the group takes the worker
 back, which then reads on from there, not from the older commit (unless another worker committed
 further meanwhile), with every model reloaded from the checkpoints; if that partition went to
-another worker meanwhile, it is replayed there against saved models that already learned those
-records (logged; the window is one checkpoint write). Records fetched before a rebalance and not
+another worker meanwhile, that worker reads it from the older commit with the models of that
+commit (logged). Records fetched before a rebalance and not
 handled yet are dropped: the new assignment reads every partition again from its committed
 offset, so they would be handled twice (scored against models that learned them) or by two
 workers.
@@ -81,6 +82,7 @@ from core.kafka.lean_records import ConsumedRecord, use_lean_records
 from core.kafka.security import client_kwargs
 from core.settings import Settings
 from core.kafka.topics import tenant_topic_pattern
+from streams.checkpoint_positions import PartitionPositions
 from streams.publisher import Forwarder, fence_departed
 from streams.retry import RetryPolicy, handle_batch
 from streams.tracing import BatchRecords
@@ -224,6 +226,9 @@ class BatchConsumer(Service):
     it is complete (its records, the very list the handler gets next), so that it can prepare it
     meanwhile (the metrics path decodes it: ``streams.metrics_handler.DecodeAhead``); a rebalance
     may still drop that batch, and then the handler never gets it.
+
+    ``positions``, if given, is told where each partition's batches, cuts, writes and commits stand,
+    for the checkpoints' versions (``streams.checkpoint_positions``).
     """
 
     def __init__(self, settings: Settings, topic: str, group_id: str, handler: BatchHandler,
@@ -231,7 +236,8 @@ class BatchConsumer(Service):
                  dead_letters: BatchDeadLetters | None = None, forget: Sequence[Forget] = (),
                  by_pattern: bool | None = None, moved: Sequence[Moved] = (), forwarder: Forwarder | None = None,
                  replay_on_failure: bool = False, reset: Sequence[Callable[[], object]] = (),
-                 ready: Callable[[Sequence[KafkaEvent]], object] | None = None, **kwargs: object):
+                 ready: Callable[[Sequence[KafkaEvent]], object] | None = None,
+                 positions: PartitionPositions | None = None, **kwargs: object):
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
@@ -247,6 +253,7 @@ class BatchConsumer(Service):
         self.replay_on_failure = replay_on_failure
         self.reset = reset
         self.ready = ready
+        self.positions = positions
         self.retry = RetryPolicy.of(settings)
         self._batch_assignment: frozenset[TopicPartition] = frozenset()  # the partitions when the batch was read
         self._consumer: AIOKafkaConsumer | None = None
@@ -318,6 +325,8 @@ class BatchConsumer(Service):
                 self._dropped = True  # nothing is saved until the group assigns partitions again
                 return False
             loop = asyncio.get_running_loop()
+            if self.positions is not None:
+                self.positions.cutting(self._handled)
             try:
                 writers = [await loop.run_in_executor(None, cut) for cut in self.checkpoints]
             except Exception:
@@ -366,6 +375,8 @@ class BatchConsumer(Service):
             for tp, offset in offsets.items():
                 self._handled[tp] = max(self._handled.get(tp, 0), offset)
             return False
+        if self.positions is not None:
+            self.positions.written(offsets)
         return await self._commit(offsets, transactional)
 
     async def _written(self) -> bool:
@@ -413,6 +424,8 @@ class BatchConsumer(Service):
         the group had dropped this worker (its partitions may have had other owners since, and its
         models learned records whose offsets it could not commit)."""
         self._generation += 1
+        if self.positions is not None:
+            self.positions.reset()  # every partition is read again from its commit
         current = self._saved_at_revoke and not self._unconfirmed and not self._dropped
         self._dropped = False
         kept = set(assigned) if current else set()
@@ -495,6 +508,8 @@ class BatchConsumer(Service):
                     if self.ready is not None:
                         prefetched.add_done_callback(self._tell_ready)
                     dead_letters = None if self.dead_letters is None else partial(self.dead_letters, events)
+                    if self.positions is not None:
+                        self.positions.reading(batch.starts, batch.runs)
                     keyed = asyncio.get_running_loop().run_in_executor(None, batch.keys, dict(self._keys))
                     try:
                         done = await handle_batch(partial(self._attempt, events), dead_letters, self.retry, self,
@@ -524,7 +539,10 @@ class BatchConsumer(Service):
         """Add a handled batch's ``keys`` of ``tp`` to those held: just the ``new`` ones if the set
         held is still ``known`` (a rebalance or roll-back may have dropped it meanwhile)."""
         held = self._keys.setdefault(tp, set())
-        held |= new if held is known else keys
+        fresh = new if held is known else keys - held
+        held |= fresh
+        if self.positions is not None:
+            self.positions.handled(tp, fresh)
 
     def _tell_ready(self, prefetched: asyncio.Future[tuple[_Batch, int]]) -> None:
         """Tell ``ready`` of a batch read in full while the one before it was handled (unless stale)."""
@@ -553,6 +571,8 @@ class BatchConsumer(Service):
         self._replay = False
         self._generation += 1
         self._handled = {}
+        if self.positions is not None:
+            self.positions.reset()
         await self._drop_uncommitted()
         assert self._consumer is not None
         assigned = self._consumer.assignment()
@@ -707,13 +727,13 @@ class BatchConsumer(Service):
                 await self._roll_back()
                 return False
             if committed:
-                self._own.update(offsets)
+                self._committed(offsets)
             return committed
         if not offsets:
             return True
         try:
             await self._consumer.commit(offsets)
-            self._own.update(offsets)
+            self._committed(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group dropped this member: the models saved with these offsets have learned their
             # records, so they are committed once the group takes it back (_confirm).
@@ -722,6 +742,11 @@ class BatchConsumer(Service):
             log.warning("%s: commit refused (%s); made again once the group takes this worker back", self.topic,
                         type(exc).__name__)
         return True
+
+    def _committed(self, offsets: dict[TopicPartition, int]) -> None:
+        self._own.update(offsets)
+        if self.positions is not None:
+            self.positions.committed(offsets)
 
     async def _confirm(self, assigned: set[TopicPartition]) -> None:
         """Commit the refused offsets of the partitions the group gave back (:meth:`_commit`), and

@@ -41,6 +41,7 @@ from models.registry import make_detector
 from models.detectors.threshold import Thresholds
 from schemas.events import EventDecoder, InvalidEvent, MetricPoint, encode
 from sinks.clickhouse import TS_TYPE, Store, string_maps
+from sinks.checkpoints import Positions
 from sinks.model_state import StateLocation, load_state_key, state_location
 from streams.tracing import stage
 from tenancy.quotas import IngestQuotas
@@ -108,33 +109,39 @@ class BatchOutcome:
 
 class SavedModels:
     """A pipeline's model bank as checkpoints see it: its ``bank``, where its state goes (``state``)
-    and the lock that guards both (``_lock``). Shared by the metrics and forecasting pipelines."""
+    and the lock that guards both (``_lock``). Shared by the metrics and forecasting pipelines.
+
+    ``positions`` are those of the consumer that feeds the bank (``streams.app`` wires them): with
+    them, a checkpoint written and never committed is not restored (``sinks.checkpoints``, "Versions")."""
 
     bank: ModelBank
     state: StateLocation
     _lock: threading.RLock
+    positions: Positions | None = None
 
     def checkpoint(self) -> int:
         """Write changed model state to :attr:`state`; returns how many series were saved."""
         with self._lock, stage("checkpoint"):
-            return self.state.save(self.bank)
+            return self.state.save(self.bank, self.positions)
 
     def cut(self) -> Callable[[], int]:
         """Cut the changed model state now (cheap: call it between batches); the writer returned
         stores it in :attr:`state` without the lock, while batches go on, and returns how many
         series it saved (``streams.batch_consumer`` runs it, then commits)."""
         with self._lock, stage("checkpoint"):
-            return self.state.snapshot(self.bank)
+            return self.state.snapshot(self.bank, self.positions)
 
     def forget(self, series: Iterable[str]) -> None:
         """Drop the models of ``series``: their partitions went to another worker, which saves their
         state from now on; a later use restores it from :attr:`state` (``streams.batch_consumer``)."""
+        series = list(series)
         with self._lock:
             for key in series:
                 self.bank.discard(key)
+            self.state.forget(self.bank, series)
 
     def _restore(self, series: list[str]) -> None:
-        self.state.restore_missing(self.bank, series)
+        self.state.restore_missing(self.bank, series, self.positions)
 
 
 class MetricsPipeline(SavedModels):

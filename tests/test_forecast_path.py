@@ -55,7 +55,7 @@ def records(points: list[MetricPoint], first_offset: int = 0) -> list[Record]:
 
 
 class MemoryStore:
-    """The two store calls the pipeline makes, in memory; model_state reads return the newest rows."""
+    """The two store calls the pipeline makes, in memory; model_state reads return the newest row of each slot."""
 
     def __init__(self) -> None:
         self.tables: dict[str, list[dict[str, Any]]] = {}
@@ -69,8 +69,9 @@ class MemoryStore:
 
     def query(self, sql: str, parameters: dict | None = None) -> SimpleNamespace:
         assert "FROM model_state" in sql and parameters is not None
-        newest = {r["series"]: r for r in self.tables.get("model_state", []) if r["detector"] == parameters["d"]}
-        return SimpleNamespace(rows=[(s, r["points"], r["state"].hex()) for s, r in newest.items() if s in parameters["s"]])
+        newest = {(r["series"], r["slot"]): r for r in self.tables.get("model_state", []) if r["detector"] == parameters["d"]}
+        return SimpleNamespace(rows=[(s, slot, r["cut"], r["points"], r["state"].hex())
+                                     for (s, slot), r in newest.items() if s in parameters["s"]])
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         return self.tables.get(table, [])
@@ -401,5 +402,5 @@ def test_stream_publishes_forecasts_costs_and_recommendations(running: Settings)
     recs_topic = read_json(running, running.topic_recommendations, lambda out: len(out) >= 40)
     assert len(recs_topic) == expected["recommendations"] and all(m["replicas"] >= 1 for m in recs_topic)
     # The forecasting models are checkpointed next to the detectors, under their own name.
-    assert wait_for(lambda: int(scalar(running, "SELECT count() FROM model_state FINAL "
+    assert wait_for(lambda: int(scalar(running, "SELECT uniqExact(series) FROM model_state FINAL "
                                                 f"WHERE detector = 'forecast:holtwinters@{STATE_VERSION}'")) == 3)

@@ -12,15 +12,21 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import pickle
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
+from core.child_env import settings_env
 from core.kafka.local_broker import free_port
 from core.kafka.security import client_kwargs
+from m1 import cli
 from m1.query_client import run_query
 from core.settings import Settings
 from m1.worker_process import WorkerProcess
@@ -29,6 +35,7 @@ import numpy as np
 from models.bank import MAC_BYTES, ModelBank
 from schemas.events import EventDecoder, MetricPoint, encode
 from sinks.state_files import StateDirectory
+from streams.batch_consumer import BatchConsumer
 from streams.metrics_pipeline import Record, decode_batch
 from core.tenant_names import PLATFORM
 from tests.helpers import isolated_settings, new_key, produce, start_together, start_worker, wait_for, worker_process
@@ -71,8 +78,8 @@ def test_a_state_file_moved_to_another_series_is_refused(tmp_path: Path) -> None
     fresh = ModelBank("zscore", key=bytes(32))
     files.restore_missing(fresh, ["a|x", "b|x"])
     assert (fresh.points("a|x"), fresh.points("b|x")) == (5, 3)
-    path_of = {f.read_bytes()[:8]: f for f in tmp_path.rglob("*") if f.is_file()}
-    path_of[(3).to_bytes(8, "big")].write_bytes(path_of[(5).to_bytes(8, "big")].read_bytes())  # a's state as b's
+    state_key = bank.state_key
+    files.path(state_key, "b|x", 0).write_bytes(files.path(state_key, "a|x", 0).read_bytes())  # a's state as b's
     moved = ModelBank("zscore", key=bytes(32))
     files.restore_missing(moved, ["a|x", "b|x"])
     assert (moved.points("a|x"), moved.points("b|x")) == (5, 0)
@@ -150,17 +157,19 @@ def points(workers: list[Settings]) -> set[tuple]:
 
 
 def states(settings: Settings) -> dict[str, tuple[int, bytes]]:
-    """Each checkpoint file's points and model, by path. The model is compared pickled again: a
-    restored model pickles its shared references apart, the same state in other bytes."""
+    """Each series' points and model in its latest saved version (all are committed by then), by the
+    path of its files. The model is compared pickled again: a restored model pickles its shared
+    references apart, the same state in other bytes."""
     root = settings.state_dir
     assert root is not None
-    out = {}
-    for f in root.rglob("*"):
-        if f.is_file() and not f.name.startswith("."):  # the test's own files: their pickles are trusted
-            data = f.read_bytes()
-            out[str(f.relative_to(root))] = (int.from_bytes(data[:8], "big", signed=True),
-                                             pickle.dumps(pickle.loads(data[9 + MAC_BYTES:]), protocol=pickle.HIGHEST_PROTOCOL))
-    return out
+    newest: dict[str, tuple[int, int, bytes]] = {}
+    for f in root.rglob("*.[01]"):
+        if not f.name.startswith("."):  # the test's own files: their pickles are trusted
+            cut, points, sealed = StateDirectory.read(f)
+            series = str(f.relative_to(root).with_suffix(""))
+            if series not in newest or cut > newest[series][0]:
+                newest[series] = (cut, points, pickle.dumps(pickle.loads(sealed[1 + MAC_BYTES:]), protocol=pickle.HIGHEST_PROTOCOL))
+    return {series: (points, model) for series, (_, points, model) in newest.items()}
 
 
 def single_run(root: Path, bootstrap: str, data: list[tuple[bytes, bytes]]) -> tuple[dict, set, dict]:
@@ -209,4 +218,71 @@ def test_two_then_three_workers_one_killed_match_one_worker(one_worker_run: tupl
     many_anomalies = anomalies(shared)
     assert many_anomalies.keys() == one_anomalies.keys()
     assert all(many_anomalies[k] == pytest.approx(one_anomalies[k], abs=1e-9) for k in one_anomalies)
+    assert states(shared) == one_states
+
+
+def die_at_an_armed_commit(arm: str) -> None:
+    """The child of the next test: a worker (settings from the environment) SIGKILLed when its metrics
+    consumer begins a commit of records it handled, once the file ``arm`` exists: by then that
+    commit's checkpoint is written."""
+    commit = BatchConsumer._commit
+
+    async def dying(self: BatchConsumer, offsets: dict, transactional: bool = True) -> bool:
+        if self.topic == self.settings.topic_metrics and offsets and Path(arm).exists():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return await commit(self, offsets, transactional)
+
+    BatchConsumer._commit = dying  # type: ignore[method-assign]
+    sys.argv = ["m1", "worker", "--loglevel", "info"]
+    cli.app()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_between_its_checkpoint_and_its_commit_hands_over_the_committed_state(
+        one_worker_run: tuple[Path, dict, set, dict], kafka_bootstrap: str) -> None:
+    """The worker writes a checkpoint, then is killed before committing its offsets: the worker that
+    takes over reads on from the older commit, and restores the models of that commit, not the
+    newer ones written (``sinks.checkpoints``, "Versions"). So the records in between are scored
+    again with the scores they first got, and learned once: the stored points, the anomalies and
+    the final models equal one worker's. (Restoring the newer models, the successor scored those
+    records against models that had learned them: the same points stored with other scores.)"""
+    data = workload()
+    root, one_anomalies, one_points, one_states = one_worker_run
+    shared = group(root / "killed", kafka_bootstrap)
+    successor = member(shared, root / "killed" / "w1")
+    arm = root / "killed" / "arm"
+    third = len(data) // 3
+    log_path = shared.home / "dying.log"
+    with open(log_path, "ab") as log:
+        dying = subprocess.Popen([sys.executable, "-c", f"from tests.test_scale_out import die_at_an_armed_commit; "
+                                  f"die_at_an_armed_commit({str(arm)!r})"],
+                                 env=settings_env(shared), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    worker = WorkerProcess(shared, log_path)
+    worker.proc = dying
+    try:
+        worker.wait_up()
+        produce(shared, data[:third])
+        assert wait_for(lambda: handled(shared), timeout=180)  # committed: the next commit is the armed one
+        arm.touch()
+        produce(shared, data[third : 2 * third])
+        assert dying.wait(timeout=180) == -signal.SIGKILL, log_path.read_text()[-3000:]
+    finally:
+        worker.kill()
+    assert not handled(shared)  # the records after the last commit are left to the successor
+    workers = [start_worker(successor)]
+    try:
+        produce(shared, data[2 * third :])
+        assert wait_for(lambda: handled(shared), timeout=300)
+    finally:
+        workers[0].stop()
+    workers.append(WorkerProcess(shared, log_path).start())  # only to read its store (all is committed)
+    try:
+        killed_points = points([shared, successor])
+    finally:
+        workers[1].stop()
+
+    assert killed_points == one_points
+    killed_anomalies = anomalies(shared)
+    assert killed_anomalies.keys() == one_anomalies.keys()
+    assert all(killed_anomalies[k] == pytest.approx(one_anomalies[k], abs=1e-9) for k in one_anomalies)
     assert states(shared) == one_states

@@ -259,7 +259,7 @@ def test_a_checkpoint_is_written_while_the_write_client_is_busy(store: Store) ->
     done = threading.Event()
 
     def write() -> None:
-        insert_rows(store, "aside-test", [("s1", 3, b"state")])
+        insert_rows(store, "aside-test", [("s1", 0, 7, 3, b"state")])
         done.set()
 
     with store._lock:  # the write client is busy (a batch's insert)
@@ -270,12 +270,13 @@ def test_a_checkpoint_is_written_while_the_write_client_is_busy(store: Store) ->
     assert store.query("SELECT points FROM model_state FINAL WHERE detector = 'aside-test'").rows == [(3,)]
 
 
-def checkpoint_rows(count: int) -> list[tuple[str, int, bytes]]:
+def checkpoint_rows(count: int) -> list[tuple[str, int, int, int, bytes]]:
     """Rows a checkpoint could hold: names of any characters, and long enough for a two-byte length
-    prefix, state of every byte value and of sizes around the prefix's steps (0, 127, 128, 16,384 bytes), 333 kB every seven rows."""
+    prefix, both slots, cuts past 32 bits, state of every byte value and of sizes around the prefix's
+    steps (0, 127, 128, 16,384 bytes), 333 kB every seven rows."""
     sizes = [0, 1, 127, 128, 16_383, 16_384, 300_000]
     names = ["t|eu|svc|x\n\t\x00'\"\\|é🔥", "t|eu|svc|" + "x" * 130]  # any text: framed by its length
-    return [(f"{names[i % 2]}{i}", 2**40 + i, bytes(range(256)) * (sizes[i % len(sizes)] // 256)
+    return [(f"{names[i % 2]}{i}", i % 2, 2**33 + 7 * i, 2**40 + i, bytes(range(256)) * (sizes[i % len(sizes)] // 256)
              + bytes(sizes[i % len(sizes)] % 256)) for i in range(count)]
 
 
@@ -283,18 +284,18 @@ def test_checkpoint_rows_stream_into_model_state_byte_for_byte(store: Store) -> 
     """A checkpoint goes in as RowBinary chunks (several here: 6.6 MB of state in 1 MiB chunks) in one
     insert, and reads back as written, whatever bytes its state holds."""
     rows = checkpoint_rows(140)
-    assert sum(len(state) for _, _, state in rows) > 6 * CHUNK_BYTES
+    assert sum(len(row[-1]) for row in rows) > 6 * CHUNK_BYTES
     insert_rows(store, "stream-test", iter(rows))
-    stored = store.query("SELECT series, points, hex(state) FROM model_state FINAL "
+    stored = store.query("SELECT series, slot, cut, points, hex(state) FROM model_state FINAL "
                          "WHERE detector = 'stream-test' ORDER BY series").rows
-    assert [(series, points, bytes.fromhex(state)) for series, points, state in stored] == sorted(rows)
+    assert [(*row[:4], bytes.fromhex(row[4])) for row in stored] == sorted(rows)
 
 
 def test_a_checkpoint_stream_reads_its_rows_as_it_goes() -> None:
     """The stream holds at most about a chunk of rows: its first chunk is out before the rows end."""
     taken = 0
 
-    def source() -> Iterator[tuple[str, int, bytes]]:
+    def source() -> Iterator[tuple[str, int, int, int, bytes]]:
         nonlocal taken
         for row in checkpoint_rows(140):
             taken += 1
@@ -316,7 +317,7 @@ def test_a_store_without_streams_gets_a_checkpoint_as_columns(store: Store) -> N
     rows = checkpoint_rows(14)
     insert_rows(ColumnsOnly(), "columns-test", iter(rows))
     insert_rows(store, "stream-test-2", iter(rows))
-    read = "SELECT series, points, state, updated_at > now() - 600 FROM model_state FINAL WHERE detector = {d:String} ORDER BY series"
+    read = "SELECT series, slot, cut, points, state, updated_at > now() - 600 FROM model_state FINAL WHERE detector = {d:String} ORDER BY series"
     assert store.query(read, {"d": "columns-test"}).rows == store.query(read, {"d": "stream-test-2"}).rows
     assert len(store.query(read, {"d": "columns-test"}).rows) == 14
 

@@ -1,0 +1,136 @@
+"""Two versions of each series' saved state, so a checkpoint never overwrites the one its commit covers.
+
+A location (the ``model_state`` table, ``sinks.model_state``; files under ``M1_STATE_DIR``,
+``sinks.state_files``) stores rows and reads them back; this base class decides which slot each
+row goes to and which row a restore takes (see :mod:`sinks.checkpoints`, "Versions"). It
+remembers the cuts in both slots of every series it wrote or read: while a worker owns a
+series' partition it is the only writer of the series, so what it remembers holds until
+:meth:`VersionedState.forget` (the partition went elsewhere, or was rolled back); then the next
+restore reads the slots again.
+
+>>> import numpy as np
+>>> from models.bank import ModelBank
+>>> class InMemory(VersionedState):
+...     def __init__(self):
+...         super().__init__()
+...         self.rows = {}
+...     def _write(self, state_key, rows):
+...         for series, slot, cut, points, sealed in rows:
+...             self.rows[series, slot] = (series, slot, cut, points, sealed)
+...     def _read(self, state_key, series):
+...         return [row for (s, _), row in self.rows.items() if s in series]
+>>> class At:  # the consumer's positions: the partition committed at offset 10, cut now at 25
+...     def __init__(self, cut, committed, restorable): self.cut, self.committed, self.bound = cut, committed, restorable
+...     def cut_of(self, series): return self.cut
+...     def committed_of(self, series): return self.committed
+...     def restorable(self, series): return self.bound
+>>> bank = ModelBank("zscore", key=bytes(32))
+>>> _ = bank.score_learn("a", np.array([1.0, 1.1, 0.9]), np.arange(3.0))
+>>> location = InMemory()
+>>> location.save(bank, At(10, 0, None))  # committed afterwards at 10
+1
+>>> _ = bank.score_learn("a", np.array([1.2]), np.array([3.0]))
+>>> location.save(bank, At(25, 10, None))  # written, never committed: the worker is killed
+1
+>>> sorted((slot, cut, points) for _, slot, cut, points, _ in location.rows.values())
+[(0, 10, 3), (1, 25, 4)]
+>>> successor = ModelBank("zscore", key=bytes(32))
+>>> location.restore_missing(successor, ["a"], At(0, 10, 10))  # it reads on from offset 10
+>>> successor.points("a")
+3
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+
+from sinks.checkpoints import Checkpointed, Positions, Slots, StateRow, pick, slot_to_write, writer
+
+#: A saved version as a location stores it: series, slot (0 or 1), cut, points learned, sealed state.
+SavedRow = tuple[str, int, int, int, bytes]
+
+
+class VersionedState(ABC):
+    """A place for checkpoints that keeps two versions of each series (see the module docstring).
+    Subclasses store and read :data:`SavedRow` rows."""
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple[str, str], list[int | None]] = {}  # (state key, series) -> cut by slot
+
+    @abstractmethod
+    def _write(self, state_key: str, rows: Iterator[SavedRow]) -> None:
+        """Store ``rows`` (all of them, read one by one: a checkpoint is never held whole)."""
+
+    @abstractmethod
+    def _read(self, state_key: str, series: list[str]) -> Iterable[SavedRow]:
+        """The stored versions of ``series`` (at most one a slot each)."""
+
+    def snapshot(self, bank: Checkpointed, positions: Positions | None = None) -> Callable[[], int]:
+        """Cut the bank's changed series now (under the lock that guards it); the writer returned
+        stores them, each in the slot its partition's commit does not need (see
+        :func:`sinks.checkpoints.writer`). Without ``positions`` every version has cut 0 and slot 0."""
+        state_key = bank.state_key
+        cut_of = positions.cut_of if positions is not None else _unknown
+        committed_of = positions.committed_of if positions is not None else _none
+        cut = bank.snapshot()
+        return writer(cut, lambda rows: self._write(state_key, self._placed(state_key, rows, cut_of, committed_of)))
+
+    def save(self, bank: Checkpointed, positions: Positions | None = None) -> int:
+        """Cut and write at once; returns how many series were saved."""
+        return self.snapshot(bank, positions)()
+
+    def restore_missing(self, bank: Checkpointed, series: list[str], positions: Positions | None = None) -> None:
+        """Load the saved state of those ``series`` the bank does not hold: of each, the latest version
+        ``positions`` lets this worker trust (:meth:`Positions.restorable`; without them the latest)."""
+        missing = bank.missing(series)
+        if not missing:
+            return
+        found: dict[str, dict[int, SavedRow]] = {}
+        for row in self._read(bank.state_key, missing):
+            found.setdefault(row[0], {})[row[1]] = row
+        rows: list[StateRow] = []
+        for key, versions in found.items():
+            slots = self._remember(bank.state_key, key, versions)
+            slot = pick(slots, None if positions is None else positions.restorable(key))
+            if slot is not None:
+                _, _, _, points, sealed = versions[slot]
+                rows.append((key, points, sealed))
+        for key in missing:
+            if key not in found:
+                self._remember(bank.state_key, key, {})
+        if rows:
+            bank.restore(rows)
+
+    def forget(self, bank: Checkpointed, series: Iterable[str]) -> None:
+        """Forget what was remembered of ``series``' slots: another worker may write them from now on."""
+        state_key = bank.state_key
+        for key in series:
+            self._slots.pop((state_key, key), None)
+
+    def _remember(self, state_key: str, series: str, versions: dict[int, SavedRow]) -> Slots:
+        """The slots of ``series``: those remembered (this worker's writes are newer than what it may
+        have read meanwhile), else those just read."""
+        known = self._slots.setdefault((state_key, series), [versions[s][2] if s in versions else None for s in (0, 1)])
+        return known[0], known[1]
+
+    def _placed(self, state_key: str, rows: Iterator[StateRow], cut_of: Callable[[str], int],
+                committed_of: Callable[[str], int | None]) -> Iterator[SavedRow]:
+        """``rows`` with their cut and slot; the slots of a series neither written nor read yet are read first."""
+        for series, points, sealed in rows:
+            slots = self._slots.get((state_key, series))
+            if slots is None:
+                versions = {row[1]: row for row in self._read(state_key, [series])}
+                slots = self._slots[(state_key, series)] = [versions[s][2] if s in versions else None for s in (0, 1)]
+            cut = cut_of(series)
+            slot = slot_to_write((slots[0], slots[1]), committed_of(series))
+            slots[slot] = cut
+            yield series, slot, cut, points, sealed
+
+
+def _unknown(series: str) -> int:
+    return 0
+
+
+def _none(series: str) -> None:
+    return None
