@@ -100,7 +100,7 @@ def worker_run(base: Settings, checkout: Path, name: str, points: int) -> tuple[
     here = Path.cwd()
     os.chdir(checkout)
     try:
-        rate, _ = full_path(settings, points, then)
+        rate = full_path(settings, points, then).rate
     finally:
         os.chdir(here)
     return rate, cpu[0]

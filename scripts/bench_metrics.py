@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -155,17 +156,17 @@ def main(
                     then(worker)
             return stored
 
-        runs: list[tuple[str, float]] = []  # (which worker, points/s)
+        runs: list[tuple[str, WorkerRun]] = []  # (which worker, its run)
         if warm_up:
             settle(drop_caches)
             runs.append(("first worker after the broker started",
-                         full_path(run_settings(settings, "first-worker"), points, timing_broker())[0]))
+                         full_path(run_settings(settings, "first-worker"), points, timing_broker())))
         settle(drop_caches)
         if stage_times:
-            full, end_to_end, stages = traced_full_path(settings, points, timing_broker(then))
+            timed, stages = traced_full_path(settings, points, timing_broker(then))
         else:
-            (full, end_to_end), stages = full_path(settings, points, timing_broker(then)), {}
-        runs.append(("the next worker" if warm_up else "one worker", full))
+            timed, stages = full_path(settings, points, timing_broker(then)), {}
+        runs.append(("the next worker" if warm_up else "one worker", timed))
         alone = in_process(records, detector, home / "inproc", batch_size)
     finally:
         broker.stop()
@@ -175,11 +176,12 @@ def main(
     table.add_column("points/s", justify="right")
     table.add_row("ceiling: bare aiokafka consume + msgspec decode", f"{ceiling:,.0f}")
     table.add_row("ceiling with the worker's record path (core.kafka.lean_records)", f"{lean_ceiling:,.0f}")
-    for (which, rate_), broker_seconds in zip(runs, broker_cpu):
-        table.add_row(f"full path, {which} (store ingested_at span; broker CPU {broker_seconds:.1f} s)", f"{rate_:,.0f}")
+    for (which, run), broker_seconds in zip(runs, broker_cpu):
+        table.add_row(f"full path, {which} (store ingested_at span; broker CPU {broker_seconds:.1f} s; "
+                      f"{run.batch_points:,.0f} points a batch)", f"{run.rate:,.0f}")
         table.add_row("  as a share of the ceiling / of the lean-records ceiling",
-                      f"{rate_ / ceiling:.1%} / {rate_ / lean_ceiling:.1%}")
-    table.add_row("full path, one worker (end to end incl. group join)", f"{end_to_end:,.0f}")
+                      f"{run.rate / ceiling:.1%} / {run.rate / lean_ceiling:.1%}")
+    table.add_row("full path, one worker (end to end incl. group join)", f"{timed.end_to_end:,.0f}")
     for stage, stage_rate in alone.items():
         table.add_row(f"pipeline alone, no Kafka: {stage}", f"{stage_rate:,.0f}")
     console.print(table)
@@ -206,7 +208,7 @@ def print_latency(latencies: dict, rate: float, series: int, produced: int) -> N
 
 
 def traced_full_path(settings: Settings, points: int, then: Callable[[WorkerProcess], None] | None = None
-                     ) -> tuple[float, float, dict[str, dict[str, float]]]:
+                     ) -> tuple[WorkerRun, dict[str, dict[str, float]]]:
     """:func:`full_path` with the worker's self-tracing exported to a receiver in a child process;
     also returns, per handler (``metrics``, ``forecast``), the seconds spent in each stage span."""
     from bench_tracing import ReceiverProcess  # scripts/: the receiver runs outside this process
@@ -216,8 +218,8 @@ def traced_full_path(settings: Settings, points: int, then: Callable[[WorkerProc
     os.environ.update({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
                        "OTEL_SERVICE_NAME": "m1-worker-bench", "OTEL_SDK_DISABLED": "false"})
     try:
-        full, end_to_end = full_path(settings, points, then)  # the worker exports its last spans when it stops
-        return full, end_to_end, {agent: receiver.stage_seconds(agent) for agent in ("metrics", "forecast")}
+        run = full_path(settings, points, then)  # the worker exports its last spans when it stops
+        return run, {agent: receiver.stage_seconds(agent) for agent in ("metrics", "forecast")}
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -363,10 +365,17 @@ async def bare_consume(settings: Settings, points: int, lean: bool = False) -> f
         use_lean_records(False)
 
 
-def full_path(settings: Settings, points: int, then: Callable[[WorkerProcess], None] | None = None
-              ) -> tuple[float, float]:
-    """Points/s of one worker process storing the loaded topic (ingested_at span, end to end);
-    ``then(worker)`` runs once it has stored them all, before it stops."""
+class WorkerRun(NamedTuple):
+    """One worker process storing the loaded topic."""
+
+    rate: float  #: points/s over the store's ingested_at span (first to last batch)
+    end_to_end: float  #: points/s from the worker's start to the last point stored
+    batch_points: float  #: points a batch, on average (a batch's points share one ingested_at)
+
+
+def full_path(settings: Settings, points: int, then: Callable[[WorkerProcess], None] | None = None) -> WorkerRun:
+    """One worker process storing the loaded topic; ``then(worker)`` runs once it has stored them
+    all, before it stops."""
     worker = WorkerProcess(settings, settings.home / "bench-worker.log")
     start = time.perf_counter()
     worker.start()
@@ -383,10 +392,11 @@ def full_path(settings: Settings, points: int, then: Callable[[WorkerProcess], N
                                           "toUnixTimestamp64Milli(max(ingested_at)) FROM metric_points").rows[0]
         batch_rows = patient_query(settings, "SELECT count() FROM metric_points WHERE ingested_at = "
                                          "(SELECT min(ingested_at) FROM metric_points)").rows[0][0]
+        batches = patient_query(settings, "SELECT uniqExact(ingested_at) FROM metric_points").rows[0][0]
         if then is not None:
             then(worker)
         # The first batch's own work precedes its stamp: count it out of the span.
-        return (points - batch_rows) / max((last - first) / 1000.0, 1e-9), end_to_end
+        return WorkerRun((points - batch_rows) / max((last - first) / 1000.0, 1e-9), end_to_end, points / max(batches, 1))
     finally:
         worker.stop()
 

@@ -15,7 +15,6 @@ partition, in order), as a collector routing by service would send them.
 
 from __future__ import annotations
 
-import pickle
 import time
 from pathlib import Path
 
@@ -27,11 +26,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from m1.query_client import QueryError, run_query
 from core.settings import Settings
 from m1.worker_process import WorkerProcess
-from models.bank import MAC_BYTES
 from streams.red import _Saved
 from streams.red_changelog import RedChangelog
 from tests.helpers import produce, start_together, wait_for, worker_process
 from tests.test_scale_out import anomalies, group, handled, member
+from tests.test_scale_out import states as model_states
 from traces.generator import to_request
 from traces.model import Span
 
@@ -99,15 +98,11 @@ def rows(workers: list[Settings]) -> set[tuple]:
 
 
 def states(settings: Settings) -> tuple[dict, dict]:
-    """Detector checkpoints (points, model re-pickled) by path, and the RED states of the changelog
-    by key: open minutes, event-time clock and sampler (not the source offsets, whose topic names
-    differ between runs, nor how far the idle timer closed, which is the wall clock's time when it did)."""
-    assert settings.state_dir is not None
-    models, red = {}, {}
-    for f in settings.state_dir.rglob("*"):
-        if f.is_file() and not f.name.startswith("."):
-            path, data = str(f.relative_to(settings.state_dir)), f.read_bytes()
-            models[path] = (data[:8], pickle.dumps(pickle.loads(data[9 + MAC_BYTES:]), protocol=pickle.HIGHEST_PROTOCOL))
+    """Detector checkpoints (points, model re-pickled: ``tests.test_scale_out.states``), and the RED
+    states of the changelog by key: open minutes, event-time clock and sampler (not the source
+    offsets, whose topic names differ between runs, nor how far the idle timer closed, which is the
+    wall clock's time when it did)."""
+    models, red = model_states(settings), {}
     for rows in RedChangelog(settings).read(list(range(settings.topic_partitions))).values():
         for key, _, sealed in rows:
             saved = msgspec.msgpack.decode(sealed[32:], type=_Saved)
