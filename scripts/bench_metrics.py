@@ -39,7 +39,9 @@ import platform
 import shutil
 import sys
 import tempfile
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -146,12 +148,14 @@ def main(
             live["rss"] = tree_rss(worker.proc.pid)
 
         broker_cpu: list[float] = []  # the broker's CPU seconds while each worker stored the topic
+        broker_threads: list[Counter[str]] = []  # the same by the broker's thread names
 
         def timing_broker(then: Callable[[WorkerProcess], None] | None = None) -> Callable[[WorkerProcess], None]:
-            start = cpu_seconds(broker_pid)
+            start, threads = cpu_seconds(broker_pid), thread_seconds(broker_pid)
 
             def stored(worker: WorkerProcess) -> None:
                 broker_cpu.append(cpu_seconds(broker_pid) - start)
+                broker_threads.append(thread_seconds(broker_pid) - threads)
                 if then is not None:
                     then(worker)
             return stored
@@ -185,6 +189,9 @@ def main(
     for stage, stage_rate in alone.items():
         table.add_row(f"pipeline alone, no Kafka: {stage}", f"{stage_rate:,.0f}")
     console.print(table)
+    for (which, _), threads in zip(runs, broker_threads):
+        console.print(f"broker CPU, {which}, by thread: "
+                      + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in threads.most_common(5)))
     rss, peak = live["rss"]  # type: ignore[misc]
     console.print(f"worker memory with {series:,} series: {rss / 2**20:,.0f} MiB resident, {peak / 2**20:,.0f} MiB peak")
     if "latency" in live:
@@ -409,7 +416,25 @@ def run_settings(base: Settings, name: str) -> Settings:
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds that process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def thread_seconds(pid: int) -> Counter[str]:
+    """CPU seconds that the threads of process ``pid`` have used so far, by thread name (numbers
+    taken out: the JVM's ``C2 CompilerThread0`` and ``1`` count as one; names as the kernel keeps
+    them, 15 characters at most)."""
+    out: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = re.sub(r"[-#]?\d+$", "", (task / "comm").read_text().strip())
+            out[name] += _stat_seconds(task / "stat")
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return out
+
+
+def _stat_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
