@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     app_id: str = "m1-analytics"
     web_port: int = Field(default=6066, description="Port of the HTTP API (/v1) served by the worker or `m1 api`.")
     web_bind: str = Field(default="127.0.0.1", description="Address the HTTP API binds to (0.0.0.0 in a container).")
-    batch_size: int = Field(default=20000, description="Sink flush size: events per batch (a batch pays fixed costs: store inserts, broker acknowledgements, kernel calls).")
+    batch_size: int = Field(default=40000, description="Sink flush size: events per batch (a batch pays fixed costs: store inserts, broker acknowledgements, kernel calls, and a pass over each series it holds).")
     flush_seconds: float = Field(default=1.0, description="Sink flush interval: max seconds an event waits.")
     max_payload_bytes: int = Field(default=65536, description="Larger records are dead-lettered.")
     max_future_seconds: float = Field(

@@ -45,6 +45,8 @@ def main(
     rounds: int = typer.Option(3, help="Rounds; each runs the ceiling, then A and B (B first in odd rounds)."),
     drop_caches: bool = typer.Option(False, help="Drop the page cache before each run (root): on a VM whose host "
                                                 "reclaims guest memory, a growing cache slows later runs."),
+    b_setting: list[str] = typer.Option([], help="NAME=VALUE: a setting of B's workers (e.g. batch_size=40000), "
+                                                 "to compare settings with one checkout as A and B."),
 ) -> None:
     """Points/s of a worker of each checkout, in turn on the same topic, and the ceiling each round."""
     tune_for_batches()  # the ceiling is measured with the worker's collector settings, as in bench_metrics
@@ -56,6 +58,8 @@ def main(
         bootstrap = broker.start().bootstrap
     base = Settings(home=home, kafka_bootstrap=bootstrap, flush_seconds=0.25, topic_partitions=2)
     ensure_topics(base)
+    overrides = dict(item.split("=", 1) for item in b_setting)
+    b_base = Settings(**{**base.model_dump(), **overrides})  # validated as the worker's environment would be
     results: dict[str, list[float]] = {"ceiling": [], "A": [], "B": []}
     try:
         load_topic(base, points, series)
@@ -64,16 +68,17 @@ def main(
         for number in range(rounds):
             settle(drop_caches)
             results["ceiling"].append(asyncio.run(bare_consume(base, points)))
-            order = [("A", a), ("B", b)] if number % 2 == 0 else [("B", b), ("A", a)]
-            for name, checkout in order:
+            order = [("A", a, base), ("B", b, b_base)] if number % 2 == 0 else [("B", b, b_base), ("A", a, base)]
+            for name, checkout, settings in order:
                 settle(drop_caches)
-                rate, cpu = worker_run(base, checkout.resolve(), f"{name.lower()}{number}", points)
+                rate, cpu = worker_run(settings, checkout.resolve(), f"{name.lower()}{number}", points)
                 results[name].append(rate)
                 console.print(f"round {number + 1}, {name}: {rate:,.0f} points/s, worker CPU {cpu:.1f} s "
                               f"(ceiling {results['ceiling'][-1]:,.0f})")
     finally:
         broker.stop()
-    table = Table(title=f"{points:,} points, {series:,} series, {rounds} rounds: A = {a}, B = {b}")
+    table = Table(title=f"{points:,} points, {series:,} series, {rounds} rounds: A = {a}, B = {b}"
+                        + (f" with {', '.join(b_setting)}" if b_setting else ""))
     for column in ("measurement", "median points/s", "runs"):
         table.add_column(column, justify="left" if column == "measurement" else "right")
     for name, values in results.items():
