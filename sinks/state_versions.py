@@ -3,10 +3,11 @@
 A location (the ``model_state`` table, ``sinks.model_state``; files under ``M1_STATE_DIR``,
 ``sinks.state_files``) stores rows and reads them back; this base class decides which slot each
 row goes to and which row a restore takes (see :mod:`sinks.checkpoints`, "Versions"). It
-remembers the cuts in both slots of every series it wrote or read: while a worker owns a
-series' partition it is the only writer of the series, so what it remembers holds until
-:meth:`VersionedState.forget` (the partition went elsewhere, or was rolled back); then the next
-restore reads the slots again.
+remembers the cuts in both slots of the series it wrote or read lately (:data:`REMEMBERED` at
+most, the least recently written forgotten first): while a worker owns a series' partition it is
+the only writer of the series, so what it remembers holds until :meth:`VersionedState.forget`
+(the partition went elsewhere, or was rolled back); a series not remembered has its slots read
+again before it is restored or written.
 
 >>> import numpy as np
 >>> from models.bank import ModelBank
@@ -42,13 +43,19 @@ restore reads the slots again.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 
 from sinks.checkpoints import Checkpointed, Positions, Slots, StateRow, pick, slot_to_write, writer
 
 #: A saved version as a location stores it: series, slot (0 or 1), cut, points learned, sealed state.
 SavedRow = tuple[str, int, int, int, bytes]
+#: How many series' slots a location remembers (about 230 bytes each): series come and go (a host
+#: replaced, a label changed), and a worker running for months must not keep every one it met.
+REMEMBERED = 1 << 18
+log = logging.getLogger(__name__)
 
 
 class VersionedState(ABC):
@@ -56,7 +63,8 @@ class VersionedState(ABC):
     Subclasses store and read :data:`SavedRow` rows."""
 
     def __init__(self) -> None:
-        self._slots: dict[tuple[str, str], list[int | None]] = {}  # (state key, series) -> cut by slot
+        # (state key, series) -> cut by slot, least recently written first
+        self._slots: OrderedDict[tuple[str, str], list[int | None]] = OrderedDict()
 
     @abstractmethod
     def _write(self, state_key: str, rows: Iterator[SavedRow]) -> None:
@@ -90,12 +98,19 @@ class VersionedState(ABC):
         for row in self._read(bank.state_key, missing):
             found.setdefault(row[0], {})[row[1]] = row
         rows: list[StateRow] = []
+        newer = 0  # series with a version cut after what this worker may trust
         for key, versions in found.items():
             slots = self._remember(bank.state_key, key, versions)
-            slot = pick(slots, None if positions is None else positions.restorable(key))
+            bound = None if positions is None else positions.restorable(key)
+            slot = pick(slots, bound)
+            newer += bound is not None and any(cut is not None and cut > bound for cut in slots)
             if slot is not None:
                 _, _, _, points, sealed = versions[slot]
                 rows.append((key, points, sealed))
+        if newer:
+            log.warning("%d series of %s have a saved state newer than the offsets their partitions resume from "
+                        "(a worker stopped between its checkpoint and its commit): each resumes from the state of "
+                        "those offsets instead", newer, bank.state_key)
         for key in missing:
             if key not in found:
                 self._remember(bank.state_key, key, {})
@@ -112,20 +127,31 @@ class VersionedState(ABC):
         """The slots of ``series``: those remembered (this worker's writes are newer than what it may
         have read meanwhile), else those just read."""
         known = self._slots.setdefault((state_key, series), [versions[s][2] if s in versions else None for s in (0, 1)])
+        self._trim()
         return known[0], known[1]
 
     def _placed(self, state_key: str, rows: Iterator[StateRow], cut_of: Callable[[str], int],
                 committed_of: Callable[[str], int | None]) -> Iterator[SavedRow]:
         """``rows`` with their cut and slot; the slots of a series neither written nor read yet are read first."""
+        remembered = self._slots
         for series, points, sealed in rows:
-            slots = self._slots.get((state_key, series))
+            key = (state_key, series)
+            slots = remembered.get(key)
             if slots is None:
                 versions = {row[1]: row for row in self._read(state_key, [series])}
-                slots = self._slots[(state_key, series)] = [versions[s][2] if s in versions else None for s in (0, 1)]
+                slots = remembered[key] = [versions[s][2] if s in versions else None for s in (0, 1)]
+                self._trim()
+            else:
+                remembered.move_to_end(key)
             cut = cut_of(series)
             slot = slot_to_write((slots[0], slots[1]), committed_of(series))
             slots[slot] = cut
             yield series, slot, cut, points, sealed
+
+    def _trim(self) -> None:
+        """Forget the least recently written series beyond :data:`REMEMBERED`."""
+        while len(self._slots) > REMEMBERED:
+            self._slots.popitem(last=False)
 
 
 def _unknown(series: str) -> int:

@@ -326,7 +326,7 @@ class BatchConsumer(Service):
                 return False
             loop = asyncio.get_running_loop()
             if self.positions is not None:
-                self.positions.cutting(self._handled)
+                self.positions.cutting(self._handled, self._keys)
             try:
                 writers = [await loop.run_in_executor(None, cut) for cut in self.checkpoints]
             except Exception:
@@ -539,10 +539,7 @@ class BatchConsumer(Service):
         """Add a handled batch's ``keys`` of ``tp`` to those held: just the ``new`` ones if the set
         held is still ``known`` (a rebalance or roll-back may have dropped it meanwhile)."""
         held = self._keys.setdefault(tp, set())
-        fresh = new if held is known else keys - held
-        held |= fresh
-        if self.positions is not None:
-            self.positions.handled(tp, fresh)
+        held |= new if held is known else keys
 
     def _tell_ready(self, prefetched: asyncio.Future[tuple[_Batch, int]]) -> None:
         """Tell ``ready`` of a batch read in full while the one before it was handled (unless stale)."""

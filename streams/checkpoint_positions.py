@@ -5,10 +5,10 @@ The batch consumer (``streams.batch_consumer``) tells it, on the event loop:
 - :meth:`PartitionPositions.reading`, before a batch is handled: a partition's first offset read
   since the last assignment or roll-back is where the group's commit stands (the consumer reads
   on from there);
-- :meth:`~PartitionPositions.handled`: the series read from a partition (a scored record is keyed
-  by its series, so each series lives in one partition);
-- :meth:`~PartitionPositions.cutting`, :meth:`~PartitionPositions.written` and
-  :meth:`~PartitionPositions.committed`: the offsets of a checkpoint as it is cut, written and committed;
+- :meth:`~PartitionPositions.cutting`: a checkpoint is cut, with the offsets it commits and the
+  record keys read from each partition (a scored record is keyed by its series, so each series
+  lives in one partition); :meth:`~PartitionPositions.written` and :meth:`~PartitionPositions.committed`
+  as it is written and committed;
 - :meth:`~PartitionPositions.reset`, at an assignment or a roll-back.
 
 The pipelines' state locations ask it, from the handler's or a checkpoint writer's thread, for a
@@ -22,8 +22,7 @@ partition's commit, or a later cut of its own that it wrote (it commits that, or
 >>> positions.reading({tp: 100}, {tp: [[ConsumerRecord("metrics", 3, 100, 0, 0, b"a|x", b"", None, 3, 0, ())]]})
 >>> positions.restorable("a|x")  # resumed from the commit at 100: a version cut later is not this worker's
 100
->>> positions.handled(tp, {b"a|x"})
->>> positions.cutting({tp: 180})
+>>> positions.cutting({tp: 180}, {tp: {b"a|x"}})
 >>> positions.cut_of("a|x"), positions.committed_of("a|x")
 (180, 100)
 >>> positions.written({tp: 180})
@@ -46,10 +45,10 @@ class PartitionPositions:
     implements :class:`sinks.checkpoints.Positions`."""
 
     def __init__(self) -> None:
-        self._partition_of: dict[str, TopicPartition] = {}  # series -> its partition, of series handled
         self._committed: dict[TopicPartition, int] = {}  # the group's commit, as far as this worker knows
         self._written: dict[TopicPartition, int] = {}  # the latest cut restorable: the commit or a later own write
         self._cut: dict[TopicPartition, int] = {}  # the offsets of the checkpoint cut last
+        self._partition_of: dict[str, TopicPartition] = {}  # series -> its partition, at the last cut
         self._runs: Mapping[TopicPartition, Sequence[Sequence[ConsumedRecord]]] = {}  # the batch being handled
         self._in_batch: dict[str, TopicPartition] | None = None  # its series' partitions, worked out when asked
 
@@ -61,14 +60,11 @@ class PartitionPositions:
                 self._committed[tp] = self._written[tp] = start
         self._runs, self._in_batch = runs, None
 
-    def handled(self, tp: TopicPartition, keys: Iterable[bytes]) -> None:
-        """Records keyed ``keys`` of ``tp`` were handled (keys this worker had not seen there)."""
-        for key in keys:
-            self._partition_of[key.decode(errors="replace")] = tp
-
-    def cutting(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """A checkpoint is cut now; it commits ``offsets`` once written (other partitions stay where they are)."""
+    def cutting(self, offsets: Mapping[TopicPartition, int], keys: Mapping[TopicPartition, Iterable[bytes]]) -> None:
+        """A checkpoint is cut now; it commits ``offsets`` once written (other partitions stay where
+        they are); ``keys`` are the record keys handled per partition (those of its series)."""
         self._cut = {**self._committed, **offsets}
+        self._partition_of = {key.decode(errors="replace"): tp for tp, held in keys.items() for key in held}
 
     def written(self, offsets: Mapping[TopicPartition, int]) -> None:
         """The checkpoint of ``offsets`` is written (its commit follows)."""
@@ -93,11 +89,11 @@ class PartitionPositions:
         return None if tp is None else self._committed.get(tp)
 
     def restorable(self, series: str) -> int | None:
-        tp = self._partition_of.get(series) or self._batch_partition(series)
+        tp = self._batch_partition(series)  # a restore is for a series of the batch being handled
         return None if tp is None else self._written.get(tp)
 
     def _batch_partition(self, series: str) -> TopicPartition | None:
-        """The partition of ``series`` in the batch being handled (its first batch here)."""
+        """The partition of ``series`` in the batch being handled."""
         if self._in_batch is None:
             self._in_batch = {record.key.decode(errors="replace"): tp for tp, runs in self._runs.items()
                               for record in chain.from_iterable(runs) if record.key is not None}

@@ -8,6 +8,7 @@ The worker-level test is ``tests/test_scale_out.py``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+import sinks.state_versions
 from models.bank import ModelBank
 from sinks.clickhouse import Store
 from sinks.model_state import StateLocation, StateTable, insert_rows
@@ -44,20 +46,20 @@ def learn(models: ModelBank, start: int, end: int) -> None:
     models.score_learn(SERIES, np.sin(np.arange(start, end, dtype=float)), np.arange(start, end, dtype=float))
 
 
-def assigned(start: int) -> PartitionPositions:
+def assigned(start: int, *series: str) -> PartitionPositions:
     """The positions of a worker just assigned the partition, whose commit stands at ``start``,
-    handling its first batch there."""
+    handling its first batch there: a point of each of ``series`` (default: :data:`SERIES`)."""
     positions = PartitionPositions()
-    record = ConsumerRecord(TP.topic, TP.partition, start, 0, 0, SERIES.encode(), b"", None, len(SERIES), 0, ())
-    positions.reading({TP: start}, {TP: [[record]]})
-    positions.handled(TP, {SERIES.encode()})
+    records = [ConsumerRecord(TP.topic, TP.partition, start + i, 0, 0, key.encode(), b"", None, len(key), 0, ())
+               for i, key in enumerate(series or [SERIES])]
+    positions.reading({TP: start}, {TP: [records]})
     return positions
 
 
 def checkpoint(where: StateLocation, models: ModelBank, positions: PartitionPositions, offset: int,
                commit: bool = True) -> None:
     """A checkpoint of ``offset``, as the batch consumer takes it: cut, written, then committed (or killed first)."""
-    positions.cutting({TP: offset})
+    positions.cutting({TP: offset}, {TP: {SERIES.encode()}})
     assert where.snapshot(models, positions)() == 1
     positions.written({TP: offset})
     if commit:
@@ -71,7 +73,7 @@ def restored(where: StateLocation, positions: PartitionPositions) -> int:
     return fresh.points(SERIES)
 
 
-def test_the_next_owner_restores_the_committed_version_not_one_written_after_it(location) -> None:
+def test_the_next_owner_restores_the_committed_version_not_one_written_after_it(location, caplog) -> None:
     first, models = location(), bank()
     positions = assigned(0)
     learn(models, 0, 10)
@@ -79,7 +81,9 @@ def test_the_next_owner_restores_the_committed_version_not_one_written_after_it(
     learn(models, 10, 25)
     checkpoint(first, models, positions, 25, commit=False)  # killed between the write and the commit
 
-    assert restored(location(), assigned(10)) == 10  # it reads on from offset 10: the state of offset 10
+    with caplog.at_level(logging.WARNING, logger="sinks.state_versions"):
+        assert restored(location(), assigned(10)) == 10  # it reads on from offset 10: the state of offset 10
+    assert "1 series of zscore@" in caplog.text and "newer than the offsets" in caplog.text  # the operator is told
     assert restored(first, positions) == 25  # the worker that wrote it (and commits it, or dies) takes its own
     assert restored(location(), PartitionPositions()) == 25  # a pipeline without a consumer: the newest
 
@@ -157,3 +161,23 @@ def test_state_saved_before_versions_is_restored_and_kept_until_a_commit_covers_
         learn(resumed, 7, 9)
         checkpoint(where, resumed, positions, 9, commit=False)
         assert restored(make(), assigned(7)) == 7
+
+
+def test_a_location_that_forgot_a_series_slots_reads_them_before_it_writes(location, monkeypatch) -> None:
+    """With room to remember one series, two series written in turn have their slots read again
+    each time: the committed version of each is still never overwritten."""
+    monkeypatch.setattr(sinks.state_versions, "REMEMBERED", 1)
+    other = "acme|eu|api|errors|"
+    where, models = location(), bank()
+    positions = assigned(0, SERIES, other)
+    for start, end, commit in ((0, 10, True), (10, 20, True), (20, 30, False)):
+        learn(models, start, end)
+        models.score_learn(other, np.arange(start, end, dtype=float), np.arange(start, end, dtype=float))
+        positions.cutting({TP: end}, {TP: {SERIES.encode(), other.encode()}})
+        assert where.snapshot(models, positions)() == 2
+        positions.written({TP: end})
+        if commit:
+            positions.committed({TP: end})
+    successor = bank()
+    location().restore_missing(successor, [SERIES, other], assigned(20, SERIES, other))
+    assert (successor.points(SERIES), successor.points(other)) == (20, 20)
