@@ -50,7 +50,7 @@ class PartitionPositions:
         self._cut: dict[TopicPartition, int] = {}  # the offsets of the checkpoint cut last
         self._partition_of: dict[str, TopicPartition] = {}  # series -> its partition, at the last cut
         self._runs: Mapping[TopicPartition, Sequence[Sequence[ConsumedRecord]]] = {}  # the batch being handled
-        self._in_batch: dict[str, TopicPartition] | None = None  # its series' partitions, worked out when asked
+        self._in_batch: dict[bytes, TopicPartition] | None = None  # its record keys' partitions, worked out when asked
 
     def reading(self, starts: Mapping[TopicPartition, int],
                 runs: Mapping[TopicPartition, Sequence[Sequence[ConsumedRecord]]]) -> None:
@@ -95,6 +95,5 @@ class PartitionPositions:
     def _batch_partition(self, series: str) -> TopicPartition | None:
         """The partition of ``series`` in the batch being handled."""
         if self._in_batch is None:
-            self._in_batch = {record.key.decode(errors="replace"): tp for tp, runs in self._runs.items()
-                              for record in chain.from_iterable(runs) if record.key is not None}
-        return self._in_batch.get(series)
+            self._in_batch = {record.key: tp for tp, runs in self._runs.items() for record in chain.from_iterable(runs)}
+        return self._in_batch.get(series.encode())
