@@ -256,7 +256,8 @@ class ModelBank:
             self._load(series, points, state)
         if refused:
             log.warning("%d saved %s states not loaded: unsigned, altered or sealed with another key "
-                        "(M1_STATE_KEY_PATH); those series start afresh", refused, self.detector)
+                        "(M1_STATE_KEY_PATH); those series start afresh (or from an older saved version that loads)",
+                        refused, self.detector)
         self._evict_overflow()
 
     def seal(self, series: str, points: int, state: bytes) -> bytes:

@@ -98,15 +98,20 @@ class VersionedState(ABC):
         for row in self._read(bank.state_key, missing):
             found.setdefault(row[0], {})[row[1]] = row
         rows: list[StateRow] = []
+        older: dict[str, SavedRow] = {}  # each restored series' other trusted version, if it has one
         newer = 0  # series with a version cut after what this worker may trust
         for key, versions in found.items():
             slots = self._remember(bank.state_key, key, versions)
             bound = None if positions is None else positions.restorable(key)
             slot = pick(slots, bound)
             newer += bound is not None and any(cut is not None and cut > bound for cut in slots)
-            if slot is not None:
-                _, _, _, points, sealed = versions[slot]
-                rows.append((key, points, sealed))
+            if slot is None or slot not in versions:
+                continue
+            _, _, _, points, sealed = versions[slot]
+            rows.append((key, points, sealed))
+            other = versions.get(1 - slot)
+            if other is not None and (bound is None or other[2] <= bound):
+                older[key] = other
         if newer:
             log.warning("%d series of %s have a saved state newer than the offsets their partitions resume from "
                         "(a worker stopped between its checkpoint and its commit): each resumes from the state of "
@@ -116,6 +121,14 @@ class VersionedState(ABC):
                 self._remember(bank.state_key, key, {})
         if rows:
             bank.restore(rows)
+        # a version that does not open (altered; cut short by a power cut, as files are not fsynced) gives way
+        # to the series' other trusted one: it learned less, but more than a fresh model
+        fallback = [(key, older[key][3], older[key][4]) for key in bank.missing(list(older))]
+        if fallback:
+            bank.restore(fallback)
+            if loaded := len(fallback) - len(bank.missing([key for key, _, _ in fallback])):
+                log.warning("%d series of %s resume from their older saved version, as their latest does not load",
+                            loaded, bank.state_key)
 
     def forget(self, bank: Checkpointed, series: Iterable[str]) -> None:
         """Forget what was remembered of ``series``' slots: another worker may write them from now on."""

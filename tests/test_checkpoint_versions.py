@@ -181,3 +181,25 @@ def test_a_location_that_forgot_a_series_slots_reads_them_before_it_writes(locat
     successor = bank()
     location().restore_missing(successor, [SERIES, other], assigned(20, SERIES, other))
     assert (successor.points(SERIES), successor.points(other)) == (20, 20)
+
+
+@pytest.mark.parametrize("kind", ["files", "table"])
+def test_a_latest_version_that_does_not_open_gives_way_to_the_older_one(kind: str, tmp_path: Path, store: Store) -> None:
+    """A version cut short (a power cut: files are not fsynced) or altered is refused before it is
+    unpickled; the series then resumes from its other trusted version, not from nothing."""
+    if kind == "table":
+        store.command("TRUNCATE TABLE model_state")
+    make = (lambda: StateDirectory(tmp_path)) if kind == "files" else (lambda: StateTable(store))
+    where, models = make(), bank()
+    positions = assigned(0)
+    learn(models, 0, 10)
+    checkpoint(where, models, positions, 10)
+    learn(models, 10, 25)
+    checkpoint(where, models, positions, 25)
+    if kind == "files":  # the latest version's file, cut short
+        latest = where.path(models.state_key, SERIES, 1)
+        latest.write_bytes(latest.read_bytes()[:40])
+    else:  # the latest version's row, its state altered
+        [(points, state)] = store.query("SELECT points, hex(state) FROM model_state FINAL WHERE slot = 1").rows
+        insert_rows(store, models.state_key, [(SERIES, 1, 25, points, bytes.fromhex(state)[:-1] + b"!")])
+    assert restored(make(), assigned(25)) == 10
