@@ -52,6 +52,12 @@ from tenancy.registry import Registry
 from workflows.agents import wire as workflows_wire
 
 
+#: Events Faust buffers per stream before it pauses the topic (its default, 4,096, is too few for a
+#: ``take_events`` batch to fill under load). Only the workflow agents run on Faust streams (the
+#: pipeline's topics have batch consumers), so it does not follow ``M1_BATCH_SIZE``.
+FAUST_STREAM_BUFFER = 80_000
+
+
 def make_faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from settings (no agents yet), logged in to Kafka as they say."""
     return faust.App(
@@ -68,7 +74,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
         broker_commit_interval=1.0,
-        stream_buffer_maxsize=4 * settings.batch_size,  # the take() buffer must be able to fill
+        stream_buffer_maxsize=FAUST_STREAM_BUFFER,
         web_enabled=False,  # the worker serves our API instead (api.service, on web_port/web_bind)
         web_port=settings.web_port,
         web_bind=settings.web_bind,
