@@ -203,3 +203,27 @@ def test_a_latest_version_that_does_not_open_gives_way_to_the_older_one(kind: st
         [(points, state)] = store.query("SELECT points, hex(state) FROM model_state FINAL WHERE slot = 1").rows
         insert_rows(store, models.state_key, [(SERIES, 1, 25, points, bytes.fromhex(state)[:-1] + b"!")])
     assert restored(make(), assigned(25)) == 10
+
+
+def test_a_forged_version_with_a_far_cut_is_never_restored_and_the_next_write_replaces_it(location) -> None:
+    """Whoever can write the state location can put a version in the slot the commit does not need,
+    with any cut (cuts are not sealed): one past the commit is not restored, and the owner's next
+    checkpoint goes over it; the committed version stays."""
+    where, models = location(), bank()
+    positions = assigned(0)
+    learn(models, 0, 10)
+    checkpoint(where, models, positions, 10)
+    forger = bank()  # the series' own state, sealed with the key: re-inserting it is all the forger can do
+    learn(forger, 0, 3)
+    [(series, points, sealed)] = forger.checkpoint()
+    forged = location()
+    forged._write(forger.state_key, iter([(series, 1, 2**62, points, sealed)]))
+
+    successor = bank()
+    where_next, positions = location(), assigned(10)
+    where_next.restore_missing(successor, [SERIES], positions)
+    assert successor.points(SERIES) == 10
+    learn(successor, 10, 20)
+    checkpoint(where_next, successor, positions, 20)
+    assert restored(location(), assigned(20)) == 20
+    assert restored(location(), PartitionPositions()) == 20  # even trusting any cut: the forged one is gone
