@@ -101,7 +101,8 @@ class VersionedState(ABC):
         older: dict[str, SavedRow] = {}  # each restored series' other trusted version, if it has one
         newer = 0  # series with a version cut after what this worker may trust
         for key, versions in found.items():
-            slots = self._remember(bank.state_key, key, versions)
+            cuts = self._remember(bank.state_key, key, versions)
+            slots: Slots = (cuts[0], cuts[1])
             bound = None if positions is None else positions.restorable(key)
             slot = pick(slots, bound)
             newer += bound is not None and any(cut is not None and cut > bound for cut in slots)
@@ -136,12 +137,13 @@ class VersionedState(ABC):
         for key in series:
             self._slots.pop((state_key, key), None)
 
-    def _remember(self, state_key: str, series: str, versions: dict[int, SavedRow]) -> Slots:
-        """The slots of ``series``: those remembered (this worker's writes are newer than what it may
-        have read meanwhile), else those just read."""
+    def _remember(self, state_key: str, series: str, versions: dict[int, SavedRow]) -> list[int | None]:
+        """The cuts in the slots of ``series`` (the list remembered, which a write updates): those
+        remembered (this worker's writes are newer than what it may have read meanwhile), else those
+        of ``versions``, just read."""
         known = self._slots.setdefault((state_key, series), [versions[s][2] if s in versions else None for s in (0, 1)])
         self._trim()
-        return known[0], known[1]
+        return known
 
     def _placed(self, state_key: str, rows: Iterator[StateRow], cut_of: Callable[[str], int],
                 committed_of: Callable[[str], int | None]) -> Iterator[SavedRow]:
@@ -151,9 +153,7 @@ class VersionedState(ABC):
             key = (state_key, series)
             slots = remembered.get(key)
             if slots is None:
-                versions = {row[1]: row for row in self._read(state_key, [series])}
-                slots = remembered[key] = [versions[s][2] if s in versions else None for s in (0, 1)]
-                self._trim()
+                slots = self._remember(state_key, series, {row[1]: row for row in self._read(state_key, [series])})
             else:
                 remembered.move_to_end(key)
             cut = cut_of(series)
